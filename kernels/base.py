@@ -1,0 +1,76 @@
+"""The backend interface: exact int8 GEMM with the mining transcript fused in.
+
+A backend computes, for int8 operands A' (m x k) and B' (k x n) and a chunk width r:
+
+    S_c = sum_{c' <= c} A'[:, c'r:(c'+1)r] @ B'[c'r:(c'+1)r, :]      (exact int32)
+
+and, for every tile (ti, tj) of size h x w and every chunk c = 0 .. k/r - 1,
+
+    x_c(ti, tj) = XOR of S_c[ti*h:(ti+1)*h, tj*w:(tj+1)*w] taken as uint32
+    msg[c % 16] = rotl32(msg[c % 16], 13) XOR x_c          (msg starts as 16 zero words)
+
+It returns the final product C' = S_{k/r-1} (int32, m x n) and the messages as an int32 tensor of shape
+(m/h, n/w, 16) holding the uint32 words' bit patterns. Both live on the CPU. Every backend returns
+bit-identical results for the same input; `kernels.reference` is the obviously-correct definition.
+
+Backends know nothing of seeds, noise, tickets or blocks.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+MSG_WORDS = 16
+ROT = 13
+
+
+class Backend(Protocol):
+    name: str
+    device: torch.device
+
+    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Plain exact int8 x int8 -> int32 product, returned on the CPU."""
+        ...
+
+    def noisy_matmul(
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C', messages) as described in this module's docstring."""
+        ...
+
+
+class ShapeError(ValueError):
+    """Operands that do not fit the kernel contract."""
+
+
+def check_operands(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int) -> tuple[int, int, int]:
+    """Validate the kernel contract; returns (m, k, n)."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise ShapeError("operands must be torch tensors")
+    if a.dtype != torch.int8 or b.dtype != torch.int8:
+        raise ShapeError(f"operands must be int8, got {a.dtype} and {b.dtype}")
+    if a.dim() != 2 or b.dim() != 2:
+        raise ShapeError("operands must be 2-D")
+    m, k = a.shape
+    k2, n = b.shape
+    if k != k2:
+        raise ShapeError(f"inner dimensions disagree: {k} vs {k2}")
+    if r <= 0 or k % r:
+        raise ShapeError(f"k={k} is not a multiple of r={r}")
+    if m % tile_h or n % tile_w:
+        raise ShapeError(f"shape {m}x{n} is not a multiple of the tile {tile_h}x{tile_w}")
+    return m, k, n
+
+
+def rotl32(x: torch.Tensor, s: int = ROT) -> torch.Tensor:
+    """Rotate int32 bit patterns left by s (as uint32)."""
+    x64 = x.to(torch.int64) & 0xFFFFFFFF
+    y = ((x64 << s) | (x64 >> (32 - s))) & 0xFFFFFFFF
+    return to_i32(y)
+
+
+def to_i32(x64: torch.Tensor) -> torch.Tensor:
+    """Reinterpret values in [0, 2^32) (int64) as int32 bit patterns."""
+    x64 = x64 & 0xFFFFFFFF
+    return torch.where(x64 >= 2**31, x64 - 2**32, x64).to(torch.int32)

@@ -1,0 +1,123 @@
+"""Mining one job: noise from the template, one noisy GEMM with the transcript fused in, tickets for every
+tile, proofs for the winning tiles, and the client's exact C recovered from the same pass."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from kernels import get_backend
+from kernels.base import Backend
+from pouw.commit import tree_a, tree_b
+from pouw.errors import JobError
+from pouw.hashing import xof
+from pouw.job import JobCommitment, check_operands
+from pouw.merkle import MerkleTree
+from pouw.noise import derive_seeds, full_noise, noisy_operands
+from pouw.params import PowParams
+from pouw.proof import TileProof
+from pouw.recover import recover
+from pouw.ticket import all_tickets, win_threshold
+
+
+@dataclass
+class PreparedJob:
+    """Checked operands with their Merkle trees; reusable across templates (the trees cost O(mk + kn))."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    job: JobCommitment
+    tree_a: MerkleTree
+    tree_b: MerkleTree
+
+
+def prepare_job(a, b, params: PowParams) -> PreparedJob:
+    ta, tb = check_operands(a, b)
+    params.check_shape(ta.shape[0], ta.shape[1], tb.shape[1])
+    t_a, t_b = tree_a(ta), tree_b(tb)
+    job = JobCommitment(t_a.root, t_b.root, ta.shape[0], ta.shape[1], tb.shape[1])
+    return PreparedJob(ta, tb, job, t_a, t_b)
+
+
+@dataclass
+class MiningResult:
+    job_key: bytes
+    c: torch.Tensor | None                    # exact A·B (int32), None when recovery was skipped
+    tickets: np.ndarray                       # (m/h, n/w, 32) uint8, every tile's ticket
+    proofs: list[TileProof]                   # winning tiles, lowest ticket first (at most max_proofs)
+    winners: int                              # number of winning tiles
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def filler_operands(job_seed: bytes, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic operands in [-64, 63] for a filler job (mined when no client job is waiting)."""
+    m, k, n = shape
+    raw_a = np.frombuffer(xof(b"filler-a", job_seed, length=m * k), dtype=np.uint8)
+    raw_b = np.frombuffer(xof(b"filler-b", job_seed, length=k * n), dtype=np.uint8)
+    a = ((raw_a & 127).astype(np.int16) - 64).astype(np.int8).reshape(m, k)
+    b = ((raw_b & 127).astype(np.int16) - 64).astype(np.int8).reshape(k, n)
+    return torch.from_numpy(a), torch.from_numpy(b)
+
+
+def make_proof(prep: PreparedJob, job_key: bytes, ti: int, tj: int, ticket: bytes, params: PowParams) -> TileProof:
+    h, w, k = params.tile_h, params.tile_w, prep.job.k
+    a_rows = prep.a[ti * h:(ti + 1) * h].contiguous().numpy().tobytes()
+    b_cols = prep.b[:, tj * w:(tj + 1) * w].t().contiguous().numpy().tobytes()
+    return TileProof(job_key, ti, tj, h, w, k, ticket, a_rows, b_cols,
+                     tuple(prep.tree_a.open_range(ti * h, h)), tuple(prep.tree_b.open_range(tj * w, w)))
+
+
+def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: PowParams,
+             backend: Backend | None = None, prepared: PreparedJob | None = None,
+             recover_c: bool = True, max_proofs: int = 8) -> MiningResult:
+    """Mine `job` (whose commitment is inside `template`) once; return C, all tickets and winning proofs."""
+    t0 = time.perf_counter()
+    prep = prepared if prepared is not None else prepare_job(a, b, params)
+    if prep.job != job:
+        raise JobError("operands do not match the job commitment in the template")
+    backend = backend or get_backend("cpu")
+    m, k, n = job.m, job.k, job.n
+    r, h, w = params.rank, params.tile_h, params.tile_w
+    t1 = time.perf_counter()
+    seeds = derive_seeds(template, job)
+    nz = full_noise(seeds, m, k, n, r)
+    a2, b2 = noisy_operands(prep.a, prep.b, nz)
+    t2 = time.perf_counter()
+    c_noisy, msgs = backend.noisy_matmul(a2, b2, r, h, w)
+    t3 = time.perf_counter()
+    tickets = all_tickets(seeds.job_key, msgs.numpy().view(np.uint32))
+    t4 = time.perf_counter()
+    c = recover(c_noisy, prep.a, b2, nz, backend.matmul) if recover_c else None
+    t5 = time.perf_counter()
+    threshold = win_threshold(target, params.tile_work(k))
+    flat = tickets.reshape(-1, 32)
+    if threshold >= 1 << 256:
+        win_idx = np.arange(flat.shape[0])
+    else:
+        thr = np.frombuffer(threshold.to_bytes(32, "big"), dtype=np.uint8)
+        # lexicographic compare of big-endian bytes == integer compare; first differing byte decides
+        diff = flat != thr
+        first = np.where(diff.any(axis=1), diff.argmax(axis=1), 32)
+        below = np.zeros(flat.shape[0], dtype=bool)
+        has = first < 32
+        below[has] = flat[has, first[has]] < thr[first[has]]
+        win_idx = np.nonzero(below)[0]
+    order = sorted(win_idx.tolist(), key=lambda i: flat[i].tobytes())
+    tj_n = n // w
+    proofs = [make_proof(prep, seeds.job_key, i // tj_n, i % tj_n, flat[i].tobytes(), params)
+              for i in order[:max_proofs]]
+    t6 = time.perf_counter()
+    timings = {"prepare": t1 - t0, "noise": t2 - t1, "gemm": t3 - t2, "tickets": t4 - t3,
+               "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
+    return MiningResult(seeds.job_key, c, tickets, proofs, len(order), timings)
+
+
+def mine_filler(template: bytes, job_seed: bytes, target: int, params: PowParams,
+                shape: tuple[int, int, int], backend: Backend | None = None) -> tuple[JobCommitment, TileProof] | None:
+    """Convenience for callers whose template does not depend on the job (tests, benchmarks)."""
+    a, b = filler_operands(job_seed, shape)
+    prep = prepare_job(a, b, params)
+    res = mine_job(template, prep.job, a, b, target, params, backend, prepared=prep, recover_c=False, max_proofs=1)
+    return (prep.job, res.proofs[0]) if res.proofs else None

@@ -1,0 +1,122 @@
+"""Seeds and rank-r noise, each row of E and each column of F regenerable on its own.
+
+seed_B = H("seed-b", job_key || H_B);  seed_A = H("seed-a", seed_B || H_A)   (commit order: B, then A)
+Sparse map from a seed: for each l in [0, k): u16 pair (x, y) from SHAKE-256("noise-map", seed), p(l) = x mod r,
+q(l) = (p(l) + 1 + y mod (r-1)) mod r, so p != q.
+E_L[u] = SHAKE-256("noise-row", seed_A, u64 u)[0:r], byte b -> (b & 63) - 32 in [-32, 31]
+E[u][l] = E_L[u][p(l)] - E_L[u][q(l)] in [-63, 63]               (E = E_L · P)
+F_R[:, v] = SHAKE-256("noise-col", seed_B, u64 v)[0:r] likewise;  F[l][v] = F_R[p'(l)][v] - F_R[q'(l)][v]  (F = Q · F_R)
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pouw.hashing import tagged_hash, u64, xof
+from pouw.job import JobCommitment
+
+
+@dataclass(frozen=True)
+class Seeds:
+    job_key: bytes
+    seed_a: bytes
+    seed_b: bytes
+
+
+def job_key(template: bytes) -> bytes:
+    return tagged_hash(b"job-key", template)
+
+
+def derive_seeds(template: bytes, job: JobCommitment) -> Seeds:
+    jk = job_key(template)
+    sb = tagged_hash(b"seed-b", jk, job.h_b)
+    sa = tagged_hash(b"seed-a", sb, job.h_a)
+    return Seeds(jk, sa, sb)
+
+
+def sparse_map(seed: bytes, k: int, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(p, q): int64 arrays of length k, p != q, both in [0, r)."""
+    raw = np.frombuffer(xof(b"noise-map", seed, length=4 * k), dtype="<u2").reshape(k, 2).astype(np.int64)
+    p = raw[:, 0] % r
+    q = (p + 1 + raw[:, 1] % (r - 1)) % r
+    return p, q
+
+
+def _small(raw: bytes) -> np.ndarray:
+    return (np.frombuffer(raw, dtype=np.uint8) & 63).astype(np.int16) - 32
+
+
+def left_factor_rows(seed_a: bytes, rows: Iterable[int], r: int) -> np.ndarray:
+    """E_L rows (len(rows) x r, int16 in [-32, 31])."""
+    rows = list(rows)
+    buf = b"".join(xof(b"noise-row", seed_a, u64(u), length=r) for u in rows)
+    return _small(buf).reshape(len(rows), r)
+
+
+def right_factor_cols(seed_b: bytes, cols: Iterable[int], r: int) -> np.ndarray:
+    """F_R columns, returned as (len(cols) x r) int16: row i holds column cols[i] of F_R."""
+    cols = list(cols)
+    buf = b"".join(xof(b"noise-col", seed_b, u64(v), length=r) for v in cols)
+    return _small(buf).reshape(len(cols), r)
+
+
+def expand(factor: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """factor (t x r) -> (t x k) int8 with entry [i][l] = factor[i][p(l)] - factor[i][q(l)]."""
+    return (factor[:, p] - factor[:, q]).astype(np.int8)
+
+
+def noise_rows(seeds: Seeds, rows: Iterable[int], k: int, r: int) -> np.ndarray:
+    """Rows of E (len(rows) x k, int8)."""
+    p, q = sparse_map(seeds.seed_a, k, r)
+    return expand(left_factor_rows(seeds.seed_a, rows, r), p, q)
+
+
+def noise_cols(seeds: Seeds, cols: Iterable[int], k: int, r: int) -> np.ndarray:
+    """Columns of F, as (len(cols) x k) int8: row i is column cols[i] of F."""
+    p, q = sparse_map(seeds.seed_b, k, r)
+    return expand(right_factor_cols(seeds.seed_b, cols, r), p, q)
+
+
+@dataclass
+class Noise:
+    """All noise of one job: factors and maps (for recovery) and the dense E (m x k), F (k x n)."""
+
+    e_l: torch.Tensor   # m x r int8
+    p_a: np.ndarray
+    q_a: np.ndarray
+    f_r: torch.Tensor   # r x n int8
+    p_b: np.ndarray
+    q_b: np.ndarray
+
+
+def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
+    p_a, q_a = sparse_map(seeds.seed_a, k, r)
+    p_b, q_b = sparse_map(seeds.seed_b, k, r)
+    e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
+    f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
+    return Noise(e_l, p_a, q_a, f_r, p_b, q_b)
+
+
+def map_matrix(p: np.ndarray, q: np.ndarray, r: int) -> torch.Tensor:
+    """The sparse map as a dense r x k int8 matrix: +1 at (p(l), l), -1 at (q(l), l)."""
+    k = len(p)
+    mat = np.zeros((r, k), dtype=np.int8)
+    cols = np.arange(k)
+    mat[p, cols] = 1
+    mat[q, cols] = -1
+    return torch.from_numpy(mat)
+
+
+def noisy_operands(a: torch.Tensor, b: torch.Tensor, nz: Noise) -> tuple[torch.Tensor, torch.Tensor]:
+    """A' = A + E_L·P and B' = B + Q·F_R, computed in int8 without overflow:
+    factor entries are in [-32, 31], so E, F are in [-63, 63] and A + E, B + F in [-127, 127]."""
+    pa, qa = torch.from_numpy(nz.p_a), torch.from_numpy(nz.q_a)
+    pb, qb = torch.from_numpy(nz.p_b), torch.from_numpy(nz.q_b)
+    a2 = torch.index_select(nz.e_l, 1, pa)
+    a2.sub_(torch.index_select(nz.e_l, 1, qa)).add_(a)
+    b2 = torch.index_select(nz.f_r, 0, pb)
+    b2.sub_(torch.index_select(nz.f_r, 0, qb)).add_(b)
+    return a2, b2

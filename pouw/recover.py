@@ -1,0 +1,54 @@
+"""Recover the client's exact C = A·B from the noisy product C' = A'·B'.
+
+    A'B' = (A + E)(B + F) = AB + A·F + E·B'      so      C = C' - A·F - E·B'
+    A·F  = (A·Q)·F_R,   E·B' = E_L·(P·B')         (P, Q the sparse maps; A·Q and P·B' are m x r and r x n)
+
+A·Q and P·B' no longer fit int8, so they are split into signed base-128 digits in [-64, 63] and the correction
+is  sum_i 128^i · [AQ_i | E_L] · [F_R ; PB_i]  : a few int8 GEMMs of inner width 2r. Extra cost ~ 2r/k · digits.
+All intermediates fit int32 for k <= MAX_K (see docs/protocol.md).
+"""
+from __future__ import annotations
+
+import torch
+
+from pouw.noise import Noise, map_matrix
+
+
+def digits128(x: torch.Tensor) -> list[torch.Tensor]:
+    """Signed base-128 digits (int8, each in [-64, 63]) with x == sum_i d_i * 128^i. At least one digit."""
+    x = x.to(torch.int32).clone()
+    out = []
+    while True:
+        d = ((x + 64) & 127) - 64
+        out.append(d.to(torch.int8))
+        x = (x - d) >> 7
+        if not bool(x.any()):
+            return out
+
+
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul) -> torch.Tensor:
+    """A·F + E·B' (int32, m x n) using int8 GEMMs via `matmul` (int8 x int8 -> int32)."""
+    r = nz.e_l.shape[1]
+    q_t = map_matrix(nz.p_b, nz.q_b, r).t().contiguous()      # k x r
+    p_m = map_matrix(nz.p_a, nz.q_a, r)                         # r x k
+    aq = matmul(a, q_t)                                          # m x r, = A·Q
+    pb = matmul(p_m, b_noisy)                                    # r x n, = P·B'
+    da, db = digits128(aq), digits128(pb)
+    zero_a = torch.zeros_like(da[0])
+    zero_b = torch.zeros_like(db[0])
+    total = None
+    for i in range(max(len(da), len(db))):
+        u = torch.cat([da[i] if i < len(da) else zero_a, nz.e_l], dim=1).contiguous()
+        v = torch.cat([nz.f_r, db[i] if i < len(db) else zero_b], dim=0).contiguous()
+        term = matmul(u, v)
+        if total is None:
+            total = term if i == 0 else term.mul_(128 ** i)
+        else:
+            total.add_(term, alpha=128 ** i)
+    assert total is not None
+    return total
+
+
+def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul) -> torch.Tensor:
+    """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`."""
+    return c_noisy.sub_(correction(a, b_noisy, nz, matmul))

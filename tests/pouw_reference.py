@@ -1,0 +1,83 @@
+"""A slow, obviously-correct reimplementation of the protocol's noise, transcript and tickets, written from
+docs/protocol.md with plain Python integers and hashlib only. Tests compare the fast path against it."""
+from __future__ import annotations
+
+import hashlib
+
+
+def H(tag: bytes, *parts: bytes) -> bytes:
+    return hashlib.sha256(b"pouw/" + tag + b"\x00" + b"".join(parts)).digest()
+
+
+def X(tag: bytes, *parts: bytes, length: int) -> bytes:
+    return hashlib.shake_256(b"pouw/" + tag + b"\x00" + b"".join(parts)).digest(length)
+
+
+def seeds(template: bytes, h_a: bytes, h_b: bytes) -> tuple[bytes, bytes, bytes]:
+    jk = H(b"job-key", template)
+    sb = H(b"seed-b", jk, h_b)
+    sa = H(b"seed-a", sb, h_a)
+    return jk, sa, sb
+
+
+def sparse_map(seed: bytes, k: int, r: int) -> list[tuple[int, int]]:
+    raw = X(b"noise-map", seed, length=4 * k)
+    out = []
+    for l in range(k):
+        x = raw[4 * l] | raw[4 * l + 1] << 8
+        y = raw[4 * l + 2] | raw[4 * l + 3] << 8
+        p = x % r
+        q = (p + 1 + y % (r - 1)) % r
+        out.append((p, q))
+    return out
+
+
+def factor(tag: bytes, seed: bytes, idx: int, r: int) -> list[int]:
+    return [(byte & 63) - 32 for byte in X(tag, seed, idx.to_bytes(8, "little"), length=r)]
+
+
+def noisy(A: list[list[int]], B: list[list[int]], template: bytes, h_a: bytes, h_b: bytes, r: int):
+    m, k, n = len(A), len(B), len(B[0])
+    jk, sa, sb = seeds(template, h_a, h_b)
+    pa, pb = sparse_map(sa, k, r), sparse_map(sb, k, r)
+    A2 = []
+    for u in range(m):
+        el = factor(b"noise-row", sa, u, r)
+        A2.append([A[u][l] + el[pa[l][0]] - el[pa[l][1]] for l in range(k)])
+    fr = [factor(b"noise-col", sb, v, r) for v in range(n)]
+    B2 = [[B[l][v] + fr[v][pb[l][0]] - fr[v][pb[l][1]] for v in range(n)] for l in range(k)]
+    return jk, A2, B2
+
+
+def rotl(x: int) -> int:
+    return ((x << 13) | (x >> 19)) & 0xFFFFFFFF
+
+
+def tickets(jk: bytes, A2, B2, r: int, h: int, w: int) -> dict[tuple[int, int], bytes]:
+    m, k, n = len(A2), len(B2), len(B2[0])
+    out = {}
+    for ti in range(m // h):
+        for tj in range(n // w):
+            msg = [0] * 16
+            S = [[0] * w for _ in range(h)]
+            for c in range(k // r):
+                x = 0
+                for du in range(h):
+                    for dv in range(w):
+                        S[du][dv] += sum(A2[ti * h + du][l] * B2[l][tj * w + dv] for l in range(c * r, (c + 1) * r))
+                        x ^= S[du][dv] & 0xFFFFFFFF
+                msg[c % 16] = rotl(msg[c % 16]) ^ x
+            body = ti.to_bytes(4, "little") + tj.to_bytes(4, "little") + b"".join(v.to_bytes(4, "little") for v in msg)
+            out[(ti, tj)] = hashlib.sha256(b"pouw/ticket\x00" + jk + body).digest()
+    return out
+
+
+def merkle_root(tag: bytes, leaves: list[bytes]) -> bytes:
+    level = [hashlib.sha256(b"\x00" + x).digest() for x in leaves]
+    size = 1
+    while size < len(level):
+        size *= 2
+    level += [b"\x00" * 32] * (size - len(level))
+    while len(level) > 1:
+        level = [hashlib.sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+    return H(b"commit/" + tag, len(leaves).to_bytes(8, "little"), len(leaves[0]).to_bytes(8, "little"), level[0])
