@@ -1,0 +1,67 @@
+"""The `pouw` command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.what == "mining":
+        from benchmarks import bench_mining
+        return bench_mining.main_args(args)
+    if args.what == "import":
+        from chain import commands
+        return commands.bench_import(args)
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def _mine_demo(args: argparse.Namespace) -> int:
+    from node import demo
+    return demo.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pouw", description="Proof-of-Useful-Work settlement node")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    bench = sub.add_parser("bench", help="reproducible benchmarks (JSON)")
+    bsub = bench.add_subparsers(dest="what", required=True)
+    from benchmarks import bench_mining
+    bm = bsub.add_parser("mining", help="useful-work mining throughput over plain int8 GEMM; proof verification")
+    bench_mining.add_arguments(bm)
+    bm.set_defaults(func=_bench)
+    try:
+        from chain import commands as chain_commands
+    except ImportError:  # chain not importable: keep the engine commands usable
+        chain_commands = None
+    if chain_commands is not None and hasattr(chain_commands, "add_bench_import_arguments"):
+        bi = bsub.add_parser("import", help="block import throughput")
+        chain_commands.add_bench_import_arguments(bi)
+        bi.set_defaults(func=_bench)
+
+    demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("--size", type=int, default=512)
+    demo.add_argument("--jobs", type=int, default=0, help="stop after this many jobs (0 = until Ctrl-C)")
+    demo.set_defaults(func=_mine_demo)
+
+    if chain_commands is not None:
+        chain_commands.register(sub)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

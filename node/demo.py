@@ -1,0 +1,40 @@
+"""A local mining demo: mines filler jobs on a device, checks every proof, and reports rates."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from kernels import get_backend
+from pouw.miner import filler_operands, mine_job, prepare_job
+from pouw.params import PowParams
+from pouw.verify import verify_proof
+
+log = logging.getLogger("pouw.demo")
+
+
+def run(args: argparse.Namespace) -> int:
+    params = PowParams()
+    backend = get_backend(args.device)
+    size = max(params.min_k, args.size)
+    shape = (size, size, size)
+    target = (1 << 256) // (params.tile_work(size) * 256)
+    log.info("mining filler jobs %dx%dx%d on %s (r=%d, tile %dx%d)", *shape, backend.device, params.rank,
+             params.tile_h, params.tile_w)
+    done = found = 0
+    macs = 0
+    start = time.perf_counter()
+    while not args.jobs or done < args.jobs:
+        a, b = filler_operands(done.to_bytes(8, "little"), shape)
+        prep = prepare_job(a, b, params)
+        template = b"demo-template" + done.to_bytes(8, "little")
+        res = mine_job(template, prep.job, a, b, target, params, backend, prepared=prep)
+        done += 1
+        macs += prep.job.macs
+        for p in res.proofs[:1]:
+            verify_proof(template, prep.job, p, target, params)
+            found += 1
+        el = time.perf_counter() - start
+        log.info("job %d: %d winning tiles, best ticket %s..., %.1f GMAC/s, blocks found %d",
+                 done, res.winners, res.proofs[0].ticket.hex()[:12] if res.proofs else "-", macs / el / 1e9, found)
+    return 0
