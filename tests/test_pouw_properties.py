@@ -1,0 +1,83 @@
+"""Property tests: Merkle openings, proof encoding, noise bounds and single-row regeneration."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pouw.errors import PowError
+from pouw.job import JobCommitment
+from pouw.merkle import MerkleTree, verify_range
+from pouw.noise import derive_seeds, full_noise, noise_cols, noise_rows, noisy_operands
+from pouw.proof import TileProof
+
+SETTINGS = settings(max_examples=40, deadline=None)
+
+
+@SETTINGS
+@given(count=st.integers(1, 40), leaf_len=st.integers(1, 9), data=st.data())
+def test_every_aligned_opening_verifies_and_tampering_fails(count, leaf_len, data):
+    leaves = [data.draw(st.binary(min_size=leaf_len, max_size=leaf_len)) for _ in range(count)]
+    tree = MerkleTree(b"T", leaves)
+    size = data.draw(st.sampled_from([s for s in (1, 2, 4, 8, 16) if s <= count]))
+    start = data.draw(st.integers(0, count // size - 1)) * size
+    if start + size > count:
+        return
+    path = tree.open_range(start, size)
+    verify_range(b"T", tree.root, count, leaf_len, start, leaves[start:start + size], path, "r")
+    bad = list(leaves[start:start + size])
+    bad[0] = bytes([bad[0][0] ^ 1]) + bad[0][1:]
+    try:
+        verify_range(b"T", tree.root, count, leaf_len, start, bad, path, "r")
+        raise AssertionError("tampered leaf accepted")
+    except PowError as e:
+        assert e.reason == "r"
+    # same leaves under another tag or another count never verify
+    for tag, cnt in ((b"U", count), (b"T", count + 1)):
+        try:
+            verify_range(tag, tree.root, cnt, leaf_len, start, leaves[start:start + size], path, "r")
+            raise AssertionError("opening verified under the wrong domain")
+        except PowError:
+            pass
+
+
+@SETTINGS
+@given(h=st.sampled_from([1, 2, 4]), w=st.sampled_from([1, 2, 8]), k=st.integers(1, 40),
+       pa=st.integers(0, 5), pb=st.integers(0, 5), data=st.data())
+def test_proof_encoding_round_trip_and_strictness(h, w, k, pa, pb, data):
+    proof = TileProof(data.draw(st.binary(min_size=32, max_size=32)), data.draw(st.integers(0, 2**32 - 1)),
+                      data.draw(st.integers(0, 2**32 - 1)), h, w, k, data.draw(st.binary(min_size=32, max_size=32)),
+                      data.draw(st.binary(min_size=h * k, max_size=h * k)),
+                      data.draw(st.binary(min_size=w * k, max_size=w * k)),
+                      tuple(bytes([i]) * 32 for i in range(pa)), tuple(bytes([i + 7]) * 32 for i in range(pb)))
+    raw = proof.encode()
+    assert TileProof.decode(raw) == proof
+    cut = data.draw(st.integers(0, len(raw) - 1))
+    for bad in (raw[:cut], raw + b"\x00"):
+        try:
+            TileProof.decode(bad)
+            raise AssertionError("non-canonical proof decoded")
+        except PowError as e:
+            assert e.reason == "bad-pow-encoding"
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.binary(min_size=1, max_size=16), r=st.sampled_from([8, 32, 64]), m=st.integers(1, 12),
+       n=st.integers(1, 12), mult=st.integers(16, 20))
+def test_noise_bounds_and_single_rows_regenerate(seed, r, m, n, mult):
+    k = r * mult
+    job = JobCommitment(bytes(32), bytes([1]) * 32, m, k, n)
+    seeds = derive_seeds(seed, job)
+    nz = full_noise(seeds, m, k, n, r)
+    assert np.all(nz.p_a != nz.q_a) and np.all(nz.p_b != nz.q_b)
+    a = torch.full((m, k), 64, dtype=torch.int8)
+    b = torch.full((k, n), -64, dtype=torch.int8)
+    a2, b2 = noisy_operands(a, b, nz)
+    e = a2.to(torch.int16) - 64
+    f = b2.to(torch.int16) + 64
+    assert int(e.abs().max()) <= 63 and int(f.abs().max()) <= 63
+    u = m - 1
+    assert np.array_equal(noise_rows(seeds, [u], k, r)[0], e[u].numpy().astype(np.int8))
+    v = n // 2
+    assert np.array_equal(noise_cols(seeds, [v], k, r)[0], f[:, v].numpy().astype(np.int8))
