@@ -199,3 +199,15 @@ def test_mismatched_job_commitment_is_refused():
     other = dataclasses.replace(prep.job, h_a=bytes(32))
     with pytest.raises(JobError):
         mine_job(b"t", other, a, b, 1, P)
+
+
+def test_padding_any_shape_gives_exact_cropped_result():
+    from pouw.padding import crop, pad_operands
+    g = torch.Generator().manual_seed(9)
+    a = torch.randint(-64, 65, (5, 37), dtype=torch.int8, generator=g)
+    b = torch.randint(-64, 65, (37, 3), dtype=torch.int8, generator=g)
+    ap, bp, shape = pad_operands(a, b, P)
+    assert ap.shape == (8, 512) and bp.shape == (512, 8)
+    prep = prepare_job(ap, bp, P)
+    res = mine_job(b"pad", prep.job, ap, bp, 1, P, prepared=prep)
+    assert torch.equal(crop(res.c, shape), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
