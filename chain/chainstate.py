@@ -1,0 +1,692 @@
+"""The chain: block index, fork choice, connect/disconnect with undo data, invalidate/reconsider.
+
+Invariants:
+- The stored tip, the active-chain height index, the account state, the supply record and the undo
+  data of connected blocks always describe the same chain: each connect/disconnect is one batch.
+- Importing a block that extends the tip (the common case) is one batch: header, body, index record,
+  undo data, accounts and tip together.
+- Fork choice: most cumulative work among blocks whose data (and all ancestors' data) is stored and
+  that are not known invalid; ties go to the block whose data was seen first (lowest sequence id).
+- A block that fails validation is marked FAILED and all its descendants FAILED_CHILD.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+from chain import schema as S
+from chain.block import NULL_JOB, Block, Header, tx_root
+from chain.config import ChainConfig, parse_config
+from chain.difficulty import block_work
+from chain.encoding import as_bytes, as_int, as_list, decode, encode
+from chain.errors import BlockError, EncodingError, StorageError, ValidationError
+from chain.hashing import ZERO_HASH
+from chain.keys import ZERO_ADDRESS
+from chain.state import EMPTY, Account, BlockDiff, MemoryState, Supply, apply_block, genesis_state
+from chain.store import Batch, Store
+from chain.tx import Transaction, check_tx
+from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
+
+DB_DIRNAME = "chaindata"
+
+
+def make_genesis(cfg: ChainConfig) -> Block:
+    """The genesis block implied by a config (no proof; its hash identifies the chain)."""
+    _, supply = genesis_state(cfg.genesis_alloc)
+    h = Header(cfg.version, cfg.chain_id, 0, ZERO_HASH, cfg.genesis_timestamp, cfg.initial_target,
+               tx_root([]), supply.root, ZERO_ADDRESS, NULL_JOB, b"")
+    return Block(h, ())
+
+
+@dataclass
+class IndexEntry:
+    """In-memory block index record (the header itself stays in the database)."""
+
+    hash: bytes
+    prev: bytes
+    height: int
+    timestamp: int
+    target: int
+    chainwork: int
+    status: int
+    seq: int
+    reason: str = ""
+    chain_data: bool = False  # this block and all ancestors have data
+    anchor_ts: int = 0        # timestamp of the height-1 ancestor (ASERT anchor); in memory only
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.status & S.FAILED_MASK)
+
+    def record(self) -> bytes:
+        return encode([self.status, self.chainwork.to_bytes(32, "big"), self.seq, self.reason.encode()])
+
+
+@dataclass
+class ImportResult:
+    """Outcome of submit_block: `status` is "active" (on the active chain), "side" (stored, not
+    active) or "duplicate". `disconnected`/`connected` are the net change of the active chain."""
+
+    hash: bytes
+    status: str
+    tip: bytes
+    connected: list[Block] = field(default_factory=list)
+    disconnected: list[Block] = field(default_factory=list)
+
+    @property
+    def disconnected_txs(self) -> list[Transaction]:
+        """Transactions of disconnected blocks that the new chain does not contain (re-add to mempool)."""
+        now_in = {t.txid for b in self.connected for t in b.txs}
+        return [t for b in self.disconnected for t in b.txs if t.txid not in now_in]
+
+
+class ChainListener(Protocol):
+    def block_connected(self, block: Block) -> None: ...
+    def block_disconnected(self, block: Block) -> None: ...
+
+
+@dataclass
+class ChainTip:
+    hash: bytes
+    height: int
+    branchlen: int
+    status: str  # active | valid-fork | valid-headers | headers-only | invalid
+
+
+class ChainState:
+    """A chain stored in ``<datadir>/chaindata``. Use ``ChainState.open``."""
+
+    def __init__(self, store: Store, cfg: ChainConfig, *, clock: Callable[[], float] = time.time,
+                 check_proofs: bool = True):
+        self.store = store
+        self.cfg = cfg
+        self.clock = clock
+        self.check_proofs = check_proofs
+        self._params = None
+        self.index: dict[bytes, IndexEntry] = {}
+        self.children: dict[bytes, list[bytes]] = {}
+        self.chain: list[bytes] = []          # active chain hashes by height
+        self.candidates: set[bytes] = set()
+        self.listeners: list[ChainListener] = []
+        self.genesis = make_genesis(cfg)
+        self._seq = 0
+        self._recent: dict[bytes, Block] = {}  # the last few submitted blocks (saves a re-read)
+
+    # --- opening -------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, datadir: str | Path, cfg: ChainConfig | None = None, *, create: bool = True,
+             clock: Callable[[], float] = time.time, check_proofs: bool = True, sync: bool = False) -> "ChainState":
+        """Open (or, with create and a config, initialise) the chain in datadir.
+
+        Raises StorageError naming the problem for a missing, damaged or foreign database."""
+        path = Path(datadir) / DB_DIRNAME
+        fresh = not path.exists() or (path.is_dir() and not any(path.iterdir()))  # empty: creation never began
+        if fresh and (not create or cfg is None):
+            raise StorageError(f"no chain database at {path}" + ("" if create else " (create disabled)"))
+        if fresh:
+            path.mkdir(parents=True, exist_ok=True)
+        store = Store(path, create=fresh, sync=sync)
+        try:
+            if not fresh and cfg is not None and create and store.is_empty():
+                fresh = True  # a crash between creating the database and writing genesis
+            if fresh:
+                cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)  # type: ignore[arg-type]
+                cs._init_genesis()
+            else:
+                cfg = cls._check_meta(store, cfg)
+                cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)
+            cs._load()
+            cs.activate_best_chain()  # finish a reorg interrupted by a crash
+        except BaseException:
+            store.close()
+            raise
+        return cs
+
+    @staticmethod
+    def _check_meta(store: Store, cfg: ChainConfig | None) -> ChainConfig:
+        marker = store.get(S.META_SCHEMA)
+        if marker is None:
+            raise StorageError(f"database at {store.path} has no schema marker (incomplete or not a chain database)")
+        try:
+            version = decode(marker)
+        except EncodingError as e:
+            raise StorageError(f"database at {store.path}: corrupted schema marker") from e
+        if version != S.SCHEMA_VERSION:
+            raise StorageError(f"database at {store.path} has schema version {version}, expected {S.SCHEMA_VERSION}")
+        src = store.get(S.META_CONFIG)
+        genesis = store.get(S.META_GENESIS)
+        if src is None or genesis is None:
+            raise StorageError(f"database at {store.path} lacks its genesis hash or config")
+        stored_cfg = parse_config(src.decode())
+        if cfg is None:
+            cfg = stored_cfg
+        g = make_genesis(cfg).hash
+        if g != genesis:
+            raise StorageError(f"database at {store.path} holds chain {stored_cfg.name!r} (genesis {genesis.hex()[:16]}), "
+                               f"not {cfg.name!r} (genesis {g.hex()[:16]})")
+        cid = store.get(S.META_CHAIN_ID)
+        if cid is None or decode(cid) != cfg.chain_id:
+            raise StorageError(f"database at {store.path}: chain id marker missing or different")
+        return cfg
+
+    def _init_genesis(self) -> None:
+        g = self.genesis
+        accounts, supply = genesis_state(self.cfg.genesis_alloc)
+        work = block_work(g.header.target)
+        e = IndexEntry(g.hash, ZERO_HASH, 0, g.header.timestamp, g.header.target, work,
+                       S.HEADER_VALID | S.HAVE_DATA | S.VALID_STATE, 0)
+        with self.store.batch() as b:
+            b.put(S.META_SCHEMA, encode(S.SCHEMA_VERSION))
+            b.put(S.META_GENESIS, g.hash)
+            b.put(S.META_CHAIN_ID, encode(self.cfg.chain_id))
+            b.put(S.META_CONFIG, self.cfg.source.encode())
+            b.put(S.header_key(g.hash), g.header.encoded)
+            b.put(S.body_key(g.hash), g.body_encoded)
+            b.put(S.index_key(g.hash), e.record())
+            b.put(S.height_key(0), g.hash)
+            for a, acct in accounts.items():
+                b.put(S.account_key(a), acct.encode())
+            b.put(S.META_SUPPLY, supply.encode())
+            b.put(S.META_SEQ, encode(1))
+            b.put(S.META_TIP, g.hash)
+
+    def _load(self) -> None:
+        """Load the block index and the active chain; check the pointers agree."""
+        p = self.store.path
+        raw_index = {S.strip(S.P_INDEX, k): v for k, v in self.store.iterate(S.P_INDEX)}
+        for h, rec in raw_index.items():
+            hb = self.store.get(S.header_key(h))
+            if hb is None:
+                raise StorageError(f"database at {p} is inconsistent: index record without header {h.hex()[:16]}")
+            try:
+                hdr = Header.decode(hb)
+                f = as_list(decode(rec, max_bytes=4096), 4)
+                status, cw, seq, reason = as_int(f[0]), as_bytes(f[1], 32), as_int(f[2]), as_bytes(f[3])
+            except EncodingError as e:
+                raise StorageError(f"database at {p} is corrupted: bad header or index record {h.hex()[:16]}") from e
+            if hdr.hash != h:
+                raise StorageError(f"database at {p} is corrupted: header {h.hex()[:16]} does not hash to its key")
+            self.index[h] = IndexEntry(h, hdr.prev_hash, hdr.height, hdr.timestamp, hdr.target,
+                                       int.from_bytes(cw, "big"), status, seq, reason.decode(errors="replace"))
+        g = self.index.get(self.genesis.hash)
+        if g is None:
+            raise StorageError(f"database at {p} is missing its genesis block")
+        for e in self.index.values():
+            if e.hash != g.hash:
+                if e.prev not in self.index:
+                    raise StorageError(f"database at {p} is inconsistent: block {e.hash.hex()[:16]} has no parent entry")
+                self.children.setdefault(e.prev, []).append(e.hash)
+        for e in sorted(self.index.values(), key=lambda x: x.height):
+            e.anchor_ts = e.timestamp if e.height == 1 else (self.index[e.prev].anchor_ts if e.height > 1 else 0)
+            e.chain_data = bool(e.status & S.HAVE_DATA) and (e.hash == g.hash or self.index[e.prev].chain_data)
+        seq = self.store.get(S.META_SEQ)
+        tip = self.store.get(S.META_TIP)
+        if seq is None or tip is None or self.store.get(S.META_SUPPLY) is None:
+            raise StorageError(f"database at {p} lacks its tip, supply or sequence record")
+        self._seq = decode(seq)
+        if tip not in self.index:
+            raise StorageError(f"database at {p} is inconsistent: tip {tip.hex()[:16]} not in the block index")
+        chain: list[bytes] = []
+        h = tip
+        while True:
+            chain.append(h)
+            e = self.index[h]
+            if self.store.get(S.height_key(e.height)) != h:
+                raise StorageError(f"database at {p} is inconsistent: height index at {e.height} disagrees with the tip's chain")
+            if e.height == 0:
+                break
+            h = e.prev
+        te = self.index[tip]
+        if not te.status & S.HAVE_DATA or self.store.get(S.body_key(tip)) is None or (
+                te.height > 0 and self.store.get(S.undo_key(tip)) is None):
+            raise StorageError(f"database at {p} is inconsistent: the tip's body or undo data is missing")
+        if self.store.get(S.height_key(len(chain))) is not None:
+            raise StorageError(f"database at {p} is inconsistent: height index extends past the tip")
+        self.chain = chain[::-1]
+        self._rebuild_candidates()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "ChainState":
+        return self
+
+    def __exit__(self, *a) -> None:
+        self.close()
+
+    # --- queries ---------------------------------------------------------------------------------------
+    @property
+    def params(self):
+        if self._params is None:
+            self._params = self.cfg.pow.params()
+        return self._params
+
+    @property
+    def tip(self) -> IndexEntry:
+        return self.index[self.chain[-1]]
+
+    @property
+    def height(self) -> int:
+        return len(self.chain) - 1
+
+    def block_hash_at(self, height: int) -> bytes | None:
+        return self.chain[height] if 0 <= height < len(self.chain) else None
+
+    def get_header(self, h: bytes) -> Header | None:
+        data = self.store.get(S.header_key(h))
+        return Header.decode(data) if data is not None else None
+
+    def get_block(self, h: bytes) -> Block | None:
+        if h in self._recent:
+            return self._recent[h]
+        hdr = self.get_header(h)
+        body = self.store.get(S.body_key(h))
+        if hdr is None or body is None:
+            return None
+        return Block.from_parts(hdr, body, self.cfg.max_block_txs)
+
+    def is_active(self, h: bytes) -> bool:
+        e = self.index.get(h)
+        return e is not None and e.height < len(self.chain) and self.chain[e.height] == h
+
+    def get_account(self, addr: bytes) -> Account:
+        data = self.store.get(S.account_key(addr))
+        return Account.decode(data) if data is not None else EMPTY
+
+    @property
+    def supply(self) -> Supply:
+        return Supply.decode(self.store.get(S.META_SUPPLY))  # type: ignore[arg-type]
+
+    def accounts(self) -> dict[bytes, Account]:
+        return {S.strip(S.P_ACCOUNT, k): Account.decode(v) for k, v in self.store.iterate(S.P_ACCOUNT)}
+
+    def check_conservation(self) -> None:
+        """Raise AssertionError unless Σ balances == minted − burned and the stored root matches."""
+        st = MemoryState(self.accounts(), self.supply)
+        st.check_conservation()
+        if self.get_header(self.tip.hash).state_root != st.supply.root:  # type: ignore[union-attr]
+            raise AssertionError("stored supply does not match the tip's state root")
+
+    def parent_info(self, h: bytes) -> ParentInfo:
+        e = self.index[h]
+        ts = []
+        x: IndexEntry | None = e
+        while x is not None and len(ts) < self.cfg.mtp_window:
+            ts.append(x.timestamp)
+            x = self.index.get(x.prev) if x.height > 0 else None
+        return ParentInfo(e.hash, e.height, e.timestamp, tuple(reversed(ts)), e.anchor_ts)
+
+    def next_parent_info(self) -> ParentInfo:
+        return self.parent_info(self.tip.hash)
+
+    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None) -> None:
+        """Mempool admission check against the tip state (or a given view): raises TxError."""
+        from chain.state import check_tx_state
+        check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)
+        check_tx_state(get or self.get_account, tx)
+
+    def chain_tips(self) -> list[ChainTip]:
+        """Every block without children (and the active tip), like Bitcoin's getchaintips."""
+        tips = [e for e in self.index.values() if not self.children.get(e.hash)]
+        if self.tip not in tips:
+            tips.append(self.tip)
+        out = []
+        for e in sorted(tips, key=lambda x: (-x.height, x.seq)):
+            x, n = e, 0
+            while not self.is_active(x.hash):
+                x, n = self.index[x.prev], n + 1
+            if e.hash == self.tip.hash:
+                st = "active"
+            elif e.failed:
+                st = "invalid"
+            elif not e.chain_data:
+                st = "headers-only"
+            elif e.status & S.VALID_STATE:
+                st = "valid-fork"
+            else:
+                st = "valid-headers"
+            out.append(ChainTip(e.hash, e.height, n, st))
+        return out
+
+    # --- accepting headers and blocks -----------------------------------------------------------------
+    def _now(self) -> int:
+        return int(self.clock())
+
+    def _context(self, h: Header) -> IndexEntry:
+        parent = self.index.get(h.prev_hash)
+        if parent is None:
+            raise BlockError("prev-blk-not-found", h.prev_hash.hex()[:16], punish=False, retry_later=True)
+        if parent.failed:
+            raise BlockError("bad-prevblk", "parent is invalid")
+        check_header_context(h, self.parent_info(parent.hash), self.cfg, self._now())
+        return parent
+
+    def _proof(self, h: Header) -> None:
+        if self.check_proofs:
+            check_header_proof(h, self.cfg, self.params)
+
+    def _new_entry(self, h: Header, parent: IndexEntry, status: int, reason: str = "") -> IndexEntry:
+        return IndexEntry(h.hash, h.prev_hash, h.height, h.timestamp, h.target,
+                          parent.chainwork + block_work(h.target), status, 0, reason,
+                          anchor_ts=h.timestamp if h.height == 1 else parent.anchor_ts)
+
+    def _store_failed_header(self, h: Header, parent: IndexEntry, reason: str) -> None:
+        e = self._new_entry(h, parent, S.FAILED, reason)
+        with self.store.batch() as b:
+            b.put(S.header_key(h.hash), h.encoded)
+            b.put(S.index_key(h.hash), e.record())
+        self._add_entry(e)
+
+    def _add_entry(self, e: IndexEntry) -> None:
+        self.index[e.hash] = e
+        self.children.setdefault(e.prev, []).append(e.hash)
+
+    def submit_header(self, h: Header) -> IndexEntry:
+        """Headers-first: check proof and context, store the header without a body. Returns its entry."""
+        known = self.index.get(h.hash)
+        if known is not None:
+            if known.failed:
+                raise BlockError("duplicate-invalid", known.reason)
+            return known
+        self._proof(h)
+        try:
+            parent = self._context(h)
+        except BlockError as err:
+            if not err.retry_later and h.prev_hash in self.index:
+                self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+            raise
+        e = self._new_entry(h, parent, S.HEADER_VALID)
+        with self.store.batch() as b:
+            b.put(S.header_key(h.hash), h.encoded)
+            b.put(S.index_key(h.hash), e.record())
+        self._add_entry(e)
+        return e
+
+    def submit_block(self, block: Block | bytes) -> ImportResult:
+        """Validate and store a block, then move to the best chain.
+
+        Raises ValidationError(reason) if the block is invalid (check `.punish`/`.retry_later`);
+        otherwise returns an ImportResult with the net change of the active chain."""
+        if isinstance(block, (bytes, bytearray, memoryview)):
+            block = Block.decode(bytes(block), max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,
+                                 max_txs=self.cfg.max_block_txs)
+        h = block.header
+        bh = block.hash
+        if len(self._recent) > 64:
+            self._recent.clear()
+        old_tip = self.tip.hash
+        known = self.index.get(bh)
+        if known is not None:
+            if known.failed:
+                raise BlockError("duplicate-invalid", known.reason)
+            if known.status & S.HAVE_DATA:
+                return ImportResult(bh, "duplicate", old_tip)
+        else:
+            self._proof(h)
+        try:
+            check_block_sanity(block, self.cfg)
+        except BlockError as err:
+            # A root mismatch or oversize body may be a mutation of a valid header: don't cache it.
+            if err.reason not in ("bad-txnmrklroot", "bad-blk-length") and h.prev_hash in self.index:
+                if known is None:
+                    self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+                else:
+                    self._mark_failed(bh, err.reason)
+            raise
+        if known is None:
+            try:
+                parent = self._context(h)
+            except BlockError as err:
+                if not err.retry_later and h.prev_hash in self.index:
+                    self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+                raise
+            entry = self._new_entry(h, parent, S.HEADER_VALID)
+        else:
+            entry = known
+            parent = self.index[h.prev_hash]
+        entry.status |= S.HAVE_DATA
+        entry.seq = self._seq
+        self._seq += 1
+        extends_tip = parent.hash == old_tip
+        conn_err: ValidationError | None = None
+        diff = None
+        with self.store.batch() as b:
+            b.put(S.header_key(bh), h.encoded)
+            b.put(S.body_key(bh), block.body_encoded)
+            b.put(S.META_SEQ, encode(self._seq))
+            if extends_tip:
+                try:
+                    diff = self._compute_diff(block, b)
+                except ValidationError as err:
+                    conn_err = err
+                    entry.status |= S.FAILED
+                    entry.reason = err.reason
+                else:
+                    entry.status |= S.VALID_STATE
+                    self._write_connect(b, block, diff)
+            b.put(S.index_key(bh), entry.record())
+        if known is None:
+            self._add_entry(entry)
+        self._recent[bh] = block
+        entry.chain_data = parent.chain_data
+        if diff is not None:
+            self.chain.append(bh)
+            self._notify_connected(block)
+        if conn_err is not None:
+            self._mark_failed(bh, conn_err.reason)  # also flags descendants known by header
+            raise conn_err
+        if entry.chain_data:
+            self._link_children(entry)
+        self.activate_best_chain()
+        return self._result(bh, old_tip)
+
+    def _link_children(self, e: IndexEntry) -> None:
+        """A block got its data: it and descendants whose data was waiting become candidates."""
+        stack = [e]
+        while stack:
+            x = stack.pop()
+            if not x.failed:
+                self.candidates.add(x.hash)
+            for c in self.children.get(x.hash, []):
+                ce = self.index[c]
+                if ce.status & S.HAVE_DATA and not ce.chain_data:
+                    ce.chain_data = True
+                    stack.append(ce)
+
+    def _result(self, bh: bytes, old_tip: bytes) -> ImportResult:
+        new_tip = self.tip.hash
+        fork = self._fork_point(old_tip, new_tip)
+        disc = self._path(fork, old_tip)
+        conn = self._path(fork, new_tip)
+        e = self.index[bh]
+        if e.failed:
+            raise BlockError(e.reason or "invalid", "block failed to connect")
+        status = "active" if self.is_active(bh) else "side"
+        return ImportResult(bh, status, new_tip, [self.get_block(h) for h in conn],  # type: ignore[misc]
+                            [self.get_block(h) for h in disc][::-1])  # type: ignore[misc]
+
+    def _path(self, ancestor: bytes, h: bytes) -> list[bytes]:
+        """Hashes from just after `ancestor` up to `h`, oldest first."""
+        out = []
+        while h != ancestor:
+            out.append(h)
+            h = self.index[h].prev
+        return out[::-1]
+
+    def _fork_point(self, a: bytes, b: bytes) -> bytes:
+        ea, eb = self.index[a], self.index[b]
+        while ea.height > eb.height:
+            ea = self.index[ea.prev]
+        while eb.height > ea.height:
+            eb = self.index[eb.prev]
+        while ea.hash != eb.hash:
+            ea, eb = self.index[ea.prev], self.index[eb.prev]
+        return ea.hash
+
+    # --- connect / disconnect -------------------------------------------------------------------------
+    def _compute_diff(self, block: Block, b: Batch) -> BlockDiff:
+        def get(a: bytes) -> Account:
+            v = b.get(S.account_key(a))
+            return Account.decode(v) if v is not None else EMPTY
+
+        supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
+        diff = apply_block(get, supply, block.txs, block.header.miner, self.cfg.subsidy(block.height))
+        if diff.state_root != block.header.state_root:
+            raise BlockError("bad-state-root", "state root mismatch")
+        return diff
+
+    def _write_connect(self, b: Batch, block: Block, diff: BlockDiff) -> None:
+        for a, acct in diff.after.items():
+            if acct.empty:
+                b.delete(S.account_key(a))
+            else:
+                b.put(S.account_key(a), acct.encode())
+        undo = encode([diff.supply_before.encode(), [[a, acct.encode()] for a, acct in sorted(diff.before.items())]])
+        b.put(S.undo_key(block.hash), undo)
+        b.put(S.META_SUPPLY, diff.supply_after.encode())
+        b.put(S.height_key(block.height), block.hash)
+        b.put(S.META_TIP, block.hash)
+
+    def _connect(self, h: bytes) -> None:
+        """Connect block h on top of the tip in one batch; on failure mark it invalid and raise."""
+        e = self.index[h]
+        assert e.prev == self.tip.hash
+        block = self.get_block(h)
+        if block is None:
+            raise StorageError(f"block {h.hex()[:16]} marked as stored but its data is missing")
+        try:
+            with self.store.batch() as b:
+                diff = self._compute_diff(block, b)
+                self._write_connect(b, block, diff)
+                e.status |= S.VALID_STATE
+                b.put(S.index_key(h), e.record())
+        except ValidationError as err:
+            e.status &= ~S.VALID_STATE
+            self._mark_failed(h, err.reason)
+            raise
+        self.chain.append(h)
+        self._notify_connected(block)
+
+    def _disconnect_tip(self) -> Block:
+        """Undo the tip block in one batch, returning it."""
+        e = self.tip
+        if e.height == 0:
+            raise StorageError("cannot disconnect the genesis block")
+        block = self.get_block(e.hash)
+        undo_raw = self.store.get(S.undo_key(e.hash))
+        if block is None or undo_raw is None:
+            raise StorageError(f"undo data or body of connected block {e.hash.hex()[:16]} is missing")
+        f = as_list(decode(undo_raw, max_bytes=1 << 26, max_array=1 << 20), 2)
+        with self.store.batch() as b:
+            b.put(S.META_SUPPLY, f[0])
+            for a, acct_raw in f[1]:
+                acct = Account.decode(acct_raw)
+                if acct.empty:
+                    b.delete(S.account_key(a))
+                else:
+                    b.put(S.account_key(a), acct_raw)
+            b.delete(S.undo_key(e.hash))
+            b.delete(S.height_key(e.height))
+            b.put(S.META_TIP, e.prev)
+        self.chain.pop()
+        for l in self.listeners:
+            l.block_disconnected(block)
+        return block
+
+    def _notify_connected(self, block: Block) -> None:
+        for l in self.listeners:
+            l.block_connected(block)
+
+    def add_listener(self, listener: ChainListener) -> None:
+        """Listener gets block_connected/block_disconnected after each committed batch (in order)."""
+        self.listeners.append(listener)
+
+    # --- fork choice -----------------------------------------------------------------------------------
+    def _rebuild_candidates(self) -> None:
+        tip_work = self.tip.chainwork
+        self.candidates = {e.hash for e in self.index.values()
+                           if e.chain_data and not e.failed and e.chainwork >= tip_work}
+        self.candidates.add(self.tip.hash)
+
+    def _best_candidate(self) -> IndexEntry:
+        return max((self.index[h] for h in self.candidates), key=lambda e: (e.chainwork, -e.seq))
+
+    def activate_best_chain(self) -> None:
+        """Reorganise to the candidate with most work (first seen on ties), one batch per step."""
+        while True:
+            self.candidates.add(self.tip.hash)
+            best = self._best_candidate()
+            tip = self.tip
+            if best.hash == tip.hash or (best.chainwork, -best.seq) <= (tip.chainwork, -tip.seq):
+                break
+            fork = self._fork_point(tip.hash, best.hash)
+            while self.tip.hash != fork:
+                self._disconnect_tip()
+            try:
+                for h in self._path(fork, best.hash):
+                    self._connect(h)
+            except ValidationError:
+                continue  # the failed block and its descendants left the candidates; choose again
+        tw = self.tip.chainwork
+        self.candidates = {h for h in self.candidates if self.index[h].chainwork >= tw and not self.index[h].failed}
+        self.candidates.add(self.tip.hash)
+
+    # --- invalid blocks ----------------------------------------------------------------------------------
+    def _descendants(self, h: bytes) -> list[bytes]:
+        out, stack = [], list(self.children.get(h, []))
+        while stack:
+            c = stack.pop()
+            out.append(c)
+            stack.extend(self.children.get(c, []))
+        return out
+
+    def _mark_failed(self, h: bytes, reason: str) -> None:
+        e = self.index[h]
+        e.status |= S.FAILED
+        e.reason = reason
+        with self.store.batch() as b:
+            b.put(S.index_key(h), e.record())
+            for c in self._descendants(h):
+                ce = self.index[c]
+                ce.status |= S.FAILED_CHILD
+                b.put(S.index_key(c), ce.record())
+        self.candidates.discard(h)
+        self.candidates.difference_update(self._descendants(h))
+
+    def invalidate_block(self, h: bytes) -> ImportResult:
+        """Mark a block invalid by hand (with its descendants) and move to the best remaining chain."""
+        if h not in self.index:
+            raise KeyError(h.hex())
+        if h == self.genesis.hash:
+            raise ValueError("cannot invalidate the genesis block")
+        old_tip = self.tip.hash
+        while self.is_active(h):
+            self._disconnect_tip()
+        self._mark_failed(h, "invalidated")
+        self._rebuild_candidates()
+        self.activate_best_chain()
+        return self._result(self.tip.hash, old_tip)
+
+    def reconsider_block(self, h: bytes) -> ImportResult:
+        """Clear failure flags on a block, its ancestors and descendants, then re-run fork choice.
+        A block that is really invalid fails again when connected."""
+        if h not in self.index:
+            raise KeyError(h.hex())
+        old_tip = self.tip.hash
+        todo = [h] + self._descendants(h)
+        x = self.index[h]
+        while x.height > 0:
+            x = self.index[x.prev]
+            todo.append(x.hash)
+        with self.store.batch() as b:
+            for c in todo:
+                ce = self.index[c]
+                if ce.failed:
+                    ce.status &= ~S.FAILED_MASK
+                    ce.reason = ""
+                    b.put(S.index_key(c), ce.record())
+        self._rebuild_candidates()
+        self.activate_best_chain()
+        return self._result(self.tip.hash, old_tip)

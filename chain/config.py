@@ -1,0 +1,130 @@
+"""Chain configuration: a frozen dataclass loaded from TOML (stdlib tomllib).
+
+``load_config("devnet")`` finds ``configs/devnet.toml`` at the repository root (or inside the
+installed package); a path to any .toml file also works.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIRS = (Path(__file__).resolve().parents[1] / "configs", Path(__file__).resolve().parent / "configs")
+MAX_TARGET = (1 << 256) - 1
+
+
+@dataclass(frozen=True)
+class PowConfig:
+    rank: int
+    tile_h: int
+    tile_w: int
+    min_k: int
+    max_dim: int
+    min_job_macs: int
+    filler_m: int
+    filler_k: int
+    filler_n: int
+
+    @property
+    def filler_shape(self) -> tuple[int, int, int]:
+        return (self.filler_m, self.filler_k, self.filler_n)
+
+    def params(self):
+        """The pouw.params.PowParams these settings describe."""
+        from pouw.params import PowParams
+        return PowParams(rank=self.rank, tile_h=self.tile_h, tile_w=self.tile_w)
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    name: str
+    chain_id: int
+    version: int
+    genesis_timestamp: int
+    target_block_time: int
+    asert_half_life: int
+    initial_block_work: int
+    min_block_work: int
+    max_future_drift: int
+    mtp_window: int
+    initial_subsidy: int
+    halving_interval: int
+    pow: PowConfig
+    max_block_bytes: int
+    max_block_txs: int
+    max_tx_bytes: int
+    max_header_bytes: int
+    genesis_alloc: tuple[tuple[bytes, int], ...] = field(default_factory=tuple)
+    source: str = ""  # the TOML text this config was read from (stored in the DB)
+
+    @property
+    def pow_limit(self) -> int:
+        """Easiest allowed target."""
+        return min(MAX_TARGET, (1 << 256) // self.min_block_work)
+
+    @property
+    def initial_target(self) -> int:
+        return min(self.pow_limit, (1 << 256) // self.initial_block_work)
+
+    def subsidy(self, height: int) -> int:
+        """Block subsidy at a height: halves every halving_interval blocks; genesis has none."""
+        if height <= 0:
+            return 0
+        halvings = (height - 1) // self.halving_interval
+        return 0 if halvings >= 64 else self.initial_subsidy >> halvings
+
+    def with_(self, **kw: Any) -> "ChainConfig":
+        return replace(self, **kw)
+
+
+def _find(name: str) -> Path:
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.exists():
+            raise FileNotFoundError(f"config file {p} not found")
+        return p
+    for d in CONFIG_DIRS:
+        c = d / f"{name}.toml"
+        if c.exists():
+            return c
+    raise FileNotFoundError(f"no config named {name!r} in {[str(d) for d in CONFIG_DIRS]}")
+
+
+def parse_config(text: str) -> ChainConfig:
+    """Build a ChainConfig from TOML text; raises ValueError naming a bad or missing field."""
+    doc = tomllib.loads(text)
+    try:
+        c, s, p, lim = doc["chain"], doc["subsidy"], doc["pow"], doc["limits"]
+        alloc = []
+        for addr, amount in sorted(doc.get("genesis", {}).get("alloc", {}).items()):
+            a = bytes.fromhex(addr.removeprefix("0x"))
+            if len(a) != 20 or not isinstance(amount, int) or amount <= 0:
+                raise ValueError(f"bad genesis allocation {addr} = {amount!r}")
+            alloc.append((a, amount))
+        cfg = ChainConfig(
+            name=str(c["name"]), chain_id=int(c["chain_id"]), version=int(c["version"]),
+            genesis_timestamp=int(c["genesis_timestamp"]), target_block_time=int(c["target_block_time"]),
+            asert_half_life=int(c["asert_half_life"]), initial_block_work=int(c["initial_block_work"]),
+            min_block_work=int(c["min_block_work"]), max_future_drift=int(c["max_future_drift"]),
+            mtp_window=int(c["mtp_window"]), initial_subsidy=int(s["initial"]),
+            halving_interval=int(s["halving_interval"]),
+            pow=PowConfig(**{k: int(p[k]) for k in PowConfig.__dataclass_fields__}),
+            max_block_bytes=int(lim["max_block_bytes"]), max_block_txs=int(lim["max_block_txs"]),
+            max_tx_bytes=int(lim["max_tx_bytes"]), max_header_bytes=int(lim["max_header_bytes"]),
+            genesis_alloc=tuple(alloc), source=text,
+        )
+    except KeyError as e:
+        raise ValueError(f"config is missing field {e}") from e
+    if cfg.target_block_time <= 0 or cfg.asert_half_life <= 0 or cfg.halving_interval <= 0:
+        raise ValueError("target_block_time, asert_half_life and halving_interval must be positive")
+    if not 1 <= cfg.min_block_work <= cfg.initial_block_work:
+        raise ValueError("need 1 <= min_block_work <= initial_block_work")
+    if cfg.pow.min_k < 16 * cfg.pow.rank:
+        raise ValueError("pow.min_k must be >= 16 * rank")
+    return cfg
+
+
+def load_config(path_or_name: str | Path = "devnet") -> ChainConfig:
+    """Load a named config (``devnet``, ``regtest``) or a .toml path."""
+    return parse_config(_find(str(path_or_name)).read_text())

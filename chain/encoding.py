@@ -1,0 +1,105 @@
+"""The one canonical encoding: msgpack arrays of integers and byte strings, in a fixed field order.
+
+Invariants:
+- Only ``int``, ``bytes`` and lists/tuples of them are encodable; no maps, strings, floats, nil, bools.
+- ``decode(encode(x)) == x`` and, for any accepted ``data``, ``encode(decode(data)) == data`` (decoding
+  rejects every non-canonical form: over-long ints/lengths, trailing bytes, foreign types).
+- Every decode runs with explicit size limits.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from chain.errors import EncodingError
+
+Obj = Any  # int | bytes | list[Obj]
+
+DEFAULT_MAX_BYTES = 1 << 20
+U64_MAX = (1 << 64) - 1
+
+
+_ALLOWED = (int, bytes, list, tuple)
+
+
+def _check(obj: Obj) -> None:
+    """Only int, bytes and arrays of them (exact types: bool is rejected), nesting depth <= 8."""
+    stack = [(obj, 0)]
+    while stack:
+        x, d = stack.pop()
+        t = type(x)
+        if t is int or t is bytes:
+            continue
+        if t is list or t is tuple:
+            if d >= 8:
+                raise EncodingError("bad-encoding", "nesting too deep")
+            for y in x:
+                ty = type(y)
+                if ty is int or ty is bytes:
+                    continue
+                stack.append((y, d + 1))
+            continue
+        raise EncodingError("bad-encoding", f"type {t.__name__} not allowed")
+
+
+def encode(obj: Obj) -> bytes:
+    """Canonical bytes of ``obj`` (ints, bytes, lists)."""
+    _check(obj)
+    try:
+        return msgpack.packb(obj, use_bin_type=True, strict_types=False)
+    except (OverflowError, ValueError) as e:
+        raise EncodingError("bad-encoding", f"cannot encode: {e}") from e
+
+
+def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | None = None,
+           max_array: int = 4096) -> Obj:
+    """Strictly decode canonical bytes; raises EncodingError('bad-encoding') on anything else."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise EncodingError("bad-encoding", "not bytes")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise EncodingError("bad-encoding", f"{len(data)} bytes exceeds limit {max_bytes}")
+    try:
+        obj = msgpack.unpackb(
+            data, raw=False, use_list=True, strict_map_key=True,
+            max_bin_len=max_bytes if max_bin is None else max_bin,
+            max_str_len=0, max_array_len=max_array, max_map_len=0, max_ext_len=0,
+        )
+    except msgpack.ExtraData as e:
+        raise EncodingError("bad-encoding", "trailing bytes") from e
+    except Exception as e:  # msgpack raises several types for malformed input
+        raise EncodingError("bad-encoding", f"malformed: {type(e).__name__}") from e
+    _check(obj)
+    if msgpack.packb(obj, use_bin_type=True) != data:
+        raise EncodingError("bad-encoding", "non-canonical form")
+    return obj
+
+
+# --- field helpers for decoders: each raises EncodingError with the given reason -------------------
+
+def as_list(obj: Obj, n: int | None = None, reason: str = "bad-encoding", what: str = "struct") -> list:
+    if not isinstance(obj, list):
+        raise EncodingError(reason, f"{what}: expected array")
+    if n is not None and len(obj) != n:
+        raise EncodingError(reason, f"{what}: expected {n} fields, got {len(obj)}")
+    return obj
+
+
+def as_int(obj: Obj, lo: int = 0, hi: int = U64_MAX, reason: str = "bad-encoding", what: str = "int") -> int:
+    if isinstance(obj, bool) or not isinstance(obj, int):
+        raise EncodingError(reason, f"{what}: expected int")
+    if not lo <= obj <= hi:
+        raise EncodingError(reason, f"{what}: {obj} out of range [{lo}, {hi}]")
+    return obj
+
+
+def as_bytes(obj: Obj, n: int | None = None, max_len: int | None = None, reason: str = "bad-encoding",
+             what: str = "bytes") -> bytes:
+    if not isinstance(obj, bytes):
+        raise EncodingError(reason, f"{what}: expected bytes")
+    if n is not None and len(obj) != n:
+        raise EncodingError(reason, f"{what}: expected {n} bytes, got {len(obj)}")
+    if max_len is not None and len(obj) > max_len:
+        raise EncodingError(reason, f"{what}: {len(obj)} bytes exceeds {max_len}")
+    return obj

@@ -1,0 +1,168 @@
+"""Offline checks of a datadir: verify (re-validate everything from genesis) and reindex (rebuild
+state from stored blocks). Both run with the node stopped."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from chain import schema as S
+from chain.block import Block, Header
+from chain.chainstate import DB_DIRNAME, ChainState, make_genesis
+from chain.config import ChainConfig
+from chain.encoding import as_list, decode
+from chain.errors import ChainError, EncodingError, StorageError, ValidationError
+from chain.state import Account, MemoryState, Supply, apply_block, genesis_state
+from chain.store import Store
+from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
+
+FAR_FUTURE = 1 << 62
+
+
+class VerifyError(ChainError):
+    """The stored chain or state is inconsistent; `reason` is short and stable."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass
+class VerifyReport:
+    height: int
+    tip: bytes
+    accounts: int
+    transactions: int
+    minted: int
+
+
+def _open_raw(datadir: str | Path, cfg: ChainConfig | None) -> tuple[Store, ChainState]:
+    store = Store(Path(datadir) / DB_DIRNAME, create=False)
+    try:
+        cfg = ChainState._check_meta(store, cfg)
+        cs = ChainState(store, cfg)
+        cs._load()
+    except BaseException:
+        store.close()
+        raise
+    return store, cs
+
+
+def _full_check(cs: ChainState, blk: Block, parent: ParentInfo) -> None:
+    check_header_proof(blk.header, cs.cfg, cs.params)
+    check_block_sanity(blk, cs.cfg)
+    check_header_context(blk.header, parent, cs.cfg, FAR_FUTURE)
+
+
+def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check_proofs: bool = True) -> VerifyReport:
+    """Re-validate the active chain from genesis (proofs, sanity, context, state) and compare the
+    replayed state with the stored accounts, supply, tip and undo records. Raises VerifyError or
+    StorageError naming the first inconsistency."""
+    store, cs = _open_raw(datadir, cfg)
+    try:
+        g = cs.genesis
+        if store.get(S.height_key(0)) != g.hash:
+            raise VerifyError("bad-genesis", "height 0 is not this chain's genesis")
+        accts, supply = genesis_state(cs.cfg.genesis_alloc)
+        st = MemoryState(accts, supply)
+        ts: list[int] = [g.header.timestamp]
+        prev = g.header
+        ntx = 0
+        for height in range(1, cs.height + 1):
+            h = store.get(S.height_key(height))
+            if h is None:
+                raise VerifyError("missing-height", f"no active block at height {height}")
+            blk = cs.get_block(h)
+            if blk is None:
+                raise VerifyError("missing-block", f"block {h.hex()[:16]} at height {height}")
+            if blk.hash != h:
+                raise VerifyError("bad-block-hash", f"stored header at height {height} does not hash to {h.hex()[:16]}")
+            e = cs.index[h]
+            if e.failed or not e.status & S.VALID_STATE:
+                raise VerifyError("bad-status", f"active block {h.hex()[:16]} has status {e.status}")
+            if store.get(S.undo_key(h)) is None:
+                raise VerifyError("missing-undo", f"active block {h.hex()[:16]} has no undo data")
+            parent = ParentInfo(prev.hash, prev.height, prev.timestamp, tuple(ts[-cs.cfg.mtp_window:]),
+                                ts[1] if len(ts) > 1 else 0)
+            try:
+                if check_proofs:
+                    _full_check(cs, blk, parent)
+                else:
+                    check_block_sanity(blk, cs.cfg, check_sigs=False)
+                    check_header_context(blk.header, parent, cs.cfg, FAR_FUTURE)
+                diff = apply_block(st.get, st.supply, blk.txs, blk.header.miner, cs.cfg.subsidy(height))
+            except ValidationError as err:
+                raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
+            if diff.state_root != blk.header.state_root:
+                raise VerifyError("bad-state-root", f"block {h.hex()[:16]} at height {height}")
+            st.apply(diff)
+            ts.append(blk.header.timestamp)
+            prev = blk.header
+            ntx += len(blk.txs)
+        if store.get(S.META_TIP) != prev.hash:
+            raise VerifyError("bad-tip", "tip pointer does not match the active chain")
+        stored = cs.accounts()
+        if stored != st.accounts:
+            diff_addrs = set(stored) ^ set(st.accounts) | {a for a in stored if stored[a] != st.accounts.get(a)}
+            raise VerifyError("bad-accounts", f"{len(diff_addrs)} stored accounts differ from the replay")
+        if cs.supply != st.supply:
+            raise VerifyError("bad-supply", "stored supply record differs from the replay")
+        try:
+            st.check_conservation()
+        except AssertionError as e:
+            raise VerifyError("bad-conservation", str(e)) from e
+        return VerifyReport(cs.height, prev.hash, len(stored), ntx, st.supply.minted)
+    except (EncodingError,) as e:
+        raise VerifyError("bad-encoding", str(e)) from e
+    finally:
+        store.close()
+
+
+def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> VerifyReport:
+    """Rebuild the state from stored blocks: wipe state, re-check every stored block's proof, sanity
+    and context (marking failures), then connect the best chain from genesis."""
+    store, cs = _open_raw(datadir, cfg)
+    try:
+        accts, supply = genesis_state(cs.cfg.genesis_alloc)
+        g = cs.genesis
+        with store.batch() as b:
+            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT):
+                for k, _ in store.iterate(prefix):
+                    b.delete(k)
+            for a, acct in accts.items():
+                b.put(S.account_key(a), acct.encode())
+            b.put(S.META_SUPPLY, supply.encode())
+            b.put(S.height_key(0), g.hash)
+            b.put(S.META_TIP, g.hash)
+            for e in cs.index.values():
+                if e.hash != g.hash:
+                    e.status &= ~(S.VALID_STATE | S.FAILED_MASK)
+                    e.reason = ""
+                    b.put(S.index_key(e.hash), e.record())
+        cs.chain = [g.hash]
+        failed: dict[bytes, str] = {}
+        for e in sorted(cs.index.values(), key=lambda x: x.height):
+            if e.height == 0:
+                continue
+            if e.prev in failed:
+                failed[e.hash] = "bad-prevblk"
+                continue
+            hdr = cs.get_header(e.hash)
+            try:
+                check_header_proof(hdr, cs.cfg, cs.params)  # type: ignore[arg-type]
+                check_header_context(hdr, cs.parent_info(e.prev), cs.cfg, FAR_FUTURE)  # type: ignore[arg-type]
+                blk = cs.get_block(e.hash) if e.status & S.HAVE_DATA else None
+                if blk is not None:
+                    check_block_sanity(blk, cs.cfg)
+            except ValidationError as err:
+                failed[e.hash] = err.reason
+        with store.batch() as b:
+            for h, reason in failed.items():
+                e = cs.index[h]
+                e.status |= S.FAILED if reason != "bad-prevblk" else S.FAILED_CHILD
+                e.reason = reason
+                b.put(S.index_key(h), e.record())
+    finally:
+        store.close()
+    with ChainState.open(datadir, cfg, create=False) as c:  # connects the best chain
+        pass
+    return verify_datadir(datadir, cfg)

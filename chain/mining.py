@@ -1,0 +1,112 @@
+"""Block templates and mining: the one place the chain calls the useful-work miner.
+
+Flow: choose transactions (skipping ones that do not apply), compute the state root; then for
+extra_nonce = 0, 1, ...: job_seed = H(prev ‖ height ‖ miner ‖ extra_nonce), filler operands from the
+seed, job commitment into the header, template = header without proof, mine; the first winning
+tile's proof completes the header.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable
+
+from chain.block import NULL_JOB, Block, Header, Job, tx_root
+from chain.config import ChainConfig
+from chain.difficulty import median_time_past
+from chain.errors import TxError
+from chain.hashing import tagged_hash
+from chain.state import Account, BlockDiff, Supply, apply_block, apply_tx
+from chain.tx import Transaction, check_tx
+from chain.validation import ParentInfo, expected_target
+
+
+@dataclass(frozen=True)
+class BlockTemplate:
+    """A header without job and proof, its transactions and the state change they make."""
+
+    header: Header
+    txs: tuple[Transaction, ...]
+    diff: BlockDiff
+
+    @property
+    def fees(self) -> int:
+        return self.diff.fees
+
+
+def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[Transaction]) -> list[Transaction]:
+    """Greedy in the given order: keep each tx that is well formed and applies after the kept ones."""
+    overlay: dict[bytes, Account] = {}
+
+    def cur(a: bytes) -> Account:
+        return overlay[a] if a in overlay else get(a)
+
+    out: list[Transaction] = []
+    seen: set[bytes] = set()
+    size = 0
+    for tx in txs:
+        if len(out) >= cfg.max_block_txs or tx.txid in seen:
+            continue
+        if size + len(tx.encoded) + 2048 > cfg.max_block_bytes - cfg.max_header_bytes // 4:
+            continue
+        try:
+            check_tx(tx, cfg.chain_id, cfg.max_tx_bytes, check_sig=False)
+            overlay.update(apply_tx(cur, tx))
+        except TxError:
+            continue
+        out.append(tx)
+        seen.add(tx.txid)
+        size += len(tx.encoded)
+    return out
+
+
+def build_template(cfg: ChainConfig, parent: ParentInfo, get: Callable[[bytes], Account], supply: Supply,
+                   miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None,
+                   *, select: bool = True) -> BlockTemplate:
+    """Template for the block after `parent`. With select=False the txs are taken as given."""
+    chosen = select_txs(cfg, get, txs) if select else list(txs)
+    height = parent.height + 1
+    if timestamp is None:
+        import time
+        timestamp = int(time.time())
+    timestamp = max(timestamp, median_time_past(list(parent.recent_timestamps)) + 1)
+    diff = apply_block(get, supply, chosen, miner, cfg.subsidy(height))
+    h = Header(cfg.version, cfg.chain_id, height, parent.hash, timestamp,
+               expected_target(cfg, parent), tx_root(chosen), diff.state_root,
+               miner, NULL_JOB, b"")
+    return BlockTemplate(h, tuple(chosen), diff)
+
+
+def filler_seed(header: Header, extra_nonce: int) -> bytes:
+    return tagged_hash(b"pouw/filler", header.prev_hash, header.height.to_bytes(8, "big"), header.miner,
+                       extra_nonce.to_bytes(8, "big"))
+
+
+def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, extra_nonce: int = 0,
+                max_tries: int = 1000) -> Header | None:
+    """Find a proof for `header` (its job/proof fields are replaced). None after max_tries filler jobs."""
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    params = params or cfg.pow.params()
+    for nonce in range(extra_nonce, extra_nonce + max_tries):
+        a, b = filler_operands(filler_seed(header, nonce), cfg.pow.filler_shape)
+        prep = prepare_job(a, b, params)
+        h = replace(header, job=Job.of(prep.job), proof=b"")
+        res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
+                       recover_c=False, max_proofs=1)
+        if res.proofs:
+            return h.with_proof(res.proofs[0].encode())
+    return None
+
+
+def mine_template(cfg: ChainConfig, tpl: BlockTemplate, **kw) -> Block | None:
+    h = mine_header(cfg, tpl.header, **kw)
+    return Block(h, tpl.txs) if h is not None else None
+
+
+def mine_block(cs, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None, *,
+               backend=None, max_tries: int = 10000) -> Block:
+    """Build a template on the tip of ChainState `cs` and mine it (does not submit it)."""
+    tpl = build_template(cs.cfg, cs.next_parent_info(), cs.get_account, cs.supply, miner, txs, timestamp)
+    blk = mine_template(cs.cfg, tpl, params=cs.params, backend=backend, max_tries=max_tries)
+    if blk is None:
+        raise RuntimeError(f"no winning tile after {max_tries} filler jobs")
+    return blk

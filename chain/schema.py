@@ -1,0 +1,75 @@
+"""The LevelDB key schema. This module is the only place that builds or parses keys.
+
+=====================  ==========================================  ===================================
+key                    value                                       meaning
+=====================  ==========================================  ===================================
+``m/schema``           encode(SCHEMA_VERSION)                      schema marker (checked on open)
+``m/genesis``          32-byte genesis hash                        which chain this datadir holds
+``m/chain_id``         encode(chain_id)
+``m/config``           TOML text of the chain config
+``m/tip``              32-byte hash of the active tip              moves in the batch that connects it
+``m/supply``           Supply.encode()                             minted, burned, LtHash of accounts
+``m/seq``              encode(next sequence id)                    "first seen" order of block data
+``h`` + hash           Header.encoded                              every header with a valid proof
+``b`` + hash           encode(list of txs)                         block bodies (data)
+``i`` + hash           encode([status, chainwork(32), seq, reason]) block index record
+``u`` + hash           encode([supply_before, [[addr, acct]...]])  undo data of a connected block
+``n`` + height(8, BE)  32-byte hash                                active chain by height
+``a`` + address(20)    Account.encode()                            account state at the tip
+=====================  ==========================================  ===================================
+"""
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+META_SCHEMA = b"m/schema"
+META_GENESIS = b"m/genesis"
+META_CHAIN_ID = b"m/chain_id"
+META_CONFIG = b"m/config"
+META_TIP = b"m/tip"
+META_SUPPLY = b"m/supply"
+META_SEQ = b"m/seq"
+
+P_HEADER = b"h"
+P_BODY = b"b"
+P_INDEX = b"i"
+P_UNDO = b"u"
+P_HEIGHT = b"n"
+P_ACCOUNT = b"a"
+
+# Block status flags (stored in the index record).
+HEADER_VALID = 1     # proof and header context checked
+HAVE_DATA = 2        # body stored and passed sanity checks
+VALID_STATE = 4      # connected successfully at least once (state transition valid)
+FAILED = 8           # the block itself is invalid (or invalidated by hand)
+FAILED_CHILD = 16    # descends from a failed block
+FAILED_MASK = FAILED | FAILED_CHILD
+
+
+def header_key(h: bytes) -> bytes:
+    return P_HEADER + h
+
+
+def body_key(h: bytes) -> bytes:
+    return P_BODY + h
+
+
+def index_key(h: bytes) -> bytes:
+    return P_INDEX + h
+
+
+def undo_key(h: bytes) -> bytes:
+    return P_UNDO + h
+
+
+def height_key(height: int) -> bytes:
+    return P_HEIGHT + height.to_bytes(8, "big")
+
+
+def account_key(addr: bytes) -> bytes:
+    return P_ACCOUNT + addr
+
+
+def strip(prefix: bytes, key: bytes) -> bytes:
+    assert key.startswith(prefix)
+    return key[len(prefix):]

@@ -1,0 +1,101 @@
+"""Helpers for tests, the benchmark and the crash soak: mine chains and forks in memory (no DB),
+keeping the control state after every block."""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from chain.block import Block, Header
+from chain.chainstate import make_genesis
+from chain.config import ChainConfig
+from chain.keys import PrivateKey, faucet_key
+from chain.mining import build_template, mine_header
+from chain.state import MemoryState, genesis_state
+from chain.tx import Transaction, make_transfer
+from chain.validation import ParentInfo
+
+
+class ChainBuilder:
+    """Mines blocks on any known parent; `states[h]` is the control state after block h."""
+
+    def __init__(self, cfg: ChainConfig, backend=None):
+        self.cfg = cfg
+        self.params = cfg.pow.params()
+        self.backend = backend
+        g = make_genesis(cfg)
+        self.genesis = g
+        self.blocks: dict[bytes, Block] = {g.hash: g}
+        self.anchor_ts: dict[bytes, int] = {}
+        accts, supply = genesis_state(cfg.genesis_alloc)
+        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply)}
+
+    def parent_info(self, h: bytes) -> ParentInfo:
+        ts = []
+        b = self.blocks[h]
+        while True:
+            ts.append(b.header.timestamp)
+            if b.height == 0 or len(ts) >= self.cfg.mtp_window:
+                break
+            b = self.blocks[b.header.prev_hash]
+        hb = self.blocks[h].header
+        return ParentInfo(h, hb.height, hb.timestamp, tuple(reversed(ts)), self.anchor_ts.get(h, 0))
+
+    def mine(self, parent: bytes, miner: bytes, txs=(), timestamp: int | None = None, *, select: bool = False,
+             extra_nonce: int = 0) -> Block:
+        pinfo = self.parent_info(parent)
+        if timestamp is None:
+            timestamp = pinfo.timestamp + self.cfg.target_block_time
+        st = self.states[parent]
+        tpl = build_template(self.cfg, pinfo, st.get, st.supply, miner, txs, timestamp, select=select)
+        h = mine_header(self.cfg, tpl.header, params=self.params, backend=self.backend, extra_nonce=extra_nonce)
+        assert h is not None
+        blk = Block(h, tpl.txs)
+        new = MemoryState(st.accounts, st.supply)
+        new.apply(tpl.diff)
+        self.blocks[blk.hash] = blk
+        self.anchor_ts[blk.hash] = blk.header.timestamp if blk.height == 1 else pinfo.anchor_timestamp
+        self.states[blk.hash] = new
+        return blk
+
+    def remine(self, header: Header, **changes) -> Header:
+        """A header with fields changed and a fresh valid proof (for invalid-block tests)."""
+        h = mine_header(self.cfg, replace(header, **changes), params=self.params, backend=self.backend)
+        assert h is not None
+        return h
+
+    def random_transfers(self, parent: bytes, keys: list[PrivateKey], n: int, rng: random.Random,
+                         max_amount: int = 10_000) -> list[Transaction]:
+        """n valid transfers among keys (senders need funds in the parent's state)."""
+        st = self.states[parent]
+        nonces = {k.address: st.get(k.address).nonce for k in keys}
+        bal = {k.address: st.get(k.address).balance for k in keys}
+        out = []
+        for _ in range(n):
+            funded = [k for k in keys if bal[k.address] > max_amount + 100]
+            if not funded:
+                break
+            s = rng.choice(funded)
+            r = rng.choice(keys)
+            amt, fee = rng.randint(1, max_amount), rng.randint(0, 100)
+            out.append(make_transfer(s, self.cfg.chain_id, nonces[s.address], r.address, amt, fee))
+            nonces[s.address] += 1
+            bal[s.address] -= amt + fee
+            bal[r.address] += amt
+        return out
+
+    def chain(self, parent: bytes, n: int, miner: bytes, *, keys: list[PrivateKey] | None = None,
+              txs_per_block: int = 0, rng: random.Random | None = None, time_step: int | None = None) -> list[Block]:
+        rng = rng or random.Random(0)
+        out = []
+        for _ in range(n):
+            txs = self.random_transfers(parent, keys, txs_per_block, rng) if keys and txs_per_block else []
+            ts = None if time_step is None else self.blocks[parent].header.timestamp + time_step
+            b = self.mine(parent, miner, txs, ts)
+            out.append(b)
+            parent = b.hash
+        return out
+
+
+def make_keys(n: int) -> list[PrivateKey]:
+    """The faucet plus n-1 deterministic keys."""
+    return [faucet_key()] + [PrivateKey.from_phrase(b"pouw test key %d" % i) for i in range(1, n)]
