@@ -111,12 +111,14 @@ def map_matrix(p: np.ndarray, q: np.ndarray, r: int) -> torch.Tensor:
 
 
 def noisy_operands(a: torch.Tensor, b: torch.Tensor, nz: Noise) -> tuple[torch.Tensor, torch.Tensor]:
-    """A' = A + E_L·P and B' = B + Q·F_R, computed in int8 without overflow:
-    factor entries are in [-32, 31], so E, F are in [-63, 63] and A + E, B + F in [-127, 127]."""
-    pa, qa = torch.from_numpy(nz.p_a), torch.from_numpy(nz.q_a)
-    pb, qb = torch.from_numpy(nz.p_b), torch.from_numpy(nz.q_b)
-    a2 = torch.index_select(nz.e_l, 1, pa)
-    a2.sub_(torch.index_select(nz.e_l, 1, qa)).add_(a)
-    b2 = torch.index_select(nz.f_r, 0, pb)
-    b2.sub_(torch.index_select(nz.f_r, 0, qb)).add_(b)
+    """A' = A + E_L·P and B' = B + Q·F_R (int8; entries stay within [-127, 127]).
+
+    The sparse products run as exact int8 GEMMs (inner width r): on a CPU this is an order of magnitude
+    faster than gathering columns, and the int32 results are exact (|E|, |F| <= 63).
+    """
+    from kernels.cpu import int_mm
+
+    r = nz.e_l.shape[1]
+    a2 = int_mm(nz.e_l, map_matrix(nz.p_a, nz.q_a, r)).add_(a).to(torch.int8)
+    b2 = int_mm(map_matrix(nz.p_b, nz.q_b, r).t().contiguous(), nz.f_r).add_(b).to(torch.int8)
     return a2, b2
