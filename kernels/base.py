@@ -33,6 +33,23 @@ class Backend(Protocol):
         """Plain exact int8 x int8 -> int32 product, returned on the CPU."""
         ...
 
+    def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Plain exact int8 x int8 -> int32 product of tensors on `device`, result on `device`, any shape."""
+        ...
+
+    def noisy_mm(
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C', messages) as described above, for operands on `device`; results stay on `device`."""
+        ...
+
+    def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
+        """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16) on `device`.
+
+        Returns (ti, tj, 32) uint8 on `device`. The reference is `kernels.base.tile_tickets_reference`.
+        """
+        ...
+
     def noisy_matmul(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +91,24 @@ def to_i32(x64: torch.Tensor) -> torch.Tensor:
     """Reinterpret values in [0, 2^32) (int64) as int32 bit patterns."""
     x64 = x64 & 0xFFFFFFFF
     return torch.where(x64 >= 2**31, x64 - 2**32, x64).to(torch.int32)
+
+
+def tile_tickets_reference(prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
+    """hashlib reference of `Backend.tile_tickets` (CPU): SHA-256(prefix || u32 ti || u32 tj || msg LE)."""
+    import hashlib
+
+    import numpy as np
+
+    ti_n, tj_n, _ = msgs.shape
+    raw = msgs.detach().cpu().contiguous().numpy().view(np.uint32).astype("<u4").tobytes()
+    base = hashlib.sha256(prefix)
+    out = bytearray(32 * ti_n * tj_n)
+    t = 0
+    for ti in range(ti_n):
+        pre = ti.to_bytes(4, "little")
+        for tj in range(tj_n):
+            h = base.copy()
+            h.update(pre + tj.to_bytes(4, "little") + raw[64 * t:64 * t + 64])
+            out[32 * t:32 * t + 32] = h.digest()
+            t += 1
+    return torch.frombuffer(out, dtype=torch.uint8).reshape(ti_n, tj_n, 32).clone()

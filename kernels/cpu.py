@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from kernels.base import MSG_WORDS, ROT, check_operands
+from kernels.base import MSG_WORDS, ROT, check_operands, tile_tickets_reference
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,19 @@ class CpuBackend:
     def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return int_mm(a.contiguous(), b.contiguous())
 
+    def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return int_mm(a.contiguous(), b.contiguous())
+
     def noisy_matmul(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int,
                      tile_w: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._native is not None:
             return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w)
         return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows)
+
+    noisy_mm = noisy_matmul
+
+    def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
+        native = self._native
+        if native is not None and hasattr(native, "tile_tickets"):
+            return native.tile_tickets(prefix, msgs)
+        return tile_tickets_reference(prefix, msgs)

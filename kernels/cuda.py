@@ -12,7 +12,7 @@ import importlib.util
 
 import torch
 
-from kernels.base import ShapeError, check_operands
+from kernels.base import ShapeError, check_operands, tile_tickets_reference
 
 __all__ = ["CudaBackend", "cuda_available"]
 
@@ -79,10 +79,18 @@ class CudaBackend:
             raise ShapeError(f"operands must be int8, got {a.dtype} and {b.dtype}")
         if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
             raise ShapeError(f"cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
+        return self.mm(a, b).cpu()
+
+    def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """As `matmul`, but the result stays on this backend's device."""
+        if a.dtype != torch.int8 or b.dtype != torch.int8:
+            raise ShapeError(f"operands must be int8, got {a.dtype} and {b.dtype}")
+        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
+            raise ShapeError(f"cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
         m, k = a.shape
         n = b.shape[1]
         if m == 0 or n == 0 or k == 0:
-            return torch.zeros((m, n), dtype=torch.int32)
+            return torch.zeros((m, n), dtype=torch.int32, device=self.device)
         mp = max(m, _INT_MM_MIN_M)
         kp = _round_up(k, _INT_MM_ALIGN)
         np_ = _round_up(n, _INT_MM_ALIGN)
@@ -90,7 +98,7 @@ class CudaBackend:
             a_d = _pad2d(a.to(self.device, non_blocking=True), mp, kp)
             b_d = _pad2d(b.to(self.device, non_blocking=True), kp, np_)
             c = torch._int_mm(a_d, b_d)
-            return c[:m, :n].cpu()
+            return c[:m, :n] if (mp, np_) != (m, n) else c
 
     def noisy_matmul(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
@@ -99,6 +107,24 @@ class CudaBackend:
         check_operands(a, b, r, tile_h, tile_w)
         from kernels.triton_kernel import noisy_matmul_triton  # lazy: triton only when this backend is used
 
+        c, msgs = self.noisy_mm(a, b, r, tile_h, tile_w)
+        return c.cpu(), msgs.cpu()
+
+    def noisy_mm(
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C', messages) on this backend's device."""
+        check_operands(a, b, r, tile_h, tile_w)
+        from kernels.triton_kernel import noisy_matmul_triton
+
         with torch.cuda.device(self.device):
-            c, msgs = noisy_matmul_triton(a.to(self.device), b.to(self.device), r, tile_h, tile_w)
-            return c.cpu(), msgs.cpu()
+            return noisy_matmul_triton(a.to(self.device), b.to(self.device), r, tile_h, tile_w)
+
+    def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
+        """Tile tickets on the GPU (Triton SHA-256) when available, else hashlib on the host."""
+        try:
+            from kernels.triton_sha256 import tile_tickets_triton
+        except ImportError:
+            return tile_tickets_reference(prefix, msgs).to(self.device)
+        with torch.cuda.device(self.device):
+            return tile_tickets_triton(prefix, msgs.to(self.device))

@@ -19,18 +19,28 @@ from pouw.noise import derive_seeds, full_noise, noisy_operands
 from pouw.params import PowParams
 from pouw.proof import TileProof
 from pouw.recover import recover
-from pouw.ticket import all_tickets, win_threshold
+from pouw.ticket import ticket_prefix, win_threshold
 
 
 @dataclass
 class PreparedJob:
-    """Checked operands with their Merkle trees; reusable across templates (the trees cost O(mk + kn))."""
+    """Checked operands with their Merkle trees; reusable across templates (the trees cost O(mk + kn)).
+    Device copies of the operands are cached, so a GPU miner uploads a job once, not once per template."""
 
     a: torch.Tensor
     b: torch.Tensor
     job: JobCommitment
     tree_a: MerkleTree
     tree_b: MerkleTree
+    _on: dict = field(default_factory=dict, repr=False)
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device.type == "cpu":
+            return self.a, self.b
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = (self.a.to(device), self.b.to(device))
+        return self._on[key]
 
 
 def prepare_job(a, b, params: PowParams) -> PreparedJob:
@@ -44,7 +54,7 @@ def prepare_job(a, b, params: PowParams) -> PreparedJob:
 @dataclass
 class MiningResult:
     job_key: bytes
-    c: torch.Tensor | None                    # exact A·B (int32), None when recovery was skipped
+    c: torch.Tensor | None                    # exact A·B (int32, on the backend's device), None if skipped
     tickets: np.ndarray                       # (m/h, n/w, 32) uint8, every tile's ticket
     proofs: list[TileProof]                   # winning tiles, lowest ticket first (at most max_proofs)
     winners: int                              # number of winning tiles
@@ -78,18 +88,24 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     if prep.job != job:
         raise JobError("operands do not match the job commitment in the template")
     backend = backend or get_backend("cpu")
+    dev = backend.device
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     m, k, n = job.m, job.k, job.n
     r, h, w = params.rank, params.tile_h, params.tile_w
+    a_d, b_d = prep.on(dev)
     t1 = time.perf_counter()
     seeds = derive_seeds(template, job)
-    nz = full_noise(seeds, m, k, n, r)
-    a2, b2 = noisy_operands(prep.a, prep.b, nz)
+    nz = full_noise(seeds, m, k, n, r).to(dev)
+    a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
+    sync()
     t2 = time.perf_counter()
-    c_noisy, msgs = backend.noisy_matmul(a2, b2, r, h, w)
+    c_noisy, msgs = backend.noisy_mm(a2, b2, r, h, w)
+    sync()
     t3 = time.perf_counter()
-    tickets = all_tickets(seeds.job_key, msgs.numpy().view(np.uint32))
+    tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs).cpu().numpy()
     t4 = time.perf_counter()
-    c = recover(c_noisy, prep.a, b2, nz, backend.matmul) if recover_c else None
+    c = recover(c_noisy, a_d, b2, nz, backend.mm) if recover_c else None
+    sync()
     t5 = time.perf_counter()
     threshold = win_threshold(target, params.tile_work(k))
     flat = tickets.reshape(-1, 32)

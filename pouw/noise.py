@@ -9,7 +9,7 @@ F_R[:, v] = SHAKE-256("noise-col", seed_B, u64 v)[0:r] likewise;  F[l][v] = F_R[
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,26 +80,6 @@ def noise_cols(seeds: Seeds, cols: Iterable[int], k: int, r: int) -> np.ndarray:
     return expand(right_factor_cols(seeds.seed_b, cols, r), p, q)
 
 
-@dataclass
-class Noise:
-    """All noise of one job: factors and maps (for recovery) and the dense E (m x k), F (k x n)."""
-
-    e_l: torch.Tensor   # m x r int8
-    p_a: np.ndarray
-    q_a: np.ndarray
-    f_r: torch.Tensor   # r x n int8
-    p_b: np.ndarray
-    q_b: np.ndarray
-
-
-def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
-    p_a, q_a = sparse_map(seeds.seed_a, k, r)
-    p_b, q_b = sparse_map(seeds.seed_b, k, r)
-    e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
-    f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
-    return Noise(e_l, p_a, q_a, f_r, p_b, q_b)
-
-
 def map_matrix(p: np.ndarray, q: np.ndarray, r: int) -> torch.Tensor:
     """The sparse map as a dense r x k int8 matrix: +1 at (p(l), l), -1 at (q(l), l)."""
     k = len(p)
@@ -110,15 +90,36 @@ def map_matrix(p: np.ndarray, q: np.ndarray, r: int) -> torch.Tensor:
     return torch.from_numpy(mat)
 
 
-def noisy_operands(a: torch.Tensor, b: torch.Tensor, nz: Noise) -> tuple[torch.Tensor, torch.Tensor]:
-    """A' = A + E_L·P and B' = B + Q·F_R (int8; entries stay within [-127, 127]).
+@dataclass
+class Noise:
+    """All noise of one job, as factors and maps: E = E_L · P (m x k), F = Q · F_R (k x n)."""
 
-    The sparse products run as exact int8 GEMMs (inner width r): on a CPU this is an order of magnitude
-    faster than gathering columns, and the int32 results are exact (|E|, |F| <= 63).
+    e_l: torch.Tensor   # m x r int8, entries in [-32, 31]
+    p_mat: torch.Tensor  # r x k int8 (P: +1 at (p_A(l), l), -1 at (q_A(l), l))
+    q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed)
+    f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
+
+    def to(self, device: torch.device) -> "Noise":
+        return Noise(self.e_l.to(device), self.p_mat.to(device), self.q_mat.to(device), self.f_r.to(device))
+
+
+def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
+    p_a, q_a = sparse_map(seeds.seed_a, k, r)
+    p_b, q_b = sparse_map(seeds.seed_b, k, r)
+    e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
+    f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
+    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r)
+
+
+MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def noisy_operands(a: torch.Tensor, b: torch.Tensor, nz: Noise, mm: MatMul) -> tuple[torch.Tensor, torch.Tensor]:
+    """A' = A + E_L·P and B' = B + Q·F_R (int8; entries stay within [-127, 127]), on the operands' device.
+
+    The sparse products run as exact int8 GEMMs of inner width r (`mm`: int8 x int8 -> int32 on the same
+    device): on a CPU an order of magnitude faster than gathering columns; exact since |E|, |F| <= 63.
     """
-    from kernels.cpu import int_mm
-
-    r = nz.e_l.shape[1]
-    a2 = int_mm(nz.e_l, map_matrix(nz.p_a, nz.q_a, r)).add_(a).to(torch.int8)
-    b2 = int_mm(map_matrix(nz.p_b, nz.q_b, r).t().contiguous(), nz.f_r).add_(b).to(torch.int8)
+    a2 = mm(nz.e_l, nz.p_mat).add_(a).to(torch.int8)
+    b2 = mm(nz.q_mat, nz.f_r).add_(b).to(torch.int8)
     return a2, b2

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from pouw.noise import Noise, map_matrix
+from pouw.noise import MatMul, Noise
 
 
 def digits128(x: torch.Tensor) -> list[torch.Tensor]:
@@ -26,13 +26,10 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
             return out
 
 
-def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul) -> torch.Tensor:
-    """A·F + E·B' (int32, m x n) using int8 GEMMs via `matmul` (int8 x int8 -> int32)."""
-    r = nz.e_l.shape[1]
-    q_t = map_matrix(nz.p_b, nz.q_b, r).t().contiguous()      # k x r
-    p_m = map_matrix(nz.p_a, nz.q_a, r)                         # r x k
-    aq = matmul(a, q_t)                                          # m x r, = A·Q
-    pb = matmul(p_m, b_noisy)                                    # r x n, = P·B'
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
+    """A·F + E·B' (int32, m x n) using int8 GEMMs via `matmul` (int8 x int8 -> int32, same device)."""
+    aq = matmul(a, nz.q_mat)                                     # m x r, = A·Q
+    pb = matmul(nz.p_mat, b_noisy)                               # r x n, = P·B'
     da, db = digits128(aq), digits128(pb)
     zero_a = torch.zeros_like(da[0])
     zero_b = torch.zeros_like(db[0])
@@ -49,6 +46,6 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul) -> tor
     return total
 
 
-def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul) -> torch.Tensor:
+def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
     """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`."""
     return c_noisy.sub_(correction(a, b_noisy, nz, matmul))

@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels.cpu import int_mm
 from pouw.errors import PowError
 from pouw.job import JobCommitment
 from pouw.merkle import MerkleTree, verify_range
@@ -70,10 +71,14 @@ def test_noise_bounds_and_single_rows_regenerate(seed, r, m, n, mult):
     job = JobCommitment(bytes(32), bytes([1]) * 32, m, k, n)
     seeds = derive_seeds(seed, job)
     nz = full_noise(seeds, m, k, n, r)
-    assert np.all(nz.p_a != nz.q_a) and np.all(nz.p_b != nz.q_b)
+    # every column of P and every row of Q holds exactly one +1 and one -1 (p != q)
+    assert torch.equal((nz.p_mat == 1).sum(0), torch.ones(k, dtype=torch.int64))
+    assert torch.equal((nz.p_mat == -1).sum(0), torch.ones(k, dtype=torch.int64))
+    assert torch.equal((nz.q_mat == 1).sum(1), torch.ones(k, dtype=torch.int64))
+    assert torch.equal((nz.q_mat == -1).sum(1), torch.ones(k, dtype=torch.int64))
     a = torch.full((m, k), 64, dtype=torch.int8)
     b = torch.full((k, n), -64, dtype=torch.int8)
-    a2, b2 = noisy_operands(a, b, nz)
+    a2, b2 = noisy_operands(a, b, nz, int_mm)
     e = a2.to(torch.int16) - 64
     f = b2.to(torch.int16) + 64
     assert int(e.abs().max()) <= 63 and int(f.abs().max()) <= 63
