@@ -3,9 +3,12 @@
 seed_B = H("seed-b", job_key || H_B);  seed_A = H("seed-a", seed_B || H_A)   (commit order: B, then A)
 Sparse map from a seed: for each l in [0, k): u16 pair (x, y) from SHAKE-256("noise-map", seed), p(l) = x mod r,
 q(l) = (p(l) + 1 + y mod (r-1)) mod r, so p != q.
-E_L[u] = SHAKE-256("noise-row", seed_A, u64 u)[0:r], byte b -> (b & 63) - 32 in [-32, 31]
+Dense factors come from a seekable counter-mode stream, ChaCha20 (RFC 7539 block function, 32-bit block counter
+from 0) keyed with the seed, so a single row or column is regenerable on its own:
+E_L[u][j] = (ChaCha20(key=seed_A, nonce=b"pouw-E_L" + 4 zero bytes)[u*r + j] & 63) - 32   in [-32, 31]
+F_R[j][v] = (ChaCha20(key=seed_B, nonce=b"pouw-F_R" + 4 zero bytes)[v*r + j] & 63) - 32   in [-32, 31]
 E[u][l] = E_L[u][p(l)] - E_L[u][q(l)] in [-63, 63]               (E = E_L · P)
-F_R[:, v] = SHAKE-256("noise-col", seed_B, u64 v)[0:r] likewise;  F[l][v] = F_R[p'(l)][v] - F_R[q'(l)][v]  (F = Q · F_R)
+F[l][v] = F_R[p'(l)][v] - F_R[q'(l)][v]                          (F = Q · F_R)
 """
 from __future__ import annotations
 
@@ -15,7 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pouw.hashing import tagged_hash, u64, xof
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from pouw.hashing import tagged_hash, xof
 from pouw.job import JobCommitment
 
 
@@ -45,22 +50,41 @@ def sparse_map(seed: bytes, k: int, r: int) -> tuple[np.ndarray, np.ndarray]:
     return p, q
 
 
+NONCE_E = b"pouw-E_L\x00\x00\x00\x00"
+NONCE_F = b"pouw-F_R\x00\x00\x00\x00"
+
+
+def keystream(key: bytes, nonce: bytes, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset + length) of the ChaCha20 keystream (counter starts at block 0)."""
+    block, skip = divmod(offset, 64)
+    if block + (skip + length + 63) // 64 > 1 << 32:
+        raise ValueError("keystream range exceeds the 32-bit block counter")
+    enc = Cipher(algorithms.ChaCha20(key, block.to_bytes(4, "little") + nonce), mode=None).encryptor()
+    return enc.update(bytes(skip + length))[skip:]
+
+
 def _small(raw: bytes) -> np.ndarray:
     return (np.frombuffer(raw, dtype=np.uint8) & 63).astype(np.int16) - 32
 
 
+def _factor(key: bytes, nonce: bytes, idx: Iterable[int], r: int) -> np.ndarray:
+    idx = list(idx)
+    contiguous = bool(idx) and idx == list(range(idx[0], idx[0] + len(idx)))
+    if contiguous:
+        buf = keystream(key, nonce, idx[0] * r, len(idx) * r)       # one call for a run of rows
+    else:
+        buf = b"".join(keystream(key, nonce, i * r, r) for i in idx)
+    return _small(buf).reshape(len(idx), r)
+
+
 def left_factor_rows(seed_a: bytes, rows: Iterable[int], r: int) -> np.ndarray:
     """E_L rows (len(rows) x r, int16 in [-32, 31])."""
-    rows = list(rows)
-    buf = b"".join(xof(b"noise-row", seed_a, u64(u), length=r) for u in rows)
-    return _small(buf).reshape(len(rows), r)
+    return _factor(seed_a, NONCE_E, rows, r)
 
 
 def right_factor_cols(seed_b: bytes, cols: Iterable[int], r: int) -> np.ndarray:
     """F_R columns, returned as (len(cols) x r) int16: row i holds column cols[i] of F_R."""
-    cols = list(cols)
-    buf = b"".join(xof(b"noise-col", seed_b, u64(v), length=r) for v in cols)
-    return _small(buf).reshape(len(cols), r)
+    return _factor(seed_b, NONCE_F, cols, r)
 
 
 def expand(factor: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:

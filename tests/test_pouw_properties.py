@@ -86,3 +86,14 @@ def test_noise_bounds_and_single_rows_regenerate(seed, r, m, n, mult):
     assert np.array_equal(noise_rows(seeds, [u], k, r)[0], e[u].numpy().astype(np.int8))
     v = n // 2
     assert np.array_equal(noise_cols(seeds, [v], k, r)[0], f[:, v].numpy().astype(np.int8))
+
+
+def test_noise_stream_is_rfc7539_chacha20():
+    import pouw_reference as ref
+    from pouw.noise import keystream
+    key = bytes(range(32))
+    nonce = bytes.fromhex("000000090000004a00000000")
+    block1 = ref.chacha20_block(key, 1, nonce)
+    assert block1.hex().startswith("10f1e7e4d13b5915500fdd1fa32071c4")   # RFC 7539, 2.3.2
+    assert keystream(key, nonce, 64, 64) == block1
+    assert keystream(key, nonce, 70, 100) == ref.stream_bytes(key, nonce, 70, 100)
