@@ -24,7 +24,8 @@ from chain.encoding import as_bytes, as_int, as_list, decode, encode
 from chain.errors import BlockError, EncodingError, StorageError, ValidationError
 from chain.hashing import ZERO_HASH
 from chain.keys import ZERO_ADDRESS
-from chain.state import EMPTY, Account, BlockDiff, MemoryState, Supply, apply_block, genesis_state
+from chain.jobs import JobRecord
+from chain.state import EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, apply_block, genesis_state
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
 from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
@@ -85,6 +86,37 @@ class ImportResult:
 class ChainListener(Protocol):
     def block_connected(self, block: Block) -> None: ...
     def block_disconnected(self, block: Block) -> None: ...
+
+
+class _BatchJobs:
+    """Job records and schedule as seen through a write batch (reads see the batch's own writes)."""
+
+    def __init__(self, store: Store, b: Batch):
+        self.store = store
+        self.b = b
+
+    def get_job(self, job_id: bytes) -> JobRecord | None:
+        v = self.b.get(S.job_key(job_id))
+        return JobRecord.decode(v) if v is not None else None
+
+    def due_jobs(self, height: int) -> list[bytes]:
+        pre = S.sched_prefix(height)
+        return [k[len(pre):] for k, _ in self.store.iterate(pre)]  # no batch writes the schedule before this
+
+
+@dataclass(frozen=True)
+class SupplyTotals:
+    """Where the tokens are: minted − burned == balances + escrow + bonds."""
+
+    minted: int
+    burned: int
+    balances: int
+    escrow: int
+    bonds: int
+
+    @property
+    def conserved(self) -> bool:
+        return self.balances + self.escrow + self.bonds == self.minted - self.burned
 
 
 @dataclass
@@ -303,11 +335,61 @@ class ChainState:
         return {S.strip(S.P_ACCOUNT, k): Account.decode(v) for k, v in self.store.iterate(S.P_ACCOUNT)}
 
     def check_conservation(self) -> None:
-        """Raise AssertionError unless Σ balances == minted − burned and the stored root matches."""
-        st = MemoryState(self.accounts(), self.supply)
+        """Raise AssertionError unless Σ balances + Σ escrow + Σ bonds == minted − burned and the stored
+        root matches."""
+        st = self.memory_state()
         st.check_conservation()
         if self.get_header(self.tip.hash).state_root != st.supply.root:  # type: ignore[union-attr]
             raise AssertionError("stored supply does not match the tip's state root")
+
+    def memory_state(self) -> MemoryState:
+        """A copy of the tip state (accounts, jobs, supply) in memory."""
+        return MemoryState(self.accounts(), self.supply, self.jobs())
+
+    # --- jobs ------------------------------------------------------------------------------------------
+    def get_job(self, job_id: bytes) -> JobRecord | None:
+        """The job record at the tip (any status), or None. `rec.to_json(job_id, cs.cfg)` for the API."""
+        v = self.store.get(S.job_key(job_id))
+        return JobRecord.decode(v) if v is not None else None
+
+    def jobs(self) -> dict[bytes, JobRecord]:
+        """Every job record at the tip (settled ones included)."""
+        return {S.strip(S.P_JOB, k): JobRecord.decode(v) for k, v in self.store.iterate(S.P_JOB)}
+
+    def due_jobs(self, height: int) -> list[bytes]:
+        """Ids of live jobs whose next automatic transition (release / refund) runs at the end of `height`."""
+        pre = S.sched_prefix(height)
+        return [k[len(pre):] for k, _ in self.store.iterate(pre)]
+
+    def schedule(self) -> list[tuple[int, bytes]]:
+        """The whole schedule: (height, job_id) of every live job, in height order."""
+        out = []
+        for k, _ in self.store.iterate(S.P_SCHED):
+            rest = S.strip(S.P_SCHED, k)
+            out.append((int.from_bytes(rest[:8], "big"), rest[8:]))
+        return out
+
+    def live_jobs(self) -> dict[bytes, JobRecord]:
+        """Jobs that still hold escrow (open, claimed, resulted)."""
+        return {j: self.get_job(j) for _, j in self.schedule()}  # type: ignore[misc]
+
+    def open_jobs(self, height: int | None = None) -> list[tuple[bytes, JobRecord]]:
+        """Jobs a miner could claim in the next block (open, or claimed with the exclusivity lapsed),
+        best fee per multiply-add first (ties: earlier deadline, then job id)."""
+        h = self.height + 1 if height is None else height
+        out = [(j, r) for j, r in self.live_jobs().items() if r.claimable_at(h, self.cfg)]
+        out.sort(key=lambda x: (-x[1].fee_per_mac, x[1].deadline, x[0]))
+        return out
+
+    def locked(self) -> tuple[int, int]:
+        """(Σ escrow, Σ bonds) held by live jobs at the tip."""
+        live = self.live_jobs().values()
+        return sum(r.escrow for r in live), sum(r.bond_held for r in live)
+
+    def supply_totals(self) -> SupplyTotals:
+        sup = self.supply
+        escrow, bonds = self.locked()
+        return SupplyTotals(sup.minted, sup.burned, sum(a.balance for a in self.accounts().values()), escrow, bonds)
 
     def parent_info(self, h: bytes) -> ParentInfo:
         e = self.index[h]
@@ -322,10 +404,11 @@ class ChainState:
         return self.parent_info(self.tip.hash)
 
     def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None) -> None:
-        """Mempool admission check against the tip state (or a given view): raises TxError."""
-        from chain.state import check_tx_state
+        """Mempool admission check against the tip state (or a given account view): raises TxError.
+        Job transactions are also checked against the job state at the tip, as if included in the
+        next block (`bad-job-*` and fraud-proof reasons)."""
         check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)
-        check_tx_state(get or self.get_account, tx)
+        StateOverlay(get or self.get_account, self, self.cfg, self.height + 1).apply_tx(tx)
 
     def chain_tips(self) -> list[ChainTip]:
         """Every block without children (and the active tip), like Bitcoin's getchaintips."""
@@ -532,7 +615,8 @@ class ChainState:
             return Account.decode(v) if v is not None else EMPTY
 
         supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
-        diff = apply_block(get, supply, block.txs, block.header.miner, self.cfg.subsidy(block.height))
+        diff = apply_block(get, supply, block.txs, block.header.miner, self.cfg.subsidy(block.height),
+                           height=block.height, cfg=self.cfg, jobs=_BatchJobs(self.store, b))
         if diff.state_root != block.header.state_root:
             raise BlockError("bad-state-root", "state root mismatch")
         return diff
@@ -543,7 +627,17 @@ class ChainState:
                 b.delete(S.account_key(a))
             else:
                 b.put(S.account_key(a), acct.encode())
-        undo = encode([diff.supply_before.encode(), [[a, acct.encode()] for a, acct in sorted(diff.before.items())]])
+        for j, rec in sorted(diff.jobs_after.items()):
+            old = diff.jobs_before.get(j)
+            if old is not None and old.due:
+                b.delete(S.sched_key(old.due, j))
+            b.put(S.job_key(j), rec.encode())
+            if rec.due:
+                b.put(S.sched_key(rec.due, j), b"")
+        undo_list = [diff.supply_before.encode(), [[a, acct.encode()] for a, acct in sorted(diff.before.items())]]
+        if diff.jobs_after:
+            undo_list.append([[j, r.encode() if r is not None else b""] for j, r in sorted(diff.jobs_before.items())])
+        undo = encode(undo_list)
         b.put(S.undo_key(block.hash), undo)
         b.put(S.META_SUPPLY, diff.supply_after.encode())
         b.put(S.height_key(block.height), block.hash)
@@ -578,7 +672,9 @@ class ChainState:
         undo_raw = self.store.get(S.undo_key(e.hash))
         if block is None or undo_raw is None:
             raise StorageError(f"undo data or body of connected block {e.hash.hex()[:16]} is missing")
-        f = as_list(decode(undo_raw, max_bytes=1 << 26, max_array=1 << 20), 2)
+        f = as_list(decode(undo_raw, max_bytes=1 << 26, max_array=1 << 20))
+        if len(f) not in (2, 3):
+            raise StorageError(f"undo data of block {e.hash.hex()[:16]} is malformed")
         with self.store.batch() as b:
             b.put(S.META_SUPPLY, f[0])
             for a, acct_raw in f[1]:
@@ -587,6 +683,17 @@ class ChainState:
                     b.delete(S.account_key(a))
                 else:
                     b.put(S.account_key(a), acct_raw)
+            for j, rec_raw in (f[2] if len(f) == 3 else ()):
+                cur = self.get_job(j)
+                if cur is not None and cur.due:
+                    b.delete(S.sched_key(cur.due, j))
+                if rec_raw == b"":
+                    b.delete(S.job_key(j))
+                else:
+                    old = JobRecord.decode(rec_raw)
+                    b.put(S.job_key(j), rec_raw)
+                    if old.due:
+                        b.put(S.sched_key(old.due, j), b"")
             b.delete(S.undo_key(e.hash))
             b.delete(S.height_key(e.height))
             b.put(S.META_TIP, e.prev)

@@ -27,7 +27,7 @@ def cmd_verify(args) -> int:
     except (ChainError, ValueError, OSError) as e:
         print(f"verify failed: {e}", file=sys.stderr)
         return 1
-    print(f"ok: height {rep.height} tip {rep.tip.hex()} accounts {rep.accounts} txs {rep.transactions}")
+    print(f"ok: height {rep.height} tip {rep.tip.hex()} accounts {rep.accounts} txs {rep.transactions} jobs {rep.jobs}")
     return 0
 
 

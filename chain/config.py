@@ -37,6 +37,20 @@ class PowConfig:
 
 
 @dataclass(frozen=True)
+class JobConfig:
+    """On-chain compute jobs (docs/jobs.md). Windows and distances are in blocks; amounts in base units.
+
+    The going rate is ``rate_num / rate_den`` base units per int8 multiply-add (``chain.jobs.job_price``)."""
+
+    claim_window: int = 12          # blocks of exclusivity a claim buys
+    challenge_window: int = 60      # blocks after a result during which a dispute may be filed
+    min_bond: int = 1_000_000       # smallest bond a claim may post
+    max_deadline: int = 17_280      # a deadline may lie at most this many blocks after the submit's block
+    rate_num: int = 1               # going rate: rate_num / rate_den base units per multiply-add
+    rate_den: int = 10_000          # (1 token = 10**8 base units = 10**12 MACs)
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     name: str
     chain_id: int
@@ -57,6 +71,7 @@ class ChainConfig:
     max_header_bytes: int
     genesis_alloc: tuple[tuple[bytes, int], ...] = field(default_factory=tuple)
     source: str = ""  # the TOML text this config was read from (stored in the DB)
+    jobs: JobConfig = field(default_factory=JobConfig)
 
     @property
     def pow_limit(self) -> int:
@@ -113,6 +128,7 @@ def parse_config(text: str) -> ChainConfig:
             max_block_bytes=int(lim["max_block_bytes"]), max_block_txs=int(lim["max_block_txs"]),
             max_tx_bytes=int(lim["max_tx_bytes"]), max_header_bytes=int(lim["max_header_bytes"]),
             genesis_alloc=tuple(alloc), source=text,
+            jobs=JobConfig(**{k: int(v) for k, v in doc.get("jobs", {}).items() if k in JobConfig.__dataclass_fields__}),
         )
     except KeyError as e:
         raise ValueError(f"config is missing field {e}") from e
@@ -120,6 +136,11 @@ def parse_config(text: str) -> ChainConfig:
         raise ValueError("target_block_time, asert_half_life and halving_interval must be positive")
     if not 1 <= cfg.min_block_work <= cfg.initial_block_work:
         raise ValueError("need 1 <= min_block_work <= initial_block_work")
+    j = cfg.jobs
+    if unknown := set(doc.get("jobs", {})) - set(JobConfig.__dataclass_fields__):
+        raise ValueError(f"unknown [jobs] keys {sorted(unknown)}")
+    if min(j.claim_window, j.challenge_window, j.min_bond, j.max_deadline, j.rate_den) < 1 or j.rate_num < 0:
+        raise ValueError("jobs: windows, min_bond, max_deadline and rate_den must be positive, rate_num >= 0")
     if cfg.pow.min_k < 16 * cfg.pow.rank:
         raise ValueError("pow.min_k must be >= 16 * rank")
     return cfg

@@ -33,6 +33,7 @@ class VerifyReport:
     accounts: int
     transactions: int
     minted: int
+    jobs: int = 0
 
 
 def _open_raw(datadir: str | Path, cfg: ChainConfig | None) -> tuple[Store, ChainState]:
@@ -89,7 +90,8 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
                 else:
                     check_block_sanity(blk, cs.cfg, check_sigs=False)
                     check_header_context(blk.header, parent, cs.cfg, FAR_FUTURE)
-                diff = apply_block(st.get, st.supply, blk.txs, blk.header.miner, cs.cfg.subsidy(height))
+                diff = apply_block(st.get, st.supply, blk.txs, blk.header.miner, cs.cfg.subsidy(height),
+                                   height=height, cfg=cs.cfg, jobs=st)
             except ValidationError as err:
                 raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
             if diff.state_root != blk.header.state_root:
@@ -104,13 +106,18 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         if stored != st.accounts:
             diff_addrs = set(stored) ^ set(st.accounts) | {a for a in stored if stored[a] != st.accounts.get(a)}
             raise VerifyError("bad-accounts", f"{len(diff_addrs)} stored accounts differ from the replay")
+        if cs.jobs() != st.jobs:
+            raise VerifyError("bad-jobs", "stored job records differ from the replay")
+        want_sched = sorted((r.due, j) for j, r in st.jobs.items() if r.due)
+        if cs.schedule() != want_sched:
+            raise VerifyError("bad-schedule", "stored job schedule differs from the replay")
         if cs.supply != st.supply:
             raise VerifyError("bad-supply", "stored supply record differs from the replay")
         try:
             st.check_conservation()
         except AssertionError as e:
             raise VerifyError("bad-conservation", str(e)) from e
-        return VerifyReport(cs.height, prev.hash, len(stored), ntx, st.supply.minted)
+        return VerifyReport(cs.height, prev.hash, len(stored), ntx, st.supply.minted, len(st.jobs))
     except (EncodingError,) as e:
         raise VerifyError("bad-encoding", str(e)) from e
     finally:
@@ -125,7 +132,7 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
         accts, supply = genesis_state(cs.cfg.genesis_alloc)
         g = cs.genesis
         with store.batch() as b:
-            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT):
+            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED):
                 for k, _ in store.iterate(prefix):
                     b.delete(k)
             for a, acct in accts.items():

@@ -15,7 +15,7 @@ from chain.config import ChainConfig
 from chain.difficulty import median_time_past
 from chain.errors import TxError
 from chain.hashing import tagged_hash
-from chain.state import Account, BlockDiff, Supply, apply_block, apply_tx
+from chain.state import Account, BlockDiff, StateOverlay, Supply, apply_block, apply_tx, job_source_of  # noqa: F401
 from chain.tx import Transaction, check_tx
 from chain.validation import ParentInfo, expected_target
 
@@ -33,13 +33,13 @@ class BlockTemplate:
         return self.diff.fees
 
 
-def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[Transaction]) -> list[Transaction]:
-    """Greedy in the given order: keep each tx that is well formed and applies after the kept ones."""
-    overlay: dict[bytes, Account] = {}
-
-    def cur(a: bytes) -> Account:
-        return overlay[a] if a in overlay else get(a)
-
+def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[Transaction], *,
+               height: int | None = None, jobs=None) -> list[Transaction]:
+    """Greedy in the given order: keep each tx that is well formed and applies after the kept ones.
+    Job transactions are kept only with `height` (of the block being built) and a job source; `jobs`
+    defaults to the owner of `get` when that is a bound method of ChainState/MemoryState."""
+    jobs = jobs if jobs is not None else job_source_of(get)
+    ov = StateOverlay(get, jobs, cfg, height)
     out: list[Transaction] = []
     seen: set[bytes] = set()
     size = 0
@@ -50,7 +50,7 @@ def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[
             continue
         try:
             check_tx(tx, cfg.chain_id, cfg.max_tx_bytes, check_sig=False)
-            overlay.update(apply_tx(cur, tx))
+            ov.apply_tx(tx)
         except TxError:
             continue
         out.append(tx)
@@ -61,15 +61,20 @@ def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[
 
 def build_template(cfg: ChainConfig, parent: ParentInfo, get: Callable[[bytes], Account], supply: Supply,
                    miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None,
-                   *, select: bool = True) -> BlockTemplate:
-    """Template for the block after `parent`. With select=False the txs are taken as given."""
-    chosen = select_txs(cfg, get, txs) if select else list(txs)
+                   *, select: bool = True, jobs=None) -> BlockTemplate:
+    """Template for the block after `parent`. With select=False the txs are taken as given.
+
+    `jobs` is the job state of the parent (ChainState or MemoryState; anything with get_job/due_jobs).
+    When omitted it is taken from `get` if that is a bound method of such an object (``cs.get_account``),
+    so the template's state root includes the jobs scheduled at this height."""
     height = parent.height + 1
+    jobs = jobs if jobs is not None else job_source_of(get)
+    chosen = select_txs(cfg, get, txs, height=height, jobs=jobs) if select else list(txs)
     if timestamp is None:
         import time
         timestamp = int(time.time())
     timestamp = max(timestamp, median_time_past(list(parent.recent_timestamps)) + 1)
-    diff = apply_block(get, supply, chosen, miner, cfg.subsidy(height))
+    diff = apply_block(get, supply, chosen, miner, cfg.subsidy(height), height=height, cfg=cfg, jobs=jobs)
     h = Header(cfg.version, cfg.chain_id, height, parent.hash, timestamp,
                expected_target(cfg, parent), tx_root(chosen), diff.state_root,
                miner, NULL_JOB, b"")

@@ -13,9 +13,14 @@ key                    value                                       meaning
 ``h`` + hash           Header.encoded                              every header with a valid proof
 ``b`` + hash           encode(list of txs)                         block bodies (data)
 ``i`` + hash           encode([status, chainwork(32), seq, reason]) block index record
-``u`` + hash           encode([supply_before, [[addr, acct]...]])  undo data of a connected block
+``u`` + hash           encode([supply_before, [[addr, acct]...],   undo data of a connected block
+                       [[job_id, record or b""]...]])              (b"": the job did not exist before)
 ``n`` + height(8, BE)  32-byte hash                                active chain by height
 ``a`` + address(20)    Account.encode()                            account state at the tip
+``j`` + job_id(32)     JobRecord.encode()                          job records at the tip (chain/jobs.py)
+``s`` + height(8, BE)  b""                                         the job schedule: live job `job_id`
+  + job_id(32)                                                     has its next automatic transition
+                                                                   at the end of block `height`
 =====================  ==========================================  ===================================
 """
 from __future__ import annotations
@@ -36,6 +41,8 @@ P_INDEX = b"i"
 P_UNDO = b"u"
 P_HEIGHT = b"n"
 P_ACCOUNT = b"a"
+P_JOB = b"j"
+P_SCHED = b"s"
 
 # Block status flags (stored in the index record).
 HEADER_VALID = 1     # proof and header context checked
@@ -68,6 +75,18 @@ def height_key(height: int) -> bytes:
 
 def account_key(addr: bytes) -> bytes:
     return P_ACCOUNT + addr
+
+
+def job_key(job_id: bytes) -> bytes:
+    return P_JOB + job_id
+
+
+def sched_prefix(height: int) -> bytes:
+    return P_SCHED + height.to_bytes(8, "big")
+
+
+def sched_key(height: int, job_id: bytes) -> bytes:
+    return sched_prefix(height) + job_id
 
 
 def strip(prefix: bytes, key: bytes) -> bytes:

@@ -4,15 +4,19 @@
 - State commitment: an LtHash (lattice homomorphic multiset hash, 1024 lanes of uint16) over
   ``shake_256("pouw/acct" ‖ address ‖ encode([balance, nonce]))`` of every present account, updated
   in O(1) per touched account. ``state_root = tagged_hash("pouw/state", encode([minted, burned, lthash]))``.
-- Economy invariant: Σ balances == minted − burned (escrow, orders and bonds join the left side
-  when those kinds arrive). `Supply` tracks minted and burned.
-- Transition: ``apply_block(get, supply, txs, miner, subsidy) -> BlockDiff`` never mutates anything;
-  it raises TxError(reason) on the first failing transaction.
+- Job records (chain/jobs.py) join the same LtHash as leaves ``shake_256("pouw/job" ‖ job_id ‖ record)``;
+  a record's ``due`` field is the schedule, so the state root commits to jobs and schedule. A chain
+  without jobs has exactly the roots it had before jobs existed.
+- Economy invariant: Σ balances + Σ escrow + Σ bonds == minted − burned (escrow and bonds are held by
+  live job records). `Supply` tracks minted and burned.
+- Transition: ``apply_block(get, supply, txs, miner, subsidy, height=, cfg=, jobs=) -> BlockDiff`` never
+  mutates anything; it raises TxError(reason) on the first failing transaction. Order: transactions,
+  then subsidy + fees to the miner, then the jobs scheduled at this height (release / refund).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -20,7 +24,8 @@ import numpy as np
 from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 from chain.hashing import tagged_hash
-from chain.tx import KIND_TRANSFER, Transaction
+from chain.jobs import JobRecord, JobSource, due_effects, job_tx_effects
+from chain.tx import JOB_KINDS, KIND_TRANSFER, Transaction
 
 LANES = 1024
 LT_BYTES = LANES * 2
@@ -53,6 +58,11 @@ def leaf_vector(address: bytes, acct: Account) -> np.ndarray:
     return np.frombuffer(d, dtype="<u2")
 
 
+def job_leaf_vector(job_id: bytes, rec: JobRecord) -> np.ndarray:
+    d = hashlib.shake_256(b"pouw/job" + job_id + rec.encode()).digest(LT_BYTES)
+    return np.frombuffer(d, dtype="<u2")
+
+
 @dataclass(frozen=True)
 class Supply:
     """Minted, burned and the LtHash accumulator of all present accounts."""
@@ -77,8 +87,10 @@ class Supply:
     def root(self) -> bytes:
         return tagged_hash(b"pouw/state", self.encode())
 
-    def updated(self, changes: Iterable[tuple[bytes, Account, Account]], minted: int = 0, burned: int = 0) -> "Supply":
-        """Supply after replacing, for each (address, old, new), the old account by the new one."""
+    def updated(self, changes: Iterable[tuple[bytes, Account, Account]], minted: int = 0, burned: int = 0,
+                jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = ()) -> "Supply":
+        """Supply after replacing, for each (address, old, new), the old account by the new one (and,
+        for each (job_id, old, new), the old job record by the new one; None = absent)."""
         acc = np.frombuffer(self.lthash, dtype="<u2").copy()
         for addr, old, new in changes:
             if old == new:
@@ -87,6 +99,13 @@ class Supply:
                 acc -= leaf_vector(addr, old)
             if not new.empty:
                 acc += leaf_vector(addr, new)
+        for jid, jold, jnew in jobs:
+            if jold == jnew:
+                continue
+            if jold is not None:
+                acc -= job_leaf_vector(jid, jold)
+            if jnew is not None:
+                acc += job_leaf_vector(jid, jnew)
         return Supply(self.minted + minted, self.burned + burned, acc.astype("<u2").tobytes())
 
 
@@ -100,6 +119,9 @@ class BlockDiff:
     supply_after: Supply
     fees: int
     subsidy: int
+    jobs_before: dict[bytes, JobRecord | None] = field(default_factory=dict)  # None: did not exist
+    jobs_after: dict[bytes, JobRecord] = field(default_factory=dict)
+    events: tuple[tuple[bytes, str], ...] = ()  # automatic transitions: (job_id, "released" | "refunded")
 
     @property
     def state_root(self) -> bytes:
@@ -116,10 +138,11 @@ def check_tx_state(cur: Getter, tx: Transaction) -> None:
 
 
 def apply_tx(cur: Getter, tx: Transaction) -> dict[bytes, Account]:
-    """The accounts a (context-checked) transaction writes, given the current view `cur`."""
+    """The accounts a (context-checked) transfer writes, given the current view `cur`. Job kinds need
+    the job state: use `StateOverlay.apply_tx`."""
     check_tx_state(cur, tx)
     if tx.kind != KIND_TRANSFER:  # guarded earlier by check_tx; kept for defence in depth
-        raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
+        raise TxError("bad-txn-kind", f"transaction kind {tx.kind} needs the job state")
     s = cur(tx.sender)
     out = {tx.sender: Account(s.balance - tx.amount - tx.fee, s.nonce + 1)}
     rcpt = tx.payload.recipient
@@ -128,22 +151,93 @@ def apply_tx(cur: Getter, tx: Transaction) -> dict[bytes, Account]:
     return out
 
 
-def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: bytes, subsidy: int) -> BlockDiff:
-    """Apply txs in order, then pay subsidy + fees to the miner. Pure: `get` is only read."""
-    after: dict[bytes, Account] = {}
+class StateOverlay:
+    """Accounts and job records changed so far on top of a base state (reads fall through).
 
-    def cur(a: bytes) -> Account:
-        return after[a] if a in after else get(a)
+    `apply_tx` checks and applies one transaction atomically: on TxError nothing changed. Without a
+    job source and config, job kinds are rejected with ``bad-txn-kind``."""
 
+    def __init__(self, get: Getter, jobs: JobSource | None = None, cfg=None, height: int | None = None):
+        self.base_get = get
+        self.source = jobs
+        self.cfg = cfg
+        self.height = height
+        self.accts: dict[bytes, Account] = {}
+        self.jobs: dict[bytes, JobRecord] = {}
+
+    @property
+    def jobs_enabled(self) -> bool:
+        return self.source is not None and self.cfg is not None and self.height is not None
+
+    def get(self, a: bytes) -> Account:
+        return self.accts[a] if a in self.accts else self.base_get(a)
+
+    def get_job(self, job_id: bytes) -> JobRecord | None:
+        if job_id in self.jobs:
+            return self.jobs[job_id]
+        return self.source.get_job(job_id) if self.source is not None else None
+
+    def credit(self, a: bytes, amount: int) -> None:
+        if amount:
+            x = self.get(a)
+            self.accts[a] = Account(x.balance + amount, x.nonce)
+
+    def apply_tx(self, tx: Transaction) -> None:
+        if tx.kind == KIND_TRANSFER:
+            self.accts.update(apply_tx(self.get, tx))  # checks nonce and balance
+            return
+        check_tx_state(self.get, tx)
+        if tx.kind not in JOB_KINDS or not self.jobs_enabled:
+            raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
+        credits, recs = job_tx_effects(self.get_job, tx, self.height, self.cfg)  # type: ignore[arg-type]
+        s = self.get(tx.sender)
+        self.accts[tx.sender] = Account(s.balance - tx.amount - tx.fee, s.nonce + 1)
+        for a, v in credits:
+            self.credit(a, v)
+        self.jobs.update(recs)
+
+    def run_schedule(self) -> list[tuple[bytes, str]]:
+        """The automatic job transitions at the end of block `height`."""
+        if not self.jobs_enabled:
+            return []
+        h = self.height
+        ids = set(self.source.due_jobs(h))  # type: ignore[union-attr]
+        ids.update(j for j, r in self.jobs.items() if r.due == h)
+        credits, recs, events = due_effects(self.get_job, ids, h)  # type: ignore[arg-type]
+        for a, v in credits:
+            self.credit(a, v)
+        self.jobs.update(recs)
+        return events
+
+
+def job_source_of(get) -> JobSource | None:
+    """The job source behind an account getter that is a bound method of a state object (ChainState,
+    MemoryState): lets callers that only pass ``cs.get_account`` still see the jobs."""
+    owner = getattr(get, "__self__", None)
+    if owner is not None and hasattr(owner, "get_job") and hasattr(owner, "due_jobs"):
+        return owner
+    return None
+
+
+def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: bytes, subsidy: int, *,
+                height: int | None = None, cfg=None, jobs: JobSource | None = None) -> BlockDiff:
+    """Apply txs in order, pay subsidy + fees to the miner, then run the job schedule of `height`.
+    Pure: `get` and `jobs` are only read. Job transactions and the schedule need height, cfg and jobs."""
+    ov = StateOverlay(get, jobs, cfg, height)
     fees = 0
     for tx in txs:
-        after.update(apply_tx(cur, tx))
+        ov.apply_tx(tx)
         fees += tx.fee
-    m = cur(miner)
-    after[miner] = Account(m.balance + subsidy + fees, m.nonce)
+    ov.credit(miner, subsidy + fees)
+    if miner not in ov.accts:
+        ov.accts[miner] = ov.get(miner)
+    events = ov.run_schedule()
+    after = ov.accts
     before = {a: get(a) for a in after}
-    new_supply = supply.updated(((a, before[a], after[a]) for a in after), minted=subsidy)
-    return BlockDiff(before, after, supply, new_supply, fees, subsidy)
+    jobs_before = {j: (jobs.get_job(j) if jobs is not None else None) for j in ov.jobs}
+    new_supply = supply.updated(((a, before[a], after[a]) for a in after), minted=subsidy,
+                                jobs=((j, jobs_before[j], r) for j, r in ov.jobs.items()))
+    return BlockDiff(before, after, supply, new_supply, fees, subsidy, jobs_before, dict(ov.jobs), tuple(events))
 
 
 def genesis_state(alloc: Iterable[tuple[bytes, int]]) -> tuple[dict[bytes, Account], Supply]:
@@ -153,14 +247,28 @@ def genesis_state(alloc: Iterable[tuple[bytes, int]]) -> tuple[dict[bytes, Accou
 
 
 class MemoryState:
-    """A dict-backed state (control replays, verify, tests)."""
+    """A dict-backed state (control replays, verify, tests): accounts, job records and the schedule."""
 
-    def __init__(self, accounts: dict[bytes, Account], supply: Supply):
+    def __init__(self, accounts: dict[bytes, Account], supply: Supply, jobs: dict[bytes, JobRecord] | None = None):
         self.accounts = dict(accounts)
         self.supply = supply
+        self.jobs: dict[bytes, JobRecord] = dict(jobs or {})
+        self._due: dict[int, set[bytes]] = {}
+        for j, r in self.jobs.items():
+            if r.due:
+                self._due.setdefault(r.due, set()).add(j)
+
+    def copy(self) -> "MemoryState":
+        return MemoryState(self.accounts, self.supply, self.jobs)
 
     def get(self, a: bytes) -> Account:
         return self.accounts.get(a, EMPTY)
+
+    def get_job(self, job_id: bytes) -> JobRecord | None:
+        return self.jobs.get(job_id)
+
+    def due_jobs(self, height: int) -> list[bytes]:
+        return sorted(self._due.get(height, ()))
 
     def apply(self, diff: BlockDiff) -> None:
         for a, acct in diff.after.items():
@@ -168,12 +276,25 @@ class MemoryState:
                 self.accounts.pop(a, None)
             else:
                 self.accounts[a] = acct
+        for j, rec in diff.jobs_after.items():
+            old = self.jobs.get(j)
+            if old is not None and old.due:
+                self._due.get(old.due, set()).discard(j)
+            self.jobs[j] = rec
+            if rec.due:
+                self._due.setdefault(rec.due, set()).add(j)
         self.supply = diff.supply_after
 
     def total_balance(self) -> int:
         return sum(a.balance for a in self.accounts.values())
 
+    def locked(self) -> tuple[int, int]:
+        """(Σ escrow, Σ bonds) held by live jobs."""
+        return (sum(r.escrow for r in self.jobs.values()), sum(r.bond_held for r in self.jobs.values()))
+
     def check_conservation(self) -> None:
-        if self.total_balance() != self.supply.minted - self.supply.burned:
-            raise AssertionError(f"conservation broken: {self.total_balance()} != "
-                                 f"{self.supply.minted} - {self.supply.burned}")
+        escrow, bonds = self.locked()
+        total = self.total_balance() + escrow + bonds
+        if total != self.supply.minted - self.supply.burned:
+            raise AssertionError(f"conservation broken: {self.total_balance()} + escrow {escrow} + bonds {bonds} "
+                                 f"!= {self.supply.minted} - {self.supply.burned}")

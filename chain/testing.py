@@ -46,11 +46,11 @@ class ChainBuilder:
         if timestamp is None:
             timestamp = pinfo.timestamp + self.cfg.target_block_time
         st = self.states[parent]
-        tpl = build_template(self.cfg, pinfo, st.get, st.supply, miner, txs, timestamp, select=select)
+        tpl = build_template(self.cfg, pinfo, st.get, st.supply, miner, txs, timestamp, select=select, jobs=st)
         h = mine_header(self.cfg, tpl.header, params=self.params, backend=self.backend, extra_nonce=extra_nonce)
         assert h is not None
         blk = Block(h, tpl.txs)
-        new = MemoryState(st.accounts, st.supply)
+        new = st.copy()
         new.apply(tpl.diff)
         self.blocks[blk.hash] = blk
         self.anchor_ts[blk.hash] = blk.header.timestamp if blk.height == 1 else pinfo.anchor_timestamp
@@ -99,3 +99,23 @@ class ChainBuilder:
 def make_keys(n: int) -> list[PrivateKey]:
     """The faucet plus n-1 deterministic keys."""
     return [faucet_key()] + [PrivateKey.from_phrase(b"pouw test key %d" % i) for i in range(1, n)]
+
+
+def job_operands(seed: int, m: int, k: int, n: int):
+    """Deterministic client operands A (m×k), B (k×n) in [-64, 64], their exact int32 product C, and the
+    job commitment. For tests of job settlement."""
+    import torch
+    from pouw.commit import commit_job
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(-64, 65, (m, k), generator=g, dtype=torch.int64).to(torch.int8)
+    b = torch.randint(-64, 65, (k, n), generator=g, dtype=torch.int64).to(torch.int8)
+    c = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    return a, b, c, commit_job(a, b)
+
+
+def blob_hash(data) -> bytes:
+    """Content address of an operand or result blob (sha256 of the tensor's raw bytes; the node defines
+    the blob format, the chain only stores the 32 bytes)."""
+    import hashlib
+    raw = data.contiguous().numpy().tobytes() if hasattr(data, "numpy") else bytes(data)
+    return hashlib.sha256(raw).digest()

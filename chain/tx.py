@@ -3,7 +3,11 @@
 Encoding (msgpack array, fixed order)::
 
     tx       = [kind, chain_id, nonce, sender_pubkey(32), fee, payload, signature(64)]
-    payload  = transfer: [recipient(20), amount]
+    payload  = transfer:    [recipient(20), amount]                                          (kind 0)
+               job submit:  [h_a(32), h_b(32), m, k, n, max_fee, deadline, blob_a(32), blob_b(32)] (kind 1)
+               job result:  [job_id(32), h_c(32), blob_c(32)]                                  (kind 2)
+               job dispute: [job_id(32), [i, j, a_row, b_col, c_row, [path_a], [path_b], [path_c]]] (kind 3)
+               job claim:   [job_id(32), bond]                                                 (kind 6)
 
 - ``sighash = tagged_hash("pouw/tx-sig", encode([kind, chain_id, nonce, sender_pubkey, fee, payload]))``
   is what the sender signs; the chain id and nonce in it give replay protection across chains and
@@ -19,17 +23,19 @@ from functools import cached_property
 
 from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
 from chain.errors import EncodingError, TxError
-from chain.hashing import tagged_hash
+from chain.hashing import HASH_LEN, tagged_hash
 from chain.keys import ADDRESS_LEN, PUBKEY_LEN, SIG_LEN, PrivateKey, address_of, verify_sig
 
 KIND_TRANSFER = 0
-# Reserved for the next issues (job settlement and market); rejected as unknown until implemented.
 KIND_JOB_SUBMIT = 1
 KIND_JOB_RESULT = 2
 KIND_JOB_DISPUTE = 3
+# Reserved for the market (next issue); rejected as unknown until implemented.
 KIND_ORDER_PLACE = 4
 KIND_ORDER_CANCEL = 5
-KNOWN_KINDS = frozenset({KIND_TRANSFER})
+KIND_JOB_CLAIM = 6
+JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE})
+KNOWN_KINDS = frozenset({KIND_TRANSFER}) | JOB_KINDS
 
 MAX_MONEY = (1 << 63) - 1
 
@@ -44,13 +50,102 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class JobSubmit:
+    """A client's job: commitments to A (rows) and B (columns), the shape, the escrowed max fee, the
+    deadline height and the content addresses of the operand blobs. job_id = txid."""
+
+    h_a: bytes
+    h_b: bytes
+    m: int
+    k: int
+    n: int
+    max_fee: int
+    deadline: int
+    blob_a: bytes
+    blob_b: bytes
+
+    def to_list(self) -> list[Obj]:
+        return [self.h_a, self.h_b, self.m, self.k, self.n, self.max_fee, self.deadline, self.blob_a, self.blob_b]
+
+    @property
+    def macs(self) -> int:
+        return self.m * self.k * self.n
+
+    def commitment(self):
+        from pouw.job import JobCommitment
+        return JobCommitment(self.h_a, self.h_b, self.m, self.k, self.n)
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    job_id: bytes
+    bond: int
+
+    def to_list(self) -> list[Obj]:
+        return [self.job_id, self.bond]
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: bytes
+    h_c: bytes
+    blob_c: bytes
+
+    def to_list(self) -> list[Obj]:
+        return [self.job_id, self.h_c, self.blob_c]
+
+
+@dataclass(frozen=True)
+class JobDispute:
+    job_id: bytes
+    proof: object  # pouw.freivalds.FraudProof
+
+    def to_list(self) -> list[Obj]:
+        return [self.job_id, self.proof.to_list()]
+
+
+def _hash32(x: Obj, what: str) -> bytes:
+    return as_bytes(x, HASH_LEN, what=what)
+
+
+def _decode_payload(kind: int, payload: Obj) -> Obj:
+    if kind == KIND_TRANSFER:
+        p = as_list(payload, 2, what="transfer")
+        return Transfer(as_bytes(p[0], ADDRESS_LEN, what="transfer.recipient"), as_int(p[1], what="transfer.amount"))
+    if kind == KIND_JOB_SUBMIT:
+        p = as_list(payload, 9, what="job_submit")
+        return JobSubmit(_hash32(p[0], "submit.h_a"), _hash32(p[1], "submit.h_b"),
+                         as_int(p[2], 0, 1 << 32, what="submit.m"), as_int(p[3], 0, 1 << 32, what="submit.k"),
+                         as_int(p[4], 0, 1 << 32, what="submit.n"), as_int(p[5], what="submit.max_fee"),
+                         as_int(p[6], what="submit.deadline"), _hash32(p[7], "submit.blob_a"),
+                         _hash32(p[8], "submit.blob_b"))
+    if kind == KIND_JOB_CLAIM:
+        p = as_list(payload, 2, what="job_claim")
+        return JobClaim(_hash32(p[0], "claim.job_id"), as_int(p[1], what="claim.bond"))
+    if kind == KIND_JOB_RESULT:
+        p = as_list(payload, 3, what="job_result")
+        return JobResult(_hash32(p[0], "result.job_id"), _hash32(p[1], "result.h_c"), _hash32(p[2], "result.blob_c"))
+    if kind == KIND_JOB_DISPUTE:
+        from pouw.freivalds import FraudProof
+        p = as_list(payload, 2, what="job_dispute")
+        f = as_list(p[1], 8, what="fraud_proof")
+        paths = tuple(tuple(_hash32(h, "fraud_proof.path") for h in as_list(x, what="fraud_proof.path"))
+                      for x in f[5:8])
+        proof = FraudProof(as_int(f[0], 0, 1 << 32, what="fraud.i"), as_int(f[1], 0, 1 << 32, what="fraud.j"),
+                           as_bytes(f[2], what="fraud.a_row"), as_bytes(f[3], what="fraud.b_col"),
+                           as_bytes(f[4], what="fraud.c_row"), *paths)
+        return JobDispute(_hash32(p[0], "dispute.job_id"), proof)
+    return payload
+
+
+@dataclass(frozen=True)
 class Transaction:
     kind: int
     chain_id: int
     nonce: int
     sender_pubkey: bytes
     fee: int
-    payload: Obj  # Transfer for KIND_TRANSFER; raw decoded object for other kinds
+    payload: Obj  # Transfer / JobSubmit / JobClaim / JobResult / JobDispute; raw decoded object for unknown kinds
     signature: bytes = b""
 
     # --- encoding ---------------------------------------------------------------------------------
@@ -81,7 +176,16 @@ class Transaction:
 
     @property
     def amount(self) -> int:
-        return self.payload.amount if isinstance(self.payload, Transfer) else 0
+        """What the transaction takes from the sender's balance besides the fee: the transfer amount,
+        the escrowed max fee of a job submit, or the bond of a claim."""
+        p = self.payload
+        if isinstance(p, Transfer):
+            return p.amount
+        if isinstance(p, JobSubmit):
+            return p.max_fee
+        if isinstance(p, JobClaim):
+            return p.bond
+        return 0
 
     def signed(self, key: PrivateKey) -> "Transaction":
         if key.pubkey != self.sender_pubkey:
@@ -98,11 +202,7 @@ class Transaction:
         pub = as_bytes(f[3], PUBKEY_LEN, what="tx.sender_pubkey")
         fee = as_int(f[4], what="tx.fee")
         sig = as_bytes(f[6], SIG_LEN, what="tx.signature")
-        payload: Obj = f[5]
-        if kind == KIND_TRANSFER:
-            p = as_list(payload, 2, what="transfer")
-            payload = Transfer(as_bytes(p[0], ADDRESS_LEN, what="transfer.recipient"),
-                               as_int(p[1], what="transfer.amount"))
+        payload = _decode_payload(kind, f[5])
         return cls(kind, chain_id, nonce, pub, fee, payload, sig)
 
     @classmethod
@@ -113,6 +213,30 @@ class Transaction:
 def make_transfer(key: PrivateKey, chain_id: int, nonce: int, recipient: bytes, amount: int, fee: int = 0) -> Transaction:
     """A signed transfer of `amount` from key's address to `recipient`."""
     return Transaction(KIND_TRANSFER, chain_id, nonce, key.pubkey, fee, Transfer(recipient, amount)).signed(key)
+
+
+def make_job_submit(key: PrivateKey, chain_id: int, nonce: int, job, max_fee: int, deadline: int,
+                    blob_a: bytes, blob_b: bytes, fee: int = 0) -> Transaction:
+    """A signed job submit. `job` is a pouw.job.JobCommitment (or anything with h_a, h_b, m, k, n);
+    `max_fee` is escrowed from the sender; the job's id is the returned transaction's txid."""
+    p = JobSubmit(job.h_a, job.h_b, job.m, job.k, job.n, max_fee, deadline, blob_a, blob_b)
+    return Transaction(KIND_JOB_SUBMIT, chain_id, nonce, key.pubkey, fee, p).signed(key)
+
+
+def make_job_claim(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, bond: int, fee: int = 0) -> Transaction:
+    """A signed claim of job `job_id`, posting `bond` (moved from the sender's balance to the job)."""
+    return Transaction(KIND_JOB_CLAIM, chain_id, nonce, key.pubkey, fee, JobClaim(job_id, bond)).signed(key)
+
+
+def make_job_result(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, h_c: bytes, blob_c: bytes,
+                    fee: int = 0) -> Transaction:
+    """A signed result: H_C (pouw.commit.commit_result of the exact int32 C) and the C blob's hash."""
+    return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee, JobResult(job_id, h_c, blob_c)).signed(key)
+
+
+def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof, fee: int = 0) -> Transaction:
+    """A signed dispute carrying a pouw.freivalds.FraudProof against the job's posted H_C."""
+    return Transaction(KIND_JOB_DISPUTE, chain_id, nonce, key.pubkey, fee, JobDispute(job_id, proof)).signed(key)
 
 
 # --- context-free checks (the "sanity" layer for one transaction) -----------------------------------
@@ -132,6 +256,12 @@ def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bo
         p = tx.payload
         if not 0 < p.amount <= MAX_MONEY or p.amount + tx.fee > MAX_MONEY:
             raise TxError("bad-txn-amount", "amount out of range")
+    elif tx.kind == KIND_JOB_SUBMIT:
+        if not 0 < tx.payload.max_fee <= MAX_MONEY or tx.payload.max_fee + tx.fee > MAX_MONEY:
+            raise TxError("bad-job-fee", "max fee out of range")
+    elif tx.kind == KIND_JOB_CLAIM:
+        if not 0 < tx.payload.bond <= MAX_MONEY or tx.payload.bond + tx.fee > MAX_MONEY:
+            raise TxError("bad-job-bond", "bond out of range")
     if check_sig and not verify_sig(tx.sender_pubkey, tx.sighash, tx.signature):
         raise TxError("bad-txn-sig", "signature does not verify")
 
