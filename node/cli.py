@@ -12,7 +12,11 @@ def _bench(args: argparse.Namespace) -> int:
         return bench_mining.main_args(args)
     if args.what == "import":
         from chain import commands
-        return commands.bench_import(args)
+        commands.bench_import(args)
+        return 0
+    if args.what == "sync":
+        from benchmarks import bench_sync
+        return bench_sync.main_args(args)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -36,10 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
         from chain import commands as chain_commands
     except ImportError:  # chain not importable: keep the engine commands usable
         chain_commands = None
-    if chain_commands is not None and hasattr(chain_commands, "add_bench_import_arguments"):
+    add_bi = None
+    if chain_commands is not None:
+        add_bi = getattr(chain_commands, "add_bench_import_arguments", None) or getattr(chain_commands, "add_bench_import_args", None)
+    if add_bi is not None:
         bi = bsub.add_parser("import", help="block import throughput")
-        chain_commands.add_bench_import_arguments(bi)
+        add_bi(bi)
         bi.set_defaults(func=_bench)
+    bs = bsub.add_parser("sync", help="blocks/s of a fresh node syncing a chain from a peer on loopback")
+    bs.add_argument("--blocks", type=int, default=1000)
+    bs.add_argument("--txs", type=int, default=0, help="transfers per block")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(func=_bench)
 
     demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
     demo.add_argument("--device", default="auto")
@@ -49,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     if chain_commands is not None:
         chain_commands.register(sub)
+    from node import commands as node_commands
+    node_commands.register(sub)
     return ap
 
 
@@ -61,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except OSError as e:  # e.g. a node that does not answer
+        print(f"pouw {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

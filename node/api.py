@@ -1,0 +1,287 @@
+"""HTTP API (JSON under /api/v1), Prometheus text at /metrics, and the p2p websocket at /p2p.
+
+Errors are ``{"error": {"code": "<stable-code>", "message": "<text>"}}`` with a 4xx/5xx status. Request
+bodies are limited by the app's `client_max_size`. Documented in docs/api.md and docs/openapi.yaml.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from chain.block import Block
+from chain.difficulty import block_work
+from chain.errors import EncodingError, ValidationError
+from chain.keys import parse_address
+from chain.tx import Transaction, decode_tx
+from chain.validation import expected_target
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+API = "/api/v1"
+
+
+class ApiError(Exception):
+    """An API error: HTTP status, stable code, message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def response(self) -> web.Response:
+        return web.json_response({"error": {"code": self.code, "message": self.message}}, status=self.status)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.json_response(obj, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except ApiError as e:
+        return e.response()
+    except web.HTTPRequestEntityTooLarge as e:
+        return ApiError(413, "body-too-large", e.text or "request body too large").response()
+    except web.HTTPNotFound:
+        return ApiError(404, "not-found", f"no route {request.path}").response()
+    except web.HTTPMethodNotAllowed:
+        return ApiError(405, "method-not-allowed", f"{request.method} not allowed on {request.path}").response()
+    except web.HTTPException:
+        raise
+    except Exception as e:  # defensive: never leak a traceback as HTML
+        import logging
+        logging.getLogger("pouw.api").exception("API error on %s", request.path)
+        return ApiError(500, "internal", type(e).__name__).response()
+
+
+def tx_json(tx: Transaction) -> dict:
+    d = {"txid": tx.txid.hex(), "kind": tx.kind, "chain_id": tx.chain_id, "nonce": tx.nonce,
+         "sender": tx.sender.hex(), "fee": tx.fee, "size": len(tx.encoded), "raw": tx.encoded.hex()}
+    if hasattr(tx.payload, "recipient"):
+        d["recipient"] = tx.payload.recipient.hex()
+        d["amount"] = tx.payload.amount
+    return d
+
+
+def block_json(node: "Node", b: Block, with_txs: bool = True) -> dict:
+    h = b.header
+    e = node.chain.index.get(b.hash)
+    d = {"hash": b.hash.hex(), "height": h.height, "prev": h.prev_hash.hex(), "timestamp": h.timestamp,
+         "target": "%064x" % h.target, "work": block_work(h.target), "chainwork": e.chainwork if e else None,
+         "miner": h.miner.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
+         "job": {"m": h.job.m, "k": h.job.k, "n": h.job.n, "h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex()},
+         "proof_bytes": len(h.proof), "size": len(b.encoded), "active": node.chain.is_active(b.hash),
+         "confirmations": node.chain.height - h.height + 1 if node.chain.is_active(b.hash) else 0,
+         "tx_count": len(b.txs)}
+    if with_txs:
+        d["txs"] = [tx_json(t) for t in b.txs]
+    return d
+
+
+def status_json(node: "Node") -> dict:
+    cs = node.chain
+    tip = cs.tip
+    nxt = expected_target(cs.cfg, cs.next_parent_info())
+    miner = node.miner
+    now = time.time()
+    return {
+        "network": cs.cfg.name, "chain_id": cs.cfg.chain_id, "genesis": cs.genesis.hash.hex(),
+        "height": cs.height, "tip": tip.hash.hex(), "tip_time": tip.timestamp,
+        "chainwork": tip.chainwork, "difficulty": block_work(nxt),
+        "peers": len(node.p2p.ready_peers), "node_id": node.node_key.pubkey.hex(),
+        "mempool": {"size": len(node.mempool), "bytes": node.mempool.bytes},
+        "work_rate": node.work_rate(),
+        "work_rate_unit": "multiply-adds of mined jobs per second (60 s window)",
+        "mining": {"enabled": bool(miner and miner.enabled), "state": miner.state if miner else "off",
+                   "device": miner.device.spec if miner else None,
+                   "device_state": miner.device.state if miner else None,
+                   "device_faults": miner.device.total_faults if miner else 0,
+                   "address": node.mining_address.hex(), "blocks_found": miner.blocks_found if miner else 0,
+                   "local_work_rate": miner.rate.rate() if miner else 0.0,
+                   "workers": [{"id": k, "work_rate": v["work_rate"], "device": v.get("device"),
+                                "last_seen_s": round(now - v["seen"], 1)}
+                               for k, v in node.workers.items() if now - v["seen"] < 300]},
+        "sync": node.sync.progress(),
+        "uptime_s": round(now - node.started_at, 1),
+    }
+
+
+def make_app(node: "Node") -> web.Application:
+    max_body = node.conf.api_max_body or (2 * node.cfg.max_header_bytes + 64 * 1024)
+    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware])
+    r = web.RouteTableDef()
+
+    async def body_json(request: web.Request) -> dict:
+        try:
+            doc = await request.json()
+        except web.HTTPRequestEntityTooLarge:
+            raise
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad-json", "request body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "bad-json", "request body must be a JSON object")
+        return doc
+
+    def hexarg(v: Any, name: str, n: int | None = None) -> bytes:
+        try:
+            b = bytes.fromhex(v.removeprefix("0x"))
+        except (ValueError, AttributeError, TypeError):
+            raise ApiError(400, "bad-param", f"{name} must be hex") from None
+        if n is not None and len(b) != n:
+            raise ApiError(400, "bad-param", f"{name} must be {n} bytes")
+        return b
+
+    @r.get(API + "/status")
+    async def status(request):
+        return _json(status_json(node))
+
+    @r.get(API + "/network")
+    async def network(request):
+        cfg = node.cfg
+        return _json({"name": cfg.name, "chain_id": cfg.chain_id, "genesis": node.chain.genesis.hash.hex(),
+                      "target_block_time": cfg.target_block_time, "config_toml": cfg.source})
+
+    @r.get(API + "/blocks/{id}")
+    async def get_block(request):
+        ident = request.match_info["id"]
+        if ident == "tip":
+            h = node.chain.tip.hash
+        elif ident.isdigit() and len(ident) < 20:
+            h = node.chain.block_hash_at(int(ident))
+            if h is None:
+                raise ApiError(404, "block-not-found", f"no block at height {ident}")
+        else:
+            h = hexarg(ident, "block id", 32)
+        b = node.chain.get_block(h)
+        if b is None:
+            raise ApiError(404, "block-not-found", f"block {ident} not found")
+        if request.query.get("format") == "raw":
+            return _json({"hash": h.hex(), "raw": b.encoded.hex()})
+        return _json(block_json(node, b))
+
+    @r.get(API + "/blocks")
+    async def list_blocks(request):
+        try:
+            limit = min(100, max(1, int(request.query.get("limit", "20"))))
+            top = int(request.query.get("from", str(node.chain.height)))
+        except ValueError:
+            raise ApiError(400, "bad-param", "from and limit must be integers") from None
+        out = []
+        for height in range(min(top, node.chain.height), max(-1, top - limit), -1):
+            b = node.chain.get_block(node.chain.block_hash_at(height))  # type: ignore[arg-type]
+            out.append(block_json(node, b, with_txs=False))  # type: ignore[arg-type]
+        return _json({"blocks": out})
+
+    @r.get(API + "/chaintips")
+    async def chaintips(request):
+        return _json({"tips": [{"hash": t.hash.hex(), "height": t.height, "branchlen": t.branchlen,
+                                "status": t.status} for t in node.chain.chain_tips()[:100]]})
+
+    @r.get(API + "/tx/{txid}")
+    async def get_tx(request):
+        txid = hexarg(request.match_info["txid"], "txid", 32)
+        t = node.mempool.get(txid)
+        if t is not None:
+            return _json({"status": "pending", "tx": tx_json(t)})
+        bh = node.txindex.get(txid)
+        if bh is not None:
+            b = node.chain.get_block(bh)
+            for t in b.txs:  # type: ignore[union-attr]
+                if t.txid == txid:
+                    return _json({"status": "confirmed", "block": bh.hex(), "height": b.height,  # type: ignore[union-attr]
+                                  "confirmations": node.chain.height - b.height + 1, "tx": tx_json(t)})  # type: ignore[union-attr]
+        raise ApiError(404, "tx-not-found", "transaction not in the mempool or the active chain")
+
+    @r.post(API + "/tx")
+    async def post_tx(request):
+        doc = await body_json(request)
+        raw = hexarg(doc.get("tx", ""), "tx")
+        try:
+            tx = decode_tx(raw, node.cfg.max_tx_bytes)
+            added = node.add_tx(tx)
+        except ValidationError as e:
+            raise ApiError(422 if not isinstance(e, EncodingError) else 400, e.reason, e.detail or e.reason) from None
+        return _json({"txid": tx.txid.hex(), "accepted": True, "new": added}, status=202 if added else 200)
+
+    @r.get(API + "/accounts/{address}")
+    async def account(request):
+        try:
+            a = parse_address(request.match_info["address"])
+        except ValueError as e:
+            raise ApiError(400, "bad-address", str(e)) from None
+        acct = node.chain.get_account(a)
+        pend = node.mempool.by_sender.get(a, {})
+        return _json({"address": a.hex(), "balance": acct.balance, "nonce": acct.nonce,
+                      "pending_nonce": node.mempool.pending_nonce(a), "pending_txs": len(pend),
+                      "height": node.chain.height})
+
+    @r.get(API + "/mempool")
+    async def mempool(request):
+        try:
+            limit = min(1000, max(0, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise ApiError(400, "bad-param", "limit must be an integer") from None
+        txs = node.mempool.ordered(limit)
+        return _json({"size": len(node.mempool), "bytes": node.mempool.bytes, "total_fees": node.mempool.total_fees(),
+                      "txs": [tx_json(t) for t in txs]})
+
+    @r.get(API + "/peers")
+    async def peers(request):
+        return _json({"peers": [p.info() for p in node.p2p.ready_peers],
+                      "known": sorted(node.book.addrs), "banned": len([1 for v in node.book.bans.values() if v > time.time()])})
+
+    @r.post(API + "/mining/work")
+    async def mining_work(request):
+        doc = await body_json(request)
+        addr = doc.get("address") or ""
+        try:
+            miner = parse_address(addr) if addr else node.mining_address
+        except ValueError as e:
+            raise ApiError(400, "bad-address", str(e)) from None
+        wid = str(doc.get("worker", ""))[:32]
+        if wid:
+            try:
+                rate = max(0.0, float(doc.get("work_rate", 0.0)))
+            except (TypeError, ValueError):
+                raise ApiError(400, "bad-param", "work_rate must be a number") from None
+            if wid in node.workers or len(node.workers) < 1000:
+                node.workers[wid] = {"work_rate": rate, "seen": time.time(), "device": str(doc.get("device", ""))[:32],
+                                     "address": miner.hex()}
+        if node.sync.syncing:
+            raise ApiError(503, "syncing", "node is syncing; no work until it reaches the best chain")
+        w = node.templates.current(miner)
+        h = w.template.header
+        cfg = node.cfg
+        return _json({"template_id": w.id, "network": cfg.name, "height": h.height, "prev": h.prev_hash.hex(),
+                      "target": "%064x" % h.target, "work": block_work(h.target), "header": h.encoded.hex(),
+                      "txs": len(w.template.txs), "fees": w.template.fees,
+                      "filler": list(cfg.pow.filler_shape),
+                      "params": {"rank": cfg.pow.rank, "tile_h": cfg.pow.tile_h, "tile_w": cfg.pow.tile_w}})
+
+    @r.post(API + "/mining/submit")
+    async def mining_submit(request):
+        doc = await body_json(request)
+        hb = hexarg(doc.get("header", ""), "header")
+        result, res, reason = node.submit_work(str(doc.get("template_id", "")), hb)
+        out = {"result": result, "reason": reason}
+        if res is not None:
+            out["hash"] = res.hash.hex()
+        return _json(out, status=200 if result in ("accepted", "duplicate", "stale") else 422)
+
+    @r.get("/metrics")
+    async def metrics(request):
+        return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Prometheus-Format": "0.0.4"})
+
+    @r.get("/p2p")
+    async def p2p(request):
+        return await node.p2p.handle_inbound(request)
+
+    app.add_routes(r)
+    return app

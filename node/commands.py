@@ -1,0 +1,131 @@
+"""Node subcommands of `pouw`: init, node, status, miner, wallet, devnet."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from chain.errors import ChainError
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from chain.chainstate import ChainState
+    from chain.config import load_config
+    from node.node import load_or_create_node_key
+    d = Path(args.datadir)
+    d.mkdir(parents=True, exist_ok=True)
+    try:
+        with ChainState.open(d, load_config(args.network)) as cs:
+            key = load_or_create_node_key(d)
+            print(json.dumps({"datadir": str(d), "network": cs.cfg.name, "chain_id": cs.cfg.chain_id,
+                              "genesis": cs.genesis.hash.hex(), "height": cs.height,
+                              "node_id": key.pubkey.hex(), "mining_address": key.address.hex()}))
+    except (ChainError, ValueError, OSError) as e:
+        print(f"init failed: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from chain.keys import parse_address
+    from node.node import Node, NodeConfig
+    conf = NodeConfig(datadir=Path(args.datadir), network=args.network, host=args.host, port=args.port,
+                      peers=list(args.peer or []), mine=args.mine, device=args.device,
+                      miner_address=parse_address(args.miner_address) if args.miner_address else None,
+                      mine_interval=args.mine_interval, mempool_max_txs=args.mempool_max_txs,
+                      mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry)
+    if args.mine and args.device != "cpu":
+        from kernels import DeviceError, parse_device
+        try:
+            parse_device(args.device)
+        except DeviceError as e:
+            print(f"node: {e}", file=sys.stderr)
+            return 2
+    try:
+        node = Node(conf)
+    except (ChainError, ValueError, OSError) as e:
+        print(f"node: cannot open {args.datadir}: {e}", file=sys.stderr)
+        return 1
+    try:
+        asyncio.run(node.run_forever())
+    except OSError as e:
+        print(f"node: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from node.worker import ApiError, NodeClient
+    try:
+        print(json.dumps(NodeClient(args.node).call("GET", "/api/v1/status"), indent=1))
+    except (OSError, ApiError) as e:
+        print(f"status: {args.node}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_miner(args: argparse.Namespace) -> int:
+    from kernels import DeviceError, parse_device
+    from node.worker import run_remote
+    try:
+        parse_device(args.device)
+    except DeviceError as e:
+        print(f"miner: {e}", file=sys.stderr)
+        return 2
+    found = run_remote(args.node, args.device, args.address or "", max_blocks=args.blocks, duration=args.duration)
+    print(json.dumps({"blocks_found": found}))
+    return 0
+
+
+def register(sub) -> None:
+    have = set(sub.choices)
+
+    def add(name: str, **kw):
+        if name in have:  # another layer registered it first: keep theirs
+            return None
+        return sub.add_parser(name, **kw)
+
+    p = add("init", help="create a data directory (chain database and node key)")
+    if p:
+        p.add_argument("--datadir", default="./data")
+        p.add_argument("--network", default="devnet", help="config name (devnet, regtest) or .toml path")
+        p.set_defaults(func=cmd_init)
+
+    p = add("node", help="run a node: p2p, sync, mempool, HTTP API, optional mining")
+    if p:
+        p.add_argument("--datadir", default="./data")
+        p.add_argument("--network", default=None, help="config name or .toml (default: stored, else devnet)")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8545, help="API + p2p port (0: any free port)")
+        p.add_argument("--peer", action="append", help="peer address host:port (repeatable)")
+        p.add_argument("--mine", action="store_true", help="mine inside the node")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+        p.add_argument("--miner-address", default=None, help="reward address (default: the node key's)")
+        p.add_argument("--mine-interval", type=float, default=0.0, help="min seconds between own blocks")
+        p.add_argument("--mempool-max-txs", type=int, default=5000)
+        p.add_argument("--mempool-max-bytes", type=int, default=5_000_000)
+        p.add_argument("--mempool-expiry", type=float, default=3 * 3600.0, help="seconds")
+        p.set_defaults(func=cmd_node)
+
+    p = add("status", help="print a node's /api/v1/status")
+    if p:
+        p.add_argument("--node", default="http://127.0.0.1:8545")
+        p.set_defaults(func=cmd_status)
+
+    p = add("miner", help="remote mining worker: takes work over a node's HTTP API")
+    if p:
+        p.add_argument("--node", default="http://127.0.0.1:8545")
+        p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N")
+        p.add_argument("--address", default=None, help="reward address (default: the node's)")
+        p.add_argument("--blocks", type=int, default=0, help="stop after N blocks (0: run until Ctrl-C)")
+        p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: no limit)")
+        p.set_defaults(func=cmd_miner)
+
+    if "wallet" not in have:
+        from node import wallet
+        wallet.add_arguments(sub)
+    if "devnet" not in have:
+        from node import devnet
+        devnet.add_arguments(sub)

@@ -1,0 +1,163 @@
+"""`pouw devnet`: N mining nodes on 127.0.0.1 as child processes, a funded client wallet, clean stop.
+
+Node i serves its API and p2p on port P+i with data in D/node<i> (its log in D/node<i>/node.log) and
+knows every other node's address. The client wallet D/wallet (unencrypted: devnet only) is funded from
+the devnet faucet (configs/devnet.toml) through node 0's API. SIGINT/SIGTERM stop all nodes (SIGTERM,
+then SIGKILL after a timeout); each node saves its mempool and closes its database.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from chain.keys import PrivateKey, faucet_key, load_key, save_key
+from node.wallet import UNIT, fmt_amount, send
+from node.worker import ApiError, NodeClient
+
+FUND_TOKENS = 1_000_000
+
+
+def add_arguments(sub) -> None:
+    d = sub.add_parser("devnet", help="run N local mining nodes with a funded client wallet")
+    d.add_argument("--nodes", type=int, default=2)
+    d.add_argument("--base-port", type=int, default=8545)
+    d.add_argument("--datadir", default="./devnet-data")
+    d.add_argument("--network", default="devnet", help="config name or path (default devnet)")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--block-interval", type=float, default=0.0,
+                   help="minimum seconds between blocks of one node (0 = mine flat out)")
+    d.add_argument("--no-mine", action="store_true")
+    d.add_argument("--status-every", type=float, default=10.0, help="print a status line every S seconds (0: never)")
+    d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C/SIGTERM)")
+    d.set_defaults(func=run)
+
+
+def _wait_ready(url: str, timeout: float, cancelled=lambda: False) -> dict | None:
+    c = NodeClient(url, timeout=2.0)
+    end = time.time() + timeout
+    while time.time() < end and not cancelled():
+        try:
+            return c.call("GET", "/api/v1/status")
+        except (OSError, ApiError, ValueError):
+            time.sleep(0.3)
+    return None
+
+
+def _fund(url: str, wallet: PrivateKey) -> None:
+    c = NodeClient(url)
+    acct = c.call("GET", f"/api/v1/accounts/{wallet.address.hex()}")
+    if acct["balance"] > 0 or acct["pending_txs"] > 0:
+        return
+    fk = faucet_key()
+    if c.call("GET", f"/api/v1/accounts/{fk.address.hex()}")["balance"] < FUND_TOKENS * UNIT:
+        print("devnet: faucet has too little to fund the wallet", file=sys.stderr)
+        return
+    res = send(url, fk, wallet.address, FUND_TOKENS * UNIT, 10_000)
+    print(f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…)")
+
+
+def run(args: argparse.Namespace) -> int:
+    base = Path(args.datadir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    wallet_path = base / "wallet"
+    if wallet_path.exists():
+        wallet = load_key(wallet_path)
+    else:
+        wallet = PrivateKey.generate()
+        save_key(wallet_path, wallet, None, allow_unencrypted=True)
+    ports = [args.base_port + i for i in range(args.nodes)]
+    procs: list[subprocess.Popen] = []
+    stopping = False
+
+    def stop_all(*_a) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    for i, port in enumerate(ports):
+        d = base / f"node{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "node.cli", "node", "--datadir", str(d), "--network", args.network,
+               "--host", "127.0.0.1", "--port", str(port), "--device", args.device,
+               "--mine-interval", str(args.block_interval)]
+        if not args.no_mine:
+            cmd.append("--mine")
+        for j, p in enumerate(ports):
+            if j != i:
+                cmd += ["--peer", f"127.0.0.1:{p}"]
+        log = open(d / "node.log", "ab")
+        env = dict(os.environ)
+        # share the cores between the nodes instead of oversubscribing them
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nodes)))
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      cwd=str(Path(__file__).resolve().parents[1]), env=env))
+        log.close()
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    rc = 0
+    try:
+        for i, u in enumerate(urls):
+            if stopping:
+                break
+            if _wait_ready(u, 60.0, lambda: stopping) is None and not stopping:
+                print(f"devnet: node{i} did not start; see {base / f'node{i}' / 'node.log'}", file=sys.stderr)
+                rc = 1
+                stopping = True
+                break
+        if not stopping:
+            try:
+                _fund(urls[0], wallet)
+            except (OSError, ApiError) as e:
+                print(f"devnet: could not fund the wallet: {e}", file=sys.stderr)
+            print(json.dumps({"nodes": urls, "datadirs": [str(base / f"node{i}") for i in range(args.nodes)],
+                              "wallet": str(wallet_path), "address": wallet.address.hex()}))
+            print(f"devnet: {args.nodes} node(s) up: {' '.join(urls)}")
+            print(f"devnet: client wallet {wallet_path} (address {wallet.address.hex()})")
+            print(f"devnet: try `pouw wallet balance --wallet {wallet_path} --node {urls[0]}`; Ctrl-C stops")
+            sys.stdout.flush()
+        t0 = last = time.time()
+        while not stopping:
+            time.sleep(0.2)
+            if args.duration and time.time() - t0 >= args.duration:
+                break
+            dead = [i for i, p in enumerate(procs) if p.poll() is not None]
+            if dead:
+                print(f"devnet: node(s) {dead} exited; stopping", file=sys.stderr)
+                rc = 1
+                break
+            if args.status_every and time.time() - last >= args.status_every:
+                last = time.time()
+                parts = []
+                for i, u in enumerate(urls):
+                    try:
+                        s = NodeClient(u, timeout=2.0).call("GET", "/api/v1/status")
+                        parts.append(f"node{i} h={s['height']} tip={s['tip'][:10]} peers={s['peers']} "
+                                     f"mempool={s['mempool']['size']} work_rate={s['work_rate'] / 1e9:.3f} GMAC/s")
+                    except (OSError, ApiError, ValueError):
+                        parts.append(f"node{i} (no answer)")
+                try:
+                    bal = NodeClient(urls[0], timeout=2.0).call("GET", f"/api/v1/accounts/{wallet.address.hex()}")["balance"]
+                    parts.append(f"wallet={fmt_amount(bal)}")
+                except (OSError, ApiError, ValueError):
+                    pass
+                print("devnet: " + " | ".join(parts))
+                sys.stdout.flush()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        end = time.time() + 20
+        for p in procs:
+            try:
+                p.wait(max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        print(f"devnet: stopped {len(procs)} node(s)")
+    return rc

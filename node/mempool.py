@@ -1,0 +1,235 @@
+"""Transaction pool: admission against the tip state, fee priority, size limits, expiry, persistence.
+
+- Admission: well formed and signed for this chain (`ChainState.validate_tx`), and applicable on top of
+  the tip state *plus* the sender's pending transactions (nonces must be consecutive; the balance must
+  cover all of them). A pending tx with the same sender and nonce is replaced only by a higher fee.
+- Priority: fee per byte; a sender's transactions are taken in nonce order (ancestor-aware greedy).
+- Limits: `max_txs` and `max_bytes`; when full, the lowest fee-rate transaction (with the sender's later
+  ones) is evicted, and a new tx that pays less than it is refused (`mempool-full`).
+- Expiry: transactions older than `expiry_s` are dropped.
+- After every chain change, `resync` drops what was mined or became invalid and re-adds the
+  transactions of disconnected blocks (`ImportResult.disconnected_txs`).
+- Persisted to ``<datadir>/mempool.dat`` (msgpack list of [tx, time]) on shutdown and reloaded
+  (re-validated) at start.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import msgpack
+
+from chain.errors import EncodingError, TxError, ValidationError
+from chain.state import Account, check_tx_state
+from chain.tx import Transaction, check_tx, decode_tx
+
+log = logging.getLogger("pouw.mempool")
+
+
+@dataclass
+class Entry:
+    tx: Transaction
+    time: float
+    size: int
+
+    @property
+    def feerate(self) -> float:
+        return self.tx.fee / max(1, self.size)
+
+
+class MempoolError(ValidationError):
+    """A transaction the pool refuses (reason is stable, e.g. ``mempool-full``, ``bad-txn-nonce``)."""
+
+
+class Mempool:
+    def __init__(self, chain, *, max_txs: int = 5000, max_bytes: int = 5_000_000, expiry_s: float = 3 * 3600,
+                 clock: Callable[[], float] = time.time):
+        self.chain = chain
+        self.max_txs = max_txs
+        self.max_bytes = max_bytes
+        self.expiry_s = expiry_s
+        self.clock = clock
+        self.entries: dict[bytes, Entry] = {}
+        self.by_sender: dict[bytes, dict[int, bytes]] = {}  # sender -> nonce -> txid
+        self.bytes = 0
+        self.version = 0  # bumps on every change (the miner rebuilds its template on better-paying work)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, txid: bytes) -> bool:
+        return txid in self.entries
+
+    def get(self, txid: bytes) -> Transaction | None:
+        e = self.entries.get(txid)
+        return e.tx if e else None
+
+    # --- admission -------------------------------------------------------------------------------------
+    def _pending_view(self, sender: bytes, upto_nonce: int) -> Account:
+        """The sender's account after its pending txs with nonce < upto_nonce."""
+        acct = self.chain.get_account(sender)
+        for n in sorted(self.by_sender.get(sender, {})):
+            if n >= upto_nonce:
+                break
+            tx = self.entries[self.by_sender[sender][n]].tx
+            acct = Account(acct.balance - tx.amount - tx.fee, acct.nonce + 1)
+        return acct
+
+    def add(self, tx: Transaction, *, check_sig: bool = True) -> bool:
+        """Admit tx; returns False if already present. Raises TxError/MempoolError with a reason.
+        `check_sig=False` only for transactions verified before (re-admission after a chain change)."""
+        if tx.txid in self.entries:
+            return False
+        sender = tx.sender
+        cfg = self.chain.cfg
+        check_tx(tx, cfg.chain_id, cfg.max_tx_bytes, check_sig=check_sig)  # well formed, signed, size
+        pend = self.by_sender.get(sender, {})
+        replaced: bytes | None = None
+        if tx.nonce in pend:
+            old = self.entries[pend[tx.nonce]]
+            if tx.fee <= old.tx.fee:
+                raise MempoolError("txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False)
+            replaced = old.tx.txid
+        view = self._pending_view(sender, tx.nonce)
+        check_tx_state(lambda a: view, tx)  # nonce consecutive, balance covers it
+        size = len(tx.encoded)
+        e = Entry(tx, self.clock(), size)
+        if replaced is None and (len(self.entries) >= self.max_txs or self.bytes + size > self.max_bytes):
+            worst = min(self.entries.values(), key=lambda x: (x.feerate, -x.time))
+            if worst.feerate >= e.feerate or (worst.tx.sender == sender and worst.tx.nonce <= tx.nonce):
+                raise MempoolError("mempool-full", "fee rate below the pool's minimum", punish=False)
+            self._remove_from(worst.tx, "evicted")
+        if replaced is not None:
+            self._remove_from(self.entries[replaced].tx, "replaced")
+        self.entries[tx.txid] = e
+        self.by_sender.setdefault(sender, {})[tx.nonce] = tx.txid
+        self.bytes += size
+        self.version += 1
+        return True
+
+    # --- removal ---------------------------------------------------------------------------------------
+    def _remove(self, txid: bytes) -> None:
+        e = self.entries.pop(txid, None)
+        if e is None:
+            return
+        self.bytes -= e.size
+        d = self.by_sender.get(e.tx.sender)
+        if d is not None:
+            d.pop(e.tx.nonce, None)
+            if not d:
+                del self.by_sender[e.tx.sender]
+        self.version += 1
+
+    def _remove_from(self, tx: Transaction, why: str) -> None:
+        """Remove tx and the sender's later pending txs (they depend on it)."""
+        later = [t for n, t in self.by_sender.get(tx.sender, {}).items() if n >= tx.nonce]
+        for t in later:
+            self._remove(t)
+        log.debug("removed %d tx(s) from %s (%s)", len(later), tx.sender.hex()[:8], why)
+
+    def remove_mined(self, txs: Iterable[Transaction]) -> None:
+        for t in txs:
+            self._remove(t.txid)
+
+    def resync(self, readd: Iterable[Transaction] = ()) -> int:
+        """Re-validate every pending tx against the new tip (after connect/disconnect/reorg), put back the
+        given (disconnected) txs, drop expired ones. Returns the number of txs re-added."""
+        now = self.clock()
+        old = sorted(list(self.entries.values()) + [Entry(t, now, len(t.encoded)) for t in readd],
+                     key=lambda e: (e.tx.sender, e.tx.nonce))
+        readd_ids = {t.txid for t in readd}
+        self.entries.clear()
+        self.by_sender.clear()
+        self.bytes = 0
+        self.version += 1
+        back = 0
+        for e in old:
+            if now - e.time > self.expiry_s or e.tx.txid in self.entries:
+                continue
+            try:
+                if self.add(e.tx, check_sig=False):  # pool entries and block txs were verified before
+                    self.entries[e.tx.txid].time = e.time
+                    back += e.tx.txid in readd_ids
+            except ValidationError:
+                pass
+        return back
+
+    def expire(self) -> int:
+        """Drop expired transactions (and the sender's later ones); returns how many left the pool."""
+        now = self.clock()
+        before = len(self.entries)
+        for t in [e.tx for e in self.entries.values() if now - e.time > self.expiry_s]:
+            if t.txid in self.entries:
+                self._remove_from(t, "expired")
+        return before - len(self.entries)
+
+    # --- selection -------------------------------------------------------------------------------------
+    def ordered(self, limit: int | None = None) -> list[Transaction]:
+        """Highest fee rate first, each sender's txs in nonce order."""
+        heads: list[tuple[float, float, bytes, int]] = []
+        cursors = {s: sorted(d) for s, d in self.by_sender.items()}
+        for s, nonces in cursors.items():
+            e = self.entries[self.by_sender[s][nonces[0]]]
+            heapq.heappush(heads, (-e.feerate, e.time, s, 0))
+        out: list[Transaction] = []
+        while heads and (limit is None or len(out) < limit):
+            _, _, s, i = heapq.heappop(heads)
+            out.append(self.entries[self.by_sender[s][cursors[s][i]]].tx)
+            if i + 1 < len(cursors[s]):
+                e = self.entries[self.by_sender[s][cursors[s][i + 1]]]
+                heapq.heappush(heads, (-e.feerate, e.time, s, i + 1))
+        return out
+
+    def pending_nonce(self, sender: bytes) -> int:
+        acct = self.chain.get_account(sender)
+        return acct.nonce + len(self.by_sender.get(sender, {}))
+
+    def total_fees(self) -> int:
+        return sum(e.tx.fee for e in self.entries.values())
+
+    # --- persistence -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> int:
+        path = Path(path)
+        data = msgpack.packb([[e.tx.encoded, e.time] for e in self.entries.values()], use_bin_type=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return len(self.entries)
+
+    def load(self, path: str | Path) -> int:
+        path = Path(path)
+        if not path.exists():
+            return 0
+        try:
+            items = msgpack.unpackb(path.read_bytes(), raw=False, max_bin_len=self.chain.cfg.max_tx_bytes,
+                                    max_array_len=max(self.max_txs, 2), max_map_len=0, max_str_len=0, max_ext_len=0)
+        except Exception as e:
+            log.warning("ignoring unreadable mempool file %s (%s)", path, e)
+            return 0
+        n = 0
+        now = self.clock()
+        txs = []
+        for item in items if isinstance(items, list) else []:
+            try:
+                raw, t = item
+                txs.append((decode_tx(raw, self.chain.cfg.max_tx_bytes), float(t)))
+            except (EncodingError, ValueError, TypeError):
+                continue
+        for tx, t in sorted(txs, key=lambda x: (x[0].sender, x[0].nonce)):
+            if now - t > self.expiry_s:
+                continue
+            try:
+                if self.add(tx):
+                    self.entries[tx.txid].time = t
+                    n += 1
+            except (TxError, ValidationError):
+                pass
+        return n

@@ -1,0 +1,172 @@
+"""The node's mining loop and block templates (shared with remote workers).
+
+Templates: `Templates.current(address)` builds a block template on the tip from the mempool (fee
+priority) and caches it; it is rebuilt when the tip changes, and when the mempool changed and a rebuilt
+template would pay more fees ("better-paying work", checked at most once a second). Every template
+gets an id; the last 64 are kept so remote workers can submit against them.
+
+Miner: one filler job at a time in a worker thread (`node.worker.mine_one`), so the event loop keeps
+serving; between jobs it picks up a new template. It never mines a block whose timestamp leads the
+clock by more than half the allowed drift (it waits instead), and `interval` spaces its own blocks.
+Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from chain.block import Block
+from chain.mining import BlockTemplate, build_template
+from node.worker import Device, WorkRate, mine_one
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = logging.getLogger("pouw.miner")
+
+
+@dataclass
+class Work:
+    id: str
+    template: BlockTemplate
+    tip: bytes
+    mempool_version: int
+    built_at: float
+
+
+class Templates:
+    def __init__(self, node: "Node"):
+        self.node = node
+        self.by_id: collections.OrderedDict[str, Work] = collections.OrderedDict()
+        self.current_by_addr: dict[bytes, Work] = {}
+
+    def current(self, address: bytes) -> Work:
+        node = self.node
+        tip = node.chain.tip.hash
+        w = self.current_by_addr.get(address)
+        if w is not None and w.tip == tip:
+            if w.mempool_version == node.mempool.version or time.monotonic() - w.built_at < 1.0:
+                return w
+            new = self._build(address)
+            if new.template.fees > w.template.fees or len(new.template.txs) < len(w.template.txs):
+                return self._keep(address, new)
+            w.mempool_version = node.mempool.version
+            return w
+        return self._keep(address, self._build(address))
+
+    def _build(self, address: bytes) -> Work:
+        node = self.node
+        cs = node.chain
+        tpl = build_template(cs.cfg, cs.next_parent_info(), cs.get_account, cs.supply, address,
+                             node.mempool.ordered(cs.cfg.max_block_txs))
+        wid = "%016x" % random.getrandbits(64)
+        return Work(wid, tpl, cs.tip.hash, node.mempool.version, time.monotonic())
+
+    def _keep(self, address: bytes, w: Work) -> Work:
+        if address not in self.current_by_addr and len(self.current_by_addr) >= 256:
+            self.current_by_addr.pop(next(iter(self.current_by_addr)))
+        self.current_by_addr[address] = w
+        self.by_id[w.id] = w
+        while len(self.by_id) > 64:
+            self.by_id.popitem(last=False)
+        return w
+
+    def get(self, wid: str) -> Work | None:
+        return self.by_id.get(wid)
+
+
+class Miner:
+    def __init__(self, node: "Node", device: str, address: bytes, interval: float = 0.0):
+        self.node = node
+        self.device = Device(device)
+        self.address = address
+        self.interval = interval
+        self.rate = WorkRate()
+        self.enabled = True
+        self.blocks_found = 0
+        self.last_block_at = 0.0
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="pouw-mine")
+        self.task: asyncio.Task | None = None
+        self.state = "starting"
+
+    def start(self) -> None:
+        self.task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self.enabled = False
+        if self.task is not None:
+            self.task.cancel()
+            try:
+                await self.task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = self.node.cfg
+        params = self.node.chain.params
+        extra = random.getrandbits(40)
+        work_id = None
+        log.info("mining on %s to %s", self.device.spec, self.address.hex())
+        while True:
+            if not self.enabled or self.node.sync.syncing:
+                self.state = "paused" if not self.enabled else "waiting-sync"
+                await asyncio.sleep(0.1)
+                continue
+            if self.device.dropped:
+                self.state = "device-dropped"
+                await asyncio.sleep(1.0)
+                continue
+            if not self.device.ready():
+                self.state = "device-backoff"
+                await asyncio.sleep(0.2)
+                continue
+            if self.interval and time.monotonic() - self.last_block_at < self.interval:
+                self.state = "interval"
+                await asyncio.sleep(min(0.2, self.interval))
+                continue
+            try:
+                w = self.node.templates.current(self.address)
+            except Exception:
+                log.exception("cannot build a block template")
+                await asyncio.sleep(1.0)
+                continue
+            if w.template.header.timestamp > time.time() + cfg.max_future_drift / 2:
+                self.state = "waiting-clock"
+                await asyncio.sleep(0.25)
+                continue
+            if w.id != work_id:
+                work_id, extra = w.id, random.getrandbits(40)
+            self.state = "mining"
+            try:
+                backend = self.device.get()
+                header, macs = await loop.run_in_executor(self.executor, mine_one, cfg, params, backend,
+                                                          w.template.header, extra)
+                self.device.ok()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # any backend error: a device fault; the node keeps serving
+                self.device.fault(e)
+                self.node.metrics.device_faults.inc()
+                continue
+            extra += 1
+            self.rate.add(macs)
+            self.node.metrics.mined_macs.inc(macs)
+            if header is None:
+                continue
+            if self.node.chain.tip.hash != w.tip or not self.enabled:
+                continue  # stale: the tip moved while the job ran
+            block = Block(header, w.template.txs)
+            res = self.node.accept_block(block, None)
+            if res is not None and res.status == "active":
+                self.blocks_found += 1
+                self.last_block_at = time.monotonic()
+                log.info("mined block %d %s (%d txs, fees %d)", block.height, block.hash.hex()[:16],
+                         len(block.txs), w.template.fees)

@@ -1,0 +1,391 @@
+"""The node: chain + mempool + peers + sync + miner + HTTP API in one asyncio process.
+
+Data directory layout: ``chaindata/`` (LevelDB, owned by chain.ChainState), ``node_key.json`` (the
+Ed25519 node identity used in the p2p handshake; also the default mining address), ``mempool.dat``,
+``peers.json``.
+
+Every block, whatever its source (peer, sync, own miner, remote worker), goes through
+`Node.accept_block`: ChainState validates it (proof first); on success the mempool is updated (mined txs
+removed, disconnected txs restored), waiting orphans are processed, and the block is relayed to peers
+that do not have it. Invalid blocks cost the sending peer its connection (ban); blocks whose parent is
+unknown wait in a small orphan pool while headers are requested; `time-too-new` blocks are retried.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from chain.block import Block
+from chain.chainstate import ChainState, ImportResult
+from chain.config import ChainConfig, load_config
+from chain.difficulty import block_work
+from chain.errors import EncodingError, KeyFileError, ValidationError
+from chain.keys import PrivateKey, load_key, save_key
+from chain.tx import Transaction, decode_tx
+from node.mempool import Mempool, MempoolError
+from node.messages import Codec
+from node.metrics import Metrics
+from node.miner import Miner, Templates
+from node.p2p import P2P
+from node.peers import BAN_SCORE, Peer, PeerBook
+from node.sync import Sync
+
+log = logging.getLogger("pouw.node")
+
+NODE_KEY = "node_key.json"
+MEMPOOL_FILE = "mempool.dat"
+PEERS_FILE = "peers.json"
+MAX_ORPHANS = 64
+ORPHAN_TTL = 600.0
+PUNISHABLE_TX = {"bad-txn-encoding", "bad-txn-sig", "bad-txn-kind", "bad-txn-chainid", "bad-txn-size",
+                 "bad-txn-fee", "bad-txn-amount"}
+
+
+@dataclass
+class NodeConfig:
+    datadir: Path
+    network: str | None = None          # config name or .toml; None: the one stored in the DB (devnet if new)
+    host: str = "127.0.0.1"
+    port: int = 8545                    # API and p2p (websocket at /p2p); 0 picks a free port
+    peers: list[str] = field(default_factory=list)
+    mine: bool = False
+    device: str = "cpu"
+    miner_address: bytes | None = None  # default: the node key's address
+    mine_interval: float = 0.0          # minimum seconds between this node's own blocks
+    mempool_max_txs: int = 5000
+    mempool_max_bytes: int = 5_000_000
+    mempool_expiry_s: float = 3 * 3600
+    max_outbound: int = 8
+    max_inbound: int = 32
+    api_max_body: int | None = None     # default: enough for a header with its proof, hex-encoded
+
+
+def open_chain(datadir: Path, network: str | None) -> ChainState:
+    cfg: ChainConfig | None = load_config(network) if network else None
+    if cfg is None and not (datadir / "chaindata").exists():
+        cfg = load_config("devnet")
+    return ChainState.open(datadir, cfg)
+
+
+def load_or_create_node_key(datadir: Path) -> PrivateKey:
+    p = datadir / NODE_KEY
+    if p.exists():
+        return load_key(p)
+    key = PrivateKey.generate()
+    save_key(p, key, None, allow_unencrypted=True)
+    return key
+
+
+class Orphans:
+    """Blocks whose parent is unknown, by hash and by parent (bounded, expiring)."""
+
+    def __init__(self) -> None:
+        self.blocks: collections.OrderedDict[bytes, tuple[Block, Peer | None, float]] = collections.OrderedDict()
+
+    def add(self, block: Block, peer: Peer | None) -> None:
+        if block.hash in self.blocks:
+            return
+        self.blocks[block.hash] = (block, peer, time.monotonic())
+        while len(self.blocks) > MAX_ORPHANS:
+            self.blocks.popitem(last=False)
+
+    def children(self, parent: bytes) -> list[tuple[Block, Peer | None]]:
+        out = [(b, p) for h, (b, p, _) in self.blocks.items() if b.header.prev_hash == parent]
+        for b, _ in out:
+            self.blocks.pop(b.hash, None)
+        return out
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        for h in [h for h, (_, _, t) in self.blocks.items() if now - t > ORPHAN_TTL]:
+            self.blocks.pop(h, None)
+
+
+class Node:
+    def __init__(self, conf: NodeConfig):
+        self.conf = conf
+        self.datadir = Path(conf.datadir)
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.chain = open_chain(self.datadir, conf.network)
+        self.cfg = self.chain.cfg
+        try:
+            self.node_key = load_or_create_node_key(self.datadir)
+        except KeyFileError:
+            self.chain.close()
+            raise
+        self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
+        self.metrics = Metrics(self)
+        self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
+                               expiry_s=conf.mempool_expiry_s)
+        self.book = PeerBook(self.datadir / PEERS_FILE)
+        self.port = conf.port
+        self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound)
+        self.sync = Sync(self)
+        self.templates = Templates(self)
+        self.orphans = Orphans()
+        self.retry_blocks: collections.OrderedDict[bytes, Block] = collections.OrderedDict()
+        self.txindex: dict[bytes, bytes] = {}
+        self._disconnected_txs: list[Transaction] = []  # from the listener, for imports that raise midway
+        self.miner: Miner | None = None
+        self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}
+        self.runner: web.AppRunner | None = None
+        self.started_at = time.time()
+        self.tick_task: asyncio.Task | None = None
+        self.chain.add_listener(self)
+        self._build_txindex()
+
+    # --- properties --------------------------------------------------------------------------------------
+    @property
+    def listen_addr(self) -> str:
+        return f"{self.conf.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.conf.host}:{self.port}"
+
+    @property
+    def mining_address(self) -> bytes:
+        return self.conf.miner_address or self.node_key.address
+
+    def work_rate(self) -> float:
+        """This node's miner rate plus the rates its remote workers reported in the last 30 s (MAC/s)."""
+        now = time.time()
+        own = self.miner.rate.rate() if self.miner else 0.0
+        return own + sum(w["work_rate"] for w in self.workers.values() if now - w["seen"] < 30)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from node.api import make_app
+        n = self.mempool.load(self.datadir / MEMPOOL_FILE)
+        log.info("chain %s (id %d) at height %d, tip %s; %d mempool txs restored; node id %s",
+                 self.cfg.name, self.cfg.chain_id, self.chain.height, self.chain.tip.hash.hex()[:16], n,
+                 self.node_key.pubkey.hex()[:16])
+        app = make_app(self)
+        self.runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.conf.host, self.conf.port)
+        await site.start()
+        if self.conf.port == 0:
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        for a in self.conf.peers:
+            self.p2p.add_addr(a)
+        await self.p2p.start()
+        self.tick_task = asyncio.ensure_future(self._ticker())
+        if self.conf.mine:
+            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval)
+            self.miner.start()
+        log.info("serving API and p2p on %s", self.url)
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        if self.miner is not None:
+            await self.miner.stop()
+        if self.tick_task is not None:
+            self.tick_task.cancel()
+            try:
+                await self.tick_task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.p2p.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        n = self.mempool.save(self.datadir / MEMPOOL_FILE)
+        self.book.save()
+        self.chain.close()
+        log.info("stopped at height %d (%d mempool txs saved)", self.chain.height, n)
+
+    async def run_forever(self) -> None:
+        """Start, serve until SIGINT/SIGTERM, stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            await self.start()
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def _ticker(self) -> None:
+        n = 0
+        while True:
+            await asyncio.sleep(0.5)
+            n += 1
+            try:
+                self.sync.tick()
+                self._retry_blocks()
+                if n % 20 == 0:
+                    self.orphans.expire()
+                    if self.mempool.expire():
+                        self.metrics.update()
+                if n % 120 == 0:
+                    self.book.save()
+            except Exception:
+                log.exception("tick failed")
+
+    # --- chain listener ----------------------------------------------------------------------------------
+    def block_connected(self, block: Block) -> None:
+        for t in block.txs:
+            self.txindex[t.txid] = block.hash
+        self.metrics.blocks_connected.inc()
+        log.info("connected block %d %s txs=%d work=%d", block.height, block.hash.hex()[:16], len(block.txs),
+                 block_work(block.header.target))
+
+    def block_disconnected(self, block: Block) -> None:
+        self._disconnected_txs.extend(block.txs)
+        for t in block.txs:
+            if self.txindex.get(t.txid) == block.hash:
+                del self.txindex[t.txid]
+        log.info("disconnected block %d %s", block.height, block.hash.hex()[:16])
+
+    def _build_txindex(self) -> None:
+        for h in self.chain.chain[1:]:
+            b = self.chain.get_block(h)
+            if b is not None:
+                for t in b.txs:
+                    self.txindex[t.txid] = h
+
+    # --- blocks ------------------------------------------------------------------------------------------
+    def accept_block(self, block: Block, peer: Peer | None) -> ImportResult | None:
+        """Validate and import a block from any source; update mempool, orphans, relay. None if rejected."""
+        todo: list[tuple[Block, Peer | None]] = [(block, peer)]
+        first: ImportResult | None = None
+        while todo:
+            b, p = todo.pop()
+            res = self._import_one(b, p)
+            if b is block:
+                first = res
+            if res is not None:
+                todo.extend(self.orphans.children(b.hash))
+        return first
+
+    def _import_one(self, block: Block, peer: Peer | None) -> ImportResult | None:
+        self._disconnected_txs.clear()
+        old_tip = self.chain.tip.hash
+        try:
+            res = self.chain.submit_block(block)
+        except ValidationError as e:
+            if self.chain.tip.hash != old_tip:  # the chain moved before failing (reorg that hit an invalid block)
+                back = [t for t in self._disconnected_txs if t.txid not in self.txindex]
+                self.mempool.resync(back)
+            self._disconnected_txs.clear()
+            if e.reason == "prev-blk-not-found":
+                self.orphans.add(block, peer)
+                if peer is not None:
+                    self.sync.request_headers(peer)
+                return None
+            if e.retry_later:
+                log.info("block %s deferred: %s", block.hash.hex()[:16], e)
+                self.retry_blocks[block.hash] = block
+                while len(self.retry_blocks) > 32:
+                    self.retry_blocks.popitem(last=False)
+                return None
+            log.warning("rejected block %d %s from %s: %s", block.height, block.hash.hex()[:16],
+                        peer.name if peer else "local", e)
+            self.metrics.blocks_rejected.inc()
+            if peer is not None and e.punish:
+                self.p2p.misbehave(peer, BAN_SCORE, f"invalid block ({e.reason})")
+            self.sync.note_entry(self.chain.tip)
+            return None
+        entry = self.chain.index.get(block.hash)
+        if entry is not None:
+            self.sync.note_entry(entry)
+            if peer is not None:
+                self.sync.peer_claims(peer, entry.chainwork, entry.height, entry.hash)
+        if res.status == "duplicate":
+            return res
+        if res.disconnected:
+            log.warning("reorg: %d block(s) disconnected, %d connected, new tip %d %s", len(res.disconnected),
+                        len(res.connected), self.chain.height, self.chain.tip.hash.hex()[:16])
+        if res.connected or res.disconnected:
+            for b in res.connected:
+                self.mempool.remove_mined(b.txs)
+            back = res.disconnected_txs
+            if back or res.disconnected:
+                n = self.mempool.resync(back)
+                log.info("mempool: %d transaction(s) restored after reorg", n)
+                for t in back:
+                    if t.txid in self.mempool:
+                        self.p2p.broadcast("tx", known=t.txid, tx=t.encoded)
+            else:
+                self.mempool.resync()
+            self.metrics.update()
+        if res.status == "active":
+            self.p2p.broadcast("block", known=block.hash, exclude=peer, block=block.encoded)
+        return res
+
+    def _retry_blocks(self) -> None:
+        for h, b in list(self.retry_blocks.items()):
+            if b.header.timestamp <= time.time() + self.cfg.max_future_drift:
+                del self.retry_blocks[h]
+                self.accept_block(b, None)
+
+    # --- p2p handlers (called by P2P for ready peers) ------------------------------------------------------
+    def on_block(self, peer: Peer, block: bytes) -> None:
+        try:
+            b = Block.decode(block, max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,
+                             max_txs=self.cfg.max_block_txs)
+        except EncodingError as e:
+            self.p2p.misbehave(peer, BAN_SCORE, f"malformed block ({e})")
+            return
+        peer.know(b.hash)
+        self.sync.block_arrived(b.hash)
+        self.accept_block(b, peer)
+        if len(self.sync.inflight) < 64:
+            self.sync.schedule()
+
+    def on_tx(self, peer: Peer, tx: bytes) -> None:
+        try:
+            t = decode_tx(tx, self.cfg.max_tx_bytes)
+        except EncodingError as e:
+            self.p2p.misbehave(peer, BAN_SCORE, f"malformed transaction ({e})")
+            return
+        peer.know(t.txid)
+        try:
+            self.add_tx(t, peer)
+        except ValidationError as e:
+            if e.reason in PUNISHABLE_TX:
+                self.p2p.misbehave(peer, BAN_SCORE, f"invalid transaction ({e.reason})")
+
+    def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:
+        """Admit a transaction to the mempool and relay it. Raises TxError/MempoolError."""
+        if tx.txid in self.txindex:
+            raise MempoolError("txn-already-known", "transaction already in the chain", punish=False)
+        added = self.mempool.add(tx)
+        if added:
+            self.p2p.broadcast("tx", known=tx.txid, exclude=peer, tx=tx.encoded)
+            self.metrics.update()
+        return added
+
+    # --- remote workers ----------------------------------------------------------------------------------
+    def submit_work(self, work_id: str, header_bytes: bytes) -> tuple[str, ImportResult | None, str]:
+        """A remote worker's solved header for a template. Returns (result, import result, reason)."""
+        from chain.block import Header
+        w = self.templates.get(work_id)
+        if w is None:
+            return "stale", None, "unknown or expired template"
+        try:
+            h = Header.decode(header_bytes, max_bytes=self.cfg.max_header_bytes)
+        except EncodingError as e:
+            return "rejected", None, e.reason
+        t = w.template.header
+        if (h.prev_hash, h.height, h.timestamp, h.target, h.tx_root, h.state_root, h.miner) != \
+                (t.prev_hash, t.height, t.timestamp, t.target, t.tx_root, t.state_root, t.miner):
+            return "rejected", None, "header does not match the template"
+        block = Block(h, w.template.txs)
+        res = self.accept_block(block, None)
+        if res is None:
+            return "rejected", None, "invalid block (see node log)"
+        if res.status == "duplicate":
+            return "duplicate", res, ""
+        return ("accepted" if res.status == "active" else "stale"), res, ""

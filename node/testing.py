@@ -1,0 +1,58 @@
+"""Test helpers: in-process nodes on loopback ports (real sockets) with the regtest chain."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+from node.node import Node, NodeConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_node(datadir: Path, *, peers=(), mine=False, interval=0.0, port=None, **kw) -> Node:
+    conf = NodeConfig(datadir=Path(datadir), network="regtest", port=0 if port is None else port, peers=list(peers),
+                      mine=mine, device="cpu", mine_interval=interval, **kw)
+    n = Node(conf)
+    await n.start()
+    return n
+
+
+async def wait_for(cond, timeout: float = 30.0, step: float = 0.05, what: str = "condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def set_mining(nodes, on: bool) -> None:
+    for n in nodes:
+        if n.miner is not None:
+            n.miner.enabled = on
+
+
+async def converge(nodes, timeout: float = 30.0) -> None:
+    """Stop mining and wait for one tip. Equal-work forks never resolve by themselves (ties keep the
+    first-seen block), so while tips differ the first node mines one more block to break the tie."""
+    set_mining(nodes, False)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        await asyncio.sleep(0.5)
+        if len({n.chain.tip.hash for n in nodes}) == 1:
+            return
+        m = next((n for n in nodes if n.miner is not None), None)
+        if m is not None and len({n.chain.tip.chainwork for n in nodes}) == 1:
+            h = m.chain.height
+            m.miner.enabled = True
+            try:
+                await wait_for(lambda: m.chain.height > h, max(1.0, end - time.monotonic()), what="tie-break block")
+            finally:
+                m.miner.enabled = False
+    raise AssertionError(f"nodes did not converge on one tip within {timeout}s")
