@@ -43,6 +43,10 @@ class Backend(Protocol):
         """(C', messages) as described above, for operands on `device`; results stay on `device`."""
         ...
 
+    # Optional: add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b) -> (A', B') with
+    #   A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v]
+    # (int8, exact). Backends without it get the generic path in pouw.noise.noisy_operands.
+
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16) on `device`.
 

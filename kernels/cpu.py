@@ -81,7 +81,8 @@ class CpuBackend:
         if native is not False:
             try:
                 from kernels import native_loader
-                if native_loader.available():
+                # the portable C fallback is slower than oneDNN: use the native kernel only with VNNI
+                if native_loader.available() and (native or native_loader.has_vnni()):
                     self._native = native_loader
             except ImportError:
                 self._native = None

@@ -1,6 +1,12 @@
 """The `pouw` command line."""
 from __future__ import annotations
 
+import os
+
+# libgomp's spinning workers (torch's OpenMP pool) steal a core from the native mining kernel's threads
+# right after a torch op; passive waiting costs torch nothing measurable. Must be set before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import logging
 import sys

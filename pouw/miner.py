@@ -96,7 +96,11 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     t1 = time.perf_counter()
     seeds = derive_seeds(template, job)
     nz = full_noise(seeds, m, k, n, r).to(dev)
-    a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
+    add_noise = getattr(backend, "add_noise", None)     # optional fused path (native CPU kernel)
+    if add_noise is not None:
+        a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps)
+    else:
+        a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
     sync()
     t2 = time.perf_counter()
     c_noisy, msgs = backend.noisy_mm(a2, b2, r, h, w)

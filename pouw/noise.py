@@ -122,9 +122,11 @@ class Noise:
     p_mat: torch.Tensor  # r x k int8 (P: +1 at (p_A(l), l), -1 at (q_A(l), l))
     q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed)
     f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (p_A, q_A, p_B, q_B) int64 indices
 
     def to(self, device: torch.device) -> "Noise":
-        return Noise(self.e_l.to(device), self.p_mat.to(device), self.q_mat.to(device), self.f_r.to(device))
+        return Noise(self.e_l.to(device), self.p_mat.to(device), self.q_mat.to(device), self.f_r.to(device),
+                     self.maps)
 
 
 def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
@@ -132,7 +134,7 @@ def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
     e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
     f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
-    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r)
+    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r, (p_a, q_a, p_b, q_b))
 
 
 MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
