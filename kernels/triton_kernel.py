@@ -20,33 +20,15 @@ not installed. Set TRITON_INTERPRET=1 before importing it to run the kernel on C
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 
 import torch
 
 from kernels.base import MSG_WORDS, ROT, check_operands
 
-
-class TritonUnavailableError(ImportError):
-    """Triton is not installed (pip install 'pouw-node[triton]')."""
-
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise TritonUnavailableError(f"the Triton kernel needs the 'triton' package: {exc}") from exc
+from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["BlockConfig", "TritonUnavailableError", "default_config", "interpreting", "noisy_matmul_triton"]
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 when this module was imported)."""
-    knobs = getattr(triton, "knobs", None)
-    if knobs is not None:
-        return bool(knobs.runtime.interpret)
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
 _INTERPRET = interpreting()

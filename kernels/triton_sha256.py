@@ -36,7 +36,6 @@ not installed. Set TRITON_INTERPRET=1 before importing it to run the kernel on C
 from __future__ import annotations
 
 import functools
-import os
 import struct
 import sys
 
@@ -44,26 +43,9 @@ import torch
 
 from kernels.base import MSG_WORDS
 
-
-class TritonUnavailableError(ImportError):
-    """Triton is not installed (pip install 'pouw-node[triton]')."""
-
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise TritonUnavailableError(f"the Triton SHA-256 kernel needs the 'triton' package: {exc}") from exc
+from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["TritonUnavailableError", "default_block", "interpreting", "tail_layout", "tile_tickets_triton"]
-
-
-def interpreting() -> bool:
-    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 when this module was imported)."""
-    knobs = getattr(triton, "knobs", None)
-    if knobs is not None:
-        return bool(knobs.runtime.interpret)
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
 _INTERPRET = interpreting()
