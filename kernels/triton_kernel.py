@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 import torch
 
 from kernels.base import MSG_WORDS, ROT, check_operands
-
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["BlockConfig", "TritonUnavailableError", "default_config", "interpreting", "noisy_matmul_triton"]

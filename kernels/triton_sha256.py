@@ -42,7 +42,6 @@ import sys
 import torch
 
 from kernels.base import MSG_WORDS
-
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["TritonUnavailableError", "default_block", "interpreting", "tail_layout", "tile_tickets_triton"]
