@@ -274,6 +274,74 @@ def make_app(node: "Node") -> web.Application:
             out["hash"] = res.hash.hex()
         return _json(out, status=200 if result in ("accepted", "duplicate", "stale") else 422)
 
+    # --- compute jobs and blobs (docs/jobs-client.md) ---------------------------------------------------
+    @r.get(API + "/jobs/{id}")
+    async def get_job(request):
+        jid = hexarg(request.match_info["id"], "job id", 32)
+        rec = node.chain.get_job(jid)
+        if rec is None:
+            if node.mempool.get(jid) is not None:
+                return _json({"job_id": jid.hex(), "status": "pending", "height": node.chain.height})
+            raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
+        d = rec.to_json(jid, node.cfg)
+        d["height"] = node.chain.height
+        return _json(d)
+
+    @r.get(API + "/jobs")
+    async def list_jobs(request):
+        from chain.jobs import STATUS_NAMES
+        status = request.query.get("status", "open")
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise ApiError(400, "bad-param", "limit must be an integer") from None
+        cs = node.chain
+        if status == "open":
+            items = cs.open_jobs()
+        elif status == "live":
+            items = sorted(cs.live_jobs().items(), key=lambda x: (x[1].due, x[0]))
+        elif status in STATUS_NAMES or status == "all":
+            items = sorted(((j, r) for j, r in cs.jobs().items() if status == "all" or r.status_name == status),
+                           key=lambda x: (-x[1].submit_height, x[0]))
+        else:
+            raise ApiError(400, "bad-param", "status must be open (claimable), live, all or one of "
+                                             + ", ".join(STATUS_NAMES))
+        return _json({"status": status, "height": cs.height, "count": len(items),
+                      "jobs": [r.to_json(j, cs.cfg) for j, r in items[:limit]]})
+
+    async def put_blob(request):
+        cap = node.blobs.max_bytes
+        expect = request.query.get("hash") or request.headers.get("X-Blob-Hash")
+        want = hexarg(expect, "hash", 32) if expect else None
+        if request.content_length is not None and request.content_length > cap:
+            raise ApiError(413, "blob-too-large", f"{request.content_length} bytes > {cap}")
+        buf = bytearray()
+        async for chunk in request.content.iter_chunked(1 << 16):
+            buf += chunk
+            if len(buf) > cap:
+                raise ApiError(413, "blob-too-large", f"more than {cap} bytes")
+        from node.blobs import BlobError
+        try:
+            h = node.blobs.put(bytes(buf), expect=want)
+        except BlobError as e:
+            raise ApiError(413 if e.code == "blob-too-large" else 400, e.code, e.message) from None
+        return _json({"hash": h.hex(), "size": len(buf)}, status=201)
+
+    r.post(API + "/blobs")(put_blob)
+    r.put(API + "/blobs")(put_blob)
+
+    @r.get(API + "/blobs/{hash}")
+    async def get_blob(request):
+        h = hexarg(request.match_info["hash"], "hash", 32)
+        if request.query.get("local") in ("1", "true"):
+            data = node.blobs.get(h)
+        else:
+            data = await node.fetch_blob(h)
+        if data is None:
+            raise ApiError(404, "blob-not-found", "no such blob here or at the peers")
+        return web.Response(body=data, content_type="application/octet-stream",
+                            headers={"X-Blob-Hash": h.hex()})
+
     @r.get("/metrics")
     async def metrics(request):
         return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8",

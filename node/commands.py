@@ -1,4 +1,4 @@
-"""Node subcommands of `pouw`: init, node, status, miner, wallet, devnet."""
+"""Node subcommands of `pouw`: init, node, status, miner, wallet, devnet, job, demo."""
 from __future__ import annotations
 
 import argparse
@@ -35,7 +35,9 @@ def cmd_node(args: argparse.Namespace) -> int:
                       peers=list(args.peer or []), mine=args.mine, device=args.device,
                       miner_address=parse_address(args.miner_address) if args.miner_address else None,
                       mine_interval=args.mine_interval, mempool_max_txs=args.mempool_max_txs,
-                      mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry)
+                      mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry,
+                      take_jobs=not args.no_jobs, job_bond=args.job_bond,
+                      blob_retention_blocks=args.blob_retention)
     if args.mine and args.device != "cpu":
         from kernels import DeviceError, parse_device
         try:
@@ -107,6 +109,10 @@ def register(sub) -> None:
         p.add_argument("--mempool-max-txs", type=int, default=5000)
         p.add_argument("--mempool-max-bytes", type=int, default=5_000_000)
         p.add_argument("--mempool-expiry", type=float, default=3 * 3600.0, help="seconds")
+        p.add_argument("--no-jobs", action="store_true", help="the miner does not claim paid jobs (filler only)")
+        p.add_argument("--job-bond", type=int, default=None, help="bond per claim, base units (default: min_bond)")
+        p.add_argument("--blob-retention", type=int, default=1000,
+                       help="keep a settled job's blobs this many blocks (default 1000)")
         p.set_defaults(func=cmd_node)
 
     p = add("status", help="print a node's /api/v1/status")
@@ -129,3 +135,9 @@ def register(sub) -> None:
     if "devnet" not in have:
         from node import devnet
         devnet.add_arguments(sub)
+    if "job" not in have:
+        from node import jobcli
+        jobcli.add_arguments(sub)
+    if "demo" not in have:
+        from node import inference_demo
+        inference_demo.add_arguments(sub)

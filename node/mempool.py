@@ -2,7 +2,11 @@
 
 - Admission: well formed and signed for this chain (`ChainState.validate_tx`), and applicable on top of
   the tip state *plus* the sender's pending transactions (nonces must be consecutive; the balance must
-  cover all of them). A pending tx with the same sender and nonce is replaced only by a higher fee.
+  cover all of them). Job transactions go through `ChainState.validate_tx(tx, get=<pending view>)`: the
+  job rules against the tip's job state as if in the next block, so bad ones are refused with their
+  `bad-job-*` / fraud-proof reason. (A job tx that depends on another pending job tx, e.g. a result
+  after a pending claim, is refused until that one is mined.) A pending tx with the same sender and
+  nonce is replaced only by a higher fee.
 - Priority: fee per byte; a sender's transactions are taken in nonce order (ancestor-aware greedy).
 - Limits: `max_txs` and `max_bytes`; when full, the lowest fee-rate transaction (with the sender's later
   ones) is evicted, and a new tx that pays less than it is refused (`mempool-full`).
@@ -26,7 +30,7 @@ import msgpack
 
 from chain.errors import EncodingError, TxError, ValidationError
 from chain.state import Account, check_tx_state
-from chain.tx import Transaction, check_tx, decode_tx
+from chain.tx import JOB_KINDS, Transaction, check_tx, decode_tx
 
 log = logging.getLogger("pouw.mempool")
 
@@ -96,7 +100,13 @@ class Mempool:
                 raise MempoolError("txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False)
             replaced = old.tx.txid
         view = self._pending_view(sender, tx.nonce)
-        check_tx_state(lambda a: view, tx)  # nonce consecutive, balance covers it
+        if tx.kind in JOB_KINDS:
+            # job rules at the tip as if in the next block (bad-job-* / fraud-proof reasons), with the
+            # sender's account after its pending txs
+            get = lambda a: view if a == sender else self.chain.get_account(a)  # noqa: E731
+            self.chain.validate_tx(tx, get=get)
+        else:
+            check_tx_state(lambda a: view, tx)  # nonce consecutive, balance covers it
         size = len(tx.encoded)
         e = Entry(tx, self.clock(), size)
         if replaced is None and (len(self.entries) >= self.max_txs or self.bytes + size > self.max_bytes):

@@ -5,9 +5,10 @@ priority) and caches it; it is rebuilt when the tip changes, and when the mempoo
 template would pay more fees ("better-paying work", checked at most once a second). Every template
 gets an id; the last 64 are kept so remote workers can submit against them.
 
-Miner: one filler job at a time in a worker thread (`node.worker.mine_one`), so the event loop keeps
-serving; between jobs it picks up a new template. It never mines a block whose timestamp leads the
-clock by more than half the allowed drift (it waits instead), and `interval` spaces its own blocks.
+Miner: one paid job (`node.paidjobs`: a claimed client job, its A·B as the header's job) or one filler
+job at a time in a worker thread (`node.worker.mine_one`), so the event loop keeps serving; between jobs
+it picks up a new template. It never mines a block whose timestamp leads the clock by more than half the
+allowed drift (it waits instead), and `interval` spaces its own blocks.
 Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from chain.block import Block
 from chain.mining import BlockTemplate, build_template
+from node.paidjobs import mine_paid
 from node.worker import Device, WorkRate, mine_one
 
 if TYPE_CHECKING:
@@ -144,11 +146,16 @@ class Miner:
                 continue
             if w.id != work_id:
                 work_id, extra = w.id, random.getrandbits(40)
-            self.state = "mining"
+            paid = self.node.paid_jobs.step() if self.node.paid_jobs is not None else None
+            self.state = "mining-job" if paid is not None else "mining"
             try:
                 backend = self.device.get()
-                header, macs = await loop.run_in_executor(self.executor, mine_one, cfg, params, backend,
-                                                          w.template.header, extra)
+                if paid is not None:
+                    header, macs, c = await loop.run_in_executor(self.executor, mine_paid, cfg, params, backend,
+                                                                 w.template.header, paid.prepared)
+                else:
+                    header, macs = await loop.run_in_executor(self.executor, mine_one, cfg, params, backend,
+                                                              w.template.header, extra)
                 self.device.ok()
             except asyncio.CancelledError:
                 raise
@@ -156,6 +163,11 @@ class Miner:
                 self.device.fault(e)
                 self.node.metrics.device_faults.inc()
                 continue
+            if paid is not None:
+                try:
+                    await self.node.paid_jobs.finished(paid, c)
+                except Exception:
+                    log.exception("posting the result of job %s failed", paid.job_id.hex()[:16])
             extra += 1
             self.rate.add(macs)
             self.node.metrics.mined_macs.inc(macs)

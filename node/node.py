@@ -29,6 +29,7 @@ from chain.difficulty import block_work
 from chain.errors import EncodingError, KeyFileError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
 from chain.tx import Transaction, decode_tx
+from node.blobs import PRUNE_EVERY_S, BlobError
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec
 from node.metrics import Metrics
@@ -42,6 +43,7 @@ log = logging.getLogger("pouw.node")
 NODE_KEY = "node_key.json"
 MEMPOOL_FILE = "mempool.dat"
 PEERS_FILE = "peers.json"
+BLOBS_DIR = "blobs"
 MAX_ORPHANS = 64
 ORPHAN_TTL = 600.0
 PUNISHABLE_TX = {"bad-txn-encoding", "bad-txn-sig", "bad-txn-kind", "bad-txn-chainid", "bad-txn-size",
@@ -65,6 +67,13 @@ class NodeConfig:
     max_outbound: int = 8
     max_inbound: int = 32
     api_max_body: int | None = None     # default: enough for a header with its proof, hex-encoded
+    take_jobs: bool = True              # the miner claims paid jobs (cs.open_jobs()) before filler work
+    job_bond: int | None = None         # bond posted with a claim (default: the chain's min_bond)
+    job_tx_fee: int = 1000              # fee of this node's claim / result transactions
+    cheat_jobs: bool | None = None      # TESTS ONLY: corrupt C[0][0] of every result (default: $POUW_CHEAT_JOBS=1)
+    blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
+    blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
+    blob_grace_s: float = 3600.0        # keep unreferenced blobs (uploads before their submit) this long
 
 
 def open_chain(datadir: Path, network: str | None) -> ChainState:
@@ -134,6 +143,11 @@ class Node:
         self.txindex: dict[bytes, bytes] = {}
         self._disconnected_txs: list[Transaction] = []  # from the listener, for imports that raise midway
         self.miner: Miner | None = None
+        from node.blobs import BlobStore, max_blob_bytes
+        cap = max_blob_bytes(self.cfg)
+        self.blobs = BlobStore(self.datadir / BLOBS_DIR, min(cap, conf.blob_max_bytes or cap),
+                               retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
+        self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}
         self.runner: web.AppRunner | None = None
         self.started_at = time.time()
@@ -179,6 +193,15 @@ class Node:
         await self.p2p.start()
         self.tick_task = asyncio.ensure_future(self._ticker())
         if self.conf.mine:
+            if self.conf.take_jobs:
+                import os
+                from node.paidjobs import PaidJobs
+                cheat = self.conf.cheat_jobs if self.conf.cheat_jobs is not None else \
+                    os.environ.get("POUW_CHEAT_JOBS") == "1"
+                if cheat:
+                    log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
+                self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,
+                                          tx_fee=self.conf.job_tx_fee, cheat=cheat)
             self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval)
             self.miner.start()
         log.info("serving API and p2p on %s", self.url)
@@ -230,6 +253,8 @@ class Node:
                         self.metrics.update()
                 if n % 120 == 0:
                     self.book.save()
+                if n % int(PRUNE_EVERY_S * 2) == 0:
+                    self.blobs.prune(self.chain.jobs(), self.chain.height)
             except Exception:
                 log.exception("tick failed")
 
@@ -366,6 +391,41 @@ class Node:
             self.p2p.broadcast("tx", known=tx.txid, exclude=peer, tx=tx.encoded)
             self.metrics.update()
         return added
+
+    # --- blobs -------------------------------------------------------------------------------------------
+    async def fetch_blob(self, h: bytes, timeout: float = 20.0) -> bytes | None:
+        """The blob with address `h`: from the local store, else from the peers' HTTP APIs (each answer
+        is size-capped and hash-checked, then stored). None when nobody has it."""
+        data = self.blobs.get(h)
+        if data is not None:
+            return data
+        import aiohttp
+        addrs = [p.listen_addr for p in self.p2p.ready_peers if p.listen_addr]
+        for extra in self.conf.peers:
+            if extra not in addrs:
+                addrs.append(extra)
+        cap = self.blobs.max_bytes
+        for addr in addrs:
+            url = f"http://{addr}/api/v1/blobs/{h.hex()}?local=1"
+            try:
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as s:
+                    async with s.get(url) as r:
+                        if r.status != 200:
+                            continue
+                        if (r.content_length or 0) > cap:
+                            continue
+                        buf = bytearray()
+                        async for chunk in r.content.iter_chunked(1 << 16):
+                            buf += chunk
+                            if len(buf) > cap:
+                                raise BlobError("blob-too-large", f"peer {addr} sent more than {cap} bytes")
+                data = bytes(buf)
+                self.blobs.put(data, expect=h)
+                log.info("blob %s fetched from %s (%d bytes)", h.hex()[:16], addr, len(data))
+                return data
+            except (BlobError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
+                log.info("blob %s from %s: %s", h.hex()[:16], addr, e)
+        return None
 
     # --- remote workers ----------------------------------------------------------------------------------
     def submit_work(self, work_id: str, header_bytes: bytes) -> tuple[str, ImportResult | None, str]:
