@@ -78,16 +78,23 @@ class CpuBackend:
         self.device = torch.device("cpu")
         self.block_rows = block_rows
         self._native = None
+        self._aux = None  # the native library for tile tickets / add_noise (any CPU: always faster than Python)
         if native is not False:
             try:
                 from kernels import native_loader
-                # the portable C fallback is slower than oneDNN: use the native kernel only with VNNI
-                if native_loader.available() and (native or native_loader.has_vnni()):
-                    self._native = native_loader
+                if native_loader.available():
+                    self._aux = native_loader
+                    # the portable C GEMM is slower than oneDNN: use the native GEMM only with VNNI
+                    if native or native_loader.has_vnni():
+                        self._native = native_loader
             except ImportError:
                 self._native = None
             if native and self._native is None:
                 raise RuntimeError("native CPU kernel requested but unavailable")
+        self._native_tickets = self._aux is not None and self._aux.has_tickets()
+        if self._aux is not None:
+            # the optional fused-noise hook of kernels/base.py (pouw.miner looks it up with getattr)
+            self.add_noise = self._aux.add_noise
 
     @property
     def uses_native(self) -> bool:
@@ -108,7 +115,6 @@ class CpuBackend:
     noisy_mm = noisy_matmul
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
-        native = self._native
-        if native is not None and hasattr(native, "tile_tickets"):
-            return native.tile_tickets(prefix, msgs)
+        if self._native_tickets:
+            return self._aux.tile_tickets(prefix, msgs)
         return tile_tickets_reference(prefix, msgs)

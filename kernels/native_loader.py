@@ -1,13 +1,17 @@
-"""Loader for the native fused CPU kernel (`kernels/native/fused_gemm.c`).
+"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c` and `kernels/native/aux.c`, one library).
 
-The C source is compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise):
+The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise):
 
-    gcc -O3 -march=native -fPIC -shared -pthread fused_gemm.c -o <cache>/fused_gemm-<key>.so
+    gcc -O3 -march=native -fPIC -shared -pthread -std=gnu11 -DPOUW_WITH_OPENSSL fused_gemm.c aux.c \
+        -o <cache>/fused_gemm-<key>.so -lcrypto
 
-into a cache directory ($POUW_CACHE, else ~/.cache/pouw/). The file name carries a hash of the source, the compiler
+(when that fails, e.g. without OpenSSL's headers or libcrypto, once more without -DPOUW_WITH_OPENSSL/-lcrypto: the
+library then lacks the tile tickets, `has_tickets()` is False) into a cache directory ($POUW_CACHE, else
+~/.cache/pouw/). The file name carries a hash of the sources, the compiler
 (path and version), the flags and the machine (architecture, CPU model and CPU feature flags), so a different CPU
 or compiler gets its own build. The library is written to a temporary file in the cache directory and renamed into
-place, so processes building at the same time never see a partial file.
+place, so processes building at the same time never see a partial file. A cached OpenSSL build is preferred to a
+cached plain one; a cached plain build is used without retrying OpenSSL (a fresh cache, or new sources, retry it).
 
 Everything here is lazy and never raises at import: `available()` is False (with the reason logged once) when
 $POUW_NATIVE=0, no compiler is found, the build fails, or the library cannot be loaded.
@@ -17,6 +21,16 @@ AVX512-VNNI (`has_vnni()`) it runs the fused register-blocked kernel (about as f
 product at 2048^3 on 2 cores); elsewhere, or for parameters that kernel does not take (r % 4 != 0, tile width not in
 {4, 8, 16}, tile height not a power of two >= 4), a plain C path that is exact but much slower (tens of GOPS):
 without VNNI a caller may prefer a torch._int_mm-based implementation (`kernel_path()` says which one would run).
+
+`tile_tickets(prefix, msgs)` (when `has_tickets()`) implements `kernels.base.Backend.tile_tickets` with OpenSSL's
+SHA-256 block function (SHA-NI where the CPU has it); `add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b)` the optional
+fused A' = A + E_L·P, B' = B + Q·F_R (AVX512-VBMI byte permutes where available). Both are bit-exact and use the
+same thread pool as the GEMM.
+
+The kernel runs on its own small pthread pool (threads default to torch.get_num_threads()). torch's OpenMP
+runtime (libgomp) keeps its workers spinning for a few milliseconds after every parallel torch op, which takes a
+core away from this kernel when it runs right after one (~13.9 -> ~16.7 ms at 2048^3 on 2 cores); start the
+process with OMP_WAIT_POLICY=passive (read when torch is imported) to avoid that.
 """
 from __future__ import annotations
 
@@ -37,9 +51,13 @@ from kernels.base import MSG_WORDS, ShapeError, check_operands
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent / "native" / "fused_gemm.c"
+NATIVE_DIR = Path(__file__).resolve().parent / "native"
+SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c")
+SOURCE = SOURCES[0]
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
-ABI_VERSION = 1
+# build variants, tried in this order: (name, extra flags before the sources, libraries after them)
+VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
+ABI_VERSION = 2
 _FLAG_FORCE_PORTABLE = 1
 
 _lock = threading.Lock()
@@ -83,17 +101,23 @@ def _machine_id() -> str:
     return "\n".join(parts)
 
 
-def _build_key(cc: str, source: bytes) -> str:
+def _build_key(cc: str, sources: list[bytes], variant: tuple = VARIANTS[-1]) -> str:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         version = "?"
     h = hashlib.sha256()
-    for item in (source, cc.encode(), version.encode(), " ".join(CFLAGS).encode(), _machine_id().encode(),
-                 str(ABI_VERSION).encode()):
+    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(), _machine_id().encode(),
+             str(ABI_VERSION).encode(), variant[0].encode(), " ".join((*variant[1], *variant[2])).encode()]
+    for item in items:
         h.update(item)
         h.update(b"\0")
     return h.hexdigest()[:20]
+
+
+def _cache_dirs() -> list[Path]:
+    # the cache directory, or (only when that one is not writable) a private temporary one
+    return [cache_dir(), Path(tempfile.gettempdir()) / f"pouw-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"]
 
 
 def _build() -> Path:
@@ -101,15 +125,31 @@ def _build() -> Path:
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (install gcc, or set POUW_CC)")
-    try:
-        source = SOURCE.read_bytes()
-    except OSError as exc:
-        raise RuntimeError(f"cannot read {SOURCE}: {exc}") from exc
-    name = f"fused_gemm-{_build_key(cc, source)}.so"
-    # the cache directory, or (only when that one is not writable) a private temporary one
-    dirs = [cache_dir(), Path(tempfile.gettempdir()) / f"pouw-cache-{os.getuid() if hasattr(os, 'getuid') else 0}"]
+    sources = []
+    for path in SOURCES:
+        try:
+            sources.append(path.read_bytes())
+        except OSError as exc:
+            raise RuntimeError(f"cannot read {path}: {exc}") from exc
+    names = [f"fused_gemm-{_build_key(cc, sources, v)}.so" for v in VARIANTS]
+    for name in names:  # any cached variant, best first
+        for out_dir in _cache_dirs():
+            if (out_dir / name).is_file():
+                return out_dir / name
     errors = []
-    for out_dir in dirs:
+    for variant, name in zip(VARIANTS, names):
+        try:
+            return _compile(cc, sources, variant, name)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+            if variant is not VARIANTS[-1]:
+                log.info("native build variant %r failed, trying the next one: %s", variant[0], str(exc)[-400:])
+    raise RuntimeError(errors[-1])
+
+
+def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
+    errors = []
+    for out_dir in _cache_dirs():
         if (out_dir / name).is_file():
             return out_dir / name
         try:
@@ -123,17 +163,22 @@ def _build() -> Path:
         raise RuntimeError("no writable cache directory: " + "; ".join(errors))
     target = out_dir / name
     try:
-        # compile the exact bytes hashed above (the source may change on disk while we build)
+        # compile the exact bytes hashed above (the sources may change on disk while we build)
         with tempfile.TemporaryDirectory(prefix="pouw-build-") as tdir:
-            src_copy = Path(tdir) / "fused_gemm.c"
-            src_copy.write_bytes(source)
-            cmd = [cc, *CFLAGS, str(src_copy), "-o", tmp]
+            copies = []
+            for path, data in zip(SOURCES, sources):
+                copy = Path(tdir) / path.name
+                copy.write_bytes(data)
+                copies.append(str(copy))
+            _, defs, libs = variant
+            cmd = [cc, *CFLAGS, *defs, *copies, "-o", tmp, *libs]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
             except (OSError, subprocess.SubprocessError) as exc:
                 raise RuntimeError(f"running {cc} failed: {exc}") from exc
         if proc.returncode != 0:
-            raise RuntimeError(f"compiling {SOURCE.name} failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}")
+            names = " ".join(p.name for p in SOURCES)
+            raise RuntimeError(f"compiling {names} failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)  # atomic: a concurrent builder just replaces an identical file
     finally:
@@ -156,6 +201,15 @@ def _load() -> ctypes.CDLL:
     lib.pouw_path.restype = i32
     lib.pouw_has_vnni.argtypes = []
     lib.pouw_has_vnni.restype = i32
+    lib.pouw_add_noise.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i32, i32]
+    lib.pouw_add_noise.restype = i32
+    lib.pouw_noise_path.argtypes = [i64, i32]
+    lib.pouw_noise_path.restype = i32
+    lib.pouw_has_tickets.argtypes = []
+    lib.pouw_has_tickets.restype = i32
+    if lib.pouw_has_tickets():
+        lib.pouw_tile_tickets.argtypes = [ctypes.c_char_p, i64, vp, i64, i64, vp, i32]
+        lib.pouw_tile_tickets.restype = i32
     return lib
 
 
@@ -241,4 +295,94 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
     return c, msgs
 
 
-__all__ = ["available", "cache_dir", "has_vnni", "kernel_path", "noisy_matmul", "unavailable_reason"]
+def has_tickets() -> bool:
+    """True when `tile_tickets` works (the library was built with OpenSSL's libcrypto). Never raises."""
+    lib = _get()
+    return bool(lib is not None and lib.pouw_has_tickets())
+
+
+def tile_tickets(prefix: bytes, msgs: torch.Tensor, *, threads: int | None = None) -> torch.Tensor:
+    """`kernels.base.Backend.tile_tickets` in C: (TI, TJ, 16) int32 messages -> (TI, TJ, 32) uint8 CPU tensor of
+    SHA-256(prefix || u32le ti || u32le tj || 16 words u32le). Raises RuntimeError unless `has_tickets()`."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_tickets():
+        why = unavailable_reason() if lib is None else "library built without OpenSSL (libcrypto)"
+        raise RuntimeError(f"native tile tickets unavailable: {why}")
+    prefix = bytes(prefix)
+    if not isinstance(msgs, torch.Tensor) or msgs.dim() != 3 or msgs.shape[2] != MSG_WORDS:
+        raise ShapeError(f"messages must be a (ti, tj, {MSG_WORDS}) tensor")
+    if msgs.dtype not in (torch.int32, getattr(torch, "uint32", torch.int32)):
+        raise ShapeError(f"messages must be int32 words, got {msgs.dtype}")
+    msgs = msgs.detach().cpu().contiguous()
+    ti_n, tj_n, _ = msgs.shape
+    out = torch.empty((ti_n, tj_n, 32), dtype=torch.uint8)
+    if ti_n == 0 or tj_n == 0:
+        return out
+    if threads is None:
+        threads = torch.get_num_threads()
+    rc = lib.pouw_tile_tickets(prefix, len(prefix), msgs.data_ptr(), ti_n, tj_n, out.data_ptr(), max(1, int(threads)))
+    if rc != 0:
+        raise RuntimeError(f"native tile tickets failed with code {rc}")
+    return out
+
+
+def noise_path(r: int) -> str:
+    """'vbmi' or 'portable': how `add_noise` gathers A' for rank r."""
+    lib = _get()
+    if lib is None:
+        raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
+    return "vbmi" if lib.pouw_noise_path(int(r), 0) == 1 else "portable"
+
+
+def _index_array(x, k: int, name: str):
+    import numpy as np
+
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.shape != (k,) or arr.dtype.kind not in "iu":
+        raise ShapeError(f"{name} must be {k} integer indices, got shape {arr.shape} dtype {arr.dtype}")
+    if arr.size and (int(arr.min()) < -(1 << 31) or int(arr.max()) >= (1 << 31)):
+        raise ShapeError(f"{name} holds indices out of range")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, p_a, q_a, p_b, q_b, *,
+              threads: int | None = None, force_portable: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A', B') with A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]] and
+    B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v], new int8 CPU tensors (the optional
+    `Backend.add_noise` of kernels/base.py). Arithmetic wraps mod 256, i.e. equals the exact sum converted to int8
+    (exact within the contract, whose sums stay in [-127, 127]). p_a, q_a, p_b, q_b: k indices in [0, r) (numpy or
+    torch integer arrays). force_portable: plain C gathers instead of AVX512-VBMI (tests)."""
+    lib = _get()
+    if lib is None:
+        raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
+    for name, t in (("a", a), ("b", b), ("e_l", e_l), ("f_r", f_r)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
+            raise ShapeError(f"{name} must be a 2-D int8 tensor")
+        if t.device.type != "cpu":
+            raise ShapeError("the native kernel takes CPU tensors")
+    m, k = a.shape
+    k2, n = b.shape
+    r = e_l.shape[1]
+    if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1:
+        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b {tuple(b.shape)}, e_l {tuple(e_l.shape)}, "
+                         f"f_r {tuple(f_r.shape)}")
+    idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
+    a, b, e_l, f_r = a.contiguous(), b.contiguous(), e_l.contiguous(), f_r.contiguous()
+    a_out = torch.empty((m, k), dtype=torch.int8)
+    b_out = torch.empty((k, n), dtype=torch.int8)
+    if threads is None:
+        threads = torch.get_num_threads()
+    rc = lib.pouw_add_noise(a.data_ptr(), b.data_ptr(), e_l.data_ptr(), f_r.data_ptr(),
+                            *(x.ctypes.data for x in idx), m, k, n, r, a_out.data_ptr(), b_out.data_ptr(),
+                            max(1, int(threads)), _FLAG_FORCE_PORTABLE if force_portable else 0)
+    if rc == -1:
+        raise ShapeError(f"add_noise rejected its arguments (an index outside [0, {r})?)")
+    if rc != 0:
+        raise RuntimeError(f"native add_noise failed with code {rc}")
+    return a_out, b_out
+
+
+__all__ = ["add_noise", "available", "cache_dir", "has_tickets", "has_vnni", "kernel_path", "noise_path",
+           "noisy_matmul", "tile_tickets", "unavailable_reason"]

@@ -37,6 +37,7 @@
  * dynamically, so a busy core slows the call down less; no two threads write the same output words.
  *
  * Entry points (plain C ABI): pouw_noisy_gemm() / pouw_noisy_gemm_ex(); 0 or a negative error code.
+ * kernels/native/aux.c (same library) adds tile tickets and the fused noise, on this file's pool.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -1113,5 +1114,11 @@ int pouw_noisy_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int6
     return pouw_noisy_gemm_ex(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads, 0);
 }
 
-/* ABI version, bumped whenever a signature changes. */
-int pouw_abi_version(void) { return 1; }
+/* For kernels/native/aux.c (linked into the same library): fn(ctx, tid, count) on up to n threads of the pool. */
+__attribute__((visibility("hidden"))) int pouw_internal_run_team(worker_fn fn, void* ctx, int n) {
+    pthread_once(&g_pool_once, pool_init_once);
+    return run_team(fn, ctx, n, NULL);
+}
+
+/* ABI version, bumped whenever a signature changes (2: aux.c's tile tickets and add_noise). */
+int pouw_abi_version(void) { return 2; }
