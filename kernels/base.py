@@ -46,6 +46,9 @@ class Backend(Protocol):
     # Optional: add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b) -> (A', B') with
     #   A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v]
     # (int8, exact). Backends without it get the generic path in pouw.noise.noisy_operands.
+    # Optional: sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]:
+    #   c -= sum_i 128^i * U_i @ V_i  in place, int32 arithmetic mod 2^32 (the result fits int32).
+    # Backends without it get the generic path in pouw.recover.correction.
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16) on `device`.

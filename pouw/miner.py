@@ -108,7 +108,7 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     t3 = time.perf_counter()
     tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs).cpu().numpy()
     t4 = time.perf_counter()
-    c = recover(c_noisy, a_d, b2, nz, backend.mm) if recover_c else None
+    c = recover(c_noisy, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None)) if recover_c else None
     sync()
     t5 = time.perf_counter()
     threshold = win_threshold(target, params.tile_work(k))

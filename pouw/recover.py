@@ -26,17 +26,26 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
             return out
 
 
-def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
-    """A·F + E·B' (int32, m x n) using int8 GEMMs via `matmul` (int8 x int8 -> int32, same device)."""
+def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise,
+                        matmul: MatMul) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous."""
     aq = matmul(a, nz.q_mat)                                     # m x r, = A·Q
     pb = matmul(nz.p_mat, b_noisy)                               # r x n, = P·B'
     da, db = digits128(aq), digits128(pb)
     zero_a = torch.zeros_like(da[0])
     zero_b = torch.zeros_like(db[0])
-    total = None
+    out = []
     for i in range(max(len(da), len(db))):
         u = torch.cat([da[i] if i < len(da) else zero_a, nz.e_l], dim=1).contiguous()
         v = torch.cat([nz.f_r, db[i] if i < len(db) else zero_b], dim=0).contiguous()
+        out.append((u, v))
+    return out
+
+
+def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
+    """A·F + E·B' (int32, m x n) using int8 GEMMs via `matmul` (int8 x int8 -> int32, same device)."""
+    total = None
+    for i, (u, v) in enumerate(correction_operands(a, b_noisy, nz, matmul)):
         term = matmul(u, v)
         if total is None:
             total = term if i == 0 else term.mul_(128 ** i)
@@ -46,6 +55,13 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul
     return total
 
 
-def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
-    """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`."""
+def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
+            sub_correction=None) -> torch.Tensor:
+    """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`.
+
+    `sub_correction(c, pairs)` (optional, e.g. the native CPU kernel) does c -= sum_i 128^i U_i V_i in one pass.
+    """
+    if sub_correction is not None:
+        sub_correction(c_noisy, correction_operands(a, b_noisy, nz, matmul))
+        return c_noisy
     return c_noisy.sub_(correction(a, b_noisy, nz, matmul))
