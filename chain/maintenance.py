@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain import schema as S
-from chain.block import Block, Header
-from chain.chainstate import DB_DIRNAME, ChainState, make_genesis
+from chain.block import Block
+from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
-from chain.encoding import as_list, decode
-from chain.errors import ChainError, EncodingError, StorageError, ValidationError
-from chain.state import Account, MemoryState, Supply, apply_block, genesis_state
+from chain.errors import ChainError, EncodingError, ValidationError
+from chain.state import MemoryState, apply_block, genesis_state
 from chain.store import Store
 from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
 
@@ -170,6 +169,6 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
                 b.put(S.index_key(h), e.record())
     finally:
         store.close()
-    with ChainState.open(datadir, cfg, create=False) as c:  # connects the best chain
+    with ChainState.open(datadir, cfg, create=False):  # connects the best chain
         pass
     return verify_datadir(datadir, cfg)

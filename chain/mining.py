@@ -15,7 +15,7 @@ from chain.config import ChainConfig
 from chain.difficulty import median_time_past
 from chain.errors import TxError
 from chain.hashing import tagged_hash
-from chain.state import Account, BlockDiff, StateOverlay, Supply, apply_block, apply_tx, job_source_of  # noqa: F401
+from chain.state import Account, BlockDiff, StateOverlay, Supply, apply_block, job_source_of
 from chain.tx import Transaction, check_tx
 from chain.validation import ParentInfo, expected_target
 
@@ -86,19 +86,26 @@ def filler_seed(header: Header, extra_nonce: int) -> bytes:
                        extra_nonce.to_bytes(8, "big"))
 
 
+def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, extra_nonce: int) -> tuple[Header | None, int]:
+    """One filler job for `header` (its job/proof fields are replaced): (header with proof or None, job MACs).
+    Blocking; the unit of work of every CPU/GPU miner."""
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    a, b = filler_operands(filler_seed(header, extra_nonce), cfg.pow.filler_shape)
+    prep = prepare_job(a, b, params)
+    h = replace(header, job=Job.of(prep.job), proof=b"")
+    res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
+                   recover_c=False, max_proofs=1)
+    return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
+
+
 def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, extra_nonce: int = 0,
                 max_tries: int = 1000) -> Header | None:
     """Find a proof for `header` (its job/proof fields are replaced). None after max_tries filler jobs."""
-    from pouw.miner import filler_operands, mine_job, prepare_job
     params = params or cfg.pow.params()
     for nonce in range(extra_nonce, extra_nonce + max_tries):
-        a, b = filler_operands(filler_seed(header, nonce), cfg.pow.filler_shape)
-        prep = prepare_job(a, b, params)
-        h = replace(header, job=Job.of(prep.job), proof=b"")
-        res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
-                       recover_c=False, max_proofs=1)
-        if res.proofs:
-            return h.with_proof(res.proofs[0].encode())
+        found, _ = mine_filler_once(cfg, header, params, backend, nonce)
+        if found is not None:
+            return found
     return None
 
 

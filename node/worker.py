@@ -22,12 +22,11 @@ import random
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from typing import Callable
 
-from chain.block import Header, Job
+from chain.block import Header
 from chain.config import ChainConfig
-from chain.mining import filler_seed
+from chain.mining import mine_filler_once
 
 log = logging.getLogger("pouw.worker")
 
@@ -66,13 +65,7 @@ class WorkRate:
 def mine_one(cfg: ChainConfig, params, backend, header: Header, extra_nonce: int) -> tuple[Header | None, int]:
     """Mine one filler job for `header` (job/proof replaced). Returns (header with proof or None, job MACs).
     Blocking: run it in a worker thread."""
-    from pouw.miner import filler_operands, mine_job, prepare_job
-    a, b = filler_operands(filler_seed(header, extra_nonce), cfg.pow.filler_shape)
-    prep = prepare_job(a, b, params)
-    h = replace(header, job=Job.of(prep.job), proof=b"")
-    res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
-                   recover_c=False, max_proofs=1)
-    return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
+    return mine_filler_once(cfg, params=params, backend=backend, header=header, extra_nonce=extra_nonce)
 
 
 class Device:
