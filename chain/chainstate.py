@@ -450,6 +450,16 @@ class ChainState:
         if self.check_proofs:
             check_header_proof(h, self.cfg, self.params)
 
+    def _context_recording_failure(self, h: Header) -> IndexEntry:
+        """Contextual header checks; a header that fails them for good (not `retry_later`) is stored as
+        failed under its known parent, so it is never re-validated."""
+        try:
+            return self._context(h)
+        except BlockError as err:
+            if not err.retry_later and h.prev_hash in self.index:
+                self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+            raise
+
     def _new_entry(self, h: Header, parent: IndexEntry, status: int, reason: str = "") -> IndexEntry:
         return IndexEntry(h.hash, h.prev_hash, h.height, h.timestamp, h.target,
                           parent.chainwork + block_work(h.target), status, 0, reason,
@@ -474,12 +484,7 @@ class ChainState:
                 raise BlockError("duplicate-invalid", known.reason)
             return known
         self._proof(h)
-        try:
-            parent = self._context(h)
-        except BlockError as err:
-            if not err.retry_later and h.prev_hash in self.index:
-                self._store_failed_header(h, self.index[h.prev_hash], err.reason)
-            raise
+        parent = self._context_recording_failure(h)
         e = self._new_entry(h, parent, S.HEADER_VALID)
         with self.store.batch() as b:
             b.put(S.header_key(h.hash), h.encoded)
@@ -519,12 +524,7 @@ class ChainState:
                     self._mark_failed(bh, err.reason)
             raise
         if known is None:
-            try:
-                parent = self._context(h)
-            except BlockError as err:
-                if not err.retry_later and h.prev_hash in self.index:
-                    self._store_failed_header(h, self.index[h.prev_hash], err.reason)
-                raise
+            parent = self._context_recording_failure(h)
             entry = self._new_entry(h, parent, S.HEADER_VALID)
         else:
             entry = known
