@@ -12,7 +12,9 @@ OpenMP (libgomp) workers keep spinning for a few milliseconds after each paralle
 kernel's threads unless OMP_WAIT_POLICY=passive is set before torch is imported.
 "tickets" times the batch tile tickets (one per 16x16 tile of a size^2 output, 44-byte prefix) in C against the
 hashlib reference, "add_noise" the fused A' = A + E_L·P, B' = B + Q·F_R (r = 64) against the int8-GEMM path of
-pouw.noise.noisy_operands; both are checked bit-exact. --no-gemm skips the GEMM part.
+pouw.noise.noisy_operands; "recover" the one-pass c -= sum_i 128^i U_i V_i of pouw.recover (native
+sub_correction) against its torch path on the real correction operands; all checked bit-exact. --no-gemm skips the
+GEMM part.
 `loadavg_before` > ~0.5 means something else was running on this (2-core) machine: numbers unreliable.
 """
 from __future__ import annotations
@@ -87,7 +89,46 @@ def bench_aux(a: torch.Tensor, b: torch.Tensor, threads: int, repeats: int) -> d
         "portable_ms": round(best_of(lambda: run(True), repeats) * 1e3, 3),
         "torch_gemm_ms": round(best_of(lambda: noisy_operands(a64, b64, nz, int_mm), repeats) * 1e3, 3),
     }
+    out["recover"] = bench_recover(a64, want[1], nz, threads, repeats)
     return out
+
+
+def bench_recover(a64: torch.Tensor, b_noisy: torch.Tensor, nz, threads: int, repeats: int) -> dict:
+    """c -= sum_i 128^i U_i V_i (pouw.recover): the native one-pass sub_correction against the torch path
+    (int8 GEMMs + scaled adds + subtract, as pouw.recover.recover does without the hook), on the real operands."""
+    from kernels.cpu import int_mm
+    from pouw.recover import correction_operands
+
+    pairs = correction_operands(a64, b_noisy, nz, int_mm)
+    m, n = a64.shape[0], b_noisy.shape[1]
+    gen = torch.Generator().manual_seed(2)
+    c0 = torch.randint(-2**30, 2**30, (m, n), generator=gen, dtype=torch.int32)
+
+    def torch_path(c):
+        total = None
+        for i, (u, v) in enumerate(pairs):
+            term = int_mm(u, v)
+            total = term if total is None else total.add_(term, alpha=128 ** i)
+        return c.sub_(total)
+
+    rec: dict = {"pairs": len(pairs), "w": [int(u.shape[1]) for u, _ in pairs],
+                 "operands_ms": round(best_of(lambda: correction_operands(a64, b_noisy, nz, int_mm), repeats) * 1e3,
+                                      3)}
+    c = c0.clone()
+    rec["torch_ms"] = round(best_of(lambda: torch_path(c), repeats * 2) * 1e3, 3)
+    if native_loader.has_sub_correction():
+        want = torch_path(c0.clone())
+        got = native_loader.sub_correction(c0.clone(), pairs, threads=threads)
+        rec["exact"] = bool(torch.equal(got, want))
+        rec["native_ms"] = round(best_of(lambda: native_loader.sub_correction(c, pairs, threads=threads),
+                                         repeats * 4) * 1e3, 3)
+        rec["native_1thread_ms"] = round(best_of(lambda: native_loader.sub_correction(c, pairs, threads=1),
+                                                 repeats * 2) * 1e3, 3)
+        macs = sum(m * int(u.shape[1]) * n for u, _ in pairs)
+        rec["native_gops"] = round(2 * macs / (rec["native_ms"] * 1e-3) / 1e9, 1)
+    else:
+        rec["native"] = "unavailable (no AVX512-VNNI)"
+    return rec
 
 
 def main() -> int:

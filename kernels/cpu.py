@@ -95,6 +95,9 @@ class CpuBackend:
         if self._aux is not None:
             # the optional fused-noise hook of kernels/base.py (pouw.miner looks it up with getattr)
             self.add_noise = self._aux.add_noise
+            # the optional one-pass recovery hook (c -= sum_i 128^i U_i V_i), AVX512-VNNI only
+            if self._aux.has_sub_correction():
+                self.sub_correction = self._aux.sub_correction
 
     @property
     def uses_native(self) -> bool:

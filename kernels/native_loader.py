@@ -1,8 +1,8 @@
-"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c` and `kernels/native/aux.c`, one library).
+"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c`, `aux.c` and `recover.c`, one library).
 
 The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise):
 
-    gcc -O3 -march=native -fPIC -shared -pthread -std=gnu11 -DPOUW_WITH_OPENSSL fused_gemm.c aux.c \
+    gcc -O3 -march=native -fPIC -shared -pthread -std=gnu11 -DPOUW_WITH_OPENSSL fused_gemm.c aux.c recover.c \
         -o <cache>/fused_gemm-<key>.so -lcrypto
 
 (when that fails, e.g. without OpenSSL's headers or libcrypto, once more without -DPOUW_WITH_OPENSSL/-lcrypto: the
@@ -25,7 +25,8 @@ without VNNI a caller may prefer a torch._int_mm-based implementation (`kernel_p
 `tile_tickets(prefix, msgs)` (when `has_tickets()`) implements `kernels.base.Backend.tile_tickets` with OpenSSL's
 SHA-256 block function (SHA-NI where the CPU has it); `add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b)` the optional
 fused A' = A + E_L·P, B' = B + Q·F_R (AVX512-VBMI byte permutes where available). Both are bit-exact and use the
-same thread pool as the GEMM.
+same thread pool as the GEMM. `sub_correction(c, pairs)` (when `has_sub_correction()`: AVX512-VNNI, source in
+`kernels/native/recover.c`) the optional one-pass c -= sum_i 128^i U_i·V_i of the recovery.
 
 The kernel runs on its own small pthread pool (threads default to torch.get_num_threads()). torch's OpenMP
 runtime (libgomp) keeps its workers spinning for a few milliseconds after every parallel torch op, which takes a
@@ -52,7 +53,7 @@ from kernels.base import MSG_WORDS, ShapeError, check_operands
 log = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c")
+SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c", NATIVE_DIR / "recover.c")
 SOURCE = SOURCES[0]
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
@@ -207,6 +208,11 @@ def _load() -> ctypes.CDLL:
     lib.pouw_noise_path.restype = i32
     lib.pouw_has_tickets.argtypes = []
     lib.pouw_has_tickets.restype = i32
+    if hasattr(lib, "pouw_sub_correction"):
+        lib.pouw_has_sub_correction.argtypes = []
+        lib.pouw_has_sub_correction.restype = i32
+        lib.pouw_sub_correction.argtypes = [vp, i64, i64, i32, vp, vp, vp, i32]
+        lib.pouw_sub_correction.restype = i32
     if lib.pouw_has_tickets():
         lib.pouw_tile_tickets.argtypes = [ctypes.c_char_p, i64, vp, i64, i64, vp, i32]
         lib.pouw_tile_tickets.restype = i32
@@ -384,5 +390,71 @@ def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Te
     return a_out, b_out
 
 
-__all__ = ["add_noise", "available", "cache_dir", "has_tickets", "has_vnni", "kernel_path", "noise_path",
-           "noisy_matmul", "tile_tickets", "unavailable_reason"]
+SUB_CORRECTION_MAX_PAIRS = 8
+
+
+def has_sub_correction() -> bool:
+    """True when `sub_correction` runs natively (library loaded, CPU with AVX512-VNNI). Never raises."""
+    lib = _get()
+    return bool(lib is not None and hasattr(lib, "pouw_sub_correction") and lib.pouw_has_sub_correction())
+
+
+def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
+    """The optional `Backend.sub_correction` of kernels/base.py: c -= sum_i 128^i * U_i @ V_i in place (int32,
+    wrapping mod 2^32) in one pass over c. c: m x n int32 contiguous CPU tensor; pairs: [(U_i, V_i)] with U_i
+    m x w_i and V_i w_i x n int8 CPU tensors (made contiguous; w_i not a multiple of 4 is zero-padded).
+    Returns c. Raises RuntimeError unless `has_sub_correction()`."""
+    lib = _get()
+    if lib is None or not hasattr(lib, "pouw_sub_correction") or not lib.pouw_has_sub_correction():
+        why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
+        raise RuntimeError(f"native sub_correction unavailable: {why}")
+    if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2:
+        raise ShapeError("c must be a 2-D int32 tensor")
+    if c.device.type != "cpu":
+        raise ShapeError("the native kernel takes CPU tensors")
+    if not c.is_contiguous():
+        raise ShapeError("c must be contiguous (it is updated in place)")
+    m, n = c.shape
+    pairs = list(pairs)
+    us, vs, ws = [], [], []
+    for i, pair in enumerate(pairs):
+        try:
+            u, v = pair
+        except (TypeError, ValueError) as exc:
+            raise ShapeError(f"pair {i} is not a (U, V) pair") from exc
+        for name, t in (("U", u), ("V", v)):
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
+                raise ShapeError(f"pair {i}: {name} must be a 2-D int8 tensor")
+            if t.device.type != "cpu":
+                raise ShapeError("the native kernel takes CPU tensors")
+        w = u.shape[1]
+        if u.shape[0] != m or tuple(v.shape) != (w, n):
+            raise ShapeError(f"pair {i}: shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n}")
+        if w % 4:
+            pad = 4 - w % 4
+            u = torch.nn.functional.pad(u, (0, pad))
+            v = torch.nn.functional.pad(v, (0, 0, 0, pad))
+            w += pad
+        us.append(u.contiguous())
+        vs.append(v.contiguous())
+        ws.append(w)
+    # 128^i = 2^(7i) vanishes mod 2^32 for i >= 5: later pairs (checked above) change nothing
+    us, vs, ws = us[:SUB_CORRECTION_MAX_PAIRS], vs[:SUB_CORRECTION_MAX_PAIRS], ws[:SUB_CORRECTION_MAX_PAIRS]
+    if m == 0 or n == 0 or not us:
+        return c
+    if threads is None:
+        threads = torch.get_num_threads()
+    k = len(us)
+    u_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in us))
+    v_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in vs))
+    w_arr = (ctypes.c_int64 * k)(*ws)
+    rc = lib.pouw_sub_correction(c.data_ptr(), m, n, k, u_ptrs, v_ptrs, w_arr, max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError("sub_correction rejected its arguments")
+    if rc != 0:
+        raise RuntimeError(f"native sub_correction failed with code {rc}")
+    return c
+
+
+__all__ = ["add_noise", "available", "cache_dir", "has_sub_correction", "has_tickets", "has_vnni", "kernel_path",
+           "noise_path", "noisy_matmul", "sub_correction", "tile_tickets", "unavailable_reason"]

@@ -1,0 +1,163 @@
+"""kernels/native/recover.c via kernels.native_loader: the one-pass c -= sum_i 128^i U_i V_i is bit-exact.
+
+Against a torch int64 reference reduced mod 2^32, on shapes that are and are not multiples of the 8 x 48 block,
+w in {64, 128, 256} (and odd widths, which the loader pads), 1-3 pairs, extreme values; plus input checks and one
+mining pass with the native CpuBackend against the pure torch one.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from kernels import native_loader
+from kernels.base import ShapeError
+
+pytestmark = pytest.mark.skipif(
+    not native_loader.has_sub_correction(),
+    reason=f"native sub_correction unavailable: {native_loader.unavailable_reason() or 'no AVX512-VNNI'}",
+)
+
+
+def _ref(c: torch.Tensor, pairs) -> torch.Tensor:
+    t = c.to(torch.int64)
+    for i, (u, v) in enumerate(pairs):
+        t = t - (u.to(torch.int64) @ v.to(torch.int64)) * ((128 ** i) % 2**32)
+    t = t & 0xFFFFFFFF
+    return torch.where(t >= 2**31, t - 2**32, t).to(torch.int32)
+
+
+def _pairs(m, n, w, npairs, gen, lo=-128, hi=127):
+    return [(torch.randint(lo, hi + 1, (m, w), generator=gen, dtype=torch.int8),
+             torch.randint(lo, hi + 1, (w, n), generator=gen, dtype=torch.int8)) for _ in range(npairs)]
+
+
+def _c(m, n, gen):
+    return torch.randint(-2**31, 2**31 - 1, (m, n), generator=gen, dtype=torch.int32)
+
+
+@pytest.mark.parametrize("m,n", [(1, 1), (7, 13), (8, 48), (9, 49), (33, 100), (64, 64), (130, 250), (257, 96)])
+@pytest.mark.parametrize("w", [64, 128, 256])
+@pytest.mark.parametrize("npairs", [1, 2, 3])
+def test_matches_int64_reference(m, n, w, npairs):
+    gen = torch.Generator().manual_seed(m * 100003 + n * 101 + w * 7 + npairs)
+    c = _c(m, n, gen)
+    pairs = _pairs(m, n, w, npairs, gen)
+    want = _ref(c, pairs)
+    out = native_loader.sub_correction(c, pairs)
+    assert out is c  # in place
+    assert torch.equal(c, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_contract_range_and_threads(threads):
+    gen = torch.Generator().manual_seed(threads)
+    m, n, w = 200, 300, 128
+    c = _c(m, n, gen)
+    pairs = _pairs(m, n, w, 2, gen, -64, 63)
+    want = _ref(c, pairs)
+    native_loader.sub_correction(c, pairs, threads=threads)
+    assert torch.equal(c, want)
+
+
+@pytest.mark.parametrize("val_u,val_v", [(-128, -128), (-128, 127), (127, 127), (127, -128)])
+def test_extreme_values(val_u, val_v):
+    m, n, w = 19, 70, 256
+    gen = torch.Generator().manual_seed(3)
+    for npairs in (1, 2, 3):
+        pairs = [(torch.full((m, w), val_u, dtype=torch.int8), torch.full((w, n), val_v, dtype=torch.int8))
+                 for _ in range(npairs)]
+        # mix in random entries too
+        pairs.append(tuple(_pairs(m, n, w, 1, gen)[0]))
+        c = _c(m, n, gen)
+        want = _ref(c, pairs)
+        native_loader.sub_correction(c, pairs)
+        assert torch.equal(c, want), (val_u, val_v, npairs)
+
+
+def test_mixed_and_odd_widths():
+    gen = torch.Generator().manual_seed(11)
+    m, n = 37, 61
+    pairs = []
+    for w in (64, 5, 0, 130, 1):
+        pairs.append((torch.randint(-128, 128, (m, w), generator=gen, dtype=torch.int8),
+                      torch.randint(-128, 128, (w, n), generator=gen, dtype=torch.int8)))
+    c = _c(m, n, gen)
+    want = _ref(c, pairs)
+    native_loader.sub_correction(c, pairs)
+    assert torch.equal(c, want)
+
+
+def test_noncontiguous_operands_and_empty():
+    gen = torch.Generator().manual_seed(5)
+    m, n, w = 24, 80, 64
+    u = torch.randint(-128, 128, (w, m), generator=gen, dtype=torch.int8).t()  # not contiguous
+    v = torch.randint(-128, 128, (n, w), generator=gen, dtype=torch.int8).t()
+    c = _c(m, n, gen)
+    want = _ref(c, [(u, v)])
+    native_loader.sub_correction(c, [(u, v)])
+    assert torch.equal(c, want)
+    c0 = c.clone()
+    native_loader.sub_correction(c, [])
+    assert torch.equal(c, c0)
+    e = torch.empty((0, n), dtype=torch.int32)
+    native_loader.sub_correction(e, [(torch.empty((0, w), dtype=torch.int8), v.contiguous())])
+
+
+def test_rejects_bad_input():
+    m, n, w = 16, 32, 64
+    u = torch.zeros((m, w), dtype=torch.int8)
+    v = torch.zeros((w, n), dtype=torch.int8)
+    c = torch.zeros((m, n), dtype=torch.int32)
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c.to(torch.int64), [(u, v)])
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(torch.zeros((n, m), dtype=torch.int32).t(), [(u, v)])  # not contiguous
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c, [(u.to(torch.int16), v)])
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c, [(u, v[:-4])])  # w disagrees within the pair
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c, [(u[:-1], v)])  # m disagrees
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c, [(u, v[:, :-1])])  # n disagrees
+    with pytest.raises(ShapeError):
+        native_loader.sub_correction(c, [(u, v, u)])
+    assert not c.any()
+
+
+def test_many_pairs():
+    """Pairs past the C limit are ignored: 128^i = 0 mod 2^32 for i >= 5."""
+    gen = torch.Generator().manual_seed(9)
+    m, n, w = 20, 50, 8
+    pairs = _pairs(m, n, w, native_loader.SUB_CORRECTION_MAX_PAIRS + 3, gen)
+    c = _c(m, n, gen)
+    want = _ref(c, pairs)
+    native_loader.sub_correction(c, pairs)
+    assert torch.equal(c, want)
+
+
+def test_backend_hook():
+    from kernels.cpu import CpuBackend
+
+    assert getattr(CpuBackend(), "sub_correction", None) is not None
+    assert getattr(CpuBackend(native=False), "sub_correction", None) is None
+
+
+def test_mine_job_native_matches_torch():
+    from kernels.cpu import CpuBackend
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    from pouw.params import PowParams
+
+    params = PowParams()
+    a, b = filler_operands(b"recover-e2e", (256, 1024, 256))
+    prep = prepare_job(a, b, params)
+    template = b"template-recover-e2e" + prep.job.h_a + prep.job.h_b
+    target = 1 << 250
+    native = CpuBackend()
+    assert hasattr(native, "sub_correction")
+    res_n = mine_job(template, prep.job, a, b, target, params, native, prepared=prep)
+    res_t = mine_job(template, prep.job, a, b, target, params, CpuBackend(native=False), prepared=prep)
+    assert torch.equal(res_n.c, res_t.c)
+    assert torch.equal(res_n.c, a.to(torch.int32) @ b.to(torch.int32))
+    assert np.array_equal(res_n.tickets, res_t.tickets)
