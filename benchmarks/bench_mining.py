@@ -60,7 +60,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     best: dict = {}
 
     def mine() -> None:
-        r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep)
+        r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep, max_proofs=1)
         if "res" not in best or r.timings["total"] < best["res"].timings["total"]:
             best["res"] = r
 

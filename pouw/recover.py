@@ -9,13 +9,27 @@ All intermediates fit int32 for k <= MAX_K (see docs/protocol.md).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pouw.noise import MatMul, Noise
 
 
 def digits128(x: torch.Tensor) -> list[torch.Tensor]:
-    """Signed base-128 digits (int8, each in [-64, 63]) with x == sum_i d_i * 128^i. At least one digit."""
+    """Signed base-128 digits (int8, each in [-64, 63]) with x == sum_i d_i * 128^i. At least one digit.
+
+    On the CPU this runs in numpy: the operands are small (m x r, r x n) and a dozen torch elementwise ops
+    would each wake torch's thread pool, costing more than the arithmetic.
+    """
+    if x.device.type == "cpu":
+        v = x.numpy().astype(np.int32)
+        digits = []
+        while True:
+            d = ((v + 64) & 127) - 64
+            digits.append(torch.from_numpy(d.astype(np.int8)))
+            v = (v - d) >> 7
+            if not v.any():
+                return digits
     x = x.to(torch.int32).clone()
     out = []
     while True:

@@ -211,3 +211,15 @@ def test_padding_any_shape_gives_exact_cropped_result():
     prep = prepare_job(ap, bp, P)
     res = mine_job(b"pad", prep.job, ap, bp, 1, P, prepared=prep)
     assert torch.equal(crop(res.c, shape), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+def test_digits128_reconstruct_exactly():
+    from pouw.recover import digits128
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(-(2**30), 2**30, (37, 19), dtype=torch.int32, generator=g)
+    x[0, 0], x[0, 1], x[0, 2] = 0, -64, 63
+    ds = digits128(x)
+    assert all(d.dtype == torch.int8 and int(d.min()) >= -64 and int(d.max()) <= 63 for d in ds)
+    total = sum(d.to(torch.int64) * (128 ** i) for i, d in enumerate(ds))
+    assert torch.equal(total, x.to(torch.int64))
+    assert len(digits128(torch.zeros(3, 3, dtype=torch.int32))) == 1
