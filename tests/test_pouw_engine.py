@@ -223,3 +223,20 @@ def test_digits128_reconstruct_exactly():
     total = sum(d.to(torch.int64) * (128 ** i) for i, d in enumerate(ds))
     assert torch.equal(total, x.to(torch.int64))
     assert len(digits128(torch.zeros(3, 3, dtype=torch.int32))) == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_mining_pass_is_bit_identical_to_cpu():
+    from kernels.cuda import CudaBackend, cuda_available
+    if not cuda_available():
+        pytest.skip("triton is not installed")
+    params = PowParams(rank=64, tile_h=16, tile_w=16)
+    a, b = filler_operands(b"gpu", (512, 2048, 384))
+    prep = prepare_job(a, b, params)
+    target = easy_target(params, 2048) // 16
+    cpu = mine_job(b"g", prep.job, a, b, target, params, CpuBackend(), prepared=prep, max_proofs=4)
+    gpu = mine_job(b"g", prep.job, a, b, target, params, CudaBackend("cuda:0"), prepared=prep, max_proofs=4)
+    assert np.array_equal(cpu.tickets, gpu.tickets)
+    assert torch.equal(cpu.c, gpu.c.cpu())
+    assert [p.encode() for p in cpu.proofs] == [p.encode() for p in gpu.proofs]
