@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c", NATIVE_DIR / "recover.c")
+HEADERS = (NATIVE_DIR / "vnni_pack.h",)  # included by the sources: hashed and copied, not compiled
 SOURCE = SOURCES[0]
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
@@ -127,7 +128,7 @@ def _build() -> Path:
     if cc is None:
         raise RuntimeError("no C compiler found (install gcc, or set POUW_CC)")
     sources = []
-    for path in SOURCES:
+    for path in SOURCES + HEADERS:
         try:
             sources.append(path.read_bytes())
         except OSError as exc:
@@ -167,10 +168,11 @@ def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
         # compile the exact bytes hashed above (the sources may change on disk while we build)
         with tempfile.TemporaryDirectory(prefix="pouw-build-") as tdir:
             copies = []
-            for path, data in zip(SOURCES, sources):
+            for path, data in zip(SOURCES + HEADERS, sources):
                 copy = Path(tdir) / path.name
                 copy.write_bytes(data)
-                copies.append(str(copy))
+                if path in SOURCES:
+                    copies.append(str(copy))
             _, defs, libs = variant
             cmd = [cc, *CFLAGS, *defs, *copies, "-o", tmp, *libs]
             try:

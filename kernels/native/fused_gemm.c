@@ -438,6 +438,7 @@ static int portable_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k,
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")
+#include "vnni_pack.h"
 
 #define MR 8   /* rows per microkernel */
 #define NR 3   /* zmm columns per microkernel (48 int32 columns) */
@@ -605,18 +606,8 @@ static void pack_b_chunks(const vnni_ctx* X, int64_t c0, int64_t c1, __m512i* co
                 const __m512i r1 = _mm512_maskz_loadu_epi8(mk, s0 + n);
                 const __m512i r2 = _mm512_maskz_loadu_epi8(mk, s0 + 2 * n);
                 const __m512i r3 = _mm512_maskz_loadu_epi8(mk, s0 + 3 * n);
-                const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
-                const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
-                /* 128-bit lane L of u_i: columns 16L + 4i .. 16L + 4i + 3, 4 k entries each */
-                const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
-                const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
-                const __m512i v0 = _mm512_shuffle_i64x2(u0, u1, 0x44), v1 = _mm512_shuffle_i64x2(u0, u1, 0xEE);
-                const __m512i v2 = _mm512_shuffle_i64x2(u2, u3, 0x44), v3 = _mm512_shuffle_i64x2(u2, u3, 0xEE);
                 __m512i o[4];
-                o[0] = _mm512_shuffle_i64x2(v0, v2, 0x88);
-                o[1] = _mm512_shuffle_i64x2(v0, v2, 0xDD);
-                o[2] = _mm512_shuffle_i64x2(v1, v3, 0x88);
-                o[3] = _mm512_shuffle_i64x2(v1, v3, 0xDD);
+                pouw_vnni_quads(r0, r1, r2, r3, o);
                 const int nl = (int)(nz - 4 * blk < 4 ? nz - 4 * blk : 4);
                 for (int L = 0; L < nl; L++) {
                     const int64_t z = 4 * blk + L;

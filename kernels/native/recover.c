@@ -39,6 +39,7 @@ int pouw_internal_run_team(sc_worker_fn fn, void* ctx, int n);
     defined(__AVX512VNNI__)
 #define SC_HAVE_VNNI 1
 #include <immintrin.h>
+#include "vnni_pack.h"
 
 typedef int32_t sc_i32u __attribute__((aligned(1), may_alias));
 
@@ -81,17 +82,8 @@ static void sc_pack(const sc_ctx* X, int i, int64_t q0, int64_t q1) {
             const __m512i r1 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, s0 + n), x80);
             const __m512i r2 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, s0 + 2 * n), x80);
             const __m512i r3 = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, s0 + 3 * n), x80);
-            const __m512i t0 = _mm512_unpacklo_epi8(r0, r1), t1 = _mm512_unpackhi_epi8(r0, r1);
-            const __m512i t2 = _mm512_unpacklo_epi8(r2, r3), t3 = _mm512_unpackhi_epi8(r2, r3);
-            const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
-            const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
-            const __m512i v0 = _mm512_shuffle_i64x2(u0, u1, 0x44), v1 = _mm512_shuffle_i64x2(u0, u1, 0xEE);
-            const __m512i v2 = _mm512_shuffle_i64x2(u2, u3, 0x44), v3 = _mm512_shuffle_i64x2(u2, u3, 0xEE);
             __m512i o[4];
-            o[0] = _mm512_shuffle_i64x2(v0, v2, 0x88);
-            o[1] = _mm512_shuffle_i64x2(v0, v2, 0xDD);
-            o[2] = _mm512_shuffle_i64x2(v1, v3, 0x88);
-            o[3] = _mm512_shuffle_i64x2(v1, v3, 0xDD);
+            pouw_vnni_quads(r0, r1, r2, r3, o);
             const int nl = (int)(nz - 4 * blk < 4 ? nz - 4 * blk : 4);
             for (int L = 0; L < nl; L++) {
                 const int64_t z = 4 * blk + L;
