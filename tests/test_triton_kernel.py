@@ -207,12 +207,13 @@ def test_imports_do_not_pull_in_triton() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_missing_triton_raises_import_error() -> None:
+@pytest.mark.parametrize("module", ["kernels.triton_kernel", "kernels.triton_sha256"])
+def test_missing_triton_raises_import_error(module: str) -> None:
     code = (
         "import sys\n"
         "sys.modules['triton'] = None  # makes 'import triton' fail as if it were not installed\n"
         "try:\n"
-        "    import kernels.triton_kernel\n"
+        f"    import {module}\n"
         "except ImportError as e:\n"
         "    print(type(e).__name__)\n"
         "else:\n"
