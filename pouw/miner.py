@@ -132,12 +132,3 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     timings = {"prepare": t1 - t0, "noise": t2 - t1, "gemm": t3 - t2, "tickets": t4 - t3,
                "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
     return MiningResult(seeds.job_key, c, tickets, proofs, len(order), timings)
-
-
-def mine_filler(template: bytes, job_seed: bytes, target: int, params: PowParams,
-                shape: tuple[int, int, int], backend: Backend | None = None) -> tuple[JobCommitment, TileProof] | None:
-    """Convenience for callers whose template does not depend on the job (tests, benchmarks)."""
-    a, b = filler_operands(job_seed, shape)
-    prep = prepare_job(a, b, params)
-    res = mine_job(template, prep.job, a, b, target, params, backend, prepared=prep, recover_c=False, max_proofs=1)
-    return (prep.job, res.proofs[0]) if res.proofs else None

@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-import torch
-
-from kernels.base import tile_tickets_reference
-
 from pouw.hashing import u32
 
 
@@ -27,12 +22,6 @@ def ticket_hash(job_key: bytes, ti: int, tj: int, msg: bytes) -> bytes:
     if len(msg) != 64:
         raise ValueError("message must be 16 u32 words")
     return hashlib.sha256(ticket_prefix(job_key) + u32(ti) + u32(tj) + msg).digest()
-
-
-def all_tickets(job_key: bytes, msgs: np.ndarray) -> np.ndarray:
-    """Tickets of every tile on the host: msgs (ti, tj, 16) uint32 bit patterns -> (ti, tj, 32) uint8."""
-    words = torch.from_numpy(np.ascontiguousarray(msgs).view(np.int32))
-    return tile_tickets_reference(ticket_prefix(job_key), words).numpy()
 
 
 def win_threshold(target: int, tile_work: int) -> int:
