@@ -42,6 +42,14 @@ class Case:
     fill: str = "random"  # random | pos | neg | pos_neg | signs | mostly_neg
     cfg: dict[str, Any] = field(default_factory=dict)
     transposed_views: bool = False
+    transcript: bool = True  # False: the plain GEMM (messages stay zero)
+    digits: int = 0  # > 0: fused recovery epilogue with this many random (U_i, V_i) pairs of width 2r
+
+    def correction(self, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed)
+        return [(torch.randint(-64, 64, (self.m, 2 * self.r), generator=g, dtype=torch.int8),
+                 torch.randint(-64, 64, (2 * self.r, self.n), generator=g, dtype=torch.int8))
+                for _ in range(self.digits)]
 
     def operands(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
@@ -87,6 +95,14 @@ CASES = [
     Case("r32-4x8-tl-reduce", 24, 32 * 17, 16, 32, 4, 8, cfg={"block_m": 16, "block_n": 16, "fold_reduce": True}),
     Case("r64-16x16-tl-reduce-signs", 16, 128, 32, 64, 16, 16, fill="signs",
          cfg={"block_m": 16, "block_n": 16, "fold_reduce": True}),
+    # The in-thread-first fold (tiles >= 8x8): same bits again.
+    Case("r32-8x8-split-fold-signs", 16, 32 * 17, 16, 32, 8, 8, fill="signs",
+         cfg={"block_m": 16, "block_n": 16, "fold_reduce": True, "fold_split": True}),
+    # Transcript off: C' alone.
+    Case("r32-4x8-plain", 40, 32 * 3, 24, 32, 4, 8, transcript=False),
+    # Fused recovery epilogue: C = C' - sum_i 128^i U_i V_i (1 and 3 digits; ragged edges; BLOCK_K < 2r).
+    Case("r32-4x8-recover-1-digit", 40, 32 * 17, 24, 32, 4, 8, digits=1),
+    Case("r64-8x8-recover-3-digits-signs", 48, 64 * 2, 40, 64, 8, 8, fill="signs", digits=3, cfg={"block_k": 32}),
 ]
 
 _CHILD = """
@@ -99,7 +115,8 @@ cases = torch.load(sys.argv[1])
 out = []
 for c in cases:
     cfg = replace(default_config(c["r"], c["h"], c["w"]), **c["cfg"])
-    out.append(noisy_matmul_triton(c["a"], c["b"], c["r"], c["h"], c["w"], config=cfg))
+    out.append(noisy_matmul_triton(c["a"], c["b"], c["r"], c["h"], c["w"], config=cfg,
+                                   transcript=c["transcript"], correction=c["corr"]))
 torch.save(out, sys.argv[2])
 """
 
@@ -118,7 +135,9 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     tmp = tmp_path_factory.mktemp("triton_interp")
     operands = [c.operands(seed=1000 + i) for i, c in enumerate(CASES)]
     payload = [
-        {"a": a, "b": b, "r": c.r, "h": c.h, "w": c.w, "cfg": c.cfg} for c, (a, b) in zip(CASES, operands)
+        {"a": a, "b": b, "r": c.r, "h": c.h, "w": c.w, "cfg": c.cfg, "transcript": c.transcript,
+         "corr": packed(c.correction(seed=2000 + i)) if c.digits else None}
+        for i, (c, (a, b)) in enumerate(zip(CASES, operands))
     ]
     torch.save(payload, tmp / "in.pt")
     proc = subprocess.run(
@@ -128,6 +147,27 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
     return {c.id: (a, b, co, mo) for c, (a, b), (co, mo) in zip(CASES, operands, outs)}
+
+
+def packed(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(U, V^T, digits) as `kernels.triton_kernel.pack_correction` builds them (kept here so that the parent
+    process never imports triton)."""
+    return (torch.cat([u for u, _ in pairs], 1).contiguous(), torch.cat([v.t() for _, v in pairs], 1).contiguous(),
+            len(pairs))
+
+
+def expected(case: Case, a: torch.Tensor, b: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the kernel must return for `case`: the reference (C', messages), with the transcript and the
+    recovery epilogue applied as the case asks (int64 arithmetic, wrapped to int32 at the end)."""
+    c, msgs = reference.noisy_matmul(a, b, case.r, case.h, case.w)
+    if not case.transcript:
+        msgs = torch.zeros_like(msgs)
+    if case.digits:
+        c64 = c.to(torch.int64)
+        for i, (u, v) in enumerate(case.correction(seed)):
+            c64 -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+        c = to_i32(c64)
+    return c, msgs
 
 
 def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,7 +201,15 @@ class TestInterpreter:
     def test_bit_identical_to_reference(self, case: Case, interpreter_results: Results) -> None:
         a, b, c, msgs = interpreter_results[case.id]
         assert c.device.type == "cpu" and msgs.device.type == "cpu"
-        assert_same((c, msgs), reference.noisy_matmul(a, b, case.r, case.h, case.w))
+        assert_same((c, msgs), expected(case, a, b, seed=2000 + CASES.index(case)))
+
+    def test_recovery_changes_the_result(self, interpreter_results: Results) -> None:
+        """The epilogue is not a no-op: with it, C differs from C' (and the messages, of C', do not)."""
+        for cid in ("r32-4x8-recover-1-digit", "r64-8x8-recover-3-digits-signs"):
+            case = next(c for c in CASES if c.id == cid)
+            a, b, c, msgs = interpreter_results[cid]
+            c_noisy, msgs_ref = reference.noisy_matmul(a, b, case.r, case.h, case.w)
+            assert not torch.equal(c, c_noisy) and torch.equal(msgs, msgs_ref)
 
     def test_extreme_cases_hit_interesting_bits(self, interpreter_results: Results) -> None:
         """The extreme fills reach +-127*127*k and give messages with the top bit set.
@@ -177,6 +225,20 @@ class TestInterpreter:
         assert (c < 0).all() and (msgs != 0).any()
         _, _, c, msgs = interpreter_results["r32-8x8-signs"]
         assert (c < 0).any() and (c > 0).any() and (msgs < 0).any() and (msgs > 0).any()
+
+
+@requires_triton
+def test_config_override_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kernels.triton_kernel import BlockConfig, default_config
+
+    monkeypatch.setenv("POUW_TRITON_CONFIG", "128,256,64,8,3,0")
+    assert default_config(64, 16, 16, interpret=False) == BlockConfig(128, 256, 64, 8, 8, 3, True, False)
+    assert default_config(32, 4, 8, interpret=False).block_k == 32          # never above r
+    monkeypatch.setenv("POUW_TRITON_CONFIG", "128,256")
+    with pytest.raises(ValueError, match="six integers"):
+        default_config(64, 16, 16, interpret=False)
+    monkeypatch.delenv("POUW_TRITON_CONFIG")
+    assert default_config(64, 16, 16, interpret=False).fold_split
 
 
 @requires_triton
@@ -266,9 +328,31 @@ class TestCudaBackend:
             BlockConfig(64, 64, 32, num_warps=4, num_stages=4),
             BlockConfig(128, 128, 64, fold_reduce=False),
             BlockConfig(64, 128, 64, group_m=4, num_warps=4),
+            BlockConfig(128, 128, 64, fold_split=True),
+            BlockConfig(64, 128, 64, num_warps=4, num_stages=4, fold_split=True),
+            BlockConfig(128, 256, 64, num_warps=8, fold_split=True),
         ]:
             c, msgs = noisy_matmul_triton(a.to(backend.device), b.to(backend.device), 64, 8, 8, config=cfg)
             assert_same((c.cpu(), msgs.cpu()), want)
+
+    @pytest.mark.parametrize("digits", [1, 3])
+    def test_fused_recovery_on_gpu(self, backend: CudaBackend, digits: int) -> None:
+        case = Case("gpu-recover", 264, 64 * 20, 200, 64, 8, 8, fill="signs", digits=digits)
+        a, b = case.operands(seed=9)
+        pairs = case.correction(seed=10)
+        c, msgs = backend.noisy_mm_recover(a.to(backend.device), b.to(backend.device), 64, 8, 8, pairs)
+        c_noisy, want_msgs = fast_reference(a, b, 64, 8, 8)
+        c64 = c_noisy.to(torch.int64)
+        for i, (u, v) in enumerate(pairs):
+            c64 -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+        assert_same((c.cpu(), msgs.cpu()), (to_i32(c64), want_msgs))
+
+    def test_plain_kernel_on_gpu(self, backend: CudaBackend) -> None:
+        from kernels.triton_kernel import noisy_matmul_triton
+
+        a, b = Case("gpu", 384, 64 * 20, 256, 64, 16, 16).operands(seed=12)
+        c, msgs = noisy_matmul_triton(a.to(backend.device), b.to(backend.device), 64, 16, 16, transcript=False)
+        assert torch.equal(c.cpu(), (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)) and not msgs.any()
 
     @pytest.mark.parametrize("m,k,n", [(5, 12, 3), (17, 8, 8), (64, 100, 30), (256, 512, 384)])
     def test_plain_matmul(self, backend: CudaBackend, m: int, k: int, n: int) -> None:
