@@ -49,6 +49,10 @@ class Backend(Protocol):
     # Optional: sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]:
     #   c -= sum_i 128^i * U_i @ V_i  in place, int32 arithmetic mod 2^32 (the result fits int32).
     # Backends without it get the generic path in pouw.recover.correction.
+    # Optional: noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in
+    #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).
+    # Optional: noise_factor(key, nonce, first_row, rows, r) -> rows x r int8 on `device`, equal to
+    #   pouw.noise._factor (the dense noise factors generated on the device).
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16) on `device`.

@@ -15,11 +15,11 @@ from pouw.errors import JobError
 from pouw.hashing import xof
 from pouw.job import JobCommitment, check_operands
 from pouw.merkle import MerkleTree
-from pouw.noise import derive_seeds, full_noise, noisy_operands
+from pouw.noise import derive_seeds, full_noise, full_noise_on, noisy_operands
 from pouw.params import PowParams
 from pouw.proof import TileProof
-from pouw.recover import recover
-from pouw.ticket import ticket_prefix, win_threshold
+from pouw.recover import correction_operands, recover
+from pouw.ticket import ticket_prefix, win_threshold, winning_tiles
 
 
 @dataclass
@@ -55,10 +55,15 @@ def prepare_job(a, b, params: PowParams) -> PreparedJob:
 class MiningResult:
     job_key: bytes
     c: torch.Tensor | None                    # exact A·B (int32, on the backend's device), None if skipped
-    tickets: np.ndarray                       # (m/h, n/w, 32) uint8, every tile's ticket
+    tickets_t: torch.Tensor                   # (m/h, n/w, 32) uint8, every tile's ticket, on the backend's device
     proofs: list[TileProof]                   # winning tiles, lowest ticket first (at most max_proofs)
     winners: int                              # number of winning tiles
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tickets(self) -> np.ndarray:
+        """Every tile's ticket as a host array (copied from the device on each access)."""
+        return self.tickets_t.cpu().numpy()
 
 
 def filler_operands(job_seed: bytes, shape: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,40 +100,34 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     a_d, b_d = prep.on(dev)
     t1 = time.perf_counter()
     seeds = derive_seeds(template, job)
-    nz = full_noise(seeds, m, k, n, r).to(dev)
-    add_noise = getattr(backend, "add_noise", None)     # optional fused path (native CPU kernel)
+    factor = getattr(backend, "noise_factor", None)    # optional: factors generated on the device
+    nz = full_noise_on(seeds, m, k, n, r, dev, factor) if factor is not None else full_noise(seeds, m, k, n, r).to(dev)
+    add_noise = getattr(backend, "add_noise", None)     # optional fused path (native CPU kernel, Triton)
     if add_noise is not None:
         a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps)
     else:
         a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
     sync()
     t2 = time.perf_counter()
-    c_noisy, msgs = backend.noisy_mm(a2, b2, r, h, w)
+    fused = getattr(backend, "noisy_mm_recover", None) if recover_c else None
+    if fused is not None:
+        # Recovery fused into the GEMM's epilogue: the kernel returns C itself, C' never reaches memory.
+        c, msgs = fused(a2, b2, r, h, w, correction_operands(a_d, b2, nz, backend.mm))
+    else:
+        c, msgs = backend.noisy_mm(a2, b2, r, h, w)
     sync()
     t3 = time.perf_counter()
-    tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs).cpu().numpy()
+    tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs)
+    sync()
     t4 = time.perf_counter()
-    c = recover(c_noisy, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None)) if recover_c else None
+    if fused is None:
+        c = recover(c, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None)) if recover_c else None
     sync()
     t5 = time.perf_counter()
-    threshold = win_threshold(target, params.tile_work(k))
-    flat = tickets.reshape(-1, 32)
-    if threshold >= 1 << 256:
-        win_idx = np.arange(flat.shape[0])
-    else:
-        thr = np.frombuffer(threshold.to_bytes(32, "big"), dtype=np.uint8)
-        # lexicographic compare of big-endian bytes == integer compare; first differing byte decides
-        diff = flat != thr
-        first = np.where(diff.any(axis=1), diff.argmax(axis=1), 32)
-        below = np.zeros(flat.shape[0], dtype=bool)
-        has = first < 32
-        below[has] = flat[has, first[has]] < thr[first[has]]
-        win_idx = np.nonzero(below)[0]
-    order = sorted(win_idx.tolist(), key=lambda i: flat[i].tobytes())
+    n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs)
     tj_n = n // w
-    proofs = [make_proof(prep, seeds.job_key, i // tj_n, i % tj_n, flat[i].tobytes(), params)
-              for i in order[:max_proofs]]
+    proofs = [make_proof(prep, seeds.job_key, i // tj_n, i % tj_n, t, params) for i, t in best]
     t6 = time.perf_counter()
     timings = {"prepare": t1 - t0, "noise": t2 - t1, "gemm": t3 - t2, "tickets": t4 - t3,
                "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
-    return MiningResult(seeds.job_key, c, tickets, proofs, len(order), timings)
+    return MiningResult(seeds.job_key, c, tickets, proofs, n_winners, timings)

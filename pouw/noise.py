@@ -122,11 +122,16 @@ class Noise:
     p_mat: torch.Tensor  # r x k int8 (P: +1 at (p_A(l), l), -1 at (q_A(l), l))
     q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed)
     f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
-    maps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # (p_A, q_A, p_B, q_B) int64 indices
+    maps: tuple  # (p_A, q_A, p_B, q_B) int64 indices: numpy arrays, or tensors on the device (full_noise_on)
 
     def to(self, device: torch.device) -> "Noise":
         return Noise(self.e_l.to(device), self.p_mat.to(device), self.q_mat.to(device), self.f_r.to(device),
                      self.maps)
+
+
+# (key, nonce, first_row, rows, r) -> rows x r int8 factor rows on a device, equal to `_factor` (e.g. the Triton
+# ChaCha20 kernel of kernels.triton_chacha, which a backend offers as `noise_factor`).
+FactorFn = Callable[[bytes, bytes, int, int, int], torch.Tensor]
 
 
 def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
@@ -135,6 +140,22 @@ def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
     e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
     f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
     return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r, (p_a, q_a, p_b, q_b))
+
+
+def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.device, factor: FactorFn) -> Noise:
+    """`full_noise` built on `device`: the factors from `factor`, the maps uploaded once (one 4 x k copy) and
+    the map matrices scattered there. `maps` holds the index tensors on the device. Same values as full_noise."""
+    p_a, q_a = sparse_map(seeds.seed_a, k, r)
+    p_b, q_b = sparse_map(seeds.seed_b, k, r)
+    idx = torch.from_numpy(np.stack([p_a, q_a, p_b, q_b])).to(device)
+    cols = torch.arange(k, device=device)
+    mats = torch.zeros((2, r, k), dtype=torch.int8, device=device)
+    for i in range(2):
+        mats[i, idx[2 * i], cols] = 1
+        mats[i, idx[2 * i + 1], cols] = -1
+    e_l = factor(seeds.seed_a, NONCE_E, 0, m, r)
+    f_r = factor(seeds.seed_b, NONCE_F, 0, n, r).t().contiguous()
+    return Noise(e_l, mats[0], mats[1].t().contiguous(), f_r, (idx[0], idx[1], idx[2], idx[3]))
 
 
 MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+import torch
+
 from pouw.hashing import u32
 
 
@@ -37,3 +40,37 @@ def block_work(target: int) -> int:
     if target <= 0:
         raise ValueError("target must be positive")
     return (1 << 256) // target
+
+
+def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
+    """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
+    lowest ticket first, ties by index).
+
+    `tickets` is (..., 32) uint8 on any device. A cheap pass keeps the tiles whose first 7 bytes are <= the
+    threshold's (a superset of the winners: a smaller number cannot have a larger prefix); only those come to
+    the host, where the exact 256-bit comparison and the sort run vectorized over four 64-bit words.
+    """
+    flat = tickets.reshape(-1, 32)
+    if threshold <= 0:
+        return 0, []
+    if threshold >= 1 << 256:
+        cand = torch.arange(flat.shape[0], device=flat.device)
+    else:
+        weights = torch.tensor([1 << (8 * (6 - i)) for i in range(7)], dtype=torch.int64, device=flat.device)
+        prefix = (flat[:, :7].to(torch.int64) * weights).sum(dim=1)           # < 2^56: no overflow
+        cand = torch.nonzero(prefix <= (threshold >> 200)).flatten()
+    rows = np.ascontiguousarray(flat[cand].cpu().numpy())
+    idx = cand.cpu().numpy()
+    if threshold >= 1 << 256:
+        keep = np.ones(len(idx), dtype=bool)
+    else:
+        # exact 256-bit compare, vectorized: four big-endian 64-bit words, lexicographically
+        w = rows.view(">u8").astype(np.uint64)
+        t = [np.uint64((threshold >> (64 * (3 - j))) & (2**64 - 1)) for j in range(4)]
+        keep = w[:, 3] < t[3]
+        for j in (2, 1, 0):
+            keep = (w[:, j] < t[j]) | ((w[:, j] == t[j]) & keep)
+    rows, idx = rows[keep], idx[keep]
+    w = rows.view(">u8").astype(np.uint64)
+    order = np.lexsort((idx, w[:, 3], w[:, 2], w[:, 1], w[:, 0]))[:limit]   # by ticket, ties by tile index
+    return len(idx), list(zip(idx[order].tolist(), (row.tobytes() for row in rows[order])))

@@ -240,3 +240,39 @@ def test_cuda_mining_pass_is_bit_identical_to_cpu():
     assert np.array_equal(cpu.tickets, gpu.tickets)
     assert torch.equal(cpu.c, gpu.c.cpu())
     assert [p.encode() for p in cpu.proofs] == [p.encode() for p in gpu.proofs]
+
+
+def test_winning_tiles_matches_brute_force() -> None:
+    from pouw.ticket import winning_tiles
+
+    g = torch.Generator().manual_seed(11)
+    t = torch.randint(0, 256, (6, 7, 32), generator=g, dtype=torch.uint8)
+    t[0, 1, :10] = 0                     # very low tickets, two of them equal
+    t[3, 3] = t[0, 1]
+    t[2, 5, :7] = 0
+    t[2, 5, 7:] = 255                    # same 7-byte prefix as a smaller threshold, but larger: a false candidate
+    flat = [bytes(row.tolist()) for row in t.reshape(-1, 32)]
+    thresholds = [0, 1, int.from_bytes(flat[1], "big"), int.from_bytes(flat[1], "big") + 1,
+                  (1 << 200) - 1, 1 << 200, 1 << 250, (1 << 256) - 1, 1 << 256, 1 << 300]
+    thresholds += [int.from_bytes(flat[i], "big") + d for i in (5, 17, 30) for d in (-1, 0, 1)]
+    for thr in thresholds:
+        want = sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr), key=lambda p: (p[1], p[0]))
+        assert winning_tiles(t, thr) == (len(want), want), thr
+        assert winning_tiles(t, thr, 3) == (len(want), want[:3]), thr
+
+
+def test_full_noise_on_device_path_matches_full_noise() -> None:
+    """full_noise_on (the device path: factors from a backend, map matrices scattered) == full_noise."""
+    from pouw.noise import Seeds, _factor, full_noise, full_noise_on
+
+    def host_factor(key: bytes, nonce: bytes, first: int, rows: int, r: int) -> torch.Tensor:
+        return torch.from_numpy(_factor(key, nonce, range(first, first + rows), r).astype(np.int8))
+
+    seeds = Seeds(b"j" * 32, b"a" * 32, b"b" * 32)
+    for m, k, n, r in [(48, 512, 40, 32), (16, 64 * 17, 24, 64)]:
+        want = full_noise(seeds, m, k, n, r)
+        got = full_noise_on(seeds, m, k, n, r, torch.device("cpu"), host_factor)
+        for name in ("e_l", "p_mat", "q_mat", "f_r"):
+            assert torch.equal(getattr(got, name), getattr(want, name)), name
+        for g, w in zip(got.maps, want.maps):
+            assert np.array_equal(g.numpy(), w)
