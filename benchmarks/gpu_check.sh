@@ -1,13 +1,40 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: run the GPU tests, then the mining benchmark at 8192^3 and 2048^3.
-# Usage: bash benchmarks/gpu_check.sh [cuda:N]   (writes JSON lines to benchmarks/results/gpu-<date>.jsonl)
-set -euo pipefail
+# On a machine with an NVIDIA GPU, in one go: the mining benchmark at 8192^3 with the default kernel config, the
+# kernel configs timed alone (benchmarks/gpu_explore.py), the benchmark again at 8192^3 and 2048^3 with the
+# fastest config of the fused kernel (transcript + recovery epilogue), then the GPU tests.
+# Usage: bash benchmarks/gpu_check.sh            results go to $OUT (if set) or benchmarks/results/gpu-<date>/
+# Uses .venv/bin/python when present, else python3. Wheels in .whl/ (e.g. cryptography where the image lacks it)
+# are installed into /tmp/site first. Each step has its own time limit, so one slow step cannot hide the others.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-DEV=${1:-cuda:0}
-mkdir -p benchmarks/results
-OUT=benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S).jsonl
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$OUT.txt" || true
-.venv/bin/python -m pytest -q -m gpu tests/ 2>&1 | tail -5
-for size in 8192 2048; do
-  .venv/bin/pouw bench mining --device "$DEV" --size "$size" --json | tee -a "$OUT"
-done
+PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
+if compgen -G ".whl/*.whl" >/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+RES=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$RES"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$RES/gpu.txt"
+step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@"; echo "== rc=$?"; }
+bench() { step "${BENCH_S:-60}" $PY -m benchmarks.bench_mining --device cuda --reps 5 --json "$@" 2>&1 | tee -a "$RES/mining.jsonl"; }
+bench --size 8192
+step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 ))
+BEST=$($PY - "$RES/explore.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ok = [r for r in rows if r.get("what") == "triton" and r.get("mode") == "transcript+recover" and "ms" in r
+      and r.get("same_msgs") is not False]
+print(min(ok, key=lambda r: r["ms"])["config"] if ok else "")
+PYEOF
+)
+echo "== fastest transcript+recover config: ${BEST:-none}"
+if [ -n "$BEST" ]; then
+  export POUW_TRITON_CONFIG=$BEST
+  bench --size 8192
+  bench --size 2048
+fi
+unset POUW_TRITON_CONFIG
+step "${TESTS_S:-120}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_pouw_engine.py \
+  tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py tests/test_triton_sha256.py} 2>&1 \
+  | tee "$RES/pytest.txt"
