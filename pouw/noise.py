@@ -120,7 +120,7 @@ class Noise:
 
     e_l: torch.Tensor   # m x r int8, entries in [-32, 31]
     p_mat: torch.Tensor  # r x k int8 (P: +1 at (p_A(l), l), -1 at (q_A(l), l))
-    q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed)
+    q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed; a column-major view)
     f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
     maps: tuple  # (p_A, q_A, p_B, q_B) int64 indices: numpy arrays, or tensors on the device (full_noise_on)
 
@@ -139,7 +139,8 @@ def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
     e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
     f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
-    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r, (p_a, q_a, p_b, q_b))
+    # Q as the transposed view of the r x k map: column-major, the B-operand layout _int_mm runs fastest on
+    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t(), f_r, (p_a, q_a, p_b, q_b))
 
 
 def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.device, factor: FactorFn) -> Noise:
@@ -155,7 +156,7 @@ def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.de
         mats[i, idx[2 * i + 1], cols] = -1
     e_l = factor(seeds.seed_a, NONCE_E, 0, m, r)
     f_r = factor(seeds.seed_b, NONCE_F, 0, n, r).t().contiguous()
-    return Noise(e_l, mats[0], mats[1].t().contiguous(), f_r, (idx[0], idx[1], idx[2], idx[3]))
+    return Noise(e_l, mats[0], mats[1].t(), f_r, (idx[0], idx[1], idx[2], idx[3]))
 
 
 MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
