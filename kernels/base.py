@@ -51,6 +51,8 @@ class Backend(Protocol):
     # Backends without it get the generic path in pouw.recover.correction.
     # Optional: noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in
     #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).
+    # Optional: accepts_out = True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into
+    #   caller-owned contiguous buffers (pouw.miner reuses per-thread buffers for everything a pass discards).
     # Optional: noise_factor(key, nonce, first_row, rows, r) -> rows x r int8 on `device`, equal to
     #   pouw.noise._factor (the dense noise factors generated on the device).
 

@@ -107,12 +107,19 @@ class CpuBackend:
         return int_mm(a.contiguous(), b.contiguous())
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return int_mm(a.contiguous(), b.contiguous())
+        # a column-major B (e.g. the noise's Q) goes in as it is: oneDNN takes it, and faster than row-major
+        return int_mm(a.contiguous(), b if b.t().is_contiguous() else b.contiguous())
 
-    def noisy_matmul(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int,
-                     tile_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def accepts_out(self) -> bool:
+        """True when noisy_mm and add_noise take `out=` buffers (the native path), which a miner reuses across
+        passes instead of allocating (and page-faulting) fresh ones."""
+        return self._native is not None
+
+    def noisy_matmul(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+                     out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self._native is not None:
-            return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w)
+            return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out)
         return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows)
 
     noisy_mm = noisy_matmul

@@ -182,6 +182,12 @@ def test_add_noise_matches_noisy_operands_and_rejects_bad_input():
     with pytest.raises(ShapeError):
         native_loader.add_noise(a, b, nz.e_l, nz.f_r, p_a[:-1], q_a, p_b, q_b)
     assert torch.equal(a, a_in) and torch.equal(b, b_in)  # inputs untouched
+    out = (torch.empty((m, k), dtype=torch.int8), torch.empty((k, n), dtype=torch.int8))
+    got = native_loader.add_noise(a, b, nz.e_l, nz.f_r, *nz.maps, out=out)
+    assert got[0].data_ptr() == out[0].data_ptr() and got[1].data_ptr() == out[1].data_ptr()
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    with pytest.raises(ShapeError, match="out buffer"):
+        native_loader.add_noise(a, b, nz.e_l, nz.f_r, *nz.maps, out=(out[1], out[0]))
 
 
 # ---------------------------------------------------------------------------------------------- end to end

@@ -156,6 +156,22 @@ def test_noncontiguous_inputs_and_threads():
         assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
 
 
+def test_out_buffers_are_written_in_place_and_checked():
+    gen = torch.Generator().manual_seed(6)
+    a, b = _rand((32, 128), gen), _rand((128, 48), gen)
+    c_m, m_m = model_noisy_matmul(a, b, 32, 8, 8)
+    out = (torch.full((32, 48), 7, dtype=torch.int32), torch.full((4, 6, MSG_WORDS), 7, dtype=torch.int32))
+    for _ in range(2):  # a reused buffer holds the last call's values, not a mix
+        c, msgs = native_loader.noisy_matmul(a, b, 32, 8, 8, out=out)
+        assert c.data_ptr() == out[0].data_ptr() and msgs.data_ptr() == out[1].data_ptr()
+        assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
+    for bad in [(torch.empty((32, 47), dtype=torch.int32), out[1]),            # shape
+                (out[0].to(torch.int64), out[1]),                             # dtype
+                (out[0], torch.empty((6, 4, MSG_WORDS), dtype=torch.int32).transpose(0, 1))]:  # not contiguous
+        with pytest.raises(ShapeError, match="out buffer"):
+            native_loader.noisy_matmul(a, b, 32, 8, 8, out=bad)
+
+
 def test_concurrent_callers():
     """Two Python threads calling at once (the second gets its own threads and workspace)."""
     import threading

@@ -276,3 +276,27 @@ def test_full_noise_on_device_path_matches_full_noise() -> None:
             assert torch.equal(getattr(got, name), getattr(want, name)), name
         for g, w in zip(got.maps, want.maps):
             assert np.array_equal(g.numpy(), w)
+
+
+def test_reused_buffers_do_not_leak_between_passes() -> None:
+    """A backend that takes out= buffers (native CPU) gets this thread's reused A', B', C', messages: passes
+    under different templates still match the torch path, and a returned C is never a reused buffer."""
+    be = CpuBackend()
+    if not getattr(be, "accepts_out", False):
+        pytest.skip("native kernel unavailable: no reused buffers")
+    P = PowParams(rank=32, tile_h=8, tile_w=8)
+    a, b = filler_operands(b"reuse", (32, 32 * 16, 24))
+    prep = prepare_job(a, b, P)
+    target = (1 << 256) // (P.tile_work(32 * 16) * 4)
+    torch_be = CpuBackend(native=False)
+    kept = []
+    for i, recover in enumerate([False, True, False, True]):
+        tpl = b"tpl-%d" % i
+        got = mine_job(tpl, prep.job, a, b, target, P, be, prepared=prep, recover_c=recover)
+        want = mine_job(tpl, prep.job, a, b, target, P, torch_be, prepared=prep, recover_c=recover)
+        assert np.array_equal(got.tickets, want.tickets)
+        assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs]
+        if recover:
+            kept.append(got.c)
+    exact = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert all(torch.equal(c, exact) for c in kept) and kept[0].data_ptr() != kept[1].data_ptr()
