@@ -72,12 +72,17 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     target = (1 << 256) // (params.tile_work(k) * 64)   # ~1 winning tile in 64, so there is a proof
     best: dict = {}
 
-    def mine() -> None:
-        r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep, max_proofs=1)
-        if "res" not in best or r.timings["total"] < best["res"].timings["total"]:
+    def mine(stage_sync: bool) -> None:
+        r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep, max_proofs=1,
+                     stage_sync=stage_sync)
+        if stage_sync and ("res" not in best or r.timings["total"] < best["res"].timings["total"]):
             best["res"] = r
 
-    t_mine = best_of(mine, reps, sync)
+    # Timed as a miner runs it (no waits between stages); the breakdown comes from separate passes that wait
+    # for the device after every stage (on a CPU both are the same thing).
+    t_mine = best_of(lambda: mine(False), reps, sync)
+    for _ in range(max(1, min(reps, 3))):
+        mine(True)
     res = best["res"]
     say(f"useful-work mining: {t_mine * 1e3:.2f} ms; breakdown(ms) "
         + ", ".join(f"{k}={v * 1e3:.1f}" for k, v in res.timings.items()))

@@ -94,7 +94,7 @@ def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, extra_no
     prep = prepare_job(a, b, params)
     h = replace(header, job=Job.of(prep.job), proof=b"")
     res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
-                   recover_c=False, max_proofs=1)
+                   recover_c=False, max_proofs=1, stage_sync=False)
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
 
 

@@ -55,7 +55,7 @@ def mine_paid(cfg, params, backend, header, prep):
     from pouw.miner import mine_job
     h = replace(header, job=Job.of(prep.job), proof=b"")
     res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
-                   recover_c=True, max_proofs=1)
+                   recover_c=True, max_proofs=1, stage_sync=False)
     c = res.c.cpu().contiguous()
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs, c
 

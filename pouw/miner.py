@@ -102,15 +102,20 @@ def make_proof(prep: PreparedJob, job_key: bytes, ti: int, tj: int, ticket: byte
 
 def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: PowParams,
              backend: Backend | None = None, prepared: PreparedJob | None = None,
-             recover_c: bool = True, max_proofs: int = 8) -> MiningResult:
-    """Mine `job` (whose commitment is inside `template`) once; return C, all tickets and winning proofs."""
+             recover_c: bool = True, max_proofs: int = 8, stage_sync: bool = True) -> MiningResult:
+    """Mine `job` (whose commitment is inside `template`) once; return C, all tickets and winning proofs.
+
+    stage_sync=True waits for the device after every stage so that `timings` splits the pass truthfully;
+    False (what a miner wants) lets an asynchronous device run the stages back to back while the host queues
+    the next ones: the only waits left are the winner search's copies to the host. Results are the same.
+    """
     t0 = time.perf_counter()
     prep = prepared if prepared is not None else prepare_job(a, b, params)
     if prep.job != job:
         raise JobError("operands do not match the job commitment in the template")
     backend = backend or get_backend("cpu")
     dev = backend.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" and stage_sync else (lambda: None)
     m, k, n = job.m, job.k, job.n
     r, h, w = params.rank, params.tile_h, params.tile_w
     a_d, b_d = prep.on(dev)
