@@ -9,7 +9,6 @@ so sizes are small and a few cases use small blocks to get several programs and 
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from triton_child import child_env
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from pouw.noise import NONCE_E, NONCE_F, keystream, left_factor_rows, right_factor_cols
@@ -118,12 +119,6 @@ torch.save(out, sys.argv[2])
 """
 
 
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def _job(case: Stream | Factor) -> dict:
     job = {"key": torch.tensor(list(case.key), dtype=torch.uint8),
            "nonce": torch.tensor(list(case.nonce), dtype=torch.uint8), "block": case.block}
@@ -142,7 +137,7 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
     torch.save([_job(c) for c in cases], tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=_child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")

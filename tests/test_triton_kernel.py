@@ -7,7 +7,6 @@ runs the kernel, and the parent compares with `kernels.reference` (C' and messag
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+
+from triton_child import child_env
 
 from kernels import reference
 from kernels.base import MSG_WORDS, ROT, to_i32
@@ -121,12 +122,6 @@ torch.save(out, sys.argv[2])
 """
 
 
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 @pytest.fixture(scope="module")
 def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     """Runs every Case through the interpreter in one child process; maps case id -> (a, b, c, msgs)."""
@@ -142,7 +137,7 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     torch.save(payload, tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=_child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
@@ -264,12 +259,14 @@ def test_fast_reference_matches_reference() -> None:
 
 
 def test_imports_do_not_pull_in_triton() -> None:
-    code = "import sys, kernels, kernels.base, kernels.cuda; assert 'triton' not in sys.modules, 'triton imported'"
-    proc = subprocess.run([sys.executable, "-c", code], env=_child_env(), cwd=ROOT, capture_output=True, text=True)
+    code = ("import sys, kernels, kernels.base, kernels.cuda, pouw.miner; "
+            "assert 'triton' not in sys.modules, 'triton imported'")
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("module", ["kernels.triton_kernel", "kernels.triton_sha256"])
+@pytest.mark.parametrize("module", ["kernels.triton_kernel", "kernels.triton_sha256", "kernels.triton_noise",
+                                    "kernels.triton_chacha"])
 def test_missing_triton_raises_import_error(module: str) -> None:
     code = (
         "import sys\n"
@@ -281,7 +278,7 @@ def test_missing_triton_raises_import_error(module: str) -> None:
         "else:\n"
         "    raise SystemExit('imported without triton')\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env=_child_env(), cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "TritonUnavailableError"
 

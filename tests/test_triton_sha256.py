@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import struct
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from triton_child import child_env
 
 from kernels.base import MSG_WORDS, tile_tickets_reference
 
@@ -120,12 +121,6 @@ torch.save(out, sys.argv[2])
 """
 
 
-def _child_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, **extra}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 @pytest.fixture(scope="module")
 def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, torch.Tensor, torch.Tensor]]:
     """Runs every Case through the interpreter in one child process; maps case id -> (prefix, msgs, tickets)."""
@@ -136,7 +131,7 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
     torch.save([{"prefix": torch.tensor(list(p), dtype=torch.uint8), "msgs": m, "block": c.block} for c, (p, m) in zip(CASES, inputs)], tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=_child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
