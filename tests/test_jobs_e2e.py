@@ -185,8 +185,10 @@ def test_two_miners_race_exactly_one_paid(tmp_path):
             jid = bytes.fromhex(res.job_id)
             await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 30, what="release")
             rec = gw.chain.get_job(jid)
-            winners = [m for m in (m0, m1) if jid in m.paid_jobs.done]
-            assert len(winners) == 1 and rec.miner == winners[0].node_key.address
+            # The paid miner posted the result. (Both may have: a miner whose claim sat on a fork that later
+            # lost a reorg mined and posted too, and its result died with that fork; the chain is what counts.)
+            posted = [m.node_key.address for m in (m0, m1) if jid in m.paid_jobs.done]
+            assert rec.miner in posted
             # exactly one result on the chain for this job
             results = []
             for h in gw.chain.chain[1:]:
