@@ -20,21 +20,26 @@ step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit"
 bench() { step "${BENCH_S:-60}" $PY -m benchmarks.bench_mining --device cuda --reps 5 --json "$@" 2>&1 | tee -a "$RES/mining.jsonl"; }
 bench --size 8192
 step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 ))
-BEST=$($PY - "$RES/explore.jsonl" <<'PYEOF'
+# the same kernels built with mma.sync (Ampere-style) instead of wgmma, in their own Triton cache
+DISABLE_MMA_V3=1 TRITON_CACHE_DIR=/tmp/triton-mmav2 step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 \
+  --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 )) --configs "64,128,64,4,3,1;128,128,64,4,3,1;128,128,64,8,3,1;64,256,64,4,3,1"
+read -r BEST MMA < <($PY - "$RES/explore.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ok = [r for r in rows if r.get("what") == "triton" and r.get("mode") == "transcript+recover" and "ms" in r
       and r.get("same_msgs") is not False]
-print(min(ok, key=lambda r: r["ms"])["config"] if ok else "")
+best = min(ok, key=lambda r: r["ms"]) if ok else None
+print(f"{best['config']} {best.get('mma', 'v3')}" if best else "")
 PYEOF
 )
-echo "== fastest transcript+recover config: ${BEST:-none}"
-if [ -n "$BEST" ]; then
+echo "== fastest transcript+recover config: ${BEST:-none} (mma ${MMA:-?})"
+if [ -n "${BEST:-}" ]; then
   export POUW_TRITON_CONFIG=$BEST
+  if [ "$MMA" = "v2" ]; then export DISABLE_MMA_V3=1 TRITON_CACHE_DIR=/tmp/triton-mmav2; fi
   bench --size 8192
   bench --size 2048
 fi
-unset POUW_TRITON_CONFIG
+unset POUW_TRITON_CONFIG DISABLE_MMA_V3 TRITON_CACHE_DIR
 step "${TESTS_S:-120}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_pouw_engine.py \
   tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py tests/test_triton_sha256.py} 2>&1 \
   | tee "$RES/pytest.txt"

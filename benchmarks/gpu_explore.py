@@ -7,6 +7,9 @@ Prints one line per measurement (and appends it as JSON to --out):
     each checked bit for bit against torch._int_mm (C) and against the default config (messages);
   * the stages of a mining pass (noise, recovery operands, correction, tickets) timed alone.
 Timing: CUDA events around each call, median of `--reps` after a warm-up; inputs are 64 MiB+ at 8192, past L2.
+With DISABLE_MMA_V3=1 in the environment Triton builds the kernels with Ampere-style mma.sync instead of Hopper's
+asynchronous wgmma; every record says which ("mma": "v2" | "v3"). On wgmma Triton waits for each MMA before the
+fold reads the accumulator; mma.sync instructions interleave with the fold's ALU work across warps instead.
 """
 from __future__ import annotations
 
@@ -64,8 +67,9 @@ def main() -> int:
 
     from kernels.triton_kernel import BlockConfig, noisy_matmul_triton
 
+    mma = "v2" if os.environ.get("DISABLE_MMA_V3", "0") not in ("", "0") else "v3"
     emit(what="env", gpu=torch.cuda.get_device_name(dev), torch=torch.__version__, triton=triton.__version__,
-         sms=torch.cuda.get_device_properties(dev).multi_processor_count)
+         sms=torch.cuda.get_device_properties(dev).multi_processor_count, mma=mma)
     s = args.size
     m = k = n = s
     ops = 2 * m * k * n
@@ -108,7 +112,7 @@ def main() -> int:
                         want_msgs = msgs.clone()
                     same_msgs = bool(torch.equal(msgs, want_msgs))
                 ms = median_ms(lambda: noisy_matmul_triton(a, b_col, r, 16, 16, **kw), args.reps)
-                emit(what="triton", config=spec, mode=mode, size=s, ms=round(ms, 4),
+                emit(what="triton", config=spec, mode=mode, mma=mma, size=s, ms=round(ms, 4),
                      tops=round(ops / ms / 1e9, 1), exact_c=exact, same_msgs=same_msgs, compile_s=round(compile_s, 1))
             except Exception as exc:  # keep going: one failing config must not hide the others
                 emit(what="triton", config=spec, mode=mode, error=repr(exc)[:400], tb=traceback.format_exc()[-1500:])
