@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from kernels import get_backend
-from kernels.base import Backend
+from kernels.base import MSG_WORDS, Backend
 from pouw.commit import tree_a, tree_b
 from pouw.errors import JobError
 from pouw.hashing import xof
@@ -122,11 +122,16 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     t1 = time.perf_counter()
     seeds = derive_seeds(template, job)
     factor = getattr(backend, "noise_factor", None)    # optional: factors generated on the device
-    nz = full_noise_on(seeds, m, k, n, r, dev, factor) if factor is not None else full_noise(seeds, m, k, n, r).to(dev)
+    if factor is not None:
+        nz = full_noise_on(seeds, m, k, n, r, dev, factor)
+    else:
+        nz = full_noise(seeds, m, k, n, r).to(dev)
     add_noise = getattr(backend, "add_noise", None)     # optional fused path (native CPU kernel, Triton)
     reuse = getattr(backend, "accepts_out", False)      # optional: write into this thread's reused buffers
     if add_noise is not None:
-        kw = {"out": (_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8))} if reuse else {}
+        kw = {}
+        if reuse:
+            kw["out"] = (_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8))
         a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps, **kw)
     else:
         a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
@@ -137,9 +142,10 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
         # Recovery fused into the GEMM's epilogue: the kernel returns C itself, C' never reaches memory.
         c, msgs = fused(a2, b2, r, h, w, correction_operands(a_d, b2, nz, backend.mm))
     elif reuse:
-        out_c = _scratch_buffer("c", (m, n), torch.int32) if not recover_c else torch.empty((m, n), dtype=torch.int32)
-        c, msgs = backend.noisy_mm(a2, b2, r, h, w, out=(out_c, _scratch_buffer("msgs", (m // h, n // w, 16),
-                                                                                 torch.int32)))
+        # C' is reused only when it is not returned (recovered in place into C, which the caller keeps)
+        out_c = torch.empty((m, n), dtype=torch.int32) if recover_c else _scratch_buffer("c", (m, n), torch.int32)
+        out_msgs = _scratch_buffer("msgs", (m // h, n // w, MSG_WORDS), torch.int32)
+        c, msgs = backend.noisy_mm(a2, b2, r, h, w, out=(out_c, out_msgs))
     else:
         c, msgs = backend.noisy_mm(a2, b2, r, h, w)
     sync()

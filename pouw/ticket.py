@@ -42,7 +42,8 @@ def block_work(target: int) -> int:
     return (1 << 256) // target
 
 
-def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
+def winning_tiles(tickets: torch.Tensor, threshold: int,
+                  limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
     """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
     lowest ticket first, ties by index).
 

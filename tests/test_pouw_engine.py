@@ -256,7 +256,8 @@ def test_winning_tiles_matches_brute_force() -> None:
                   (1 << 200) - 1, 1 << 200, 1 << 250, (1 << 256) - 1, 1 << 256, 1 << 300]
     thresholds += [int.from_bytes(flat[i], "big") + d for i in (5, 17, 30) for d in (-1, 0, 1)]
     for thr in thresholds:
-        want = sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr), key=lambda p: (p[1], p[0]))
+        want = sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr),
+                      key=lambda p: (p[1], p[0]))
         assert winning_tiles(t, thr) == (len(want), want), thr
         assert winning_tiles(t, thr, 3) == (len(want), want[:3]), thr
 
