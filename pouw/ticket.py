@@ -42,26 +42,43 @@ def block_work(target: int) -> int:
     return (1 << 256) // target
 
 
-def winning_tiles(tickets: torch.Tensor, threshold: int,
-                  limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
-    """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
-    lowest ticket first, ties by index).
+def _candidates_host(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, rows) of the tickets whose first 8 bytes, as a big-endian u64, are <= the threshold's."""
+    arr = flat.contiguous().numpy()
+    if threshold >= 1 << 256:
+        idx = np.arange(arr.shape[0])
+    else:
+        idx = np.nonzero(arr.view(">u8")[:, 0] <= np.uint64(threshold >> 192))[0]
+    return idx, arr[idx]
 
-    `tickets` is (..., 32) uint8 on any device. A cheap pass keeps the tiles whose first 7 bytes are <= the
-    threshold's (a superset of the winners: a smaller number cannot have a larger prefix); only those come to
-    the host, where the exact 256-bit comparison and the sort run vectorized over four 64-bit words.
-    """
-    flat = tickets.reshape(-1, 32)
-    if threshold <= 0:
-        return 0, []
+
+def _candidates_device(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, np.ndarray]:
+    """The same filter on the tickets' device, on the first 7 bytes as an int64 (torch has no u64 compare);
+    only the candidates are copied to the host."""
     if threshold >= 1 << 256:
         cand = torch.arange(flat.shape[0], device=flat.device)
     else:
         weights = torch.tensor([1 << (8 * (6 - i)) for i in range(7)], dtype=torch.int64, device=flat.device)
         prefix = (flat[:, :7].to(torch.int64) * weights).sum(dim=1)           # < 2^56: no overflow
         cand = torch.nonzero(prefix <= (threshold >> 200)).flatten()
-    rows = np.ascontiguousarray(flat[cand].cpu().numpy())
-    idx = cand.cpu().numpy()
+    return cand.cpu().numpy(), np.ascontiguousarray(flat[cand].cpu().numpy())
+
+
+def winning_tiles(tickets: torch.Tensor, threshold: int,
+                  limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
+    """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
+    lowest ticket first, ties by index).
+
+    `tickets` is (..., 32) uint8 on any device. A cheap pass keeps the tiles whose leading bytes are <= the
+    threshold's (a superset of the winners: a smaller number cannot have a larger prefix): on the CPU the first
+    8 bytes as one big-endian u64 (numpy), on a device the first 7 as an int64 (a few elementwise ops there);
+    only those candidates come to the host, where the exact 256-bit comparison and the sort run vectorized over
+    four 64-bit words.
+    """
+    flat = tickets.reshape(-1, 32)
+    if threshold <= 0:
+        return 0, []
+    idx, rows = (_candidates_host if flat.device.type == "cpu" else _candidates_device)(flat, threshold)
     if threshold >= 1 << 256:
         keep = np.ones(len(idx), dtype=bool)
     else:

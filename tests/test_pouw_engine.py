@@ -243,6 +243,7 @@ def test_cuda_mining_pass_is_bit_identical_to_cpu():
 
 
 def test_winning_tiles_matches_brute_force() -> None:
+    import pouw.ticket as ticket_mod
     from pouw.ticket import winning_tiles
 
     g = torch.Generator().manual_seed(11)
@@ -260,6 +261,11 @@ def test_winning_tiles_matches_brute_force() -> None:
                       key=lambda p: (p[1], p[0]))
         assert winning_tiles(t, thr) == (len(want), want), thr
         assert winning_tiles(t, thr, 3) == (len(want), want[:3]), thr
+        # both candidate filters (the host one above, the device one that CUDA tensors take) keep every winner
+        for filt in (ticket_mod._candidates_host, ticket_mod._candidates_device):
+            idx, rows = filt(t.reshape(-1, 32), thr)
+            assert {i for i, _ in want} <= set(idx.tolist()), thr
+            assert [bytes(r.tolist()) for r in rows] == [flat[i] for i in idx.tolist()]
 
 
 def test_full_noise_on_device_path_matches_full_noise() -> None:
