@@ -88,7 +88,14 @@ def right_factor_cols(seed_b: bytes, cols: Iterable[int], r: int) -> np.ndarray:
 
 
 def expand(factor: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """factor (t x r) -> (t x k) int8 with entry [i][l] = factor[i][p(l)] - factor[i][q(l)]."""
+    """factor (t x r) -> (t x k) int8 with entry [i][l] = factor[i][p(l)] - factor[i][q(l)].
+
+    For a few rows (a verifier's tile) every difference factor[i][x] - factor[i][y] is tabulated first (t x r^2
+    int8, at most 1 MiB), so each entry is one gather instead of two gathers and a subtraction."""
+    t, r = factor.shape
+    if t * r * r <= 1 << 20:
+        table = (factor[:, :, None] - factor[:, None, :]).astype(np.int8).reshape(t, r * r)
+        return np.take(table, p * r + q, axis=1)
     return (factor[:, p] - factor[:, q]).astype(np.int8)
 
 

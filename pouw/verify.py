@@ -43,8 +43,8 @@ def verify_proof(template: bytes, job: JobCommitment, proof: TileProof, target: 
         raise PowError("high-ticket", "ticket is not below the work-scaled target")
     a_rows = np.frombuffer(proof.a_rows, dtype=np.int8).reshape(h, k)
     b_cols = np.frombuffer(proof.b_cols, dtype=np.int8).reshape(w, k)
-    if (np.abs(a_rows.astype(np.int16)).max() > OPERAND_MAX
-            or np.abs(b_cols.astype(np.int16)).max() > OPERAND_MAX):
+    if (a_rows.min() < -OPERAND_MAX or a_rows.max() > OPERAND_MAX
+            or b_cols.min() < -OPERAND_MAX or b_cols.max() > OPERAND_MAX):
         raise PowError("bad-pow-range", f"opened entry outside [-{OPERAND_MAX}, {OPERAND_MAX}]")
     verify_range(TAG_A, job.h_a, job.m, k, proof.ti * h,
                  [proof.a_rows[i * k:(i + 1) * k] for i in range(h)], proof.path_a, "bad-pow-merkle-a")

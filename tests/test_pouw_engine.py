@@ -307,3 +307,20 @@ def test_reused_buffers_do_not_leak_between_passes() -> None:
             kept.append(got.c)
     exact = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
     assert all(torch.equal(c, exact) for c in kept) and kept[0].data_ptr() != kept[1].data_ptr()
+
+
+@pytest.mark.parametrize("r,fill", [(64, "full"), (2048, "full"), (32, "min")])
+def test_tile_message_matches_reference_in_both_float_widths(r: int, fill: str) -> None:
+    """The verifier's replay takes float32 chunk products when they are exact (|a||b|r < 2^24) and float64
+    otherwise (r = 2048 at full range); int8 -128 must not fool its bound."""
+    from pouw.transcript import tile_message
+
+    rng = np.random.default_rng(r)
+    k = r * 18
+    a = rng.integers(-128, 128, (4, k)).astype(np.int8)
+    b = rng.integers(-128, 128, (8, k)).astype(np.int8)
+    if fill == "min":
+        a[:] = -128
+        b[:, ::2] = -128
+    _, msgs = kref.noisy_matmul(torch.from_numpy(a), torch.from_numpy(b.T.copy()), r, 4, 8)
+    assert np.array_equal(tile_message(a, b, r).view(np.int32), msgs[0, 0].numpy())
