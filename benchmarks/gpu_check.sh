@@ -22,7 +22,7 @@ bench --size 8192
 step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 ))
 # the same kernels built with mma.sync (Ampere-style) instead of wgmma, in their own Triton cache
 DISABLE_MMA_V3=1 TRITON_CACHE_DIR=/tmp/triton-mmav2 step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 \
-  --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 )) --configs "64,128,64,4,3,1;128,128,64,4,3,1;128,128,64,8,3,1;64,256,64,4,3,1"
+  --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 )) --configs "64,128,64,4,3,1;64,128,32,4,3,1;128,128,64,4,3,1;128,128,64,8,3,1"
 read -r BEST MMA < <($PY - "$RES/explore.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]

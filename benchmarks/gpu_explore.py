@@ -43,8 +43,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "explore.jsonl"))
-    ap.add_argument("--configs", default="128,128,64,8,3,1;128,128,64,8,3,0;128,128,64,4,4,1;64,128,64,4,4,1;"
-                    "64,128,64,4,3,1;128,256,64,8,3,1;64,256,64,4,3,1",
+    ap.add_argument("--configs", default="128,128,64,8,3,1;128,128,64,4,4,1;64,128,64,4,4,1;64,128,64,4,3,1;"
+                    "64,128,32,4,4,1;128,128,32,8,3,1;64,256,64,4,3,1",
                     help="bm,bn,bk,warps,stages,fold_split;...")
     ap.add_argument("--digits", type=int, default=3, help="recovery digits for the fused-epilogue variant")
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds; stop starting new measurements after")
