@@ -78,17 +78,22 @@ def filler_operands(job_seed: bytes, shape: tuple[int, int, int]) -> tuple[torch
 
 
 _scratch = threading.local()
+SCRATCH_MAX_BYTES = 32 << 20   # larger buffers are not kept: a thread holds at most a few of these between passes
 
 
 def _scratch_buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """A CPU buffer of this thread, reused by the next pass of the same shape: A', B' and (when C is not kept)
-    C' and the messages never leave mine_job, and fresh 16 MiB allocations cost ~4,000 page faults a pass."""
+    C' and the messages never leave mine_job, and fresh 16 MiB allocations cost ~4,000 page faults a pass.
+    Buffers over SCRATCH_MAX_BYTES are allocated afresh each time, so an idle thread never pins much memory."""
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
         bufs = _scratch.bufs = {}
     t = bufs.get(name)
     if t is None or tuple(t.shape) != shape or t.dtype != dtype:
-        t = bufs[name] = torch.empty(shape, dtype=dtype)
+        bufs.pop(name, None)
+        t = torch.empty(shape, dtype=dtype)
+        if t.numel() * t.element_size() <= SCRATCH_MAX_BYTES:
+            bufs[name] = t
     return t
 
 

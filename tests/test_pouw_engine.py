@@ -324,3 +324,15 @@ def test_tile_message_matches_reference_in_both_float_widths(r: int, fill: str) 
         b[:, ::2] = -128
     _, msgs = kref.noisy_matmul(torch.from_numpy(a), torch.from_numpy(b.T.copy()), r, 4, 8)
     assert np.array_equal(tile_message(a, b, r).view(np.int32), msgs[0, 0].numpy())
+
+
+def test_scratch_buffers_are_bounded() -> None:
+    """Per-thread reuse keeps small buffers and never pins one over SCRATCH_MAX_BYTES."""
+    from pouw import miner
+
+    small = miner._scratch_buffer("t-small", (4, 8), torch.int32)
+    assert miner._scratch_buffer("t-small", (4, 8), torch.int32).data_ptr() == small.data_ptr()
+    assert miner._scratch_buffer("t-small", (8, 4), torch.int32).shape == (8, 4)      # new shape: new buffer
+    big = (miner.SCRATCH_MAX_BYTES // 4 + 16,)
+    miner._scratch_buffer("t-big", big, torch.int32)
+    assert "t-big" not in miner._scratch.bufs
