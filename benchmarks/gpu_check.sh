@@ -5,6 +5,11 @@
 # Usage: bash benchmarks/gpu_check.sh            results go to $OUT (if set) or benchmarks/results/gpu-<date>/
 # Uses .venv/bin/python when present, else python3. Wheels in .whl/ (e.g. cryptography where the image lacks it)
 # are installed into /tmp/site first. Each step has its own time limit, so one slow step cannot hide the others.
+# The lent GPU machines (2026-11: Python 3.12, torch 2.11, triton 3.6) have no `cryptography`; fetch it here first:
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl cryptography cffi pycparser
+# and carry .whl with the call. Tell helpers to keep off the device: its minutes are shared by the whole session.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
