@@ -121,8 +121,8 @@ def _tile_xor(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_H: tl.cons
         x = tl.reduce(x, 3, _xor_combine)
         x = tl.reduce(x, 1, _xor_combine)
     else:
-        x = tl.reshape(acc, (BLOCK_M // TILE_H, TILE_H, BLOCK_N // TILE_W, TILE_W))
-        x = tl.reshape(tl.permute(x, (0, 2, 1, 3)), (TILES, TILE_H * TILE_W))
+        x = tl.reshape(tl.permute(tl.reshape(acc, (BLOCK_M // TILE_H, TILE_H, BLOCK_N // TILE_W, TILE_W)),
+                                  (0, 2, 1, 3)), (TILES, TILE_H * TILE_W))
         for i in tl.static_range(TILE_LOG2):
             lo, hi = tl.split(tl.reshape(x, (TILES, (TILE_H * TILE_W) >> (i + 1), 2)))
             x = lo ^ hi

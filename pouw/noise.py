@@ -111,14 +111,16 @@ def noise_cols(seeds: Seeds, cols: Iterable[int], k: int, r: int) -> np.ndarray:
     return expand(right_factor_cols(seeds.seed_b, cols, r), p, q)
 
 
-def map_matrix(p: np.ndarray, q: np.ndarray, r: int) -> torch.Tensor:
-    """The sparse map as a dense r x k int8 matrix: +1 at (p(l), l), -1 at (q(l), l)."""
-    k = len(p)
-    mat = np.zeros((r, k), dtype=np.int8)
-    cols = np.arange(k)
+def map_matrix(p: np.ndarray | torch.Tensor, q: np.ndarray | torch.Tensor, r: int) -> torch.Tensor:
+    """The sparse map as a dense r x k int8 matrix: +1 at (p(l), l), -1 at (q(l), l), built where p and q live
+    (numpy arrays: the CPU; index tensors: their device)."""
+    p, q = torch.as_tensor(p), torch.as_tensor(q)
+    k = p.shape[0]
+    mat = torch.zeros((r, k), dtype=torch.int8, device=p.device)
+    cols = torch.arange(k, device=p.device)
     mat[p, cols] = 1
     mat[q, cols] = -1
-    return torch.from_numpy(mat)
+    return mat
 
 
 @dataclass
@@ -156,14 +158,10 @@ def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.de
     p_a, q_a = sparse_map(seeds.seed_a, k, r)
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
     idx = torch.from_numpy(np.stack([p_a, q_a, p_b, q_b])).to(device)
-    cols = torch.arange(k, device=device)
-    mats = torch.zeros((2, r, k), dtype=torch.int8, device=device)
-    for i in range(2):
-        mats[i, idx[2 * i], cols] = 1
-        mats[i, idx[2 * i + 1], cols] = -1
     e_l = factor(seeds.seed_a, NONCE_E, 0, m, r)
     f_r = factor(seeds.seed_b, NONCE_F, 0, n, r).t().contiguous()
-    return Noise(e_l, mats[0], mats[1].t(), f_r, (idx[0], idx[1], idx[2], idx[3]))
+    return Noise(e_l, map_matrix(idx[0], idx[1], r), map_matrix(idx[2], idx[3], r).t(), f_r,
+                 (idx[0], idx[1], idx[2], idx[3]))
 
 
 MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

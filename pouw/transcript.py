@@ -6,6 +6,11 @@ import numpy as np
 from kernels.base import MSG_WORDS, ROT
 
 
+def _max_abs(x: np.ndarray) -> int:
+    """max |x| as a Python int (no wrap-around at -128 / -32768)."""
+    return max(-int(x.min(initial=0)), int(x.max(initial=0)))
+
+
 def tile_message(a_rows: np.ndarray, b_cols: np.ndarray, r: int) -> np.ndarray:
     """a_rows: (h, k) noisy rows of A', b_cols: (w, k) noisy columns of B' (int8/int16) -> 16 uint32 words.
 
@@ -16,10 +21,7 @@ def tile_message(a_rows: np.ndarray, b_cols: np.ndarray, r: int) -> np.ndarray:
     h, k = a_rows.shape
     w = b_cols.shape[0]
     nc = k // r
-    def maxabs(x: np.ndarray) -> int:   # Python ints: no wrap-around at -128 / -32768
-        return max(-int(x.min(initial=0)), int(x.max(initial=0)))
-
-    bound = maxabs(a_rows) * maxabs(b_cols) * r
+    bound = _max_abs(a_rows) * _max_abs(b_cols) * r
     ft = np.float32 if bound < 1 << 24 else np.float64
     a3 = a_rows.astype(ft).reshape(h, nc, r).transpose(1, 0, 2)        # nc, h, r
     b3 = b_cols.astype(ft).reshape(w, nc, r).transpose(1, 2, 0)        # nc, r, w
