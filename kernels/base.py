@@ -49,6 +49,8 @@ class Backend(Protocol):
     # Optional: sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]:
     #   c -= sum_i 128^i * U_i @ V_i  in place, int32 arithmetic mod 2^32 (the result fits int32).
     # Backends without it get the generic path in pouw.recover.correction.
+    # Optional: correction_operands(a, b_noisy, e_l, f_r, p_a, q_a, p_b, q_b) -> [(U_i, V_i)]: the digit operands
+    #   of pouw.recover.correction_operands (U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]), bit for bit.
     # Optional: noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in
     #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).
     # Optional: accepts_out = True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into

@@ -98,6 +98,9 @@ class CpuBackend:
             # the optional one-pass recovery hook (c -= sum_i 128^i U_i V_i), AVX512-VNNI only
             if self._aux.has_sub_correction():
                 self.sub_correction = self._aux.sub_correction
+            # the optional native digit operands of the recovery: no torch GEMM (and no OpenMP) in a pass
+            if self._aux.has_correction_operands():
+                self.correction_operands = self._aux.correction_operands
 
     @property
     def uses_native(self) -> bool:

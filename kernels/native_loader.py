@@ -215,6 +215,10 @@ def _load() -> ctypes.CDLL:
         lib.pouw_has_sub_correction.restype = i32
         lib.pouw_sub_correction.argtypes = [vp, i64, i64, i32, vp, vp, vp, i32]
         lib.pouw_sub_correction.restype = i32
+    if hasattr(lib, "pouw_correction_operands"):
+        lib.pouw_correction_operands.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i64,
+                                                 ctypes.POINTER(i64), i32]
+        lib.pouw_correction_operands.restype = i32
     if lib.pouw_has_tickets():
         lib.pouw_tile_tickets.argtypes = [ctypes.c_char_p, i64, vp, i64, i64, vp, i32]
         lib.pouw_tile_tickets.restype = i32
@@ -474,5 +478,62 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
     return c
 
 
-__all__ = ["add_noise", "available", "cache_dir", "has_sub_correction", "has_tickets", "has_vnni", "kernel_path",
-           "noise_path", "noisy_matmul", "sub_correction", "tile_tickets", "unavailable_reason"]
+def has_correction_operands() -> bool:
+    """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI). Never raises."""
+    lib = _get()
+    return bool(lib is not None and hasattr(lib, "pouw_correction_operands") and lib.pouw_has_sub_correction())
+
+
+def digit_count(lo: int, hi: int) -> int:
+    """The fewest signed base-128 digits (each in [-64, 63], at least one) that hold every value in [lo, hi]."""
+    d, top, bot = 1, 63, -64
+    while hi > top or lo < bot:
+        d, top, bot = d + 1, top * 128 + 63, bot * 128 - 64
+    return d
+
+
+def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
+                        p_a, q_a, p_b, q_b, *, threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The optional `Backend.correction_operands` of kernels/base.py: [(U_i, V_i)] with U_i = [AQ_i | e_l]
+    (m x 2r) and V_i = [f_r ; PB_i] (2r x n), AQ_i and PB_i the signed base-128 digits of A·Q and P·B' for the maps
+    (p_a, q_a) of P and (p_b, q_b) of Q; bit for bit `pouw.recover.correction_operands`, computed natively (no
+    torch GEMM, so no OpenMP workers left spinning while the next native kernel runs). k must be a multiple of 4.
+    Raises RuntimeError unless `has_correction_operands()`."""
+    lib = _get()
+    if not has_correction_operands():
+        why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
+        raise RuntimeError(f"native correction_operands unavailable: {why}")
+    for name, t in (("a", a), ("b_noisy", b_noisy), ("e_l", e_l), ("f_r", f_r)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
+            raise ShapeError(f"{name} must be a 2-D int8 tensor")
+        if t.device.type != "cpu":
+            raise ShapeError("the native kernel takes CPU tensors")
+    m, k = a.shape
+    k2, n = b_noisy.shape
+    r = e_l.shape[1]
+    if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1 or m < 1 or n < 1:
+        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b_noisy {tuple(b_noisy.shape)}, "
+                         f"e_l {tuple(e_l.shape)}, f_r {tuple(f_r.shape)}")
+    if k % 4:
+        raise ShapeError(f"k={k} is not a multiple of 4")
+    idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
+    a, b_noisy, e_l, f_r = a.contiguous(), b_noisy.contiguous(), e_l.contiguous(), f_r.contiguous()
+    dmax = digit_count(-128 * k, 128 * k)          # |A·Q|, |P·B'| <= 128 k for any int8 operands
+    u = torch.empty((dmax, m, 2 * r), dtype=torch.int8)
+    v = torch.empty((dmax, 2 * r, n), dtype=torch.int8)
+    if threads is None:
+        threads = torch.get_num_threads()
+    digits = ctypes.c_int64(0)
+    rc = lib.pouw_correction_operands(a.data_ptr(), b_noisy.data_ptr(), e_l.data_ptr(), f_r.data_ptr(),
+                                      *(x.ctypes.data for x in idx), m, k, n, r, u.data_ptr(), v.data_ptr(), dmax,
+                                      ctypes.byref(digits), max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError(f"correction_operands rejected its arguments (an index outside [0, {r})?)")
+    if rc != 0:
+        raise RuntimeError(f"native correction_operands failed with code {rc}")
+    return [(u[i], v[i]) for i in range(digits.value)]
+
+
+__all__ = ["add_noise", "available", "cache_dir", "correction_operands", "digit_count", "has_correction_operands",
+           "has_sub_correction", "has_tickets", "has_vnni", "kernel_path", "noise_path", "noisy_matmul",
+           "sub_correction", "tile_tickets", "unavailable_reason"]

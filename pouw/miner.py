@@ -159,7 +159,8 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     sync()
     t4 = time.perf_counter()
     if fused is None:
-        c = recover(c, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None)) if recover_c else None
+        c = recover(c, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None),
+                    getattr(backend, "correction_operands", None)) if recover_c else None
     sync()
     t5 = time.perf_counter()
     n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs)

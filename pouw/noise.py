@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -112,30 +113,42 @@ def noise_cols(seeds: Seeds, cols: Iterable[int], k: int, r: int) -> np.ndarray:
 
 
 def map_matrix(p: np.ndarray | torch.Tensor, q: np.ndarray | torch.Tensor, r: int) -> torch.Tensor:
-    """The sparse map as a dense r x k int8 matrix: +1 at (p(l), l), -1 at (q(l), l), built where p and q live
-    (numpy arrays: the CPU; index tensors: their device)."""
+    """The sparse map as a dense r x k int8 matrix, entry [j][l] = [p(l) == j] - [q(l) == j] (+1 at (p(l), l),
+    -1 at (q(l), l); the protocol's maps have p != q), built where p and q live (numpy arrays: the CPU; index
+    tensors: their device)."""
     p, q = torch.as_tensor(p), torch.as_tensor(q)
     k = p.shape[0]
     mat = torch.zeros((r, k), dtype=torch.int8, device=p.device)
     cols = torch.arange(k, device=p.device)
     mat[p, cols] = 1
-    mat[q, cols] = -1
+    mat.index_put_((q, cols), torch.full((k,), -1, dtype=torch.int8, device=p.device), accumulate=True)
     return mat
 
 
 @dataclass
 class Noise:
-    """All noise of one job, as factors and maps: E = E_L · P (m x k), F = Q · F_R (k x n)."""
+    """All noise of one job, as factors and maps: E = E_L · P (m x k), F = Q · F_R (k x n).
+
+    The dense map matrices P and Q are built on first use, on the factors' device: a backend with its own noise
+    and recovery kernels (native CPU) never needs them."""
 
     e_l: torch.Tensor   # m x r int8, entries in [-32, 31]
-    p_mat: torch.Tensor  # r x k int8 (P: +1 at (p_A(l), l), -1 at (q_A(l), l))
-    q_mat: torch.Tensor  # k x r int8 (Q = the map of seed_B, transposed; a column-major view)
     f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
     maps: tuple  # (p_A, q_A, p_B, q_B) int64 indices: numpy arrays, or tensors on the device (full_noise_on)
 
+    @cached_property
+    def p_mat(self) -> torch.Tensor:
+        """r x k int8: P, +1 at (p_A(l), l), -1 at (q_A(l), l)."""
+        return map_matrix(self.maps[0], self.maps[1], self.e_l.shape[1]).to(self.e_l.device)
+
+    @cached_property
+    def q_mat(self) -> torch.Tensor:
+        """k x r int8: Q, the map of seed_B transposed; a column-major view (the B-operand layout _int_mm and
+        cuBLASLt run fastest on)."""
+        return map_matrix(self.maps[2], self.maps[3], self.e_l.shape[1]).to(self.e_l.device).t()
+
     def to(self, device: torch.device) -> "Noise":
-        return Noise(self.e_l.to(device), self.p_mat.to(device), self.q_mat.to(device), self.f_r.to(device),
-                     self.maps)
+        return Noise(self.e_l.to(device), self.f_r.to(device), self.maps)
 
 
 # (key, nonce, first_row, rows, r) -> rows x r int8 factor rows on a device, equal to `_factor` (e.g. the Triton
@@ -148,20 +161,19 @@ def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
     e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
     f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
-    # Q as the transposed view of the r x k map: column-major, the B-operand layout _int_mm runs fastest on
-    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t(), f_r, (p_a, q_a, p_b, q_b))
+    return Noise(e_l, f_r, (p_a, q_a, p_b, q_b))
 
 
 def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.device, factor: FactorFn) -> Noise:
-    """`full_noise` built on `device`: the factors from `factor`, the maps uploaded once (one 4 x k copy) and
-    the map matrices scattered there. `maps` holds the index tensors on the device. Same values as full_noise."""
+    """`full_noise` built on `device`: the factors from `factor`, the maps uploaded once (one 4 x k copy; the map
+    matrices, when used, are scattered there). `maps` holds the index tensors on the device. Same values as
+    full_noise."""
     p_a, q_a = sparse_map(seeds.seed_a, k, r)
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
     idx = torch.from_numpy(np.stack([p_a, q_a, p_b, q_b])).to(device)
     e_l = factor(seeds.seed_a, NONCE_E, 0, m, r)
     f_r = factor(seeds.seed_b, NONCE_F, 0, n, r).t().contiguous()
-    return Noise(e_l, map_matrix(idx[0], idx[1], r), map_matrix(idx[2], idx[3], r).t(), f_r,
-                 (idx[0], idx[1], idx[2], idx[3]))
+    return Noise(e_l, f_r, (idx[0], idx[1], idx[2], idx[3]))
 
 
 MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -40,9 +40,14 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
             return out
 
 
-def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise,
-                        matmul: MatMul) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous."""
+def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
+                        native=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous.
+
+    `native(a, b_noisy, e_l, f_r, p_a, q_a, p_b, q_b)` (optional, a backend's `correction_operands`) returns the
+    same operands computed its own way."""
+    if native is not None:
+        return native(a, b_noisy, nz.e_l, nz.f_r, *nz.maps)
     aq = matmul(a, nz.q_mat)                                     # m x r, = A·Q
     pb = matmul(nz.p_mat, b_noisy)                               # r x n, = P·B'
     da, db = digits128(aq), digits128(pb)
@@ -70,12 +75,13 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul
 
 
 def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
-            sub_correction=None) -> torch.Tensor:
+            sub_correction=None, operands=None) -> torch.Tensor:
     """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`.
 
-    `sub_correction(c, pairs)` (optional, e.g. the native CPU kernel) does c -= sum_i 128^i U_i V_i in one pass.
+    `sub_correction(c, pairs)` (optional, e.g. the native CPU kernel) does c -= sum_i 128^i U_i V_i in one pass;
+    `operands` (optional) is a backend's `correction_operands` (see `correction_operands`).
     """
     if sub_correction is not None:
-        sub_correction(c_noisy, correction_operands(a, b_noisy, nz, matmul))
+        sub_correction(c_noisy, correction_operands(a, b_noisy, nz, matmul, operands))
         return c_noisy
     return c_noisy.sub_(correction(a, b_noisy, nz, matmul))

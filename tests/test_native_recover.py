@@ -161,3 +161,91 @@ def test_mine_job_native_matches_torch():
     assert torch.equal(res_n.c, res_t.c)
     assert torch.equal(res_n.c, a.to(torch.int32) @ b.to(torch.int32))
     assert np.array_equal(res_n.tickets, res_t.tickets)
+
+
+# ------------------------------------------------------------------------- correction operands (A·Q, P·B' digits)
+
+needs_operands = pytest.mark.skipif(not native_loader.has_correction_operands(),
+                                    reason="native correction_operands unavailable (no AVX512-VNNI)")
+
+
+def _noise_case(m, k, n, r, gen, *, maps=None, lo=-128, hi=127):
+    """Operands, factors and maps (random, p == q allowed: the entry is then 0) for correction_operands."""
+    from pouw.noise import Noise
+
+    a = torch.randint(lo, hi + 1, (m, k), generator=gen, dtype=torch.int8)
+    b2 = torch.randint(lo, hi + 1, (k, n), generator=gen, dtype=torch.int8)
+    e_l = torch.randint(-32, 32, (m, r), generator=gen, dtype=torch.int8)
+    f_r = torch.randint(-32, 32, (r, n), generator=gen, dtype=torch.int8)
+    if maps is None:
+        maps = tuple(torch.randint(0, r, (k,), generator=gen).numpy() for _ in range(4))
+    return a, b2, Noise(e_l, f_r, maps)
+
+
+def _torch_operands(a, b2, nz):
+    from kernels.cpu import int_mm
+    from pouw.recover import correction_operands
+
+    return correction_operands(a, b2, nz, lambda x, y: int_mm(x.contiguous(), y.contiguous()))
+
+
+def _same_operands(got, want) -> bool:
+    return len(got) == len(want) and all(torch.equal(gu, wu) and torch.equal(gv, wv)
+                                         for (gu, gv), (wu, wv) in zip(got, want))
+
+
+@needs_operands
+@pytest.mark.parametrize("m,k,n,r", [(1, 64, 1, 8), (7, 132, 13, 8), (24, 128, 40, 16), (33, 512, 100, 32),
+                                     (64, 1024, 64, 64), (5, 4096, 17, 256), (70, 2048, 130, 128),
+                                     (130, 300, 65, 24)])
+def test_correction_operands_match_torch(m, k, n, r):
+    """Native A·Q and P·B' digits == the torch GEMM path, on tails of every block (rows of 4 and 32, 16 and 64
+    columns, k blocks of 256, r not a multiple of 16)."""
+    gen = torch.Generator().manual_seed(m * 7919 + k * 31 + n * 7 + r)
+    a, b2, nz = _noise_case(m, k, n, r, gen)
+    got = native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *nz.maps)
+    assert _same_operands(got, _torch_operands(a, b2, nz))
+    assert all(u.is_contiguous() and v.is_contiguous() for u, v in got)
+
+
+@needs_operands
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_correction_operands_digit_counts(threads):
+    """One digit when everything is small, three when the sums need them: the count is the data's, as in
+    pouw.recover.digits128 (here A·Q reaches 64 k and P·B' 127 k)."""
+    m, k, n, r = 12, 2048, 40, 8
+    gen = torch.Generator().manual_seed(threads)
+    small = np.zeros(k, dtype=np.int64), np.ones(k, dtype=np.int64)   # Q, P: +1 in row 0, -1 in row 1
+    a, b2, nz = _noise_case(m, k, n, r, gen, maps=small * 2, lo=0, hi=0)
+    one = native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *nz.maps, threads=threads)
+    assert len(one) == 1 and _same_operands(one, _torch_operands(a, b2, nz))
+    a.fill_(64)
+    b2.fill_(127)
+    three = native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *nz.maps, threads=threads)
+    assert len(three) == 3 and _same_operands(three, _torch_operands(a, b2, nz))
+
+
+@needs_operands
+def test_correction_operands_protocol_noise_and_bad_input():
+    from pouw.job import JobCommitment
+    from pouw.noise import derive_seeds, full_noise
+
+    m, k, n, r = 48, 1024, 80, 64
+    gen = torch.Generator().manual_seed(5)
+    a, b2, _ = _noise_case(m, k, n, r, gen, lo=-64, hi=64)
+    nz = full_noise(derive_seeds(b"template", JobCommitment(b"\1" * 32, b"\2" * 32, m, k, n)), m, k, n, r)
+    got = native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *nz.maps)
+    assert _same_operands(got, _torch_operands(a, b2, nz))
+    bad = list(nz.maps)
+    bad[2] = bad[2].copy()
+    bad[2][5] = r
+    with pytest.raises(ShapeError, match="index outside"):
+        native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *bad)
+    with pytest.raises(ShapeError, match="multiple of 4"):
+        native_loader.correction_operands(a[:, :1022], b2[:1022], nz.e_l, nz.f_r, *(x[:1022] for x in nz.maps))
+    with pytest.raises(ShapeError, match="int8"):
+        native_loader.correction_operands(a.to(torch.int16), b2, nz.e_l, nz.f_r, *nz.maps)
+    with pytest.raises(ShapeError, match="disagree"):
+        native_loader.correction_operands(a, b2[:, :-1], nz.e_l, nz.f_r, *nz.maps)
+    from kernels.cpu import CpuBackend
+    assert CpuBackend().correction_operands is native_loader.correction_operands

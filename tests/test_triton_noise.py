@@ -23,7 +23,7 @@ from triton_child import child_env
 from kernels.base import ShapeError
 from kernels.cpu import int_mm
 from pouw.job import JobCommitment
-from pouw.noise import Noise, derive_seeds, full_noise, map_matrix, noisy_operands, sparse_map
+from pouw.noise import Noise, derive_seeds, full_noise, noisy_operands, sparse_map
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
@@ -43,7 +43,7 @@ def random_noise(m: int, k: int, n: int, r: int, seed: int) -> Noise:
     f_r = torch.randint(-32, 32, (r, n), generator=g, dtype=torch.int8)
     p_a, q_a = sparse_map(seed.to_bytes(4, "little") + b"A", k, r)
     p_b, q_b = sparse_map(seed.to_bytes(4, "little") + b"B", k, r)
-    return Noise(e_l, map_matrix(p_a, q_a, r), map_matrix(p_b, q_b, r).t().contiguous(), f_r, (p_a, q_a, p_b, q_b))
+    return Noise(e_l, f_r, (p_a, q_a, p_b, q_b))
 
 
 @dataclass(frozen=True)

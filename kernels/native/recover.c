@@ -318,3 +318,317 @@ int pouw_sub_correction(int32_t* c, int64_t m, int64_t n, int npairs, const int8
     return SC_ENOTSUP;
 #endif
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* pouw_correction_operands(): the optional Backend.correction_operands                        */
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * For A (m x k) and B' (k x n) int8, the sparse maps (k indices each, in [0, r)) and the factors E_L (m x r),
+ * F_R (r x n):
+ *     AQ = A·Q  (m x r),   Q[l][j] = [p_b(l) == j] - [q_b(l) == j]
+ *     PB = P·B' (r x n),   P[j][l] = [p_a(l) == j] - [q_a(l) == j]
+ * are split into D signed base-128 digits (each in [-64, 63]; D >= 1, the fewest that hold every entry of both)
+ * and written as  U_i = [AQ_i | E_L]  (m x 2r)  and  V_i = [F_R ; PB_i]  (2r x n)  for i < D: bit for bit the
+ * operands of pouw.recover.correction_operands, without a torch GEMM (whose OpenMP workers, spinning after every
+ * parallel region, slow down the native kernels that run next).
+ *
+ * AQ: vpdpbusd with Q + 1 (in {0, 1, 2}) as the u8 operand, packed once (k/4 steps of ceil(r/16) vectors), and
+ * 4-byte pieces of A's rows broadcast as the s8 operand: acc = AQ + rowsum(A), the row sums subtracted at the end.
+ * The k loop runs in blocks of CO_KB columns (that block of packed Q stays in L1), partial sums kept in AQ.
+ * PB: every row l of B' is widened to int32 and added to row p_a(l), subtracted from row q_a(l), in slabs of 64
+ * columns (one slab of PB, r x 64 int32, stays in L1).
+ * Threads: phase 1 hands out AQ row blocks and PB slabs, phase 2 writes the digits (row blocks of U, rows of V).
+ */
+#define CO_EDIGITS (-4)        /* D would exceed the caller's dmax */
+#define CO_MAX_THREADS 256
+#define CO_ROWS_PER_ITEM 32
+#define CO_KB 256               /* k columns per block of the AQ loop */
+
+#ifdef SC_HAVE_VNNI
+typedef struct {
+    const int8_t *a, *b2, *e_l, *f_r;
+    const int32_t *p_a, *q_a, *p_b, *q_b;
+    int64_t m, k, n, r, rz;      /* rz = ceil(r / 16) zmm columns of AQ */
+    int8_t* qpack;               /* (k / 4) x rz vectors of 64 bytes: Q + 1 in the vpdpbusd layout */
+    int32_t* aq;                 /* m x (16 rz) */
+    int32_t* pb;                 /* r x n */
+    int32_t* slabs;              /* per thread: r x 64 int32 */
+    int32_t lo[CO_MAX_THREADS], hi[CO_MAX_THREADS];
+    int8_t *u, *v;               /* outputs: D x m x 2r, D x 2r x n */
+    int64_t digits;
+    int64_t items_a, items_b, next1;
+    int64_t items_u, items_v, next2;
+} co_ctx;
+
+/* rows [row, row + MRK) x zmm columns [z0, z0 + G) of AQ, k columns [kb0, kb1); first: start from zero */
+static inline __attribute__((always_inline)) void co_aq_body(const int MRK, const int G, const co_ctx* X,
+                                                             int64_t row, int64_t z0, int64_t kb0, int64_t kb1,
+                                                             int first) {
+    const int64_t k = X->k, rzs = 16 * X->rz;
+    int32_t* out = X->aq + row * rzs + 16 * z0;
+    __m512i acc[4][4];
+#pragma GCC unroll 4
+    for (int u = 0; u < MRK; u++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+            acc[u][g] = first ? _mm512_setzero_si512() : _mm512_load_si512((const void*)(out + u * rzs + 16 * g));
+    const int8_t* restrict a0 = X->a + row * k + kb0;
+    const int8_t* restrict bp = X->qpack + ((kb0 / 4) * X->rz + z0) * 64;
+    const int64_t bstride = X->rz * 64;
+    for (int64_t q = kb0 / 4; q < kb1 / 4; q++) {
+        __m512i bv[4];
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) bv[g] = _mm512_load_si512((const void*)(bp + 64 * g));
+#pragma GCC unroll 4
+        for (int u = 0; u < MRK; u++) {
+            const __m512i av = _mm512_set1_epi32(*(const sc_i32u*)(a0 + u * k));
+#pragma GCC unroll 4
+            for (int g = 0; g < G; g++) acc[u][g] = _mm512_dpbusd_epi32(acc[u][g], bv[g], av);
+        }
+        bp += bstride;
+        a0 += 4;
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < MRK; u++)
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++) _mm512_store_si512((void*)(out + u * rzs + 16 * g), acc[u][g]);
+}
+
+typedef void (*co_aq_kern)(const co_ctx*, int64_t, int64_t, int64_t, int64_t, int);
+#define CO_DEF(M_, G_)                                                                                  \
+    static void co_aq_##M_##_##G_(const co_ctx* X, int64_t row, int64_t z0, int64_t kb0, int64_t kb1, \
+                                  int first) {                                                          \
+        co_aq_body(M_, G_, X, row, z0, kb0, kb1, first);                                                \
+    }
+CO_DEF(4, 1) CO_DEF(4, 2) CO_DEF(4, 3) CO_DEF(4, 4)
+CO_DEF(3, 1) CO_DEF(3, 2) CO_DEF(3, 3) CO_DEF(3, 4)
+CO_DEF(2, 1) CO_DEF(2, 2) CO_DEF(2, 3) CO_DEF(2, 4)
+CO_DEF(1, 1) CO_DEF(1, 2) CO_DEF(1, 3) CO_DEF(1, 4)
+static const co_aq_kern co_aq_kerns[4][4] = {
+    {co_aq_1_1, co_aq_1_2, co_aq_1_3, co_aq_1_4}, {co_aq_2_1, co_aq_2_2, co_aq_2_3, co_aq_2_4},
+    {co_aq_3_1, co_aq_3_2, co_aq_3_3, co_aq_3_4}, {co_aq_4_1, co_aq_4_2, co_aq_4_3, co_aq_4_4}};
+
+static int32_t co_rowsum(const int8_t* row, int64_t k) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t l = 0; l < k; l += 64) {
+        const __mmask64 mk = k - l >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k - l)) - 1);
+        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(mk, row + l));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
+/* AQ rows [r0, r1): every k block, 4-row strips, groups of up to 4 zmm columns; then subtract the row sums */
+static void co_aq_rows(const co_ctx* X, int64_t r0, int64_t r1, int32_t* lo, int32_t* hi) {
+    const int64_t k = X->k, rz = X->rz, rzs = 16 * rz;
+    for (int64_t kb0 = 0; kb0 < k; kb0 += CO_KB) {
+        const int64_t kb1 = kb0 + CO_KB < k ? kb0 + CO_KB : k;
+        for (int64_t row = r0; row < r1; row += 4) {
+            const int mrk = (int)(r1 - row < 4 ? r1 - row : 4);
+            for (int64_t z0 = 0; z0 < rz; z0 += 4) {
+                const int g = (int)(rz - z0 < 4 ? rz - z0 : 4);
+                co_aq_kerns[mrk - 1][g - 1](X, row, z0, kb0, kb1, kb0 == 0);
+            }
+        }
+    }
+    const __mmask16 lastmask = (X->r & 15) ? (__mmask16)((1u << (X->r & 15)) - 1) : (__mmask16)0xFFFF;
+    __m512i vlo = _mm512_set1_epi32(*lo), vhi = _mm512_set1_epi32(*hi);
+    for (int64_t u = r0; u < r1; u++) {
+        const __m512i rs = _mm512_set1_epi32(co_rowsum(X->a + u * k, k));
+        int32_t* p = X->aq + u * rzs;
+        for (int64_t z = 0; z < rz; z++) {
+            const __mmask16 mk = z == rz - 1 ? lastmask : (__mmask16)0xFFFF;
+            const __m512i x = _mm512_sub_epi32(_mm512_load_si512((const void*)(p + 16 * z)), rs);
+            _mm512_store_si512((void*)(p + 16 * z), x);
+            vlo = _mm512_mask_min_epi32(vlo, mk, vlo, x);
+            vhi = _mm512_mask_max_epi32(vhi, mk, vhi, x);
+        }
+    }
+    *lo = _mm512_reduce_min_epi32(vlo);
+    *hi = _mm512_reduce_max_epi32(vhi);
+}
+
+/* PB columns [c0, c0 + 64) (fewer at the end), accumulated in slab (r x 64 int32) */
+static void co_pb_slab(const co_ctx* X, int64_t c0, int32_t* slab, int32_t* lo, int32_t* hi) {
+    const int64_t n = X->n, r = X->r, k = X->k;
+    const int64_t width = n - c0 < 64 ? n - c0 : 64;
+    const __mmask64 mk = width == 64 ? ~(__mmask64)0 : (((__mmask64)1 << width) - 1);
+    memset(slab, 0, (size_t)r * 64 * sizeof(int32_t));
+    const int8_t* src = X->b2 + c0;
+    for (int64_t l = 0; l < k; l++, src += n) {
+        const __m512i bv = _mm512_maskz_loadu_epi8(mk, src);
+        const __m512i w0 = _mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(bv, 0));
+        const __m512i w1 = _mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(bv, 1));
+        const __m512i w2 = _mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(bv, 2));
+        const __m512i w3 = _mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32(bv, 3));
+        int32_t* sp = slab + (int64_t)X->p_a[l] * 64;
+        _mm512_store_si512((void*)sp, _mm512_add_epi32(_mm512_load_si512((const void*)sp), w0));
+        _mm512_store_si512((void*)(sp + 16), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 16)), w1));
+        _mm512_store_si512((void*)(sp + 32), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 32)), w2));
+        _mm512_store_si512((void*)(sp + 48), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 48)), w3));
+        int32_t* sq = slab + (int64_t)X->q_a[l] * 64;
+        _mm512_store_si512((void*)sq, _mm512_sub_epi32(_mm512_load_si512((const void*)sq), w0));
+        _mm512_store_si512((void*)(sq + 16), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 16)), w1));
+        _mm512_store_si512((void*)(sq + 32), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 32)), w2));
+        _mm512_store_si512((void*)(sq + 48), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 48)), w3));
+    }
+    __m512i vlo = _mm512_set1_epi32(*lo), vhi = _mm512_set1_epi32(*hi);
+    for (int64_t j = 0; j < r; j++) {
+        for (int t = 0; t < 4; t++) {
+            const int64_t left = width - 16 * t;
+            if (left <= 0) break;
+            const __mmask16 m16 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+            const __m512i x = _mm512_load_si512((const void*)(slab + j * 64 + 16 * t));
+            _mm512_mask_storeu_epi32((void*)(X->pb + j * n + c0 + 16 * t), m16, x);
+            vlo = _mm512_mask_min_epi32(vlo, m16, vlo, x);
+            vhi = _mm512_mask_max_epi32(vhi, m16, vhi, x);
+        }
+    }
+    *lo = _mm512_reduce_min_epi32(vlo);
+    *hi = _mm512_reduce_max_epi32(vhi);
+}
+
+static void co_phase1(void* vctx, int tid, int nthreads) {
+    (void)nthreads;
+    co_ctx* X = (co_ctx*)vctx;
+    int32_t lo = 0, hi = 0; /* zero is always an entry's value or harmless: it needs one digit */
+    for (;;) {
+        const int64_t it = __atomic_fetch_add(&X->next1, 1, __ATOMIC_RELAXED);
+        if (it >= X->items_a + X->items_b) break;
+        if (it < X->items_a) {
+            const int64_t r0 = it * CO_ROWS_PER_ITEM;
+            co_aq_rows(X, r0, r0 + CO_ROWS_PER_ITEM < X->m ? r0 + CO_ROWS_PER_ITEM : X->m, &lo, &hi);
+        } else {
+            co_pb_slab(X, (it - X->items_a) * 64, X->slabs + (int64_t)tid * X->r * 64, &lo, &hi);
+        }
+    }
+    X->lo[tid] = lo;
+    X->hi[tid] = hi;
+}
+
+/* signed base-128 digits of 16 int32 lanes: x -> digits 0 .. D-1 (int8) at dst + i * dstride, masked */
+static inline void co_digits16(__m512i x, int64_t D, int8_t* dst, int64_t dstride, __mmask16 mk) {
+    const __m512i c64 = _mm512_set1_epi32(64), c127 = _mm512_set1_epi32(127);
+    for (int64_t i = 0; i < D; i++) {
+        const __m512i d = _mm512_sub_epi32(_mm512_and_si512(_mm512_add_epi32(x, c64), c127), c64);
+        _mm_mask_storeu_epi8((void*)(dst + i * dstride), mk, _mm512_cvtepi32_epi8(d));
+        x = _mm512_srai_epi32(_mm512_sub_epi32(x, d), 7);
+    }
+}
+
+static void co_phase2(void* vctx, int tid, int nthreads) {
+    (void)tid; (void)nthreads;
+    co_ctx* X = (co_ctx*)vctx;
+    const int64_t m = X->m, n = X->n, r = X->r, D = X->digits, rz = X->rz;
+    const int64_t ustride = m * 2 * r, vstride = 2 * r * n; /* bytes between digits */
+    const __mmask16 lastmask = (r & 15) ? (__mmask16)((1u << (r & 15)) - 1) : (__mmask16)0xFFFF;
+    for (;;) {
+        const int64_t it = __atomic_fetch_add(&X->next2, 1, __ATOMIC_RELAXED);
+        if (it >= X->items_u + X->items_v) break;
+        if (it < X->items_u) {
+            const int64_t r0 = it * CO_ROWS_PER_ITEM, r1 = r0 + CO_ROWS_PER_ITEM < m ? r0 + CO_ROWS_PER_ITEM : m;
+            for (int64_t u = r0; u < r1; u++) {
+                int8_t* dst = X->u + u * 2 * r;
+                for (int64_t z = 0; z < rz; z++)
+                    co_digits16(_mm512_load_si512((const void*)(X->aq + u * 16 * rz + 16 * z)), D, dst + 16 * z,
+                                ustride, z == rz - 1 ? lastmask : (__mmask16)0xFFFF);
+                for (int64_t i = 0; i < D; i++) memcpy(dst + i * ustride + r, X->e_l + u * r, (size_t)r);
+            }
+        } else {
+            const int64_t j = it - X->items_u;
+            for (int64_t i = 0; i < D; i++) memcpy(X->v + i * vstride + j * n, X->f_r + j * n, (size_t)n);
+            int8_t* dst = X->v + (r + j) * n;
+            const int32_t* src = X->pb + j * n;
+            for (int64_t c = 0; c < n; c += 16) {
+                const int64_t left = n - c;
+                const __mmask16 mk = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+                co_digits16(_mm512_maskz_loadu_epi32(mk, src + c), D, dst + c, vstride, mk);
+            }
+        }
+    }
+}
+
+static int64_t co_digit_count(int64_t lo, int64_t hi) {
+    int64_t d = 1, top = 63, bot = -64;
+    while (hi > top || lo < bot) {
+        d++;
+        top = top * 128 + 63;
+        bot = bot * 128 - 64;
+    }
+    return d;
+}
+#endif /* SC_HAVE_VNNI */
+
+/*
+ * Writes the correction operands described above into u_out (dmax x m x 2r int8) and v_out (dmax x 2r x n int8)
+ * and their count D into *digits_out. k must be a multiple of 4 and every index in [0, r).
+ * Returns 0, SC_EINVAL, SC_ENOMEM, SC_ENOTSUP or CO_EDIGITS (D > dmax; nothing useful written).
+ */
+int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_l, const int8_t* f_r,
+                             const int32_t* p_a, const int32_t* q_a, const int32_t* p_b, const int32_t* q_b,
+                             int64_t m, int64_t k, int64_t n, int64_t r, int8_t* u_out, int8_t* v_out, int64_t dmax,
+                             int64_t* digits_out, int threads) {
+    if (m < 1 || n < 1 || k < 4 || (k & 3) || r < 1 || dmax < 1 || !digits_out) return SC_EINVAL;
+    if (!a || !b2 || !e_l || !f_r || !p_a || !q_a || !p_b || !q_b || !u_out || !v_out) return SC_EINVAL;
+    for (int64_t l = 0; l < k; l++)
+        if (p_a[l] < 0 || p_a[l] >= r || q_a[l] < 0 || q_a[l] >= r || p_b[l] < 0 || p_b[l] >= r || q_b[l] < 0 ||
+            q_b[l] >= r)
+            return SC_EINVAL;
+#ifdef SC_HAVE_VNNI
+    if (!pouw_has_sub_correction()) return SC_ENOTSUP;
+    if (threads < 1) threads = 1;
+    if (threads > CO_MAX_THREADS) threads = CO_MAX_THREADS;
+    co_ctx X;
+    memset(&X, 0, sizeof X);
+    X.a = a; X.b2 = b2; X.e_l = e_l; X.f_r = f_r;
+    X.p_a = p_a; X.q_a = q_a; X.p_b = p_b; X.q_b = q_b;
+    X.m = m; X.k = k; X.n = n; X.r = r;
+    X.rz = (r + 15) / 16;
+    const int64_t qbytes = (k / 4) * X.rz * 64;
+    const int64_t aqbytes = m * 16 * X.rz * 4;
+    const int64_t pbbytes = ((r * n * 4) + 63) & ~(int64_t)63;
+    const int64_t slabbytes = (int64_t)threads * r * 64 * 4;
+    int cached = 0;
+    char* ws = (char*)sc_ws_acquire((size_t)(qbytes + aqbytes + pbbytes + slabbytes), &cached);
+    if (!ws) return SC_ENOMEM;
+    X.qpack = (int8_t*)ws;
+    X.aq = (int32_t*)(ws + qbytes);
+    X.pb = (int32_t*)(ws + qbytes + aqbytes);
+    X.slabs = (int32_t*)(ws + qbytes + aqbytes + pbbytes);
+    /* Q + 1: byte t of lane j of vector (l / 4, j / 16) holds Q[l][j] + 1 for l = 4 (l / 4) + t */
+    memset(X.qpack, 1, (size_t)qbytes);
+    for (int64_t l = 0; l < k; l++) {
+        int8_t* step = X.qpack + (l / 4) * X.rz * 64 + (l & 3);
+        step[(p_b[l] / 16) * 64 + (p_b[l] % 16) * 4] += 1;
+        step[(q_b[l] / 16) * 64 + (q_b[l] % 16) * 4] -= 1;
+    }
+    X.items_a = (m + CO_ROWS_PER_ITEM - 1) / CO_ROWS_PER_ITEM;
+    X.items_b = (n + 63) / 64;
+    int t1 = threads;
+    if (t1 > X.items_a + X.items_b) t1 = (int)(X.items_a + X.items_b);
+    const int ran = pouw_internal_run_team(co_phase1, &X, t1);
+    int64_t lo = 0, hi = 0;
+    for (int t = 0; t < ran && t < CO_MAX_THREADS; t++) {
+        if (X.lo[t] < lo) lo = X.lo[t];
+        if (X.hi[t] > hi) hi = X.hi[t];
+    }
+    X.digits = co_digit_count(lo, hi);
+    *digits_out = X.digits;
+    if (X.digits > dmax) {
+        sc_ws_release(ws, cached);
+        return CO_EDIGITS;
+    }
+    X.u = u_out;
+    X.v = v_out;
+    X.items_u = (m + CO_ROWS_PER_ITEM - 1) / CO_ROWS_PER_ITEM;
+    X.items_v = r;
+    int t2 = threads;
+    if (t2 > X.items_u + X.items_v) t2 = (int)(X.items_u + X.items_v);
+    pouw_internal_run_team(co_phase2, &X, t2);
+    sc_ws_release(ws, cached);
+    return SC_OK;
+#else
+    (void)threads;
+    return SC_ENOTSUP;
+#endif
+}
