@@ -143,9 +143,16 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     sync()
     t2 = time.perf_counter()
     fused = getattr(backend, "noisy_mm_recover", None) if recover_c else None
+    sub = getattr(backend, "sub_correction", None)
+    pairs = None
+    if recover_c and (fused is not None or sub is not None):
+        # the recovery's digit operands, made now while A and B' are still in cache (the GEMM evicts them)
+        pairs = correction_operands(a_d, b2, nz, backend.mm, getattr(backend, "correction_operands", None))
+    sync()
+    t2b = time.perf_counter()
     if fused is not None:
         # Recovery fused into the GEMM's epilogue: the kernel returns C itself, C' never reaches memory.
-        c, msgs = fused(a2, b2, r, h, w, correction_operands(a_d, b2, nz, backend.mm))
+        c, msgs = fused(a2, b2, r, h, w, pairs)
     elif reuse:
         # C' is reused only when it is not returned (recovered in place into C, which the caller keeps)
         out_c = torch.empty((m, n), dtype=torch.int32) if recover_c else _scratch_buffer("c", (m, n), torch.int32)
@@ -158,15 +165,18 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs)
     sync()
     t4 = time.perf_counter()
-    if fused is None:
-        c = recover(c, a_d, b2, nz, backend.mm, getattr(backend, "sub_correction", None),
-                    getattr(backend, "correction_operands", None)) if recover_c else None
+    if not recover_c:
+        c = None
+    elif pairs is not None and fused is None:
+        sub(c, pairs)                                   # c -= sum_i 128^i U_i V_i in place: C' becomes C
+    elif fused is None:
+        c = recover(c, a_d, b2, nz, backend.mm)
     sync()
     t5 = time.perf_counter()
     n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs)
     tj_n = n // w
     proofs = [make_proof(prep, seeds.job_key, i // tj_n, i % tj_n, t, params) for i, t in best]
     t6 = time.perf_counter()
-    timings = {"prepare": t1 - t0, "noise": t2 - t1, "gemm": t3 - t2, "tickets": t4 - t3,
+    timings = {"prepare": t1 - t0, "noise": t2 - t1, "operands": t2b - t2, "gemm": t3 - t2b, "tickets": t4 - t3,
                "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
     return MiningResult(seeds.job_key, c, tickets, proofs, n_winners, timings)
