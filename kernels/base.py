@@ -55,6 +55,8 @@ class Backend(Protocol):
     #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).
     # Optional: accepts_out = True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into
     #   caller-owned contiguous buffers (pouw.miner reuses per-thread buffers for everything a pass discards).
+    # Optional: plain_mm(a, b) -> exact int32 a @ b on the backend's own fused kernel with the transcript switched
+    #   off (the "engine plain GEMM" the mining benchmark compares against, besides torch._int_mm).
     # Optional: noise_factor(key, nonce, first_row, rows, r) -> rows x r int8 on `device`, equal to
     #   pouw.noise._factor (the dense noise factors generated on the device).
 

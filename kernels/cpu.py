@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import torch
 
-from kernels.base import MSG_WORDS, ROT, check_operands, tile_tickets_reference
+from kernels.base import MSG_WORDS, ROT, ShapeError, check_operands, tile_tickets_reference
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,16 @@ class CpuBackend:
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # a column-major B (e.g. the noise's Q) goes in as it is: oneDNN takes it, and faster than row-major
         return int_mm(a.contiguous(), b if b.t().is_contiguous() else b.contiguous())
+
+    def plain_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Exact A @ B on the engine's own GEMM with the transcript switched off (the native kernel when it runs
+        here and the shape fits, else torch._int_mm): the mining benchmark's "engine plain GEMM"."""
+        if self._native is not None and self._native.has_vnni():
+            try:
+                return self._native.plain_matmul(a.contiguous(), b.contiguous())
+            except ShapeError:
+                pass
+        return self.mm(a, b)
 
     @property
     def accepts_out(self) -> bool:

@@ -61,6 +61,7 @@ CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
 VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
 ABI_VERSION = 2
 _FLAG_FORCE_PORTABLE = 1
+_FLAG_NO_TRANSCRIPT = 2
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -286,12 +287,14 @@ def _out_buffer(t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dty
 
 def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
                  threads: int | None = None, force_portable: bool = False,
-                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 transcript: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base`, computed by the native kernel on CPU int8 tensors.
 
     threads: worker threads (default torch.get_num_threads()). force_portable: use the plain C path (tests).
     out: (C', messages) buffers to write into instead of new tensors (a miner reusing them across passes saves
-    the page faults of fresh allocations: ~4,000 per pass at 2048^3).
+    the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
+    are left unspecified (the AVX512-VNNI path skips them; see `plain_matmul`).
     """
     lib = _get()
     if lib is None:
@@ -312,6 +315,8 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
     if threads is None:
         threads = torch.get_num_threads()
     flags = _FLAG_FORCE_PORTABLE if force_portable else 0
+    if not transcript:
+        flags |= _FLAG_NO_TRANSCRIPT
     rc = lib.pouw_noisy_gemm_ex(a.data_ptr(), b.data_ptr(), m, k, n, int(r), int(tile_h), int(tile_w),
                                 c.data_ptr(), msgs.data_ptr(), max(1, int(threads)), flags)
     if rc == -1:
@@ -319,6 +324,35 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
     if rc != 0:
         raise RuntimeError(f"native kernel failed with code {rc}")
     return c, msgs
+
+
+def plain_chunk(k: int, threads: int) -> int | None:
+    """The chunk width `plain_matmul` runs with: the widest divisor of k (a multiple of 4) that still gives every
+    thread a chunk of B to pack; None when k has none."""
+    chunks = 1
+    while chunks < 2 * max(1, threads) and k % (8 * chunks) == 0:
+        chunks *= 2
+    return k // chunks if k % (4 * chunks) == 0 else None
+
+
+def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact int8 A @ B -> int32 on the engine's own kernel with the transcript switched off (no messages, a few
+    wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. Needs AVX512-VNNI, k a multiple
+    of 4, m a multiple of 4 and n of 16 (ShapeError otherwise)."""
+    if not has_vnni():
+        raise RuntimeError("the native plain GEMM needs AVX512-VNNI")
+    m, k = a.shape
+    n = b.shape[1]
+    if threads is None:
+        threads = torch.get_num_threads()
+    r = plain_chunk(k, threads)
+    if r is None or m % 4 or n % 16:
+        raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
+    th = 8 if m % 8 == 0 else 4
+    msgs = torch.empty((m // th, n // 16, MSG_WORDS), dtype=torch.int32)   # required by the ABI, never written
+    c, _ = noisy_matmul(a, b, r, th, 16, threads=threads, out=(out, msgs), transcript=False)
+    return c
 
 
 def has_tickets() -> bool:
@@ -536,4 +570,4 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
 
 __all__ = ["add_noise", "available", "cache_dir", "correction_operands", "digit_count", "has_correction_operands",
            "has_sub_correction", "has_tickets", "has_vnni", "kernel_path", "noise_path", "noisy_matmul",
-           "sub_correction", "tile_tickets", "unavailable_reason"]
+           "plain_chunk", "plain_matmul", "sub_correction", "tile_tickets", "unavailable_reason"]

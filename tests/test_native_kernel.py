@@ -264,3 +264,37 @@ def test_missing_compiler_is_not_an_error(tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "False" and "compiler" in lines[1]
+
+
+@needs_vnni
+@pytest.mark.parametrize("m,k,n", [(8, 64, 16), (12, 132, 48), (40, 4096, 80), (256, 2048, 160)])
+def test_plain_gemm_transcript_off_is_exact(m, k, n):
+    """The engine's plain GEMM (transcript off, a few wide chunks) gives the exact product, -128 included, and
+    the same C as the transcript pass."""
+    gen = torch.Generator().manual_seed(m + k + n)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert torch.equal(native_loader.plain_matmul(a, b), want)
+    r = 4 if k % 64 else 64
+    c_off, _ = native_loader.noisy_matmul(a, b, r, 4, 16, transcript=False)
+    c_on, msgs = native_loader.noisy_matmul(a, b, r, 4, 16)
+    assert torch.equal(c_off, want) and torch.equal(c_on, want)
+    assert torch.equal(msgs, model_noisy_matmul(a, b, r, 4, 16)[1])
+
+
+def test_plain_chunk_and_backend_fallback():
+    """plain_chunk: the widest divisor of k (a multiple of 4) with two chunks per thread where k allows; shapes
+    the native plain GEMM does not take fall back to torch._int_mm in CpuBackend.plain_mm."""
+    from kernels.cpu import CpuBackend
+
+    for (k, threads), want in {(2048, 2): 512, (2048, 1): 1024, (4096, 8): 256, (132, 2): 132, (8, 2): 4,
+                               (6, 1): None}.items():
+        assert native_loader.plain_chunk(k, threads) == want, (k, threads)
+    gen = torch.Generator().manual_seed(3)
+    a, b = _rand((6, 64), gen), _rand((64, 24), gen)           # m % 4 and n % 16: not the native shape
+    if native_loader.has_vnni():
+        with pytest.raises(ShapeError):
+            native_loader.plain_matmul(a, b)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert torch.equal(CpuBackend().plain_mm(a, b), want)

@@ -32,11 +32,13 @@
  *
  *  - Portable fallback (any CPU, or parameters the VNNI path does not take): plain C, per tile row.
  *
- * Threads: a small persistent pthread pool (no OpenMP runtime: nothing spins between calls or fights the
- * OpenMP runtime torch ships). Work (B chunks to pack, then blocks of whole tile rows) is handed out
- * dynamically, so a busy core slows the call down less; no two threads write the same output words.
+ * Threads: a small persistent pthread pool (no OpenMP runtime: nothing fights the OpenMP runtime torch ships;
+ * idle workers spin at most 0.2 ms, then sleep). Work (B chunks to pack, then blocks of whole tile rows) is handed
+ * out dynamically, so a busy core slows the call down less; no two threads write the same output words.
  *
  * Entry points (plain C ABI): pouw_noisy_gemm() / pouw_noisy_gemm_ex(); 0 or a negative error code.
+ * pouw_noisy_gemm_ex's FLAG_NO_TRANSCRIPT leaves the messages unwritten on the VNNI path: with one wide chunk
+ * (r a large divisor of k) it is the engine's plain GEMM, the baseline the mining benchmark compares against.
  * kernels/native/aux.c (same library) adds tile tickets and the fused noise, on this file's pool.
  */
 #define _GNU_SOURCE
@@ -54,6 +56,7 @@
 #define ROT 13
 
 #define FLAG_FORCE_PORTABLE 1
+#define FLAG_NO_TRANSCRIPT 2 /* VNNI path: skip the messages (left unwritten): the engine's plain GEMM */
 
 static inline uint32_t rotl32(uint32_t x) { return (x << ROT) | (x >> (32 - ROT)); }
 
@@ -614,6 +617,7 @@ typedef struct {
     int64_t nblocks;     /* row blocks of a_rows rows (work items of phase 2) */
     int64_t next_chunk;  /* phase 1 work counter (atomic) */
     int64_t next_block;  /* phase 2 work counter (atomic) */
+    int transcript;      /* 0: FLAG_NO_TRANSCRIPT, no flush (messages unwritten) */
     cbarrier barrier;
 } vnni_ctx;
 
@@ -992,7 +996,9 @@ static void vnni_worker(void* vctx, int tid, int nthreads) {
                 f(&ua);
                 pf2 += pf2_slice;
                 PROF_T(3);
-                if (!chain || (row + mrk) % X->th == 0)
+                if (!X->transcript)
+                    ;
+                else if (!chain || (row + mrk) % X->th == 0)
                     flush(X, mst, mrk, nrk, gh, row, zj0);
                 else
                     prerotate_msgstate(mst, nrk * 16, prerot);
@@ -1023,12 +1029,13 @@ static void vnni_team_started(void* vctx, int count) { cb_set_expected(&((vnni_c
 static inline int64_t round_up64(int64_t x) { return (x + 63) & ~(int64_t)63; }
 
 static int vnni_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64_t n, int r, int th, int tw,
-                     int32_t* c, uint32_t* msgs, int threads) {
+                     int32_t* c, uint32_t* msgs, int threads, int flags) {
     pthread_once(&g_redmap_once, build_redmap);
     if (!g_redmap_ok) return portable_gemm(a, b, m, k, n, r, th, tw, c, msgs, threads);
     vnni_ctx X;
     memset(&X, 0, sizeof X);
     X.a = a; X.b = b; X.m = m; X.k = k; X.n = n; X.r = r; X.th = th; X.tw = tw; X.c = c; X.msgs = msgs;
+    X.transcript = !(flags & FLAG_NO_TRANSCRIPT);
     X.nz = (n + 15) / 16;
     X.npanels = (X.nz + NR - 1) / NR;
     X.nchunks = k / r;
@@ -1132,7 +1139,7 @@ int pouw_noisy_gemm_ex(const int8_t* a, const int8_t* b, int64_t m, int64_t k, i
     if (path < 0) return path;
     if (threads < 1) threads = 1;
 #ifdef POUW_HAVE_X86
-    if (path == 1) return vnni_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads);
+    if (path == 1) return vnni_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads, flags);
 #endif
     return portable_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads);
 }
