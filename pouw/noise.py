@@ -65,26 +65,32 @@ def keystream(key: bytes, nonce: bytes, offset: int, length: int) -> bytes:
 
 
 def _small(raw: bytes) -> np.ndarray:
-    return (np.frombuffer(raw, dtype=np.uint8) & 63).astype(np.int16) - 32
+    """Keystream bytes -> int8 entries in [-32, 31]."""
+    return (np.frombuffer(raw, dtype=np.uint8) & 63).view(np.int8) - np.int8(32)
 
 
 def _factor(key: bytes, nonce: bytes, idx: Iterable[int], r: int) -> np.ndarray:
-    idx = list(idx)
-    contiguous = bool(idx) and idx == list(range(idx[0], idx[0] + len(idx)))
-    if contiguous:
-        buf = keystream(key, nonce, idx[0] * r, len(idx) * r)       # one call for a run of rows
+    if isinstance(idx, range) and idx.step == 1:
+        first, count = idx.start, len(idx)
+        contiguous = True
+    else:
+        idx = list(idx)
+        first, count = (idx[0] if idx else 0), len(idx)
+        contiguous = bool(idx) and idx == list(range(first, first + count))
+    if contiguous and count:
+        buf = keystream(key, nonce, first * r, count * r)       # one call for a run of rows
     else:
         buf = b"".join(keystream(key, nonce, i * r, r) for i in idx)
-    return _small(buf).reshape(len(idx), r)
+    return _small(buf).reshape(count, r)
 
 
 def left_factor_rows(seed_a: bytes, rows: Iterable[int], r: int) -> np.ndarray:
-    """E_L rows (len(rows) x r, int16 in [-32, 31])."""
+    """E_L rows (len(rows) x r, int8 in [-32, 31])."""
     return _factor(seed_a, NONCE_E, rows, r)
 
 
 def right_factor_cols(seed_b: bytes, cols: Iterable[int], r: int) -> np.ndarray:
-    """F_R columns, returned as (len(cols) x r) int16: row i holds column cols[i] of F_R."""
+    """F_R columns, returned as (len(cols) x r) int8: row i holds column cols[i] of F_R."""
     return _factor(seed_b, NONCE_F, cols, r)
 
 
@@ -159,8 +165,8 @@ FactorFn = Callable[[bytes, bytes, int, int, int], torch.Tensor]
 def full_noise(seeds: Seeds, m: int, k: int, n: int, r: int) -> Noise:
     p_a, q_a = sparse_map(seeds.seed_a, k, r)
     p_b, q_b = sparse_map(seeds.seed_b, k, r)
-    e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r).astype(np.int8))
-    f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).astype(np.int8).T.copy())
+    e_l = torch.from_numpy(left_factor_rows(seeds.seed_a, range(m), r))
+    f_r = torch.from_numpy(right_factor_cols(seeds.seed_b, range(n), r).T.copy())
     return Noise(e_l, f_r, (p_a, q_a, p_b, q_b))
 
 
