@@ -95,7 +95,7 @@ def bench_aux(a: torch.Tensor, b: torch.Tensor, threads: int, repeats: int) -> d
 
 def bench_recover(a64: torch.Tensor, b_noisy: torch.Tensor, nz, threads: int, repeats: int) -> dict:
     """c -= sum_i 128^i U_i V_i (pouw.recover): the native one-pass sub_correction against the torch path
-    (int8 GEMMs + scaled adds + subtract, as pouw.recover.recover does without the hook), on the real operands."""
+    (int8 GEMMs + scaled adds + subtract, as pouw.recover.recover does), on the real operands."""
     from kernels.cpu import int_mm
     from pouw.recover import correction_operands
 

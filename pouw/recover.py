@@ -74,14 +74,9 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul
     return total
 
 
-def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
-            sub_correction=None, operands=None) -> torch.Tensor:
-    """Exact C = A·B (int32) from C' = A'·B'. Overwrites and returns `c_noisy`.
+def recover(c_noisy: torch.Tensor, a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul) -> torch.Tensor:
+    """Exact C = A·B (int32) from C' = A'·B' with `matmul`'s GEMMs. Overwrites and returns `c_noisy`.
 
-    `sub_correction(c, pairs)` (optional, e.g. the native CPU kernel) does c -= sum_i 128^i U_i V_i in one pass;
-    `operands` (optional) is a backend's `correction_operands` (see `correction_operands`).
-    """
-    if sub_correction is not None:
-        sub_correction(c_noisy, correction_operands(a, b_noisy, nz, matmul, operands))
-        return c_noisy
+    A backend with `sub_correction` (kernels/base.py) does the same in one pass over C; pouw.miner then calls it
+    on the pairs of `correction_operands`."""
     return c_noisy.sub_(correction(a, b_noisy, nz, matmul))
