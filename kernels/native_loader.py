@@ -407,6 +407,22 @@ def _index_array(x, k: int, name: str):
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
+def _noise_shapes(a, b, e_l, f_r, b_name: str) -> tuple[int, int, int, int]:
+    """(m, k, n, r) of 2-D int8 CPU tensors a (m x k), b (k x n), e_l (m x r), f_r (r x n), r >= 1; else ShapeError."""
+    for name, t in (("a", a), (b_name, b), ("e_l", e_l), ("f_r", f_r)):
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
+            raise ShapeError(f"{name} must be a 2-D int8 tensor")
+        if t.device.type != "cpu":
+            raise ShapeError("the native kernel takes CPU tensors")
+    m, k = a.shape
+    k2, n = b.shape
+    r = e_l.shape[1]
+    if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1:
+        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, {b_name} {tuple(b.shape)}, e_l {tuple(e_l.shape)}, "
+                         f"f_r {tuple(f_r.shape)}")
+    return m, k, n, r
+
+
 def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, p_a, q_a, p_b, q_b, *,
               threads: int | None = None, force_portable: bool = False,
               out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,17 +435,7 @@ def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Te
     lib = _get()
     if lib is None:
         raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
-    for name, t in (("a", a), ("b", b), ("e_l", e_l), ("f_r", f_r)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
-            raise ShapeError(f"{name} must be a 2-D int8 tensor")
-        if t.device.type != "cpu":
-            raise ShapeError("the native kernel takes CPU tensors")
-    m, k = a.shape
-    k2, n = b.shape
-    r = e_l.shape[1]
-    if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1:
-        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b {tuple(b.shape)}, e_l {tuple(e_l.shape)}, "
-                         f"f_r {tuple(f_r.shape)}")
+    m, k, n, r = _noise_shapes(a, b, e_l, f_r, "b")
     idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
     a, b, e_l, f_r = a.contiguous(), b.contiguous(), e_l.contiguous(), f_r.contiguous()
     a_out = _out_buffer(out[0] if out else None, (m, k), torch.int8, "a")
@@ -537,17 +543,9 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     if not has_correction_operands():
         why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
         raise RuntimeError(f"native correction_operands unavailable: {why}")
-    for name, t in (("a", a), ("b_noisy", b_noisy), ("e_l", e_l), ("f_r", f_r)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
-            raise ShapeError(f"{name} must be a 2-D int8 tensor")
-        if t.device.type != "cpu":
-            raise ShapeError("the native kernel takes CPU tensors")
-    m, k = a.shape
-    k2, n = b_noisy.shape
-    r = e_l.shape[1]
-    if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1 or m < 1 or n < 1:
-        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b_noisy {tuple(b_noisy.shape)}, "
-                         f"e_l {tuple(e_l.shape)}, f_r {tuple(f_r.shape)}")
+    m, k, n, r = _noise_shapes(a, b_noisy, e_l, f_r, "b_noisy")
+    if m < 1 or n < 1:
+        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b_noisy {tuple(b_noisy.shape)} (empty)")
     if k % 4:
         raise ShapeError(f"k={k} is not a multiple of 4")
     idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
