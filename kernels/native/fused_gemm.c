@@ -480,8 +480,8 @@ static int portable_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k,
 
 #ifndef POUW_A_BLOCK_BYTES
 #define POUW_A_BLOCK_BYTES (512 * 1024) /* shifted-A block kept in L2 */
-#define UK_PREFETCH_STEPS 4               /* k steps ahead the microkernel prefetches its B panel into L1 */
 #endif
+#define UK_PREFETCH_STEPS 4 /* k steps ahead the microkernel prefetches its B panel into L1 */
 
 typedef int32_t __attribute__((may_alias, aligned(1))) i32u;
 
