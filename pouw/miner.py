@@ -168,7 +168,7 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     t4 = time.perf_counter()
     if not recover_c:
         c = None
-    elif pairs is not None and fused is None:
+    elif fused is None and sub is not None:
         sub(c, pairs)                                   # c -= sum_i 128^i U_i V_i in place: C' becomes C
     elif fused is None:
         c = recover(c, a_d, b2, nz, backend.mm)

@@ -79,16 +79,13 @@ def winning_tiles(tickets: torch.Tensor, threshold: int,
     if threshold <= 0:
         return 0, []
     idx, rows = (_candidates_host if flat.device.type == "cpu" else _candidates_device)(flat, threshold)
-    if threshold >= 1 << 256:
-        keep = np.ones(len(idx), dtype=bool)
-    else:
-        # exact 256-bit compare, vectorized: four big-endian 64-bit words, lexicographically
-        w = rows.view(">u8").astype(np.uint64)
+    w = rows.view(">u8").astype(np.uint64)                 # four big-endian 64-bit words per ticket
+    if threshold < 1 << 256:
+        # exact 256-bit compare, vectorized: the four words, lexicographically
         t = [np.uint64((threshold >> (64 * (3 - j))) & (2**64 - 1)) for j in range(4)]
         keep = w[:, 3] < t[3]
         for j in (2, 1, 0):
             keep = (w[:, j] < t[j]) | ((w[:, j] == t[j]) & keep)
-    rows, idx = rows[keep], idx[keep]
-    w = rows.view(">u8").astype(np.uint64)
+        rows, idx, w = rows[keep], idx[keep], w[keep]
     order = np.lexsort((idx, w[:, 3], w[:, 2], w[:, 1], w[:, 0]))[:limit]   # by ticket, ties by tile index
     return len(idx), list(zip(idx[order].tolist(), (row.tobytes() for row in rows[order])))
