@@ -3,14 +3,16 @@
 Encoding (msgpack arrays, fixed order)::
 
     header = [version, chain_id, height, prev_hash(32), timestamp, target(32, big-endian),
-              tx_root(32), state_root(32), miner(20), job=[h_a(32), h_b(32), m, k, n], proof(bytes)]
+              tx_root(32), state_root(32), miner(20), job=[h_a(32), h_b(32), m, k, n], nonce(u64),
+              proof(bytes)]
     block  = [header, [tx, ...]]
 
 - ``template = encode(header[:-1])`` (the header without its proof) is what the useful-work proof
-  binds to: it contains the job commitment, so the noise depends on the job and on the block.
+  binds to: it contains the job commitment, so the noise depends on the job and on the block, and the
+  nonce, so a new nonce is a new attempt (new noise) over the same operands and commitments.
 - ``block hash = tagged_hash("pouw/block", encode(header))`` (proof bytes included).
 - The miner (coinbase) address receives subsidy + fees; there is no coinbase transaction.
-- Genesis: height 0, prev = 32 zero bytes, job = zeros with shape (0, 0, 0), empty proof.
+- Genesis: height 0, prev = 32 zero bytes, job = zeros with shape (0, 0, 0), nonce 0, empty proof.
 """
 from __future__ import annotations
 
@@ -72,11 +74,13 @@ class Header:
     state_root: bytes
     miner: bytes
     job: Job
+    nonce: int = 0
     proof: bytes = b""
 
     def template_list(self) -> list[Obj]:
         return [self.version, self.chain_id, self.height, self.prev_hash, self.timestamp,
-                self.target.to_bytes(32, "big"), self.tx_root, self.state_root, self.miner, self.job.to_list()]
+                self.target.to_bytes(32, "big"), self.tx_root, self.state_root, self.miner, self.job.to_list(),
+                self.nonce]
 
     def to_list(self) -> list[Obj]:
         return self.template_list() + [self.proof]
@@ -99,7 +103,7 @@ class Header:
 
     @classmethod
     def from_list(cls, obj: Obj, max_proof: int = 1 << 24) -> "Header":
-        f = as_list(obj, 11, what="header")
+        f = as_list(obj, 12, what="header")
         target_b = as_bytes(f[5], 32, what="header.target")
         return cls(
             version=as_int(f[0], what="header.version"), chain_id=as_int(f[1], what="header.chain_id"),
@@ -108,7 +112,8 @@ class Header:
             tx_root=as_bytes(f[6], HASH_LEN, what="header.tx_root"),
             state_root=as_bytes(f[7], HASH_LEN, what="header.state_root"),
             miner=as_bytes(f[8], ADDRESS_LEN, what="header.miner"), job=Job.from_list(f[9]),
-            proof=as_bytes(f[10], max_len=max_proof, what="header.proof"),
+            nonce=as_int(f[10], what="header.nonce"),
+            proof=as_bytes(f[11], max_len=max_proof, what="header.proof"),
         )
 
     @classmethod

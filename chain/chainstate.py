@@ -37,7 +37,7 @@ def make_genesis(cfg: ChainConfig) -> Block:
     """The genesis block implied by a config (no proof; its hash identifies the chain)."""
     _, supply = genesis_state(cfg.genesis_alloc)
     h = Header(cfg.version, cfg.chain_id, 0, ZERO_HASH, cfg.genesis_timestamp, cfg.initial_target,
-               tx_root([]), supply.root, ZERO_ADDRESS, NULL_JOB, b"")
+               tx_root([]), supply.root, ZERO_ADDRESS, NULL_JOB, nonce=0, proof=b"")
     return Block(h, ())
 
 

@@ -1,9 +1,10 @@
 """Block templates and mining: the one place the chain calls the useful-work miner.
 
-Flow: choose transactions (skipping ones that do not apply), compute the state root; then for
-extra_nonce = 0, 1, ...: job_seed = H(prev ‖ height ‖ miner ‖ extra_nonce), filler operands from the
-seed, job commitment into the header, template = header without proof, mine; the first winning
-tile's proof completes the header.
+Flow: choose transactions (skipping ones that do not apply), compute the state root; build the filler
+operands once from `filler_seed(header)` (which excludes the nonce, the job, the timestamp and the
+transactions) with their commitments, put the job commitment into the header; then for nonce = n0, n0+1,
+...: template = header without proof (the nonce is in it, so each nonce draws new noise and new tickets),
+mine; the first winning tile's proof completes the header.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable, Iterable
 from chain.block import NULL_JOB, Block, Header, Job, tx_root
 from chain.config import ChainConfig
 from chain.difficulty import median_time_past
+from chain.encoding import encode
 from chain.errors import TxError
 from chain.hashing import tagged_hash
 from chain.state import Account, BlockDiff, StateOverlay, Supply, apply_block, job_source_of
@@ -77,33 +79,54 @@ def build_template(cfg: ChainConfig, parent: ParentInfo, get: Callable[[bytes], 
     diff = apply_block(get, supply, chosen, miner, cfg.subsidy(height), height=height, cfg=cfg, jobs=jobs)
     h = Header(cfg.version, cfg.chain_id, height, parent.hash, timestamp,
                expected_target(cfg, parent), tx_root(chosen), diff.state_root,
-               miner, NULL_JOB, b"")
+               miner, NULL_JOB, nonce=0, proof=b"")
     return BlockTemplate(h, tuple(chosen), diff)
 
 
-def filler_seed(header: Header, extra_nonce: int) -> bytes:
-    return tagged_hash(b"pouw/filler", header.prev_hash, header.height.to_bytes(8, "big"), header.miner,
-                       extra_nonce.to_bytes(8, "big"))
+NONCE_MAX = (1 << 64) - 1
 
 
-def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, extra_nonce: int) -> tuple[Header | None, int]:
-    """One filler job for `header` (its job/proof fields are replaced): (header with proof or None, job MACs).
+def filler_seed(header: Header) -> bytes:
+    """Seed of the filler operands a miner mines for `header` when no client job waits (a miner's
+    convention, not a consensus rule: validators do not check fillers). It depends on version, chain id,
+    height, parent and miner only, not on the nonce, job, timestamp or transactions, so one set of operands
+    and commitments serves every attempt and every template refresh at this height."""
+    return tagged_hash(b"pouw/filler", encode([header.version, header.chain_id, header.height,
+                                                header.prev_hash, header.miner]))
+
+
+def filler_job(cfg: ChainConfig, header: Header, params=None):
+    """The filler operands for `header` with their commitments (a pouw.miner.PreparedJob). Build it once
+    per height and pass it to every `mine_filler_once` call."""
+    from pouw.miner import filler_operands, prepare_job
+    a, b = filler_operands(filler_seed(header), cfg.pow.filler_shape)
+    return prepare_job(a, b, params or cfg.pow.params())
+
+
+def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, nonce: int,
+                     prepared=None) -> tuple[Header | None, int]:
+    """One attempt: the filler job (`prepared`, else built from `filler_seed(header)`) under `nonce`;
+    `header`'s job, nonce and proof fields are replaced. Returns (header with proof or None, job MACs).
     Blocking; the unit of work of every CPU/GPU miner."""
-    from pouw.miner import filler_operands, mine_job, prepare_job
-    a, b = filler_operands(filler_seed(header, extra_nonce), cfg.pow.filler_shape)
-    prep = prepare_job(a, b, params)
-    h = replace(header, job=Job.of(prep.job), proof=b"")
-    res = mine_job(h.template, prep.job, a, b, h.target, params, backend, prepared=prep,
+    from pouw.miner import mine_job
+    if not 0 <= nonce <= NONCE_MAX:
+        raise ValueError(f"nonce {nonce} outside u64")
+    prep = prepared if prepared is not None else filler_job(cfg, header, params)
+    h = replace(header, job=Job.of(prep.job), nonce=nonce, proof=b"")
+    res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
                    recover_c=False, max_proofs=1, stage_sync=False)
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
 
 
-def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, extra_nonce: int = 0,
+def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, nonce: int = 0,
                 max_tries: int = 1000) -> Header | None:
-    """Find a proof for `header` (its job/proof fields are replaced). None after max_tries filler jobs."""
+    """Find a proof for `header` (its job, nonce and proof fields are replaced): the filler operands and
+    commitments are built once, then nonces `nonce`, `nonce + 1`, ... are tried (wrapping within u64).
+    None after max_tries attempts."""
     params = params or cfg.pow.params()
-    for nonce in range(extra_nonce, extra_nonce + max_tries):
-        found, _ = mine_filler_once(cfg, header, params, backend, nonce)
+    prep = filler_job(cfg, header, params)
+    for i in range(max_tries):
+        found, _ = mine_filler_once(cfg, header, params, backend, (nonce + i) & NONCE_MAX, prepared=prep)
         if found is not None:
             return found
     return None
@@ -120,5 +143,5 @@ def mine_block(cs, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int
     tpl = build_template(cs.cfg, cs.next_parent_info(), cs.get_account, cs.supply, miner, txs, timestamp)
     blk = mine_template(cs.cfg, tpl, params=cs.params, backend=backend, max_tries=max_tries)
     if blk is None:
-        raise RuntimeError(f"no winning tile after {max_tries} filler jobs")
+        raise RuntimeError(f"no winning tile after {max_tries} attempts")
     return blk

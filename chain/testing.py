@@ -41,13 +41,13 @@ class ChainBuilder:
         return ParentInfo(h, hb.height, hb.timestamp, tuple(reversed(ts)), self.anchor_ts.get(h, 0))
 
     def mine(self, parent: bytes, miner: bytes, txs=(), timestamp: int | None = None, *, select: bool = False,
-             extra_nonce: int = 0) -> Block:
+             nonce: int = 0) -> Block:
         pinfo = self.parent_info(parent)
         if timestamp is None:
             timestamp = pinfo.timestamp + self.cfg.target_block_time
         st = self.states[parent]
         tpl = build_template(self.cfg, pinfo, st.get, st.supply, miner, txs, timestamp, select=select, jobs=st)
-        h = mine_header(self.cfg, tpl.header, params=self.params, backend=self.backend, extra_nonce=extra_nonce)
+        h = mine_header(self.cfg, tpl.header, params=self.params, backend=self.backend, nonce=nonce)
         assert h is not None
         blk = Block(h, tpl.txs)
         new = st.copy()

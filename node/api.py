@@ -76,6 +76,7 @@ def block_json(node: "Node", b: Block, with_txs: bool = True) -> dict:
          "target": "%064x" % h.target, "work": block_work(h.target), "chainwork": e.chainwork if e else None,
          "miner": h.miner.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
          "job": {"m": h.job.m, "k": h.job.k, "n": h.job.n, "h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex()},
+         "nonce": h.nonce,
          "proof_bytes": len(h.proof), "size": len(b.encoded), "active": node.chain.is_active(b.hash),
          "confirmations": node.chain.height - h.height + 1 if node.chain.is_active(b.hash) else 0,
          "tx_count": len(b.txs)}

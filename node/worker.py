@@ -7,8 +7,8 @@ rates its remote workers report with each work request; a worker prints the same
 
 Remote worker protocol (getblocktemplate pattern, JSON over the node's HTTP API):
 ``POST /api/v1/mining/work {"address", "worker", "work_rate"}`` returns a template (header without job
-and proof, hex of its canonical encoding, plus `template_id`); the worker picks filler jobs
-(`chain.mining.filler_seed(header, extra_nonce)`), mines them, and posts a winning header to
+and proof, hex of its canonical encoding, plus `template_id`); the worker mines the filler job of that
+header (`chain.mining.filler_job`) under nonces of its choosing (a random start, then +1), and posts a winning header to
 ``POST /api/v1/mining/submit {"template_id", "header"}``. It asks for new work every second and after
 each found block, so it follows the node's tip.
 """
@@ -62,10 +62,10 @@ class WorkRate:
         return sum(m for _, m in self.events) / span
 
 
-def mine_one(cfg: ChainConfig, params, backend, header: Header, extra_nonce: int) -> tuple[Header | None, int]:
-    """Mine one filler job for `header` (job/proof replaced). Returns (header with proof or None, job MACs).
-    Blocking: run it in a worker thread."""
-    return mine_filler_once(cfg, params=params, backend=backend, header=header, extra_nonce=extra_nonce)
+def mine_one(cfg: ChainConfig, params, backend, header: Header, nonce: int) -> tuple[Header | None, int]:
+    """One attempt at `header`'s filler job under `nonce` (job/nonce/proof replaced). Returns (header with
+    proof or None, job MACs). Blocking: run it in a worker thread."""
+    return mine_filler_once(cfg, params=params, backend=backend, header=header, nonce=nonce)
 
 
 class Device:

@@ -64,13 +64,47 @@ def test_good_block_accepted(cs, env):
 # --- header proof layer -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("field,value,reason", [
-    ("version", 2, "bad-version"),
+    ("version", 1, "bad-version"),
     ("chain_id", 1, "bad-chainid"),
     ("target", CFG.pow_limit + 1, "bad-target-range"),
 ])
 def test_header_fields(cs, env, field, value, reason):
     b, _, good = env
     rejects(cs, Block(b.remine(good.header, **{field: value}), good.txs), reason)
+
+
+def test_nonce_is_bound_by_the_proof(cs, env):
+    """The nonce is in the template: the same proof under another nonce names another job_key."""
+    _, _, good = env
+    rejects(cs, Block(replace(good.header, nonce=good.header.nonce + 1), good.txs), "bad-pow-template")
+
+
+def test_nonce_outside_u64_is_not_canonical(cs, env):
+    _, _, good = env
+    lst = good.header.to_list()
+    lst[10] = -1                   # msgpack has no integer above 2^64 - 1; a negative one is not a u64
+    rejects(cs, encode([lst, [t.to_list() for t in good.txs]]), "bad-blk-encoding")
+
+
+def test_nonce_changes_noise_not_operands(env):
+    """Attempts at one height share operands and commitments (filler_seed excludes nonce, job, time and
+    transactions) while each nonce draws a new job_key, hence new noise and tickets."""
+    from chain.mining import filler_job, filler_seed, mine_filler_once
+    from pouw.noise import job_key
+    b, _, good = env
+    h0 = good.header
+    h1 = replace(h0, nonce=h0.nonce + 7, timestamp=h0.timestamp + 1, tx_root=bytes(32))
+    assert filler_seed(h0) == filler_seed(h1)
+    assert filler_seed(replace(h0, height=h0.height + 1)) != filler_seed(h0)
+    assert filler_seed(replace(h0, miner=bytes(20))) != filler_seed(h0)
+    prep = filler_job(CFG, h0, b.params)
+    assert Job.of(prep.job) == h0.job
+    t0 = replace(h0, proof=b"").template
+    t1 = replace(h0, nonce=h0.nonce + 1, proof=b"").template
+    assert job_key(t0) != job_key(t1)
+    found, macs = mine_filler_once(CFG, h0, b.params, None, h0.nonce + 1, prepared=prep)
+    assert found is not None and found.nonce == h0.nonce + 1 and found.job == h0.job  # every tile wins on regtest
+    assert macs == prep.job.macs and found.proof != h0.proof
 
 
 def test_job_too_small(cs, env):
@@ -123,7 +157,7 @@ def test_pow_high_ticket(cs, env):
     from pouw.miner import filler_operands, mine_job, prepare_job
     from chain.mining import filler_seed
     hard = replace(good.header, target=good.header.target >> 40)
-    a, bb = filler_operands(filler_seed(hard, 0), CFG.pow.filler_shape)
+    a, bb = filler_operands(filler_seed(hard), CFG.pow.filler_shape)
     prep = prepare_job(a, bb, b.params)
     hard = replace(hard, job=Job.of(prep.job))
     res = mine_job(hard.template, prep.job, a, bb, good.header.target, b.params, prepared=prep,

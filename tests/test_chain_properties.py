@@ -119,7 +119,7 @@ def test_conservation_across_random_forks(builder, tmp_path_factory, seed):
     for _ in range(rng.randint(4, 14)):
         parent = rng.choice(tips + [b.hash for b in blocks])
         txs = builder.random_transfers(parent, KEYS, rng.randint(0, 6), rng)
-        blk = builder.mine(parent, rng.choice(miners), txs, extra_nonce=rng.randrange(1 << 20))
+        blk = builder.mine(parent, rng.choice(miners), txs, nonce=rng.randrange(1 << 20))
         blocks.append(blk)
         tips.append(blk.hash)
     order = list(blocks)

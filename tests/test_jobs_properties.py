@@ -114,7 +114,7 @@ class World:
             self.forks += 1  # fresh filler jobs: never a block seen before
             for i in range(d + 1):  # one longer: the fork overtakes
                 blk = self.b.mine(parent, COINBASE, self.random_txs(parent, rng, rng.choice(ACTIONS[:5])),
-                                  select=True, extra_nonce=self.forks)
+                                  select=True, nonce=self.forks)
                 r = cs.submit_block(blk.encoded)
                 parent = blk.hash
                 assert r.status == ("active" if i == d else "side")
