@@ -105,6 +105,10 @@ def status_json(node: "Node") -> dict:
                    "device_faults": miner.device.total_faults if miner else 0,
                    "address": node.mining_address.hex(), "blocks_found": miner.blocks_found if miner else 0,
                    "local_work_rate": miner.rate.rate() if miner else 0.0,
+                   "filler_shape": list(miner.filler.shape) if miner else None,
+                   "mined_macs": miner.rate.total_macs if miner else 0,
+                   "paid_macs": miner.paid_macs if miner else 0,
+                   "useful_fraction": miner.useful_fraction if miner else 0.0,
                    "workers": [{"id": k, "work_rate": v["work_rate"], "device": v.get("device"),
                                 "last_seen_s": round(now - v["seen"], 1)}
                                for k, v in node.workers.items() if now - v["seen"] < 300]},
@@ -262,7 +266,8 @@ def make_app(node: "Node") -> web.Application:
         return _json({"template_id": w.id, "network": cfg.name, "height": h.height, "prev": h.prev_hash.hex(),
                       "target": "%064x" % h.target, "work": block_work(h.target), "header": h.encoded.hex(),
                       "txs": len(w.template.txs), "fees": w.template.fees,
-                      "filler": list(cfg.pow.filler_shape),
+                      "filler": list(node.miner.filler.shape if node.miner else
+                                     node.conf.filler_shape or cfg.pow.filler_shape),
                       "params": {"rank": cfg.pow.rank, "tile_h": cfg.pow.tile_h, "tile_w": cfg.pow.tile_w}})
 
     @r.post(API + "/mining/submit")

@@ -28,13 +28,27 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _filler_shape(args: argparse.Namespace, what: str) -> tuple[int, int, int] | None:
+    """--filler-shape MxKxN parsed (None when not given); SystemExit(2) with a message when malformed."""
+    if not getattr(args, "filler_shape", None):
+        return None
+    from node.worker import parse_shape
+    try:
+        return parse_shape(args.filler_shape)
+    except ValueError as e:
+        print(f"{what}: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     from chain.keys import parse_address
     from node.node import Node, NodeConfig
+    from node.worker import check_filler_shape
+    shape = _filler_shape(args, "node")
     conf = NodeConfig(datadir=Path(args.datadir), network=args.network, host=args.host, port=args.port,
                       peers=list(args.peer or []), mine=args.mine, device=args.device,
                       miner_address=parse_address(args.miner_address) if args.miner_address else None,
-                      mine_interval=args.mine_interval, mempool_max_txs=args.mempool_max_txs,
+                      mine_interval=args.mine_interval, filler_shape=shape, mempool_max_txs=args.mempool_max_txs,
                       mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry,
                       take_jobs=not args.no_jobs, job_bond=args.job_bond,
                       blob_retention_blocks=args.blob_retention)
@@ -50,6 +64,13 @@ def cmd_node(args: argparse.Namespace) -> int:
     except (ChainError, ValueError, OSError) as e:
         print(f"node: cannot open {args.datadir}: {e}", file=sys.stderr)
         return 1
+    if shape is not None:
+        try:
+            check_filler_shape(node.cfg, shape)
+        except ValueError as e:
+            node.chain.close()
+            print(f"node: {e}", file=sys.stderr)
+            return 2
     try:
         asyncio.run(node.run_forever())
     except OSError as e:
@@ -76,7 +97,9 @@ def cmd_miner(args: argparse.Namespace) -> int:
     except DeviceError as e:
         print(f"miner: {e}", file=sys.stderr)
         return 2
-    found = run_remote(args.node, args.device, args.address or "", max_blocks=args.blocks, duration=args.duration)
+    shape = _filler_shape(args, "miner")
+    found = run_remote(args.node, args.device, args.address or "", max_blocks=args.blocks, duration=args.duration,
+                       filler_shape=shape)
     print(json.dumps({"blocks_found": found}))
     return 0
 
@@ -106,6 +129,8 @@ def register(sub) -> None:
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
         p.add_argument("--miner-address", default=None, help="reward address (default: the node key's)")
         p.add_argument("--mine-interval", type=float, default=0.0, help="min seconds between own blocks")
+        p.add_argument("--filler-shape", default=None, metavar="MxKxN",
+                       help="filler job shape (default: the network's [pow] filler_m/k/n)")
         p.add_argument("--mempool-max-txs", type=int, default=5000)
         p.add_argument("--mempool-max-bytes", type=int, default=5_000_000)
         p.add_argument("--mempool-expiry", type=float, default=3 * 3600.0, help="seconds")
@@ -127,6 +152,8 @@ def register(sub) -> None:
         p.add_argument("--address", default=None, help="reward address (default: the node's)")
         p.add_argument("--blocks", type=int, default=0, help="stop after N blocks (0: run until Ctrl-C)")
         p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: no limit)")
+        p.add_argument("--filler-shape", default=None, metavar="MxKxN",
+                       help="filler job shape (default: the one the node advertises)")
         p.set_defaults(func=cmd_miner)
 
     if "wallet" not in have:

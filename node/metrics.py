@@ -28,6 +28,10 @@ class Metrics:
         self.misbehaviour = Counter("pouw_peer_misbehaviour", "Misbehaviour events of peers", registry=r)
         self.device_faults = Counter("pouw_device_faults", "Compute device faults in the miner", registry=r)
         self.mined_macs = Counter("pouw_mined_macs", "Multiply-adds of jobs mined by this node's miner", registry=r)
+        self.paid_macs = Counter("pouw_paid_macs", "Multiply-adds of paid-job passes (each yielded a client's C) "
+                                 "mined by this node's miner", registry=r)
+        self.useful_fraction = Gauge("pouw_useful_fraction", "pouw_paid_macs_total / pouw_mined_macs_total of this "
+                                     "node's miner (0 before any)", registry=r)
 
     def update(self) -> None:
         n = self.node
@@ -44,4 +48,5 @@ class Metrics:
         self.work_rate.set(n.work_rate())
         self.difficulty.set(block_work(expected_target(n.cfg, n.chain.next_parent_info())))
         self.sync_rate.set(n.sync.progress()["blocks_per_s"])
+        self.useful_fraction.set(n.miner.useful_fraction if n.miner else 0.0)
         return generate_latest(self.registry)

@@ -5,16 +5,19 @@ priority) and caches it; it is rebuilt when the tip changes, and when the mempoo
 template would pay more fees ("better-paying work", checked at most once a second). Every template
 gets an id; the last 64 are kept so remote workers can submit against them.
 
-Miner: one paid job (`node.paidjobs`: a claimed client job, its A·B as the header's job) or one filler
-job at a time in a worker thread (`node.worker.mine_one`), so the event loop keeps serving; between jobs
-it picks up a new template. It never mines a block whose timestamp leads the clock by more than half the
-allowed drift (it waits instead), and `interval` spaces its own blocks.
+Miner: one pass of a paid job (`node.paidjobs`: a claimed client job, its A·B as the header's job: the pass
+yields C) or a batch of filler attempts (`node.worker.FillerMiner.run`: operands and commitments built once
+per template, then attempts until a win, a new tip, or `BATCH_S`) in a worker thread, so the event loop keeps
+serving; between batches it picks up a new template. Useful fraction: the MACs of paid passes over all MACs
+mined (`paid_macs / rate.total_macs`), since the miner started. It never mines a block whose timestamp leads
+the clock by more than half the allowed drift (it waits instead), and `interval` spaces its own blocks.
 Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import random
 import time
@@ -25,12 +28,14 @@ from typing import TYPE_CHECKING
 from chain.block import Block
 from chain.mining import BlockTemplate, build_template
 from node.paidjobs import mine_paid
-from node.worker import Device, WorkRate, mine_one
+from node.worker import Device, FillerMiner, WorkRate
 
 if TYPE_CHECKING:
     from node.node import Node
 
 log = logging.getLogger("pouw.miner")
+
+BATCH_S = 0.25   # filler attempts per visit to the event loop: at most this long (plus one attempt)
 
 
 @dataclass
@@ -84,12 +89,15 @@ class Templates:
 
 
 class Miner:
-    def __init__(self, node: "Node", device: str, address: bytes, interval: float = 0.0):
+    def __init__(self, node: "Node", device: str, address: bytes, interval: float = 0.0,
+                 filler_shape: tuple[int, int, int] | None = None):
         self.node = node
         self.device = Device(device)
         self.address = address
         self.interval = interval
+        self.filler = FillerMiner(node.cfg, node.chain.params, filler_shape)
         self.rate = WorkRate()
+        self.paid_macs = 0          # MACs of paid passes (each yielded a client's C)
         self.enabled = True
         self.blocks_found = 0
         self.last_block_at = 0.0
@@ -99,6 +107,17 @@ class Miner:
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
+
+    @property
+    def useful_fraction(self) -> float:
+        """Paid multiply-adds over all multiply-adds mined since start (0.0 before any)."""
+        total = self.rate.total_macs
+        return self.paid_macs / total if total else 0.0
+
+    def _mined(self, macs: int) -> None:
+        """One completed pass (called from the mining thread)."""
+        self.rate.add(macs)
+        self.node.metrics.mined_macs.inc(macs)
 
     async def stop(self) -> None:
         self.enabled = False
@@ -114,9 +133,9 @@ class Miner:
         loop = asyncio.get_running_loop()
         cfg = self.node.cfg
         params = self.node.chain.params
-        extra = random.getrandbits(40)
+        nonce = random.getrandbits(64)
         work_id = None
-        log.info("mining on %s to %s", self.device.spec, self.address.hex())
+        log.info("mining on %s to %s, filler %dx%dx%d", self.device.spec, self.address.hex(), *self.filler.shape)
         while True:
             if not self.enabled or self.node.sync.syncing:
                 self.state = "paused" if not self.enabled else "waiting-sync"
@@ -145,17 +164,22 @@ class Miner:
                 await asyncio.sleep(0.25)
                 continue
             if w.id != work_id:
-                work_id, extra = w.id, random.getrandbits(40)
+                work_id, nonce = w.id, random.getrandbits(64)
             paid = self.node.paid_jobs.step() if self.node.paid_jobs is not None else None
             self.state = "mining-job" if paid is not None else "mining"
+            tip = w.tip
             try:
                 backend = self.device.get()
                 if paid is not None:
                     header, macs, c = await loop.run_in_executor(self.executor, mine_paid, cfg, params, backend,
                                                                  w.template.header, paid.prepared)
+                    self.paid_macs += macs
+                    self.node.metrics.paid_macs.inc(macs)
+                    self._mined(macs)
                 else:
-                    header, macs = await loop.run_in_executor(self.executor, mine_one, cfg, params, backend,
-                                                              w.template.header, extra)
+                    header, nonce = await loop.run_in_executor(self.executor, functools.partial(
+                        self.filler.run, backend, w.template.header, nonce, budget_s=BATCH_S, on_attempt=self._mined,
+                        stop=lambda: not self.enabled or self.node.chain.tip.hash != tip))
                 self.device.ok()
             except asyncio.CancelledError:
                 raise
@@ -168,9 +192,6 @@ class Miner:
                     await self.node.paid_jobs.finished(paid, c)
                 except Exception:
                     log.exception("posting the result of job %s failed", paid.job_id.hex()[:16])
-            extra += 1
-            self.rate.add(macs)
-            self.node.metrics.mined_macs.inc(macs)
             if header is None:
                 continue
             if self.node.chain.tip.hash != w.tip or not self.enabled:

@@ -61,6 +61,7 @@ class NodeConfig:
     device: str = "cpu"
     miner_address: bytes | None = None  # default: the node key's address
     mine_interval: float = 0.0          # minimum seconds between this node's own blocks
+    filler_shape: tuple[int, int, int] | None = None  # (m, k, n) of filler jobs (default: the chain config's)
     mempool_max_txs: int = 5000
     mempool_max_bytes: int = 5_000_000
     mempool_expiry_s: float = 3 * 3600
@@ -202,7 +203,8 @@ class Node:
                     log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
                 self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,
                                           tx_fee=self.conf.job_tx_fee, cheat=cheat)
-            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval)
+            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
+                               self.conf.filler_shape)
             self.miner.start()
         log.info("serving API and p2p on %s", self.url)
 

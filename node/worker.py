@@ -1,14 +1,20 @@
 """Mining work shared by the in-node miner and remote workers (`pouw miner --node URL`).
 
-Work rate (one definition everywhere): the multiply-adds (m·k·n) of the filler jobs whose noisy GEMM and
+Attempts (`FillerMiner`): a filler job's operands A, B and their Merkle commitments are built once per
+operand seed and reused by every following attempt on the same seed; an attempt redoes only the noise, the
+GEMM with its transcript, the tickets and (for a winner) the proof. Attempts run in batches
+(`FillerMiner.run`) inside the mining thread, so the event loop is visited once per batch, not once per pass.
+
+Work rate (one definition everywhere): the multiply-adds (m·k·n) of the jobs whose noisy GEMM and
 transcript were completed, summed over the last `WINDOW_S` seconds, divided by the window (or by the
 time since the first job when that is shorter). The node's `work_rate` is its own miner's rate plus the
 rates its remote workers report with each work request; a worker prints the same figure it reports.
 
 Remote worker protocol (getblocktemplate pattern, JSON over the node's HTTP API):
 ``POST /api/v1/mining/work {"address", "worker", "work_rate"}`` returns a template (header without job
-and proof, hex of its canonical encoding, plus `template_id`); the worker mines the filler job of that
-header (`chain.mining.filler_job`) under nonces of its choosing (a random start, then +1), and posts a winning header to
+and proof, hex of its canonical encoding, plus `template_id` and the node's `filler` shape); the worker
+mines the filler job of that header (`chain.mining.filler_seed`) under nonces of its choosing (a random
+start, then +1) with `FillerMiner`, and posts a winning header to
 ``POST /api/v1/mining/submit {"template_id", "header"}``. It asks for new work every second and after
 each found block, so it follows the node's tip.
 """
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +33,7 @@ from typing import Callable
 
 from chain.block import Header
 from chain.config import ChainConfig
-from chain.mining import mine_filler_once
+from chain.mining import NONCE_MAX, filler_seed, mine_filler_once
 
 log = logging.getLogger("pouw.worker")
 
@@ -34,7 +41,8 @@ WINDOW_S = 60.0
 
 
 class WorkRate:
-    """MACs of mined jobs per second over a sliding window."""
+    """MACs of mined jobs per second over a sliding window. Thread-safe: the mining thread adds each
+    attempt as it completes while the event loop reads the rate."""
 
     def __init__(self, window: float = WINDOW_S, clock: Callable[[], float] = time.monotonic):
         self.window = window
@@ -43,29 +51,104 @@ class WorkRate:
         self.start: float | None = clock()  # the rate counts from when mining started
         self.total_macs = 0
         self.jobs = 0
+        self._lock = threading.Lock()
 
     def add(self, macs: int) -> None:
-        now = self.clock()
-        self.events.append((now, macs))
-        self.total_macs += macs
-        self.jobs += 1
-        self._trim(now)
+        with self._lock:
+            now = self.clock()
+            self.events.append((now, macs))
+            self.total_macs += macs
+            self.jobs += 1
+            self._trim(now)
 
     def _trim(self, now: float) -> None:
         while self.events and self.events[0][0] < now - self.window:
             self.events.popleft()
 
     def rate(self) -> float:
-        now = self.clock()
-        self._trim(now)
-        span = min(self.window, max(now - self.start, 1e-3))
-        return sum(m for _, m in self.events) / span
+        with self._lock:
+            now = self.clock()
+            self._trim(now)
+            span = min(self.window, max(now - self.start, 1e-3))
+            return sum(m for _, m in self.events) / span
 
 
-def mine_one(cfg: ChainConfig, params, backend, header: Header, nonce: int) -> tuple[Header | None, int]:
-    """One attempt at `header`'s filler job under `nonce` (job/nonce/proof replaced). Returns (header with
-    proof or None, job MACs). Blocking: run it in a worker thread."""
-    return mine_filler_once(cfg, params=params, backend=backend, header=header, nonce=nonce)
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'MxKxN' -> (m, k, n)."""
+    try:
+        m, k, n = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"shape {text!r} is not MxKxN") from None
+    return m, k, n
+
+
+def check_filler_shape(cfg: ChainConfig, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """`shape` if blocks mined on it pass the chain's job-shape rules (chain.validation), else ValueError."""
+    m, k, n = shape
+    p = cfg.pow
+    if k < p.min_k or max(m, k, n) > p.max_dim or m * k * n < p.min_job_macs:
+        raise ValueError(f"filler shape {m}x{k}x{n} outside the chain's limits (k >= {p.min_k}, dims <= "
+                         f"{p.max_dim}, m*k*n >= {p.min_job_macs})")
+    from pouw.errors import JobError
+    try:
+        p.params().check_shape(m, k, n)
+    except JobError as e:
+        raise ValueError(f"filler shape {m}x{k}x{n}: {e}") from None
+    return m, k, n
+
+
+class FillerMiner:
+    """Filler mining on one shape. The operands and commitments of the last filler seed are kept, and the
+    seed (`chain.mining.filler_seed`) leaves out the nonce, timestamp and transactions, so every attempt and
+    every template refresh at one height builds them once; an attempt is then noise + GEMM + transcript +
+    tickets. Not thread-safe: one mining thread uses it."""
+
+    def __init__(self, cfg: ChainConfig, params, shape: tuple[int, int, int] | None = None):
+        self.cfg = cfg
+        self.params = params
+        self.shape = check_filler_shape(cfg, tuple(shape or cfg.pow.filler_shape))
+        self._seed: bytes | None = None
+        self._prep = None
+        self.builds = 0        # operand sets built (A, B, their Merkle trees)
+        self.attempts = 0
+
+    @property
+    def macs(self) -> int:
+        m, k, n = self.shape
+        return m * k * n
+
+    def prepared(self, header: Header):
+        """The PreparedJob of `header`'s filler operands, built only when its filler seed changed."""
+        seed = filler_seed(header)
+        if seed != self._seed:
+            from pouw.miner import filler_operands, prepare_job
+            self._prep = None                  # the old trees go before the new ones are built
+            a, b = filler_operands(seed, self.shape)
+            self._prep = prepare_job(a, b, self.params)
+            self._seed = seed
+            self.builds += 1
+        return self._prep
+
+    def attempt(self, backend, header: Header, nonce: int) -> Header | None:
+        """One attempt: `header` with its filler job under `nonce`, mined once; the header with a proof or None."""
+        found, _ = mine_filler_once(self.cfg, header, self.params, backend, nonce & NONCE_MAX,
+                                    prepared=self.prepared(header))
+        self.attempts += 1
+        return found
+
+    def run(self, backend, header: Header, nonce: int, *, budget_s: float = 0.25,
+            stop: Callable[[], bool] = lambda: False,
+            on_attempt: Callable[[int], None] = lambda macs: None) -> tuple[Header | None, int]:
+        """Attempts at nonce, nonce + 1, ... (mod 2^64) until one wins, `stop()` is true or `budget_s` has
+        passed (at least one attempt). Calls on_attempt(macs) after each. Returns (winning header or None,
+        the next nonce). Blocking: run it in the mining thread."""
+        end = time.monotonic() + budget_s
+        while True:
+            found = self.attempt(backend, header, nonce)
+            nonce = (nonce + 1) & NONCE_MAX
+            on_attempt(self.macs)
+            if found is not None or stop() or time.monotonic() >= end:
+                return found, nonce
 
 
 class Device:
@@ -153,20 +236,22 @@ class ApiError(RuntimeError):
 
 
 def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, duration: float = 0.0,
-               report_every: float = 10.0) -> int:
-    """Mine for the node at `url` until Ctrl-C (or max_blocks found / duration elapsed). Returns found."""
+               report_every: float = 10.0, filler_shape: tuple[int, int, int] | None = None) -> int:
+    """Mine for the node at `url` until Ctrl-C (or max_blocks found / duration elapsed). Returns found.
+    The filler shape is `filler_shape`, else the one the node advertises with its work."""
     from chain.config import parse_config
     client = NodeClient(url)
     worker_id = os.urandom(4).hex()
     dev = Device(device)
     rate = WorkRate()
     cfg_cache: dict[str, ChainConfig] = {}
+    filler: FillerMiner | None = None
     found = 0
     t_start = time.monotonic()
     last_report = t_start
     work = None
     work_at = 0.0
-    extra = random.getrandbits(40)
+    nonce = random.getrandbits(64)
     log.info("worker %s mining for %s on %s, rewards to %s", worker_id, url, device, address or "(node's address)")
     while True:
         now = time.monotonic()
@@ -182,12 +267,20 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
                 time.sleep(2.0)
                 continue
             if work is None or new["template_id"] != work["template_id"]:
-                extra = random.getrandbits(40)
+                nonce = random.getrandbits(64)
             work, work_at = new, now
             if work["network"] not in cfg_cache:
                 cfg_cache.clear()
                 cfg_cache[work["network"]] = parse_config(client.call("GET", "/api/v1/network")["config_toml"])
+                filler = None
         cfg = cfg_cache[work["network"]]
+        if filler is None:
+            try:
+                filler = FillerMiner(cfg, cfg.pow.params(), filler_shape or tuple(work.get("filler") or ()) or None)
+            except ValueError as e:
+                log.error("%s; worker stops", e)
+                return found
+            log.info("filler shape %dx%dx%d", *filler.shape)
         if dev.dropped:
             log.error("device dropped; worker stops")
             return found
@@ -195,14 +288,15 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             time.sleep(0.2)
             continue
         header = Header.decode(bytes.fromhex(work["header"]))
+        left = max(0.0, 1.0 - (time.monotonic() - work_at))
+        if duration:
+            left = min(left, max(0.0, duration - (time.monotonic() - t_start)))
         try:
-            got, macs = mine_one(cfg, cfg.pow.params(), dev.get(), header, extra)
+            got, nonce = filler.run(dev.get(), header, nonce, budget_s=left, on_attempt=rate.add)
             dev.ok()
         except Exception as e:  # any backend error is a device fault
             dev.fault(e)
             continue
-        extra += 1
-        rate.add(macs)
         if got is not None:
             try:
                 res = client.call("POST", "/api/v1/mining/submit",
@@ -214,6 +308,7 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             work = None
         if time.monotonic() - last_report >= report_every:
             last_report = time.monotonic()
-            log.info("work rate %.3f GMAC/s (%d jobs, %d blocks found)", rate.rate() / 1e9, rate.jobs, found)
+            log.info("work rate %.3f GMAC/s (%d attempts, %d operand builds, %d blocks found)", rate.rate() / 1e9,
+                     rate.jobs, filler.builds, found)
     log.info("worker done: %d blocks, work rate %.3f GMAC/s", found, rate.rate() / 1e9)
     return found
