@@ -106,9 +106,8 @@ def status_json(node: "Node") -> dict:
                    "address": node.mining_address.hex(), "blocks_found": miner.blocks_found if miner else 0,
                    "local_work_rate": miner.rate.rate() if miner else 0.0,
                    "filler_shape": list(miner.filler.shape) if miner else None,
-                   "mined_macs": miner.rate.total_macs if miner else 0,
-                   "paid_macs": miner.paid_macs if miner else 0,
-                   "useful_fraction": miner.useful_fraction if miner else 0.0,
+                   **dict(zip(("mined_macs", "paid_macs", "useful_fraction"),
+                              miner.useful_work() if miner else (0, 0, 0.0))),
                    "workers": [{"id": k, "work_rate": v["work_rate"], "device": v.get("device"),
                                 "last_seen_s": round(now - v["seen"], 1)}
                                for k, v in node.workers.items() if now - v["seen"] < 300]},

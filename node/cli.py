@@ -23,6 +23,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.what == "sync":
         from benchmarks import bench_sync
         return bench_sync.main_args(args)
+    if args.what == "node":
+        from benchmarks import bench_node
+        return bench_node.main_args(args)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -58,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--txs", type=int, default=0, help="transfers per block")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(func=_bench)
+    from benchmarks import bench_node
+    bn = bsub.add_parser("node", help="a mining node's reported work_rate over the benchmark's pass rate, one run")
+    bench_node.add_arguments(bn)
+    bn.set_defaults(func=_bench)
 
     demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
     demo.add_argument("--device", default="auto")

@@ -48,5 +48,5 @@ class Metrics:
         self.work_rate.set(n.work_rate())
         self.difficulty.set(block_work(expected_target(n.cfg, n.chain.next_parent_info())))
         self.sync_rate.set(n.sync.progress()["blocks_per_s"])
-        self.useful_fraction.set(n.miner.useful_fraction if n.miner else 0.0)
+        self.useful_fraction.set(n.miner.useful_work()[2] if n.miner else 0.0)
         return generate_latest(self.registry)

@@ -108,11 +108,11 @@ class Miner:
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
 
-    @property
-    def useful_fraction(self) -> float:
-        """Paid multiply-adds over all multiply-adds mined since start (0.0 before any)."""
-        total = self.rate.total_macs
-        return self.paid_macs / total if total else 0.0
+    def useful_work(self) -> tuple[int, int, float]:
+        """(MACs mined, MACs of paid passes, useful fraction = paid / mined or 0.0 before any), since start,
+        from one snapshot (the mining thread keeps adding)."""
+        mined, paid = self.rate.total_macs, self.paid_macs
+        return mined, paid, (paid / mined if mined else 0.0)
 
     def _mined(self, macs: int) -> None:
         """One completed pass (called from the mining thread)."""
