@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 from chain import schema as S
 from chain.block import NULL_JOB, Block, Header, tx_root
-from chain.config import ChainConfig, parse_config
+from chain.config import ChainConfig, launch, parse_config
 from chain.difficulty import block_work
 from chain.encoding import as_bytes, as_int, as_list, decode, encode
 from chain.errors import BlockError, EncodingError, StorageError, ValidationError
@@ -55,7 +55,6 @@ class IndexEntry:
     seq: int
     reason: str = ""
     chain_data: bool = False  # this block and all ancestors have data
-    anchor_ts: int = 0        # timestamp of the height-1 ancestor (ASERT anchor); in memory only
 
     @property
     def failed(self) -> bool:
@@ -164,6 +163,8 @@ class ChainState:
             if not fresh and cfg is not None and create and store.is_empty():
                 fresh = True  # a crash between creating the database and writing genesis
             if fresh:
+                if not cfg.dated:  # type: ignore[union-attr]
+                    cfg = launch(cfg, int(clock()))  # type: ignore[arg-type]  # a new network: genesis dated now
                 cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)  # type: ignore[arg-type]
                 cs._init_genesis()
             else:
@@ -194,6 +195,8 @@ class ChainState:
         stored_cfg = parse_config(src.decode())
         if cfg is None:
             cfg = stored_cfg
+        elif not cfg.dated:
+            cfg = launch(cfg, stored_cfg.genesis_timestamp)  # the same network template, launched earlier
         g = make_genesis(cfg).hash
         if g != genesis:
             raise StorageError(f"database at {store.path} holds chain {stored_cfg.name!r} (genesis {genesis.hex()[:16]}), "
@@ -251,7 +254,6 @@ class ChainState:
                     raise StorageError(f"database at {p} is inconsistent: block {e.hash.hex()[:16]} has no parent entry")
                 self.children.setdefault(e.prev, []).append(e.hash)
         for e in sorted(self.index.values(), key=lambda x: x.height):
-            e.anchor_ts = e.timestamp if e.height == 1 else (self.index[e.prev].anchor_ts if e.height > 1 else 0)
             e.chain_data = bool(e.status & S.HAVE_DATA) and (e.hash == g.hash or self.index[e.prev].chain_data)
         seq = self.store.get(S.META_SEQ)
         tip = self.store.get(S.META_TIP)
@@ -398,7 +400,7 @@ class ChainState:
         while x is not None and len(ts) < self.cfg.mtp_window:
             ts.append(x.timestamp)
             x = self.index.get(x.prev) if x.height > 0 else None
-        return ParentInfo(e.hash, e.height, e.timestamp, tuple(reversed(ts)), e.anchor_ts)
+        return ParentInfo(e.hash, e.height, e.timestamp, tuple(reversed(ts)))
 
     def next_parent_info(self) -> ParentInfo:
         return self.parent_info(self.tip.hash)
@@ -462,8 +464,7 @@ class ChainState:
 
     def _new_entry(self, h: Header, parent: IndexEntry, status: int, reason: str = "") -> IndexEntry:
         return IndexEntry(h.hash, h.prev_hash, h.height, h.timestamp, h.target,
-                          parent.chainwork + block_work(h.target), status, 0, reason,
-                          anchor_ts=h.timestamp if h.height == 1 else parent.anchor_ts)
+                          parent.chainwork + block_work(h.target), status, 0, reason)
 
     def _store_failed_header(self, h: Header, parent: IndexEntry, reason: str) -> None:
         e = self._new_entry(h, parent, S.FAILED, reason)

@@ -5,6 +5,7 @@ installed package); a path to any .toml file also works.
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -89,6 +90,12 @@ class ChainConfig:
         halvings = (height - 1) // self.halving_interval
         return 0 if halvings >= 64 else self.initial_subsidy >> halvings
 
+    @property
+    def dated(self) -> bool:
+        """False for a network template (``genesis_timestamp = 0``): its genesis is dated when a node
+        creates the network's first datadir (``launch``)."""
+        return self.genesis_timestamp != 0
+
     def with_(self, **kw: Any) -> "ChainConfig":
         return replace(self, **kw)
 
@@ -144,6 +151,26 @@ def parse_config(text: str) -> ChainConfig:
     if cfg.pow.min_k < 16 * cfg.pow.rank:
         raise ValueError("pow.min_k must be >= 16 * rank")
     return cfg
+
+
+_GENESIS_TS = re.compile(r"^(genesis_timestamp[ \t]*=[ \t]*)\d+", re.M)
+
+
+def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
+    """The network `cfg` describes, launched at `timestamp`: the same config (and TOML text, which nodes
+    store and share) with the genesis dated then. ASERT is anchored at genesis (docs/chain.md), so a
+    network's genesis must be dated when it starts, not when its config file was written."""
+    if cfg.dated:
+        raise ValueError(f"network {cfg.name!r} is already dated (genesis_timestamp {cfg.genesis_timestamp})")
+    if timestamp <= 0:
+        raise ValueError("launch timestamp must be positive")
+    text, n = _GENESIS_TS.subn(lambda m: m.group(1) + str(timestamp), cfg.source, count=1)
+    if n != 1:
+        raise ValueError("config text has no genesis_timestamp line to date")
+    out = parse_config(text)
+    assert out.genesis_timestamp == timestamp and replace(out, genesis_timestamp=0, source="") == \
+        replace(cfg, source=""), "launching changed more than the genesis timestamp"
+    return out
 
 
 def load_config(path_or_name: str | Path = "devnet") -> ChainConfig:

@@ -3,17 +3,17 @@
 Difficulty is counted in multiply-adds: ``block_work(target) = 2**256 // target`` is the expected
 number of MACs a miner performs per block.
 
-ASERT (absolutely scheduled exponentially rising targets), anchored at block 1: block 1 has the
-initial target and for every later block, with ``parent`` its parent and ``anchor`` the height-1 block
-of its branch::
+ASERT (absolutely scheduled exponentially rising targets), anchored at genesis (dated at the network's
+launch, docs/chain.md): for every block, with ``parent`` its parent::
 
-    exponent = ((parent.time - anchor.time - T * (parent.height - 1)) * 2**16) / half_life  (truncating, as C++)
+    exponent = ((parent.time - genesis.time - T * parent.height) * 2**16) / half_life  (truncating, as C++)
     shifts   = exponent >> 16                (floor);  frac = exponent - shifts * 2**16   in [0, 2**16)
     factor   = 2**16 + ((195766423245049*frac + 971821376*frac**2 + 5127*frac**3 + 2**47) >> 48)
     target   = (initial_target * factor) << shifts >> 16      clamped to [1, pow_limit]
 
-Anchoring at block 1 (not genesis) means the wait between the genesis timestamp and the first mined
-block never makes the chain "behind schedule".
+Block 1 gets the initial target. No mined block's timestamp is an anchor, so a miner cannot move the
+schedule's origin; with the future-drift rule, no timestamps make a block easier than the schedule allows
+for the real time since launch plus ``max_future_drift``.
 The cubic approximates 2**16 * 2**(frac / 2**16) (Bitcoin Cash, aserti3-2d). Each half-life of
 schedule lag doubles (or halves) the target.
 """

@@ -81,8 +81,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
                 raise VerifyError("bad-status", f"active block {h.hex()[:16]} has status {e.status}")
             if store.get(S.undo_key(h)) is None:
                 raise VerifyError("missing-undo", f"active block {h.hex()[:16]} has no undo data")
-            parent = ParentInfo(prev.hash, prev.height, prev.timestamp, tuple(ts[-cs.cfg.mtp_window:]),
-                                ts[1] if len(ts) > 1 else 0)
+            parent = ParentInfo(prev.hash, prev.height, prev.timestamp, tuple(ts[-cs.cfg.mtp_window:]))
             try:
                 if check_proofs:
                     _full_check(cs, blk, parent)

@@ -25,7 +25,6 @@ class ChainBuilder:
         g = make_genesis(cfg)
         self.genesis = g
         self.blocks: dict[bytes, Block] = {g.hash: g}
-        self.anchor_ts: dict[bytes, int] = {}
         accts, supply = genesis_state(cfg.genesis_alloc)
         self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply)}
 
@@ -38,7 +37,7 @@ class ChainBuilder:
                 break
             b = self.blocks[b.header.prev_hash]
         hb = self.blocks[h].header
-        return ParentInfo(h, hb.height, hb.timestamp, tuple(reversed(ts)), self.anchor_ts.get(h, 0))
+        return ParentInfo(h, hb.height, hb.timestamp, tuple(reversed(ts)))
 
     def mine(self, parent: bytes, miner: bytes, txs=(), timestamp: int | None = None, *, select: bool = False,
              nonce: int = 0) -> Block:
@@ -53,7 +52,6 @@ class ChainBuilder:
         new = st.copy()
         new.apply(tpl.diff)
         self.blocks[blk.hash] = blk
-        self.anchor_ts[blk.hash] = blk.header.timestamp if blk.height == 1 else pinfo.anchor_timestamp
         self.states[blk.hash] = new
         return blk
 

@@ -27,7 +27,6 @@ class ParentInfo:
     height: int
     timestamp: int
     recent_timestamps: tuple[int, ...]  # up to mtp_window timestamps ending with the parent's
-    anchor_timestamp: int = 0           # timestamp of the height-1 block on this branch (ASERT anchor)
 
 
 def check_header_proof(h: Header, cfg: ChainConfig, params=None) -> None:
@@ -78,12 +77,11 @@ def check_block_sanity(block: Block, cfg: ChainConfig, *, check_sigs: bool = Tru
 
 
 def expected_target(cfg: ChainConfig, parent: ParentInfo) -> int:
-    """ASERT target of the block after `parent`. Block 1 (the anchor) has the initial target; later
-    blocks are scheduled from block 1's timestamp, so the gap between genesis and the first mined
-    block never skews difficulty."""
-    if parent.height == 0:
-        return cfg.initial_target
-    return asert_target(cfg.initial_target, parent.timestamp - parent.anchor_timestamp, parent.height - 1,
+    """ASERT target of the block after `parent`, anchored at genesis (whose timestamp the config fixes and
+    which is dated at the network's launch): block 1 has the initial target, and no miner's timestamp is
+    an anchor. Timestamps are bounded above by the future-drift rule, so a miner can make the chain look
+    at most `max_future_drift` seconds later than it really is; dating blocks earlier only makes it harder."""
+    return asert_target(cfg.initial_target, parent.timestamp - cfg.genesis_timestamp, parent.height,
                         cfg.target_block_time, cfg.asert_half_life, cfg.pow_limit)
 
 

@@ -19,7 +19,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         with ChainState.open(d, load_config(args.network)) as cs:
             key = load_or_create_node_key(d)
-            print(json.dumps({"datadir": str(d), "network": cs.cfg.name, "chain_id": cs.cfg.chain_id,
+            net = d / "network.toml"   # the (dated) config: other nodes join this network with --network FILE
+            if not net.exists():
+                net.write_text(cs.cfg.source)
+            print(json.dumps({"datadir": str(d), "network": cs.cfg.name, "network_file": str(net),
+                              "chain_id": cs.cfg.chain_id,
                               "genesis": cs.genesis.hash.hex(), "height": cs.height,
                               "node_id": key.pubkey.hex(), "mining_address": key.address.hex()}))
     except (ChainError, ValueError, OSError) as e:

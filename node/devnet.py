@@ -4,6 +4,10 @@ Node i serves its API and p2p on port P+i with data in D/node<i> (its log in D/n
 knows every other node's address. The client wallet D/wallet (unencrypted: devnet only) is funded from
 the devnet faucet (configs/devnet.toml) through node 0's API. SIGINT/SIGTERM stop all nodes (SIGTERM,
 then SIGKILL after a timeout); each node saves its mempool and closes its database.
+
+A network template (a config with ``genesis_timestamp = 0``, such as ``devnet``) is launched once: the
+first run writes D/network.toml with the genesis dated then, and every node of this devnet (and every
+later run on D) is started with that file, so all share one genesis.
 """
 from __future__ import annotations
 
@@ -62,9 +66,29 @@ def _fund(url: str, wallet: PrivateKey) -> None:
     print(f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…)")
 
 
+def network_file(base: Path, network: str, now: int) -> str:
+    """The --network value every node of the devnet in `base` uses: `network` itself when its genesis is
+    dated, else base/network.toml, written (launched at `now`) on the first run and reused after."""
+    from chain.config import launch, load_config
+    cfg = load_config(network)
+    if cfg.dated:
+        return network
+    path = base / "network.toml"
+    if not path.exists():
+        path.write_text(launch(cfg, now).source)
+    elif load_config(path).name != cfg.name:
+        raise ValueError(f"{path} holds network {load_config(path).name!r}, not {cfg.name!r}")
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     base = Path(args.datadir).resolve()
     base.mkdir(parents=True, exist_ok=True)
+    try:
+        network = network_file(base, args.network, int(time.time()))
+    except (OSError, ValueError) as e:
+        print(f"devnet: {e}", file=sys.stderr)
+        return 1
     wallet_path = base / "wallet"
     if wallet_path.exists():
         wallet = load_key(wallet_path)
@@ -84,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     for i, port in enumerate(ports):
         d = base / f"node{i}"
         d.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "node.cli", "node", "--datadir", str(d), "--network", args.network,
+        cmd = [sys.executable, "-m", "node.cli", "node", "--datadir", str(d), "--network", network,
                "--host", "127.0.0.1", "--port", str(port), "--device", args.device,
                "--mine-interval", str(args.block_interval)]
         if not args.no_mine:

@@ -176,8 +176,8 @@ def test_asert_follows_block_times(tmp_path):
     fast = b.chain(b.genesis.hash, 8, MINER_A, time_step=1)
     slow = b.chain(fast[-1].hash, 4, MINER_A, time_step=60)
     targets = [x.header.target for x in fast + slow]
-    assert targets[0] == targets[1] == cfg.initial_target
-    assert targets[7] < targets[2] < targets[1]          # ahead of schedule: harder
+    assert targets[0] == cfg.initial_target              # block 1: the schedule starts at genesis
+    assert targets[7] < targets[2] < targets[1] < targets[0]   # ahead of schedule: harder
     assert targets[-1] > targets[7]                       # behind schedule: easier
     with ChainState.open(tmp_path, cfg, clock=lambda: NOW) as c:
         for blk in fast + slow:
