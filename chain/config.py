@@ -153,7 +153,7 @@ def parse_config(text: str) -> ChainConfig:
     return cfg
 
 
-_GENESIS_TS = re.compile(r"^(genesis_timestamp[ \t]*=[ \t]*)\d+", re.M)
+_GENESIS_TS = re.compile(r"^(genesis_timestamp[ \t]*=[ \t]*)\d+[^\n]*", re.M)
 
 
 def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
@@ -164,7 +164,9 @@ def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
         raise ValueError(f"network {cfg.name!r} is already dated (genesis_timestamp {cfg.genesis_timestamp})")
     if timestamp <= 0:
         raise ValueError("launch timestamp must be positive")
-    text, n = _GENESIS_TS.subn(lambda m: m.group(1) + str(timestamp), cfg.source, count=1)
+    import datetime
+    when = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text, n = _GENESIS_TS.subn(lambda m: f"{m.group(1)}{timestamp}   # launched {when}", cfg.source, count=1)
     if n != 1:
         raise ValueError("config text has no genesis_timestamp line to date")
     out = parse_config(text)
