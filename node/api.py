@@ -280,6 +280,58 @@ def make_app(node: "Node") -> web.Application:
         return _json(out, status=200 if result in ("accepted", "duplicate", "stale") else 422)
 
     # --- compute jobs and blobs (docs/jobs-client.md) ---------------------------------------------------
+    # client views (node/jobinfo.py); /jobs/price is registered before /jobs/{id} so it is not read as an id
+    @r.get(API + "/jobs/price")
+    async def job_price_view(request):
+        from chain.errors import TxError
+        from node import jobinfo
+        try:
+            m, k, n = (int(request.query[x]) for x in ("m", "k", "n"))
+            window = int(request.query.get("blocks", str(jobinfo.RECENT_BLOCKS)))
+        except (KeyError, ValueError):
+            raise ApiError(400, "bad-param", "m, k and n (and blocks) must be integers") from None
+        if min(m, k, n) <= 0 or not 1 <= window <= 10_000:
+            raise ApiError(400, "bad-param", "m, k, n must be positive and blocks in [1, 10000]")
+        try:
+            return _json(jobinfo.price(node, m, k, n, window))
+        except TxError as e:
+            raise ApiError(400, e.reason, e.detail or e.reason) from None
+
+    @r.get(API + "/jobs/{id}/progress")
+    async def job_progress(request):
+        from node import jobinfo
+        jid = hexarg(request.match_info["id"], "job id", 32)
+        out = jobinfo.progress(node, jid)
+        if out is None:
+            raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
+        return _json(out)
+
+    @r.get(API + "/jobs/{id}/receipt")
+    async def job_receipt(request):
+        from node import jobinfo
+        jid = hexarg(request.match_info["id"], "job id", 32)
+        out = jobinfo.receipt(node, jid)
+        if out is None:
+            raise ApiError(404, "job-not-found", "no job with this id on the active chain")
+        return _json(out)
+
+    @r.get(API + "/accounts/{address}/jobs")
+    async def account_jobs(request):
+        from chain.jobs import STATUS_NAMES
+        from node import jobinfo
+        try:
+            a = parse_address(request.match_info["address"])
+        except ValueError as e:
+            raise ApiError(400, "bad-address", str(e)) from None
+        status = request.query.get("status", "all")
+        if status not in STATUS_NAMES and status not in ("all", "pending"):
+            raise ApiError(400, "bad-param", "status must be all, pending or one of " + ", ".join(STATUS_NAMES))
+        try:
+            limit = min(1000, max(1, int(request.query.get("limit", "100"))))
+        except ValueError:
+            raise ApiError(400, "bad-param", "limit must be an integer") from None
+        return _json(jobinfo.jobs_of(node, a, status, limit))
+
     @r.get(API + "/jobs/{id}")
     async def get_job(request):
         jid = hexarg(request.match_info["id"], "job id", 32)

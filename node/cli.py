@@ -26,6 +26,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.what == "node":
         from benchmarks import bench_node
         return bench_node.main_args(args)
+    if args.what == "jobs":
+        from benchmarks import bench_jobs
+        return bench_jobs.main_args(args)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
@@ -65,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn = bsub.add_parser("node", help="a mining node's reported work_rate over the benchmark's pass rate, one run")
     bench_node.add_arguments(bn)
     bn.set_defaults(func=_bench)
+    from benchmarks import bench_jobs
+    bj = bsub.add_parser("jobs", help="paid-job latency (submit to a verified C) on a 2-node regtest devnet")
+    bench_jobs.add_arguments(bj)
+    bj.set_defaults(func=_bench)
 
     demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
     demo.add_argument("--device", default="auto")

@@ -18,10 +18,20 @@ What `submit_job` does:
    raises `JobFailed("wrong-result")` (the escrow and the miner's bond come back to the client); a
    refund at the deadline raises `JobFailed("refunded")`. Otherwise returns the cropped exact C.
 
-Stdlib HTTP only (urllib); safe to call from a thread.
+Also: `submit_jobs` (a batch in one call: every operand checked before anything is paid, consecutive
+nonces, one upload per distinct blob), `wait_job` / `fetch_job` for a job id submitted earlier (A and B
+are fetched from the node and checked against H_A / H_B), `jobs_of` (a wallet's jobs), `job_progress`
+(status, queue position, estimate), `receipt` (submit / claim / result txids and heights), `quote` (the
+going rate and the fees that recently cleared; the default max fee), `cancel_job`. Float operands:
+`node.quant` (quantize to the chain's int8 range and de-quantize C).
+
+Stdlib HTTP only (urllib); safe to call from a thread. Every failure is a `ClientError` (the node's
+stable code, or `node-unreachable` naming the URL), a `pouw.errors.JobError` (bad operands, naming the
+limit) or a `JobFailed`.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -32,6 +42,7 @@ from typing import Callable
 import numpy as np
 
 from node.blobs import BlobError, blob_hash, decode_array, encode_array
+from pouw.errors import JobError
 
 
 class ClientError(RuntimeError):
@@ -84,18 +95,27 @@ class JobResult:
     h_c: str
     miner: str | None
     record: dict = field(repr=False, default_factory=dict)
+    receipt: dict | None = field(repr=False, default=None)   # submit/claim/result txids and heights
+    latency_s: float | None = None      # submit (or wait) call to a verified C, seconds
 
 
 def _load_key(wallet):
+    """A chain.keys.PrivateKey as is, or open a wallet file (asks for its passphrase when encrypted)."""
     from chain.keys import PrivateKey
     if isinstance(wallet, PrivateKey):
         return wallet
+    from chain.errors import KeyFileError
     from node.wallet import open_wallet
-    return open_wallet(str(wallet))
+    try:
+        return open_wallet(str(wallet))
+    except (OSError, ValueError, KeyFileError, EOFError) as e:  # missing file, bad JSON, wrong passphrase
+        raise ClientError("bad-wallet", f"cannot open wallet {wallet}: {e}") from None
 
 
 class Client:
     def __init__(self, url: str, timeout: float = 30.0):
+        if not url.startswith(("http://", "https://")):
+            raise ClientError("bad-url", f"node URL {url!r} must start with http:// or https://")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self._cfg = None
@@ -112,13 +132,20 @@ class Client:
             try:
                 err = json.loads(raw)["error"]
                 raise ClientError(err.get("code", "error"), err.get("message", ""), e.code) from None
-            except (ValueError, KeyError, TypeError):
-                raise ClientError(f"http-{e.code}", raw[:200].decode(errors="replace"), e.code) from None
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ClientError(f"http-{e.code}", f"{self.url}{path}: " + raw[:200].decode(errors="replace"),
+                                  e.code) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            reason = getattr(e, "reason", None) or e
+            raise ClientError("node-unreachable", f"cannot reach the node at {self.url}: {reason}") from None
 
     def call(self, method: str, path: str, doc: dict | None = None) -> dict:
         body = json.dumps(doc).encode() if doc is not None else None
         _, raw = self._request(method, path, body, "application/json" if body else None)
-        return json.loads(raw)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ClientError("bad-response", f"{self.url}{path} did not answer JSON (is it a pouw node?)") from None
 
     # --- chain ---------------------------------------------------------------------------------------
     @property
@@ -160,115 +187,321 @@ class Client:
             raise ClientError("blob-hash-mismatch", f"blob {hx[:16]}… does not match its address")
         return data
 
-    # --- jobs ----------------------------------------------------------------------------------------
+
+    # --- jobs: reading -------------------------------------------------------------------------------
     def job_status(self, job_id: str | bytes) -> dict:
         jid = job_id.hex() if isinstance(job_id, bytes) else job_id
-        return self.call("GET", f"/api/v1/jobs/{jid}")
+        return self.call("GET", f"/api/v1/jobs/{_hexid(jid)}")
 
     def jobs(self, status: str = "open", limit: int = 100) -> list[dict]:
         return self.call("GET", f"/api/v1/jobs?status={status}&limit={limit}")["jobs"]
 
+    def jobs_of(self, address: bytes | str, status: str = "all", limit: int = 100) -> list[dict]:
+        """A wallet's jobs, newest first: pending submits, then on-chain records (`status` filters)."""
+        a = address.hex() if isinstance(address, bytes) else address
+        return self.call("GET", f"/api/v1/accounts/{a}/jobs?status={status}&limit={limit}")["jobs"]
+
+    def job_progress(self, job_id: str) -> dict:
+        """Status, queue position (1 = next to be claimed), estimate_blocks / estimate_s until C is posted."""
+        return self.call("GET", f"/api/v1/jobs/{_hexid(job_id)}/progress")
+
+    def receipt(self, job_id: str) -> dict:
+        """The job's submit, claim, result (and dispute / cancel) transactions: txid, height, sender, fee."""
+        return self.call("GET", f"/api/v1/jobs/{_hexid(job_id)}/receipt")
+
     def price(self, m: int, k: int, n: int) -> int:
+        """The chain's going rate for an m×k×n job as it goes on chain (computed locally)."""
         from chain.jobs import job_price
         return job_price(self.cfg, m, k, n)
+
+    def quote(self, m: int, k: int, n: int) -> dict:
+        """The node's price view of an on-chain (padded) shape: going_rate, recent (fees that cleared:
+        min / median / max scaled to this shape), queue, suggested_max_fee. A node without the view
+        answers with the going rate only."""
+        try:
+            return self.call("GET", f"/api/v1/jobs/price?m={m}&k={k}&n={n}")
+        except ClientError as e:
+            if e.code not in ("not-found", "bad-param"):
+                raise
+        going = self.price(m, k, n)
+        return {"m": m, "k": k, "n": n, "macs": m * k * n, "going_rate": going, "recent": None, "queue": None,
+                "suggested_max_fee": going}
+
+    # --- jobs: shapes --------------------------------------------------------------------------------
+    def job_shape(self, m: int, k: int, n: int) -> tuple[int, int, int]:
+        """The on-chain shape of a client's m×k×n product: zero-padded to the protocol grid (pouw.padding),
+        k at least min_k, extra zero rows of A while below min_job_macs. Raises JobError naming the limit
+        when the chain cannot take it (max_dim, or a fraud proof that would not fit max_tx_bytes)."""
+        from chain.errors import TxError
+        from chain.jobs import check_job_shape, dispute_size_bound
+        from pouw.padding import padded_shape
+        if min(m, k, n) <= 0:
+            raise JobError(f"job {m}x{k}x{n}: every dimension must be positive")
+        cfg = self.cfg
+        p = cfg.pow
+        params = p.params()
+        for name, v in (("m", m), ("k", k), ("n", n)):
+            if v > p.max_dim:
+                raise JobError(f"job {m}x{k}x{n}: {name} = {v} exceeds the chain's max_dim {p.max_dim} "
+                               f"(network {cfg.name}); split the product into blocks of at most {p.max_dim}")
+        pm, pk, pn = padded_shape(m, k, n, params)
+        r = params.rank
+        pk = max(pk, -(-p.min_k // r) * r)
+        if pm * pk * pn < p.min_job_macs:
+            need = -(-p.min_job_macs // (pk * pn))
+            pm = -(-need // params.tile_h) * params.tile_h
+        for name, v, orig in (("m", pm, m), ("k", pk, k), ("n", pn, n)):
+            if v > p.max_dim:
+                raise JobError(f"job {m}x{k}x{n}: {name} = {orig} pads to {v}, beyond the chain's max_dim "
+                               f"{p.max_dim} (network {cfg.name})")
+        need = dispute_size_bound(pm, pk, pn)
+        if need > cfg.max_tx_bytes:
+            raise JobError(f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}): a fraud proof against it needs up to "
+                           f"{need} bytes, beyond the chain's max_tx_bytes {cfg.max_tx_bytes} (2k + 4n bytes plus "
+                           "Merkle paths); use smaller k or n")
+        try:
+            check_job_shape(cfg, pm, pk, pn)
+        except TxError as e:
+            raise JobError(f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}) is not accepted by the chain: {e.reason} "
+                           f"({e.detail})") from None
+        return pm, pk, pn
 
     def prepare(self, a, b):
         """Check and pad operands for this chain. Returns (A_pad, B_pad, (m, k, n), JobCommitment).
         Raises pouw.errors.JobError with a clear message for bad operands or a job the chain refuses."""
         import torch
-        from chain.errors import TxError
-        from chain.jobs import check_job_shape
         from pouw.commit import commit_job
-        from pouw.errors import JobError
-        from pouw.padding import pad_operands
-        cfg = self.cfg
-        params = cfg.pow.params()
-        ap, bp, shape = pad_operands(a, b, params)
-        pm, pk, pn = ap.shape[0], ap.shape[1], bp.shape[1]
-        r = params.rank
-        pk2 = max(pk, -(-cfg.pow.min_k // r) * r)
-        if pm * pk2 * pn < cfg.pow.min_job_macs:  # too small a job: add zero rows to A
-            need = -(-cfg.pow.min_job_macs // (pk2 * pn))
-            pm2 = -(-need // params.tile_h) * params.tile_h
-        else:
-            pm2 = pm
-        if (pm2, pk2) != (pm, pk):
-            a2 = torch.zeros(pm2, pk2, dtype=torch.int8)
-            a2[:pm, :pk] = ap
-            b2 = torch.zeros(pk2, pn, dtype=torch.int8)
-            b2[:pk, :] = bp
-            ap, bp = a2, b2
-        try:
-            check_job_shape(cfg, ap.shape[0], ap.shape[1], bp.shape[1])
-        except TxError as e:
-            raise JobError(f"job {shape[0]}x{shape[1]}x{shape[2]} (padded {tuple(ap.shape)}x{bp.shape[1]}) "
-                           f"is not accepted by the chain: {e.reason} ({e.detail})") from None
-        return ap, bp, shape, commit_job(ap, bp)
+        from pouw.job import check_operands
+        ta, tb = check_operands(a, b)
+        m, k = ta.shape
+        n = tb.shape[1]
+        pm, pk, pn = self.job_shape(m, k, n)
+        ap = torch.zeros(pm, pk, dtype=torch.int8)
+        ap[:m, :k] = ta
+        bp = torch.zeros(pk, pn, dtype=torch.int8)
+        bp[:k, :n] = tb
+        return ap, bp, (m, k, n), commit_job(ap, bp)
 
+    # --- jobs: submitting ----------------------------------------------------------------------------
     def submit_job(self, wallet, a, b, max_fee: int | None = None, wait: bool = True, *,
                    deadline_blocks: int | None = None, tx_fee: int = 1000, timeout: float = 600.0,
                    rounds: int = 2, progress: Callable[[str], None] | None = None) -> JobResult | Submitted:
         """Submit A·B as a paid job; with wait=True return the verified JobResult (else the Submitted
-        handle for `wait_job`). Raises JobError (bad operands: nothing uploaded or paid), ClientError
-        (the node refused something) or JobFailed (no verified C; see the module docstring)."""
+        handle for `wait_job`). max_fee None: the node's suggested fee (`quote`). Raises JobError (bad
+        operands: nothing uploaded or paid), ClientError (the node refused something) or JobFailed (no
+        verified C; see the module docstring)."""
+        out = self.submit_jobs(wallet, [(a, b)], max_fee, wait, deadline_blocks=deadline_blocks, tx_fee=tx_fee,
+                               timeout=timeout, rounds=rounds, progress=progress)[0]
+        if isinstance(out, JobFailed):
+            raise out
+        return out
+
+    def submit_jobs(self, wallet, pairs, max_fee: int | list[int] | None = None, wait: bool = True, *,
+                    deadline_blocks: int | None = None, tx_fee: int = 1000, timeout: float = 600.0,
+                    rounds: int = 2, progress: Callable[[str], None] | None = None) -> list:
+        """Submit several products in one call (e.g. a model's layers, or micro-batches against one B).
+
+        All operands are checked and the whole cost (Σ max fees + tx fees) is checked against the balance
+        before anything is uploaded or paid; each distinct blob is uploaded once; the submits use
+        consecutive nonces. Returns, in order, a Submitted per job (wait=False) or a JobResult / JobFailed
+        per job (wait=True: a failed job does not hide the others' results). If the node refuses a submit
+        midway, ClientError is raised with `.submitted` (the jobs already posted)."""
         from chain.tx import make_job_submit
         key = _load_key(wallet)
-        ap, bp, shape, job = self.prepare(a, b)
+        pairs = list(pairs)
+        if not pairs:
+            raise JobError("no jobs to submit")
+        preps = []
+        for i, (a, b) in enumerate(pairs):
+            try:
+                preps.append(self.prepare(a, b))
+            except JobError as e:
+                raise JobError(f"job {i}: {e}" if len(pairs) > 1 else str(e)) from None
         cfg = self.cfg
-        fee = max_fee if max_fee is not None else self.price(job.m, job.k, job.n)
-        if fee <= 0:
+        if isinstance(max_fee, list):
+            if len(max_fee) != len(pairs):
+                raise JobError(f"{len(max_fee)} max fees for {len(pairs)} jobs")
+            fees = list(max_fee)
+        else:
+            fees = [max_fee if max_fee is not None else int(self.quote(p[3].m, p[3].k, p[3].n)["suggested_max_fee"])
+                    for p in preps]
+        if any(f <= 0 for f in fees):
             raise ClientError("bad-job-fee", "max fee must be positive")
         acct = self.account(key.address)
-        if acct["balance"] < fee + tx_fee:
-            raise ClientError("bad-txn-balance", f"balance {acct['balance']} < max fee {fee} + tx fee {tx_fee}")
-        blob_a = self.put_blob(encode_array(ap))
-        blob_b = self.put_blob(encode_array(bp))
+        need = sum(fees) + tx_fee * len(pairs)
+        if acct["balance"] < need:
+            raise ClientError("bad-txn-balance", f"balance {acct['balance']} of {key.address.hex()} < max fees "
+                              f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
+        sent: set[str] = set()
+        blobs = []
+        for ap, bp, _, _ in preps:
+            hs = []
+            for t in (ap, bp):
+                data = encode_array(t)
+                h = blob_hash(data).hex()
+                if h not in sent:
+                    self.put_blob(data)
+                    sent.add(h)
+                hs.append(h)
+            blobs.append(hs)
         acct = self.account(key.address)
         deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
-        tx = make_job_submit(key, cfg.chain_id, acct["pending_nonce"], job, fee, deadline,
-                             bytes.fromhex(blob_a), bytes.fromhex(blob_b), tx_fee)
-        self.send_tx(tx)
-        sub = Submitted(tx.txid.hex(), fee, tx_fee, deadline, shape, (job.m, job.k, job.n), ap, bp, job,
-                        blob_a, blob_b)
-        if progress:
-            progress(f"submitted job {sub.job_id} ({shape[0]}x{shape[1]}x{shape[2]}, padded "
-                     f"{job.m}x{job.k}x{job.n}), max fee {fee}, deadline height {deadline}")
+        nonce = acct["pending_nonce"]
+        subs: list[Submitted] = []
+        t0 = time.monotonic()
+        for i, ((ap, bp, shape, job), fee, (ha, hb)) in enumerate(zip(preps, fees, blobs)):
+            tx = make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, bytes.fromhex(ha),
+                                 bytes.fromhex(hb), tx_fee)
+            try:
+                self.send_tx(tx)
+            except ClientError as e:
+                e.submitted = subs  # type: ignore[attr-defined]
+                if subs:
+                    e.message += f" (job {i}; jobs {', '.join(s.job_id for s in subs)} were submitted)"
+                    e.args = (f"{e.code}: {e.message}",)
+                raise
+            sub = Submitted(tx.txid.hex(), fee, tx_fee, deadline, shape, (job.m, job.k, job.n), ap, bp, job, ha, hb)
+            sub.started = t0  # type: ignore[attr-defined]
+            subs.append(sub)
+            if progress:
+                progress(f"submitted job {sub.job_id} ({shape[0]}x{shape[1]}x{shape[2]}, padded "
+                         f"{job.m}x{job.k}x{job.n}), max fee {fee}, deadline height {deadline}")
         if not wait:
-            return sub
-        return self.wait_job(sub, key, timeout=timeout, rounds=rounds, progress=progress)
+            return subs
+        return self.wait_jobs(subs, key, timeout=timeout, rounds=rounds, progress=progress)
 
-    def wait_job(self, sub: Submitted, wallet=None, *, timeout: float = 600.0, rounds: int = 2,
-                 poll: float = 0.25, progress: Callable[[str], None] | None = None) -> JobResult:
-        """Wait for `sub`'s result and verify it (dispute with `wallet` when wrong; without a wallet a wrong
-        result only raises)."""
+    def cancel_job(self, wallet, job_id: str, tx_fee: int = 1000) -> str:
+        """Cancel an open (unclaimed) job of this wallet: the escrow returns to it when the cancel is mined
+        (docs/jobs.md). Checks the job first; returns the cancel txid."""
+        key = _load_key(wallet)
+        rec = self.job_status(job_id)
+        if rec.get("client") not in (None, key.address.hex()):
+            raise ClientError("bad-job-not-client", f"job {job_id[:16]}… belongs to {rec['client']}, "
+                              f"not to this wallet ({key.address.hex()})")
+        if rec["status"] not in ("open", "pending"):
+            raise ClientError("bad-job-state", f"job {job_id[:16]}… is {rec['status']}: only an open job "
+                              "(not claimed) can be cancelled")
+        try:
+            from chain.tx import make_job_cancel  # type: ignore[attr-defined]
+        except ImportError:
+            raise ClientError("cancel-unsupported", "this chain code has no job cancel transaction") from None
+        acct = self.account(key.address)
+        tx = make_job_cancel(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), tx_fee)
+        self.send_tx(tx)
+        return tx.txid.hex()
+
+    # --- jobs: waiting and verifying -----------------------------------------------------------------
+    def handle(self, job_id: str, shape: tuple[int, ...] | None = None) -> Submitted:
+        """Rebuild a Submitted handle for a job on the chain (submitted earlier, maybe elsewhere): fetch A
+        and B from the node and check them against H_A, H_B. `shape` (m, n) or (m, k, n) crops C to the
+        client's shape; without it C keeps the on-chain (padded) shape."""
+        from pouw.commit import commit_job
+        jid = _hexid(job_id)
+        rec = self.job_status(jid)
+        if rec["status"] == "pending" or "blob_a" not in rec:
+            raise JobFailed(jid, "no-result", "the job is not on the chain yet (pending)", rec)
+        m, k, n = rec["m"], rec["k"], rec["n"]
+        try:
+            ap = decode_array(self.get_blob(rec["blob_a"]), "int8", (m, k))
+            bp = decode_array(self.get_blob(rec["blob_b"]), "int8", (k, n))
+        except (ClientError, BlobError) as e:
+            raise JobFailed(jid, "unverifiable", f"cannot fetch the operands A, B from {self.url}: {e}", rec) from None
+        import torch
+        ta, tb = torch.from_numpy(ap.copy()), torch.from_numpy(bp.copy())
+        job = commit_job(ta, tb)
+        if (job.h_a.hex(), job.h_b.hex()) != (rec["h_a"], rec["h_b"]):
+            raise JobFailed(jid, "unverifiable", "the operand blobs do not match the job's H_A / H_B", rec)
+        if shape is None:
+            cs = (m, k, n)
+        else:
+            cs = (shape[0], k, shape[-1]) if len(shape) in (2, 3) else (m, k, n)
+            if not (0 < cs[0] <= m and 0 < cs[2] <= n):
+                raise JobError(f"shape {tuple(shape)} does not fit the job's C ({m}x{n})")
+        return Submitted(jid, rec["fee"], 0, rec["deadline"], cs, (m, k, n), ta, tb, job, rec["blob_a"], rec["blob_b"])
+
+    def fetch_job(self, job_id: str, wallet=None, *, shape: tuple[int, ...] | None = None, rounds: int = 2,
+                  timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> JobResult:
+        """Download and verify the C of a job that has a result now (H_C and Freivalds; a wrong C is
+        disputed with `wallet` while the window is open). Raises JobFailed("no-result") otherwise."""
+        jid = _hexid(job_id)
+        rec = self.job_status(jid)
+        if rec["status"] not in ("resulted", "released"):
+            raise JobFailed(jid, _failure_reason(rec["status"]), f"job is {rec['status']}: no result to fetch", rec)
+        sub = self.handle(jid, shape)
+        key = _load_key(wallet) if wallet is not None else None
+        return self._check_result(sub, rec, key, rounds, progress, timeout=timeout, t0=time.monotonic())
+
+    def wait_job(self, sub: "Submitted | str", wallet=None, *, timeout: float = 600.0, rounds: int = 2,
+                 poll: float = 0.25, shape: tuple[int, ...] | None = None,
+                 progress: Callable[[str], None] | None = None) -> JobResult:
+        """Wait for a job's result and verify it (dispute with `wallet` when wrong; without a wallet a wrong
+        result only raises). `sub` is a Submitted handle or a job id (then A, B come from the node, and
+        `shape` crops C as in `handle`)."""
+        out = self.wait_jobs([sub], wallet, timeout=timeout, rounds=rounds, poll=poll, shape=shape,
+                             progress=progress)[0]
+        if isinstance(out, JobFailed):
+            raise out
+        return out
+
+    def wait_jobs(self, subs: list, wallet=None, *, timeout: float = 600.0, rounds: int = 2, poll: float = 0.25,
+                  shape: tuple[int, ...] | None = None,
+                  progress: Callable[[str], None] | None = None) -> list:
+        """Wait for several jobs at once; returns a JobResult or a JobFailed per job, in order."""
         key = _load_key(wallet) if wallet is not None else None
         end = time.monotonic() + timeout
-        last = None
+        t0 = time.monotonic()
+        out: list = [None] * len(subs)
+        last: dict[int, tuple] = {}
         while True:
-            try:
-                rec = self.job_status(sub.job_id)
-            except ClientError as e:
-                if e.code != "job-not-found":
-                    raise
-                rec = {"status": "unknown", "height": None}
-            st = rec["status"]
-            if progress and (st, rec.get("height")) != last:
-                last = (st, rec.get("height"))
-                extra = f" by {rec['miner'][:16]}…" if rec.get("miner") else ""
-                progress(f"job {sub.job_id[:16]}… {st}{extra} at height {rec.get('height')}")
-            if st in ("resulted", "released"):
-                return self._check_result(sub, rec, key, rounds, progress, timeout=max(5.0, end - time.monotonic()))
-            if st == "refunded":
-                raise JobFailed(sub.job_id, "refunded", "no verified result before the deadline; "
-                                f"escrow {rec['fee']} refunded to the client", rec)
-            if st == "slashed":
-                raise JobFailed(sub.job_id, "slashed", "the result was disproved; escrow and bond went to the client",
-                                rec)
-            if time.monotonic() > end:
-                raise JobFailed(sub.job_id, "timeout", f"still {st} after {timeout:.0f} s", rec)
-            time.sleep(poll)
+            todo = [i for i, o in enumerate(out) if o is None]
+            if not todo:
+                return out
+            for i in todo:
+                s = subs[i]
+                jid = s.job_id if isinstance(s, Submitted) else _hexid(s)
+                try:
+                    rec = self.job_status(jid)
+                except ClientError as e:
+                    if e.code != "job-not-found":
+                        raise
+                    rec = {"status": "unknown", "height": None}
+                st = rec["status"]
+                if progress and (st, rec.get("height")) != last.get(i):
+                    last[i] = (st, rec.get("height"))
+                    progress(self._progress_line(jid, rec))
+                if st in ("resulted", "released"):
+                    try:
+                        sub = s if isinstance(s, Submitted) else self.handle(jid, shape)
+                        started = getattr(sub, "started", t0)
+                        out[i] = self._check_result(sub, rec, key, rounds, progress,
+                                                    timeout=max(5.0, end - time.monotonic()), t0=started)
+                    except JobFailed as e:
+                        out[i] = e
+                elif st in _FAILED:
+                    out[i] = JobFailed(jid, _failure_reason(st), _FAILED[st].format(fee=rec.get("fee")), rec)
+                elif time.monotonic() > end:
+                    out[i] = JobFailed(jid, "timeout", f"still {st} after {timeout:.0f} s", rec)
+            if any(o is None for o in out):
+                time.sleep(poll)
 
-    def _check_result(self, sub: Submitted, rec: dict, key, rounds: int, progress, timeout: float) -> JobResult:
+    def _progress_line(self, jid: str, rec: dict) -> str:
+        st = rec["status"]
+        line = f"job {jid[:16]}… {st}"
+        if rec.get("miner") and st in ("claimed", "resulted", "released"):
+            line += f" by {rec['miner'][:16]}…"
+        line += f" at height {rec.get('height')}"
+        if st in ("pending", "open", "claimed"):
+            try:
+                p = self.job_progress(jid)
+            except ClientError:
+                return line
+            if p.get("queue_position"):
+                line += f", queue position {p['queue_position']} of {p['queue_length']}"
+            line += f", estimate ~{p['estimate_blocks']} blocks (~{p['estimate_s']:.0f} s)"
+        return line
+
+    def _check_result(self, sub: Submitted, rec: dict, key, rounds: int, progress, timeout: float,
+                      t0: float | None = None) -> JobResult:
         import torch
         from pouw.commit import commit_result
         from pouw.freivalds import freivalds
@@ -282,7 +515,8 @@ class Client:
             except (ClientError, BlobError) as e:
                 cur = self.job_status(sub.job_id)
                 if time.monotonic() > end or (cur["status"] == "released" and rec["status"] == "released"):
-                    raise JobFailed(sub.job_id, "unverifiable", f"cannot fetch a valid C blob: {e}", cur) from None
+                    raise JobFailed(sub.job_id, "unverifiable", f"cannot fetch a valid C blob from {self.url}: {e}",
+                                    cur) from None
                 rec = cur if cur["status"] in ("resulted", "released") else rec
                 time.sleep(0.25)
         ct = torch.from_numpy(c)
@@ -292,10 +526,16 @@ class Client:
                             "build a fraud proof against it)", rec)
         bad = freivalds(sub.a, sub.b, ct, sub.job, h_c, rounds=rounds)
         if not bad:
+            lat = time.monotonic() - t0 if t0 is not None else None
             if progress:
-                progress(f"job {sub.job_id[:16]}… result verified (H_C and Freivalds x{rounds})")
+                progress(f"job {sub.job_id[:16]}… result verified (H_C and Freivalds x{rounds})"
+                         + (f" {lat:.2f} s after submit" if lat is not None else ""))
+            try:
+                rcpt = self.receipt(sub.job_id)
+            except ClientError:
+                rcpt = None
             return JobResult(sub.job_id, c[:sub.shape[0], :sub.shape[2]].copy(), rec["fee"], rec["status"],
-                             rec["h_c"], rec.get("miner"), rec)
+                             rec["h_c"], rec.get("miner"), rec, rcpt, lat)
         if key is None or rec["status"] != "resulted":
             raise JobFailed(sub.job_id, "wrong-result", f"C fails Freivalds in rows {bad[:5]}; "
                             + ("no wallet to dispute with" if key is None else "challenge window closed"), rec)
@@ -327,3 +567,23 @@ class Client:
         tx = make_job_dispute(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), proof, tx_fee)
         self.send_tx(tx)
         return tx.txid.hex()
+
+
+# terminal statuses without a result: the message for JobFailed
+_FAILED = {
+    "refunded": "no verified result before the deadline; escrow {fee} refunded to the client",
+    "slashed": "the result was disproved; escrow and bond went to the client",
+    "cancelled": "the client cancelled the job before a claim; escrow {fee} refunded",
+}
+
+
+def _failure_reason(status: str) -> str:
+    return status if status in _FAILED else "no-result"
+
+
+def _hexid(job_id: str | bytes) -> str:
+    """A job id as 64 lowercase hex digits (ClientError bad-job-id otherwise)."""
+    s = job_id.hex() if isinstance(job_id, bytes) else str(job_id).strip().lower().removeprefix("0x")
+    if len(s) != 64 or any(ch not in "0123456789abcdef" for ch in s):
+        raise ClientError("bad-job-id", f"job id {str(job_id)[:80]!r} is not 64 hex digits")
+    return s
