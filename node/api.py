@@ -2,9 +2,20 @@
 
 Errors are ``{"error": {"code": "<stable-code>", "message": "<text>"}}`` with a 4xx/5xx status. Request
 bodies are limited by the app's `client_max_size`. Documented in docs/api.md and docs/openapi.yaml.
+
+Every request passes `security_middleware` (docs/operations.md): a browser `Origin` not configured is
+refused (403 origin-not-allowed) and no CORS grant is sent; API requests must name an IP address,
+``localhost`` or a configured name in `Host` (403 host-not-allowed: DNS rebinding); a request that writes
+(POST/PUT/PATCH/DELETE) with a body must say ``Content-Type: application/json`` (blobs:
+``application/octet-stream``; else 415 unsupported-media-type), and when the node has an API token it must
+carry ``Authorization: Bearer <token>`` (else 401 unauthorized).
 """
 from __future__ import annotations
 
+import hmac
+import ipaddress
+import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +32,9 @@ if TYPE_CHECKING:
     from node.node import Node
 
 API = "/api/v1"
+MAX_WORK_RATE = 1e21       # MAC/s a remote worker may report (far above any device; finite JSON)
+_UINT = re.compile(r"[0-9]{1,18}")
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ApiError(Exception):
@@ -50,14 +64,78 @@ async def errors_middleware(request: web.Request, handler):
         return ApiError(413, "body-too-large", e.text or "request body too large").response()
     except web.HTTPNotFound:
         return ApiError(404, "not-found", f"no route {request.path}").response()
-    except web.HTTPMethodNotAllowed:
-        return ApiError(405, "method-not-allowed", f"{request.method} not allowed on {request.path}").response()
+    except web.HTTPMethodNotAllowed as e:
+        resp = ApiError(405, "method-not-allowed", f"{request.method} not allowed on {request.path}").response()
+        resp.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+        return resp
     except web.HTTPException:
         raise
     except Exception as e:  # defensive: never leak a traceback as HTML
         import logging
         logging.getLogger("pouw.api").exception("API error on %s", request.path)
         return ApiError(500, "internal", type(e).__name__).response()
+
+
+def _host_allowed(host: str | None, allowed: list[str]) -> bool:
+    """Host header check (DNS rebinding): IP literals, localhost and configured names ("*": any)."""
+    if not host or "*" in allowed:
+        return True
+    if host.startswith("["):           # [IPv6]:port
+        name = host[1:host.find("]")]
+    elif host.count(":") == 1:         # name:port or IPv4:port
+        name = host.partition(":")[0]
+    else:                              # bare name or IPv4
+        name = host
+    name = name.lower().rstrip(".")
+    if name == "localhost" or name in (a.lower() for a in allowed):
+        return True
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def security_middleware(node: "Node"):
+    """Origin / CORS, Host, content type and token checks (module docstring)."""
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        conf = node.conf
+        origin = request.headers.get("Origin")
+        origin_ok = origin is not None and (origin in conf.api_cors_origins or "*" in conf.api_cors_origins)
+        if origin is not None and not origin_ok:
+            raise ApiError(403, "origin-not-allowed", f"origin {origin[:100]} is not allowed (see --api-cors-origin)")
+        if request.path != "/p2p" and not _host_allowed(request.headers.get("Host"), conf.api_allowed_hosts):
+            raise ApiError(403, "host-not-allowed", "Host must be an IP address, localhost or a name set with "
+                                                    "--api-allow-host")
+        if request.method == "OPTIONS" and origin_ok:
+            return web.Response(status=204, headers={
+                "Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                "Access-Control-Allow-Methods": "GET, POST, PUT",
+                "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Blob-Hash",
+                "Access-Control-Max-Age": "600"})
+        if request.method in WRITE_METHODS:
+            token = node.api_token
+            if token:
+                got = request.headers.get("Authorization", "")
+                if not (got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode())):
+                    resp = ApiError(401, "unauthorized", "this endpoint needs Authorization: Bearer <token> "
+                                                         "(the node's --api-token or its .cookie file)").response()
+                    resp.headers["WWW-Authenticate"] = 'Bearer realm="pouw"'
+                    return resp
+            ctype = request.headers.get("Content-Type")
+            if request.body_exists or ctype is not None:
+                want = "application/octet-stream" if request.path.startswith(API + "/blobs") else "application/json"
+                if (ctype or "").split(";")[0].strip().lower() != want:
+                    raise ApiError(415, "unsupported-media-type", f"Content-Type must be {want}")
+        resp = await handler(request)
+        if origin_ok:
+            resp.headers["Access-Control-Allow-Origin"] = origin  # type: ignore[assignment]
+            resp.headers["Vary"] = "Origin"
+        return resp
+
+    return check
 
 
 def tx_json(tx: Transaction) -> dict:
@@ -116,17 +194,49 @@ def status_json(node: "Node") -> dict:
     }
 
 
-def make_app(node: "Node") -> web.Application:
+def make_p2p_app(node: "Node") -> web.Application:
+    """The public peer listener when the API has its own: the websocket and local blob reads only."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[errors_middleware, security_middleware(node)])
+
+    async def p2p(request):
+        return await node.p2p.handle_inbound(request)
+
+    async def blob(request):  # peers fetch job blobs from a node's p2p address (Node.fetch_blob)
+        try:
+            h = bytes.fromhex(request.match_info["hash"])
+        except ValueError:
+            h = b""
+        data = node.blobs.get(h) if len(h) == 32 else None
+        if data is None:
+            raise ApiError(404, "blob-not-found", "no such blob here")
+        return web.Response(body=data, content_type="application/octet-stream", headers={"X-Blob-Hash": h.hex()})
+
+    app.router.add_get("/p2p", p2p)
+    app.router.add_get(API + "/blobs/{hash}", blob)
+    return app
+
+
+def make_app(node: "Node", p2p: bool = True) -> web.Application:
+    """The API app; with `p2p` it also serves the peer websocket (one shared listener)."""
     max_body = node.conf.api_max_body or (2 * node.cfg.max_header_bytes + 64 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware])
+    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node)])
     r = web.RouteTableDef()
+
+    def query_int(request: web.Request, name: str, default: int) -> int:
+        """A query parameter of ASCII digits (no sign, no '_', at most 18 digits)."""
+        v = request.query.get(name)
+        if v is None:
+            return default
+        if not _UINT.fullmatch(v):
+            raise ApiError(400, "bad-param", f"{name} must be a non-negative integer")
+        return int(v)
 
     async def body_json(request: web.Request) -> dict:
         try:
             doc = await request.json()
         except web.HTTPRequestEntityTooLarge:
             raise
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ApiError(400, "bad-json", "request body is not valid JSON") from None
         if not isinstance(doc, dict):
             raise ApiError(400, "bad-json", "request body must be a JSON object")
@@ -156,7 +266,7 @@ def make_app(node: "Node") -> web.Application:
         ident = request.match_info["id"]
         if ident == "tip":
             h = node.chain.tip.hash
-        elif ident.isdigit() and len(ident) < 20:
+        elif _UINT.fullmatch(ident):
             h = node.chain.block_hash_at(int(ident))
             if h is None:
                 raise ApiError(404, "block-not-found", f"no block at height {ident}")
@@ -171,11 +281,8 @@ def make_app(node: "Node") -> web.Application:
 
     @r.get(API + "/blocks")
     async def list_blocks(request):
-        try:
-            limit = min(100, max(1, int(request.query.get("limit", "20"))))
-            top = int(request.query.get("from", str(node.chain.height)))
-        except ValueError:
-            raise ApiError(400, "bad-param", "from and limit must be integers") from None
+        limit = min(100, max(1, query_int(request, "limit", 20)))
+        top = query_int(request, "from", node.chain.height)
         out = []
         for height in range(min(top, node.chain.height), max(-1, top - limit), -1):
             b = node.chain.get_block(node.chain.block_hash_at(height))  # type: ignore[arg-type]
@@ -227,10 +334,7 @@ def make_app(node: "Node") -> web.Application:
 
     @r.get(API + "/mempool")
     async def mempool(request):
-        try:
-            limit = min(1000, max(0, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise ApiError(400, "bad-param", "limit must be an integer") from None
+        limit = min(1000, query_int(request, "limit", 100))
         txs = node.mempool.ordered(limit)
         return _json({"size": len(node.mempool), "bytes": node.mempool.bytes, "total_fees": node.mempool.total_fees(),
                       "txs": [tx_json(t) for t in txs]})
@@ -244,16 +348,19 @@ def make_app(node: "Node") -> web.Application:
     async def mining_work(request):
         doc = await body_json(request)
         addr = doc.get("address") or ""
+        if not isinstance(addr, str):
+            raise ApiError(400, "bad-address", "address must be a string")
         try:
             miner = parse_address(addr) if addr else node.mining_address
         except ValueError as e:
             raise ApiError(400, "bad-address", str(e)) from None
         wid = str(doc.get("worker", ""))[:32]
         if wid:
-            try:
-                rate = max(0.0, float(doc.get("work_rate", 0.0)))
-            except (TypeError, ValueError):
-                raise ApiError(400, "bad-param", "work_rate must be a number") from None
+            rate = doc.get("work_rate", 0.0)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) \
+                    or not 0 <= rate <= MAX_WORK_RATE:
+                raise ApiError(400, "bad-param", f"work_rate must be a number from 0 to {MAX_WORK_RATE:g}")
+            rate = float(rate)
             if wid in node.workers or len(node.workers) < 1000:
                 node.workers[wid] = {"work_rate": rate, "seen": time.time(), "device": str(doc.get("device", ""))[:32],
                                      "address": miner.hex()}
@@ -348,10 +455,7 @@ def make_app(node: "Node") -> web.Application:
     async def list_jobs(request):
         from chain.jobs import STATUS_NAMES
         status = request.query.get("status", "open")
-        try:
-            limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise ApiError(400, "bad-param", "limit must be an integer") from None
+        limit = min(1000, max(1, query_int(request, "limit", 100)))
         cs = node.chain
         if status == "open":
             items = cs.open_jobs()
@@ -404,9 +508,10 @@ def make_app(node: "Node") -> web.Application:
         return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Prometheus-Format": "0.0.4"})
 
-    @r.get("/p2p")
-    async def p2p(request):
-        return await node.p2p.handle_inbound(request)
+    if p2p:
+        @r.get("/p2p")
+        async def p2p_ws(request):
+            return await node.p2p.handle_inbound(request)
 
     app.add_routes(r)
     return app

@@ -43,6 +43,7 @@ log = logging.getLogger("pouw.node")
 NODE_KEY = "node_key.json"
 MEMPOOL_FILE = "mempool.dat"
 PEERS_FILE = "peers.json"
+COOKIE_FILE = ".cookie"
 BLOBS_DIR = "blobs"
 MAX_ORPHANS = 64
 ORPHAN_TTL = 600.0
@@ -75,6 +76,19 @@ class NodeConfig:
     blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
     blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
     blob_grace_s: float = 3600.0        # keep unreferenced blobs (uploads before their submit) this long
+    # --- listeners and limits (docs/operations.md) ---
+    api_host: str | None = None         # a separate API listener (with api_port); default: host
+    api_port: int | None = None         # None: the API shares host:port with p2p
+    api_token: str | None = None        # bearer token for writes; None: a cookie file when the API is public
+    api_allowed_hosts: list[str] = field(default_factory=list)   # Host names accepted besides IPs and localhost
+    api_cors_origins: list[str] = field(default_factory=list)    # browser Origins allowed (none by default)
+    max_conns: int = 1000               # open connections, all listeners (capped below the fd limit)
+    max_conns_per_ip: int = 32
+    header_timeout: float = 10.0        # seconds to deliver a request head (and the first after connect)
+    idle_timeout: float = 30.0          # seconds an idle keep-alive HTTP connection stays open
+    max_inbound_per_ip: int = 8         # authenticated inbound peers from one IP
+    max_pending_peers: int = 16         # inbound connections still in the p2p handshake
+    noban: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])  # IPs never banned by address
 
 
 def open_chain(datadir: Path, network: str | None) -> ChainState:
@@ -136,7 +150,15 @@ class Node:
                                expiry_s=conf.mempool_expiry_s)
         self.book = PeerBook(self.datadir / PEERS_FILE)
         self.port = conf.port
-        self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound)
+        self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound,
+                       max_inbound_per_ip=conf.max_inbound_per_ip, max_pending=conf.max_pending_peers,
+                       noban=tuple(conf.noban))
+        from node.netguard import ConnectionGuard, GuardLimits, fd_budget
+        self.guard = ConnectionGuard(GuardLimits(
+            max_conns=min(conf.max_conns, fd_budget()), max_per_ip=conf.max_conns_per_ip,
+            header_timeout=conf.header_timeout, idle_timeout=conf.idle_timeout))
+        self.api_port: int | None = conf.api_port
+        self.api_token: str | None = conf.api_token
         self.sync = Sync(self)
         self.templates = Templates(self)
         self.orphans = Orphans()
@@ -150,7 +172,7 @@ class Node:
                                retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
         self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}
-        self.runner: web.AppRunner | None = None
+        self.runners: list[web.AppRunner] = []
         self.started_at = time.time()
         self.tick_task: asyncio.Task | None = None
         self.chain.add_listener(self)
@@ -162,8 +184,15 @@ class Node:
         return f"{self.conf.host}:{self.port}"
 
     @property
+    def api_host(self) -> str:
+        return self.conf.api_host or self.conf.host
+
+    @property
     def url(self) -> str:
-        return f"http://{self.conf.host}:{self.port}"
+        """The HTTP API's URL (the p2p listener's when the API shares it)."""
+        if self.api_port is None:
+            return f"http://{self.conf.host}:{self.port}"
+        return f"http://{self.api_host}:{self.api_port}"
 
     @property
     def mining_address(self) -> bytes:
@@ -182,13 +211,22 @@ class Node:
         log.info("chain %s (id %d) at height %d, tip %s; %d mempool txs restored; node id %s",
                  self.cfg.name, self.cfg.chain_id, self.chain.height, self.chain.tip.hash.hex()[:16], n,
                  self.node_key.pubkey.hex()[:16])
-        app = make_app(self)
-        self.runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, self.conf.host, self.conf.port)
-        await site.start()
-        if self.conf.port == 0:
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        from node.netguard import install_log_limits, is_loopback
+        install_log_limits()
+        api_public = not is_loopback(self.api_host)
+        if api_public and not self.api_token:
+            self.api_token = self._write_cookie()
+        if self.conf.api_port is None:
+            self.port = await self._listen(make_app(self), self.conf.host, self.conf.port)
+        else:
+            from node.api import make_p2p_app
+            self.port = await self._listen(make_p2p_app(self), self.conf.host, self.conf.port)
+            self.api_port = await self._listen(make_app(self, p2p=False), self.api_host, self.conf.api_port)
+        await self.guard.start()
+        if api_public:
+            log.warning("the HTTP API is bound to public address %s: anyone who reaches it can read the chain; "
+                        "writes need the bearer token%s. Use --api-host 127.0.0.1 --api-port N to keep it local.",
+                        self.url, f" in {self.datadir / COOKIE_FILE}" if not self.conf.api_token else "")
         for a in self.conf.peers:
             self.p2p.add_addr(a)
         await self.p2p.start()
@@ -206,7 +244,32 @@ class Node:
             self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
                                self.conf.filler_shape)
             self.miner.start()
-        log.info("serving API and p2p on %s", self.url)
+        if self.conf.api_port is None:
+            log.info("serving API and p2p on %s", self.url)
+        else:
+            log.info("serving p2p on %s and the API on %s", self.listen_addr, self.url)
+
+    async def _listen(self, app: web.Application, host: str, port: int) -> int:
+        """Serve `app` on host:port through the connection guard; returns the bound port."""
+        from node.netguard import GuardedSite
+        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
+                               keepalive_timeout=self.guard.limits.idle_timeout)
+        await runner.setup()
+        self.runners.append(runner)
+        site = GuardedSite(runner, host, port, self.guard)
+        await site.start()
+        return site.port
+
+    def _write_cookie(self) -> str:
+        """A fresh random API token in <datadir>/.cookie (mode 0600), as bitcoind does."""
+        import os
+        import secrets
+        token = secrets.token_hex(32)
+        p = self.datadir / COOKIE_FILE
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        return token
 
     async def stop(self) -> None:
         log.info("shutting down")
@@ -219,8 +282,9 @@ class Node:
             except (asyncio.CancelledError, Exception):
                 pass
         await self.p2p.stop()
-        if self.runner is not None:
-            await self.runner.cleanup()
+        for runner in self.runners:
+            await runner.cleanup()
+        await self.guard.stop()
         n = self.mempool.save(self.datadir / MEMPOOL_FILE)
         self.book.save()
         self.chain.close()
@@ -253,8 +317,8 @@ class Node:
                     self.orphans.expire()
                     if self.mempool.expire():
                         self.metrics.update()
-                if n % 120 == 0:
-                    self.book.save()
+                if n % 10 == 0:
+                    await self.book.flush()
                 if n % int(PRUNE_EVERY_S * 2) == 0:
                     self.blobs.prune(self.chain.jobs(), self.chain.height)
             except Exception:
@@ -348,6 +412,8 @@ class Node:
                 self.mempool.resync()
             self.metrics.update()
         if res.status == "active":
+            if peer is not None:
+                peer.last_block_at = time.monotonic()
             self.p2p.broadcast("block", known=block.hash, exclude=peer, block=block.encoded)
         return res
 
@@ -390,6 +456,8 @@ class Node:
             raise MempoolError("txn-already-known", "transaction already in the chain", punish=False)
         added = self.mempool.add(tx)
         if added:
+            if peer is not None:
+                peer.last_tx_at = time.monotonic()
             self.p2p.broadcast("tx", known=tx.txid, exclude=peer, tx=tx.encoded)
             self.metrics.update()
         return added

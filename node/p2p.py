@@ -6,6 +6,13 @@ signature over H("pouw/p2p-auth" ‖ the other side's nonce ‖ own node id ‖ 
 *ready* only after a valid auth arrives; before that any other message closes it. Mismatched version,
 chain or genesis, a self-connection, a banned node id or a duplicate connection close it too.
 
+Slots: `max_inbound` counts only authenticated (ready) inbound peers. Connections still in the
+handshake are bounded separately (`max_pending` in all, `MAX_PENDING_PER_IP` per address) and closed at
+an absolute `HANDSHAKE_TIMEOUT` (pings do not extend it). A peer that authenticates when the inbound slots
+are full evicts one per `peers.select_eviction`, or is closed if all are protected; at most
+`max_inbound_per_ip` ready inbound peers share one IP. Banned node ids and banned addresses (the IP of an
+inbound peer, see node.peers) are refused before the websocket upgrade where the address is known.
+
 Limits: websocket frames above `Codec.max_msg` are refused by aiohttp (`max_msg_size`) and the peer is
 banned; every message is decoded with explicit msgpack limits (node.messages); incoming messages pass a
 token bucket (500/s, burst 2000); the send queue is bounded (a peer that does not read is dropped). Each
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from chain.keys import verify_sig
 from node.messages import AGENT, MAX_ADDRS, PROTOCOL_VERSION, MessageError, auth_payload
-from node.peers import BAN_SCORE, Peer, PeerBook
+from node.peers import BAN_SCORE, Peer, PeerBook, select_eviction
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -33,6 +41,7 @@ log = logging.getLogger("pouw.p2p")
 
 HANDSHAKE_TIMEOUT = 10.0
 PING_INTERVAL = 30.0
+MAX_PENDING_PER_IP = 2
 
 
 def _valid_addr(a: str) -> bool:
@@ -41,12 +50,18 @@ def _valid_addr(a: str) -> bool:
 
 
 class P2P:
-    def __init__(self, node: "Node", book: PeerBook, *, max_outbound: int = 8, max_inbound: int = 32):
+    def __init__(self, node: "Node", book: PeerBook, *, max_outbound: int = 8, max_inbound: int = 32,
+                 max_inbound_per_ip: int = 8, max_pending: int = 16, noban: tuple[str, ...] = ("127.0.0.1", "::1")):
         self.node = node
         self.book = book
         self.codec = node.codec
         self.max_outbound = max_outbound
         self.max_inbound = max_inbound
+        self.max_inbound_per_ip = max_inbound_per_ip
+        self.max_pending = max_pending
+        self.noban = set(noban)
+        self.evict_secret = os.urandom(32)
+        self.evicted_count = 0
         self.peers: list[Peer] = []
         self.connecting: set[str] = set()
         self.session: aiohttp.ClientSession | None = None
@@ -127,13 +142,22 @@ class P2P:
         await self._serve(peer)
 
     # --- inbound ---------------------------------------------------------------------------------------
+    def _ip_bannable(self, host: str) -> bool:
+        return bool(host) and host not in self.noban
+
     async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
-        if self.stopping or sum(p.inbound for p in self.peers) >= self.max_inbound:
-            raise web.HTTPServiceUnavailable(text="too many peers")
+        host = str(request.remote or "")
+        if self.stopping:
+            raise web.HTTPServiceUnavailable(text="shutting down")
+        if self._ip_bannable(host) and self.book.banned(ip=host):
+            raise web.HTTPForbidden(text="banned")
+        pending = [p for p in self.peers if p.inbound and not p.ready]
+        if len(pending) >= self.max_pending or \
+                sum(p.remote_host == host for p in pending) >= MAX_PENDING_PER_IP:
+            raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(max_msg_size=self.codec.max_msg, heartbeat=PING_INTERVAL, autoping=True)
         await ws.prepare(request)
         peername = request.transport.get_extra_info("peername") if request.transport else None
-        host = str(request.remote or "")
         peer = Peer(ws, True, f"{host}:{peername[1]}" if peername else host, self.codec, remote_host=host)
         await self._serve(peer)
         return ws
@@ -149,9 +173,11 @@ class P2P:
                       work=self.node.chain.tip.chainwork.to_bytes(32, "big"), tip=self.node.chain.tip.hash, agent=AGENT)
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             while not peer.closed:
-                timeout = max(0.1, deadline - time.monotonic()) if not peer.ready else None
                 try:
-                    msg = await peer.ws.receive(timeout=timeout)
+                    if peer.ready:
+                        msg = await peer.ws.receive()
+                    else:  # an absolute deadline: control frames (pings) received meanwhile do not extend it
+                        msg = await asyncio.wait_for(peer.ws.receive(), max(0.01, deadline - time.monotonic()))
                 except asyncio.TimeoutError:
                     await self.close(peer, "handshake timeout")
                     break
@@ -240,7 +266,8 @@ class P2P:
             if not peer.closed:
                 log.warning("peer %s banned: %s", peer.name, why)
                 self.banned_count += 1
-                self.book.ban(peer.node_id, None if peer.inbound else peer.listen_addr)
+                ip = peer.remote_host if peer.inbound and self._ip_bannable(peer.remote_host) else None
+                self.book.ban(peer.node_id, None if peer.inbound else peer.listen_addr, ip=ip)
                 self._spawn(self.close(peer, f"banned: {why}"))
                 peer.closed = True
         else:
@@ -299,7 +326,8 @@ class P2P:
                 await self.close(peer, "self connection")
                 return
             peer.node_id = m["node_id"]
-            if self.book.banned(node_id=peer.node_id):
+            ip = peer.remote_host if peer.inbound and self._ip_bannable(peer.remote_host) else None
+            if self.book.banned(node_id=peer.node_id, ip=ip):
                 await self.close(peer, "banned")
                 return
             peer.height, peer.work, peer.tip, peer.agent = m["height"], int.from_bytes(m["work"], "big"), m["tip"], m["agent"]
@@ -330,6 +358,8 @@ class P2P:
                     await self.close(peer, "duplicate connection")
                     return
                 await self.close(other, "duplicate connection")
+        if peer.inbound and not await self._inbound_slot(peer):
+            return
         peer.ready = True
         if not peer.inbound and peer.listen_addr:
             self.book.connected_ok(peer.listen_addr)
@@ -338,3 +368,20 @@ class P2P:
         log.info("peer %s connected (height %d, %s)", peer.name, peer.height, peer.agent)
         self.send(peer, "getaddr")
         self.node.sync.on_peer_ready(peer)
+
+    async def _inbound_slot(self, peer: Peer) -> bool:
+        """Room for a newly authenticated inbound peer: within the per-IP limit, a free slot or an evicted
+        peer's (module docstring). False (and the peer closed) when there is none."""
+        ready_in = [p for p in self.ready_peers if p.inbound]
+        if sum(p.remote_host == peer.remote_host for p in ready_in) >= self.max_inbound_per_ip:
+            await self.close(peer, "too many peers from this address")
+            return False
+        if len(ready_in) >= self.max_inbound:
+            victim = select_eviction(ready_in, self.evict_secret)
+            if victim is None:
+                await self.close(peer, "inbound slots full")
+                return False
+            self.evicted_count += 1
+            log.info("peer %s evicted for %s (inbound slots full)", victim.name, peer.name)
+            await self.close(victim, "evicted")
+        return True

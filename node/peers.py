@@ -1,14 +1,27 @@
 """Peer book (persistent addresses and bans) and per-connection peer state with misbehaviour scores.
 
-Scoring: each offence adds points; at `BAN_SCORE` the peer is disconnected and its node id (and, for
-outbound peers, its address) banned for `BAN_SECONDS`. Malformed, oversized or unknown messages, invalid
+Scoring: each offence adds points; at `BAN_SCORE` the peer is disconnected and its node id banned for
+`BAN_SECONDS`, together with its address: the listen address of an outbound peer, the IP (IPv6: the /64,
+`netguard.ban_key`) of an inbound one, so a fresh node key from the same address is refused too (except
+for addresses the operator exempts, by default loopback: banning it would lock out every local peer). Malformed, oversized or unknown messages, invalid
 blocks, headers and transactions with bad signatures score `BAN_SCORE` at once; an unconnected header
 chain or unsolicited data scores less. `time-too-new`, low work, a stale nonce or a full mempool score
 nothing. The book is ``<datadir>/peers.json``.
+
+The ban list holds at most `MAX_BANS` entries (over it, the soonest-expiring go first); expired entries
+are dropped; a ban only marks the book dirty, and the node writes it off the event loop (`flush`).
+
+Inbound eviction (`select_eviction`, after Bitcoin Core's SelectNodeToEvict): when every inbound slot is
+taken by an authenticated peer, a newly authenticated one may take the slot of an existing peer. Protected
+are peers from distinct network groups (4, chosen by a keyed hash), the 4 that most recently relayed a
+valid new block, the 4 that most recently relayed a new transaction, and the older half of the rest; of
+what remains, the youngest peer of the network group with the most connections is evicted. Outbound
+peers are never evicted.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -21,6 +34,7 @@ log = logging.getLogger("pouw.peers")
 
 BAN_SCORE = 100
 BAN_SECONDS = 24 * 3600
+MAX_BANS = 10_000
 
 
 @dataclass
@@ -36,7 +50,8 @@ class PeerBook:
     def __init__(self, path: Path | None):
         self.path = path
         self.addrs: dict[str, AddrInfo] = {}
-        self.bans: dict[str, float] = {}  # "id:<hex>" or "addr:<host:port>" -> until (unix time)
+        self.bans: dict[str, float] = {}  # "id:<hex>", "addr:<host:port>" or "ip:<ban_key>" -> until (unix time)
+        self.dirty = False
         if path is not None and path.exists():
             try:
                 doc = json.loads(path.read_text())
@@ -46,14 +61,33 @@ class PeerBook:
             except (OSError, ValueError, AttributeError) as e:
                 log.warning("ignoring unreadable peer file %s (%s)", path, e)
 
-    def save(self) -> None:
-        if self.path is None:
-            return
-        doc = {"addrs": {a: {"last_ok": i.last_ok, "failures": i.failures} for a, i in self.addrs.items()},
-               "bans": {k: v for k, v in self.bans.items() if v > time.time()}}
+    def _snapshot(self) -> dict:
+        self.expire()
+        self.dirty = False
+        return {"addrs": {a: {"last_ok": i.last_ok, "failures": i.failures} for a, i in self.addrs.items()},
+                "bans": dict(self.bans)}
+
+    def _write(self, doc: dict) -> None:
+        assert self.path is not None
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
+        tmp.write_text(json.dumps(doc, separators=(",", ":")))
         os.replace(tmp, self.path)
+
+    def save(self) -> None:
+        """Write the book now (start-up, shutdown)."""
+        if self.path is not None:
+            self._write(self._snapshot())
+
+    async def flush(self) -> None:
+        """Write the book if it changed, serialising and writing in a thread (off the event loop)."""
+        if self.path is not None and self.dirty:
+            doc = self._snapshot()
+            await asyncio.to_thread(self._write, doc)
+
+    def expire(self) -> None:
+        now = time.time()
+        for k in [k for k, v in self.bans.items() if v <= now]:
+            del self.bans[k]
 
     def add(self, addr: str) -> bool:
         if addr in self.addrs or len(self.addrs) >= 1000:
@@ -64,18 +98,29 @@ class PeerBook:
     def remove(self, addr: str) -> None:
         self.addrs.pop(addr, None)
 
-    def banned(self, node_id: bytes | None = None, addr: str | None = None) -> bool:
-        now = time.time()
-        keys = ([f"id:{node_id.hex()}"] if node_id else []) + ([f"addr:{addr}"] if addr else [])
-        return any(self.bans.get(k, 0) > now for k in keys)
+    @staticmethod
+    def _keys(node_id: bytes | None, addr: str | None, ip: str | None) -> list[str]:
+        from node.netguard import ban_key
+        return (([f"id:{node_id.hex()}"] if node_id else []) + ([f"addr:{addr}"] if addr else [])
+                + ([f"ip:{ban_key(ip)}"] if ip else []))
 
-    def ban(self, node_id: bytes | None, addr: str | None, seconds: float = BAN_SECONDS) -> None:
+    def banned(self, node_id: bytes | None = None, addr: str | None = None, ip: str | None = None) -> bool:
+        now = time.time()
+        return any(self.bans.get(k, 0) > now for k in self._keys(node_id, addr, ip))
+
+    def ban(self, node_id: bytes | None, addr: str | None, seconds: float = BAN_SECONDS, *,
+            ip: str | None = None) -> None:
+        """Ban a node id, a listen address and/or an IP; bounded (MAX_BANS), written later by `flush`."""
         until = time.time() + seconds
-        if node_id:
-            self.bans[f"id:{node_id.hex()}"] = until
-        if addr:
-            self.bans[f"addr:{addr}"] = until
-        self.save()
+        for k in self._keys(node_id, addr, ip):
+            self.bans[k] = until
+        if len(self.bans) > MAX_BANS:
+            self.expire()
+            if len(self.bans) > MAX_BANS:  # drop the soonest-expiring tenth at once (amortised)
+                drop = sorted(self.bans, key=self.bans.__getitem__)[:len(self.bans) - MAX_BANS * 9 // 10]
+                for k in drop:
+                    del self.bans[k]
+        self.dirty = True
 
     def unban_all(self) -> None:
         self.bans.clear()
@@ -122,6 +167,8 @@ class Peer:
     closed: bool = False
     tokens: float = 500.0
     tokens_at: float = field(default_factory=time.monotonic)
+    last_block_at: float = 0.0       # when it last relayed a valid block new to us (eviction protection)
+    last_tx_at: float = 0.0          # when it last relayed a transaction new to our mempool
 
     @property
     def name(self) -> str:
@@ -157,3 +204,33 @@ class Peer:
         return {"id": self.node_id.hex() if self.node_id else None, "addr": self.listen_addr or self.remote,
                 "inbound": self.inbound, "height": self.height, "score": self.score, "agent": self.agent,
                 "inflight": len(self.inflight), "connected_s": round(time.time() - self.connected_at, 1)}
+
+
+def select_eviction(peers: list[Peer], secret: bytes, protect: int = 4) -> Peer | None:
+    """The inbound peer to evict for a new one, or None when every candidate is protected (module docstring)."""
+    from node.netguard import netgroup
+    cands = [p for p in peers if p.inbound and p.ready and not p.closed]
+    group = {id(p): netgroup(p.remote_host or p.remote.rpartition(":")[0]) for p in cands}
+
+    def drop(key, n: int, reverse: bool = True, only=lambda p: True) -> None:
+        chosen = sorted((p for p in cands if only(p)), key=key, reverse=reverse)[:n]
+        for p in chosen:
+            cands.remove(p)
+
+    seen: set[str] = set()
+    for p in sorted(cands, key=lambda p: hashlib.sha256(secret + group[id(p)].encode()).digest()):
+        if len(seen) >= protect:
+            break
+        if group[id(p)] not in seen:
+            seen.add(group[id(p)])
+            cands.remove(p)
+    drop(lambda p: p.last_block_at, protect, only=lambda p: p.last_block_at > 0)
+    drop(lambda p: p.last_tx_at, protect, only=lambda p: p.last_tx_at > 0)
+    drop(lambda p: -p.connected_at, len(cands) // 2)
+    if not cands:
+        return None
+    groups: dict[str, list[Peer]] = {}
+    for p in cands:
+        groups.setdefault(group[id(p)], []).append(p)
+    biggest = max(groups.values(), key=lambda g: (len(g), max(p.connected_at for p in g)))
+    return max(biggest, key=lambda p: p.connected_at)

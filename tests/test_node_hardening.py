@@ -1,0 +1,476 @@
+"""A node that faces hostile clients and peers (issue 16): connection limits and deadlines on the listeners,
+inbound peer slots, address bans, a bounded ban list, API answers under abuse, separate listeners.
+
+Real nodes on loopback only. Attackers connect from other loopback addresses (127.0.0.2 and up, bound as
+the source address) so that per-address limits and address bans apply to them and not to the test's own
+client on 127.0.0.1. Every loop is bounded in time.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from chain.keys import PrivateKey
+from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
+from node.netguard import RateLimitFilter, ban_key, is_loopback, netgroup
+from node.peers import MAX_BANS, Peer, PeerBook, select_eviction
+from node.testing import free_port, start_node, wait_for
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def api(url, method, path, body=None, headers=None, data=None):
+    async with aiohttp.ClientSession() as s:
+        async with s.request(method, url + path, json=body, data=data, headers=headers) as r:
+            raw = await r.read()
+            return r.status, (json.loads(raw) if raw else None), r.headers
+
+
+def raw_conn(port: int, src: str, payload: bytes = b"") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(src, 0))
+    if payload:
+        s.sendall(payload)
+    s.setblocking(False)
+    return s
+
+
+def is_closed(s: socket.socket) -> bool:
+    """True once the server closed (EOF or reset); False while it is still open and silent."""
+    try:
+        data = s.recv(65536)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return data == b"" or data.startswith(b"HTTP/1.1 4")  # closed, or refused with a 4xx before closing
+
+
+PARTIAL = b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+# --- 1. slow-loris and connection caps ---------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_partial_requests_time_out_and_per_address_cap_holds(tmp_path):
+    async def main():
+        n = await start_node(tmp_path / "a", header_timeout=1.5, max_conns_per_ip=8)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(40):  # 40 partial requests from one address: only 8 are held
+                socks.append(raw_conn(n.port, "127.0.0.2", PARTIAL))
+            drip = raw_conn(n.port, "127.0.0.3", PARTIAL)  # a slow-loris that keeps sending header bytes
+            await wait_for(lambda: sum(not is_closed(s) for s in socks) <= 8, 3, what="per-IP cap")
+            assert n.guard.count("127.0.0.2") <= 8
+            # the API answers meanwhile, on its own address
+            t0 = time.monotonic()
+            st, doc, _ = await api(n.url, "GET", "/api/v1/status")
+            assert st == 200 and doc["height"] == 0 and time.monotonic() - t0 < 2.0
+            # every partial request is closed at its header deadline, the dripping one too
+            end = time.monotonic() + 6
+            while time.monotonic() < end and not is_closed(drip):
+                drip.send(b"a")
+                await asyncio.sleep(0.2)
+            assert is_closed(drip), "a request head that keeps dripping must still be closed at its deadline"
+            await wait_for(lambda: all(is_closed(s) for s in socks), 5, what="partial requests closed")
+            await wait_for(lambda: n.guard.count() == 0, 3, what="guard released every connection")
+            assert n.guard.timed_out >= 9 and n.guard.refused >= 32
+            # a slow body: declared 60 kB, sent a byte at a time, is closed at its body deadline
+            body = raw_conn(n.port, "127.0.0.4", b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                 b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+            end = time.monotonic() + 1.5 + 60_000 / n.guard.limits.min_body_rate + 3
+            while time.monotonic() < end and not is_closed(body):
+                body.send(b" ")
+                await asyncio.sleep(0.5)
+            assert is_closed(body)
+            # keep-alive requests with complete heads are not affected
+            async with aiohttp.ClientSession() as s:
+                for _ in range(5):
+                    async with s.get(n.url + "/api/v1/status") as r:
+                        assert r.status == 200
+                    await asyncio.sleep(0.5)
+        finally:
+            for s in socks:
+                s.close()
+            await n.stop()
+    run(main())
+
+
+NODE_CHILD = r"""
+import asyncio, resource, sys, logging
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), int(sys.argv[3])))
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+from pathlib import Path
+from node.node import Node, NodeConfig
+n = Node(NodeConfig(datadir=Path(sys.argv[1]), network="regtest", port=int(sys.argv[2]), header_timeout=60.0))
+asyncio.run(n.run_forever())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_connection_flood_below_fd_limit_keeps_api_up_and_log_small(tmp_path):
+    """A node with 600 file descriptors, flooded with 900 partial requests from 30 addresses: its
+    connection cap stays below the fd limit, new clients evict the oldest partial request, the API keeps
+    answering, and the log stays small (no 'Too many open files' tracebacks)."""
+    port = free_port()
+    logf = open(tmp_path / "node.log", "wb")
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-c", NODE_CHILD, str(tmp_path / "d"), str(port), "600"],
+                            stdout=logf, stderr=subprocess.STDOUT, env=env)
+    socks: list[socket.socket] = []
+    try:
+        end = time.monotonic() + 90
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "node.log").read_text()[-2000:]
+                time.sleep(0.3)
+        for i in range(900):
+            try:
+                socks.append(raw_conn(port, f"127.0.1.{1 + i % 30}", PARTIAL))
+            except OSError:
+                pass
+        lat = []
+        for _ in range(20):
+            t0 = time.monotonic()
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            c.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            resp = b""
+            while chunk := c.recv(65536):
+                resp += chunk
+            c.close()
+            lat.append(time.monotonic() - t0)
+            assert resp.startswith(b"HTTP/1.1 200"), resp[:200]
+        assert proc.poll() is None
+        nfd = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        assert nfd < 600, nfd
+        open_attackers = sum(not is_closed(s) for s in socks)
+        assert open_attackers <= 600 - 512 + 5, open_attackers  # the cap: fd limit minus the reserve
+        assert max(lat) < 3.0, lat
+    finally:
+        for s in socks:
+            s.close()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logf.close()
+    log = (tmp_path / "node.log").read_text()
+    assert len(log) < 20_000, log[-3000:]
+    assert "Too many open files" not in log and "Traceback" not in log
+
+
+# --- 2. inbound peer slots -----------------------------------------------------------------------------
+class RawPeer:
+    """A hand-driven peer from a chosen loopback source address."""
+
+    def __init__(self, node, src: str, key: PrivateKey | None = None):
+        self.node, self.src = node, src
+        self.key = key or PrivateKey.generate()
+        self.codec = node.codec
+
+    async def __aenter__(self):
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(self.src, 0)))
+        try:
+            self.ws = await self.session.ws_connect(f"ws://{self.node.listen_addr}/p2p", max_msg_size=0)
+        except BaseException:
+            await self.session.close()
+            raise
+        return self
+
+    async def __aexit__(self, *a):
+        await self.ws.close()
+        await self.session.close()
+
+    async def handshake(self) -> bool:
+        g = self.node.chain.genesis.hash
+        await self.ws.send_bytes(self.codec.encode(
+            "hello", v=PROTOCOL_VERSION, chain_id=self.node.cfg.chain_id, genesis=g, node_id=self.key.pubkey,
+            nonce=os.urandom(32), port=0, height=0, work=(0).to_bytes(32, "big"), tip=g, agent=AGENT))
+        while True:
+            try:
+                msg = await self.ws.receive(timeout=5)
+            except asyncio.TimeoutError:
+                return False
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                return False
+            t, m = self.codec.decode(msg.data)
+            if t == "hello":
+                await self.ws.send_bytes(self.codec.encode(
+                    "auth", sig=self.key.sign(auth_payload(m["nonce"], self.key.pubkey, g))))
+            elif t == "auth":
+                return True
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = await self.ws.receive(timeout=max(0.05, end - time.monotonic()))
+            except asyncio.TimeoutError:
+                return False
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                            aiohttp.WSMsgType.ERROR):
+                return True
+        return False
+
+
+@pytest.mark.timeout(90)
+def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.setattr("node.p2p.HANDSHAKE_TIMEOUT", 1.5)
+
+    async def main():
+        a = await start_node(tmp_path / "a", max_inbound=4, max_pending_peers=40)
+        idle: list[RawPeer] = []
+        try:
+            for i in range(30):  # 30 websockets that never say hello (and keep pinging)
+                p = RawPeer(a, f"127.0.2.{i + 1}")
+                idle.append(await p.__aenter__())
+            assert sum(pp.inbound and not pp.ready for pp in a.p2p.peers) == 30
+            # an honest peer still gets a slot: only authenticated peers count
+            async with RawPeer(a, "127.0.3.1") as honest:
+                assert await honest.handshake()
+                await wait_for(lambda: len(a.p2p.ready_peers) == 1, 5, what="honest peer ready")
+                # pings do not extend the handshake deadline
+                end = time.monotonic() + 4
+                while time.monotonic() < end and any(not p.ws.closed for p in idle):
+                    for p in idle:
+                        if not p.ws.closed:
+                            try:
+                                await p.ws.ping()
+                            except (ConnectionError, RuntimeError):
+                                pass
+                    await asyncio.sleep(0.2)
+                for p in idle:
+                    assert p.ws.closed or await p.closed(1.0)
+                assert not honest.ws.closed and len(a.p2p.ready_peers) == 1
+            # handshakes in progress are limited per address
+            a.p2p.max_pending = 40
+            async with RawPeer(a, "127.0.4.1"), RawPeer(a, "127.0.4.1"):
+                with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                    async with RawPeer(a, "127.0.4.1"):
+                        pass
+                assert e.value.status == 503
+        finally:
+            for p in idle:
+                await p.__aexit__()
+            await a.stop()
+    run(main())
+
+
+@pytest.mark.timeout(90)
+def test_full_inbound_slots_evict_and_bans_hold_against_fresh_keys(tmp_path):
+    async def main():
+        a = await start_node(tmp_path / "a", max_inbound=4, max_inbound_per_ip=2)
+        peers: list[RawPeer] = []
+        try:
+            for i in range(4):
+                p = await RawPeer(a, f"127.0.5.{i + 1}").__aenter__()
+                peers.append(p)
+                assert await p.handshake()
+            await wait_for(lambda: len(a.p2p.ready_peers) == 4, 5, what="4 inbound peers")
+            # a fifth authenticated peer evicts one (slots stay at 4), the newcomer is served
+            async with RawPeer(a, "127.0.6.1") as p5:
+                assert await p5.handshake()
+                await wait_for(lambda: a.p2p.evicted_count == 1, 5, what="an eviction")
+                gone = [p for p in peers if p.ws.closed or await p.closed(0.5)]
+                assert len(a.p2p.ready_peers) == 4 and len(gone) == 1
+                assert any(pp.remote_host == "127.0.6.1" for pp in a.p2p.ready_peers)
+            # per-address limit of authenticated peers (with free slots: no eviction involved)
+            a.p2p.max_inbound = 10
+            async with RawPeer(a, "127.0.7.1") as x1:
+                assert await x1.handshake()
+                async with RawPeer(a, "127.0.7.1") as x2:
+                    assert await x2.handshake()
+                    async with RawPeer(a, "127.0.7.1") as x3:
+                        assert not await x3.handshake() or await x3.closed()
+                    assert sum(pp.remote_host == "127.0.7.1" for pp in a.p2p.ready_peers) == 2
+            # a junk peer is banned by id and by address: a fresh key from that address is refused
+            async with RawPeer(a, "127.0.8.1") as j:
+                assert await j.handshake()
+                await j.ws.send_bytes(os.urandom(64))
+                assert await j.closed()
+            assert a.book.banned(ip="127.0.8.1")
+            with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                async with RawPeer(a, "127.0.8.1", PrivateKey.generate()):
+                    pass
+            assert e.value.status == 403
+            # loopback (the operator's noban list) is not banned by address: local peers stay welcome
+            async with RawPeer(a, "127.0.0.1") as j:
+                assert await j.handshake()
+                await j.ws.send_bytes(os.urandom(64))
+                assert await j.closed()
+            assert a.book.banned(node_id=j.key.pubkey) and not a.book.banned(ip="127.0.0.1")
+            async with RawPeer(a, "127.0.0.1") as ok:
+                assert await ok.handshake()
+        finally:
+            for p in peers:
+                await p.__aexit__()
+            await a.stop()
+    run(main())
+
+
+def _peer(ip: str, t: float, block: float = 0.0, tx: float = 0.0) -> Peer:
+    p = Peer(None, True, f"{ip}:1", None, remote_host=ip, ready=True)
+    p.connected_at, p.last_block_at, p.last_tx_at = t, block, tx
+    return p
+
+
+def test_select_eviction_protects_useful_and_old_peers_and_takes_from_the_biggest_group():
+    secret = b"k" * 32
+    # one peer each from 4 other /16 groups (protected by diversity), 12 from 10.1/16 (the attacker's)
+    diverse = [_peer(f"10.{i + 2}.0.1", 100.0 + i) for i in range(4)]
+    attack = [_peer(f"10.1.0.{i + 1}", 200.0 + i) for i in range(12)]
+    relayer = attack[-1]
+    relayer.last_block_at = 5.0                    # the youngest, but it relayed a valid block
+    out = _peer("10.9.0.1", 1.0)
+    out.inbound = False
+    victim = select_eviction(diverse + attack + [out], secret)
+    assert victim is attack[-2]                    # youngest of the biggest group that is not protected
+    assert select_eviction([relayer], secret) is None  # all protected: the newcomer is refused
+    assert select_eviction([out], secret) is None      # outbound peers are never candidates
+
+
+# --- ban list ---------------------------------------------------------------------------------------------
+def test_ban_list_is_bounded_expiring_and_written_off_the_loop(tmp_path):
+    path = tmp_path / "peers.json"
+    book = PeerBook(path)
+    book.ban(b"\x01" * 32, None, seconds=-1)          # already expired
+    for i in range(MAX_BANS + 5000):
+        book.ban(i.to_bytes(32, "big"), None)
+    assert not path.exists(), "a ban must not write the book synchronously"
+    assert len(book.bans) <= MAX_BANS
+    assert book.banned(node_id=(MAX_BANS + 4999).to_bytes(32, "big"))   # the newest are kept
+    assert not book.banned(node_id=b"\x01" * 32)
+    run(book.flush())
+    doc = json.loads(path.read_text())
+    assert len(doc["bans"]) <= MAX_BANS and f"id:{'01' * 32}" not in doc["bans"]
+    book.ban(None, None, ip="2001:db8::1")
+    assert book.banned(ip="2001:db8::ffff")            # an IPv6 ban covers the /64
+    assert not book.banned(ip="2001:db8:0:1::1")
+
+
+def test_address_helpers():
+    assert ban_key("10.1.2.3") == "10.1.2.3" and ban_key("::ffff:10.1.2.3") == "10.1.2.3"
+    assert netgroup("10.1.2.3") == "10.1.0.0/16" and netgroup("2001:db8:1::1") == "2001:db8::/32"
+    assert is_loopback("127.0.0.5") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
+
+
+def test_rate_limited_log_filter():
+    now = [0.0]
+    f = RateLimitFilter(burst=5, interval=10.0, clock=lambda: now[0])
+    rec = lambda: logging.LogRecord("asyncio", logging.ERROR, "x", 1, "socket.accept() out of system resource",  # noqa: E731
+                                    None, None)
+    passed = sum(f.filter(rec()) for _ in range(10_000))
+    assert passed == 5
+    now[0] = 11.0
+    r = rec()
+    assert f.filter(r) and "9995 similar message(s) suppressed" in r.getMessage()
+    other = logging.LogRecord("asyncio", logging.ERROR, "x", 1, "another message", None, None)
+    assert f.filter(other)
+
+
+# --- 3. the API under abuse -------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_api_answers_bad_requests_with_4xx_not_500(tmp_path):
+    async def main():
+        n = await start_node(tmp_path / "a", api_max_body=1 << 20)
+        u = n.url
+        try:
+            for path in ("/api/v1/blocks/%C2%B2", "/api/v1/blocks/%D9%A1", "/api/v1/blocks?limit=1_0",
+                         "/api/v1/blocks?from=-1", "/api/v1/mempool?limit=%C2%B2", "/api/v1/jobs?limit=1_0"):
+                st, doc, _ = await api(u, "GET", path)
+                assert st in (400, 404) and doc["error"]["code"] in ("bad-param", "block-not-found"), (path, st, doc)
+            st, doc, _ = await api(u, "POST", "/api/v1/tx", data=b"[" * 200_000,
+                                   headers={"Content-Type": "application/json"})
+            assert (st, doc["error"]["code"]) == (400, "bad-json")
+            st, doc, _ = await api(u, "POST", "/api/v1/mining/work", {"address": 5})
+            assert (st, doc["error"]["code"]) == (400, "bad-address")
+            st, doc, _ = await api(u, "POST", "/api/v1/mining/work", {"worker": "w", "work_rate": 1e308})
+            assert (st, doc["error"]["code"]) == (400, "bad-param")
+            st, doc, _ = await api(u, "POST", "/api/v1/mining/work", {"worker": "w", "work_rate": "nan"})
+            assert st == 400
+            async with aiohttp.ClientSession() as s:
+                async with s.get(u + "/api/v1/status") as r:
+                    json.loads(await r.text(), parse_constant=lambda c: pytest.fail(f"{c} in /status"))
+            st, doc, h = await api(u, "DELETE", "/api/v1/status")
+            assert st == 405 and "GET" in h["Allow"]
+        finally:
+            await n.stop()
+    run(main())
+
+
+@pytest.mark.timeout(60)
+def test_browser_requests_are_refused_and_writes_need_json_and_the_token(tmp_path):
+    async def main():
+        n = await start_node(tmp_path / "a", api_token="s3cret", api_cors_origins=["https://wallet.example"])
+        u = n.url
+        auth = {"Authorization": "Bearer s3cret"}
+        try:
+            # a web page's simple POST (text/plain, no preflight) is refused before the handler
+            st, doc, _ = await api(u, "POST", "/api/v1/tx", data=b'{"tx": "00"}',
+                                   headers={"Content-Type": "text/plain", **auth})
+            assert (st, doc["error"]["code"]) == (415, "unsupported-media-type")
+            st, doc, _ = await api(u, "POST", "/api/v1/blobs", data=b"x", headers={"Content-Type": "text/plain", **auth})
+            assert (st, doc["error"]["code"]) == (415, "unsupported-media-type")
+            st, doc, _ = await api(u, "POST", "/api/v1/tx", {"tx": "00"}, headers={"Origin": "https://evil.example", **auth})
+            assert (st, doc["error"]["code"]) == (403, "origin-not-allowed")
+            st, doc, h = await api(u, "OPTIONS", "/api/v1/tx", headers={"Origin": "https://evil.example",
+                                                                       "Access-Control-Request-Method": "POST"})
+            assert st == 403 and "Access-Control-Allow-Origin" not in h
+            st, doc, h = await api(u, "OPTIONS", "/api/v1/tx", headers={"Origin": "https://wallet.example",
+                                                                       "Access-Control-Request-Method": "POST"})
+            assert st == 204 and h["Access-Control-Allow-Origin"] == "https://wallet.example"
+            st, doc, h = await api(u, "GET", "/api/v1/status", headers={"Origin": "https://wallet.example"})
+            assert st == 200 and h["Access-Control-Allow-Origin"] == "https://wallet.example"
+            # DNS rebinding: a name the operator did not allow
+            st, doc, _ = await api(u, "GET", "/api/v1/status", headers={"Host": f"evil.example:{n.port}"})
+            assert (st, doc["error"]["code"]) == (403, "host-not-allowed")
+            # the token: writes need it, reads do not
+            st, doc, h = await api(u, "POST", "/api/v1/tx", {"tx": "00"})
+            assert (st, doc["error"]["code"]) == (401, "unauthorized") and "Bearer" in h["WWW-Authenticate"]
+            st, doc, _ = await api(u, "POST", "/api/v1/tx", {"tx": "00"}, headers={"Authorization": "Bearer nope"})
+            assert st == 401
+            st, doc, _ = await api(u, "POST", "/api/v1/tx", {"tx": "00"}, headers=auth)
+            assert st == 400 and doc["error"]["code"] != "unauthorized"
+            st, doc, _ = await api(u, "GET", "/api/v1/status")
+            assert st == 200
+        finally:
+            await n.stop()
+    run(main())
+
+
+@pytest.mark.timeout(90)
+def test_separate_api_and_p2p_listeners(tmp_path):
+    async def main():
+        a = await start_node(tmp_path / "a", api_port=0, mine=True, interval=0.2)
+        b = await start_node(tmp_path / "b", peers=[a.listen_addr])
+        try:
+            assert a.url != f"http://{a.listen_addr}"
+            st, doc, _ = await api(a.url, "GET", "/api/v1/status")
+            assert st == 200
+            p2p = f"http://{a.listen_addr}"
+            for method, path in (("GET", "/api/v1/status"), ("POST", "/api/v1/mining/work"), ("GET", "/metrics")):
+                st, doc, _ = await api(p2p, method, path, {} if method == "POST" else None)
+                assert st in (404, 405), (path, st)
+            st, doc, _ = await api(a.url, "GET", "/p2p")
+            assert st == 404
+            await wait_for(lambda: b.chain.height >= 2 and b.chain.tip.hash == a.chain.tip.hash, 30,
+                           what="b syncs over the p2p listener")
+            assert is_loopback(a.api_host)
+        finally:
+            await b.stop()
+            await a.stop()
+    run(main())
