@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,7 +56,18 @@ def cmd_node(args: argparse.Namespace) -> int:
                       mine_interval=args.mine_interval, filler_shape=shape, mempool_max_txs=args.mempool_max_txs,
                       mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry,
                       take_jobs=not args.no_jobs, job_bond=args.job_bond,
-                      blob_retention_blocks=args.blob_retention)
+                      blob_retention_blocks=args.blob_retention,
+                      api_host=args.api_host, api_port=args.api_port,
+                      api_token=args.api_token or os.environ.get("POUW_API_TOKEN") or None,
+                      api_allowed_hosts=list(args.api_allow_host or []),
+                      api_cors_origins=list(args.api_cors_origin or []),
+                      max_inbound=args.max_inbound, max_inbound_per_ip=args.max_inbound_per_ip,
+                      max_conns=args.max_conns, max_conns_per_ip=args.max_conns_per_ip,
+                      header_timeout=args.header_timeout, idle_timeout=args.idle_timeout,
+                      noban=list(args.noban) if args.noban is not None else ["127.0.0.1", "::1"])
+    if args.api_host and args.api_port is None:
+        print("node: --api-host needs --api-port (a separate API listener)", file=sys.stderr)
+        return 2
     if args.mine and args.device != "cpu":
         from kernels import DeviceError, parse_device
         try:
@@ -126,8 +138,33 @@ def register(sub) -> None:
     if p:
         p.add_argument("--datadir", default="./data")
         p.add_argument("--network", default=None, help="config name or .toml (default: stored, else devnet)")
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=8545, help="API + p2p port (0: any free port)")
+        p.add_argument("--p2p-host", "--host", dest="host", default="127.0.0.1",
+                       help="address of the peer listener (default 127.0.0.1; 0.0.0.0 to accept peers)")
+        p.add_argument("--p2p-port", "--port", dest="port", type=int, default=8545,
+                       help="peer port, also the API's unless --api-port is given (0: any free port)")
+        p.add_argument("--api-host", default=None,
+                       help="address of a separate API listener (default: 127.0.0.1 with --api-port, else --p2p-host)")
+        p.add_argument("--api-port", type=int, default=None,
+                       help="serve the HTTP API on its own port; the peer port then serves only /p2p and blob reads")
+        p.add_argument("--api-token", default=None,
+                       help="bearer token every write (POST/PUT) must carry (also $POUW_API_TOKEN); default: none "
+                            "on loopback, a random one in <datadir>/.cookie when the API is public")
+        p.add_argument("--api-allow-host", action="append", metavar="NAME",
+                       help="Host header name accepted besides IP addresses and localhost (repeatable; * for any)")
+        p.add_argument("--api-cors-origin", action="append", metavar="ORIGIN",
+                       help="browser Origin allowed to call the API (repeatable; default: none)")
+        p.add_argument("--max-inbound", type=int, default=32, help="authenticated inbound peers (default 32)")
+        p.add_argument("--max-inbound-per-ip", type=int, default=8,
+                       help="authenticated inbound peers from one IP (default 8)")
+        p.add_argument("--max-conns", type=int, default=1000,
+                       help="open connections on all listeners; capped below the fd limit (default 1000)")
+        p.add_argument("--max-conns-per-ip", type=int, default=32, help="open connections from one IP (default 32)")
+        p.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a client has to send a request's head (default 10)")
+        p.add_argument("--idle-timeout", type=float, default=30.0,
+                       help="seconds an idle keep-alive connection stays open (default 30)")
+        p.add_argument("--noban", action="append", metavar="IP",
+                       help="IP never banned by address, only by node id (repeatable; default 127.0.0.1 and ::1)")
         p.add_argument("--peer", action="append", help="peer address host:port (repeatable)")
         p.add_argument("--mine", action="store_true", help="mine inside the node")
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

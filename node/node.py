@@ -185,7 +185,10 @@ class Node:
 
     @property
     def api_host(self) -> str:
-        return self.conf.api_host or self.conf.host
+        """The API listener's address: the p2p listener's when shared, else api_host (default loopback)."""
+        if self.conf.api_port is None:
+            return self.conf.host
+        return self.conf.api_host or "127.0.0.1"
 
     @property
     def url(self) -> str:

@@ -200,8 +200,8 @@ def test_api_endpoints_and_errors(tmp_path):
                     async with s.get(n.url + path) as r:
                         return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
 
-                async def post(path, data):
-                    async with s.post(n.url + path, data=data) as r:
+                async def post(path, data):  # JSON content type: the API refuses others (415)
+                    async with s.post(n.url + path, data=data, headers={"Content-Type": "application/json"}) as r:
                         return r.status, await r.json()
 
                 st, doc = await get("/api/v1/status")
