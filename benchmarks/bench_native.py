@@ -12,7 +12,7 @@ OpenMP (libgomp) workers keep spinning for a few milliseconds after each paralle
 kernel's threads unless OMP_WAIT_POLICY=passive is set before torch is imported.
 "tickets" times the batch tile tickets (one per 16x16 tile of a size^2 output, 44-byte prefix) in C against the
 hashlib reference, "add_noise" the fused A' = A + E_L·P, B' = B + Q·F_R (r = 64) against the int8-GEMM path of
-pouw.noise.noisy_operands; "recover" the one-pass c -= sum_i 128^i U_i V_i of pouw.recover (native
+pouw.noise_torch.noisy_operands; "recover" the one-pass c -= sum_i 128^i U_i V_i of pouw.recover (native
 sub_correction) against its torch path on the real correction operands; all checked bit-exact. --no-gemm skips the
 GEMM part.
 `loadavg_before` > ~0.5 means something else was running on this (2-core) machine: numbers unreliable.
@@ -56,7 +56,8 @@ def bench_aux(a: torch.Tensor, b: torch.Tensor, threads: int, repeats: int) -> d
     """Tile tickets and add_noise: native vs the Python / torch paths they replace."""
     from kernels.base import tile_tickets_reference
     from kernels.cpu import int_mm
-    from pouw.noise import Seeds, full_noise, noisy_operands
+    from pouw.noise import Seeds
+    from pouw.noise_torch import full_noise, noisy_operands
 
     n = a.shape[0]
     out: dict = {}

@@ -43,13 +43,13 @@ class Backend(Protocol):
         """(C', messages) as described above, for operands on `device`; results stay on `device`."""
         ...
 
-    # Optional: add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b) -> (A', B') with
-    #   A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v]
-    # (int8, exact). Backends without it get the generic path in pouw.noise.noisy_operands.
+    # Optional: add_noise(a, b, e_l, f_r, map_a, map_b) -> (A', B') with
+    #   A'[u][l] = a[u][l] + e_l[u][map_a[l]],  B'[l][v] = b[l][v] + f_r[map_b[l]][v]
+    # (int8, exact; the maps are k indices in [0, r)). Backends without it get the generic path in pouw.noise_torch.noisy_operands.
     # Optional: sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]:
     #   c -= sum_i 128^i * U_i @ V_i  in place, int32 arithmetic mod 2^32 (the result fits int32).
     # Backends without it get the generic path in pouw.recover.correction.
-    # Optional: correction_operands(a, b_noisy, e_l, f_r, p_a, q_a, p_b, q_b) -> [(U_i, V_i)]: the digit operands
+    # Optional: correction_operands(a, b_noisy, e_l, f_r, map_a, map_b) -> [(U_i, V_i)]: the digit operands
     #   of pouw.recover.correction_operands (U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]), bit for bit.
     # Optional: noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in
     #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).

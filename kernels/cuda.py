@@ -135,14 +135,14 @@ class CudaBackend:
             return noise_factor_triton(key, nonce, first_row, rows, r, self.device)
 
     def add_noise(self, a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                  p_a, q_a, p_b, q_b) -> tuple[torch.Tensor, torch.Tensor]:
+                  map_a, map_b) -> tuple[torch.Tensor, torch.Tensor]:
         """(A', B') per the `kernels.base` contract, in one memory pass on the device (Triton). B' comes back as
         the transposed view of a K-major buffer, which is the layout the fused GEMM reads without a copy."""
         from kernels.triton_noise import add_noise_triton
 
         dev = self.device
         with torch.cuda.device(dev):
-            return add_noise_triton(a.to(dev), b.to(dev), e_l.to(dev), f_r.to(dev), p_a, q_a, p_b, q_b)
+            return add_noise_triton(a.to(dev), b.to(dev), e_l.to(dev), f_r.to(dev), map_a, map_b)
 
     def noisy_mm_recover(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,

@@ -23,7 +23,7 @@ product at 2048^3 on 2 cores); elsewhere, or for parameters that kernel does not
 without VNNI a caller may prefer a torch._int_mm-based implementation (`kernel_path()` says which one would run).
 
 `tile_tickets(prefix, msgs)` (when `has_tickets()`) implements `kernels.base.Backend.tile_tickets` with OpenSSL's
-SHA-256 block function (SHA-NI where the CPU has it); `add_noise(a, b, e_l, f_r, p_a, q_a, p_b, q_b)` the optional
+SHA-256 block function (SHA-NI where the CPU has it); `add_noise(a, b, e_l, f_r, map_a, map_b)` the optional
 fused A' = A + E_L·P, B' = B + Q·F_R (AVX512-VBMI byte permutes where available). Both are bit-exact and use the
 same thread pool as the GEMM. `sub_correction(c, pairs)` (when `has_sub_correction()`: AVX512-VNNI, source in
 `kernels/native/recover.c`) the optional one-pass c -= sum_i 128^i U_i·V_i of the recovery.
@@ -59,7 +59,7 @@ SOURCE = SOURCES[0]
 CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
 VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
-ABI_VERSION = 2
+ABI_VERSION = 3
 _FLAG_FORCE_PORTABLE = 1
 _FLAG_NO_TRANSCRIPT = 2
 
@@ -205,7 +205,7 @@ def _load() -> ctypes.CDLL:
     lib.pouw_path.restype = i32
     lib.pouw_has_vnni.argtypes = []
     lib.pouw_has_vnni.restype = i32
-    lib.pouw_add_noise.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i32, i32]
+    lib.pouw_add_noise.argtypes = [vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i32, i32]
     lib.pouw_add_noise.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
@@ -217,7 +217,7 @@ def _load() -> ctypes.CDLL:
         lib.pouw_sub_correction.argtypes = [vp, i64, i64, i32, vp, vp, vp, i32]
         lib.pouw_sub_correction.restype = i32
     if hasattr(lib, "pouw_correction_operands"):
-        lib.pouw_correction_operands.argtypes = [vp, vp, vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i64,
+        lib.pouw_correction_operands.argtypes = [vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i64,
                                                  ctypes.POINTER(i64), i32]
         lib.pouw_correction_operands.restype = i32
     if lib.pouw_has_tickets():
@@ -423,20 +423,19 @@ def _noise_shapes(a, b, e_l, f_r, b_name: str) -> tuple[int, int, int, int]:
     return m, k, n, r
 
 
-def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, p_a, q_a, p_b, q_b, *,
+def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b, *,
               threads: int | None = None, force_portable: bool = False,
               out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A', B') with A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]] and
-    B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v], new int8 CPU tensors (the optional
-    `Backend.add_noise` of kernels/base.py). Arithmetic wraps mod 256, i.e. equals the exact sum converted to int8
-    (exact within the contract, whose sums stay in [-127, 127]). p_a, q_a, p_b, q_b: k indices in [0, r) (numpy or
-    torch integer arrays). force_portable: plain C gathers instead of AVX512-VBMI (tests). out: (A', B') buffers
+    """(A', B') with A'[u][l] = a[u][l] + e_l[u][map_a[l]] and B'[l][v] = b[l][v] + f_r[map_b[l]][v], new int8
+    CPU tensors (the optional `Backend.add_noise` of kernels/base.py). Arithmetic wraps mod 256, i.e. equals the
+    exact sum converted to int8 (exact within the contract, whose sums stay in [-96, 95]). map_a, map_b: k indices
+    in [0, r) (numpy or torch integer arrays). force_portable: plain C gathers instead of AVX512-VBMI (tests). out: (A', B') buffers
     to write into (contiguous, not the inputs) instead of new tensors."""
     lib = _get()
     if lib is None:
         raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
     m, k, n, r = _noise_shapes(a, b, e_l, f_r, "b")
-    idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
+    idx = [_index_array(x, k, name) for name, x in (("map_a", map_a), ("map_b", map_b))]
     a, b, e_l, f_r = a.contiguous(), b.contiguous(), e_l.contiguous(), f_r.contiguous()
     a_out = _out_buffer(out[0] if out else None, (m, k), torch.int8, "a")
     b_out = _out_buffer(out[1] if out else None, (k, n), torch.int8, "b")
@@ -533,11 +532,12 @@ def digit_count(lo: int, hi: int) -> int:
 
 
 def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                        p_a, q_a, p_b, q_b, *, threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                        map_a, map_b, *, threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The optional `Backend.correction_operands` of kernels/base.py: [(U_i, V_i)] with U_i = [AQ_i | e_l]
     (m x 2r) and V_i = [f_r ; PB_i] (2r x n), AQ_i and PB_i the signed base-128 digits of A·Q and P·B' for the maps
-    (p_a, q_a) of P and (p_b, q_b) of Q; bit for bit `pouw.recover.correction_operands`, computed natively (no
-    torch GEMM, so no OpenMP workers left spinning while the next native kernel runs). k must be a multiple of 4.
+    map_a of P (P[j][l] = [map_a[l] == j]) and map_b of Q (Q[l][j] = [map_b[l] == j]); bit for bit
+    `pouw.recover.correction_operands`, computed natively (no torch GEMM, so no OpenMP workers left spinning while
+    the next native kernel runs). k must be a multiple of 4.
     Raises RuntimeError unless `has_correction_operands()`."""
     lib = _get()
     if not has_correction_operands():
@@ -548,7 +548,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
         raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, b_noisy {tuple(b_noisy.shape)} (empty)")
     if k % 4:
         raise ShapeError(f"k={k} is not a multiple of 4")
-    idx = [_index_array(x, k, name) for name, x in (("p_a", p_a), ("q_a", q_a), ("p_b", p_b), ("q_b", q_b))]
+    idx = [_index_array(x, k, name) for name, x in (("map_a", map_a), ("map_b", map_b))]
     a, b_noisy, e_l, f_r = a.contiguous(), b_noisy.contiguous(), e_l.contiguous(), f_r.contiguous()
     dmax = digit_count(-128 * k, 128 * k)          # |A·Q|, |P·B'| <= 128 k for any int8 operands
     u = torch.empty((dmax, m, 2 * r), dtype=torch.int8)

@@ -16,7 +16,8 @@ from pouw.errors import JobError
 from pouw.hashing import xof
 from pouw.job import JobCommitment, check_operands
 from pouw.merkle import MerkleTree
-from pouw.noise import derive_seeds, full_noise, full_noise_on, noisy_operands
+from pouw.noise import derive_seeds
+from pouw.noise_torch import full_noise, full_noise_on, noisy_operands
 from pouw.params import PowParams
 from pouw.proof import TileProof
 from pouw.recover import correction_operands, recover

@@ -1,7 +1,10 @@
 """Recover the client's exact C = A·B from the noisy product C' = A'·B'.
 
     A'B' = (A + E)(B + F) = AB + A·F + E·B'      so      C = C' - A·F - E·B'
-    A·F  = (A·Q)·F_R,   E·B' = E_L·(P·B')         (P, Q the sparse maps; A·Q and P·B' are m x r and r x n)
+    A·F  = (A·Q)·F_R,   E·B' = E_L·(P·B')         (P, Q the noise maps; A·Q and P·B' are m x r and r x n)
+
+Each chunk of a map is a permutation, so an entry of A·Q sums k/r entries of A (one per chunk): |A·Q| <= 64 k/r,
+|P·B'| <= 96 k/r.
 
 A·Q and P·B' no longer fit int8, so they are split into signed base-128 digits in [-64, 63] and the correction
 is  sum_i 128^i · [AQ_i | E_L] · [F_R ; PB_i]  : a few int8 GEMMs of inner width 2r. Extra cost ~ 2r/k · digits.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pouw.noise import MatMul, Noise
+from pouw.noise_torch import MatMul, Noise
 
 
 def digits128(x: torch.Tensor) -> list[torch.Tensor]:
@@ -44,7 +47,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmu
                         native=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous.
 
-    `native(a, b_noisy, e_l, f_r, p_a, q_a, p_b, q_b)` (optional, a backend's `correction_operands`) returns the
+    `native(a, b_noisy, e_l, f_r, map_a, map_b)` (optional, a backend's `correction_operands`) returns the
     same operands computed its own way."""
     if native is not None:
         return native(a, b_noisy, nz.e_l, nz.f_r, *nz.maps)

@@ -20,15 +20,13 @@ def seeds(template: bytes, h_a: bytes, h_b: bytes) -> tuple[bytes, bytes, bytes]
     return jk, sa, sb
 
 
-def sparse_map(seed: bytes, k: int, r: int) -> list[tuple[int, int]]:
-    raw = X(b"noise-map", seed, length=4 * k)
+def noise_map(seed: bytes, k: int, r: int) -> list[int]:
+    """docs/protocol.md §3: chunk c's permutation lists the positions i in ascending order of (w[c·r + i], i)."""
+    raw = X(b"noise-perm", seed, length=4 * k)
+    w = [int.from_bytes(raw[4 * l:4 * l + 4], "little") for l in range(k)]
     out = []
-    for l in range(k):
-        x = raw[4 * l] | raw[4 * l + 1] << 8
-        y = raw[4 * l + 2] | raw[4 * l + 3] << 8
-        p = x % r
-        q = (p + 1 + y % (r - 1)) % r
-        out.append((p, q))
+    for c in range(k // r):
+        out += [i for _, i in sorted((w[c * r + i], i) for i in range(r))]
     return out
 
 
@@ -69,13 +67,13 @@ def factor(tag: bytes, seed: bytes, idx: int, r: int) -> list[int]:
 def noisy(A: list[list[int]], B: list[list[int]], template: bytes, h_a: bytes, h_b: bytes, r: int):
     m, k, n = len(A), len(B), len(B[0])
     jk, sa, sb = seeds(template, h_a, h_b)
-    pa, pb = sparse_map(sa, k, r), sparse_map(sb, k, r)
+    pa, pb = noise_map(sa, k, r), noise_map(sb, k, r)
     A2 = []
     for u in range(m):
         el = factor(b"noise-row", sa, u, r)
-        A2.append([A[u][l] + el[pa[l][0]] - el[pa[l][1]] for l in range(k)])
+        A2.append([A[u][l] + el[pa[l]] for l in range(k)])
     fr = [factor(b"noise-col", sb, v, r) for v in range(n)]
-    B2 = [[B[l][v] + fr[v][pb[l][0]] - fr[v][pb[l][1]] for v in range(n)] for l in range(k)]
+    B2 = [[B[l][v] + fr[v][pb[l]] for v in range(n)] for l in range(k)]
     return jk, A2, B2
 
 

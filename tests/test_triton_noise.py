@@ -1,4 +1,4 @@
-"""The Triton noise kernels (kernels/triton_noise.py) against pouw.noise.noisy_operands, entry for entry.
+"""The Triton noise kernels (kernels/triton_noise.py) against pouw.noise_torch.noisy_operands, entry for entry.
 
 Interpreter checks run in ONE child process with TRITON_INTERPRET=1 (the variable must be set before triton is
 imported and must not leak into the rest of the pytest process). The parent builds the operands and the noise,
@@ -23,7 +23,8 @@ from triton_child import child_env
 from kernels.base import ShapeError
 from kernels.cpu import int_mm
 from pouw.job import JobCommitment
-from pouw.noise import Noise, derive_seeds, full_noise, noisy_operands, sparse_map
+from pouw.noise import derive_seeds
+from pouw.noise_torch import Noise, full_noise, noisy_operands
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
@@ -31,19 +32,20 @@ requires_triton = pytest.mark.skipif(not HAVE_TRITON, reason="triton is not inst
 
 
 def seeded_noise(m: int, k: int, n: int, r: int, tag: bytes) -> Noise:
-    """The protocol's noise for a made-up job: seeds from derive_seeds, factors and maps from full_noise."""
-    job = JobCommitment(bytes([1]) * 32, bytes([2]) * 32, m, k, n)
-    return full_noise(derive_seeds(b"template-" + tag, job), m, k, n, r)
+    """The protocol's noise for a made-up job: seeds from derive_seeds, factors and maps from full_noise. When k
+    is not a multiple of r (ragged kernel blocks), the maps of the next multiple of r, cut to k."""
+    kk = -(-k // r) * r
+    job = JobCommitment(bytes([1]) * 32, bytes([2]) * 32, m, kk, n)
+    nz = full_noise(derive_seeds(b"template-" + tag, job), m, kk, n, r)
+    return Noise(nz.e_l, nz.f_r, tuple(x[:k].copy() for x in nz.maps))
 
 
 def random_noise(m: int, k: int, n: int, r: int, seed: int) -> Noise:
-    """Random factors in [-32, 31] and the protocol's sparse maps (p != q) from arbitrary seeds."""
+    """Random factors in [-32, 31] and random maps (any indices in [0, r): the kernels' contract)."""
     g = torch.Generator().manual_seed(seed)
     e_l = torch.randint(-32, 32, (m, r), generator=g, dtype=torch.int8)
     f_r = torch.randint(-32, 32, (r, n), generator=g, dtype=torch.int8)
-    p_a, q_a = sparse_map(seed.to_bytes(4, "little") + b"A", k, r)
-    p_b, q_b = sparse_map(seed.to_bytes(4, "little") + b"B", k, r)
-    return Noise(e_l, f_r, (p_a, q_a, p_b, q_b))
+    return Noise(e_l, f_r, tuple(torch.randint(0, r, (k,), generator=g).numpy() for _ in range(2)))
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _good() -> dict[str, Any]:
     m, k, n, r = 6, 10, 5, 16
     nz = random_noise(m, k, n, r, seed=1)
     return {"a": torch.zeros((m, k), dtype=torch.int8), "b": torch.zeros((k, n), dtype=torch.int8),
-            "e_l": nz.e_l, "f_r": nz.f_r, "p_a": nz.maps[0], "q_a": nz.maps[1], "p_b": nz.maps[2], "q_b": nz.maps[3]}
+            "e_l": nz.e_l, "f_r": nz.f_r, "p_a": nz.maps[0], "p_b": nz.maps[1]}
 
 
 def _with(**over: Any) -> dict[str, Any]:
@@ -226,13 +228,13 @@ VALIDATION = [
     ("rank-mismatch", lambda: _with(f_r=torch.zeros((32, 5), dtype=torch.int8)), ShapeError, "rank mismatch"),
     ("rank-zero", lambda: _with(e_l=torch.zeros((6, 0), dtype=torch.int8), f_r=torch.zeros((0, 5), dtype=torch.int8)),
      ShapeError, "rank r must be positive"),
-    ("index-length", lambda: _with(q_a=_good()["q_a"][:-1]), ShapeError, "q_a must be a vector of length k=10"),
+    ("index-length", lambda: _with(p_a=_good()["p_a"][:-1]), ShapeError, "p_a must be a vector of length k=10"),
     ("index-2d", lambda: _with(p_b=_good()["p_b"].reshape(2, 5)), ShapeError, "p_b must be a vector"),
     ("index-too-big", lambda: _with(p_a=_bad_index(16)), ShapeError, r"p_a values must lie in \[0, 16\)"),
-    ("index-negative", lambda: _with(q_b=_bad_index(-1)), ShapeError, r"q_b values must lie in \[0, 16\)"),
+    ("index-negative", lambda: _with(p_b=_bad_index(-1)), ShapeError, r"p_b values must lie in \[0, 16\)"),
     ("index-torch-too-big", lambda: _with(p_b=torch.from_numpy(_bad_index(99))), ShapeError, "p_b values must lie"),
     ("index-float", lambda: _with(p_a=_good()["p_a"].astype(np.float64)), ShapeError, "p_a must hold integers"),
-    ("index-torch-float", lambda: _with(q_a=torch.zeros(10)), ShapeError, "q_a must hold integers"),
+    ("index-torch-float", lambda: _with(p_b=torch.zeros(10)), ShapeError, "p_b must hold integers"),
     ("device-mismatch", lambda: _with(f_r=torch.zeros((16, 5), dtype=torch.int8, device="meta")), ValueError,
      "f_r is on meta but a is on cpu"),
 ]
@@ -339,10 +341,12 @@ class TestCuda:
         a, b = self._operands(m, k, n, seed=4)
         nz = seeded_noise(m, k, n, r, b"views")
         views = [t.cuda().t().contiguous().t() for t in (a, b, nz.e_l, nz.f_r)]
-        p_a, q_a, p_b, q_b = nz.maps  # indices of mixed kinds: numpy, CPU tensor, CUDA int32, CUDA int64
-        idx = [p_a, torch.from_numpy(q_a), torch.from_numpy(p_b).to("cuda", torch.int32), torch.from_numpy(q_b).cuda()]
-        a2, b2 = add_noise(*views, *idx)
-        assert_same((a2.cpu(), b2.cpu()), noisy_operands(a, b, nz, int_mm))
+        p_a, p_b = nz.maps  # indices of mixed kinds: numpy, CPU tensor, CUDA int32, CUDA int64
+        want = noisy_operands(a, b, nz, int_mm)
+        for idx in ([p_a, torch.from_numpy(p_b).to("cuda", torch.int32)], [torch.from_numpy(p_a),
+                                                                            torch.from_numpy(p_b).cuda()]):
+            a2, b2 = add_noise(*views, *idx)
+            assert_same((a2.cpu(), b2.cpu()), want)
 
     def test_8192_cube_against_gpu_noisy_operands(self, add_noise) -> None:
         """Production size, the reference being noisy_operands on the GPU with the CUDA backend's exact mm."""

@@ -8,7 +8,7 @@
  *    block function when the CPU has it. Tiles are split across the thread pool of fused_gemm.c.
  *
  *  - pouw_add_noise(): A' = A + E_L·P and B' = B + Q·F_R as gathers (kernels/base.py, optional add_noise):
- *        A'[u][l] = a[u][l] + e_l[u][p_a[l]] - e_l[u][q_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v] - f_r[q_b[l]][v]
+ *        A'[u][l] = a[u][l] + e_l[u][p_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v]
  *    in wrapping int8 arithmetic, which equals the exact sum truncated to int8 (so it is bit-identical to the
  *    int32 GEMM + int32->int8 path for any input, and exact whenever the sums lie in [-128, 127]).
  *    With AVX512-VBMI a whole E_L row (r <= 256) sits in 1-4 zmm registers and vpermb / vpermt2b gather 64 columns
@@ -158,8 +158,8 @@ int pouw_has_tickets(void) { return 0; }
 
 typedef struct {
     const int8_t *a, *b, *e_l, *f_r;
-    const int32_t *p_a, *q_a, *p_b, *q_b;
-    const uint8_t *pa8, *qa8; /* p_a, q_a as bytes, padded to a multiple of 64 (r <= 256), else NULL */
+    const int32_t *p_a, *p_b;
+    const uint8_t* pa8;       /* p_a as bytes, padded to a multiple of 64 (r <= 256), else NULL */
     int vbmi;                 /* gather A' with AVX512-VBMI */
     int64_t m, k, n, r;
     int8_t *a_out, *b_out;
@@ -176,12 +176,11 @@ __attribute__((optimize("no-tree-vectorize"))) static void nz_rows_a_portable(co
         const uint8_t* a = (const uint8_t*)X->a + u * k;
         const uint8_t* e = (const uint8_t*)X->e_l + u * r;
         uint8_t* o = (uint8_t*)X->a_out + u * k;
-        if (X->pa8) { /* byte indices (r <= 256): half the index traffic, scalar loads (no slow vector gathers) */
+        if (X->pa8) { /* byte indices (r <= 256): a quarter of the index traffic, scalar loads (no vector gathers) */
             const uint8_t* p = X->pa8;
-            const uint8_t* q = X->qa8;
-            for (int64_t l = 0; l < k; l++) o[l] = (uint8_t)(a[l] + e[p[l]] - e[q[l]]);
+            for (int64_t l = 0; l < k; l++) o[l] = (uint8_t)(a[l] + e[p[l]]);
         } else {
-            for (int64_t l = 0; l < k; l++) o[l] = (uint8_t)(a[l] + e[X->p_a[l]] - e[X->q_a[l]]);
+            for (int64_t l = 0; l < k; l++) o[l] = (uint8_t)(a[l] + e[X->p_a[l]]);
         }
     }
 }
@@ -214,15 +213,13 @@ static inline __attribute__((always_inline)) void nz_rows_a_vbmi_body(const int 
         int64_t l = 0;
         for (; l < kfull; l += 64) {
             const __m512i vp = gather_row(NE, e, _mm512_loadu_si512((const void*)(X->pa8 + l)));
-            const __m512i vq = gather_row(NE, e, _mm512_loadu_si512((const void*)(X->qa8 + l)));
             const __m512i va = _mm512_loadu_si512((const void*)(a + l));
-            _mm512_storeu_si512((void*)(o + l), _mm512_sub_epi8(_mm512_add_epi8(va, vp), vq));
+            _mm512_storeu_si512((void*)(o + l), _mm512_add_epi8(va, vp));
         }
         if (tail) {
             const __m512i vp = gather_row(NE, e, _mm512_loadu_si512((const void*)(X->pa8 + l)));
-            const __m512i vq = gather_row(NE, e, _mm512_loadu_si512((const void*)(X->qa8 + l)));
             const __m512i va = _mm512_maskz_loadu_epi8(tail, a + l);
-            _mm512_mask_storeu_epi8(o + l, tail, _mm512_sub_epi8(_mm512_add_epi8(va, vp), vq));
+            _mm512_mask_storeu_epi8(o + l, tail, _mm512_add_epi8(va, vp));
         }
     }
 }
@@ -249,9 +246,8 @@ static void nz_rows_b(const nz_ctx* X, int64_t l0, int64_t l1) {
     for (int64_t l = l0; l < l1; l++) {
         const uint8_t* __restrict b = (const uint8_t*)X->b + l * n;
         const uint8_t* __restrict fp = (const uint8_t*)X->f_r + (int64_t)X->p_b[l] * n;
-        const uint8_t* __restrict fq = (const uint8_t*)X->f_r + (int64_t)X->q_b[l] * n;
         uint8_t* __restrict o = (uint8_t*)X->b_out + l * n;
-        for (int64_t v = 0; v < n; v++) o[v] = (uint8_t)(b[v] + fp[v] - fq[v]);
+        for (int64_t v = 0; v < n; v++) o[v] = (uint8_t)(b[v] + fp[v]);
     }
 }
 
@@ -284,41 +280,35 @@ int pouw_noise_path(int64_t r, int flags) {
 }
 
 /*
- * a: m x k, b: k x n, e_l: m x r, f_r: r x n (int8, row-major, contiguous); p_a, q_a, p_b, q_b: k indices in [0, r).
+ * a: m x k, b: k x n, e_l: m x r, f_r: r x n (int8, row-major, contiguous); p_a, p_b: k indices in [0, r).
  * a_out: m x k, b_out: k x n (must not overlap the inputs). Returns 0, or AUX_EINVAL (bad sizes or an index out
  * of range: nothing is written), AUX_ENOMEM.
  */
 int pouw_add_noise(const int8_t* a, const int8_t* b, const int8_t* e_l, const int8_t* f_r, const int32_t* p_a,
-                   const int32_t* q_a, const int32_t* p_b, const int32_t* q_b, int64_t m, int64_t k, int64_t n,
-                   int64_t r, int8_t* a_out, int8_t* b_out, int threads, int flags) {
+                   const int32_t* p_b, int64_t m, int64_t k, int64_t n, int64_t r, int8_t* a_out, int8_t* b_out,
+                   int threads, int flags) {
     if (m < 0 || k < 0 || n < 0 || r < 1) return AUX_EINVAL;
-    if (k > 0 && (!p_a || !q_a || !p_b || !q_b)) return AUX_EINVAL;
+    if (k > 0 && (!p_a || !p_b)) return AUX_EINVAL;
     if ((m > 0 && k > 0) && (!a || !e_l || !a_out)) return AUX_EINVAL;
     if ((k > 0 && n > 0) && (!b || !f_r || !b_out)) return AUX_EINVAL;
     for (int64_t l = 0; l < k; l++) {
-        if (p_a[l] < 0 || p_a[l] >= r || q_a[l] < 0 || q_a[l] >= r || p_b[l] < 0 || p_b[l] >= r || q_b[l] < 0 ||
-            q_b[l] >= r)
-            return AUX_EINVAL;
+        if (p_a[l] < 0 || p_a[l] >= r || p_b[l] < 0 || p_b[l] >= r) return AUX_EINVAL;
     }
     if (k == 0) return AUX_OK;
     nz_ctx X;
     memset(&X, 0, sizeof X);
     X.a = a; X.b = b; X.e_l = e_l; X.f_r = f_r;
-    X.p_a = p_a; X.q_a = q_a; X.p_b = p_b; X.q_b = q_b;
+    X.p_a = p_a; X.p_b = p_b;
     X.m = m; X.k = k; X.n = n; X.r = r;
     X.a_out = a_out; X.b_out = b_out;
     uint8_t* idx8 = NULL;
     if (m > 0 && r <= 256) {
         const int64_t kp = (k + 63) & ~(int64_t)63;
-        idx8 = (uint8_t*)aligned_alloc(64, (size_t)(2 * kp));
+        idx8 = (uint8_t*)aligned_alloc(64, (size_t)kp);
         if (!idx8) return AUX_ENOMEM;
-        memset(idx8, 0, (size_t)(2 * kp));
-        for (int64_t l = 0; l < k; l++) {
-            idx8[l] = (uint8_t)p_a[l];
-            idx8[kp + l] = (uint8_t)q_a[l];
-        }
+        memset(idx8, 0, (size_t)kp);
+        for (int64_t l = 0; l < k; l++) idx8[l] = (uint8_t)p_a[l];
         X.pa8 = idx8;
-        X.qa8 = idx8 + kp;
         X.vbmi = pouw_noise_path(r, flags);
     }
     X.rows_a = k > 0 ? NZ_ITEM_BYTES / k : 1;

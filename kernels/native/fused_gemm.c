@@ -1155,5 +1155,6 @@ __attribute__((visibility("hidden"))) int pouw_internal_run_team(worker_fn fn, v
     return run_team(fn, ctx, n, NULL);
 }
 
-/* ABI version, bumped whenever a signature changes (2: aux.c's tile tickets and add_noise). */
-int pouw_abi_version(void) { return 2; }
+/* ABI version, bumped whenever a signature changes (2: aux.c's tile tickets and add_noise; 3: one noise map per
+ * operand in add_noise and correction_operands). */
+int pouw_abi_version(void) { return 3; }

@@ -323,20 +323,20 @@ int pouw_sub_correction(int32_t* c, int64_t m, int64_t n, int npairs, const int8
 /* pouw_correction_operands(): the optional Backend.correction_operands                        */
 /* ------------------------------------------------------------------------------------------ */
 /*
- * For A (m x k) and B' (k x n) int8, the sparse maps (k indices each, in [0, r)) and the factors E_L (m x r),
+ * For A (m x k) and B' (k x n) int8, the noise maps (k indices each, in [0, r)) and the factors E_L (m x r),
  * F_R (r x n):
- *     AQ = A·Q  (m x r),   Q[l][j] = [p_b(l) == j] - [q_b(l) == j]
- *     PB = P·B' (r x n),   P[j][l] = [p_a(l) == j] - [q_a(l) == j]
+ *     AQ = A·Q  (m x r),   Q[l][j] = [p_b(l) == j]
+ *     PB = P·B' (r x n),   P[j][l] = [p_a(l) == j]
  * are split into D signed base-128 digits (each in [-64, 63]; D >= 1, the fewest that hold every entry of both)
  * and written as  U_i = [AQ_i | E_L]  (m x 2r)  and  V_i = [F_R ; PB_i]  (2r x n)  for i < D: bit for bit the
  * operands of pouw.recover.correction_operands, without a torch GEMM (whose OpenMP workers, spinning after every
  * parallel region, slow down the native kernels that run next).
  *
- * AQ: vpdpbusd with Q + 1 (in {0, 1, 2}) as the u8 operand, packed once (k/4 steps of ceil(r/16) vectors), and
- * 4-byte pieces of A's rows broadcast as the s8 operand: acc = AQ + rowsum(A), the row sums subtracted at the end.
- * The k loop runs in blocks of CO_KB columns (that block of packed Q stays in L1), partial sums kept in AQ.
- * PB: every row l of B' is widened to int32 and added to row p_a(l), subtracted from row q_a(l), in slabs of 64
- * columns (one slab of PB, r x 64 int32, stays in L1).
+ * AQ: vpdpbusd with Q (in {0, 1}) as the u8 operand, packed once (k/4 steps of ceil(r/16) vectors), and 4-byte
+ * pieces of A's rows broadcast as the s8 operand. The k loop runs in blocks of CO_KB columns (that block of packed
+ * Q stays in L1), partial sums kept in AQ.
+ * PB: every row l of B' is widened to int32 and added to row p_a(l), in slabs of 64 columns (one slab of PB,
+ * r x 64 int32, stays in L1).
  * Threads: phase 1 hands out AQ row blocks and PB slabs, phase 2 writes the digits (row blocks of U, rows of V).
  */
 #define CO_EDIGITS (-4)        /* D would exceed the caller's dmax */
@@ -348,9 +348,9 @@ int pouw_sub_correction(int32_t* c, int64_t m, int64_t n, int npairs, const int8
 #ifdef SC_HAVE_VNNI
 typedef struct {
     const int8_t *a, *b2, *e_l, *f_r;
-    const int32_t *p_a, *q_a, *p_b, *q_b;
+    const int32_t *p_a, *p_b;
     int64_t m, k, n, r, rz;      /* rz = ceil(r / 16) zmm columns of AQ */
-    int8_t* qpack;               /* (k / 4) x rz vectors of 64 bytes: Q + 1 in the vpdpbusd layout */
+    int8_t* qpack;               /* (k / 4) x rz vectors of 64 bytes: Q in the vpdpbusd layout */
     int32_t* aq;                 /* m x (16 rz) */
     int32_t* pb;                 /* r x n */
     int32_t* slabs;              /* per thread: r x 64 int32 */
@@ -413,17 +413,7 @@ static const co_aq_kern co_aq_kerns[4][4] = {
     {co_aq_1_1, co_aq_1_2, co_aq_1_3, co_aq_1_4}, {co_aq_2_1, co_aq_2_2, co_aq_2_3, co_aq_2_4},
     {co_aq_3_1, co_aq_3_2, co_aq_3_3, co_aq_3_4}, {co_aq_4_1, co_aq_4_2, co_aq_4_3, co_aq_4_4}};
 
-static int32_t co_rowsum(const int8_t* row, int64_t k) {
-    const __m512i ones = _mm512_set1_epi8(1);
-    __m512i acc = _mm512_setzero_si512();
-    for (int64_t l = 0; l < k; l += 64) {
-        const __mmask64 mk = k - l >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k - l)) - 1);
-        acc = _mm512_dpbusd_epi32(acc, ones, _mm512_maskz_loadu_epi8(mk, row + l));
-    }
-    return _mm512_reduce_add_epi32(acc);
-}
-
-/* AQ rows [r0, r1): every k block, 4-row strips, groups of up to 4 zmm columns; then subtract the row sums */
+/* AQ rows [r0, r1): every k block, 4-row strips, groups of up to 4 zmm columns; then their range */
 static void co_aq_rows(const co_ctx* X, int64_t r0, int64_t r1, int32_t* lo, int32_t* hi) {
     const int64_t k = X->k, rz = X->rz, rzs = 16 * rz;
     for (int64_t kb0 = 0; kb0 < k; kb0 += CO_KB) {
@@ -439,12 +429,10 @@ static void co_aq_rows(const co_ctx* X, int64_t r0, int64_t r1, int32_t* lo, int
     const __mmask16 lastmask = (X->r & 15) ? (__mmask16)((1u << (X->r & 15)) - 1) : (__mmask16)0xFFFF;
     __m512i vlo = _mm512_set1_epi32(*lo), vhi = _mm512_set1_epi32(*hi);
     for (int64_t u = r0; u < r1; u++) {
-        const __m512i rs = _mm512_set1_epi32(co_rowsum(X->a + u * k, k));
-        int32_t* p = X->aq + u * rzs;
+        const int32_t* p = X->aq + u * rzs;
         for (int64_t z = 0; z < rz; z++) {
             const __mmask16 mk = z == rz - 1 ? lastmask : (__mmask16)0xFFFF;
-            const __m512i x = _mm512_sub_epi32(_mm512_load_si512((const void*)(p + 16 * z)), rs);
-            _mm512_store_si512((void*)(p + 16 * z), x);
+            const __m512i x = _mm512_load_si512((const void*)(p + 16 * z));
             vlo = _mm512_mask_min_epi32(vlo, mk, vlo, x);
             vhi = _mm512_mask_max_epi32(vhi, mk, vhi, x);
         }
@@ -473,11 +461,6 @@ static void co_pb_slab(const co_ctx* X, int64_t c0, int32_t* slab, int32_t* lo, 
         _mm512_store_si512((void*)(sp + 16), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 16)), w1));
         _mm512_store_si512((void*)(sp + 32), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 32)), w2));
         _mm512_store_si512((void*)(sp + 48), _mm512_add_epi32(_mm512_load_si512((const void*)(sp + 48)), w3));
-        int32_t* sq = slab + (int64_t)X->q_a[l] * 64;
-        _mm512_store_si512((void*)sq, _mm512_sub_epi32(_mm512_load_si512((const void*)sq), w0));
-        _mm512_store_si512((void*)(sq + 16), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 16)), w1));
-        _mm512_store_si512((void*)(sq + 32), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 32)), w2));
-        _mm512_store_si512((void*)(sq + 48), _mm512_sub_epi32(_mm512_load_si512((const void*)(sq + 48)), w3));
     }
     __m512i vlo = _mm512_set1_epi32(*lo), vhi = _mm512_set1_epi32(*hi);
     for (int64_t j = 0; j < r; j++) {
@@ -572,15 +555,12 @@ static int64_t co_digit_count(int64_t lo, int64_t hi) {
  * Returns 0, SC_EINVAL, SC_ENOMEM, SC_ENOTSUP or CO_EDIGITS (D > dmax; nothing useful written).
  */
 int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_l, const int8_t* f_r,
-                             const int32_t* p_a, const int32_t* q_a, const int32_t* p_b, const int32_t* q_b,
-                             int64_t m, int64_t k, int64_t n, int64_t r, int8_t* u_out, int8_t* v_out, int64_t dmax,
+                             const int32_t* p_a, const int32_t* p_b, int64_t m, int64_t k, int64_t n, int64_t r, int8_t* u_out, int8_t* v_out, int64_t dmax,
                              int64_t* digits_out, int threads) {
     if (m < 1 || n < 1 || k < 4 || (k & 3) || r < 1 || dmax < 1 || !digits_out) return SC_EINVAL;
-    if (!a || !b2 || !e_l || !f_r || !p_a || !q_a || !p_b || !q_b || !u_out || !v_out) return SC_EINVAL;
+    if (!a || !b2 || !e_l || !f_r || !p_a || !p_b || !u_out || !v_out) return SC_EINVAL;
     for (int64_t l = 0; l < k; l++)
-        if (p_a[l] < 0 || p_a[l] >= r || q_a[l] < 0 || q_a[l] >= r || p_b[l] < 0 || p_b[l] >= r || q_b[l] < 0 ||
-            q_b[l] >= r)
-            return SC_EINVAL;
+        if (p_a[l] < 0 || p_a[l] >= r || p_b[l] < 0 || p_b[l] >= r) return SC_EINVAL;
 #ifdef SC_HAVE_VNNI
     if (!pouw_has_sub_correction()) return SC_ENOTSUP;
     if (threads < 1) threads = 1;
@@ -588,7 +568,7 @@ int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_
     co_ctx X;
     memset(&X, 0, sizeof X);
     X.a = a; X.b2 = b2; X.e_l = e_l; X.f_r = f_r;
-    X.p_a = p_a; X.q_a = q_a; X.p_b = p_b; X.q_b = q_b;
+    X.p_a = p_a; X.p_b = p_b;
     X.m = m; X.k = k; X.n = n; X.r = r;
     X.rz = (r + 15) / 16;
     const int64_t qbytes = (k / 4) * X.rz * 64;
@@ -602,13 +582,10 @@ int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_
     X.aq = (int32_t*)(ws + qbytes);
     X.pb = (int32_t*)(ws + qbytes + aqbytes);
     X.slabs = (int32_t*)(ws + qbytes + aqbytes + pbbytes);
-    /* Q + 1: byte t of lane j of vector (l / 4, j / 16) holds Q[l][j] + 1 for l = 4 (l / 4) + t */
-    memset(X.qpack, 1, (size_t)qbytes);
-    for (int64_t l = 0; l < k; l++) {
-        int8_t* step = X.qpack + (l / 4) * X.rz * 64 + (l & 3);
-        step[(p_b[l] / 16) * 64 + (p_b[l] % 16) * 4] += 1;
-        step[(q_b[l] / 16) * 64 + (q_b[l] % 16) * 4] -= 1;
-    }
+    /* Q: byte t of lane j of vector (l / 4, j / 16) holds Q[l][j] for l = 4 (l / 4) + t */
+    memset(X.qpack, 0, (size_t)qbytes);
+    for (int64_t l = 0; l < k; l++)
+        X.qpack[(l / 4) * X.rz * 64 + (l & 3) + (p_b[l] / 16) * 64 + (p_b[l] % 16) * 4] = 1;
     X.items_a = (m + CO_ROWS_PER_ITEM - 1) / CO_ROWS_PER_ITEM;
     X.items_b = (n + 63) / 64;
     int t1 = threads;
