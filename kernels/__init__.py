@@ -1,12 +1,16 @@
 """Compute backends: exact int8 GEMM with the mining transcript fused in. Knows nothing of blocks.
 
 `get_backend("auto" | "cpu" | "cuda" | "cuda:N")` returns a backend implementing `kernels.base.Backend`.
+Importing the package does not import torch (a validator reads only `kernels.base`'s fold constants).
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from kernels.base import Backend, ShapeError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DeviceError(RuntimeError):
@@ -14,6 +18,8 @@ class DeviceError(RuntimeError):
 
 
 def parse_device(spec: str) -> torch.device:
+    import torch
+
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")

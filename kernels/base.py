@@ -14,12 +14,16 @@ It returns the final product C' = S_{k/r-1} (int32, m x n) and the messages as a
 bit-identical results for the same input; `kernels.reference` is the obviously-correct definition.
 
 Backends know nothing of seeds, noise, tickets or blocks.
+
+This module imports torch only inside the functions that take tensors: a validator that needs just the fold's
+constants (pouw.transcript) imports it without torch.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 MSG_WORDS = 16
 ROT = 13
@@ -80,6 +84,8 @@ class ShapeError(ValueError):
 
 def check_operands(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int) -> tuple[int, int, int]:
     """Validate the kernel contract; returns (m, k, n)."""
+    import torch
+
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise ShapeError("operands must be torch tensors")
     if a.dtype != torch.int8 or b.dtype != torch.int8:
@@ -99,6 +105,8 @@ def check_operands(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w
 
 def rotl32(x: torch.Tensor, s: int = ROT) -> torch.Tensor:
     """Rotate int32 bit patterns left by s (as uint32)."""
+    import torch
+
     x64 = x.to(torch.int64) & 0xFFFFFFFF
     y = ((x64 << s) | (x64 >> (32 - s))) & 0xFFFFFFFF
     return to_i32(y)
@@ -106,6 +114,8 @@ def rotl32(x: torch.Tensor, s: int = ROT) -> torch.Tensor:
 
 def to_i32(x64: torch.Tensor) -> torch.Tensor:
     """Reinterpret values in [0, 2^32) (int64) as int32 bit patterns."""
+    import torch
+
     x64 = x64 & 0xFFFFFFFF
     return torch.where(x64 >= 2**31, x64 - 2**32, x64).to(torch.int32)
 
@@ -115,6 +125,7 @@ def tile_tickets_reference(prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
     import hashlib
 
     import numpy as np
+    import torch
 
     ti_n, tj_n, _ = msgs.shape
     raw = msgs.detach().cpu().contiguous().numpy().view(np.uint32).astype("<u4").tobytes()

@@ -6,13 +6,15 @@ errs with probability <= 1/p.
 
 Matrix-vector products mod p are computed exactly in int64: x is split into 16-bit limbs, so every partial
 sum is below 2^31 * 2^16 * 2^16 = 2^63.
+
+Matrices may be numpy arrays or CPU torch tensors (read through numpy); this module does not import torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import torch
 
 from pouw.commit import TAG_A, TAG_B, TAG_C, tree_a, tree_b, tree_c
 from pouw.errors import PowError
@@ -30,9 +32,9 @@ def challenge_vector(h_c: bytes, job: JobCommitment, length: int, round_: int = 
     return [int(v) % P61 for v in raw]
 
 
-def matvec_mod(mat: torch.Tensor | np.ndarray, x: list[int]) -> list[int]:
+def matvec_mod(mat: Any, x: list[int]) -> list[int]:
     """(mat @ x) mod p exactly, for integer `mat` with |entries| < 2^31 and at most 2^16 columns."""
-    m = mat.numpy() if isinstance(mat, torch.Tensor) else mat
+    m = np.asarray(mat)
     if m.shape[1] != len(x) or m.shape[1] > MAX_DIM:
         raise ValueError("matrix and vector do not fit")
     m64 = m.astype(np.int64, copy=False)
@@ -45,7 +47,7 @@ def matvec_mod(mat: torch.Tensor | np.ndarray, x: list[int]) -> list[int]:
     return acc
 
 
-def freivalds_check(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: list[int]) -> list[int]:
+def freivalds_check(a: Any, b: Any, c: Any, x: list[int]) -> list[int]:
     """Rows i where (Cx)_i != (A(Bx))_i mod p; empty means the check passed for this x."""
     bx = matvec_mod(b, x)
     abx = matvec_mod(a, bx)
@@ -53,7 +55,7 @@ def freivalds_check(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, x: list[i
     return [i for i, (u, v) in enumerate(zip(abx, cx)) if u != v]
 
 
-def freivalds(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, job: JobCommitment, h_c: bytes,
+def freivalds(a: Any, b: Any, c: Any, job: JobCommitment, h_c: bytes,
               rounds: int = 1) -> list[int]:
     """Freivalds with challenge vectors derived from H_C and the job; returns the rows that disagree."""
     bad: set[int] = set()
@@ -92,23 +94,25 @@ class FraudProof:
             raise PowError("bad-fraud-encoding", "malformed fraud proof") from None
 
 
-def find_wrong_entry(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, rows: list[int]) -> tuple[int, int] | None:
+def find_wrong_entry(a: Any, b: Any, c: Any, rows: list[int]) -> tuple[int, int] | None:
     """First (i, j) among `rows` where C[i][j] != (A·B)[i][j], computing one row of A·B per candidate."""
+    a, c = np.asarray(a), np.asarray(c)
+    b64 = np.asarray(b).astype(np.int64) if rows else None
     for i in rows:
-        true_row = a[i].to(torch.int64) @ b.to(torch.int64)
-        diff = torch.nonzero(true_row != c[i].to(torch.int64))
-        if diff.numel():
-            return i, int(diff[0, 0])
+        diff = np.nonzero(a[i].astype(np.int64) @ b64 != c[i].astype(np.int64))[0]
+        if diff.size:
+            return i, int(diff[0])
     return None
 
 
-def build_fraud_proof(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, i: int, j: int) -> FraudProof:
+def build_fraud_proof(a: Any, b: Any, c: Any, i: int, j: int) -> FraudProof:
     ta, tb, tc = tree_a(a), tree_b(b), tree_c(c)
+    a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
     return FraudProof(
         i, j,
-        a[i].contiguous().numpy().tobytes(),
-        b[:, j].contiguous().numpy().tobytes(),
-        c[i].contiguous().numpy().astype("<i4").tobytes(),
+        a[i].tobytes(),
+        np.ascontiguousarray(b[:, j]).tobytes(),
+        c[i].astype("<i4").tobytes(),
         tuple(ta.open_range(i, 1)), tuple(tb.open_range(j, 1)), tuple(tc.open_range(i, 1)))
 
 

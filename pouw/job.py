@@ -1,14 +1,20 @@
-"""The job a block's work is done on: commitments to A (rows) and B (columns) plus the shape."""
+"""The job a block's work is done on: commitments to A (rows) and B (columns) plus the shape.
+
+`JobCommitment` is validation-side (no torch); the operand checks, which return torch tensors for the miner and
+the client, import torch when called.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from pouw.errors import JobError
 from pouw.params import OPERAND_MAX
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,8 @@ def as_int8_matrix(x: Any, name: str, lo: int = -OPERAND_MAX, hi: int = OPERAND_
     Accepts torch tensors and numpy arrays. Anything else, other dtypes, non-contiguous layouts and values
     outside [lo, hi] raise JobError with a message naming the operand.
     """
+    import torch
+
     if isinstance(x, np.ndarray):
         if x.dtype != np.int8:
             raise JobError(f"{name} must have dtype int8, got {x.dtype}")

@@ -2,15 +2,20 @@
 
 A tile wins when int(ticket, big-endian) < target * tile_work, tile_work = h * w * k multiply-adds, so a
 block's expected work is 2^256 / target multiply-adds whatever the job's shape.
+
+Imports torch only where the miner's tickets live on a device (`_candidates_device`): validation needs none.
 """
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pouw.hashing import u32
+
+if TYPE_CHECKING:
+    import torch
 
 
 TICKET_PREFIX = b"pouw/ticket\x00"
@@ -55,6 +60,8 @@ def _candidates_host(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, np
 def _candidates_device(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, np.ndarray]:
     """The same filter on the tickets' device, on the first 7 bytes as an int64 (torch has no u64 compare);
     only the candidates are copied to the host."""
+    import torch
+
     if threshold >= 1 << 256:
         cand = torch.arange(flat.shape[0], device=flat.device)
     else:
