@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -101,3 +102,16 @@ def test_noise_stream_is_rfc7539_chacha20():
     assert block1.hex().startswith("10f1e7e4d13b5915500fdd1fa32071c4")   # RFC 7539, 2.3.2
     assert keystream(key, nonce, 64, 64) == block1
     assert keystream(key, nonce, 70, 100) == ref.stream_bytes(key, nonce, 70, 100)
+
+
+def test_noise_map_matches_reference_and_the_documented_example():
+    """pouw.noise.noise_map == the reference written from docs/protocol.md §3, and both give §3's example."""
+    import pouw_reference as ref
+    example = [5, 2, 7, 1, 3, 0, 6, 4, 2, 4, 1, 3, 5, 7, 6, 0]
+    assert noise_map(bytes(32), 16, 8).tolist() == example == ref.noise_map(bytes(32), 16, 8)
+    for seed, k, r in [(b"a", 8 * 16, 8), (b"b" * 32, 64 * 17, 64), (b"c", 256 * 16, 256)]:
+        got = noise_map(seed, k, r)
+        assert got.tolist() == ref.noise_map(seed, k, r)
+        assert all(sorted(got[c:c + r].tolist()) == list(range(r)) for c in range(0, k, r))
+    with pytest.raises(ValueError):
+        noise_map(b"x", 100, 64)
