@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pouw.errors import JobError
 
 OPERAND_MAX = 64            # client operands live in [-64, 64]
-NOISE_MAX = 63              # noise entries live in [-63, 63], so A + E stays in [-127, 127]
-MAX_K = 1 << 16             # |C'| <= 127^2 * k < 2^30 and every recovery intermediate fits int32
+NOISE_MAX = 32              # noise entries live in [-32, 31], so A + E stays in [-96, 95]
+MAX_K = 1 << 16             # |C'| <= 96^2 * k < 2^30 and every recovery intermediate fits int32
 MAX_DIM = 1 << 16           # m, n upper bound
 
 
