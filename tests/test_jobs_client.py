@@ -83,6 +83,7 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
                 assert r["submit"]["height"] <= r["claim"]["height"] <= r["result"]["height"]
                 assert j["latency_s"] > 0
             assert doc["jobs"][0]["job_id"] != doc["jobs"][1]["job_id"]
+            assert doc["jobs"][0]["fee"] == q["suggested_max_fee"]  # no --max-fee: the node's suggestion
             assert "queue position" in err or "estimate" in err  # progress lines on stderr
 
             # submit without waiting; then `job wait` (shape from the wallet's journal) and `job fetch`
