@@ -10,7 +10,7 @@ Encoding (msgpack arrays, fixed order)::
 - ``template = encode(header[:-1])`` (the header without its proof) is what the useful-work proof
   binds to: it contains the job commitment, so the noise depends on the job and on the block, and the
   nonce, so a new nonce is a new attempt (new noise) over the same operands and commitments.
-- ``block hash = tagged_hash("pouw/block", encode(header))`` (proof bytes included).
+- ``block hash = H("block", encode(header))`` (chain/hashing.py) (proof bytes included).
 - The miner (coinbase) address receives subsidy + fees; there is no coinbase transaction.
 - Genesis: height 0, prev = 32 zero bytes, job = zeros with shape (0, 0, 0), nonce 0, empty proof.
 """
@@ -96,7 +96,7 @@ class Header:
 
     @cached_property
     def hash(self) -> bytes:
-        return tagged_hash(b"pouw/block", self.encoded)
+        return tagged_hash(b"block", self.encoded)
 
     def with_proof(self, proof: bytes) -> "Header":
         return replace(self, proof=proof)

@@ -1,24 +1,29 @@
-"""Domain-separated SHA-256 and the transaction Merkle root used by the chain."""
+"""The chain's hashes: the protocol's one tagged-hash convention (pouw/hashing.py) and the transaction root.
+
+    H(tag, x...)      = SHA-256("pouw/" ‖ tag ‖ 0x00 ‖ x...)
+    XOF(tag, x..., L) = SHAKE-256("pouw/" ‖ tag ‖ 0x00 ‖ x...)[0:L]
+
+Tags are ASCII without 0x00, so no two uses collide. Integers hashed as raw bytes are fixed-width
+little-endian (``u32``, ``u64``); structures are hashed as their canonical encoding (chain/encoding.py).
+Every tag the chain uses is in ``CHAIN_TAGS`` (docs/chain.md lists them with their inputs).
+"""
 from __future__ import annotations
 
-import hashlib
+from pouw.hashing import HASH_LEN, tagged_hash, u32, u64, xof
 
-HASH_LEN = 32
+__all__ = ["HASH_LEN", "ZERO_HASH", "CHAIN_TAGS", "tagged_hash", "xof", "u32", "u64", "merkle_root"]
+
 ZERO_HASH = b"\x00" * HASH_LEN
 
-
-def tagged_hash(tag: bytes, *parts: bytes) -> bytes:
-    """sha256(len(tag) ‖ tag ‖ parts...): distinct tags never collide with each other."""
-    h = hashlib.sha256(bytes([len(tag)]) + tag)
-    for p in parts:
-        h.update(p)
-    return h.digest()
+TXROOT = b"txroot"
+CHAIN_TAGS = (b"block", b"tx-sig", b"addr", b"state", b"acct", b"job", b"filler", b"p2p-auth",
+              TXROOT + b"/leaf", TXROOT + b"/node", TXROOT + b"/root", TXROOT + b"/empty")
 
 
-def merkle_root(leaves: list[bytes], tag: bytes = b"pouw/txroot") -> bytes:
-    """Merkle root over leaf bytes; leaves and inner nodes are domain separated, an odd node is
-    promoted unchanged (no duplication, so no CVE-2012-2459-style mutation), and the leaf count is
-    committed in the final hash."""
+def merkle_root(leaves: list[bytes], tag: bytes = TXROOT) -> bytes:
+    """Merkle root over leaf bytes: leaf = H(tag/leaf, x), node = H(tag/node, left ‖ right), an odd node at
+    the end of a level is promoted unchanged (no duplication, so no CVE-2012-2459-style mutation), and
+    root = H(tag/root, u64 count ‖ top); no leaves: H(tag/empty) (no input after the tag)."""
     level = [tagged_hash(tag + b"/leaf", x) for x in leaves]
     if not level:
         return tagged_hash(tag + b"/empty")
@@ -27,4 +32,4 @@ def merkle_root(leaves: list[bytes], tag: bytes = b"pouw/txroot") -> bytes:
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
-    return tagged_hash(tag + b"/root", len(leaves).to_bytes(8, "big"), level[0])
+    return tagged_hash(tag + b"/root", u64(len(leaves)), level[0])

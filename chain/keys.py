@@ -1,6 +1,6 @@
 """Ed25519 keys, addresses and wallet key files.
 
-- Address = first 20 bytes of tagged_hash("pouw/addr", public key). Text form: hex.
+- Address = first 20 bytes of H("addr", public key) (chain/hashing.py). Text form: hex.
 - Key file (JSON): ``{"version": 1, "kdf": "scrypt", "n", "r", "p", "salt", "nonce", "ciphertext"}``
   with the 32-byte Ed25519 seed sealed by AES-256-GCM under scrypt(passphrase); or, only when asked
   explicitly (devnet), ``{"version": 1, "kdf": "none", "seed": hex}``.
@@ -33,7 +33,7 @@ FAUCET_SEED_PHRASE = b"pouw devnet faucet"
 
 def address_of(pubkey: bytes) -> bytes:
     """The 20-byte account address of an Ed25519 public key."""
-    return tagged_hash(b"pouw/addr", pubkey)[:ADDRESS_LEN]
+    return tagged_hash(b"addr", pubkey)[:ADDRESS_LEN]
 
 
 def parse_address(text: str) -> bytes:

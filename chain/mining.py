@@ -91,7 +91,7 @@ def filler_seed(header: Header) -> bytes:
     convention, not a consensus rule: validators do not check fillers). It depends on version, chain id,
     height, parent and miner only, not on the nonce, job, timestamp or transactions, so one set of operands
     and commitments serves every attempt and every template refresh at this height."""
-    return tagged_hash(b"pouw/filler", encode([header.version, header.chain_id, header.height,
+    return tagged_hash(b"filler", encode([header.version, header.chain_id, header.height,
                                                 header.prev_hash, header.miner]))
 
 

@@ -1,10 +1,11 @@
 """Account state, the state commitment, and the state transition as short pure functions.
 
 - An account is ``(balance, nonce)``; the all-zero account is "absent" and is not committed.
-- State commitment: an LtHash (lattice homomorphic multiset hash, 1024 lanes of uint16) over
-  ``shake_256("pouw/acct" ‖ address ‖ encode([balance, nonce]))`` of every present account, updated
-  in O(1) per touched account. ``state_root = tagged_hash("pouw/state", encode([minted, burned, lthash]))``.
-- Job records (chain/jobs.py) join the same LtHash as leaves ``shake_256("pouw/job" ‖ job_id ‖ record)``;
+- State commitment: an LtHash (lattice homomorphic multiset hash, 1024 lanes of uint16, lane i = bytes
+  2i, 2i+1 little-endian) over the leaves ``lt_leaf("acct", address, encode([balance, nonce]))`` of every
+  present account, updated in O(1) per touched account. ``state_root = H("state", encode([minted, burned,
+  lthash]))`` (H, XOF: chain/hashing.py; a leaf is XOF(tag, parts, 2048 bytes) read as 1024 u16 LE).
+- Job records (chain/jobs.py) join the same LtHash as leaves ``lt_leaf("job", job_id, record)``;
   a record's ``due`` field is the schedule, so the state root commits to jobs and schedule. A chain
   without jobs has exactly the roots it had before jobs existed.
 - Economy invariant: Σ balances + Σ escrow + Σ bonds == minted − burned (escrow and bonds are held by
@@ -15,7 +16,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
-from chain.hashing import tagged_hash
+from chain.hashing import tagged_hash, xof
 from chain.jobs import JobRecord, JobSource, due_effects, job_tx_effects
 from chain.tx import JOB_KINDS, KIND_TRANSFER, Transaction
 
@@ -53,14 +53,17 @@ EMPTY = Account()
 Getter = Callable[[bytes], Account]
 
 
+def lt_leaf(tag: bytes, *parts: bytes) -> np.ndarray:
+    """An LtHash leaf: XOF(tag, parts, 2048 bytes) as 1024 little-endian uint16 lanes."""
+    return np.frombuffer(xof(tag, *parts, length=LT_BYTES), dtype="<u2")
+
+
 def leaf_vector(address: bytes, acct: Account) -> np.ndarray:
-    d = hashlib.shake_256(b"pouw/acct" + address + acct.encode()).digest(LT_BYTES)
-    return np.frombuffer(d, dtype="<u2")
+    return lt_leaf(b"acct", address, acct.encode())
 
 
 def job_leaf_vector(job_id: bytes, rec: JobRecord) -> np.ndarray:
-    d = hashlib.shake_256(b"pouw/job" + job_id + rec.encode()).digest(LT_BYTES)
-    return np.frombuffer(d, dtype="<u2")
+    return lt_leaf(b"job", job_id, rec.encode())
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ class Supply:
 
     @property
     def root(self) -> bytes:
-        return tagged_hash(b"pouw/state", self.encode())
+        return tagged_hash(b"state", self.encode())
 
     def updated(self, changes: Iterable[tuple[bytes, Account, Account]], minted: int = 0, burned: int = 0,
                 jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = ()) -> "Supply":

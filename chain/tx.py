@@ -9,7 +9,7 @@ Encoding (msgpack array, fixed order)::
                job dispute: [job_id(32), [i, j, a_row, b_col, c_row, [path_a], [path_b], [path_c]]] (kind 3)
                job claim:   [job_id(32), bond]                                                 (kind 6)
 
-- ``sighash = tagged_hash("pouw/tx-sig", encode([kind, chain_id, nonce, sender_pubkey, fee, payload]))``
+- ``sighash = H("tx-sig", encode([kind, chain_id, nonce, sender_pubkey, fee, payload]))``
   is what the sender signs; the chain id and nonce in it give replay protection across chains and
   within a chain.
 - ``txid = sighash`` (independent of the signature bytes); the block's transaction root commits to
@@ -164,7 +164,7 @@ class Transaction:
 
     @cached_property
     def sighash(self) -> bytes:
-        return tagged_hash(b"pouw/tx-sig", encode(self.unsigned_list()))
+        return tagged_hash(b"tx-sig", encode(self.unsigned_list()))
 
     @property
     def txid(self) -> bytes:

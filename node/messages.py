@@ -8,7 +8,7 @@ Types (fields):
 
 - ``hello``      v, chain_id, genesis(32), node_id(32, Ed25519 public key), nonce(32), port, height,
                  work(32, big-endian chainwork), tip(32), agent(str)
-- ``auth``       sig(64) = Ed25519 over H("pouw/p2p-auth" ‖ peer's nonce ‖ own node_id ‖ genesis)
+- ``auth``       sig(64) = Ed25519 over H("p2p-auth", peer's nonce ‖ own node_id ‖ genesis) (chain/hashing.py)
 - ``ping``/``pong``  nonce(u64)
 - ``tx``         tx(bytes)                              one transaction (gossip)
 - ``block``      block(bytes)                           one block (gossip or reply to getblocks)
@@ -43,7 +43,7 @@ class MessageError(ValueError):
 
 
 def auth_payload(peer_nonce: bytes, node_id: bytes, genesis: bytes) -> bytes:
-    return tagged_hash(b"pouw/p2p-auth", peer_nonce, node_id, genesis)
+    return tagged_hash(b"p2p-auth", peer_nonce, node_id, genesis)
 
 
 # --- field checkers -----------------------------------------------------------------------------------

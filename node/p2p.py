@@ -2,7 +2,7 @@
 
 Handshake: both sides send ``hello`` (protocol version, chain id, genesis hash, node id = Ed25519 public
 key, a fresh 32-byte nonce, listen port, best height/work). Each side answers with ``auth``: its
-signature over H("pouw/p2p-auth" ‖ the other side's nonce ‖ own node id ‖ genesis). A connection is
+signature over H("p2p-auth", the other side's nonce ‖ own node id ‖ genesis). A connection is
 *ready* only after a valid auth arrives; before that any other message closes it. Mismatched version,
 chain or genesis, a self-connection, a banned node id or a duplicate connection close it too.
 
