@@ -100,3 +100,38 @@ def test_asert():
 def test_median_time_past():
     assert median_time_past([5, 1, 3]) == 3
     assert median_time_past(list(range(11))) == 5
+
+
+def test_hashes_as_docs_write_them():
+    """docs/chain.md "Hashes", recomputed with hashlib alone: the tag convention, the transaction root
+    (u64 LE count, odd node carried up, empty root), and the state root's LtHash lanes."""
+    import hashlib
+
+    import numpy as np
+
+    from chain.chainstate import make_genesis
+    from chain.encoding import encode
+    from chain.hashing import merkle_root
+    from chain.state import Account, Supply
+
+    def H(tag: bytes, *parts: bytes) -> bytes:
+        return hashlib.sha256(b"pouw/" + tag + b"\x00" + b"".join(parts)).digest()
+
+    def XOF(tag: bytes, *parts: bytes, n: int) -> bytes:
+        return hashlib.shake_256(b"pouw/" + tag + b"\x00" + b"".join(parts)).digest(n)
+
+    g = make_genesis(load_config("regtest")).header
+    assert g.hash == H(b"block", g.encoded)
+    k = faucet_key()
+    assert k.address == H(b"addr", k.pubkey)[:20]
+    xs = [bytes([i]) * (i + 1) for i in range(3)]
+    leaf = [H(b"txroot/leaf", x) for x in xs]
+    top = H(b"txroot/node", H(b"txroot/node", leaf[0], leaf[1]), leaf[2])   # the odd leaf 2 is carried up
+    assert merkle_root(xs) == H(b"txroot/root", (3).to_bytes(8, "little"), top)
+    assert merkle_root(xs[:1]) == H(b"txroot/root", (1).to_bytes(8, "little"), leaf[0])
+    assert merkle_root([]) == H(b"txroot/empty")
+    addr, acct = bytes(range(20)), Account(12345, 6)
+    lanes = np.frombuffer(XOF(b"acct", addr, encode([12345, 6]), n=2048), dtype="<u2")
+    sup = Supply.zero().updated([(addr, Account(), acct)], minted=12345)
+    assert sup.lthash == lanes.tobytes()
+    assert sup.root == H(b"state", encode([12345, 0, lanes.tobytes()]))
