@@ -90,9 +90,10 @@ class ChainListener(Protocol):
 class _BatchJobs:
     """Job records and schedule as seen through a write batch (reads see the batch's own writes)."""
 
-    def __init__(self, store: Store, b: Batch):
+    def __init__(self, store: Store, b: Batch, block_hash_at: Callable[[int], bytes | None]):
         self.store = store
         self.b = b
+        self.block_hash_at = block_hash_at  # the active chain below the block being connected
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         v = self.b.get(S.job_key(job_id))
@@ -346,7 +347,7 @@ class ChainState:
 
     def memory_state(self) -> MemoryState:
         """A copy of the tip state (accounts, jobs, supply) in memory."""
-        return MemoryState(self.accounts(), self.supply, self.jobs())
+        return MemoryState(self.accounts(), self.supply, self.jobs(), list(self.chain))
 
     # --- jobs ------------------------------------------------------------------------------------------
     def get_job(self, job_id: bytes) -> JobRecord | None:
@@ -405,12 +406,14 @@ class ChainState:
     def next_parent_info(self) -> ParentInfo:
         return self.parent_info(self.tip.hash)
 
-    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None) -> None:
+    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None, jobs=None) -> None:
         """Mempool admission check against the tip state (or a given account view): raises TxError.
-        Job transactions are also checked against the job state at the tip, as if included in the
-        next block (`bad-job-*` and fraud-proof reasons)."""
+        Job transactions are also checked against the job state at the tip (or the given job source,
+        e.g. the tip plus pending job transactions), as if included in the next block (`bad-job-*` and
+        fraud-proof reasons)."""
         check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)
-        StateOverlay(get or self.get_account, self, self.cfg, self.height + 1).apply_tx(tx)
+        StateOverlay(get or self.get_account, jobs if jobs is not None else self, self.cfg,
+                     self.height + 1).apply_tx(tx)
 
     def chain_tips(self) -> list[ChainTip]:
         """Every block without children (and the active tip), like Bitcoin's getchaintips."""
@@ -617,7 +620,7 @@ class ChainState:
 
         supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
         diff = apply_block(get, supply, block.txs, block.header.miner, self.cfg.subsidy(block.height),
-                           height=block.height, cfg=self.cfg, jobs=_BatchJobs(self.store, b))
+                           height=block.height, cfg=self.cfg, jobs=_BatchJobs(self.store, b, self.block_hash_at))
         if diff.state_root != block.header.state_root:
             raise BlockError("bad-state-root", "state root mismatch")
         return diff

@@ -49,6 +49,10 @@ class JobConfig:
     max_deadline: int = 17_280      # a deadline may lie at most this many blocks after the submit's block
     rate_num: int = 1               # going rate: rate_num / rate_den base units per multiply-add
     rate_den: int = 10_000          # (1 token = 10**8 base units = 10**12 MACs)
+    answer_window: int = 12         # blocks a miner has to answer a data-availability challenge
+    challenge_rows: int = 8         # rows of C a challenge samples (fewer when they would not fit a tx)
+    bond_num: int = 1               # a claim's bond >= max(min_bond, ceil(fee * bond_num / bond_den))
+    bond_den: int = 10
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,12 @@ def parse_config(text: str) -> ChainConfig:
     j = cfg.jobs
     if unknown := set(doc.get("jobs", {})) - set(JobConfig.__dataclass_fields__):
         raise ValueError(f"unknown [jobs] keys {sorted(unknown)}")
-    if min(j.claim_window, j.challenge_window, j.min_bond, j.max_deadline, j.rate_den) < 1 or j.rate_num < 0:
-        raise ValueError("jobs: windows, min_bond, max_deadline and rate_den must be positive, rate_num >= 0")
+    if min(j.claim_window, j.challenge_window, j.min_bond, j.max_deadline, j.rate_den, j.answer_window,
+           j.challenge_rows, j.bond_den) < 1 or j.rate_num < 0 or j.bond_num < 0:
+        raise ValueError("jobs: windows, min_bond, max_deadline, challenge_rows and the denominators must be "
+                         "positive, rate_num and bond_num >= 0")
+    if j.challenge_rows > 16:
+        raise ValueError("jobs: challenge_rows must be at most 16 (one answer transaction)")
     if cfg.pow.min_k < 16 * cfg.pow.rank:
         raise ValueError("pow.min_k must be >= 16 * rank")
     return cfg

@@ -3,15 +3,19 @@
 Life of a job (docs/jobs.md), heights are block heights, W = claim_window, C = challenge_window:
 
     submit (height s)  -> open      max fee moved from the client's balance to the job's escrow
-    claim  (height c)  -> claimed   bond moved from the miner's balance to the job; exclusive until c + W - 1
+    cancel (client)    -> cancelled an open job's escrow back to the client
+    claim  (height c)  -> claimed   bond (>= required_bond) from the miner to the job; exclusive through c + W - 1
+    end of block c + W - 1, no result -> open again   the lapsed claimer's bond is forfeited to the client
     result (height r)  -> resulted  only the claimer, r <= deadline; disputes allowed through r + C
+    challenge (client, height x <= r + C) -> challenged   the miner must answer by the end of x + R
+    answer (height y, x < y <= x + R)    -> resulted      the sampled rows of C opened; disputes through y + C
+    end of block x + R, no answer     -> slashed  escrow and bond go to the client
     dispute            -> slashed   accepted fraud proof: escrow and bond go to the client
     end of block r + C -> released  no valid dispute: fee (the escrow) and bond go to the miner
     end of block deadline, no result -> refunded   escrow (and a claimer's bond, forfeited) to the client
 
-A claim after the window lapsed (no result yet) replaces the claimer; the lapsed claimer's bond is
-forfeited to the client. Automatic transitions run at the end of a block, after its transactions, for
-every live job whose record's ``due`` field equals the block's height (the schedule).
+Automatic transitions run at the end of a block, after its transactions, for every live job whose
+record's ``due`` field equals the block's height (the schedule). R = answer_window.
 
 Every function here is pure: it reads a view and returns what changes.
 """
@@ -22,15 +26,19 @@ from fractions import Fraction
 from typing import Callable, Iterable, Protocol
 
 from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
-from chain.errors import TxError
+from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, ZERO_HASH
 from chain.keys import ADDRESS_LEN, ZERO_ADDRESS
-from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_DISPUTE, KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobClaim, JobDispute,
-                      JobResult, JobSubmit, Transaction)
+from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
+                      KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobAnswer, JobClaim, JobDispute, JobRef, JobResult, JobSubmit,
+                      Transaction)
 
-OPEN, CLAIMED, RESULTED, RELEASED, REFUNDED, SLASHED = range(6)
-STATUS_NAMES = ("open", "claimed", "resulted", "released", "refunded", "slashed")
-LIVE = frozenset({OPEN, CLAIMED, RESULTED})
+OPEN, CLAIMED, RESULTED, RELEASED, REFUNDED, SLASHED, CHALLENGED, CANCELLED = range(8)
+STATUS_NAMES = ("open", "claimed", "resulted", "released", "refunded", "slashed", "challenged", "cancelled")
+LIVE = frozenset({OPEN, CLAIMED, RESULTED, CHALLENGED})
+BONDED = frozenset({CLAIMED, RESULTED, CHALLENGED})
+RECORD_FIELDS = 22
+
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,9 @@ class JobRecord:
     """A job's on-chain record (kept after it closes, so `get_job` answers for settled jobs too).
 
     Encoding: ``[status, client, h_a, h_b, m, k, n, fee, deadline, blob_a, blob_b, submit_height, miner,
-    bond, claim_height, h_c, blob_c, result_height, due, closed_height]``; absent hashes/addresses are
-    zero bytes, absent heights 0."""
+    bond, claim_height, h_c, blob_c, result_height, due, closed_height, challenge_height, answer_height]``;
+    absent hashes/addresses are zero bytes, absent heights 0. The last two fields are left out of the
+    encoding while both are 0 (a job never challenged encodes as 20 fields)."""
 
     status: int
     client: bytes
@@ -61,24 +70,32 @@ class JobRecord:
     result_height: int = 0
     due: int = 0             # height at whose end the next automatic transition runs; 0 once closed
     closed_height: int = 0
+    challenge_height: int = 0  # block that included the client's challenge (its hash seeds the sampled rows)
+    answer_height: int = 0     # block that included the answer
 
     def to_list(self) -> list[Obj]:
-        return [self.status, self.client, self.h_a, self.h_b, self.m, self.k, self.n, self.fee, self.deadline,
-                self.blob_a, self.blob_b, self.submit_height, self.miner, self.bond, self.claim_height, self.h_c,
-                self.blob_c, self.result_height, self.due, self.closed_height]
+        out: list[Obj] = [self.status, self.client, self.h_a, self.h_b, self.m, self.k, self.n, self.fee,
+                          self.deadline, self.blob_a, self.blob_b, self.submit_height, self.miner, self.bond,
+                          self.claim_height, self.h_c, self.blob_c, self.result_height, self.due, self.closed_height]
+        if self.challenge_height or self.answer_height:
+            out += [self.challenge_height, self.answer_height]
+        return out
 
     def encode(self) -> bytes:
         return encode(self.to_list())
 
     @classmethod
     def decode(cls, data: bytes) -> "JobRecord":
-        f = as_list(decode(data, max_bytes=1024, max_array=20), 20, what="job")
+        f = as_list(decode(data, max_bytes=1024, max_array=RECORD_FIELDS), what="job")
+        if len(f) not in (20, RECORD_FIELDS) or (len(f) == RECORD_FIELDS and not (f[20] or f[21])):
+            raise EncodingError("bad-encoding", f"job record of {len(f)} fields")
+        f = f + [0, 0] if len(f) == 20 else f
         h = lambda x: as_bytes(x, HASH_LEN, what="job hash")  # noqa: E731
         a = lambda x: as_bytes(x, ADDRESS_LEN, what="job address")  # noqa: E731
         i = lambda x: as_int(x, what="job int")  # noqa: E731
         return cls(as_int(f[0], 0, len(STATUS_NAMES) - 1, what="job.status"), a(f[1]), h(f[2]), h(f[3]), i(f[4]),
                    i(f[5]), i(f[6]), i(f[7]), i(f[8]), h(f[9]), h(f[10]), i(f[11]), a(f[12]), i(f[13]), i(f[14]),
-                   h(f[15]), h(f[16]), i(f[17]), i(f[18]), i(f[19]))
+                   h(f[15]), h(f[16]), i(f[17]), i(f[18]), i(f[19]), i(f[20]), i(f[21]))
 
     # --- derived --------------------------------------------------------------------------------------
     @property
@@ -96,8 +113,8 @@ class JobRecord:
 
     @property
     def bond_held(self) -> int:
-        """Tokens of bond this job holds now (while claimed or resulted)."""
-        return self.bond if self.status in (CLAIMED, RESULTED) else 0
+        """Tokens of bond this job holds now (while claimed, resulted or challenged)."""
+        return self.bond if self.status in BONDED else 0
 
     @property
     def macs(self) -> int:
@@ -116,13 +133,20 @@ class JobRecord:
         return self.claim_height + cfg.jobs.claim_window - 1 if self.status == CLAIMED else 0
 
     def claimable_at(self, height: int, cfg) -> bool:
-        """Would a claim in a block at `height` be accepted by the job rules (bond aside)?"""
-        return height <= self.deadline and (
-            self.status == OPEN or (self.status == CLAIMED and height > self.claim_until(cfg)))
+        """Would a claim in a block at `height` be accepted by the job rules (bond aside)? A lapsed claim
+        reopens the job at the end of its last exclusive block, so only open jobs are claimable."""
+        return height <= self.deadline and self.status == OPEN
 
     def challenge_until(self, cfg) -> int:
-        """Last height at which a dispute may be included (0 without a result)."""
-        return self.result_height + cfg.jobs.challenge_window if self.result_height else 0
+        """Last height at which a dispute or a challenge may be included (0 without a result): C blocks
+        after the result, or after the answer to a challenge."""
+        if not self.result_height:
+            return 0
+        return max(self.result_height, self.answer_height) + cfg.jobs.challenge_window
+
+    def answer_until(self, cfg) -> int:
+        """Last height at which an answer to the challenge may be included (0 without a challenge)."""
+        return self.challenge_height + cfg.jobs.answer_window if self.challenge_height else 0
 
     def to_json(self, job_id: bytes, cfg) -> dict:
         """A JSON-friendly view for the node's API."""
@@ -136,6 +160,8 @@ class JobRecord:
             "h_c": self.h_c.hex() if self.result_height else None,
             "blob_c": self.blob_c.hex() if self.result_height else None,
             "result_height": self.result_height, "challenge_until": self.challenge_until(cfg),
+            "challenge_height": self.challenge_height, "answer_until": self.answer_until(cfg),
+            "answer_height": self.answer_height, "required_bond": required_bond(cfg, self.fee),
             "due": self.due, "closed_height": self.closed_height,
             "escrow": self.escrow, "bond_held": self.bond_held,
         }
@@ -146,6 +172,39 @@ class JobSource(Protocol):
 
     def get_job(self, job_id: bytes) -> JobRecord | None: ...
     def due_jobs(self, height: int) -> Iterable[bytes]: ...
+    def block_hash_at(self, height: int) -> bytes | None: ...   # the active chain's block at a height
+
+
+def required_bond(cfg, fee: int) -> int:
+    """The smallest bond a claim on a job of max fee `fee` may post: max(min_bond, ceil(fee·bond_num/bond_den))."""
+    j = cfg.jobs
+    return max(j.min_bond, -(-(fee * j.bond_num) // j.bond_den))
+
+
+# --- data availability ------------------------------------------------------------------------------
+
+def challenge_row_count(cfg, m: int, n: int) -> int:
+    """How many rows of C a challenge samples: challenge_rows, at most m, and no more than fit one answer
+    transaction (row 4n bytes + its opening each; at least 1, since a fraud proof against the job fits)."""
+    depth = max(0, (m - 1).bit_length())
+    per_row = 4 * n + 34 * depth + 16
+    fit = max(1, (cfg.max_tx_bytes - 256) // per_row)
+    return max(1, min(cfg.jobs.challenge_rows, m, fit))
+
+
+def challenge_rows(seed: bytes, job_id: bytes, m: int, count: int) -> list[int]:
+    """The distinct rows of C a challenge samples, in order: a partial Fisher-Yates shuffle of range(m)
+    driven by SHA-256(`pouw/challenge` ‖ seed ‖ job_id ‖ counter), seed = hash of the challenge's block."""
+    import hashlib
+    perm: dict[int, int] = {}
+    out = []
+    for t in range(min(count, m)):
+        r = int.from_bytes(hashlib.sha256(b"pouw/challenge" + seed + job_id + t.to_bytes(4, "big")).digest()[:8],
+                           "big")
+        j = t + r % (m - t)
+        perm[t], perm[j] = perm.get(j, j), perm.get(t, t)
+        out.append(perm[t])
+    return out
 
 
 # --- pricing ----------------------------------------------------------------------------------------
@@ -192,9 +251,11 @@ def _known(job: JobGetter, job_id: bytes) -> JobRecord:
     return rec
 
 
-def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg) -> tuple[Credits, dict[bytes, JobRecord]]:
+def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
+                   block_hash: Callable[[int], bytes | None] | None = None) -> tuple[Credits, dict[bytes, JobRecord]]:
     """Check a job transaction against the job state at `height` (the including block) and return what it
     does besides debiting the sender (amount + fee, nonce): balance credits and new job records.
+    `block_hash(h)` gives the hash of this chain's block at an earlier height (answers need it).
     Raises TxError with a stable reason; reads only."""
     jc = cfg.jobs
     p = tx.payload
@@ -214,15 +275,16 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg) -> tuple[C
         rec = _known(job, p.job_id)
         if height > rec.deadline and rec.status in (OPEN, CLAIMED, REFUNDED):
             raise TxError("bad-job-late", f"deadline {rec.deadline} passed")
-        if rec.status not in (OPEN, CLAIMED):
-            raise TxError("bad-job-state", f"job is {rec.status_name}")
-        if rec.status == CLAIMED and height <= rec.claim_until(cfg):
+        if rec.status == CLAIMED:
             raise TxError("bad-job-claimed", f"claimed until height {rec.claim_until(cfg)}")
-        if p.bond < jc.min_bond:
-            raise TxError("bad-job-bond", f"bond {p.bond} < {jc.min_bond}")
-        credits: Credits = [(rec.client, rec.bond)] if rec.status == CLAIMED else []  # lapsed bond: forfeited
-        new = replace(rec, status=CLAIMED, miner=sender, bond=p.bond, claim_height=height)
-        return credits, {p.job_id: new}
+        if rec.status != OPEN:
+            raise TxError("bad-job-state", f"job is {rec.status_name}")
+        need = required_bond(cfg, rec.fee)
+        if p.bond < need:
+            raise TxError("bad-job-bond", f"bond {p.bond} < {need} (max(min_bond, fee * {jc.bond_num}/{jc.bond_den}))")
+        new = replace(rec, status=CLAIMED, miner=sender, bond=p.bond, claim_height=height,
+                      due=min(rec.deadline, height + jc.claim_window - 1))
+        return [], {p.job_id: new}
     if tx.kind == KIND_JOB_RESULT:
         assert isinstance(p, JobResult)
         rec = _known(job, p.job_id)
@@ -235,12 +297,55 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg) -> tuple[C
         new = replace(rec, status=RESULTED, h_c=p.h_c, blob_c=p.blob_c, result_height=height,
                       due=height + jc.challenge_window)
         return [], {p.job_id: new}
+    if tx.kind == KIND_JOB_CANCEL:
+        assert isinstance(p, JobRef)
+        rec = _known(job, p.job_id)
+        if sender != rec.client:
+            raise TxError("bad-job-not-client", "only the job's client may cancel it")
+        if rec.status != OPEN:
+            raise TxError("bad-job-state", f"job is {rec.status_name}; only an unclaimed job can be cancelled")
+        new = replace(rec, status=CANCELLED, due=0, closed_height=height)
+        return [(rec.client, rec.fee)], {p.job_id: new}
+    if tx.kind == KIND_JOB_CHALLENGE:
+        assert isinstance(p, JobRef)
+        rec = _known(job, p.job_id)
+        if sender != rec.client:
+            raise TxError("bad-job-not-client", "only the job's client may challenge its result")
+        if rec.challenge_height:
+            raise TxError("bad-job-challenged", f"already challenged at height {rec.challenge_height}")
+        if rec.status == RELEASED:
+            raise TxError("bad-job-window", f"challenge window closed at height {rec.challenge_until(cfg)}")
+        if rec.status != RESULTED:
+            raise TxError("bad-job-state", f"job is {rec.status_name}")
+        new = replace(rec, status=CHALLENGED, challenge_height=height, due=height + jc.answer_window)
+        return [], {p.job_id: new}
+    if tx.kind == KIND_JOB_ANSWER:
+        assert isinstance(p, JobAnswer)
+        rec = _known(job, p.job_id)
+        if rec.status != CHALLENGED:
+            raise TxError("bad-job-state", f"job is {rec.status_name}")
+        seed = block_hash(rec.challenge_height) if block_hash is not None and height > rec.challenge_height else None
+        if seed is None:
+            raise TxError("bad-answer-early", "an answer goes in a block after the challenge's block")
+        want = challenge_rows(seed, p.job_id, rec.m, challenge_row_count(cfg, rec.m, rec.n))
+        if [r.i for r in p.rows] != want:
+            raise TxError("bad-answer-rows", f"the challenge sampled rows {want}")
+        from pouw.commit import TAG_C
+        from pouw.errors import PowError
+        from pouw.merkle import verify_range
+        for r in p.rows:
+            try:
+                verify_range(TAG_C, rec.h_c, rec.m, 4 * rec.n, r.i, [r.c_row], r.path, "bad-answer-merkle")
+            except PowError as e:
+                raise TxError(e.reason, f"row {r.i}: {e.detail}") from e
+        new = replace(rec, status=RESULTED, answer_height=height, due=height + jc.challenge_window)
+        return [], {p.job_id: new}
     if tx.kind == KIND_JOB_DISPUTE:
         assert isinstance(p, JobDispute)
         rec = _known(job, p.job_id)
         if rec.status == RELEASED or (rec.status == RESULTED and height > rec.challenge_until(cfg)):
             raise TxError("bad-job-window", f"challenge window closed at height {rec.challenge_until(cfg)}")
-        if rec.status != RESULTED:
+        if rec.status not in (RESULTED, CHALLENGED):
             raise TxError("bad-job-state", f"job is {rec.status_name}")
         from pouw.errors import PowError
         from pouw.freivalds import verify_fraud_proof
@@ -255,8 +360,10 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg) -> tuple[C
 
 def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Credits, dict[bytes, JobRecord], list]:
     """The automatic transitions at the end of block `height` for the scheduled `ids`: release (resulted:
-    fee + bond to the miner) or refund (open/claimed at the deadline: fee, and a claimer's bond, to the
-    client). Returns credits, new records and events [(job_id, "released"|"refunded")]."""
+    fee + bond to the miner), slash (challenged and unanswered: fee + bond to the client), reopen (a claim
+    whose exclusivity ends here before the deadline: its bond to the client, the job open again) or
+    refund (open/claimed at the deadline: fee, and a claimer's bond, to the client).
+    Returns credits, new records and events [(job_id, "released"|"slashed"|"reopened"|"refunded")]."""
     credits: Credits = []
     out: dict[bytes, JobRecord] = {}
     events = []
@@ -268,6 +375,14 @@ def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Cred
             credits.append((rec.miner, rec.fee + rec.bond))
             out[jid] = replace(rec, status=RELEASED, due=0, closed_height=height)
             events.append((jid, "released"))
+        elif rec.status == CHALLENGED:
+            credits.append((rec.client, rec.fee + rec.bond))
+            out[jid] = replace(rec, status=SLASHED, due=0, closed_height=height)
+            events.append((jid, "slashed"))
+        elif rec.status == CLAIMED and height < rec.deadline:
+            credits.append((rec.client, rec.bond))
+            out[jid] = replace(rec, status=OPEN, miner=ZERO_ADDRESS, bond=0, claim_height=0, due=rec.deadline)
+            events.append((jid, "reopened"))
         else:
             credits.append((rec.client, rec.fee + rec.bond_held))
             out[jid] = replace(rec, status=REFUNDED, due=0, closed_height=height)

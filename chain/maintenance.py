@@ -63,7 +63,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         if store.get(S.height_key(0)) != g.hash:
             raise VerifyError("bad-genesis", "height 0 is not this chain's genesis")
         accts, supply = genesis_state(cs.cfg.genesis_alloc)
-        st = MemoryState(accts, supply)
+        st = MemoryState(accts, supply, hashes=[g.hash])
         ts: list[int] = [g.header.timestamp]
         prev = g.header
         ntx = 0
@@ -95,6 +95,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             if diff.state_root != blk.header.state_root:
                 raise VerifyError("bad-state-root", f"block {h.hex()[:16]} at height {height}")
             st.apply(diff)
+            st.hashes.append(h)
             ts.append(blk.header.timestamp)
             prev = blk.header
             ntx += len(blk.txs)

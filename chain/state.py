@@ -192,7 +192,8 @@ class StateOverlay:
         check_tx_state(self.get, tx)
         if tx.kind not in JOB_KINDS or not self.jobs_enabled:
             raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
-        credits, recs = job_tx_effects(self.get_job, tx, self.height, self.cfg)  # type: ignore[arg-type]
+        credits, recs = job_tx_effects(self.get_job, tx, self.height, self.cfg,  # type: ignore[arg-type]
+                                       getattr(self.source, "block_hash_at", None))
         s = self.get(tx.sender)
         self.accts[tx.sender] = Account(s.balance - tx.amount - tx.fee, s.nonce + 1)
         for a, v in credits:
@@ -252,17 +253,19 @@ def genesis_state(alloc: Iterable[tuple[bytes, int]]) -> tuple[dict[bytes, Accou
 class MemoryState:
     """A dict-backed state (control replays, verify, tests): accounts, job records and the schedule."""
 
-    def __init__(self, accounts: dict[bytes, Account], supply: Supply, jobs: dict[bytes, JobRecord] | None = None):
+    def __init__(self, accounts: dict[bytes, Account], supply: Supply, jobs: dict[bytes, JobRecord] | None = None,
+                 hashes: list[bytes] | None = None):
         self.accounts = dict(accounts)
         self.supply = supply
         self.jobs: dict[bytes, JobRecord] = dict(jobs or {})
+        self.hashes: list[bytes] = list(hashes or [])  # block hash by height (answers to challenges need it)
         self._due: dict[int, set[bytes]] = {}
         for j, r in self.jobs.items():
             if r.due:
                 self._due.setdefault(r.due, set()).add(j)
 
     def copy(self) -> "MemoryState":
-        return MemoryState(self.accounts, self.supply, self.jobs)
+        return MemoryState(self.accounts, self.supply, self.jobs, self.hashes)
 
     def get(self, a: bytes) -> Account:
         return self.accounts.get(a, EMPTY)
@@ -272,6 +275,9 @@ class MemoryState:
 
     def due_jobs(self, height: int) -> list[bytes]:
         return sorted(self._due.get(height, ()))
+
+    def block_hash_at(self, height: int) -> bytes | None:
+        return self.hashes[height] if 0 <= height < len(self.hashes) else None
 
     def apply(self, diff: BlockDiff) -> None:
         for a, acct in diff.after.items():

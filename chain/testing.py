@@ -26,7 +26,7 @@ class ChainBuilder:
         self.genesis = g
         self.blocks: dict[bytes, Block] = {g.hash: g}
         accts, supply = genesis_state(cfg.genesis_alloc)
-        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply)}
+        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply, hashes=[g.hash])}
 
     def parent_info(self, h: bytes) -> ParentInfo:
         ts = []
@@ -51,6 +51,7 @@ class ChainBuilder:
         blk = Block(h, tpl.txs)
         new = st.copy()
         new.apply(tpl.diff)
+        new.hashes.append(blk.hash)
         self.blocks[blk.hash] = blk
         self.states[blk.hash] = new
         return blk
@@ -112,8 +113,6 @@ def job_operands(seed: int, m: int, k: int, n: int):
 
 
 def blob_hash(data) -> bytes:
-    """Content address of an operand or result blob (sha256 of the tensor's raw bytes; the node defines
-    the blob format, the chain only stores the 32 bytes)."""
-    import hashlib
-    raw = data.contiguous().numpy().tobytes() if hasattr(data, "numpy") else bytes(data)
-    return hashlib.sha256(raw).digest()
+    """Content address of a result blob: H_C, its commitment (operand blobs are addressed by H_A / H_B)."""
+    from pouw.commit import commit_result
+    return commit_result(data)

@@ -8,6 +8,9 @@ Encoding (msgpack array, fixed order)::
                job result:  [job_id(32), h_c(32), blob_c(32)]                                  (kind 2)
                job dispute: [job_id(32), [i, j, a_row, b_col, c_row, [path_a], [path_b], [path_c]]] (kind 3)
                job claim:   [job_id(32), bond]                                                 (kind 6)
+               job challenge: [job_id(32)]                                                     (kind 7)
+               job answer:  [job_id(32), [[i, c_row, [path_c]], ...]]                          (kind 8)
+               job cancel:  [job_id(32)]                                                       (kind 9)
 
 - ``sighash = H("tx-sig", encode([kind, chain_id, nonce, sender_pubkey, fee, payload]))``
   is what the sender signs; the chain id and nonce in it give replay protection across chains and
@@ -34,7 +37,11 @@ KIND_JOB_DISPUTE = 3
 KIND_ORDER_PLACE = 4
 KIND_ORDER_CANCEL = 5
 KIND_JOB_CLAIM = 6
-JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE})
+KIND_JOB_CHALLENGE = 7   # the client asks the miner to open sampled rows of C on chain (data availability)
+KIND_JOB_ANSWER = 8      # the sampled rows of C with their openings against H_C
+KIND_JOB_CANCEL = 9      # the client withdraws an unclaimed job (escrow refunded)
+JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE, KIND_JOB_CHALLENGE,
+                       KIND_JOB_ANSWER, KIND_JOB_CANCEL})
 KNOWN_KINDS = frozenset({KIND_TRANSFER}) | JOB_KINDS
 
 MAX_MONEY = (1 << 63) - 1
@@ -104,6 +111,37 @@ class JobDispute:
         return [self.job_id, self.proof.to_list()]
 
 
+@dataclass(frozen=True)
+class JobRef:
+    """A payload that only names a job: challenge (kind 7) and cancel (kind 9)."""
+
+    job_id: bytes
+
+    def to_list(self) -> list[Obj]:
+        return [self.job_id]
+
+
+@dataclass(frozen=True)
+class AnsweredRow:
+    i: int
+    c_row: bytes                 # n int32 little-endian
+    path: tuple[bytes, ...]      # opening of row i against H_C
+
+    def to_list(self) -> list[Obj]:
+        return [self.i, self.c_row, list(self.path)]
+
+
+@dataclass(frozen=True)
+class JobAnswer:
+    """The rows of C a challenge sampled (`chain.jobs.challenge_rows`), in that order, with openings."""
+
+    job_id: bytes
+    rows: tuple[AnsweredRow, ...]
+
+    def to_list(self) -> list[Obj]:
+        return [self.job_id, [r.to_list() for r in self.rows]]
+
+
 def _hash32(x: Obj, what: str) -> bytes:
     return as_bytes(x, HASH_LEN, what=what)
 
@@ -135,6 +173,17 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
                            as_bytes(f[2], what="fraud.a_row"), as_bytes(f[3], what="fraud.b_col"),
                            as_bytes(f[4], what="fraud.c_row"), *paths)
         return JobDispute(_hash32(p[0], "dispute.job_id"), proof)
+    if kind in (KIND_JOB_CHALLENGE, KIND_JOB_CANCEL):
+        p = as_list(payload, 1, what="job_ref")
+        return JobRef(_hash32(p[0], "job_ref.job_id"))
+    if kind == KIND_JOB_ANSWER:
+        p = as_list(payload, 2, what="job_answer")
+        rows = []
+        for r in as_list(p[1], what="answer.rows"):
+            f = as_list(r, 3, what="answer.row")
+            rows.append(AnsweredRow(as_int(f[0], 0, 1 << 32, what="answer.i"), as_bytes(f[1], what="answer.c_row"),
+                                    tuple(_hash32(h, "answer.path") for h in as_list(f[2], what="answer.path"))))
+        return JobAnswer(_hash32(p[0], "answer.job_id"), tuple(rows))
     return payload
 
 
@@ -145,7 +194,7 @@ class Transaction:
     nonce: int
     sender_pubkey: bytes
     fee: int
-    payload: Obj  # Transfer / JobSubmit / JobClaim / JobResult / JobDispute; raw decoded object for unknown kinds
+    payload: Obj  # Transfer / JobSubmit / JobClaim / JobResult / JobDispute / JobRef / JobAnswer; raw decoded object for unknown kinds
     signature: bytes = b""
 
     # --- encoding ---------------------------------------------------------------------------------
@@ -239,6 +288,22 @@ def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, 
     return Transaction(KIND_JOB_DISPUTE, chain_id, nonce, key.pubkey, fee, JobDispute(job_id, proof)).signed(key)
 
 
+def make_job_challenge(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, fee: int = 0) -> Transaction:
+    """A signed data-availability challenge by the job's client (docs/jobs.md)."""
+    return Transaction(KIND_JOB_CHALLENGE, chain_id, nonce, key.pubkey, fee, JobRef(job_id)).signed(key)
+
+
+def make_job_answer(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, rows, fee: int = 0) -> Transaction:
+    """A signed answer to a challenge: `rows` are AnsweredRow (or (i, c_row, path) triples) in sampled order."""
+    rs = tuple(r if isinstance(r, AnsweredRow) else AnsweredRow(r[0], r[1], tuple(r[2])) for r in rows)
+    return Transaction(KIND_JOB_ANSWER, chain_id, nonce, key.pubkey, fee, JobAnswer(job_id, rs)).signed(key)
+
+
+def make_job_cancel(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, fee: int = 0) -> Transaction:
+    """A signed cancel of the sender's own unclaimed job: the escrow goes back to the client."""
+    return Transaction(KIND_JOB_CANCEL, chain_id, nonce, key.pubkey, fee, JobRef(job_id)).signed(key)
+
+
 # --- context-free checks (the "sanity" layer for one transaction) -----------------------------------
 
 def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bool = True) -> None:
@@ -259,6 +324,11 @@ def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bo
     elif tx.kind == KIND_JOB_SUBMIT:
         if not 0 < tx.payload.max_fee <= MAX_MONEY or tx.payload.max_fee + tx.fee > MAX_MONEY:
             raise TxError("bad-job-fee", "max fee out of range")
+        if tx.payload.blob_a != tx.payload.h_a or tx.payload.blob_b != tx.payload.h_b:
+            raise TxError("bad-job-blob", "an operand blob's address is its commitment (blob_a = h_a, blob_b = h_b)")
+    elif tx.kind == KIND_JOB_RESULT:
+        if tx.payload.blob_c != tx.payload.h_c:
+            raise TxError("bad-job-blob", "the result blob's address is its commitment (blob_c = h_c)")
     elif tx.kind == KIND_JOB_CLAIM:
         if not 0 < tx.payload.bond <= MAX_MONEY or tx.payload.bond + tx.fee > MAX_MONEY:
             raise TxError("bad-job-bond", "bond out of range")

@@ -439,6 +439,16 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
             raise ApiError(400, "bad-param", "limit must be an integer") from None
         return _json(jobinfo.jobs_of(node, a, status, limit))
 
+    def job_json(jid: bytes, rec) -> dict:
+        """A job record for the API, with this node's fee floor: `floor_fee` (the least fee its miner
+        takes for this shape) and `below_floor` (true: this node's miner will not take it)."""
+        from node.paidjobs import below_floor, floor_fee
+        d = rec.to_json(jid, node.cfg)
+        rate = node.job_fee_floor
+        d["floor_fee"] = floor_fee(rate, rec.macs)
+        d["below_floor"] = below_floor(rate, rec.fee, rec.macs)
+        return d
+
     @r.get(API + "/jobs/{id}")
     async def get_job(request):
         jid = hexarg(request.match_info["id"], "job id", 32)
@@ -447,7 +457,7 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
             if node.mempool.get(jid) is not None:
                 return _json({"job_id": jid.hex(), "status": "pending", "height": node.chain.height})
             raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
-        d = rec.to_json(jid, node.cfg)
+        d = job_json(jid, rec)
         d["height"] = node.chain.height
         return _json(d)
 
@@ -468,12 +478,15 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
             raise ApiError(400, "bad-param", "status must be open (claimable), live, all or one of "
                                              + ", ".join(STATUS_NAMES))
         return _json({"status": status, "height": cs.height, "count": len(items),
-                      "jobs": [r.to_json(j, cs.cfg) for j, r in items[:limit]]})
+                      "jobs": [job_json(j, r) for j, r in items[:limit]]})
 
     async def put_blob(request):
         cap = node.blobs.max_bytes
         expect = request.query.get("hash") or request.headers.get("X-Blob-Hash")
         want = hexarg(expect, "hash", 32) if expect else None
+        role = request.query.get("role") or None
+        if role is not None and role not in ("a", "b", "c"):
+            raise ApiError(400, "bad-param", "role must be a (H_A, rows of A), b (H_B, columns of B) or c (H_C)")
         if request.content_length is not None and request.content_length > cap:
             raise ApiError(413, "blob-too-large", f"{request.content_length} bytes > {cap}")
         buf = bytearray()
@@ -483,7 +496,7 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
                 raise ApiError(413, "blob-too-large", f"more than {cap} bytes")
         from node.blobs import BlobError
         try:
-            h = node.blobs.put(bytes(buf), expect=want)
+            h = node.blobs.put(bytes(buf), expect=want, role=role)
         except BlobError as e:
             raise ApiError(413 if e.code == "blob-too-large" else 400, e.code, e.message) from None
         return _json({"hash": h.hex(), "size": len(buf)}, status=201)

@@ -5,9 +5,13 @@ Format and address (docs/jobs-client.md, docs/api.md):
 - A blob is the bytes of a NumPy ``.npy`` file (``np.save(..., allow_pickle=False)``) holding a 2-D
   C-contiguous array: int8 for operands (A is m×k, B is k×n, both already padded to the protocol grid),
   int32 for a result C (m×n). Nothing else is accepted (no pickles, no other dtypes, no Fortran order).
-- Its address is ``sha256(bytes)`` (32 bytes, hex in URLs): the ``blob_a`` / ``blob_b`` / ``blob_c`` fields
-  the job transactions carry. Every transfer is verified: an upload whose bytes do not hash to the
-  address the client named, or a peer's answer that does not hash to the requested address, is refused.
+- Its address is its **commitment** (32 bytes, hex in URLs; `pouw.commit`): an int8 operand is addressed
+  by H_A (Merkle root over its rows) when it is a job's A and by H_B (over its columns) when it is a
+  job's B; an int32 result by H_C (over its rows). The chain requires ``blob_a = h_a``, ``blob_b = h_b``,
+  ``blob_c = h_c``, so a blob can be checked against the job by anyone and a blob that does not match
+  its job cannot exist. Every transfer is verified: an upload whose commitment is not the address the
+  client named, or a peer's answer that does not commit to the requested address, is refused. Operand
+  entries must lie in [-64, 64] (the protocol's operand range).
 - Size cap: ``4 · max_dim² + 4096`` bytes (the int32 result of the largest job the chain allows, plus the
   ``.npy`` header), or the node's ``blob_max_bytes`` when configured lower.
 
@@ -20,7 +24,6 @@ operands before the submit is mined). Everything else is deleted.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -44,8 +47,53 @@ class BlobError(ValueError):
         self.message = message
 
 
-def blob_hash(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+ROLES = ("a", "b", "c")
+
+
+def array_address(x: np.ndarray, role: str) -> bytes:
+    """The commitment that addresses array `x` in `role` (a: rows of an int8 A, b: columns of an int8 B,
+    c: rows of an int32 C)."""
+    import torch
+    from pouw.commit import commit_result, tree_a, tree_b
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if role == "c":
+        if x.dtype != np.dtype("<i4"):
+            raise BlobError("bad-blob", "a result blob holds int32")
+        return commit_result(t)
+    if x.dtype != np.int8:
+        raise BlobError("bad-blob", "an operand blob holds int8")
+    if role == "a":
+        return tree_a(t).root
+    if role == "b":
+        return tree_b(t).root
+    raise BlobError("bad-blob", f"blob role must be one of {ROLES}")
+
+
+def blob_address(data: bytes, role: str | None = None) -> bytes:
+    """The address of blob bytes: the commitment in `role` (default: c for int32; an int8 blob needs a or b)."""
+    x = decode_array(data)
+    if role is None:
+        if x.dtype == np.int8:
+            raise BlobError("blob-role-needed", "an int8 blob is addressed by H_A or H_B: name its role (a or b)")
+        role = "c"
+    return array_address(x, role)
+
+
+def blob_role(data: bytes, h: bytes) -> str | None:
+    """The role in which blob bytes commit to address `h` (a, b or c), or None when they do not."""
+    try:
+        x = decode_array(data)
+    except BlobError:
+        return None
+    for role in (("c",) if x.dtype != np.int8 else ("a", "b")):
+        if array_address(x, role) == h:
+            return role
+    return None
+
+
+def blob_hash(data: bytes, role: str | None = None) -> bytes:
+    """Alias of `blob_address` (kept for callers of the sha256 era; the address is the commitment)."""
+    return blob_address(data, role)
 
 
 def max_blob_bytes(cfg) -> int:
@@ -105,25 +153,32 @@ class BlobStore:
             data = self.path(h).read_bytes()
         except FileNotFoundError:
             return None
-        if blob_hash(data) != h:  # disk corruption: drop it (it can be fetched again)
+        if blob_role(data, h) is None:  # disk corruption: drop it (it can be fetched again)
             log.warning("blob %s on disk does not match its hash; deleted", h.hex()[:16])
             self.path(h).unlink(missing_ok=True)
             return None
         return data
 
-    def check(self, data: bytes, expect: bytes | None = None) -> bytes:
-        """Hash, size and format checks of a blob about to be stored; returns its address."""
+    def check(self, data: bytes, expect: bytes | None = None, role: str | None = None) -> bytes:
+        """Size, format, range and address checks of a blob about to be stored; returns its address
+        (`expect`, which the blob must commit to in some role, or its commitment in `role`)."""
         if len(data) > self.max_bytes:
             raise BlobError("blob-too-large", f"{len(data)} bytes > {self.max_bytes}")
-        h = blob_hash(data)
-        if expect is not None and h != expect:
-            raise BlobError("blob-hash-mismatch", f"body hashes to {h.hex()}, not {expect.hex()}")
-        decode_array(data)
-        return h
+        x = decode_array(data)
+        if x.dtype == np.int8 and x.size and int(np.abs(x.astype(np.int16)).max()) > 64:
+            raise BlobError("bad-blob", "operand entries must lie in [-64, 64]")
+        if expect is None:
+            return blob_address(data, role)
+        roles = (role,) if role is not None else (("c",) if x.dtype != np.int8 else ("a", "b"))
+        for r in roles:
+            if array_address(x, r) == expect:
+                return expect
+        raise BlobError("blob-hash-mismatch", f"the blob does not commit to {expect.hex()} "
+                                              f"(as {' or '.join('H_' + r.upper() for r in roles)})")
 
-    def put(self, data: bytes, expect: bytes | None = None) -> bytes:
+    def put(self, data: bytes, expect: bytes | None = None, role: str | None = None) -> bytes:
         """Verify and store atomically; returns the address. Idempotent."""
-        h = self.check(data, expect)
+        h = self.check(data, expect, role)
         p = self.path(h)
         if p.exists():
             os.utime(p)
@@ -137,8 +192,8 @@ class BlobStore:
         os.replace(tmp, p)
         return h
 
-    def put_array(self, x) -> bytes:
-        return self.put(encode_array(x))
+    def put_array(self, x, role: str | None = None) -> bytes:
+        return self.put(encode_array(x), role=role)
 
     def all(self) -> list[tuple[bytes, float]]:
         out = []

@@ -41,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from node.blobs import BlobError, blob_hash, decode_array, encode_array
+from node.blobs import BlobError, blob_hash, blob_role, decode_array, encode_array
 from pouw.errors import JobError
 
 
@@ -170,9 +170,10 @@ class Client:
         return self.call("POST", "/api/v1/tx", {"tx": tx.encoded.hex()})
 
     # --- blobs ---------------------------------------------------------------------------------------
-    def put_blob(self, data: bytes) -> str:
-        """Upload blob bytes (the node checks size, format and our hash); returns the hex address."""
-        h = blob_hash(data).hex()
+    def put_blob(self, data: bytes, address: bytes | str | None = None) -> str:
+        """Upload blob bytes (the node checks size, format and that they commit to `address`, e.g. the
+        job's H_A / H_B; default: H_C of an int32 blob); returns the hex address."""
+        h = address.hex() if isinstance(address, bytes) else address or blob_hash(data).hex()
         _, raw = self._request("POST", f"/api/v1/blobs?hash={h}", data, "application/octet-stream")
         got = json.loads(raw)["hash"]
         if got != h:
@@ -183,7 +184,7 @@ class Client:
         """Download a blob (the node asks its peers when it lacks it); verifies its hash."""
         hx = h.hex() if isinstance(h, bytes) else h
         _, data = self._request("GET", f"/api/v1/blobs/{hx}")
-        if blob_hash(data).hex() != hx:
+        if blob_role(data, bytes.fromhex(hx)) is None:
             raise ClientError("blob-hash-mismatch", f"blob {hx[:16]}… does not match its address")
         return data
 
@@ -334,13 +335,12 @@ class Client:
                               f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
         sent: set[str] = set()
         blobs = []
-        for ap, bp, _, _ in preps:
+        for ap, bp, _, job in preps:
             hs = []
-            for t in (ap, bp):
-                data = encode_array(t)
-                h = blob_hash(data).hex()
+            for t, addr in ((ap, job.h_a), (bp, job.h_b)):   # an operand's address is its commitment
+                h = addr.hex()
                 if h not in sent:
-                    self.put_blob(data)
+                    self.put_blob(encode_array(t), addr)
                     sent.add(h)
                 hs.append(h)
             blobs.append(hs)

@@ -56,7 +56,7 @@ def cmd_node(args: argparse.Namespace) -> int:
                       mine_interval=args.mine_interval, filler_shape=shape, mempool_max_txs=args.mempool_max_txs,
                       mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry,
                       take_jobs=not args.no_jobs, job_bond=args.job_bond,
-                      blob_retention_blocks=args.blob_retention,
+                      min_job_fee_rate=args.min_job_fee_rate, blob_retention_blocks=args.blob_retention,
                       api_host=args.api_host, api_port=args.api_port,
                       api_token=args.api_token or os.environ.get("POUW_API_TOKEN") or None,
                       api_allowed_hosts=list(args.api_allow_host or []),
@@ -68,6 +68,15 @@ def cmd_node(args: argparse.Namespace) -> int:
     if args.api_host and args.api_port is None:
         print("node: --api-host needs --api-port (a separate API listener)", file=sys.stderr)
         return 2
+    if args.min_job_fee_rate is not None:
+        from fractions import Fraction
+        try:
+            if Fraction(args.min_job_fee_rate) < 0:
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            print(f"node: --min-job-fee-rate {args.min_job_fee_rate!r} is not a rate >= 0 (e.g. 1/10000 or "
+                  "0.0001 base units per multiply-add)", file=sys.stderr)
+            return 2
     if args.mine and args.device != "cpu":
         from kernels import DeviceError, parse_device
         try:
@@ -176,7 +185,10 @@ def register(sub) -> None:
         p.add_argument("--mempool-max-bytes", type=int, default=5_000_000)
         p.add_argument("--mempool-expiry", type=float, default=3 * 3600.0, help="seconds")
         p.add_argument("--no-jobs", action="store_true", help="the miner does not claim paid jobs (filler only)")
-        p.add_argument("--job-bond", type=int, default=None, help="bond per claim, base units (default: min_bond)")
+        p.add_argument("--job-bond", type=int, default=None,
+                       help="bond per claim, base units (default and floor: the chain's required bond)")
+        p.add_argument("--min-job-fee-rate", default=None, metavar="RATE",
+                       help="fee floor: base units per multiply-add, e.g. 1/10000 (default: the chain's going rate)")
         p.add_argument("--blob-retention", type=int, default=1000,
                        help="keep a settled job's blobs this many blocks (default 1000)")
         p.set_defaults(func=cmd_node)

@@ -4,10 +4,13 @@
   the tip state *plus* the sender's pending transactions (nonces must be consecutive; the balance must
   cover all of them). Job transactions go through `ChainState.validate_tx(tx, get=<pending view>)`: the
   job rules against the tip's job state as if in the next block, so bad ones are refused with their
-  `bad-job-*` / fraud-proof reason. (A job tx that depends on another pending job tx, e.g. a result
-  after a pending claim, is refused until that one is mined.) A pending tx with the same sender and
-  nonce is replaced only by a higher fee.
-- Priority: fee per byte; a sender's transactions are taken in nonce order (ancestor-aware greedy).
+  `bad-job-*` / fraud-proof reason. A job tx is checked against the job as the pending job txs that
+  touch it (in admission order; not the sender's own later nonces) leave it: a claim on a pending
+  submit and a result on a pending claim are admitted (one-block latency, docs/jobs.md), and a second
+  claim on a job already claimed in the pool is refused (`bad-job-claimed`, first seen wins). A pending
+  tx with the same sender and nonce is replaced only by a higher fee.
+- Priority: fee per byte; a sender's transactions are taken in nonce order (ancestor-aware greedy),
+  and a claim comes after the pending submit of its job.
 - Limits: `max_txs` and `max_bytes`; when full, the lowest fee-rate transaction (with the sender's later
   ones) is evicted, and a new tx that pays less than it is refused (`mempool-full`).
 - Expiry: transactions older than `expiry_s` are dropped.
@@ -29,8 +32,9 @@ from typing import Callable, Iterable
 import msgpack
 
 from chain.errors import EncodingError, TxError, ValidationError
+from chain.jobs import JobRecord, job_tx_effects
 from chain.state import Account, check_tx_state
-from chain.tx import JOB_KINDS, Transaction, check_tx, decode_tx
+from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 
 log = logging.getLogger("pouw.mempool")
 
@@ -48,6 +52,30 @@ class Entry:
 
 class MempoolError(ValidationError):
     """A transaction the pool refuses (reason is stable, e.g. ``mempool-full``, ``bad-txn-nonce``)."""
+
+
+def job_of(tx: Transaction) -> bytes | None:
+    """The job a job transaction touches (a submit creates the job with its own txid), else None."""
+    if tx.kind == KIND_JOB_SUBMIT:
+        return tx.txid
+    return getattr(tx.payload, "job_id", None) if tx.kind in JOB_KINDS else None
+
+
+class PendingJobs:
+    """The job state of the tip plus the given pending job records (a JobSource for admission)."""
+
+    def __init__(self, chain, recs: dict[bytes, JobRecord]):
+        self.chain = chain
+        self.recs = recs
+
+    def get_job(self, job_id: bytes) -> JobRecord | None:
+        return self.recs[job_id] if job_id in self.recs else self.chain.get_job(job_id)
+
+    def due_jobs(self, height: int):
+        return self.chain.due_jobs(height)
+
+    def block_hash_at(self, height: int) -> bytes | None:
+        return self.chain.block_hash_at(height)
 
 
 class Mempool:
@@ -104,7 +132,7 @@ class Mempool:
             # job rules at the tip as if in the next block (bad-job-* / fraud-proof reasons), with the
             # sender's account after its pending txs
             get = lambda a: view if a == sender else self.chain.get_account(a)  # noqa: E731
-            self.chain.validate_tx(tx, get=get)
+            self.chain.validate_tx(tx, get=get, jobs=self.pending_jobs(tx))
         else:
             check_tx_state(lambda a: view, tx)  # nonce consecutive, balance covers it
         size = len(tx.encoded)
@@ -121,6 +149,22 @@ class Mempool:
         self.bytes += size
         self.version += 1
         return True
+
+    def pending_jobs(self, tx: Transaction) -> PendingJobs:
+        """The job `tx` touches as the pending job txs before it leave it (see the module docstring)."""
+        jid = job_of(tx)
+        recs: dict[bytes, JobRecord] = {}
+        view = PendingJobs(self.chain, recs)
+        h = self.chain.height + 1
+        for e in self.entries.values():
+            t = e.tx
+            if job_of(t) != jid or (t.sender == tx.sender and t.nonce >= tx.nonce):
+                continue
+            try:
+                recs.update(job_tx_effects(view.get_job, t, h, self.chain.cfg, self.chain.block_hash_at)[1])
+            except TxError:
+                continue
+        return view
 
     # --- removal ---------------------------------------------------------------------------------------
     def _remove(self, txid: bytes) -> None:
@@ -158,15 +202,21 @@ class Mempool:
         self.bytes = 0
         self.version += 1
         back = 0
-        for e in old:
-            if now - e.time > self.expiry_s or e.tx.txid in self.entries:
-                continue
-            try:
-                if self.add(e.tx, check_sig=False):  # pool entries and block txs were verified before
-                    self.entries[e.tx.txid].time = e.time
-                    back += e.tx.txid in readd_ids
-            except ValidationError:
-                pass
+        todo = [e for e in old if now - e.time <= self.expiry_s]
+        while todo:  # passes until nothing more gets in: a claim may need a submit of a later sender
+            retry = []
+            for e in todo:
+                if e.tx.txid in self.entries:
+                    continue
+                try:
+                    if self.add(e.tx, check_sig=False):  # pool entries and block txs were verified before
+                        self.entries[e.tx.txid].time = e.time
+                        back += e.tx.txid in readd_ids
+                except ValidationError:
+                    retry.append(e)
+            if len(retry) == len(todo):
+                break
+            todo = retry
         return back
 
     def expire(self) -> int:
@@ -187,9 +237,20 @@ class Mempool:
             e = self.entries[self.by_sender[s][nonces[0]]]
             heapq.heappush(heads, (-e.feerate, e.time, s, 0))
         out: list[Transaction] = []
+        emitted: set[bytes] = set()
+        waiting: dict[bytes, list[tuple[float, float, bytes, int]]] = {}  # pending submit txid -> parked heads
         while heads and (limit is None or len(out) < limit):
-            _, _, s, i = heapq.heappop(heads)
-            out.append(self.entries[self.by_sender[s][cursors[s][i]]].tx)
+            head = heapq.heappop(heads)
+            _, _, s, i = head
+            tx = self.entries[self.by_sender[s][cursors[s][i]]].tx
+            dep = job_of(tx) if tx.kind in JOB_KINDS and tx.kind != KIND_JOB_SUBMIT else None
+            if dep is not None and dep in self.entries and dep not in emitted:
+                waiting.setdefault(dep, []).append(head)  # after its job's submit (and the sender's rest too)
+                continue
+            out.append(tx)
+            emitted.add(tx.txid)
+            for h in waiting.pop(tx.txid, ()):
+                heapq.heappush(heads, h)
             if i + 1 < len(cursors[s]):
                 e = self.entries[self.by_sender[s][cursors[s][i + 1]]]
                 heapq.heappush(heads, (-e.feerate, e.time, s, i + 1))

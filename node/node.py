@@ -28,7 +28,7 @@ from chain.config import ChainConfig, load_config
 from chain.difficulty import block_work
 from chain.errors import EncodingError, KeyFileError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
-from chain.tx import Transaction, decode_tx
+from chain.tx import KIND_JOB_RESULT, Transaction, check_tx, decode_tx
 from node.blobs import PRUNE_EVERY_S, BlobError
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec
@@ -71,7 +71,9 @@ class NodeConfig:
     api_max_body: int | None = None     # default: enough for a header with its proof, hex-encoded
     take_jobs: bool = True              # the miner claims paid jobs (cs.open_jobs()) before filler work
     job_bond: int | None = None         # bond posted with a claim (default: the chain's min_bond)
-    job_tx_fee: int = 1000              # fee of this node's claim / result transactions
+    job_tx_fee: int = 1000              # fee of this node's claim / result / answer transactions
+    min_job_fee_rate: str | None = None  # the miner's fee floor, base units per multiply-add ("1/10000");
+                                        # default: the chain's going rate (rate_num / rate_den)
     cheat_jobs: bool | None = None      # TESTS ONLY: corrupt C[0][0] of every result (default: $POUW_CHEAT_JOBS=1)
     blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
     blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
@@ -171,6 +173,7 @@ class Node:
         self.blobs = BlobStore(self.datadir / BLOBS_DIR, min(cap, conf.blob_max_bytes or cap),
                                retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
         self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
+        self._fetching_c: set[bytes] = set()  # result txids whose C is being fetched before admission
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}
         self.runners: list[web.AppRunner] = []
         self.started_at = time.time()
@@ -243,7 +246,8 @@ class Node:
                 if cheat:
                     log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
                 self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,
-                                          tx_fee=self.conf.job_tx_fee, cheat=cheat)
+                                          tx_fee=self.conf.job_tx_fee, cheat=cheat,
+                                          min_fee_rate=self.job_fee_floor)
             self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
                                self.conf.filler_shape)
             self.miner.start()
@@ -447,16 +451,51 @@ class Node:
             self.p2p.misbehave(peer, BAN_SCORE, f"malformed transaction ({e})")
             return
         peer.know(t.txid)
+        if t.kind == KIND_JOB_RESULT and not self.blobs.has(t.payload.h_c):
+            # relay and mine a result only while holding its C: fetch it (checked against H_C) first
+            if t.txid not in self._fetching_c:
+                self._fetching_c.add(t.txid)
+                asyncio.ensure_future(self._admit_result(t, peer))
+            return
         try:
             self.add_tx(t, peer)
         except ValidationError as e:
             if e.reason in PUNISHABLE_TX:
                 self.p2p.misbehave(peer, BAN_SCORE, f"invalid transaction ({e.reason})")
 
+    async def _admit_result(self, tx: Transaction, peer: Peer) -> None:
+        try:
+            try:
+                check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)  # before fetching anything for it
+            except ValidationError as e:
+                if e.reason in PUNISHABLE_TX:
+                    self.p2p.misbehave(peer, BAN_SCORE, f"invalid transaction ({e.reason})")
+                return
+            if await self.fetch_blob(tx.payload.h_c) is None:
+                log.info("result %s: C %s not available from the peers; not relayed", tx.txid.hex()[:16],
+                         tx.payload.h_c.hex()[:16])
+                return
+            try:
+                self.add_tx(tx, peer)
+            except ValidationError:
+                pass
+        finally:
+            self._fetching_c.discard(tx.txid)
+
+    @property
+    def job_fee_floor(self):
+        """This node's minimum fee per multiply-add for paid jobs (a Fraction)."""
+        from node.paidjobs import fee_floor
+        return fee_floor(self.conf.min_job_fee_rate, self.cfg)
+
     def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:
-        """Admit a transaction to the mempool and relay it. Raises TxError/MempoolError."""
+        """Admit a transaction to the mempool and relay it. Raises TxError/MempoolError. A job result
+        is admitted only while this node holds its C (`job-result-unavailable`)."""
         if tx.txid in self.txindex:
             raise MempoolError("txn-already-known", "transaction already in the chain", punish=False)
+        if tx.kind == KIND_JOB_RESULT and not self.blobs.has(tx.payload.h_c):
+            raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)",
+                               punish=False)
         added = self.mempool.add(tx)
         if added:
             if peer is not None:

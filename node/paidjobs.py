@@ -1,20 +1,28 @@
-"""The miner's paid-job path: choose, claim, fetch operands, mine the client's A·B as the block's job,
-post the result (docs/jobs-client.md).
+"""The miner's paid-job path: choose, fetch and check operands, compute, then claim and post the result
+together, and answer data-availability challenges (docs/jobs.md, docs/jobs-client.md).
 
 One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step()` before each pass):
 
-1. idle: the best claimable job of ``cs.open_jobs()`` (fee per multiply-add order) whose deadline leaves
-   room, that this node can pay the bond for and has not given up on, is claimed (claim tx signed with the
-   node key, bond = `NodeConfig.job_bond`, default the chain's min_bond) -> ``claiming``.
-2. claiming: once the claim is on the chain with this node as the claimer, the operand blobs are fetched
-   (local store, else the peers' HTTP APIs), checked (int8, shape, Merkle roots = the job's H_A, H_B)
-   and prepared -> ``ready``. Another miner's claim won, the deadline passed or the claim tx vanished ->
-   back to idle.
+1. idle: the best job (fee per multiply-add order) among the chain's open jobs *and the submits waiting
+   in the mempool*, at or above this node's fee floor (`min_fee_rate`, base units per multiply-add),
+   whose deadline leaves room, whose bond (max(`bond`, chain.jobs.required_bond)) this node can pay and
+   that is not on the retry list -> ``fetching``. No transaction is sent yet: no bond is ever put on a
+   job whose operands this node has not fetched and checked.
+2. fetching: both operand blobs are fetched by their addresses (= H_A, H_B: local store, else the
+   peers' HTTP APIs; `BlobStore.put` checks each commits to its address), range-checked and prepared
+   -> ``ready``. Operands nobody serves -> the job goes on the retry list (a later pass tries again).
 3. ready: the miner mines one pass with the job's A, B in the header template (`mine_paid`): the same
-   GEMM draws the block lottery and yields the exact C. `finished` stores C as a blob, posts the result
-   (H_C = pouw.commit.commit_result(C)) -> ``posted``.
-4. posted: done when the chain shows the result; re-posted if the tx dropped out of the mempool while
-   the job is still claimed by us.
+   GEMM draws the block lottery and yields the exact C. `finished` stores C (address H_C, served at
+   once) and sends the claim and the result back to back (consecutive nonces: the mempool admits a
+   claim on a pending submit and a result on a pending claim, and templates keep them in order, so
+   submit, claim and result can share one block) -> ``posted``.
+4. posted: done when the chain shows our result; re-sent if our transactions dropped out while the job
+   is still ours to take; if another miner's claim won, the job goes on the retry list until that
+   claim's exclusivity ends (a lapsed claim reopens the job on chain, and this node tries again with
+   the C it already holds).
+
+Challenges: every pass, a job this node resulted that the client challenged is answered (the sampled
+rows of C with their openings, chain.jobs.challenge_rows) from the C blob in the store.
 
 ``cheat=True`` (NodeConfig.cheat_jobs, or env ``POUW_CHEAT_JOBS=1``) adds 1 to C[0][0] before committing:
 for tests of the dispute path only.
@@ -24,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from chain.block import Job
 from chain.errors import ValidationError
-from chain.jobs import CLAIMED, RESULTED
-from chain.tx import make_job_claim, make_job_result
+from chain.jobs import (CHALLENGED, CLAIMED, OPEN, RESULTED, JobRecord, challenge_row_count, challenge_rows,
+                        required_bond)
+from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result)
 from node.blobs import BlobError, decode_array, encode_array
 
 if TYPE_CHECKING:
@@ -38,14 +48,35 @@ if TYPE_CHECKING:
 log = logging.getLogger("pouw.jobs")
 
 
+def fee_floor(conf_rate: str | Fraction | None, cfg) -> Fraction:
+    """A node's minimum fee per multiply-add: the configured rate (e.g. "1/10000" or "0.0001" base units
+    per MAC), default the chain's going rate (rate_num / rate_den)."""
+    if conf_rate is None or conf_rate == "":
+        return Fraction(cfg.jobs.rate_num, cfg.jobs.rate_den)
+    r = Fraction(conf_rate)
+    if r < 0:
+        raise ValueError("the minimum job fee rate must be >= 0")
+    return r
+
+
+def floor_fee(rate: Fraction, macs: int) -> int:
+    """The smallest fee a job of `macs` multiply-adds must offer to meet `rate`: ceil(macs · rate)."""
+    return -(-(macs * rate.numerator) // rate.denominator)
+
+
+def below_floor(rate: Fraction, fee: int, macs: int) -> bool:
+    return fee < floor_fee(rate, macs)
+
+
 @dataclass
 class Active:
     job_id: bytes
-    state: str                       # claiming | fetching | ready | posted
+    state: str                       # fetching | ready | posted
+    rec: JobRecord                   # the job as first seen (from the chain or a pending submit)
     claim_txid: bytes = b""
     result_txid: bytes = b""
     prepared: object = None          # pouw.miner.PreparedJob
-    result: tuple | None = None      # (h_c, blob_c) once computed
+    result: bytes | None = None      # h_c once computed
     fetch_task: asyncio.Task | None = field(default=None, repr=False)
 
 
@@ -69,16 +100,28 @@ def commit_c(c, cheat: bool):
     return commit_result(c), encode_array(c)
 
 
+def answer_rows(data: bytes, rows: list[int], m: int, n: int):
+    """The answer to a challenge from C's blob bytes: [(i, row, opening)] for the sampled `rows`."""
+    import torch
+    from pouw.commit import open_result_rows
+    c = torch.from_numpy(decode_array(data, "int32", (m, n)))
+    return open_result_rows(c, rows)
+
+
 class PaidJobs:
-    def __init__(self, node: "Node", *, bond: int, tx_fee: int, cheat: bool = False):
+    def __init__(self, node: "Node", *, bond: int, tx_fee: int, cheat: bool = False,
+                 min_fee_rate: Fraction | None = None):
         self.node = node
         self.key = node.node_key
         self.bond = bond
         self.tx_fee = tx_fee
         self.cheat = cheat
+        self.min_fee_rate = min_fee_rate if min_fee_rate is not None else fee_floor(None, node.cfg)
         self.active: Active | None = None
-        self.given_up: set[bytes] = set()
-        self.done: list[bytes] = []      # job ids this node posted results for
+        self.retry_at: dict[bytes, int] = {}   # job id -> first height at which this node tries it again
+        self.done: list[bytes] = []            # job ids this node posted results for
+        self.answers: dict[bytes, bytes] = {}  # job id -> our answer txid
+        self.cached: dict[tuple, bytes] = {}   # (h_a, h_b, m, k, n) -> h_c this node computed
         self.claims = 0
 
     @property
@@ -96,98 +139,131 @@ class PaidJobs:
     def _known_tx(self, txid: bytes) -> bool:
         return txid in self.node.mempool or txid in self.node.txindex
 
+    def bond_for(self, rec: JobRecord) -> int:
+        return max(self.bond, required_bond(self.node.cfg, rec.fee))
+
+    # --- the job as the next block would see it ----------------------------------------------------------
+    def _job(self, job_id: bytes) -> JobRecord | None:
+        """The chain's record, else an open record for a submit waiting in the mempool."""
+        rec = self.node.chain.get_job(job_id)
+        if rec is not None:
+            return rec
+        tx = self.node.mempool.get(job_id)
+        if tx is None or tx.kind != KIND_JOB_SUBMIT:
+            return None
+        p = tx.payload
+        h = self.node.chain.height + 1
+        return JobRecord(OPEN, tx.sender, p.h_a, p.h_b, p.m, p.k, p.n, p.max_fee, p.deadline, p.blob_a, p.blob_b,
+                         h, due=p.deadline)
+
+    def _pending_claim_by_other(self, job_id: bytes) -> bool:
+        return any(e.tx.kind == KIND_JOB_CLAIM and e.tx.payload.job_id == job_id and e.tx.sender != self.address
+                   for e in self.node.mempool.entries.values())
+
+    def candidates(self) -> list[tuple[bytes, JobRecord]]:
+        """Jobs this node would take now, best fee per multiply-add first."""
+        cs = self.node.chain
+        h = cs.height + 1
+        seen = dict(cs.open_jobs())
+        for e in list(self.node.mempool.entries.values()):
+            if e.tx.kind == KIND_JOB_SUBMIT and e.tx.txid not in seen:
+                rec = self._job(e.tx.txid)
+                if rec is not None:
+                    seen[e.tx.txid] = rec
+        out = []
+        for jid, rec in seen.items():
+            if self.retry_at.get(jid, 0) > h or rec.deadline < h or rec.status != OPEN:
+                continue
+            if below_floor(self.min_fee_rate, rec.fee, rec.macs):
+                continue
+            out.append((jid, rec))
+        out.sort(key=lambda x: (-x[1].fee_per_mac, x[1].deadline, x[0]))
+        return out
+
+    # --- the state machine -------------------------------------------------------------------------------
     def step(self) -> Active | None:
         """Advance the state machine; returns the job to mine now (state ready), else None."""
-        cs = self.node.chain
+        self._answer_challenges()
         a = self.active
         if a is None:
             self._pick()
             return None
-        rec = cs.get_job(a.job_id)
-        mine = rec is not None and rec.status == CLAIMED and rec.miner == self.address
-        if a.state in ("claiming", "fetching", "ready"):
-            if rec is None or not rec.live or cs.height + 1 > rec.deadline:
-                return self._drop("closed or past its deadline")
-            if rec.status == CLAIMED and rec.miner != self.address:
-                return self._drop("claimed by another miner")
-            if rec.status == RESULTED:
-                return self._drop("resulted by another miner")
-            if not mine:
-                if not self._known_tx(a.claim_txid):
-                    return self._drop("claim transaction dropped")
+        cs = self.node.chain
+        rec = self._job(a.job_id)
+        h = cs.height + 1
+        if rec is None or not rec.live or h > rec.deadline:
+            return self._drop("closed, gone or past its deadline")
+        if rec.status == CLAIMED and rec.miner != self.address:
+            return self._drop("claimed by another miner", retry_at=rec.claim_until(cs.cfg) + 1)
+        if rec.status in (RESULTED, CHALLENGED):
+            if rec.miner == self.address:
+                self.active = None  # done: our result is on chain
                 return None
-            if a.state == "claiming":
-                a.state = "fetching"
-                a.fetch_task = asyncio.ensure_future(self._fetch(a, rec))
-                return None
-            if a.state == "ready":
-                return a
-            return None
+            return self._drop("resulted by another miner")
+        if a.state == "ready":
+            return a
         if a.state == "posted":
-            if rec is None or rec.status != CLAIMED or rec.miner != self.address:
-                self.active = None
-                return None
-            if not self._known_tx(a.result_txid) and a.result is not None:
-                self._post(a)
-            return None
+            if rec.status == OPEN and not self._known_tx(a.claim_txid):
+                if self._pending_claim_by_other(a.job_id):
+                    return None
+                self._post(a, rec, claim=True)          # our claim dropped out (or the job reopened)
+            elif rec.status == CLAIMED and not self._known_tx(a.result_txid):
+                self._post(a, rec, claim=False)         # claimed by us, result dropped out
         return None
 
-    def _drop(self, why: str) -> None:
+    def _drop(self, why: str, retry_at: int | None = None) -> None:
         a = self.active
-        log.info("job %s: giving up (%s)", a.job_id.hex()[:16], why)
+        log.info("job %s: giving up for now (%s)", a.job_id.hex()[:16], why)
         if a.fetch_task is not None:
             a.fetch_task.cancel()
-        self.given_up.add(a.job_id)
+        h = self.node.chain.height + 1
+        self.retry_at[a.job_id] = retry_at if retry_at is not None else h + self.node.cfg.jobs.claim_window
         self.active = None
         return None
 
     def _pick(self) -> None:
         node = self.node
-        cs = node.chain
-        h = cs.height + 1
-        acct = cs.get_account(self.address)
-        pending = node.mempool.by_sender.get(self.address, {})
-        if pending:  # keep nonces simple: one job tx of ours in flight at a time
+        acct = node.chain.get_account(self.address)
+        if node.mempool.by_sender.get(self.address):  # keep nonces simple: our job txs settle first
             return
-        for jid, rec in cs.open_jobs():
-            if jid in self.given_up or rec.deadline < h + 1:
+        for jid, rec in self.candidates():
+            if acct.balance < self.bond_for(rec) + 2 * self.tx_fee:
                 continue
-            if rec.status == CLAIMED and rec.miner == self.address:
+            if self._pending_claim_by_other(jid):
                 continue
-            if acct.balance < self.bond + self.tx_fee:
+            a = Active(jid, "fetching", rec)
+            self.active = a
+            h_c = self.cached.get((rec.h_a, rec.h_b, rec.m, rec.k, rec.n))
+            if h_c is not None and node.blobs.has(h_c):  # a repeated job: C is already here (docs/jobs.md)
+                a.result = h_c
+                a.state = "posted"
+                self._post(a, rec, claim=True)
                 return
-            tx = make_job_claim(self.key, cs.cfg.chain_id, node.mempool.pending_nonce(self.address), jid,
-                                self.bond, self.tx_fee)
-            if not self._send(tx):
-                self.given_up.add(jid)
-                continue
-            self.claims += 1
-            self.active = Active(jid, "claiming", claim_txid=tx.txid)
-            log.info("job %s: claimed (%dx%dx%d, fee %d, bond %d)", jid.hex()[:16], rec.m, rec.k, rec.n,
-                     rec.fee, self.bond)
+            log.info("job %s: fetching operands (%dx%dx%d, fee %d)", jid.hex()[:16], rec.m, rec.k, rec.n, rec.fee)
+            a.fetch_task = asyncio.ensure_future(self._fetch(a, rec))
             return
 
-    async def _fetch(self, a: Active, rec) -> None:
+    async def _fetch(self, a: Active, rec: JobRecord) -> None:
         from pouw.errors import PowError
         from pouw.miner import prepare_job
         import torch
         node = self.node
         try:
-            blobs = []
-            for h, shape in ((rec.blob_a, (rec.m, rec.k)), (rec.blob_b, (rec.k, rec.n))):
-                data = await node.fetch_blob(h)
+            ops = []
+            for h, shape in ((rec.h_a, (rec.m, rec.k)), (rec.h_b, (rec.k, rec.n))):
+                data = await node.fetch_blob(h)   # stored only if it commits to h (H_A / H_B)
                 if data is None:
                     raise BlobError("blob-not-found", f"operand blob {h.hex()[:16]} not available")
-                blobs.append(decode_array(data, "int8", shape))
+                ops.append(decode_array(data, "int8", shape))
             loop = asyncio.get_running_loop()
-            prep = await loop.run_in_executor(None, prepare_job, torch.from_numpy(blobs[0]),
-                                              torch.from_numpy(blobs[1]), node.chain.params)
+            prep = await loop.run_in_executor(None, prepare_job, torch.from_numpy(ops[0]),
+                                              torch.from_numpy(ops[1]), node.chain.params)
             if prep.job != rec.commitment():
                 raise BlobError("bad-blob", "operands do not match the job's H_A / H_B")
         except asyncio.CancelledError:
             raise
         except (BlobError, PowError, ValueError) as e:
-            log.warning("job %s: operands unusable (%s); giving up", a.job_id.hex()[:16], e)
+            log.warning("job %s: operands unusable (%s); not claiming it", a.job_id.hex()[:16], e)
             if self.active is a:
                 self._drop(str(e))
             return
@@ -201,20 +277,41 @@ class PaidJobs:
             a.state = "ready"
 
     async def finished(self, a: Active, c) -> None:
-        """C computed for `a`: commit, store the blob, post the result."""
+        """C computed for `a`: commit, store the blob (served from now on), claim and post the result."""
         loop = asyncio.get_running_loop()
         h_c, data = await loop.run_in_executor(None, commit_c, c, self.cheat)
-        blob_c = self.node.blobs.put(data)
-        a.result = (h_c, blob_c)
+        await loop.run_in_executor(None, lambda: self.node.blobs.put(data, expect=h_c))
+        a.result = h_c
         a.prepared = None
         a.state = "posted"
-        self._post(a)
+        if not self.cheat:
+            self.cached[(a.rec.h_a, a.rec.h_b, a.rec.m, a.rec.k, a.rec.n)] = h_c
+        if self.active is not a:
+            return
+        rec = self._job(a.job_id)
+        if rec is None or not rec.live:
+            self._drop("closed while computing")
+            return
+        if rec.status == CLAIMED and rec.miner != self.address:
+            self._drop("claimed by another miner", retry_at=rec.claim_until(self.node.cfg) + 1)
+            return
+        self._post(a, rec, claim=rec.status == OPEN)
 
-    def _post(self, a: Active) -> None:
-        cs = self.node.chain
-        h_c, blob_c = a.result
-        tx = make_job_result(self.key, cs.cfg.chain_id, self.node.mempool.pending_nonce(self.address), a.job_id,
-                             h_c, blob_c, self.tx_fee)
+    def _post(self, a: Active, rec: JobRecord, *, claim: bool) -> None:
+        cfg = self.node.cfg
+        mp = self.node.mempool
+        if claim:
+            bond = self.bond_for(rec)
+            tx = make_job_claim(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, bond, self.tx_fee)
+            if not self._send(tx):
+                self._drop("claim refused")
+                return
+            a.claim_txid = tx.txid
+            self.claims += 1
+            log.info("job %s: claimed (%dx%dx%d, fee %d, bond %d)", a.job_id.hex()[:16], rec.m, rec.k, rec.n,
+                     rec.fee, bond)
+        tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result,
+                             self.tx_fee)
         if self._send(tx):
             a.result_txid = tx.txid
             if a.job_id not in self.done:
@@ -222,3 +319,30 @@ class PaidJobs:
             log.info("job %s: result posted%s", a.job_id.hex()[:16], " (CHEATING)" if self.cheat else "")
         else:
             self._drop("result refused")
+
+    # --- data availability -------------------------------------------------------------------------------
+    def _answer_challenges(self) -> None:
+        cs = self.node.chain
+        for jid in list(self.done[-256:]):
+            rec = cs.get_job(jid)
+            if rec is None or rec.status != CHALLENGED or rec.miner != self.address:
+                self.answers.pop(jid, None)
+                continue
+            if jid in self.answers and self._known_tx(self.answers[jid]):
+                continue
+            seed = cs.block_hash_at(rec.challenge_height)
+            data = self.node.blobs.get(rec.h_c)
+            if seed is None or data is None:
+                log.warning("job %s challenged but C is not in the store: cannot answer", jid.hex()[:16])
+                continue
+            rows = challenge_rows(seed, jid, rec.m, challenge_row_count(cs.cfg, rec.m, rec.n))
+            try:
+                opened = answer_rows(data, rows, rec.m, rec.n)
+            except BlobError as e:
+                log.warning("job %s: C blob unusable (%s)", jid.hex()[:16], e)
+                continue
+            tx = make_job_answer(self.key, cs.cfg.chain_id, self.node.mempool.pending_nonce(self.address), jid,
+                                 opened, self.tx_fee)
+            if self._send(tx):
+                self.answers[jid] = tx.txid
+                log.info("job %s: challenge answered (rows %s)", jid.hex()[:16], rows)

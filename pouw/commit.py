@@ -49,3 +49,11 @@ def commit_job(a: Any, b: Any) -> JobCommitment:
 def commit_result(c: Any) -> bytes:
     """H_C: commitment over the rows of the exact int32 result."""
     return tree_c(c).root
+
+
+def open_result_rows(c: torch.Tensor, rows: list[int]) -> list[tuple[int, bytes, tuple[bytes, ...]]]:
+    """Rows of C with their openings against H_C: [(i, row i as n int32 LE bytes, path)], in `rows` order
+    (what an answer to a data-availability challenge carries, docs/jobs.md)."""
+    t = tree_c(c)
+    leaves = row_leaves(c)
+    return [(i, leaves[i], tuple(t.open_range(i, 1))) for i in rows]

@@ -80,7 +80,7 @@ class Net:
     # --- transactions ---
     def submit(self, job, fee=FEE, deadline=None, key=CLIENT, txfee=0):
         deadline = self.height + 30 if deadline is None else deadline
-        return make_job_submit(key, CFG.chain_id, self.nonce(key), job, fee, deadline, b"A" * 32, b"B" * 32, txfee)
+        return make_job_submit(key, CFG.chain_id, self.nonce(key), job, fee, deadline, job.h_a, job.h_b, txfee)
 
     def claim(self, key, job_id, bond=BOND, txfee=0):
         return make_job_claim(key, CFG.chain_id, self.nonce(key), job_id, bond, txfee)
@@ -257,11 +257,13 @@ def test_open_jobs_order_and_json(net, ops):
     dear = net.submit(job, fee=3 * FEE, key=OTHER)
     net.block(dear, net.claim(M1, cheap.txid))
     assert [j for j, _ in net.cs.open_jobs()] == [dear.txid]
-    net.mine_to(net.cs.get_job(cheap.txid).claim_height + JC.claim_window - 1)  # next block: claim lapsed
-    assert [j for j, _ in net.cs.open_jobs()] == [dear.txid, cheap.txid]
     js = net.cs.get_job(cheap.txid).to_json(cheap.txid, CFG)
     assert js["status"] == "claimed" and js["miner"] == M1.address.hex() and js["escrow"] == FEE
     assert js["bond_held"] == BOND and js["claim_until"] == js["claim_height"] + JC.claim_window - 1
+    net.mine_to(net.cs.get_job(cheap.txid).claim_height + JC.claim_window - 1)  # reopened at the end of this block
+    assert [j for j, _ in net.cs.open_jobs()] == [dear.txid, cheap.txid]
+    js = net.cs.get_job(cheap.txid).to_json(cheap.txid, CFG)
+    assert js["status"] == "open" and js["miner"] is None and js["escrow"] == FEE and js["bond_held"] == 0
     assert net.cs.get_job(b"\0" * 32) is None
 
 

@@ -240,7 +240,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
         gw, m0 = nodes
         try:
             good = encode_array(np.arange(12, dtype=np.int8).reshape(3, 4))
-            h = blob_hash(good).hex()
+            h = blob_hash(good, "a").hex()   # its address as an A: H_A
             async with aiohttp.ClientSession() as s:
                 async def put(data, q=""):
                     async with s.post(gw.url + "/api/v1/blobs" + q, data=data) as r:
@@ -255,8 +255,15 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
                 assert st == 400 and doc["error"]["code"] == "bad-blob"
                 st, doc = await put(good, "?hash=" + h)
                 assert st == 201 and doc["hash"] == h
-                async with s.put(gw.url + "/api/v1/blobs", data=good) as r:  # PUT works too, idempotent
-                    assert r.status == 201
+                async with s.put(gw.url + "/api/v1/blobs?role=a", data=good) as r:  # PUT works too, idempotent
+                    assert r.status == 201 and (await r.json())["hash"] == h
+                async with s.put(gw.url + "/api/v1/blobs", data=good) as r:  # int8: H_A or H_B? name the role
+                    assert r.status == 400 and (await r.json())["error"]["code"] == "blob-role-needed"
+                async with s.put(gw.url + "/api/v1/blobs?role=b", data=good) as r:  # the same bytes as a B
+                    assert r.status == 201 and (await r.json())["hash"] == blob_hash(good, "b").hex() != h
+                wide = encode_array(np.full((2, 2), 65, dtype=np.int8))
+                st, doc = await put(wide, "?role=a")
+                assert st == 400 and doc["error"]["code"] == "bad-blob"   # outside the operand range
                 # a blob only the miner node has is fetched from it through the peer's API
                 other = encode_array(np.arange(6, dtype=np.int32).reshape(2, 3))
                 ho = m0.blobs.put(other).hex()
@@ -351,7 +358,7 @@ def test_blob_store_retention(tmp_path):
     from node.blobs import BlobStore
     now = [1000.0]
     st = BlobStore(tmp_path, 1 << 20, retention_blocks=10, orphan_grace_s=60, clock=lambda: now[0])
-    hs = [st.put_array(np.full((2, 2), i, dtype=np.int8)) for i in range(5)]
+    hs = [st.put_array(np.full((2, 2), i, dtype=np.int8), "a") for i in range(5)]
     z = b"\0" * 32
     base = JobRecord(0, b"\0" * 20, z, z, 8, 512, 8, 1, 50, hs[0], hs[1], 1)
     jobs = {b"1" * 32: base,                                                             # live: A, B kept

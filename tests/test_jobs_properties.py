@@ -11,14 +11,18 @@ from hypothesis import strategies as st
 
 from chain.state import MemoryState, apply_block, genesis_state
 from chain.testing import blob_hash, job_operands
-from chain.tx import make_job_claim, make_job_dispute, make_job_result, make_job_submit, make_transfer
-from pouw.commit import commit_result
+from chain.jobs import challenge_row_count, challenge_rows
+from chain.tx import (make_job_answer, make_job_cancel, make_job_challenge, make_job_claim, make_job_dispute,
+                      make_job_result, make_job_submit, make_transfer)
+from pouw.commit import commit_result, open_result_rows
 from pouw.freivalds import build_fraud_proof, find_wrong_entry, freivalds
 from test_jobs_core import CFG, CLIENT, COINBASE, M1, M2, OTHER, SHAPE, Net
 
 OPS = [job_operands(10 + i, *SHAPE) for i in range(2)]
 KEYS = [CLIENT, M1, M2, OTHER]
-ACTIONS = ["submit", "claim", "result", "dispute", "transfer", "empty", "fork", "invalidate"]
+ACTIONS = ["submit", "claim", "result", "dispute", "cancel", "challenge", "answer", "transfer", "empty", "fork",
+           "invalidate"]
+TX_ACTIONS = ACTIONS[:8]
 
 
 class World:
@@ -47,24 +51,37 @@ class World:
             return nonce[k.address] - 1
 
         for _ in range(rng.randint(1, 3)):
-            kind = action if rng.random() < 0.7 else rng.choice(ACTIONS[:5])
+            kind = action if rng.random() < 0.7 else rng.choice(TX_ACTIONS)
             key = rng.choice([k for k in KEYS if k.address not in used] or KEYS)
             used.add(key.address)
             if kind == "submit":
                 oi = rng.randrange(len(OPS))
                 out.append(make_job_submit(key, cid, n(key), OPS[oi][3], rng.randint(1, 300_000),
-                                           h + rng.randint(0, 16), blob_hash(OPS[oi][0]), blob_hash(OPS[oi][1]),
+                                           h + rng.randint(0, 16), OPS[oi][3].h_a, OPS[oi][3].h_b,
                                            rng.randint(0, 5)))
             elif kind == "transfer":
                 out.append(make_transfer(key, cid, n(key), rng.choice(KEYS).address, rng.randint(1, 50_000),
                                          rng.randint(0, 5)))
             elif jobs:
-                want = {"claim": (0, 1), "result": (1,), "dispute": (2,)}.get(kind, ())
+                want = {"claim": (0, 1), "result": (1,), "dispute": (2, 6), "cancel": (0,), "challenge": (2,),
+                        "answer": (6,)}.get(kind, ())
                 fit = [x for x in live if x[1].status in want]
                 jid, rec = rng.choice(fit if fit and rng.random() < 0.85 else jobs)
                 oi = 0 if rec.h_a == OPS[0][3].h_a else 1
                 a, b, c, job = OPS[oi]
-                if kind == "claim":
+                if kind in ("cancel", "challenge"):
+                    k = next((x for x in KEYS if x.address == rec.client), key) if rng.random() < 0.85 else key
+                    mk = make_job_cancel if kind == "cancel" else make_job_challenge
+                    out.append(mk(k, cid, n(k), jid))
+                elif kind == "answer":
+                    seed = stt.block_hash_at(rec.challenge_height) if rec.challenge_height else None
+                    cc = self.c_by_hc.get(rec.h_c)
+                    if seed is not None and cc is not None:
+                        rows = challenge_rows(seed, jid, rec.m, challenge_row_count(CFG, rec.m, rec.n))
+                        if rng.random() < 0.2:
+                            rows = rows[::-1]
+                        out.append(make_job_answer(key, cid, n(key), jid, open_result_rows(cc, rows)))
+                elif kind == "claim":
                     out.append(make_job_claim(key, cid, n(key), jid, rng.choice([999, 1000, 40_000, 40_000, 20_000_000])))
                 elif kind == "result":
                     k = next((x for x in KEYS if x.address == rec.miner), key) if rng.random() < 0.8 else key
@@ -93,12 +110,13 @@ class World:
     def replay_check(self) -> None:
         """Independent replay of the active chain from genesis equals the stored state."""
         accts, supply = genesis_state(CFG.genesis_alloc)
-        stt = MemoryState(accts, supply)
+        stt = MemoryState(accts, supply, hashes=[self.cs.genesis.hash])
         for h in range(1, self.cs.height + 1):
             blk = self.cs.get_block(self.cs.block_hash_at(h))
             diff = apply_block(stt.get, stt.supply, blk.txs, blk.header.miner, CFG.subsidy(h), height=h, cfg=CFG, jobs=stt)
             assert diff.state_root == blk.header.state_root
             stt.apply(diff)
+            stt.hashes.append(blk.hash)
             stt.check_conservation()
         assert stt.accounts == self.cs.accounts() and stt.jobs == self.cs.jobs() and stt.supply == self.cs.supply
 
@@ -113,7 +131,7 @@ class World:
             parent = cs.block_hash_at(cs.height - d)
             self.forks += 1  # fresh filler jobs: never a block seen before
             for i in range(d + 1):  # one longer: the fork overtakes
-                blk = self.b.mine(parent, COINBASE, self.random_txs(parent, rng, rng.choice(ACTIONS[:5])),
+                blk = self.b.mine(parent, COINBASE, self.random_txs(parent, rng, rng.choice(TX_ACTIONS)),
                                   select=True, nonce=self.forks)
                 r = cs.submit_block(blk.encoded)
                 parent = blk.hash
@@ -157,9 +175,9 @@ def test_interleavings_reach_every_status():
             rng = random.Random(5)
             seen = set()
             for i in range(120):
-                w.step(rng.choice(ACTIONS[:4] * 3 + ACTIONS[4:]), rng.getrandbits(32))
+                w.step(rng.choice(ACTIONS[:7] * 3 + ACTIONS[7:]), rng.getrandbits(32))
                 seen |= {r.status_name for r in w.cs.jobs().values()}
             w.replay_check()
         finally:
             w.cs.close()
-    assert seen >= {"released", "refunded", "slashed"}, seen
+    assert seen >= {"released", "refunded", "slashed", "cancelled", "challenged"}, seen
