@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Protocol
 
 from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
 from chain.errors import EncodingError, TxError
-from chain.hashing import HASH_LEN, ZERO_HASH
+from chain.hashing import HASH_LEN, ZERO_HASH, tagged_hash, u32
 from chain.keys import ADDRESS_LEN, ZERO_ADDRESS
 from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobAnswer, JobClaim, JobDispute, JobRef, JobResult, JobSubmit,
@@ -194,13 +194,12 @@ def challenge_row_count(cfg, m: int, n: int) -> int:
 
 def challenge_rows(seed: bytes, job_id: bytes, m: int, count: int) -> list[int]:
     """The distinct rows of C a challenge samples, in order: a partial Fisher-Yates shuffle of range(m)
-    driven by SHA-256(`pouw/challenge` ‖ seed ‖ job_id ‖ counter), seed = hash of the challenge's block."""
-    import hashlib
+    driven by the first 8 bytes (u64 LE) of H("challenge", seed ‖ job_id ‖ u32 t) for t = 0, 1, ...,
+    seed = hash of the challenge's block."""
     perm: dict[int, int] = {}
     out = []
     for t in range(min(count, m)):
-        r = int.from_bytes(hashlib.sha256(b"pouw/challenge" + seed + job_id + t.to_bytes(4, "big")).digest()[:8],
-                           "big")
+        r = int.from_bytes(tagged_hash(b"challenge", seed, job_id, u32(t))[:8], "little")
         j = t + r % (m - t)
         perm[t], perm[j] = perm.get(j, j), perm.get(t, t)
         out.append(perm[t])
