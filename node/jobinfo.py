@@ -176,8 +176,8 @@ def receipt(node: "Node", job_id: bytes) -> dict | None:
 def price(node: "Node", m: int, k: int, n: int, window: int = RECENT_BLOCKS) -> dict:
     """The price of an m×k×n job (the shape as it goes on chain, i.e. padded): the going rate, the fees
     that recently cleared scaled to this shape (min / median / max of fee per multiply-add over the jobs
-    claimed in the last `window` blocks), the open queue, and a suggested max fee = max(going rate, the
-    recent median). Raises chain.errors.TxError (bad-job-shape / bad-job-size) for a shape the chain
+    claimed in the last `window` blocks), the open queue, this node's fee floor for the shape (its miner
+    takes no job below it), and a suggested max fee = max(going rate, the recent median, the floor). Raises chain.errors.TxError (bad-job-shape / bad-job-size) for a shape the chain
     refuses."""
     cs = node.chain
     cfg = cs.cfg
@@ -193,8 +193,12 @@ def price(node: "Node", m: int, k: int, n: int, window: int = RECENT_BLOCKS) -> 
     opens = cs.open_jobs()
     queue = {"open": len(opens),
              "best_fee": scaled(opens[0][1].fee_per_mac) if opens else None}
-    suggested = max(going, cleared["median"] if cleared else 0)
+    floor = None
+    rate = getattr(node, "job_fee_floor", None)  # this node's miner's minimum fee per multiply-add
+    if rate is not None:
+        floor = max(0, math.ceil(Fraction(rate) * macs))
+    suggested = max(going, cleared["median"] if cleared else 0, floor or 0)
     queue["position_at_suggested"] = 1 + sum(1 for _, r in opens if r.fee_per_mac >= Fraction(suggested, macs))
     return {"m": m, "k": k, "n": n, "macs": macs, "height": cs.height, "window_blocks": window,
             "going_rate": going, "rate_per_mac": f"{cfg.jobs.rate_num}/{cfg.jobs.rate_den}",
-            "recent": cleared, "queue": queue, "suggested_max_fee": suggested}
+            "recent": cleared, "queue": queue, "floor_fee": floor, "suggested_max_fee": suggested}

@@ -165,6 +165,8 @@ def test_queue_position_estimate_cancel_and_failures(tmp_path, capsys):
             assert pos[0]["estimate_blocks"] > pos[1]["estimate_blocks"] >= 1 and pos[0]["estimate_s"] > 0
             q = await asyncio.to_thread(cl.quote, *subs[0].padded)
             assert q["queue"]["open"] == 3 and q["queue"]["best_fee"] == 9_000
+            floor = math.ceil(gw.job_fee_floor * math.prod(subs[0].padded))  # the gateway's own fee floor
+            assert q["floor_fee"] == floor and q["suggested_max_fee"] >= max(floor, q["going_rate"])
             mine = await asyncio.to_thread(cl.jobs_of, key.address, "open")
             assert sorted(j["job_id"] for j in mine) == sorted(ids)
 
