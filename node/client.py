@@ -381,10 +381,7 @@ class Client:
         if rec["status"] not in ("open", "pending"):
             raise ClientError("bad-job-state", f"job {job_id[:16]}… is {rec['status']}: only an open job "
                               "(not claimed) can be cancelled")
-        try:
-            from chain.tx import make_job_cancel  # type: ignore[attr-defined]
-        except ImportError:
-            raise ClientError("cancel-unsupported", "this chain code has no job cancel transaction") from None
+        from chain.tx import make_job_cancel
         acct = self.account(key.address)
         tx = make_job_cancel(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), tx_fee)
         self.send_tx(tx)

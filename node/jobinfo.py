@@ -14,15 +14,14 @@ from statistics import median
 from typing import TYPE_CHECKING
 
 from chain.jobs import JobRecord, check_job_shape, job_price
-from chain.tx import KIND_JOB_CLAIM, KIND_JOB_DISPUTE, KIND_JOB_RESULT, KIND_JOB_SUBMIT
+from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
+                      KIND_JOB_RESULT, KIND_JOB_SUBMIT)
 
 if TYPE_CHECKING:
     from node.node import Node
 
 RECENT_BLOCKS = 100        # "recently": jobs claimed (cleared) within this many blocks of the tip
 INTERVAL_BLOCKS = 30       # block interval: mean over this many recent headers
-KIND_JOB_CANCEL = 9        # chain/tx.py's cancel kind (docs/jobs.md); looked up by number so this view
-                           # works whether or not the running chain code knows it
 
 
 def block_interval(node: "Node", blocks: int = INTERVAL_BLOCKS) -> float:
@@ -138,8 +137,9 @@ def _find_tx(node: "Node", height: int, want) -> object | None:
 
 
 def receipt(node: "Node", job_id: bytes) -> dict | None:
-    """The transactions that moved a job on the active chain: submit, (latest) claim, result, dispute or
-    cancel, with their heights, and the settlement (status, height). None for a job not on the chain."""
+    """The transactions that moved a job on the active chain: submit, (latest) claim, result, the client's
+    data-availability challenge and the miner's answer, dispute or cancel, with their heights, and the
+    settlement (status, height). None for a job not on the chain."""
     cs = node.chain
     rec = cs.get_job(job_id)
     if rec is None:
@@ -152,7 +152,8 @@ def receipt(node: "Node", job_id: bytes) -> dict | None:
     jid = lambda t: getattr(t.payload, "job_id", None) == job_id  # noqa: E731
     out: dict = {"job_id": job_id.hex(), "status": rec.status_name, "height": cs.height,
                  "submit": entry(_find_tx(node, rec.submit_height, lambda t: t.txid == job_id), rec.submit_height),
-                 "claim": None, "result": None, "dispute": None, "cancel": None, "settled": None}
+                 "claim": None, "result": None, "challenge": None, "answer": None, "dispute": None, "cancel": None,
+                 "settled": None}
     if rec.claim_height:
         t = _find_tx(node, rec.claim_height, lambda t: t.kind == KIND_JOB_CLAIM and jid(t) and t.sender == rec.miner)
         out["claim"] = entry(t, rec.claim_height)
@@ -163,6 +164,10 @@ def receipt(node: "Node", job_id: bytes) -> dict | None:
         out["result"] = entry(t, rec.result_height)
         if out["result"] is not None:
             out["result"].update(h_c=rec.h_c.hex(), blob_c=rec.blob_c.hex())
+    for name, kind, height in (("challenge", KIND_JOB_CHALLENGE, rec.challenge_height),
+                               ("answer", KIND_JOB_ANSWER, rec.answer_height)):
+        if height:
+            out[name] = entry(_find_tx(node, height, lambda t, k=kind: t.kind == k and jid(t)), height)
     if rec.closed_height:
         t = _find_tx(node, rec.closed_height, lambda t: t.kind in (KIND_JOB_DISPUTE, KIND_JOB_CANCEL) and jid(t))
         if t is not None:
