@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chain.block import Block
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.keys import PrivateKey, faucet_key
@@ -213,6 +214,11 @@ def test_api_endpoints_and_errors(tmp_path):
                 assert st == 200 and b1["height"] == 1
                 st, b1h = await get("/api/v1/blocks/" + b1["hash"])
                 assert b1h["hash"] == b1["hash"]
+                st, raw = await get("/api/v1/blocks/1?format=raw")       # as docs/api.md "Raw blocks" says
+                assert st == 200 and set(raw) == {"hash", "raw"} and raw["hash"] == b1["hash"]
+                blk = Block.decode(bytes.fromhex(raw["raw"]))
+                assert blk.hash.hex() == raw["hash"] and blk.encoded.hex() == raw["raw"] and blk.header.nonce == b1["nonce"]
+                assert (await get("/api/v1/blocks/0x" + b1["hash"] + "?format=raw"))[1] == raw
                 st, lst = await get("/api/v1/blocks?limit=2")
                 assert len(lst["blocks"]) == 2
                 assert (await get("/api/v1/blocks/99999"))[1]["error"]["code"] == "block-not-found"
