@@ -111,6 +111,10 @@ SAMPLE_PAYLOADS = {
     T.KIND_JOB_RESULT: ("job result", lambda: T.JobResult(H32(0x11), H32(0xC1), H32(0xC2))),
     T.KIND_JOB_DISPUTE: ("job dispute", lambda: T.JobDispute(H32(0x11), _fraud_sample())),
     T.KIND_JOB_CLAIM: ("job claim", lambda: T.JobClaim(H32(0x11), 5000)),
+    T.KIND_JOB_CHALLENGE: ("job challenge", lambda: T.JobRef(H32(0x11))),
+    T.KIND_JOB_ANSWER: ("job answer", lambda: T.JobAnswer(H32(0x11), (T.AnsweredRow(2, bytes(range(8)), (H32(4), H32(5))),
+                                                                        T.AnsweredRow(9, bytes(8), ())))),
+    T.KIND_JOB_CANCEL: ("job cancel", lambda: T.JobRef(H32(0x12))),
 }
 
 
