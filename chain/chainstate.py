@@ -25,9 +25,10 @@ from chain.errors import BlockError, EncodingError, StorageError, ValidationErro
 from chain.hashing import ZERO_HASH
 from chain.keys import ZERO_ADDRESS
 from chain.jobs import JobRecord
-from chain.state import EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, apply_block, genesis_state
+from chain.state import EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, genesis_state
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
+from chain.transition import PreState, apply_state, parent_info
 from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
 
 DB_DIRNAME = "chaindata"
@@ -395,13 +396,11 @@ class ChainState:
         return SupplyTotals(sup.minted, sup.burned, sum(a.balance for a in self.accounts().values()), escrow, bonds)
 
     def parent_info(self, h: bytes) -> ParentInfo:
+        return parent_info(h, self._lookup, self.cfg.mtp_window)
+
+    def _lookup(self, h: bytes) -> tuple[int, int, bytes]:
         e = self.index[h]
-        ts = []
-        x: IndexEntry | None = e
-        while x is not None and len(ts) < self.cfg.mtp_window:
-            ts.append(x.timestamp)
-            x = self.index.get(x.prev) if x.height > 0 else None
-        return ParentInfo(e.hash, e.height, e.timestamp, tuple(reversed(ts)))
+        return e.height, e.timestamp, e.prev
 
     def next_parent_info(self) -> ParentInfo:
         return self.parent_info(self.tip.hash)
@@ -619,11 +618,7 @@ class ChainState:
             return Account.decode(v) if v is not None else EMPTY
 
         supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
-        diff = apply_block(get, supply, block.txs, block.header.miner, self.cfg.subsidy(block.height),
-                           height=block.height, cfg=self.cfg, jobs=_BatchJobs(self.store, b, self.block_hash_at))
-        if diff.state_root != block.header.state_root:
-            raise BlockError("bad-state-root", "state root mismatch")
-        return diff
+        return apply_state(block, PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at)), self.cfg)
 
     def _write_connect(self, b: Batch, block: Block, diff: BlockDiff) -> None:
         for a, acct in diff.after.items():

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chain import schema as S
-from chain.block import Block
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
 from chain.errors import ChainError, EncodingError, ValidationError
-from chain.state import MemoryState, apply_block, genesis_state
+from chain.state import MemoryState, genesis_state
 from chain.store import Store
-from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
+from chain.transition import PreState, validate_and_apply
+from chain.validation import check_block_sanity, check_header_context, check_header_proof
 
 FAR_FUTURE = 1 << 62
 
@@ -47,12 +47,6 @@ def _open_raw(datadir: str | Path, cfg: ChainConfig | None) -> tuple[Store, Chai
     return store, cs
 
 
-def _full_check(cs: ChainState, blk: Block, parent: ParentInfo) -> None:
-    check_header_proof(blk.header, cs.cfg, cs.params)
-    check_block_sanity(blk, cs.cfg)
-    check_header_context(blk.header, parent, cs.cfg, FAR_FUTURE)
-
-
 def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check_proofs: bool = True) -> VerifyReport:
     """Re-validate the active chain from genesis (proofs, sanity, context, state) and compare the
     replayed state with the stored accounts, supply, tip and undo records. Raises VerifyError or
@@ -64,7 +58,6 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             raise VerifyError("bad-genesis", "height 0 is not this chain's genesis")
         accts, supply = genesis_state(cs.cfg.genesis_alloc)
         st = MemoryState(accts, supply, hashes=[g.hash])
-        ts: list[int] = [g.header.timestamp]
         prev = g.header
         ntx = 0
         for height in range(1, cs.height + 1):
@@ -81,22 +74,14 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
                 raise VerifyError("bad-status", f"active block {h.hex()[:16]} has status {e.status}")
             if store.get(S.undo_key(h)) is None:
                 raise VerifyError("missing-undo", f"active block {h.hex()[:16]} has no undo data")
-            parent = ParentInfo(prev.hash, prev.height, prev.timestamp, tuple(ts[-cs.cfg.mtp_window:]))
             try:
-                if check_proofs:
-                    _full_check(cs, blk, parent)
-                else:
-                    check_block_sanity(blk, cs.cfg, check_sigs=False)
-                    check_header_context(blk.header, parent, cs.cfg, FAR_FUTURE)
-                diff = apply_block(st.get, st.supply, blk.txs, blk.header.miner, cs.cfg.subsidy(height),
-                                   height=height, cfg=cs.cfg, jobs=st)
+                diff = validate_and_apply(blk, cs.parent_info(prev.hash), PreState(st.get, st.supply, st), cs.cfg,
+                                          FAR_FUTURE, params=cs.params, check_proof=check_proofs,
+                                          check_sigs=check_proofs)
             except ValidationError as err:
                 raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
-            if diff.state_root != blk.header.state_root:
-                raise VerifyError("bad-state-root", f"block {h.hex()[:16]} at height {height}")
             st.apply(diff)
             st.hashes.append(h)
-            ts.append(blk.header.timestamp)
             prev = blk.header
             ntx += len(blk.txs)
         if store.get(S.META_TIP) != prev.hash:

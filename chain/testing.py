@@ -12,6 +12,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.mining import build_template, mine_header
 from chain.state import MemoryState, genesis_state
 from chain.tx import Transaction, make_transfer
+from chain.transition import parent_info
 from chain.validation import ParentInfo
 
 
@@ -29,15 +30,10 @@ class ChainBuilder:
         self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply, hashes=[g.hash])}
 
     def parent_info(self, h: bytes) -> ParentInfo:
-        ts = []
-        b = self.blocks[h]
-        while True:
-            ts.append(b.header.timestamp)
-            if b.height == 0 or len(ts) >= self.cfg.mtp_window:
-                break
-            b = self.blocks[b.header.prev_hash]
-        hb = self.blocks[h].header
-        return ParentInfo(h, hb.height, hb.timestamp, tuple(reversed(ts)))
+        def lookup(x: bytes) -> tuple[int, int, bytes]:
+            hd = self.blocks[x].header
+            return hd.height, hd.timestamp, hd.prev_hash
+        return parent_info(h, lookup, self.cfg.mtp_window)
 
     def mine(self, parent: bytes, miner: bytes, txs=(), timestamp: int | None = None, *, select: bool = False,
              nonce: int = 0) -> Block:
