@@ -9,7 +9,7 @@ from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
 from chain.errors import ChainError, EncodingError, ValidationError
-from chain.state import MemoryState, genesis_state
+from chain.state import MemoryState, apply_block, genesis_state
 from chain.store import Store
 from chain.transition import PreState, validate_and_apply
 from chain.validation import check_block_sanity, check_header_context, check_header_proof
