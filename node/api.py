@@ -455,11 +455,24 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
         rec = node.chain.get_job(jid)
         if rec is None:
             if node.mempool.get(jid) is not None:
-                return _json({"job_id": jid.hex(), "status": "pending", "height": node.chain.height})
+                return _json({"job_id": jid.hex(), "status": "pending", "height": node.chain.height,
+                              "pending_result": pending_result(jid)})
             raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
         d = job_json(jid, rec)
         d["height"] = node.chain.height
+        if rec.status_name in ("open", "claimed"):
+            d["pending_result"] = pending_result(jid)
         return _json(d)
+
+    def pending_result(jid: bytes) -> dict | None:
+        """A result for `jid` waiting in the mempool (admitted only while this node holds its C, so C can
+        be fetched and checked now, before the result is mined): {txid, miner, h_c}, else None."""
+        from chain.tx import KIND_JOB_RESULT
+        for e in node.mempool.entries.values():
+            t = e.tx
+            if t.kind == KIND_JOB_RESULT and t.payload.job_id == jid:
+                return {"txid": t.txid.hex(), "miner": t.sender.hex(), "h_c": t.payload.h_c.hex()}
+        return None
 
     @r.get(API + "/jobs")
     async def list_jobs(request):

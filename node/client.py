@@ -549,6 +549,18 @@ class Client:
         raise JobFailed(sub.job_id, "wrong-result", f"the miner's C is wrong (Freivalds failed in rows {bad[:5]}); "
                         f"dispute filed, job {cur['status']}", cur, dispute_txid=txid)
 
+    def challenge_job(self, wallet, job_id: str, tx_fee: int = 1000) -> str:
+        """Data availability (docs/jobs.md): ask the miner of a resulted job of this wallet to open rows of C
+        on chain (sampled from the hash of the block that includes the challenge). Unanswered within the
+        answer window, the miner is slashed and the escrow and bond come back; the answer's rows
+        (`job_status(...)["answer_height"]`, tx kind 8) can be checked and disputed. Returns the txid."""
+        from chain.tx import make_job_challenge
+        key = _load_key(wallet)
+        acct = self.account(key.address)
+        tx = make_job_challenge(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), tx_fee)
+        self.send_tx(tx)
+        return tx.txid.hex()
+
     def dispute(self, wallet, job_id: str, a, b, c, rows: list[int] | None = None, tx_fee: int = 1000) -> str:
         """Find a wrong entry of C (padded operands, the miner's full C) and file the fraud proof."""
         import torch

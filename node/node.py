@@ -28,7 +28,7 @@ from chain.config import ChainConfig, load_config
 from chain.difficulty import block_work
 from chain.errors import EncodingError, KeyFileError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
-from chain.tx import KIND_JOB_RESULT, Transaction, check_tx, decode_tx
+from chain.tx import KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 from node.blobs import PRUNE_EVERY_S, BlobError
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec
@@ -497,6 +497,8 @@ class Node:
             raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)",
                                punish=False)
         added = self.mempool.add(tx)
+        if added and tx.kind == KIND_JOB_SUBMIT and self.paid_jobs is not None:
+            self.paid_jobs.on_submit()  # start fetching operands now, not at the next mining pass
         if added:
             if peer is not None:
                 peer.last_tx_at = time.monotonic()

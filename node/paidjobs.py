@@ -184,10 +184,13 @@ class PaidJobs:
     def step(self) -> Active | None:
         """Advance the state machine; returns the job to mine now (state ready), else None."""
         self._answer_challenges()
-        a = self.active
-        if a is None:
+        out = self._advance() if self.active is not None else None
+        if self.active is None:
             self._pick()
-            return None
+        return out
+
+    def _advance(self) -> Active | None:
+        a = self.active
         cs = self.node.chain
         rec = self._job(a.job_id)
         h = cs.height + 1
@@ -210,6 +213,13 @@ class PaidJobs:
             elif rec.status == CLAIMED and not self._known_tx(a.result_txid):
                 self._post(a, rec, claim=False)         # claimed by us, result dropped out
         return None
+
+    def on_submit(self) -> None:
+        """A submit entered the mempool: when idle, pick (and start fetching) now."""
+        if self.active is not None and self.active.state == "posted":
+            self._advance()  # our last job may be settled already: free the slot
+        if self.active is None:
+            self._pick()
 
     def _drop(self, why: str, retry_at: int | None = None) -> None:
         a = self.active
