@@ -123,6 +123,7 @@ class PaidJobs:
         self.answers: dict[bytes, bytes] = {}  # job id -> our answer txid
         self.cached: dict[tuple, bytes] = {}   # (h_a, h_b, m, k, n) -> h_c this node computed
         self.claims = 0
+        self.reused = 0                        # repeated jobs answered from `cached` without a new pass
 
     @property
     def address(self) -> bytes:
@@ -247,6 +248,7 @@ class PaidJobs:
             if h_c is not None and node.blobs.has(h_c):  # a repeated job: C is already here (docs/jobs.md)
                 a.result = h_c
                 a.state = "posted"
+                self.reused += 1
                 self._post(a, rec, claim=True)
                 return
             log.info("job %s: fetching operands (%dx%dx%d, fee %d)", jid.hex()[:16], rec.m, rec.k, rec.n, rec.fee)

@@ -9,7 +9,6 @@ import asyncio
 
 import numpy as np
 import pytest
-import torch
 
 from chain.errors import ValidationError
 from chain.jobs import job_price
@@ -18,7 +17,6 @@ from chain.tx import make_job_claim, make_job_result, make_job_submit
 from node.blobs import encode_array
 from node.client import Client
 from node.testing import set_mining, start_node, wait_for
-from pouw.commit import commit_job
 
 from test_jobs_e2e import FUND, exact, fund, operands, run, stop_all
 
@@ -207,6 +205,31 @@ def test_latency_c_served_within_one_block_of_the_submit(tmp_path):
                 rec = gw.chain.get_job(jid)
                 assert height <= rec.submit_height + 1, (height, rec.submit_height)
                 assert rec.claim_height == rec.result_height <= rec.submit_height + 2
+            conserved(gw, m0)
+        finally:
+            await stop_all([gw, m0])
+    run(main())
+
+
+@pytest.mark.timeout(120)
+def test_hole5_repeated_job_served_from_the_miners_cache(tmp_path):
+    """docs/jobs.md, Repeated jobs: a second job with the same operands is settled on its own; the miner
+    answers it from the C it already holds (no second pass) and both clients' results verify."""
+    async def main():
+        gw, m0 = await pair(tmp_path)
+        try:
+            await fund(gw, CLIENT)
+            cl = Client(gw.url)
+            a, b = operands()
+            r1 = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, True, timeout=60)
+            r2 = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, True, timeout=60)
+            assert r1.job_id != r2.job_id and r1.h_c == r2.h_c
+            assert np.array_equal(r2.c.astype(np.int64), exact(a, b))
+            assert m0.paid_jobs.reused == 1
+            for r in (r1, r2):
+                jid = bytes.fromhex(r.job_id)
+                await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 60, what="release")
+            assert gw.chain.get_account(CLIENT.address).balance == FUND - r1.fee - r2.fee - 2 * 1000
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
