@@ -157,7 +157,9 @@ def test_hole4_fee_floor_visible_and_respected(tmp_path):
             await fund(gw, CLIENT)
             cl = Client(gw.url)
             a, b = operands()
-            cheap = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, False)
+            _, _, job = await asyncio.to_thread(padded_job, cl, a, b)
+            going = job_price(gw.cfg, job.m, job.k, job.n)           # the chain's going rate: below this floor
+            cheap = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, going, False)
             st = await asyncio.to_thread(cl.job_status, cheap.job_id)
             macs = cheap.padded[0] * cheap.padded[1] * cheap.padded[2]
             await wait_for(lambda: gw.chain.get_job(bytes.fromhex(cheap.job_id)) is not None, 30, what="mined")
