@@ -236,3 +236,17 @@ def test_hole5_repeated_job_served_from_the_miners_cache(tmp_path):
         finally:
             await stop_all([gw, m0])
     run(main())
+
+
+def test_min_job_fee_rate_flag(tmp_path, capsys):
+    from fractions import Fraction
+
+    from chain.config import load_config
+    from node.cli import main
+    from node.paidjobs import fee_floor
+    assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "abc"]) == 2
+    assert "--min-job-fee-rate 'abc'" in capsys.readouterr().err
+    assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "-1"]) == 2
+    cfg = load_config("regtest")
+    assert fee_floor(None, cfg) == Fraction(cfg.jobs.rate_num, cfg.jobs.rate_den)
+    assert fee_floor("0.0005", cfg) == fee_floor("1/2000", cfg) == Fraction(1, 2000)
