@@ -6,7 +6,9 @@ jobs), takes its funded wallet, and submits jobs one after another through the S
 the time from the submit call to a verified C in the client's hands (padding, upload, the chain's
 submit / claim / result, download, H_C and Freivalds check). Prints one JSON object: latency_p50_s,
 latency_p95_s (all jobs; linear-interpolated percentiles), per-class figures, and block_interval_s, the
-mean block interval seen by node 0 during the run (elapsed time / blocks).
+mean block interval seen by node 0 during the run (elapsed time / blocks), and from the receipts the
+median number of blocks between the submit's and the result's block (0: submit, claim and result in one
+block).
 """
 from __future__ import annotations
 
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> dict:
                     smalls -= 1
             lat: dict[str, list[float]] = {"small": [], "large": []}
             failures: list[str] = []
+            chain_blocks: list[int] = []  # result height - submit height, from the receipts
             h0, t0 = client.height(), time.monotonic()
             for i, cls in enumerate(order):
                 m, k, n = args.small_shape if cls == "small" else args.large_shape
@@ -117,6 +120,9 @@ def run(args: argparse.Namespace) -> dict:
                     res = client.submit_job(key, a, b, None, True, timeout=args.job_timeout)
                     took = time.monotonic() - t
                     lat[cls].append(took)
+                    rc = res.receipt or {}
+                    if rc.get("submit") and rc.get("result"):
+                        chain_blocks.append(rc["result"]["height"] - rc["submit"]["height"])
                     say(f"job {i} {cls} {m}x{k}x{n}: {took:.2f} s (receipt heights: submit "
                         f"{(res.receipt or {}).get('submit', {}).get('height')}, result "
                         f"{((res.receipt or {}).get('result') or {}).get('height')})")
@@ -142,6 +148,7 @@ def run(args: argparse.Namespace) -> dict:
             "latency_p50_s": _pct(every, 50), "latency_p95_s": _pct(every, 95),
             "block_interval_s": round((t1 - t0) / blocks, 3) if blocks > 0 else None,
             "blocks": blocks, "wall_s": round(t1 - t0, 1), "small": per["small"], "large": per["large"],
+            "result_minus_submit_blocks_p50": _pct([float(x) for x in chain_blocks], 50),
             "latency_in_blocks_p50": round(_pct(every, 50) / ((t1 - t0) / blocks), 2) if blocks > 0 and every else None}
 
 

@@ -325,6 +325,7 @@ def test_bench_jobs_json_tiny(tmp_path):
     assert doc["jobs"] == 3 and doc["failed"] == 0 and doc["nodes"] == 2
     assert 0 < doc["latency_p50_s"] <= doc["latency_p95_s"] and doc["block_interval_s"] > 0
     assert doc["small"]["jobs"] == 2 and doc["large"]["jobs"] == 1 and doc["blocks"] >= 3
+    assert doc["result_minus_submit_blocks_p50"] >= 0
 
 
 @pytest.mark.timeout(120)
