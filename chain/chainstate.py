@@ -25,7 +25,8 @@ from chain.errors import BlockError, EncodingError, StorageError, ValidationErro
 from chain.hashing import ZERO_HASH
 from chain.keys import ZERO_ADDRESS
 from chain.jobs import JobRecord
-from chain.state import EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, apply_block, genesis_state
+from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, apply_block, genesis_econ,
+                         genesis_state)
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
 from chain.transition import PreState, apply_state, parent_info
@@ -36,7 +37,7 @@ DB_DIRNAME = "chaindata"
 
 def make_genesis(cfg: ChainConfig) -> Block:
     """The genesis block implied by a config (no proof; its hash identifies the chain)."""
-    _, supply = genesis_state(cfg.genesis_alloc)
+    _, supply = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
     h = Header(cfg.version, cfg.chain_id, 0, ZERO_HASH, cfg.genesis_timestamp, cfg.initial_target,
                tx_root([]), supply.root, ZERO_ADDRESS, NULL_JOB, nonce=0, proof=b"")
     return Block(h, ())
@@ -95,14 +96,29 @@ class _BatchJobs:
         self.store = store
         self.b = b
         self.block_hash_at = block_hash_at  # the active chain below the block being connected
+        self._decoded: dict[bytes, tuple[bytes, JobRecord]] = {}  # job_id -> (raw, record): decode once
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         v = self.b.get(S.job_key(job_id))
-        return JobRecord.decode(v) if v is not None else None
+        if v is None:
+            return None
+        hit = self._decoded.get(job_id)
+        if hit is not None and hit[0] == v:
+            return hit[1]
+        rec = JobRecord.decode(v)
+        self._decoded[job_id] = (v, rec)
+        return rec
 
     def due_jobs(self, height: int) -> list[bytes]:
         pre = S.sched_prefix(height)
         return [k[len(pre):] for k, _ in self.store.iterate(pre)]  # no batch writes the schedule before this
+
+    def get_econ(self, key: bytes) -> bytes | None:
+        return self.b.get(S.econ_key(key))
+
+    def scan_econ(self, prefix: bytes):
+        for k, v in self.store.iterate(S.econ_key(prefix)):  # no batch writes economy records before this
+            yield k[1:], v
 
 
 @dataclass(frozen=True)
@@ -210,7 +226,7 @@ class ChainState:
 
     def _init_genesis(self) -> None:
         g = self.genesis
-        accounts, supply = genesis_state(self.cfg.genesis_alloc)
+        accounts, supply = genesis_state(self.cfg.genesis_alloc, self.cfg.genesis_issuers)
         work = block_work(g.header.target)
         e = IndexEntry(g.hash, ZERO_HASH, 0, g.header.timestamp, g.header.target, work,
                        S.HEADER_VALID | S.HAVE_DATA | S.VALID_STATE, 0)
@@ -225,6 +241,8 @@ class ChainState:
             b.put(S.height_key(0), g.hash)
             for a, acct in accounts.items():
                 b.put(S.account_key(a), acct.encode())
+            for k, v in genesis_econ(self.cfg.genesis_issuers).items():
+                b.put(S.econ_key(k), v)
             b.put(S.META_SUPPLY, supply.encode())
             b.put(S.META_SEQ, encode(1))
             b.put(S.META_TIP, g.hash)
@@ -348,7 +366,17 @@ class ChainState:
 
     def memory_state(self) -> MemoryState:
         """A copy of the tip state (accounts, jobs, supply) in memory."""
-        return MemoryState(self.accounts(), self.supply, self.jobs(), list(self.chain))
+        return MemoryState(self.accounts(), self.supply, self.jobs(), list(self.chain), dict(self.scan_econ(b"")))
+
+    # --- economy ---------------------------------------------------------------------------------------
+    def get_econ(self, key: bytes) -> bytes | None:
+        """An economy record at the tip (chain/economy.py names the keys)."""
+        return self.store.get(S.econ_key(key))
+
+    def scan_econ(self, prefix: bytes):
+        """Economy records under `prefix` at the tip, in key order."""
+        for k, v in self.store.iterate(S.econ_key(prefix)):
+            yield k[1:], v
 
     # --- jobs ------------------------------------------------------------------------------------------
     def get_job(self, job_id: bytes) -> JobRecord | None:
@@ -634,8 +662,15 @@ class ChainState:
             if rec.due:
                 b.put(S.sched_key(rec.due, j), b"")
         undo_list = [diff.supply_before.encode(), [[a, acct.encode()] for a, acct in sorted(diff.before.items())]]
-        if diff.jobs_after:
+        if diff.jobs_after or diff.econ_after:
             undo_list.append([[j, r.encode() if r is not None else b""] for j, r in sorted(diff.jobs_before.items())])
+        if diff.econ_after:  # economy records: [key] was absent, [key, value] was present
+            for k, v in sorted(diff.econ_after.items()):
+                if v is None:
+                    b.delete(S.econ_key(k))
+                else:
+                    b.put(S.econ_key(k), v)
+            undo_list.append([[k] if v is None else [k, v] for k, v in sorted(diff.econ_before.items())])
         undo = encode(undo_list)
         b.put(S.undo_key(block.hash), undo)
         b.put(S.META_SUPPLY, diff.supply_after.encode())
@@ -672,7 +707,7 @@ class ChainState:
         if block is None or undo_raw is None:
             raise StorageError(f"undo data or body of connected block {e.hash.hex()[:16]} is missing")
         f = as_list(decode(undo_raw, max_bytes=1 << 26, max_array=1 << 20))
-        if len(f) not in (2, 3):
+        if len(f) not in (2, 3, 4):
             raise StorageError(f"undo data of block {e.hash.hex()[:16]} is malformed")
         with self.store.batch() as b:
             b.put(S.META_SUPPLY, f[0])
@@ -682,7 +717,12 @@ class ChainState:
                     b.delete(S.account_key(a))
                 else:
                     b.put(S.account_key(a), acct_raw)
-            for j, rec_raw in (f[2] if len(f) == 3 else ()):
+            for item in (f[3] if len(f) == 4 else ()):  # economy records
+                if len(item) == 1:
+                    b.delete(S.econ_key(item[0]))
+                else:
+                    b.put(S.econ_key(item[0]), item[1])
+            for j, rec_raw in (f[2] if len(f) >= 3 else ()):
                 cur = self.get_job(j)
                 if cur is not None and cur.due:
                     b.delete(S.sched_key(cur.due, j))

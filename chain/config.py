@@ -56,6 +56,20 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class GenesisIssuer:
+    """An issuer registered at genesis (docs/economy.md): ``[genesis.issuers."<address hex>"]`` with
+    ``deposit`` (minted at genesis into the issuer's deposit), ``mode`` (mint | rollover | breakage),
+    ``vintage_periods``, ``fee_bps`` and ``buyback_bps``."""
+
+    address: bytes
+    deposit: int
+    mode: int = 0
+    vintage_periods: int = 3
+    fee_bps: int = 30
+    buyback_bps: int = 9000
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     name: str
     chain_id: int
@@ -77,6 +91,7 @@ class ChainConfig:
     genesis_alloc: tuple[tuple[bytes, int], ...] = field(default_factory=tuple)
     source: str = ""  # the TOML text this config was read from (stored in the DB)
     jobs: JobConfig = field(default_factory=JobConfig)
+    genesis_issuers: tuple[GenesisIssuer, ...] = field(default_factory=tuple)
 
     @property
     def pow_limit(self) -> int:
@@ -128,6 +143,7 @@ def parse_config(text: str) -> ChainConfig:
             if len(a) != 20 or not isinstance(amount, int) or amount <= 0:
                 raise ValueError(f"bad genesis allocation {addr} = {amount!r}")
             alloc.append((a, amount))
+        issuers = _parse_issuers(doc.get("genesis", {}).get("issuers", {}))
         cfg = ChainConfig(
             name=str(c["name"]), chain_id=int(c["chain_id"]), version=int(c["version"]),
             genesis_timestamp=int(c["genesis_timestamp"]), target_block_time=int(c["target_block_time"]),
@@ -138,7 +154,7 @@ def parse_config(text: str) -> ChainConfig:
             pow=PowConfig(**{k: int(p[k]) for k in PowConfig.__dataclass_fields__}),
             max_block_bytes=int(lim["max_block_bytes"]), max_block_txs=int(lim["max_block_txs"]),
             max_tx_bytes=int(lim["max_tx_bytes"]), max_header_bytes=int(lim["max_header_bytes"]),
-            genesis_alloc=tuple(alloc), source=text,
+            genesis_alloc=tuple(alloc), source=text, genesis_issuers=issuers,
             jobs=JobConfig(**{k: int(v) for k, v in doc.get("jobs", {}).items() if k in JobConfig.__dataclass_fields__}),
         )
     except KeyError as e:
@@ -181,6 +197,23 @@ def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
     assert out.genesis_timestamp == timestamp and replace(out, genesis_timestamp=0, source="") == \
         replace(cfg, source=""), "launching changed more than the genesis timestamp"
     return out
+
+
+def _parse_issuers(tbl: dict) -> tuple[GenesisIssuer, ...]:
+    modes = {"mint": 0, "rollover": 1, "breakage": 2}
+    out = []
+    for addr, d in sorted(tbl.items()):
+        a = bytes.fromhex(addr.removeprefix("0x"))
+        if len(a) != 20 or not isinstance(d, dict) or set(d) - {"deposit", "mode", "vintage_periods", "fee_bps",
+                                                                   "buyback_bps"}:
+            raise ValueError(f"bad genesis issuer {addr}")
+        gi = GenesisIssuer(a, int(d.get("deposit", 0)), modes.get(str(d.get("mode", "mint")), -1),
+                           int(d.get("vintage_periods", 3)), int(d.get("fee_bps", 30)), int(d.get("buyback_bps", 9000)))
+        if gi.deposit < 0 or gi.mode < 0 or not 1 <= gi.vintage_periods <= 1000 or not 0 <= gi.fee_bps <= 10000 \
+                or not 0 <= gi.buyback_bps <= 10000:
+            raise ValueError(f"bad genesis issuer {addr}: {d}")
+        out.append(gi)
+    return tuple(out)
 
 
 def load_config(path_or_name: str | Path = "devnet") -> ChainConfig:

@@ -16,7 +16,7 @@ __all__ = ["HASH_LEN", "ZERO_HASH", "CHAIN_TAGS", "tagged_hash", "xof", "u32", "
 ZERO_HASH = b"\x00" * HASH_LEN
 
 TXROOT = b"txroot"
-CHAIN_TAGS = (b"block", b"tx-sig", b"addr", b"state", b"acct", b"job", b"filler", b"p2p-auth", b"challenge",
+CHAIN_TAGS = (b"block", b"tx-sig", b"addr", b"state", b"acct", b"job", b"econ", b"filler", b"p2p-auth", b"challenge",
               TXROOT + b"/leaf", TXROOT + b"/node", TXROOT + b"/root", TXROOT + b"/empty")
 
 

@@ -9,7 +9,7 @@ from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
 from chain.errors import ChainError, EncodingError, ValidationError
-from chain.state import MemoryState, apply_block, genesis_state
+from chain.state import MemoryState, apply_block, genesis_econ, genesis_state
 from chain.store import Store
 from chain.transition import PreState, validate_and_apply
 from chain.validation import check_block_sanity, check_header_context, check_header_proof
@@ -56,8 +56,8 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         g = cs.genesis
         if store.get(S.height_key(0)) != g.hash:
             raise VerifyError("bad-genesis", "height 0 is not this chain's genesis")
-        accts, supply = genesis_state(cs.cfg.genesis_alloc)
-        st = MemoryState(accts, supply, hashes=[g.hash])
+        accts, supply = genesis_state(cs.cfg.genesis_alloc, cs.cfg.genesis_issuers)
+        st = MemoryState(accts, supply, hashes=[g.hash], econ=genesis_econ(cs.cfg.genesis_issuers))
         prev = g.header
         ntx = 0
         for height in range(1, cs.height + 1):
@@ -92,6 +92,8 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             raise VerifyError("bad-accounts", f"{len(diff_addrs)} stored accounts differ from the replay")
         if cs.jobs() != st.jobs:
             raise VerifyError("bad-jobs", "stored job records differ from the replay")
+        if dict(cs.scan_econ(b"")) != st.econ:
+            raise VerifyError("bad-economy", "stored economy records differ from the replay")
         want_sched = sorted((r.due, j) for j, r in st.jobs.items() if r.due)
         if cs.schedule() != want_sched:
             raise VerifyError("bad-schedule", "stored job schedule differs from the replay")
@@ -113,14 +115,16 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
     and context (marking failures), then connect the best chain from genesis."""
     store, cs = _open_raw(datadir, cfg)
     try:
-        accts, supply = genesis_state(cs.cfg.genesis_alloc)
+        accts, supply = genesis_state(cs.cfg.genesis_alloc, cs.cfg.genesis_issuers)
         g = cs.genesis
         with store.batch() as b:
-            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED):
+            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED, S.P_ECON):
                 for k, _ in store.iterate(prefix):
                     b.delete(k)
             for a, acct in accts.items():
                 b.put(S.account_key(a), acct.encode())
+            for k, v in genesis_econ(cs.cfg.genesis_issuers).items():
+                b.put(S.econ_key(k), v)
             b.put(S.META_SUPPLY, supply.encode())
             b.put(S.height_key(0), g.hash)
             b.put(S.META_TIP, g.hash)

@@ -14,13 +14,16 @@ key                    value                                       meaning
 ``b`` + hash           encode(list of txs)                         block bodies (data)
 ``i`` + hash           encode([status, chainwork(32), seq, reason]) block index record
 ``u`` + hash           encode([supply_before, [[addr, acct]...],   undo data of a connected block
-                       [[job_id, record or b""]...]])              (b"": the job did not exist before)
+                       [[job_id, record or b""]...],               (b"": the job did not exist before)
+                       [[econ key] or [econ key, value]...]])      (economy: [key] = absent before)
 ``n`` + height(8, BE)  32-byte hash                                active chain by height
 ``a`` + address(20)    Account.encode()                            account state at the tip
 ``j`` + job_id(32)     JobRecord.encode()                          job records at the tip (chain/jobs.py)
 ``s`` + height(8, BE)  b""                                         the job schedule: live job `job_id`
   + job_id(32)                                                     has its next automatic transition
                                                                    at the end of block `height`
+``e`` + econ key       economy record (chain/economy.py)           issuers, grants, balances by kind,
+                                                                   orders, the economy schedule
 =====================  ==========================================  ===================================
 """
 from __future__ import annotations
@@ -43,6 +46,7 @@ P_HEIGHT = b"n"
 P_ACCOUNT = b"a"
 P_JOB = b"j"
 P_SCHED = b"s"
+P_ECON = b"e"
 
 # Block status flags (stored in the index record).
 HEADER_VALID = 1     # proof and header context checked
@@ -87,6 +91,10 @@ def sched_prefix(height: int) -> bytes:
 
 def sched_key(height: int, job_id: bytes) -> bytes:
     return sched_prefix(height) + job_id
+
+
+def econ_key(key: bytes) -> bytes:
+    return P_ECON + key
 
 
 def strip(prefix: bytes, key: bytes) -> bytes:

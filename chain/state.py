@@ -8,8 +8,13 @@
 - Job records (chain/jobs.py) join the same LtHash as leaves ``lt_leaf("job", job_id, record)``;
   a record's ``due`` field is the schedule, so the state root commits to jobs and schedule. A chain
   without jobs has exactly the roots it had before jobs existed.
-- Economy invariant: Σ balances + Σ escrow + Σ bonds == minted − burned (escrow and bonds are held by
-  live job records). `Supply` tracks minted and burned.
+- Economy records (chain/economy.py, chain/market.py: issuers, grants, balances by kind, orders, the
+  economy schedule) join the same LtHash as leaves (below);
+  a chain without economy transactions or genesis issuers has the roots it had before the economy.
+  (The leaf is ``lt_leaf("econ", u8(len(key)), key, value)``; keys are shorter than 256 bytes.)
+- Conservation: Σ balances + Σ escrow + Σ bonds + the economy's token buckets == minted − burned
+  (escrow and bonds are held by live job records); each issuer's credits are conserved on their own.
+  `Supply` tracks minted and burned.
 - Transition: ``apply_block(get, supply, txs, miner, subsidy, height=, cfg=, jobs=) -> BlockDiff`` never
   mutates anything; it raises TxError(reason) on the first failing transaction. Order: transactions,
   then subsidy + fees to the miner, then the jobs scheduled at this height (release / refund).
@@ -24,8 +29,10 @@ import numpy as np
 from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 from chain.hashing import tagged_hash, xof
-from chain.jobs import JobRecord, JobSource, due_effects, job_tx_effects
-from chain.tx import JOB_KINDS, KIND_TRANSFER, Transaction
+from chain.jobs import RELEASED, JobRecord, JobSource, due_effects, job_tx_effects
+from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, KIND_TRANSFER, Transaction
+from chain import economy
+from chain.econtx import ECON_KINDS
 
 LANES = 1024
 LT_BYTES = LANES * 2
@@ -66,6 +73,14 @@ def job_leaf_vector(job_id: bytes, rec: JobRecord) -> np.ndarray:
     return lt_leaf(b"job", job_id, rec.encode())
 
 
+def econ_leaf_vector(key: bytes, value: bytes) -> np.ndarray:
+    """Leaf of an economy record: lt_leaf("econ", u8(len(key)), key, value) (every key is < 256 bytes)."""
+    return lt_leaf(b"econ", bytes([len(key)]), key, value)
+
+
+EconChanges = Iterable[tuple[bytes, "bytes | None", "bytes | None"]]
+
+
 @dataclass(frozen=True)
 class Supply:
     """Minted, burned and the LtHash accumulator of all present accounts."""
@@ -91,7 +106,8 @@ class Supply:
         return tagged_hash(b"state", self.encode())
 
     def updated(self, changes: Iterable[tuple[bytes, Account, Account]], minted: int = 0, burned: int = 0,
-                jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = ()) -> "Supply":
+                jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = (),
+                econ: EconChanges = ()) -> "Supply":
         """Supply after replacing, for each (address, old, new), the old account by the new one (and,
         for each (job_id, old, new), the old job record by the new one; None = absent)."""
         acc = np.frombuffer(self.lthash, dtype="<u2").copy()
@@ -109,6 +125,13 @@ class Supply:
                 acc -= job_leaf_vector(jid, jold)
             if jnew is not None:
                 acc += job_leaf_vector(jid, jnew)
+        for key, eold, enew in econ:  # economy records (None = absent)
+            if eold == enew:
+                continue
+            if eold is not None:
+                acc -= econ_leaf_vector(key, eold)
+            if enew is not None:
+                acc += econ_leaf_vector(key, enew)
         return Supply(self.minted + minted, self.burned + burned, acc.astype("<u2").tobytes())
 
 
@@ -125,6 +148,8 @@ class BlockDiff:
     jobs_before: dict[bytes, JobRecord | None] = field(default_factory=dict)  # None: did not exist
     jobs_after: dict[bytes, JobRecord] = field(default_factory=dict)
     events: tuple[tuple[bytes, str], ...] = ()  # automatic transitions: (job_id, "released" | "refunded")
+    econ_before: dict[bytes, bytes | None] = field(default_factory=dict)  # economy records; None: absent
+    econ_after: dict[bytes, bytes | None] = field(default_factory=dict)
 
     @property
     def state_root(self) -> bytes:
@@ -167,13 +192,50 @@ class StateOverlay:
         self.height = height
         self.accts: dict[bytes, Account] = {}
         self.jobs: dict[bytes, JobRecord] = {}
+        self.econ: dict[bytes, bytes | None] = {}  # economy records written (None: deleted)
+        self.econ_source = jobs if hasattr(jobs, "get_econ") else None
+        self._econ_keys: list[bytes] = []  # sorted keys of self.econ (for ordered scans)
 
     @property
     def jobs_enabled(self) -> bool:
         return self.source is not None and self.cfg is not None and self.height is not None
 
+    @property
+    def econ_enabled(self) -> bool:
+        return self.econ_source is not None and self.cfg is not None and self.height is not None
+
     def get(self, a: bytes) -> Account:
         return self.accts[a] if a in self.accts else self.base_get(a)
+
+    def get_econ(self, key: bytes) -> bytes | None:
+        if key in self.econ:
+            return self.econ[key]
+        return self.econ_source.get_econ(key) if self.econ_source is not None else None
+
+    def scan_econ(self, prefix: bytes):
+        base = self.econ_source.scan_econ(prefix) if self.econ_source is not None else ()
+        return economy.merge_scan(base, self.econ, prefix, self._econ_keys)
+
+    def commit_econ(self, kv: dict[bytes, bytes | None]) -> None:
+        """Write economy records (None = delete) into the overlay."""
+        import bisect
+        for k in kv:
+            if k not in self.econ:
+                bisect.insort(self._econ_keys, k)
+        self.econ.update(kv)
+
+    def _econ_job_closures(self, recs: dict[bytes, JobRecord]) -> list[tuple[bytes, int]]:
+        """Economy hook: funded jobs that close give their refund back to its non-free sources."""
+        if not self.econ_enabled:
+            return []
+        closed = []
+        for j, r in recs.items():
+            if r.live:
+                continue
+            old = self.get_job(j)
+            if old is not None and old.live:
+                closed.append((j, r.client, old.escrow if r.status != RELEASED else 0))  # refunded to the client
+        return economy.job_closed(self, self.height, self.cfg, closed)
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         if job_id in self.jobs:
@@ -189,28 +251,44 @@ class StateOverlay:
         if tx.kind == KIND_TRANSFER:
             self.accts.update(apply_tx(self.get, tx))  # checks nonce and balance
             return
-        check_tx_state(self.get, tx)
+        if tx.kind in ECON_KINDS:  # the economy: chain/economy.py, chain/market.py
+            if not self.econ_enabled:
+                raise TxError("bad-txn-kind", f"transaction kind {tx.kind} needs the economy state")
+            economy.apply_econ_tx(self, tx, self.height, self.cfg)
+            return
+        funding = None
+        if tx.kind == KIND_JOB_SUBMIT and self.econ_enabled:  # escrow drawn in the economy's spending order
+            funding = economy.prepare_job_funding(self, tx, self.height, self.cfg)
+        else:
+            check_tx_state(self.get, tx)
         if tx.kind not in JOB_KINDS or not self.jobs_enabled:
             raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
         credits, recs = job_tx_effects(self.get_job, tx, self.height, self.cfg,  # type: ignore[arg-type]
                                        getattr(self.source, "block_hash_at", None))
-        s = self.get(tx.sender)
-        self.accts[tx.sender] = Account(s.balance - tx.amount - tx.fee, s.nonce + 1)
+        if funding is not None:
+            funding.commit()
+        else:
+            s = self.get(tx.sender)
+            self.accts[tx.sender] = Account(s.balance - tx.amount - tx.fee, s.nonce + 1)
+        credits = list(credits) + self._econ_job_closures(recs)
         for a, v in credits:
             self.credit(a, v)
         self.jobs.update(recs)
 
     def run_schedule(self) -> list[tuple[bytes, str]]:
-        """The automatic job transitions at the end of block `height`."""
+        """The automatic job transitions at the end of block `height`, then the economy's schedule."""
         if not self.jobs_enabled:
             return []
         h = self.height
         ids = set(self.source.due_jobs(h))  # type: ignore[union-attr]
         ids.update(j for j, r in self.jobs.items() if r.due == h)
         credits, recs, events = due_effects(self.get_job, ids, h)  # type: ignore[arg-type]
+        credits = list(credits) + self._econ_job_closures(recs)
         for a, v in credits:
             self.credit(a, v)
         self.jobs.update(recs)
+        if self.econ_enabled:
+            events = list(events) + economy.run_due(self, h, self.cfg)
         return events
 
 
@@ -239,33 +317,66 @@ def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: 
     after = ov.accts
     before = {a: get(a) for a in after}
     jobs_before = {j: (jobs.get_job(j) if jobs is not None else None) for j in ov.jobs}
+    src = ov.econ_source
+    econ_before = {k: (src.get_econ(k) if src is not None else None) for k in ov.econ}
+    econ_after = {k: v for k, v in ov.econ.items() if v != econ_before[k]}
+    econ_before = {k: econ_before[k] for k in econ_after}
     new_supply = supply.updated(((a, before[a], after[a]) for a in after), minted=subsidy,
-                                jobs=((j, jobs_before[j], r) for j, r in ov.jobs.items()))
-    return BlockDiff(before, after, supply, new_supply, fees, subsidy, jobs_before, dict(ov.jobs), tuple(events))
+                                jobs=((j, jobs_before[j], r) for j, r in ov.jobs.items()),
+                                econ=((k, econ_before[k], v) for k, v in econ_after.items()))
+    return BlockDiff(before, after, supply, new_supply, fees, subsidy, jobs_before, dict(ov.jobs), tuple(events),
+                     econ_before, econ_after)
 
 
-def genesis_state(alloc: Iterable[tuple[bytes, int]]) -> tuple[dict[bytes, Account], Supply]:
+def genesis_state(alloc: Iterable[tuple[bytes, int]], issuers: Iterable = ()) -> tuple[dict[bytes, Account], Supply]:
+    """Genesis accounts and supply. `issuers` (cfg.genesis_issuers) are registered with their deposits
+    minted at genesis; their records are `genesis_econ(issuers)`."""
     accounts = {a: Account(v, 0) for a, v in alloc}
-    supply = Supply.zero().updated(((a, EMPTY, acct) for a, acct in accounts.items()), minted=sum(v for _, v in alloc))
+    econ = genesis_econ(issuers)
+    minted = sum(v for _, v in alloc) + sum(i.deposit for i in issuers)
+    supply = Supply.zero().updated(((a, EMPTY, acct) for a, acct in accounts.items()), minted=minted,
+                                   econ=((k, None, v) for k, v in econ.items()))
     return accounts, supply
+
+
+def genesis_econ(issuers: Iterable) -> dict[bytes, bytes]:
+    """The economy records of the genesis issuers (each has address, mode, vintage_periods, fee_bps,
+    buyback_bps, deposit)."""
+    return {economy.k_issuer(i.address): economy.Issuer(i.mode, i.vintage_periods, i.fee_bps, i.buyback_bps,
+                                                        i.deposit, 0).encode() for i in issuers}
 
 
 class MemoryState:
     """A dict-backed state (control replays, verify, tests): accounts, job records and the schedule."""
 
     def __init__(self, accounts: dict[bytes, Account], supply: Supply, jobs: dict[bytes, JobRecord] | None = None,
-                 hashes: list[bytes] | None = None):
+                 hashes: list[bytes] | None = None, econ: dict[bytes, bytes] | None = None):
         self.accounts = dict(accounts)
         self.supply = supply
         self.jobs: dict[bytes, JobRecord] = dict(jobs or {})
         self.hashes: list[bytes] = list(hashes or [])  # block hash by height (answers to challenges need it)
+        self.econ: dict[bytes, bytes] = dict(econ or {})
+        self._econ_keys = sorted(self.econ)
         self._due: dict[int, set[bytes]] = {}
         for j, r in self.jobs.items():
             if r.due:
                 self._due.setdefault(r.due, set()).add(j)
 
     def copy(self) -> "MemoryState":
-        return MemoryState(self.accounts, self.supply, self.jobs, self.hashes)
+        return MemoryState(self.accounts, self.supply, self.jobs, self.hashes, self.econ)
+
+    def get_econ(self, key: bytes) -> bytes | None:
+        return self.econ.get(key)
+
+    def scan_econ(self, prefix: bytes):
+        """Economy records under `prefix`, in key order."""
+        import bisect
+        i = bisect.bisect_left(self._econ_keys, prefix)
+        keys = self._econ_keys
+        while i < len(keys) and keys[i].startswith(prefix):
+            k = keys[i]
+            yield k, self.econ[k]
+            i += 1
 
     def get(self, a: bytes) -> Account:
         return self.accounts.get(a, EMPTY)
@@ -292,6 +403,15 @@ class MemoryState:
             self.jobs[j] = rec
             if rec.due:
                 self._due.setdefault(rec.due, set()).add(j)
+        import bisect
+        for k, v in diff.econ_after.items():
+            if v is None:
+                if self.econ.pop(k, None) is not None:
+                    self._econ_keys.pop(bisect.bisect_left(self._econ_keys, k))
+            else:
+                if k not in self.econ:
+                    bisect.insort(self._econ_keys, k)
+                self.econ[k] = v
         self.supply = diff.supply_after
 
     def total_balance(self) -> int:
@@ -303,7 +423,9 @@ class MemoryState:
 
     def check_conservation(self) -> None:
         escrow, bonds = self.locked()
-        total = self.total_balance() + escrow + bonds
+        et = economy.econ_totals(self.econ.items())
+        total = self.total_balance() + escrow + bonds + et.tokens
         if total != self.supply.minted - self.supply.burned:
             raise AssertionError(f"conservation broken: {self.total_balance()} + escrow {escrow} + bonds {bonds} "
-                                 f"!= {self.supply.minted} - {self.supply.burned}")
+                                 f"+ economy {et} != {self.supply.minted} - {self.supply.burned}")
+        et.check_credits()

@@ -10,7 +10,7 @@ from chain.chainstate import make_genesis
 from chain.config import ChainConfig
 from chain.keys import PrivateKey, faucet_key
 from chain.mining import build_template, mine_header
-from chain.state import MemoryState, genesis_state
+from chain.state import MemoryState, genesis_econ, genesis_state
 from chain.tx import Transaction, make_transfer
 from chain.transition import parent_info
 from chain.validation import ParentInfo
@@ -26,8 +26,9 @@ class ChainBuilder:
         g = make_genesis(cfg)
         self.genesis = g
         self.blocks: dict[bytes, Block] = {g.hash: g}
-        accts, supply = genesis_state(cfg.genesis_alloc)
-        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply, hashes=[g.hash])}
+        accts, supply = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
+        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply, hashes=[g.hash],
+                                                                     econ=genesis_econ(cfg.genesis_issuers))}
 
     def parent_info(self, h: bytes) -> ParentInfo:
         def lookup(x: bytes) -> tuple[int, int, bytes]:

@@ -28,12 +28,13 @@ from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
 from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, tagged_hash
 from chain.keys import ADDRESS_LEN, PUBKEY_LEN, SIG_LEN, PrivateKey, address_of, verify_sig
+from chain.econtx import ECON_KINDS, check_econ_payload, decode_econ_payload  # economy kinds (docs/economy.md)
 
 KIND_TRANSFER = 0
 KIND_JOB_SUBMIT = 1
 KIND_JOB_RESULT = 2
 KIND_JOB_DISPUTE = 3
-# Reserved for the market (next issue); rejected as unknown until implemented.
+# The market's kinds (chain/econtx.py holds the economy's payloads: kinds 4, 5 and 10-19).
 KIND_ORDER_PLACE = 4
 KIND_ORDER_CANCEL = 5
 KIND_JOB_CLAIM = 6
@@ -42,7 +43,7 @@ KIND_JOB_ANSWER = 8      # the sampled rows of C with their openings against H_C
 KIND_JOB_CANCEL = 9      # the client withdraws an unclaimed job (escrow refunded)
 JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE, KIND_JOB_CHALLENGE,
                        KIND_JOB_ANSWER, KIND_JOB_CANCEL})
-KNOWN_KINDS = frozenset({KIND_TRANSFER}) | JOB_KINDS
+KNOWN_KINDS = frozenset({KIND_TRANSFER}) | JOB_KINDS | ECON_KINDS
 
 MAX_MONEY = (1 << 63) - 1
 
@@ -184,6 +185,8 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
             rows.append(AnsweredRow(as_int(f[0], 0, 1 << 32, what="answer.i"), as_bytes(f[1], what="answer.c_row"),
                                     tuple(_hash32(h, "answer.path") for h in as_list(f[2], what="answer.path"))))
         return JobAnswer(_hash32(p[0], "answer.job_id"), tuple(rows))
+    if kind in ECON_KINDS:
+        return decode_econ_payload(kind, payload)
     return payload
 
 
@@ -234,7 +237,7 @@ class Transaction:
             return p.max_fee
         if isinstance(p, JobClaim):
             return p.bond
-        return 0
+        return getattr(p, "debit", 0)  # economy payloads: what they take from the free balance
 
     def signed(self, key: PrivateKey) -> "Transaction":
         if key.pubkey != self.sender_pubkey:
@@ -332,6 +335,8 @@ def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bo
     elif tx.kind == KIND_JOB_CLAIM:
         if not 0 < tx.payload.bond <= MAX_MONEY or tx.payload.bond + tx.fee > MAX_MONEY:
             raise TxError("bad-job-bond", "bond out of range")
+    elif tx.kind in ECON_KINDS:
+        check_econ_payload(tx.kind, tx.payload)
     if check_sig and not verify_sig(tx.sender_pubkey, tx.sighash, tx.signature):
         raise TxError("bad-txn-sig", "signature does not verify")
 

@@ -529,6 +529,9 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
         return web.Response(body=data, content_type="application/octet-stream",
                             headers={"X-Blob-Hash": h.hex()})
 
+    from node.economy_api import economy_routes  # the economy's read-only endpoints (docs/api.md §Economy)
+    economy_routes(r, node)
+
     @r.get("/metrics")
     async def metrics(request):
         return web.Response(body=node.metrics.render(), content_type="text/plain", charset="utf-8",

@@ -20,6 +20,10 @@ def _bench(args: argparse.Namespace) -> int:
         from chain import commands
         commands.bench_import(args)
         return 0
+    if args.what == "market":
+        from benchmarks import bench_market
+        bench_market.run(args)
+        return 0
     if args.what == "sync":
         from benchmarks import bench_sync
         return bench_sync.main_args(args)
@@ -72,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     bj = bsub.add_parser("jobs", help="paid-job latency (submit to a verified C) on a 2-node regtest devnet")
     bench_jobs.add_arguments(bj)
     bj.set_defaults(func=_bench)
+
+    from benchmarks import bench_market
+    bmk = bsub.add_parser("market", help="the compute-token market simulated through the real state transition")
+    bench_market.add_arguments(bmk)
+    bmk.set_defaults(func=_bench)
 
     demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
     demo.add_argument("--device", default="auto")

@@ -218,6 +218,9 @@ def register(sub) -> None:
     if "job" not in have:
         from node import jobcli
         jobcli.add_arguments(sub)
+    if "market" not in have:  # the economy: issuer, subscription, market (node/econcli.py)
+        from node import econcli
+        econcli.add_arguments(sub)
     if "demo" not in have:
         from node import inference_demo
         inference_demo.add_arguments(sub)

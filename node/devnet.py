@@ -81,6 +81,24 @@ def network_file(base: Path, network: str, now: int) -> str:
     return str(path)
 
 
+def _issuer_wallet(base: Path, network: str) -> Path | None:
+    """The devnet's genesis issuer key (chain.econsim.issuer_key) written beside the client's wallet,
+    when the network's genesis names that issuer."""
+    from chain.config import load_config
+    from chain.econsim import issuer_key
+    ik = issuer_key()
+    try:
+        cfg = load_config(network)
+    except (OSError, ValueError):
+        return None
+    if not any(i.address == ik.address for i in cfg.genesis_issuers):
+        return None
+    p = base / "issuer-wallet"
+    if not p.exists():
+        save_key(p, ik, None, allow_unencrypted=True)
+    return p
+
+
 def run(args: argparse.Namespace) -> int:
     base = Path(args.datadir).resolve()
     base.mkdir(parents=True, exist_ok=True)
@@ -95,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         wallet = PrivateKey.generate()
         save_key(wallet_path, wallet, None, allow_unencrypted=True)
+    issuer_path = _issuer_wallet(base, network)
     ports = [args.base_port + i for i in range(args.nodes)]
     procs: list[subprocess.Popen] = []
     stopping = False
@@ -140,9 +159,13 @@ def run(args: argparse.Namespace) -> int:
             except (OSError, ApiError) as e:
                 print(f"devnet: could not fund the wallet: {e}", file=sys.stderr)
             print(json.dumps({"nodes": urls, "datadirs": [str(base / f"node{i}") for i in range(args.nodes)],
-                              "wallet": str(wallet_path), "address": wallet.address.hex()}))
+                              "wallet": str(wallet_path), "address": wallet.address.hex(),
+                              "issuer_wallet": str(issuer_path) if issuer_path else None}))
             print(f"devnet: {args.nodes} node(s) up: {' '.join(urls)}")
             print(f"devnet: client wallet {wallet_path} (address {wallet.address.hex()})")
+            if issuer_path is not None:
+                print(f"devnet: issuer wallet {issuer_path} (address {load_key(issuer_path).address.hex()}); "
+                      f"try `pouw issuer show --wallet {issuer_path} --node {urls[0]}`")
             print(f"devnet: try `pouw wallet balance --wallet {wallet_path} --node {urls[0]}`; Ctrl-C stops")
             sys.stdout.flush()
         t0 = last = time.time()

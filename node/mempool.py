@@ -35,6 +35,7 @@ from chain.errors import EncodingError, TxError, ValidationError
 from chain.jobs import JobRecord, job_tx_effects
 from chain.state import Account, check_tx_state
 from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
+from chain.econtx import ECON_KINDS
 
 log = logging.getLogger("pouw.mempool")
 
@@ -76,6 +77,13 @@ class PendingJobs:
 
     def block_hash_at(self, height: int) -> bytes | None:
         return self.chain.block_hash_at(height)
+
+    # the economy's records at the tip (docs/economy.md): job submits draw on allocations, economy kinds
+    def get_econ(self, key: bytes) -> bytes | None:
+        return self.chain.get_econ(key)
+
+    def scan_econ(self, prefix: bytes):
+        return self.chain.scan_econ(prefix)
 
 
 class Mempool:
@@ -128,7 +136,7 @@ class Mempool:
                 raise MempoolError("txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False)
             replaced = old.tx.txid
         view = self._pending_view(sender, tx.nonce)
-        if tx.kind in JOB_KINDS:
+        if tx.kind in JOB_KINDS or tx.kind in ECON_KINDS:  # job and economy rules need the state at the tip
             # job rules at the tip as if in the next block (bad-job-* / fraud-proof reasons), with the
             # sender's account after its pending txs
             get = lambda a: view if a == sender else self.chain.get_account(a)  # noqa: E731

@@ -32,6 +32,13 @@ class Metrics:
                                  "mined by this node's miner", registry=r)
         self.useful_fraction = Gauge("pouw_useful_fraction", "pouw_paid_macs_total / pouw_mined_macs_total of this "
                                      "node's miner (0 before any)", registry=r)
+        # the economy (docs/economy.md): the current velocity window's market activity
+        self.velocity = Gauge("pouw_token_velocity", "Market token volume over average token supply, current "
+                              "velocity window", registry=r)
+        self.market_volume = Gauge("pouw_market_volume_tokens", "Tokens traded on the order books, current "
+                                   "velocity window (base units)", registry=r)
+        self.market_trades = Gauge("pouw_market_trades", "Fills on the order books, current velocity window",
+                                   registry=r)
 
     def update(self) -> None:
         n = self.node
@@ -49,4 +56,9 @@ class Metrics:
         self.difficulty.set(block_work(expected_target(n.cfg, n.chain.next_parent_info())))
         self.sync_rate.set(n.sync.progress()["blocks_per_s"])
         self.useful_fraction.set(n.miner.useful_work()[2] if n.miner else 0.0)
+        from node.economy_api import velocity
+        w = velocity(n.chain, 1)[0]
+        self.velocity.set(w["velocity"])
+        self.market_volume.set(w["volume"])
+        self.market_trades.set(w["trades"])
         return generate_latest(self.registry)

@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from chain import econtx as E  # noqa: E402
 from chain import tx as T  # noqa: E402
 from chain.block import Block, Header  # noqa: E402
 from chain.chainstate import make_genesis  # noqa: E402
@@ -115,6 +116,15 @@ SAMPLE_PAYLOADS = {
     T.KIND_JOB_ANSWER: ("job answer", lambda: T.JobAnswer(H32(0x11), (T.AnsweredRow(2, bytes(range(8)), (H32(4), H32(5))),
                                                                         T.AnsweredRow(9, bytes(8), ())))),
     T.KIND_JOB_CANCEL: ("job cancel", lambda: T.JobRef(H32(0x12))),
+    # the economy (docs/economy.md; payloads in chain/econtx.py)
+    E.KIND_ORDER_PLACE: ("order place", lambda: E.OrderPlace(OTHER.address, E.ASK, 9500, 10 ** 8, E.GTC, 500, 0)),
+    E.KIND_ORDER_CANCEL: ("order cancel", lambda: E.OrderCancel(H32(0x21))),
+    E.KIND_ISSUER_REGISTER: ("issuer register", lambda: E.IssuerRegister(E.MODE_MINT, 3, 30, 9000)),
+    E.KIND_ISSUER_DEPOSIT: ("issuer deposit", lambda: E.IssuerDeposit(10 ** 10)),
+    E.KIND_ISSUER_WITHDRAW: ("issuer withdraw", lambda: E.IssuerWithdraw(10 ** 9)),
+    E.KIND_GRANT: ("grant", lambda: E.Grant(OTHER.address, 10 ** 12, 100, 6, 0)),
+    E.KIND_CREDIT_ISSUE: ("credit issue", lambda: E.CreditIssue(OTHER.address, 5 * 10 ** 8)),
+    E.KIND_CREDIT_SPEND: ("credit spend", lambda: E.CreditSpend(OTHER.address, 10 ** 8)),
 }
 
 
