@@ -88,8 +88,9 @@ class PendingJobs:
 
 class Mempool:
     def __init__(self, chain, *, max_txs: int = 5000, max_bytes: int = 5_000_000, expiry_s: float = 3 * 3600,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, admit: Callable[[Transaction], None] | None = None):
         self.chain = chain
+        self.admit = admit  # the node's extra policy on every admission (e.g. a result only with its C)
         self.max_txs = max_txs
         self.max_bytes = max_bytes
         self.expiry_s = expiry_s
@@ -128,6 +129,8 @@ class Mempool:
         sender = tx.sender
         cfg = self.chain.cfg
         check_tx(tx, cfg.chain_id, cfg.max_tx_bytes, check_sig=check_sig)  # well formed, signed, size
+        if self.admit is not None:
+            self.admit(tx)
         pend = self.by_sender.get(sender, {})
         replaced: bytes | None = None
         if tx.nonce in pend:

@@ -149,7 +149,7 @@ class Node:
         self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
         self.metrics = Metrics(self)
         self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
-                               expiry_s=conf.mempool_expiry_s)
+                               expiry_s=conf.mempool_expiry_s, admit=self._admit_policy)
         self.book = PeerBook(self.datadir / PEERS_FILE)
         self.port = conf.port
         self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound,
@@ -482,6 +482,13 @@ class Node:
         finally:
             self._fetching_c.discard(tx.txid)
 
+    def _admit_policy(self, tx: Transaction) -> None:
+        """Every mempool admission (API, peers, resync after a reorg, reload): a job result only while
+        this node holds its C, so whatever it relays or mines it also serves."""
+        if tx.kind == KIND_JOB_RESULT and not self.blobs.has(tx.payload.h_c):
+            raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)",
+                               punish=False)
+
     @property
     def job_fee_floor(self):
         """This node's minimum fee per multiply-add for paid jobs (a Fraction)."""
@@ -493,9 +500,6 @@ class Node:
         is admitted only while this node holds its C (`job-result-unavailable`)."""
         if tx.txid in self.txindex:
             raise MempoolError("txn-already-known", "transaction already in the chain", punish=False)
-        if tx.kind == KIND_JOB_RESULT and not self.blobs.has(tx.payload.h_c):
-            raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)",
-                               punish=False)
         added = self.mempool.add(tx)
         if added and tx.kind == KIND_JOB_SUBMIT and self.paid_jobs is not None:
             self.paid_jobs.on_submit()  # start fetching operands now, not at the next mining pass
