@@ -30,6 +30,7 @@ from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, S
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
 from chain.transition import PreState, apply_state, parent_info
+from chain.undo import Undo
 from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
 
 DB_DIRNAME = "chaindata"
@@ -661,18 +662,12 @@ class ChainState:
             b.put(S.job_key(j), rec.encode())
             if rec.due:
                 b.put(S.sched_key(rec.due, j), b"")
-        undo_list = [diff.supply_before.encode(), [[a, acct.encode()] for a, acct in sorted(diff.before.items())]]
-        if diff.jobs_after or diff.econ_after:
-            undo_list.append([[j, r.encode() if r is not None else b""] for j, r in sorted(diff.jobs_before.items())])
-        if diff.econ_after:  # economy records: [key] was absent, [key, value] was present
-            for k, v in sorted(diff.econ_after.items()):
-                if v is None:
-                    b.delete(S.econ_key(k))
-                else:
-                    b.put(S.econ_key(k), v)
-            undo_list.append([[k] if v is None else [k, v] for k, v in sorted(diff.econ_before.items())])
-        undo = encode(undo_list)
-        b.put(S.undo_key(block.hash), undo)
+        for k, v in sorted(diff.econ_after.items()):  # economy records (None: absent)
+            if v is None:
+                b.delete(S.econ_key(k))
+            else:
+                b.put(S.econ_key(k), v)
+        b.put(S.undo_key(block.hash), Undo.of(diff).encode())
         b.put(S.META_SUPPLY, diff.supply_after.encode())
         b.put(S.height_key(block.height), block.hash)
         b.put(S.META_TIP, block.hash)
@@ -706,31 +701,27 @@ class ChainState:
         undo_raw = self.store.get(S.undo_key(e.hash))
         if block is None or undo_raw is None:
             raise StorageError(f"undo data or body of connected block {e.hash.hex()[:16]} is missing")
-        f = as_list(decode(undo_raw, max_bytes=1 << 26, max_array=1 << 20))
-        if len(f) not in (2, 3, 4):
-            raise StorageError(f"undo data of block {e.hash.hex()[:16]} is malformed")
+        undo = Undo.decode(undo_raw, f"undo data of block {e.hash.hex()[:16]}")
         with self.store.batch() as b:
-            b.put(S.META_SUPPLY, f[0])
-            for a, acct_raw in f[1]:
-                acct = Account.decode(acct_raw)
+            b.put(S.META_SUPPLY, undo.supply.encode())
+            for a, acct in undo.accounts:
                 if acct.empty:
                     b.delete(S.account_key(a))
                 else:
-                    b.put(S.account_key(a), acct_raw)
-            for item in (f[3] if len(f) == 4 else ()):  # economy records
-                if len(item) == 1:
-                    b.delete(S.econ_key(item[0]))
+                    b.put(S.account_key(a), acct.encode())
+            for k, v in undo.econ:  # economy records
+                if v is None:
+                    b.delete(S.econ_key(k))
                 else:
-                    b.put(S.econ_key(item[0]), item[1])
-            for j, rec_raw in (f[2] if len(f) >= 3 else ()):
+                    b.put(S.econ_key(k), v)
+            for j, old in undo.jobs:
                 cur = self.get_job(j)
                 if cur is not None and cur.due:
                     b.delete(S.sched_key(cur.due, j))
-                if rec_raw == b"":
+                if old is None:
                     b.delete(S.job_key(j))
                 else:
-                    old = JobRecord.decode(rec_raw)
-                    b.put(S.job_key(j), rec_raw)
+                    b.put(S.job_key(j), old.encode())
                     if old.due:
                         b.put(S.sched_key(old.due, j), b"")
             b.delete(S.undo_key(e.hash))

@@ -101,3 +101,42 @@ def test_parent_info_is_built_once():
                                CFG.mtp_window) == want
             assert len(want.recent_timestamps) == min(CFG.mtp_window, hd.height + 1)
             assert want.recent_timestamps[-1] == hd.timestamp
+
+
+def test_undo_is_what_import_stores_and_decodes_strictly(tmp_path):
+    """The stored undo record of each block is Undo.of(the pure transition's diff).encode(); every form
+    (accounts only, with jobs, with economy records) round-trips; anything else is a StorageError."""
+    from chain import schema as S
+    from chain.encoding import encode
+    from chain.errors import StorageError
+    from chain.state import Account, Supply
+    from chain.undo import Undo
+    chain = json.loads((VEC / "chain.json").read_text())
+    blocks = [Block.decode(bytes.fromhex(b["encoded"])) for b in chain["blocks"]]
+    builder = ChainBuilder(CFG)
+    accts, supply = genesis_state(CFG.genesis_alloc)
+    st = MemoryState(accts, supply, hashes=[builder.genesis.hash])
+    with ChainState.open(tmp_path, CFG, clock=lambda: chain["now"]) as cs:
+        for blk in blocks:
+            cs.submit_block(blk)
+            builder.blocks[blk.hash] = blk
+            diff = validate_and_apply(blk, builder.parent_info(blk.header.prev_hash), PreState(st.get, st.supply, st),
+                                      CFG, chain["now"], params=builder.params)
+            raw = cs.store.get(S.undo_key(blk.hash))
+            assert raw == Undo.of(diff).encode() and Undo.decode(raw) == Undo.of(diff)
+            st.apply(diff)
+            st.hashes.append(blk.hash)
+    sup = Supply.zero()
+    a = (bytes(20), Account(5, 1))
+    forms = [Undo(sup, (a,)), Undo(sup, (a,), ((bytes(32), None),)), Undo(sup, (a,), (), ((b"k1", None), (b"k2", b"v"))),
+             Undo(sup, (), ((bytes(32), None),), ((b"k", b"v"),))]
+    assert [len(__import__("msgpack").unpackb(u.encode())) for u in forms] == [2, 3, 4, 4]
+    for u in forms:
+        assert Undo.decode(u.encode()) == u
+    for bad in (encode([sup.encode()]), encode([sup.encode(), [], [], [], []]), encode([b"x", []]),
+                encode([sup.encode(), [[bytes(19), Account(1, 0).encode()]]]),
+                encode([sup.encode(), [], [], [[b"k", b"v", b"w"]]]),
+                encode([sup.encode(), [], []]),                   # jobs list present but empty: not canonical
+                Undo(sup, (a,)).encode() + b"\x00"):
+        with pytest.raises(StorageError):
+            Undo.decode(bad)
