@@ -384,3 +384,27 @@ class GuardedSite(web.BaseSite):
         assert server is not None
         self._server = await loop.create_server(self._guard.wrap(server), self._host, self._port,
                                                 backlog=self._backlog, reuse_address=True)
+
+
+class GuardCollector:
+    """Prometheus collector: the guard's connection counts, peer slot evictions and event-loop lag."""
+
+    def __init__(self, node: Any):
+        self.node = node
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        g, p2p = self.node.guard, self.node.p2p
+        yield GaugeMetricFamily("pouw_connections_open", "Open connections on the node's listeners", len(g.conns))
+        yield GaugeMetricFamily("pouw_connections_max", "Connection cap (below the fd limit)", g.limits.max_conns)
+        yield CounterMetricFamily("pouw_connections_refused", "Connections closed at once (global or per-IP cap)",
+                                  g.refused)
+        yield CounterMetricFamily("pouw_connections_evicted", "Connections with an incomplete request evicted "
+                                  "at the cap", g.evicted)
+        yield CounterMetricFamily("pouw_connections_timed_out", "Connections closed at a header or body deadline",
+                                  g.timed_out)
+        yield CounterMetricFamily("pouw_peers_evicted", "Inbound peers evicted for a new one", p2p.evicted_count)
+        yield GaugeMetricFamily("pouw_peers_pending", "Inbound connections still in the p2p handshake",
+                                sum(1 for x in p2p.peers if x.inbound and not x.ready))
+        yield GaugeMetricFamily("pouw_event_loop_lag_seconds", "How late the node's 0.5 s tick last ran",
+                                self.node.loop_lag)

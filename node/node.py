@@ -148,6 +148,7 @@ class Node:
             raise
         self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
         self.metrics = Metrics(self)
+        self.loop_lag = 0.0  # seconds the last 0.5 s tick ran late (event-loop lag, /metrics)
         self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
                                expiry_s=conf.mempool_expiry_s, admit=self._admit_policy)
         self.book = PeerBook(self.datadir / PEERS_FILE)
@@ -160,6 +161,10 @@ class Node:
             max_conns=min(conf.max_conns, fd_budget()), max_per_ip=conf.max_conns_per_ip,
             header_timeout=conf.header_timeout, idle_timeout=conf.idle_timeout))
         self.api_port: int | None = conf.api_port
+        from prometheus_client import ProcessCollector
+        from node.netguard import GuardCollector
+        ProcessCollector(namespace="pouw", registry=self.metrics.registry)  # open fds, memory, CPU
+        self.metrics.registry.register(GuardCollector(self))
         self.api_token: str | None = conf.api_token
         self.sync = Sync(self)
         self.templates = Templates(self)
@@ -315,7 +320,9 @@ class Node:
     async def _ticker(self) -> None:
         n = 0
         while True:
+            t0 = time.monotonic()
             await asyncio.sleep(0.5)
+            self.loop_lag = max(0.0, time.monotonic() - t0 - 0.5)
             n += 1
             try:
                 self.sync.tick()

@@ -84,6 +84,13 @@ def test_partial_requests_time_out_and_per_address_cap_holds(tmp_path):
             await wait_for(lambda: all(is_closed(s) for s in socks), 5, what="partial requests closed")
             await wait_for(lambda: n.guard.count() == 0, 3, what="guard released every connection")
             assert n.guard.timed_out >= 9 and n.guard.refused >= 32
+            async with aiohttp.ClientSession() as s:  # /metrics: the guard's counts, process and loop health
+                async with s.get(n.url + "/metrics") as r:
+                    m = {ln.split()[0]: float(ln.split()[1]) for ln in (await r.text()).splitlines()
+                         if ln and not ln.startswith("#")}
+            assert m["pouw_connections_timed_out_total"] >= 9 and m["pouw_connections_refused_total"] >= 32
+            assert m["pouw_process_open_fds"] > 0 and m["pouw_process_resident_memory_bytes"] > 0
+            assert 0 <= m["pouw_event_loop_lag_seconds"] < 5
             # a slow body: declared 60 kB, sent a byte at a time, is closed at its body deadline
             body = raw_conn(n.port, "127.0.0.4", b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                                                  b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
