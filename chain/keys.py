@@ -97,6 +97,7 @@ def faucet_key() -> PrivateKey:
 SCRYPT_N = 1 << 15
 SCRYPT_R = 8
 SCRYPT_P = 1
+SCRYPT_MAX_COST = 2 * SCRYPT_N * SCRYPT_R * SCRYPT_P  # n·r·p a key file may ask for (twice ours: 64 MiB)
 
 
 def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -136,8 +137,9 @@ def load_key(path: str | Path, passphrase: str | None = None) -> PrivateKey:
             if passphrase is None:
                 raise KeyFileError(f"{path}: key file is encrypted; a passphrase is required")
             n, r, p = int(doc["n"]), int(doc["r"]), int(doc["p"])
-            if n > 1 << 20 or r > 32 or p > 16:
-                raise KeyFileError(f"{path}: scrypt parameters too large")
+            if n < 2 or n & (n - 1) or r < 1 or p < 1 or n * r * p > SCRYPT_MAX_COST:
+                raise KeyFileError(f"{path}: scrypt parameters out of range (n={n}, r={r}, p={p}; "
+                                   f"n·r·p at most {SCRYPT_MAX_COST})")
             k = _kdf(passphrase, bytes.fromhex(doc["salt"]), n, r, p)
             try:
                 seed = AESGCM(k).decrypt(bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["ciphertext"]), b"pouw-key-v1")

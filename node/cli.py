@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # e.g. a node that does not answer
         print(f"pouw {args.command}: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a wrong passphrase or a damaged key file: the message, not a traceback
+        from chain.errors import KeyFileError
+        if not isinstance(e, KeyFileError):
+            raise
+        print(f"pouw {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -39,12 +39,15 @@ def fmt_amount(units: int) -> str:
 
 
 def _passphrase(confirm: bool) -> str:
-    env = os.environ.get("POUW_WALLET_PASSPHRASE")
-    if env is not None:
-        return env
-    p = getpass.getpass("wallet passphrase: ")
-    if confirm and getpass.getpass("repeat passphrase: ") != p:
-        raise SystemExit("passphrases differ")
+    """The passphrase from $POUW_WALLET_PASSPHRASE or a prompt; a new key file (`confirm`) refuses an empty one."""
+    p = os.environ.get("POUW_WALLET_PASSPHRASE")
+    if p is None:
+        p = getpass.getpass("wallet passphrase: ")
+        if confirm and getpass.getpass("repeat passphrase: ") != p:
+            raise SystemExit("passphrases differ")
+    if confirm and not p:
+        raise SystemExit("wallet: empty passphrase refused; use --no-passphrase for an unencrypted key file "
+                         "(devnets only)")
     return p
 
 

@@ -481,3 +481,34 @@ def test_separate_api_and_p2p_listeners(tmp_path):
             await b.stop()
             await a.stop()
     run(main())
+
+
+# --- operator faults: wallet files -------------------------------------------------------------------------
+def _cli(args, env_extra, cwd):
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
+    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=120)
+
+
+def test_wallet_wrong_or_empty_passphrase_answers_clearly(tmp_path):
+    from chain.keys import save_key
+    w = tmp_path / "w.json"
+    save_key(w, PrivateKey.generate(), "right", scrypt_n=1 << 10)
+    r = _cli(["wallet", "balance", "--wallet", str(w)], {"POUW_WALLET_PASSPHRASE": "wrong"}, tmp_path)
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _cli(["wallet", "new", "--wallet", str(tmp_path / "n.json")], {"POUW_WALLET_PASSPHRASE": ""}, tmp_path)
+    assert r.returncode != 0 and "empty passphrase" in r.stderr and not (tmp_path / "n.json").exists(), r.stderr
+
+
+def test_key_file_scrypt_parameters_are_bounded(tmp_path):
+    from chain.errors import KeyFileError
+    from chain.keys import load_key, save_key
+    p = tmp_path / "k.json"
+    save_key(p, PrivateKey.generate(), "pw", scrypt_n=1 << 10)
+    doc = json.loads(p.read_text())
+    for n, r in ((1 << 17, 8), (1 << 15, 32), (3000, 8), (0, 8)):
+        p.write_text(json.dumps(dict(doc, n=n, r=r)))
+        with pytest.raises(KeyFileError, match="scrypt parameters out of range"):
+            load_key(p, "pw")
+    p.write_text(json.dumps(doc))
+    assert load_key(p, "pw")
