@@ -5,6 +5,12 @@ knows every other node's address. The client wallet D/wallet (unencrypted: devne
 the devnet faucet (configs/devnet.toml) through node 0's API. SIGINT/SIGTERM stop all nodes (SIGTERM,
 then SIGKILL after a timeout); each node saves its mempool and closes its database.
 
+Faults an operator meets get a clear answer: the nodes die with the devnet, even when it is killed with
+SIGKILL (``PR_SET_PDEATHSIG``: SIGTERM, so they still stop cleanly); a second devnet on the same data
+directory (``D/devnet.lock``, an flock) or a port already answering exits at once saying so, and a node
+that answers with another node id than its own key is reported. The ready lines are printed only when
+the client wallet's funding transaction is mined (or say that it is still pending after a while).
+
 A network template (a config with ``genesis_timestamp = 0``, such as ``devnet``) is launched once: the
 first run writes D/network.toml with the genesis dated then, and every node of this devnet (and every
 later run on D) is started with that file, so all share one genesis.
@@ -15,6 +21,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +32,47 @@ from node.wallet import UNIT, fmt_amount, send
 from node.worker import ApiError, NodeClient
 
 FUND_TOKENS = 1_000_000
+FUND_WAIT_S = 120.0
+LOCK_FILE = "devnet.lock"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the devnet process dies, however it dies (Linux)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the devnet died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _lock(base: Path):
+    """Hold D/devnet.lock for the devnet's life; None (after saying why) when another devnet holds it."""
+    import fcntl
+    f = open(base / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        print(f"devnet: {base} is in use by another devnet (pid {other}); stop it first", file=sys.stderr)
+        return None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _port_in_use(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        return True
+    except OSError:
+        return False
 
 
 def add_arguments(sub) -> None:
@@ -63,7 +111,23 @@ def _fund(url: str, wallet: PrivateKey) -> None:
         print("devnet: faucet has too little to fund the wallet", file=sys.stderr)
         return
     res = send(url, fk, wallet.address, FUND_TOKENS * UNIT, 10_000)
-    print(f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…)")
+    print(f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…); "
+          "waiting for it to be mined")
+    sys.stdout.flush()
+
+
+def _wait_funded(url: str, wallet: PrivateKey, timeout: float, cancelled=lambda: False) -> bool:
+    """True once the wallet has a confirmed balance (the funding transaction is mined)."""
+    c = NodeClient(url, timeout=2.0)
+    end = time.time() + timeout
+    while time.time() < end and not cancelled():
+        try:
+            if c.call("GET", f"/api/v1/accounts/{wallet.address.hex()}")["balance"] > 0:
+                return True
+        except (OSError, ApiError, ValueError):
+            pass
+        time.sleep(0.3)
+    return False
 
 
 def network_file(base: Path, network: str, now: int) -> str:
@@ -102,6 +166,14 @@ def _issuer_wallet(base: Path, network: str) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     base = Path(args.datadir).resolve()
     base.mkdir(parents=True, exist_ok=True)
+    lock = _lock(base)
+    if lock is None:
+        return 1
+    busy = [args.base_port + i for i in range(args.nodes) if _port_in_use(args.base_port + i)]
+    if busy:
+        print(f"devnet: port(s) {busy} already answer on 127.0.0.1 (nodes left from an earlier run? another "
+              "program?); stop them or choose --base-port", file=sys.stderr)
+        return 1
     try:
         network = network_file(base, args.network, int(time.time()))
     except (OSError, ValueError) as e:
@@ -140,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
         # share the cores between the nodes instead of oversubscribing them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nodes)))
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                      cwd=str(Path(__file__).resolve().parents[1]), env=env))
+                                      cwd=str(Path(__file__).resolve().parents[1]), env=env,
+                                      preexec_fn=_die_with_parent))
         log.close()
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     rc = 0
@@ -148,8 +221,19 @@ def run(args: argparse.Namespace) -> int:
         for i, u in enumerate(urls):
             if stopping:
                 break
-            if _wait_ready(u, 60.0, lambda: stopping) is None and not stopping:
+            st = _wait_ready(u, 60.0, lambda: stopping or procs[i].poll() is not None)
+            if st is None and not stopping:
                 print(f"devnet: node{i} did not start; see {base / f'node{i}' / 'node.log'}", file=sys.stderr)
+                rc = 1
+                stopping = True
+                break
+            try:
+                own = load_key(base / f"node{i}" / "node_key.json").pubkey.hex()
+            except Exception:
+                own = None
+            if st is not None and own is not None and st.get("node_id") != own:
+                print(f"devnet: {u} answers as node {st.get('node_id', '?')[:16]}, not node{i} "
+                      f"({own[:16]}); another node holds the port", file=sys.stderr)
                 rc = 1
                 stopping = True
                 break
@@ -158,6 +242,9 @@ def run(args: argparse.Namespace) -> int:
                 _fund(urls[0], wallet)
             except (OSError, ApiError) as e:
                 print(f"devnet: could not fund the wallet: {e}", file=sys.stderr)
+            if not _wait_funded(urls[0], wallet, 0 if args.no_mine else FUND_WAIT_S, lambda: stopping):
+                print("devnet: the wallet's funding is still pending (not mined yet); balances show it once "
+                      "a block includes it")
             print(json.dumps({"nodes": urls, "datadirs": [str(base / f"node{i}") for i in range(args.nodes)],
                               "wallet": str(wallet_path), "address": wallet.address.hex(),
                               "issuer_wallet": str(issuer_path) if issuer_path else None}))

@@ -7,7 +7,9 @@
    (`getblocks`, ≤ 16 in flight per peer, from any peer that claims enough work) in a moving window.
    A header chain with no more work than the tip is never downloaded (low-work chains are ignored).
 3. Requests time out (`BLOCK_TIMEOUT`) and go to another peer; a peer that stalls three times is
-   disconnected (not banned).
+   disconnected (not banned). A peer asked for headers because it claims more chainwork than our best
+   header, which then answers with nothing that raises the work it proved (or does not answer within
+   `HEADERS_TIMEOUT`), loses its claim and is disconnected: it is not asked again and again.
 4. Progress (height, target, blocks/s, ETA) is logged every few seconds and exposed in `/api/v1/status`.
 """
 from __future__ import annotations
@@ -103,6 +105,15 @@ class Sync:
         if work > peer.work:
             peer.work, peer.height, peer.tip = work, height, tip
 
+    def claim_failed(self, peer: Peer, why: str) -> None:
+        """The peer does not serve the chainwork it claimed: drop the claim and disconnect it."""
+        log.info("sync: peer %s %s (claimed work %d, proved %d); disconnecting", peer.name, why, peer.work,
+                 peer.proven_work)
+        peer.work = peer.proven_work
+        self.node.metrics.misbehaviour.inc()
+        if not peer.closed:
+            self.node.p2p._spawn(self.node.p2p.close(peer, "claimed chain not delivered"))
+
     # --- serving ---------------------------------------------------------------------------------------
     def on_getheaders(self, peer: Peer, locator: list[bytes], stop: bytes) -> None:
         start = 0
@@ -149,6 +160,7 @@ class Sync:
             self.node.p2p.misbehave(peer, 5, "unsolicited headers")
             return
         peer.headers_req_at = 0.0
+        proved_before = peer.proven_work
         cfg = self.chain.cfg
         last = None
         for i, raw in enumerate(headers):
@@ -172,6 +184,9 @@ class Sync:
                 await asyncio.sleep(0)  # header proofs cost ~1 ms each: let others run
         if last is not None:
             self.peer_claims(peer, last.chainwork, last.height, last.hash)
+        if peer.proven_work <= proved_before and peer.work > max(peer.proven_work, self.best_header.chainwork):
+            self.claim_failed(peer, "answered getheaders without the chain it claims")
+            return
         if len(headers) >= MAX_HEADERS or (last is not None and peer.work > self.best_header.chainwork
                                            and len(headers) > 0 and last.hash != peer.tip):
             self.request_headers(peer)
@@ -237,11 +252,14 @@ class Sync:
                 if p.stalls >= 3 and not p.closed:
                     self.node.p2p._spawn(self.node.p2p.close(p, "stalled"))
         for p in self.node.p2p.ready_peers:
-            if p.work > self.best_header.chainwork:
-                self.request_headers(p)
-            elif p.headers_req_at and now - p.headers_req_at > HEADERS_TIMEOUT:
+            if p.headers_req_at and now - p.headers_req_at > HEADERS_TIMEOUT:
                 p.headers_req_at = 0.0
                 p.stalls += 1
+                if p.work > max(p.proven_work, self.best_header.chainwork):
+                    self.claim_failed(p, "did not answer getheaders")
+                    continue
+            if p.work > self.best_header.chainwork:
+                self.request_headers(p)
         self.schedule()
         self.samples.append((now, self.chain.height))
         if self.syncing and now - self.last_progress >= PROGRESS_EVERY:

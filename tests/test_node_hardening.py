@@ -201,11 +201,12 @@ class RawPeer:
         await self.ws.close()
         await self.session.close()
 
-    async def handshake(self) -> bool:
+    async def handshake(self, work: int = 0, height: int = 0) -> bool:
         g = self.node.chain.genesis.hash
         await self.ws.send_bytes(self.codec.encode(
             "hello", v=PROTOCOL_VERSION, chain_id=self.node.cfg.chain_id, genesis=g, node_id=self.key.pubkey,
-            nonce=os.urandom(32), port=0, height=0, work=(0).to_bytes(32, "big"), tip=g, agent=AGENT))
+            nonce=os.urandom(32), port=0, height=height, work=work.to_bytes(32, "big"), tip=os.urandom(32),
+            agent=AGENT))
         while True:
             try:
                 msg = await self.ws.receive(timeout=5)
@@ -324,6 +325,39 @@ def test_full_inbound_slots_evict_and_bans_hold_against_fresh_keys(tmp_path):
         finally:
             for p in peers:
                 await p.__aexit__()
+            await a.stop()
+    run(main())
+
+
+@pytest.mark.timeout(60)
+def test_peer_claiming_a_chain_it_does_not_deliver_is_not_asked_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr("node.sync.HEADERS_TIMEOUT", 1.0)
+
+    async def main():
+        a = await start_node(tmp_path / "a")
+        try:
+            for answer in (True, False):  # answers with no headers / does not answer at all
+                async with RawPeer(a, "127.0.9.1" if answer else "127.0.9.2") as liar:
+                    assert await liar.handshake(work=1 << 200, height=10**6)
+                    asked, end = 0, time.monotonic() + 6
+                    while time.monotonic() < end:
+                        try:
+                            msg = await liar.ws.receive(timeout=max(0.05, end - time.monotonic()))
+                        except asyncio.TimeoutError:
+                            break
+                        if msg.type != aiohttp.WSMsgType.BINARY:
+                            break
+                        t, m = liar.codec.decode(msg.data)
+                        if t == "getheaders":
+                            asked += 1
+                            if answer:
+                                await liar.ws.send_bytes(liar.codec.encode("headers", headers=[]))
+                    assert liar.ws.closed or await liar.closed(2), "the liar must be disconnected"
+                    assert asked == 1, f"asked {asked} times"
+                assert not a.sync.syncing
+            st, doc, _ = await api(a.url, "GET", "/api/v1/status")
+            assert doc["sync"]["syncing"] is False
+        finally:
             await a.stop()
     run(main())
 
@@ -512,3 +546,77 @@ def test_key_file_scrypt_parameters_are_bounded(tmp_path):
             load_key(p, "pw")
     p.write_text(json.dumps(doc))
     assert load_key(p, "pw")
+
+
+# --- operator faults: devnet -------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except OSError:
+        return False
+
+
+def _pids_with(arg: str) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    if arg.encode() in f.read().split(b"\0") and _alive(int(d)):
+                        out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+@pytest.mark.timeout(240)
+def test_devnet_ready_means_funded_nodes_die_with_it_and_a_busy_datadir_is_refused(tmp_path):
+    from chain.keys import load_key
+    from node.worker import NodeClient
+    port = free_port()
+    d = tmp_path / "dn"
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [sys.executable, "-m", "node.cli", "devnet", "--nodes", "1", "--base-port", str(port), "--datadir",
+            str(d), "--network", "regtest", "--block-interval", "0.3", "--status-every", "0"]
+    p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node_pids: list[int] = []
+    try:
+        end = time.monotonic() + 150
+        lines = []
+        while time.monotonic() < end:
+            line = p.stdout.readline()
+            assert line, "devnet exited early:\n" + "".join(lines)
+            lines.append(line)
+            if "node(s) up" in line:
+                break
+        # ready means funded: the first client command can spend
+        addr = load_key(d / "wallet").address.hex()
+        assert NodeClient(f"http://127.0.0.1:{port}").call("GET", f"/api/v1/accounts/{addr}")["balance"] > 0
+        node_pids = _pids_with(str(d / "node0"))
+        assert len(node_pids) == 1
+        # a second devnet on the same datadir says so and exits
+        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "in use" in r.stderr, r.stdout + r.stderr
+        # SIGKILL the devnet: its node goes too (and stops cleanly: SIGTERM)
+        p.kill()
+        p.wait(10)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and _alive(node_pids[0]):
+            time.sleep(0.2)
+        assert not _alive(node_pids[0]), "the node outlived its devnet"
+        assert "stopped at height" in (d / "node0" / "node.log").read_text()
+        # a port that something else answers on is refused before any node starts
+        with socket.socket() as squatter:
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "already answer" in r.stderr and "node(s) up" not in r.stdout, r.stdout + r.stderr
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for pid in node_pids:
+            if _alive(pid):
+                os.kill(pid, 9)
