@@ -45,9 +45,11 @@ class ApiError(Exception):
         self.status = status
         self.code = code
         self.message = message
+        self.headers: dict[str, str] = {}
 
     def response(self) -> web.Response:
-        return web.json_response({"error": {"code": self.code, "message": self.message}}, status=self.status)
+        return web.json_response({"error": {"code": self.code, "message": self.message}}, status=self.status,
+                                 headers=self.headers or None)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:
@@ -493,26 +495,8 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
         return _json({"status": status, "height": cs.height, "count": len(items),
                       "jobs": [job_json(j, r) for j, r in items[:limit]]})
 
-    async def put_blob(request):
-        cap = node.blobs.max_bytes
-        expect = request.query.get("hash") or request.headers.get("X-Blob-Hash")
-        want = hexarg(expect, "hash", 32) if expect else None
-        role = request.query.get("role") or None
-        if role is not None and role not in ("a", "b", "c"):
-            raise ApiError(400, "bad-param", "role must be a (H_A, rows of A), b (H_B, columns of B) or c (H_C)")
-        if request.content_length is not None and request.content_length > cap:
-            raise ApiError(413, "blob-too-large", f"{request.content_length} bytes > {cap}")
-        buf = bytearray()
-        async for chunk in request.content.iter_chunked(1 << 16):
-            buf += chunk
-            if len(buf) > cap:
-                raise ApiError(413, "blob-too-large", f"more than {cap} bytes")
-        from node.blobs import BlobError
-        try:
-            h = node.blobs.put(bytes(buf), expect=want, role=role)
-        except BlobError as e:
-            raise ApiError(413 if e.code == "blob-too-large" else 400, e.code, e.message) from None
-        return _json({"hash": h.hex(), "size": len(buf)}, status=201)
+    async def put_blob(request):  # admission, quotas, streaming and checks: node/blobgate.py
+        return await node.blobgate.upload(request)
 
     r.post(API + "/blobs")(put_blob)
     r.put(API + "/blobs")(put_blob)

@@ -17,6 +17,9 @@ Format and address (docs/jobs-client.md, docs/api.md):
 
 Storage: ``<datadir>/blobs/<hex[:2]>/<hex>``, written to a temporary file, fsynced and renamed (atomic).
 
+Uploads through the API pass `node.blobgate` first (which blobs a node accepts, quotas, streaming to a
+temporary file that `BlobStore.put_file` verifies and moves into place).
+
 Retention (`BlobStore.prune`, run by the node every `PRUNE_EVERY_S`): a blob is kept while a live job
 references it (as A, B or C), for ``retention_blocks`` blocks after the job settled (``closed_height``),
 and, when no job references it, for ``orphan_grace_s`` seconds after it was written (a client uploads its
@@ -188,6 +191,22 @@ class BlobStore:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        return h
+
+    def put_file(self, tmp: str | Path, expect: bytes | None = None, role: str | None = None) -> bytes:
+        """Verify a blob already written to `tmp` (in this store's file system) and move it into place
+        (the upload path: no second copy); returns the address. Idempotent; `tmp` is consumed."""
+        tmp = Path(tmp)
+        h = self.check(tmp.read_bytes(), expect, role)
+        p = self.path(h)
+        if p.exists():
+            os.utime(p)
+            tmp.unlink(missing_ok=True)
+            return h
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, p)
         return h

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -121,9 +122,15 @@ class Client:
         self._cfg = None
 
     # --- HTTP ----------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method,
-                                     headers={"Content-Type": ctype} if ctype else {})
+    def _request(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None,
+                 extra: dict | None = None) -> tuple[int, bytes]:
+        headers = dict(extra or {})
+        if ctype:
+            headers["Content-Type"] = ctype
+        token = os.environ.get("POUW_API_TOKEN")
+        if token and method not in ("GET", "HEAD"):
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return r.status, r.read()
@@ -170,11 +177,13 @@ class Client:
         return self.call("POST", "/api/v1/tx", {"tx": tx.encoded.hex()})
 
     # --- blobs ---------------------------------------------------------------------------------------
-    def put_blob(self, data: bytes, address: bytes | str | None = None) -> str:
+    def put_blob(self, data: bytes, address: bytes | str | None = None, job_tx=None) -> str:
         """Upload blob bytes (the node checks size, format and that they commit to `address`, e.g. the
-        job's H_A / H_B; default: H_C of an int32 blob); returns the hex address."""
+        job's H_A / H_B; default: H_C of an int32 blob); returns the hex address. A node stores only blobs
+        a job names: `job_tx` is the signed submit that names this one (sent as X-Pouw-Job-Tx, node.blobgate)."""
         h = address.hex() if isinstance(address, bytes) else address or blob_hash(data).hex()
-        _, raw = self._request("POST", f"/api/v1/blobs?hash={h}", data, "application/octet-stream")
+        extra = {"X-Pouw-Job-Tx": job_tx.encoded.hex()} if job_tx is not None else None
+        _, raw = self._request("POST", f"/api/v1/blobs?hash={h}", data, "application/octet-stream", extra)
         got = json.loads(raw)["hash"]
         if got != h:
             raise ClientError("blob-hash-mismatch", f"node stored {got}, expected {h}")
@@ -333,25 +342,26 @@ class Client:
         if acct["balance"] < need:
             raise ClientError("bad-txn-balance", f"balance {acct['balance']} of {key.address.hex()} < max fees "
                               f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
+        acct = self.account(key.address)
+        deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
+        nonce = acct["pending_nonce"]
+        # the submits are signed first: each upload carries the submit that names it (node.blobgate)
+        txs = [make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, job.h_a, job.h_b, tx_fee)
+               for i, ((_, _, _, job), fee) in enumerate(zip(preps, fees))]
         sent: set[str] = set()
         blobs = []
-        for ap, bp, _, job in preps:
+        for (ap, bp, _, job), tx in zip(preps, txs):
             hs = []
             for t, addr in ((ap, job.h_a), (bp, job.h_b)):   # an operand's address is its commitment
                 h = addr.hex()
                 if h not in sent:
-                    self.put_blob(encode_array(t), addr)
+                    self.put_blob(encode_array(t), addr, job_tx=tx)
                     sent.add(h)
                 hs.append(h)
             blobs.append(hs)
-        acct = self.account(key.address)
-        deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
-        nonce = acct["pending_nonce"]
         subs: list[Submitted] = []
         t0 = time.monotonic()
-        for i, ((ap, bp, shape, job), fee, (ha, hb)) in enumerate(zip(preps, fees, blobs)):
-            tx = make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, bytes.fromhex(ha),
-                                 bytes.fromhex(hb), tx_fee)
+        for i, ((ap, bp, shape, job), fee, (ha, hb), tx) in enumerate(zip(preps, fees, blobs, txs)):
             try:
                 self.send_tx(tx)
             except ClientError as e:

@@ -57,6 +57,9 @@ def cmd_node(args: argparse.Namespace) -> int:
                       mempool_max_bytes=args.mempool_max_bytes, mempool_expiry_s=args.mempool_expiry,
                       take_jobs=not args.no_jobs, job_bond=args.job_bond,
                       min_job_fee_rate=args.min_job_fee_rate, blob_retention_blocks=args.blob_retention,
+                      blob_grace_s=args.blob_grace,
+                      blob_account_quota=args.blob_account_quota, blob_pending_max=args.blob_pending_max,
+                      blob_store_max=args.blob_store_max,
                       api_host=args.api_host, api_port=args.api_port,
                       api_token=args.api_token or os.environ.get("POUW_API_TOKEN") or None,
                       api_allowed_hosts=list(args.api_allow_host or []),
@@ -172,6 +175,13 @@ def register(sub) -> None:
                        help="seconds a client has to send a request's head (default 10)")
         p.add_argument("--idle-timeout", type=float, default=30.0,
                        help="seconds an idle keep-alive connection stays open (default 30)")
+        p.add_argument("--blob-account-quota", type=int, default=2 << 30,
+                       help="bytes of uploaded blobs one paying account may have that no chain job names yet")
+        p.add_argument("--blob-pending-max", type=int, default=8 << 30,
+                       help="bytes of such unreferenced uploads of all accounts together")
+        p.add_argument("--blob-store-max", type=int, default=64 << 30, help="bytes of blobs on disk")
+        p.add_argument("--blob-grace", type=float, default=600.0,
+                       help="seconds a blob no job names is kept (default 600)")
         p.add_argument("--noban", action="append", metavar="IP",
                        help="IP never banned by address, only by node id (repeatable; default 127.0.0.1 and ::1)")
         p.add_argument("--peer", action="append", help="peer address host:port (repeatable)")

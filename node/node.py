@@ -77,7 +77,10 @@ class NodeConfig:
     cheat_jobs: bool | None = None      # TESTS ONLY: corrupt C[0][0] of every result (default: $POUW_CHEAT_JOBS=1)
     blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
     blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
-    blob_grace_s: float = 3600.0        # keep unreferenced blobs (uploads before their submit) this long
+    blob_grace_s: float = 600.0         # keep unreferenced blobs (uploads before their submit) this long
+    blob_account_quota: int = 2 << 30   # unreferenced upload bytes one paying account may hold (node.blobgate)
+    blob_pending_max: int = 8 << 30     # unreferenced upload bytes of all accounts together
+    blob_store_max: int = 64 << 30      # bytes of blobs on disk; uploads beyond get 429 blob-store-full
     # --- listeners and limits (docs/operations.md) ---
     api_host: str | None = None         # a separate API listener (with api_port); default: host
     api_port: int | None = None         # None: the API shares host:port with p2p
@@ -177,6 +180,9 @@ class Node:
         cap = max_blob_bytes(self.cfg)
         self.blobs = BlobStore(self.datadir / BLOBS_DIR, min(cap, conf.blob_max_bytes or cap),
                                retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
+        from node.blobgate import BlobGate
+        self.blobgate = BlobGate(self, account_quota=conf.blob_account_quota, pending_max=conf.blob_pending_max,
+                                 store_max=conf.blob_store_max, grace_s=conf.blob_grace_s)
         self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
         self._fetching_c: set[bytes] = set()  # result txids whose C is being fetched before admission
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}

@@ -215,8 +215,10 @@ class NodeClient:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Content-Type": "application/json"} if data else {}
+        if os.environ.get("POUW_API_TOKEN") and method not in ("GET", "HEAD"):  # docs/operations.md
+            headers["Authorization"] = "Bearer " + os.environ["POUW_API_TOKEN"]
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return json.loads(r.read())

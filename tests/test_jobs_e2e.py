@@ -241,9 +241,21 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
         try:
             good = encode_array(np.arange(12, dtype=np.int8).reshape(3, 4))
             h = blob_hash(good, "a").hex()   # its address as an A: H_A
+            # a node stores only blobs a job names: uploads carry a signed submit (node/blobgate.py)
+            payer = PrivateKey.from_phrase(b"e2e blob payer")
+            await fund(gw, payer)
+            from types import SimpleNamespace
+            from chain.tx import make_job_submit
+
+            def names(*hs: str) -> dict:
+                a_, b_ = bytes.fromhex(hs[0]), bytes.fromhex(hs[-1])
+                job = SimpleNamespace(h_a=a_, h_b=b_, m=4, k=4, n=4)
+                tx = make_job_submit(payer, gw.cfg.chain_id, 0, job, 1000, 100, a_, b_, 1000)
+                return {"X-Pouw-Job-Tx": tx.encoded.hex()}
             async with aiohttp.ClientSession() as s:
-                async def put(data, q=""):
-                    async with s.post(gw.url + "/api/v1/blobs" + q, data=data) as r:
+                async def put(data, q="", hdr=None):
+                    hdr = hdr if hdr is not None else names(q.rpartition("hash=")[2] if "hash=" in q else h)
+                    async with s.post(gw.url + "/api/v1/blobs" + q, data=data, headers=hdr) as r:
                         return r.status, await r.json()
                 st, doc = await put(good, "?hash=" + "00" * 32)
                 assert st == 400 and doc["error"]["code"] == "blob-hash-mismatch"
@@ -255,12 +267,13 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
                 assert st == 400 and doc["error"]["code"] == "bad-blob"
                 st, doc = await put(good, "?hash=" + h)
                 assert st == 201 and doc["hash"] == h
-                async with s.put(gw.url + "/api/v1/blobs?role=a", data=good) as r:  # PUT works too, idempotent
+                hb = blob_hash(good, "b").hex()
+                async with s.put(gw.url + "/api/v1/blobs?role=a", data=good, headers=names(h)) as r:  # PUT, idempotent
                     assert r.status == 201 and (await r.json())["hash"] == h
-                async with s.put(gw.url + "/api/v1/blobs", data=good) as r:  # int8: H_A or H_B? name the role
+                async with s.put(gw.url + "/api/v1/blobs", data=good, headers=names(h)) as r:  # H_A or H_B? the role
                     assert r.status == 400 and (await r.json())["error"]["code"] == "blob-role-needed"
-                async with s.put(gw.url + "/api/v1/blobs?role=b", data=good) as r:  # the same bytes as a B
-                    assert r.status == 201 and (await r.json())["hash"] == blob_hash(good, "b").hex() != h
+                async with s.put(gw.url + "/api/v1/blobs?role=b", data=good, headers=names(h, hb)) as r:  # as a B
+                    assert r.status == 201 and (await r.json())["hash"] == hb != h
                 wide = encode_array(np.full((2, 2), 65, dtype=np.int8))
                 st, doc = await put(wide, "?role=a")
                 assert st == 400 and doc["error"]["code"] == "bad-blob"   # outside the operand range

@@ -620,3 +620,121 @@ def test_devnet_ready_means_funded_nodes_die_with_it_and_a_busy_datadir_is_refus
         for pid in node_pids:
             if _alive(pid):
                 os.kill(pid, 9)
+
+
+# --- blob uploads ------------------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monkeypatch):
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from chain.keys import faucet_key
+    from chain.tx import make_job_submit, make_transfer
+    from node.blobs import blob_hash, encode_array
+    from node.client import Client
+
+    async def main():
+        n = await start_node(tmp_path / "n", mine=True, interval=0.2, take_jobs=False,
+                             blob_account_quota=40_000, blob_store_max=10_000_000, blob_grace_s=1.0)
+        payer, poor = PrivateKey.generate(), PrivateKey.generate()
+        f = faucet_key()
+        n.add_tx(make_transfer(f, n.cfg.chain_id, n.mempool.pending_nonce(f.address), payer.address, 10**12, 1000))
+        await wait_for(lambda: n.chain.get_account(payer.address).balance > 0, 30, what="funding")
+        rng = np.random.default_rng(3)
+        blob = lambda m, k: encode_array(rng.integers(-64, 65, size=(m, k), dtype=np.int8))  # noqa: E731
+
+        def voucher(key, ha: bytes, hb: bytes | None = None, max_fee: int = 10**6) -> dict:
+            hb = hb or ha
+            job = SimpleNamespace(h_a=ha, h_b=hb, m=64, k=64, n=64)
+            tx = make_job_submit(key, n.cfg.chain_id, 0, job, max_fee, 100, ha, hb, 1000)
+            return {"X-Pouw-Job-Tx": tx.encoded.hex()}
+
+        async def put(data: bytes, h: bytes, headers=None):
+            return await api(n.url, "POST", f"/api/v1/blobs?hash={h.hex()}", data=data,
+                             headers={"Content-Type": "application/octet-stream", **(headers or {})})
+        try:
+            a1 = blob(128, 128)
+            h1 = blob_hash(a1, "a")
+            # nobody names it: refused before the body is read (a 50 MB Content-Length, no body sent)
+            s = raw_conn(n.port, "127.0.0.1", (f"POST /api/v1/blobs?hash={h1.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                               "Content-Type: application/octet-stream\r\n"
+                                               "Content-Length: 50000000\r\n\r\n").encode())
+            s.setblocking(True)
+            s.settimeout(5)
+            head = await asyncio.to_thread(s.recv, 4096)   # the node runs on this loop: wait in a thread
+            s.close()
+            assert head.startswith(b"HTTP/1.1 403") and b"blob-not-referenced" in head, head[:300]
+            st, doc, _ = await put(a1, h1)
+            assert (st, doc["error"]["code"]) == (403, "blob-not-referenced") and not n.blobs.has(h1)
+            # vouched for by an account that cannot pay: refused
+            st, doc, _ = await put(a1, h1, voucher(poor, h1))
+            assert (st, doc["error"]["code"]) == (403, "blob-not-paid")
+            # vouched for by a paying account: stored (verified in a worker thread), charged to it
+            threads = []
+            real = n.blobs.put_file
+            monkeypatch.setattr(n.blobs, "put_file", lambda *a: threads.append(threading.current_thread()) or real(*a))
+            st, doc, _ = await put(a1, h1, voucher(payer, h1))
+            assert st == 201 and doc["hash"] == h1.hex() and n.blobs.has(h1)
+            assert threads and threads[0] is not threading.main_thread()
+            assert n.blobgate.charged(payer.address) == len(a1)
+            # a voucher that names another blob does not admit this one
+            a2 = blob(128, 128)
+            h2 = blob_hash(a2, "a")
+            st, doc, _ = await put(a2, h2, voucher(payer, h1))
+            assert (st, doc["error"]["code"]) == (403, "blob-not-referenced")
+            # the account's quota (40 kB of unreferenced blobs): the third 16 kB blob is one too many
+            st, doc, _ = await put(a2, h2, voucher(payer, h2))
+            assert st == 201
+            a3 = blob(128, 128)
+            h3 = blob_hash(a3, "a")
+            st, doc, hdr = await put(a3, h3, voucher(payer, h3))
+            assert (st, doc["error"]["code"]) == (429, "blob-quota-exceeded") and int(hdr["Retry-After"]) > 0
+            assert not n.blobs.has(h3)
+            # a job in the mempool names a blob: anyone may upload it (no voucher needed)
+            ops = (rng.integers(-64, 65, size=(20, 70), dtype=np.int8), rng.integers(-64, 65, size=(70, 12), dtype=np.int8))
+            n.blobgate.account_quota = 10**9
+            cl = Client(n.url)
+            sub = await asyncio.to_thread(cl.submit_job, payer, *ops, None, False)   # the SDK vouches with the submit
+            assert n.blobs.has(sub.job.h_a) and n.blobs.has(sub.job.h_b)
+            await wait_for(lambda: n.mempool.get(bytes.fromhex(sub.job_id)) is not None
+                           or n.chain.get_job(bytes.fromhex(sub.job_id)) is not None, 10, what="submit known")
+            n.blobs.path(sub.job.h_a).unlink()
+            _, _, _, job = cl.prepare(*ops)
+            st, doc, _ = await put(encode_array(cl.prepare(*ops)[0]), job.h_a)
+            assert st == 201 and n.blobs.has(job.h_a)
+            # two uploads at once per client address; a third waits its turn (429)
+            hold = []
+            for _ in range(2):
+                c = raw_conn(n.port, "127.0.0.1", (f"POST /api/v1/blobs?hash={h3.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                   "Content-Type: application/octet-stream\r\nX-Pouw-Job-Tx: "
+                                                   f"{voucher(payer, h3, max_fee=1)['X-Pouw-Job-Tx']}\r\n"
+                                                   f"Content-Length: {len(a3)}\r\n\r\n").encode() + a3[:100])
+                hold.append(c)
+            await wait_for(lambda: n.blobgate.uploading.get("127.0.0.1", 0) == 2, 5, what="two uploads in flight")
+            st, doc, hdr = await put(a3, h3, voucher(payer, h3))
+            assert (st, doc["error"]["code"]) == (429, "too-many-uploads") and "Retry-After" in hdr
+            for c in hold:
+                c.close()
+            await wait_for(lambda: not n.blobgate.uploading, 5, what="uploads released")
+            # the store's total limit
+            n.blobgate.store_max = n.blobgate.usage() + 1000
+            st, doc, _ = await put(a3, h3, voucher(payer, h3))
+            assert (st, doc["error"]["code"]) == (429, "blob-store-full")
+            # too large for any job: 413 before reading
+            n.blobs.max_bytes = 1000
+            st, doc, _ = await put(a3, h3, voucher(payer, h3))
+            assert (st, doc["error"]["code"]) == (413, "blob-too-large")
+            # unreferenced uploads expire (grace 1 s); blobs a job names stay
+            await asyncio.sleep(1.5)
+            n.blobs.prune(n.chain.jobs(), n.chain.height)
+            assert not n.blobs.has(h1) and not n.blobs.has(h2)
+            n.blobgate.expire()
+            assert n.blobgate.charged(payer.address) == 0
+            rec = n.chain.get_job(bytes.fromhex(sub.job_id))
+            if rec is not None:  # mined meanwhile: its operands are kept
+                assert n.blobs.has(job.h_a)
+        finally:
+            await n.stop()
+    run(main())
