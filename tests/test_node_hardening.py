@@ -738,3 +738,93 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
         finally:
             await n.stop()
     run(main())
+
+
+# --- every documented route: no 5xx on arbitrary input (a light, dependency-free schemathesis) ----------
+def _documented_routes() -> list[tuple[str, str]]:
+    import re
+    out, path = [], None
+    for line in open(os.path.join(os.path.dirname(__file__), "..", "docs", "openapi.yaml")):
+        m = re.match(r"^  (/\S+):\s*$", line)
+        if m:
+            path = m.group(1)
+            continue
+        m = re.match(r"^    (get|post|put|delete|patch):", line)
+        if m and path:
+            out.append((m.group(1).upper(), path))
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
+    import re
+    import threading
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    routes = _documented_routes()
+    assert len(routes) >= 20, routes
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+    box = {}
+
+    def serve():
+        asyncio.set_event_loop(loop)
+        box["node"] = loop.run_until_complete(start_node(tmp_path / "n"))
+        started.set()
+        loop.run_forever()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    assert started.wait(60)
+    node = box["node"]
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                               lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                               max_leaves=12)
+    fields = st.sampled_from(["tx", "address", "worker", "work_rate", "header", "template_id", "m", "k", "n",
+                              "device", "hash", "role"])
+    bodies = st.one_of(json_values, st.dictionaries(fields, json_values, max_size=5),
+                       st.binary(max_size=64).map(lambda b: b.hex()))
+    params = st.text(max_size=24) | st.sampled_from(["1_0", "²", "-1", "0x" + "ab" * 32, "ab" * 32, "tip", "9" * 40])
+    queries = st.dictionaries(st.sampled_from(["limit", "from", "status", "format", "local", "hash", "role", "m",
+                                               "k", "n", "fee"]), params, max_size=3)
+    seen = {}
+
+    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(st.sampled_from(routes), params, queries, bodies, st.sampled_from(["GET", "DELETE", None]))
+    def check(route, param, query, body, other_method):
+        method, path = route
+        if other_method is not None and not (method == "GET" and other_method == "GET"):
+            method = other_method if other_method != "GET" else method
+        url = node.url + re.sub(r"\{[^}]+\}", urllib.parse.quote(param, safe="") or "x", path)
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = json.dumps(body).encode() if method in ("POST", "PUT") else None
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, raw, hdrs = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            status, raw, hdrs = e.code, e.read(), e.headers
+        seen[status] = seen.get(status, 0) + 1
+        assert status < 500, (method, url, body, status, raw[:300])
+        if status >= 400:
+            err = json.loads(raw)["error"]
+            assert err["code"] and isinstance(err["message"], str)
+        if status == 405:
+            assert hdrs.get("Allow"), (method, url)
+        if hdrs.get("Content-Type", "").startswith("application/json") and raw:
+            json.loads(raw, parse_constant=lambda c: pytest.fail(f"{c} is not JSON ({url})"))
+
+    try:
+        check()
+    finally:
+        asyncio.run_coroutine_threadsafe(node.stop(), loop).result(60)
+        loop.call_soon_threadsafe(loop.stop)
+        th.join(10)
+    assert seen.get(200, 0) > 0 and sum(v for k, v in seen.items() if 400 <= k < 500) > 0, seen
