@@ -98,8 +98,9 @@ def _host_allowed(host: str | None, allowed: list[str]) -> bool:
         return False
 
 
-def security_middleware(node: "Node"):
-    """Origin / CORS, Host, content type and token checks (module docstring)."""
+def security_middleware(node: "Node", max_body: int):
+    """Origin / CORS, Host, content type and token checks (module docstring); a declared body over the
+    route's limit (`max_body`, blobs: the blob cap) is refused with 413 before any of it is read."""
 
     @web.middleware
     async def check(request: web.Request, handler):
@@ -118,6 +119,13 @@ def security_middleware(node: "Node"):
                 "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Blob-Hash",
                 "Access-Control-Max-Age": "600"})
         if request.method in WRITE_METHODS:
+            blob = request.path.startswith(API + "/blobs")
+            limit = node.blobs.max_bytes if blob else max_body
+            if request.content_length is not None and request.content_length > limit:
+                resp = ApiError(413, "blob-too-large" if blob else "body-too-large",
+                                f"{request.content_length} bytes > {limit}").response()
+                resp.force_close()  # do not keep the connection for the rest of the body
+                return resp
             token = node.api_token
             if token:
                 got = request.headers.get("Authorization", "")
@@ -198,7 +206,8 @@ def status_json(node: "Node") -> dict:
 
 def make_p2p_app(node: "Node") -> web.Application:
     """The public peer listener when the API has its own: the websocket and local blob reads only."""
-    app = web.Application(client_max_size=64 * 1024, middlewares=[errors_middleware, security_middleware(node)])
+    app = web.Application(client_max_size=64 * 1024,
+                          middlewares=[errors_middleware, security_middleware(node, 64 * 1024)])
 
     async def p2p(request):
         return await node.p2p.handle_inbound(request)
@@ -221,7 +230,7 @@ def make_p2p_app(node: "Node") -> web.Application:
 def make_app(node: "Node", p2p: bool = True) -> web.Application:
     """The API app; with `p2p` it also serves the peer websocket (one shared listener)."""
     max_body = node.conf.api_max_body or (2 * node.cfg.max_header_bytes + 64 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node)])
+    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node, max_body)])
     r = web.RouteTableDef()
 
     def query_int(request: web.Request, name: str, default: int) -> int:
