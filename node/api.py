@@ -187,7 +187,8 @@ def status_json(node: "Node") -> dict:
         "mempool": {"size": len(node.mempool), "bytes": node.mempool.bytes},
         "work_rate": node.work_rate(),
         "work_rate_unit": "multiply-adds of mined jobs per second (60 s window)",
-        "mining": {"enabled": bool(miner and miner.enabled), "state": miner.state if miner else "off",
+        "mining": {"enabled": bool(miner and miner.enabled),
+                   "state": ("storage-fault" if not node.storage.ok else miner.state) if miner else "off",
                    "device": miner.device.spec if miner else None,
                    "device_state": miner.device.state if miner else None,
                    "device_faults": miner.device.total_faults if miner else 0,
@@ -200,6 +201,7 @@ def status_json(node: "Node") -> dict:
                                 "last_seen_s": round(now - v["seen"], 1)}
                                for k, v in node.workers.items() if now - v["seen"] < 300]},
         "sync": node.sync.progress(),
+        "storage": node.storage.json(),
         "uptime_s": round(now - node.started_at, 1),
     }
 

@@ -59,7 +59,7 @@ def cmd_node(args: argparse.Namespace) -> int:
                       min_job_fee_rate=args.min_job_fee_rate, blob_retention_blocks=args.blob_retention,
                       blob_grace_s=args.blob_grace,
                       blob_account_quota=args.blob_account_quota, blob_pending_max=args.blob_pending_max,
-                      blob_store_max=args.blob_store_max,
+                      blob_store_max=args.blob_store_max, min_free_bytes=args.min_free_mb << 20,
                       api_host=args.api_host, api_port=args.api_port,
                       api_token=args.api_token or os.environ.get("POUW_API_TOKEN") or None,
                       api_allowed_hosts=list(args.api_allow_host or []),
@@ -182,6 +182,9 @@ def register(sub) -> None:
         p.add_argument("--blob-store-max", type=int, default=64 << 30, help="bytes of blobs on disk")
         p.add_argument("--blob-grace", type=float, default=600.0,
                        help="seconds a blob no job names is kept (default 600)")
+        p.add_argument("--min-free-mb", type=int, default=256,
+                       help="below this much free space in the datadir the node pauses mining and imports, "
+                            "and resumes when space returns (default 256)")
         p.add_argument("--noban", action="append", metavar="IP",
                        help="IP never banned by address, only by node id (repeatable; default 127.0.0.1 and ::1)")
         p.add_argument("--peer", action="append", help="peer address host:port (repeatable)")

@@ -408,3 +408,8 @@ class GuardCollector:
                                 sum(1 for x in p2p.peers if x.inbound and not x.ready))
         yield GaugeMetricFamily("pouw_event_loop_lag_seconds", "How late the node's 0.5 s tick last ran",
                                 self.node.loop_lag)
+        st = self.node.storage
+        yield GaugeMetricFamily("pouw_storage_fault", "1 while the node cannot write its data directory "
+                                "(mining paused, no imports)", 0 if st.ok else 1)
+        yield GaugeMetricFamily("pouw_datadir_free_bytes", "Free bytes in the data directory's file system "
+                                "(last measured)", st.free)

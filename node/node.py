@@ -26,7 +26,7 @@ from chain.block import Block
 from chain.chainstate import ChainState, ImportResult
 from chain.config import ChainConfig, load_config
 from chain.difficulty import block_work
-from chain.errors import EncodingError, KeyFileError, ValidationError
+from chain.errors import EncodingError, KeyFileError, StorageError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
 from chain.tx import KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 from node.blobs import PRUNE_EVERY_S, BlobError
@@ -94,6 +94,7 @@ class NodeConfig:
     max_inbound_per_ip: int = 8         # authenticated inbound peers from one IP
     max_pending_peers: int = 16         # inbound connections still in the p2p handshake
     noban: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])  # IPs never banned by address
+    min_free_bytes: int = 256 << 20     # below this free space in the datadir: storage fault (node.storagehealth)
 
 
 def open_chain(datadir: Path, network: str | None) -> ChainState:
@@ -151,6 +152,8 @@ class Node:
             raise
         self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
         self.metrics = Metrics(self)
+        from node.storagehealth import StorageHealth
+        self.storage = StorageHealth(self, conf.min_free_bytes)
         self.loop_lag = 0.0  # seconds the last 0.5 s tick ran late (event-loop lag, /metrics)
         self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
                                expiry_s=conf.mempool_expiry_s, admit=self._admit_policy)
@@ -331,6 +334,7 @@ class Node:
             self.loop_lag = max(0.0, time.monotonic() - t0 - 0.5)
             n += 1
             try:
+                self.storage.tick()
                 self.sync.tick()
                 self._retry_blocks()
                 if n % 20 == 0:
@@ -381,10 +385,15 @@ class Node:
         return first
 
     def _import_one(self, block: Block, peer: Peer | None) -> ImportResult | None:
+        if not self.storage.ok:  # cannot write: the block comes again once storage recovers (sync)
+            return None
         self._disconnected_txs.clear()
         old_tip = self.chain.tip.hash
         try:
             res = self.chain.submit_block(block)
+        except StorageError as e:
+            self.storage.failed(str(e))
+            return None
         except ValidationError as e:
             if self.chain.tip.hash != old_tip:  # the chain moved before failing (reorg that hit an invalid block)
                 back = [t for t in self._disconnected_txs if t.txid not in self.txindex]

@@ -828,3 +828,66 @@ def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
         loop.call_soon_threadsafe(loop.stop)
         th.join(10)
     assert seen.get(200, 0) > 0 and sum(v for k, v in seen.items() if 400 <= k < 500) > 0, seen
+
+
+# --- operator faults: a full disk --------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from chain.errors import StorageError
+
+    async def main():
+        n = await start_node(tmp_path / "n", mine=True, interval=0.1)
+        n.storage.every = 0.2
+        real_usage = n.storage.disk_usage
+
+        async def status():
+            st, doc, _ = await api(n.url, "GET", "/api/v1/status")
+            return doc
+
+        async def metric(name):
+            async with aiohttp.ClientSession() as s:
+                async with s.get(n.url + "/metrics") as r:
+                    for ln in (await r.text()).splitlines():
+                        if ln.startswith(name + " "):
+                            return float(ln.split()[1])
+
+        try:
+            await wait_for(lambda: n.chain.height >= 2, 30, what="mining")
+            # 1. the disk fills up: detected before a write fails
+            n.storage.disk_usage = lambda p: SimpleNamespace(free=10 << 20)
+            await wait_for(lambda: not n.storage.ok, 5, what="low-space fault")
+            doc = await status()
+            assert doc["storage"]["ok"] is False and "MiB free" in doc["storage"]["error"]
+            assert doc["mining"]["state"] == "storage-fault"
+            assert await metric("pouw_storage_fault") == 1.0
+            await asyncio.sleep(0.5)
+            h = n.chain.height
+            await asyncio.sleep(1.5)
+            assert n.chain.height == h, "mining must stop while storage is faulted"
+            # space returns: mining resumes by itself
+            n.storage.disk_usage = real_usage
+            await wait_for(lambda: n.storage.ok, 5, what="recovery")
+            await wait_for(lambda: n.chain.height > h, 30, what="mining resumes")
+            assert (await status())["storage"]["ok"] is True and await metric("pouw_storage_fault") == 0.0
+            # 2. a write fails outright (the database says so): no traceback, same fault state, recovery
+            real_submit = n.chain.submit_block
+
+            def failing(block):
+                raise StorageError(f"write to {n.datadir}/chaindata failed: IO error: No space left on device")
+            n.chain.submit_block = failing
+            await wait_for(lambda: not n.storage.ok, 20, what="write-failure fault")
+            doc = await status()
+            assert "No space left on device" in doc["storage"]["error"] and doc["mining"]["state"] == "storage-fault"
+            n.chain.submit_block = real_submit
+            h = n.chain.height
+            await wait_for(lambda: n.storage.ok and n.chain.height > h, 30, what="recovery after a failed write")
+            n.chain.check_conservation()
+        finally:
+            await n.stop()
+    with caplog.at_level(logging.INFO):
+        run(main())
+    errors = [r for r in caplog.records if r.name == "pouw.storage" and r.levelno >= logging.ERROR]
+    assert errors and all(r.exc_info is None for r in errors)
+    assert not [r for r in caplog.records if r.exc_info and "StorageError" in str(r.exc_info[0])]

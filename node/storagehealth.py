@@ -1,0 +1,114 @@
+"""Storage health: a node that cannot write its data directory says so, stops mining, and resumes by itself.
+
+- **Low space**: every `every` seconds (default 5) the free space of the data directory is measured; below
+  `min_free` bytes (``--min-free-mb``, default 256 MiB) the node enters the fault state before any write
+  fails (bitcoind likewise refuses to write blocks with too little space left).
+- **Write failures**: a `chain.errors.StorageError` from the chain (or an ``OSError`` the node reports through
+  `failed`) enters it at once.
+- **In the fault state** the node logs one ERROR line (then one a minute), pauses its miner (status
+  ``mining.state = "storage-fault"``), imports no blocks (peers' blocks are fetched again later; the peers are
+  not punished), answers ``"storage": {"ok": false, "error", "since", "free_bytes"}`` in ``/api/v1/status``
+  and ``pouw_storage_fault 1`` in ``/metrics``.
+- **Recovery**: once the free space is above `min_free` again and a 1 MiB probe file can be written, fsynced
+  and removed in the data directory, the fault clears, the miner resumes (if the fault paused it) and a
+  WARNING line says so.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from node.node import Node
+
+log = logging.getLogger("pouw.storage")
+
+PROBE_BYTES = 1 << 20
+
+
+class StorageHealth:
+    def __init__(self, node: "Node", min_free: int, every: float = 5.0,
+                 disk_usage: Callable[[Any], Any] = shutil.disk_usage):
+        self.node = node
+        self.min_free = min_free
+        self.every = every
+        self.disk_usage = disk_usage
+        self.error: str | None = None
+        self.since = 0.0
+        self.free = -1
+        self._checked = 0.0
+        self._logged = 0.0
+        self._paused_miner = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def json(self) -> dict:
+        return {"ok": self.ok, "error": self.error, "since": round(self.since, 1) if self.error else None,
+                "free_bytes": self.free, "min_free_bytes": self.min_free}
+
+    def _free(self) -> int:
+        try:
+            self.free = int(self.disk_usage(self.node.datadir).free)
+        except OSError:
+            self.free = -1
+        return self.free
+
+    def failed(self, why: str) -> None:
+        """Enter (or stay in) the fault state: log, pause the miner."""
+        now = time.time()
+        if self.error is None:
+            self.since = now
+            self._logged = 0.0
+        self.error = why
+        if now - self._logged >= 60.0:
+            self._logged = now
+            log.error("storage fault: %s; mining paused and no blocks imported until the data directory %s "
+                      "is writable with at least %d MiB free", why, self.node.datadir, self.min_free >> 20)
+        m = self.node.miner
+        if m is not None and m.enabled:
+            m.enabled = False
+            self._paused_miner = True
+
+    def _probe(self) -> str | None:
+        p = self.node.datadir / ".write-probe"
+        try:
+            with open(p, "wb") as f:
+                f.write(b"\0" * PROBE_BYTES)
+                f.flush()
+                os.fsync(f.fileno())
+            return None
+        except OSError as e:
+            return f"cannot write in {self.node.datadir}: {e.strerror or e}"
+        finally:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def tick(self) -> None:
+        """Periodic (the node's ticker): measure, enter or leave the fault state."""
+        now = time.monotonic()
+        if now - self._checked < self.every:
+            return
+        self._checked = now
+        free = self._free()
+        if 0 <= free < self.min_free:
+            self.failed(f"only {free >> 20} MiB free in {self.node.datadir} (minimum {self.min_free >> 20} MiB)")
+            return
+        if self.error is None:
+            return
+        err = self._probe()
+        if err is not None:
+            self.failed(err)
+            return
+        log.warning("storage recovered after %.0f s (%d MiB free); %s", time.time() - self.since, free >> 20,
+                    "mining resumes" if self._paused_miner else "imports resume")
+        self.error = None
+        if self._paused_miner and self.node.miner is not None:
+            self.node.miner.enabled = True
+        self._paused_miner = False
