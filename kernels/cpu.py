@@ -1,12 +1,20 @@
-"""CPU backend: exact int8 GEMM on PyTorch (`torch._int_mm`, oneDNN) with the transcript folded per row block.
+"""CPU backend: the native fused kernels (kernels/native: AVX512-VNNI or AVX2, chosen from the CPU's flags and
+$POUW_NATIVE), else a portable path on PyTorch; results are bit-identical.
 
-Row blocks of `block_rows` rows keep the int32 accumulator block in cache while the k chunks are added, and the
-tile XOR fold runs on that block after every chunk (halving XORs, contiguous slabs first). When the native
-fused kernel (kernels/native) is built and enabled it is used instead; results are bit-identical.
+The portable path (aarch64, no C compiler, POUW_NATIVE=off, or a CPU without AVX2) runs the faster of two exact
+int8 GEMMs, picked by a short measurement the first time one is needed (or by $POUW_PORTABLE_GEMM=int_mm|fp32):
+`torch._int_mm`, or fp32 GEMM in k-chunks of at most FP32_EXACT_K (every partial sum of int8 products then has
+magnitude <= 128 * 128 * 1024 = 2^24, so fp32 holds it exactly; the chunks are added in int32). The transcript is
+folded per row block: row blocks of `block_rows` rows keep the int32 accumulator block in cache while the k chunks
+are added, and the tile XOR fold runs on that block after every chunk (halving XORs, contiguous slabs first).
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import threading
+import time
 
 import numpy as np
 import torch
@@ -22,11 +30,17 @@ def tile_xor(acc: np.ndarray, h: int, w: int) -> np.ndarray:
     y = acc.reshape(rows // h, h, cols)
     while y.shape[1] > 1:
         half = y.shape[1] // 2
-        y = y[:, :half] ^ y[:, half:]
+        z = y[:, :half] ^ y[:, half:2 * half]
+        if y.shape[1] % 2:   # odd heights: the last row goes into the first
+            z[:, :1] ^= y[:, 2 * half:]
+        y = z
     y = y.reshape(rows // h, cols // w, w)
     while y.shape[2] > 1:
         half = y.shape[2] // 2
-        y = y[:, :, :half] ^ y[:, :, half:]
+        z = y[:, :, :half] ^ y[:, :, half:2 * half]
+        if y.shape[2] % 2:
+            z[:, :, :1] ^= y[:, :, 2 * half:]
+        y = z
     return y[:, :, 0]
 
 
@@ -46,79 +60,181 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.to(torch.int32) @ b.to(torch.int32))
 
 
+FP32_EXACT_K = 1024   # 128 * 128 * 1024 = 2^24: every partial sum of a chunk this wide is an exact fp32 integer
+
+
+def fp32_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact int8 x int8 -> int32 on fp32 GEMM: k-chunks of at most FP32_EXACT_K, each exact in fp32, converted
+    and added in int32 (int8 operands, -128 included)."""
+    k = a.shape[1]
+    af, bf = a.to(torch.float32), b.to(torch.float32)
+    out = None
+    for l0 in range(0, k, FP32_EXACT_K):
+        part = (af[:, l0:l0 + FP32_EXACT_K] @ bf[l0:l0 + FP32_EXACT_K]).to(torch.int32)
+        out = part if out is None else out.add_(part)
+    if out is None:
+        return torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
+    return out
+
+
+PORTABLE_GEMMS = {"int_mm": int_mm, "fp32": fp32_mm}
+_portable_lock = threading.Lock()
+_portable_choice: str | None = None
+_portable_times: dict[str, float] = {}
+
+
+def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int = 3) -> dict[str, float]:
+    """Best-of-`reps` seconds of each portable exact GEMM on one m x k x n product (after a warm-up call)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (k, n), generator=gen, dtype=torch.int8)
+    times = {}
+    for name, fn in PORTABLE_GEMMS.items():
+        fn(a, b)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(a, b)
+            best = min(best, time.perf_counter() - t)
+        times[name] = best
+    return times
+
+
+def portable_gemm() -> str:
+    """The portable exact GEMM in use: $POUW_PORTABLE_GEMM (int_mm or fp32) when set, else the faster of the two
+    in a short measurement made once per process (~0.1 s at most)."""
+    global _portable_choice
+    forced = os.environ.get("POUW_PORTABLE_GEMM", "").strip().lower()
+    if forced in PORTABLE_GEMMS:
+        return forced
+    if _portable_choice is None:
+        with _portable_lock:
+            if _portable_choice is None:
+                _portable_times.update(measure_portable_gemms())
+                _portable_choice = min(_portable_times, key=_portable_times.get)
+                log.info("portable exact GEMM: %s (%s)", _portable_choice,
+                         ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in _portable_times.items()))
+    return _portable_choice
+
+
+def exact_mm(a: torch.Tensor, b: torch.Tensor, method: str | None = None) -> torch.Tensor:
+    """Exact int8 A @ B -> int32 on the portable GEMM `method` (default `portable_gemm()`)."""
+    return PORTABLE_GEMMS[method or portable_gemm()](a, b)
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                       block_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                       block_rows: int = 256, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
+    GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`."""
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
+    method = method or portable_gemm()
+    if method not in PORTABLE_GEMMS:
+        raise ValueError(f"unknown portable GEMM {method!r}")
     a = a.contiguous()
     b = b.contiguous()
     nc = k // r
     R = max(tile_h, (block_rows // tile_h) * tile_h)
     out = torch.empty(m, n, dtype=torch.int32)
     msgs = np.zeros((m // tile_h, n // tile_w, MSG_WORDS), dtype=np.uint32)
-    b_chunks = [b[c * r:(c + 1) * r] for c in range(nc)]
+    if method == "fp32":
+        b_chunks = [b[c * r:(c + 1) * r].to(torch.float32) for c in range(nc)]
+        pieces = [(l0, min(l0 + FP32_EXACT_K, r)) for l0 in range(0, r, FP32_EXACT_K)]
+    else:
+        b_chunks = [b[c * r:(c + 1) * r] for c in range(nc)]
     for i in range(0, m, R):
         rows = min(R, m - i)
         ablk = a[i:i + rows].view(rows, nc, r).transpose(0, 1).contiguous()
+        if method == "fp32":
+            ablk = ablk.to(torch.float32)
         acc = torch.zeros(rows, n, dtype=torch.int32)
         acc_np = acc.numpy().view(np.uint32)
         blk_msgs = msgs[i // tile_h:(i + rows) // tile_h]
         for c in range(nc):
-            acc += int_mm(ablk[c], b_chunks[c])
+            if method == "fp32":
+                for l0, l1 in pieces:
+                    acc += (ablk[c][:, l0:l1] @ b_chunks[c][l0:l1]).to(torch.int32)
+            else:
+                acc += int_mm(ablk[c], b_chunks[c])
             fold_into(blk_msgs, tile_xor(acc_np, tile_h, tile_w), c)
         out[i:i + rows] = acc
     return out, torch.from_numpy(msgs.view(np.int32))
 
 
 class CpuBackend:
-    """The CPU backend. `native=None` uses the native fused kernel when it is available."""
+    """The CPU backend. native=None: the fused kernel $POUW_NATIVE selects (`native_loader.gemm_kernel()`) when the
+    native library loads, else the portable torch path; native=False: the portable path only; native=True: a
+    fused kernel or RuntimeError. kernel="vnni"|"avx2": that fused kernel (RuntimeError when it does not run here).
+    `kernel_path` names what the GEMM runs: "vnni", "avx2" or "portable:<gemm>". With the AVX2 kernel the noise
+    gathers and the recovery use no AVX-512 either (on an AVX-512 machine it stands in for an AVX2-only CPU)."""
 
     name = "cpu"
 
-    def __init__(self, native: bool | None = None, block_rows: int = 256) -> None:
+    def __init__(self, native: bool | None = None, block_rows: int = 256, kernel: str | None = None) -> None:
         self.device = torch.device("cpu")
         self.block_rows = block_rows
         self._native = None
+        self.kernel: str | None = None   # the fused kernel in use
         self._aux = None  # the native library for tile tickets / add_noise (any CPU: always faster than Python)
         if native is not False:
             try:
                 from kernels import native_loader
                 if native_loader.available():
                     self._aux = native_loader
-                    # the portable C GEMM is slower than oneDNN: use the native GEMM only with VNNI
-                    if native or native_loader.has_vnni():
+                    self.kernel = native_loader.gemm_kernel() if kernel is None else kernel
+                    if kernel is not None and kernel not in native_loader.supported_kernels():
+                        raise RuntimeError(f"native kernel {kernel!r} does not run on this CPU")
+                    if self.kernel is not None:
                         self._native = native_loader
+                        self._kernels = [self.kernel] + (["avx2"] if self.kernel == "vnni" and native_loader.has_avx2()
+                                                         else [])
             except ImportError:
                 self._native = None
-            if native and self._native is None:
+            if (native or kernel) and self._native is None:
                 raise RuntimeError("native CPU kernel requested but unavailable")
         self._native_tickets = self._aux is not None and self._aux.has_tickets()
         if self._aux is not None:
-            # the optional fused-noise hook of kernels/base.py (pouw.miner looks it up with getattr)
-            self.add_noise = self._aux.add_noise
+            # the optional fused-noise hook of kernels/base.py (pouw.miner looks it up with getattr); with the AVX2
+            # kernel (what an AVX2-only CPU runs) the gathers run without AVX-512 too
+            avx2 = self.kernel == "avx2"
+            self.add_noise = (functools.partial(self._aux.add_noise, force_portable=True) if avx2
+                              else self._aux.add_noise)
             # the optional one-pass recovery hook (c -= sum_i 128^i U_i V_i), AVX512-VNNI only
-            if self._aux.has_sub_correction():
+            if self._aux.has_sub_correction() and not avx2:
                 self.sub_correction = self._aux.sub_correction
             # the optional native digit operands of the recovery: no torch GEMM (and no OpenMP) in a pass
-            if self._aux.has_correction_operands():
+            if self._aux.has_correction_operands() and not avx2:
                 self.correction_operands = self._aux.correction_operands
 
     @property
     def uses_native(self) -> bool:
         return self._native is not None
 
+    @property
+    def kernel_path(self) -> str:
+        return self.kernel or f"portable:{portable_gemm()}"
+
     def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return int_mm(a.contiguous(), b.contiguous())
+        return self.mm(a, b)
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # a column-major B (e.g. the noise's Q) goes in as it is: oneDNN takes it, and faster than row-major
-        return int_mm(a.contiguous(), b if b.t().is_contiguous() else b.contiguous())
+        """Exact A @ B: the AVX2 kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no fast
+        path there), torch._int_mm with AVX512-VNNI (oneDNN's is fast), else the portable exact GEMM."""
+        if self.kernel == "avx2":
+            try:
+                return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel="avx2")
+            except ShapeError:
+                pass
+        if self.kernel == "vnni":
+            # a column-major B (e.g. the noise's Q) goes in as it is: oneDNN takes it, and faster than row-major
+            return int_mm(a.contiguous(), b if b.t().is_contiguous() else b.contiguous())
+        return exact_mm(a.contiguous(), b.contiguous())
 
     def plain_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Exact A @ B on the engine's own GEMM with the transcript switched off (the native kernel when it runs
-        here and the shape fits, else torch._int_mm): the mining benchmark's "engine plain GEMM"."""
-        if self._native is not None and self._native.has_vnni():
+        """Exact A @ B on the engine's own GEMM with the transcript switched off (the fused kernel when one runs
+        here and the shape fits, else `mm`): the mining benchmark's "engine plain GEMM"."""
+        if self._native is not None:
             try:
-                return self._native.plain_matmul(a.contiguous(), b.contiguous())
+                return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel=self.kernel)
             except ShapeError:
                 pass
         return self.mm(a, b)
@@ -132,7 +248,12 @@ class CpuBackend:
     def noisy_matmul(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                      out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self._native is not None:
-            return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out)
+            m, k = a.shape
+            for kern in self._kernels:   # VNNI first; AVX2 takes some parameters VNNI does not
+                if self._native.kernel_path(m, k, b.shape[1], r, tile_h, tile_w, kernel=kern) != "portable":
+                    return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out,
+                                                     kernel=kern)
+        # no fused kernel takes these parameters: the torch path beats the plain C one
         return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows)
 
     noisy_mm = noisy_matmul

@@ -1,9 +1,12 @@
-"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c`, `aux.c` and `recover.c`, one library).
+"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c`, `avx2_gemm.c`, `aux.c` and `recover.c`, one
+library).
 
-The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise):
+The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise), each
+into an object, then linked:
 
-    gcc -O3 -march=native -fPIC -shared -pthread -std=gnu11 -DPOUW_WITH_OPENSSL fused_gemm.c aux.c recover.c \
-        -o <cache>/fused_gemm-<key>.so -lcrypto
+    gcc -O3 -march=native -fPIC -pthread -std=gnu11 -DPOUW_WITH_OPENSSL -c fused_gemm.c   (likewise aux.c, recover.c;
+        avx2_gemm.c on x86-64 with -mno-avx512f too, so it runs AVX2 code only, also on an AVX-512 machine)
+    gcc -shared -pthread *.o -o <cache>/fused_gemm-<key>.so -lcrypto
 
 (when that fails, e.g. without OpenSSL's headers or libcrypto, once more without -DPOUW_WITH_OPENSSL/-lcrypto: the
 library then lacks the tile tickets, `has_tickets()` is False) into a cache directory ($POUW_CACHE, else
@@ -16,11 +19,13 @@ cached plain one; a cached plain build is used without retrying OpenSSL (a fresh
 Everything here is lazy and never raises at import: `available()` is False (with the reason logged once) when
 $POUW_NATIVE=0, no compiler is found, the build fails, or the library cannot be loaded.
 
-`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_matmul` bit-exactly. On CPUs with
-AVX512-VNNI (`has_vnni()`) it runs the fused register-blocked kernel (about as fast as torch._int_mm for the plain
-product at 2048^3 on 2 cores); elsewhere, or for parameters that kernel does not take (r % 4 != 0, tile width not in
-{4, 8, 16}, tile height not a power of two >= 4), a plain C path that is exact but much slower (tens of GOPS):
-without VNNI a caller may prefer a torch._int_mm-based implementation (`kernel_path()` says which one would run).
+`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_matmul` bit-exactly with one of two
+fused kernels, chosen at run time from the CPU's flags: "vnni" (AVX512-VNNI, fused_gemm.c; r % 4 == 0, tile width
+in {4, 8, 16}, tile height a power of two >= 4) or "avx2" (AVX2 + FMA, avx2_gemm.c; tile height % 4 == 0, and
+r % 4 == 0 or r <= 1024). $POUW_NATIVE picks: "auto" (default: vnni where the CPU has it, else avx2), "vnni" or
+"avx2" (only that kernel; none when the CPU lacks it), "off" (no native library at all; also 0/false/no).
+`gemm_kernel()` says which kernel the environment selects, `kernel_path()` which path a shape takes: parameters no
+kernel takes run a plain C path that is exact but slow (tens of GOPS), which kernels.cpu avoids.
 
 `tile_tickets(prefix, msgs)` (when `has_tickets()`) implements `kernels.base.Backend.tile_tickets` with OpenSSL's
 SHA-256 block function (SHA-NI where the CPU has it); `add_noise(a, b, e_l, f_r, map_a, map_b)` the optional
@@ -53,15 +58,22 @@ from kernels.base import MSG_WORDS, ShapeError, check_operands
 log = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c", NATIVE_DIR / "recover.c")
+SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c", NATIVE_DIR / "recover.c", NATIVE_DIR / "avx2_gemm.c")
 HEADERS = (NATIVE_DIR / "vnni_pack.h",)  # included by the sources: hashed and copied, not compiled
 SOURCE = SOURCES[0]
-CFLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-std=gnu11")
+CFLAGS = ("-O3", "-march=native", "-fPIC", "-pthread", "-std=gnu11")
+_X86 = platform.machine().lower() in ("x86_64", "amd64")
+# per-source flags: the AVX2 kernel never uses AVX-512 instructions (or its 32 registers), even on a machine that
+# has them, so that it runs here exactly what it runs on an AVX2-only CPU
+FILE_FLAGS = {"avx2_gemm.c": ("-mno-avx512f",)} if _X86 else {}
+KERNELS = ("vnni", "avx2")  # the fused kernels, best first
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
 VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
-ABI_VERSION = 3
+ABI_VERSION = 4
 _FLAG_FORCE_PORTABLE = 1
 _FLAG_NO_TRANSCRIPT = 2
+_FLAG_KERNEL = {"avx2": 4, "vnni": 8}
+_FLAG_AVX2_LOOP = {"fp32": 16, "int": 32}
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -69,8 +81,16 @@ _tried = False
 _reason: str | None = None
 
 
+def requested_kernel() -> str:
+    """$POUW_NATIVE as one of "auto", "vnni", "avx2", "off" (anything unknown counts as "auto")."""
+    v = os.environ.get("POUW_NATIVE", "auto").strip().lower()
+    if v in ("0", "false", "no", "off"):
+        return "off"
+    return v if v in KERNELS else "auto"
+
+
 def _disabled_by_env() -> bool:
-    return os.environ.get("POUW_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+    return requested_kernel() == "off"
 
 
 def cache_dir() -> Path:
@@ -110,7 +130,8 @@ def _build_key(cc: str, sources: list[bytes], variant: tuple = VARIANTS[-1]) -> 
     except (OSError, subprocess.SubprocessError):
         version = "?"
     h = hashlib.sha256()
-    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(), _machine_id().encode(),
+    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(), repr(sorted(FILE_FLAGS.items())).encode(),
+             _machine_id().encode(),
              str(ABI_VERSION).encode(), variant[0].encode(), " ".join((*variant[1], *variant[2])).encode()]
     for item in items:
         h.update(item)
@@ -173,16 +194,19 @@ def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
                 copy = Path(tdir) / path.name
                 copy.write_bytes(data)
                 if path in SOURCES:
-                    copies.append(str(copy))
+                    copies.append(copy)
             _, defs, libs = variant
-            cmd = [cc, *CFLAGS, *defs, *copies, "-o", tmp, *libs]
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-            except (OSError, subprocess.SubprocessError) as exc:
-                raise RuntimeError(f"running {cc} failed: {exc}") from exc
-        if proc.returncode != 0:
-            names = " ".join(p.name for p in SOURCES)
-            raise RuntimeError(f"compiling {names} failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}")
+            cmds = [[cc, *CFLAGS, *defs, *FILE_FLAGS.get(src.name, ()), "-c", str(src), "-o", str(src) + ".o"]
+                    for src in copies]
+            cmds.append([cc, "-shared", "-pthread", *(str(src) + ".o" for src in copies), "-o", tmp, *libs])
+            for cmd in cmds:
+                try:
+                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+                except (OSError, subprocess.SubprocessError) as exc:
+                    raise RuntimeError(f"running {cc} failed: {exc}") from exc
+                if proc.returncode != 0:
+                    raise RuntimeError(f"compiling the native kernels failed ({' '.join(cmd)}):\n"
+                                       f"{proc.stderr.strip()[-4000:]}")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)  # atomic: a concurrent builder just replaces an identical file
     finally:
@@ -206,6 +230,10 @@ def _load() -> ctypes.CDLL:
     lib.pouw_has_vnni.argtypes = []
     lib.pouw_has_vnni.restype = i32
     lib.pouw_add_noise.argtypes = [vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i32, i32]
+    lib.pouw_has_avx2.argtypes = []
+    lib.pouw_has_avx2.restype = i32
+    lib.pouw_avx2_default_variant.argtypes = []
+    lib.pouw_avx2_default_variant.restype = i32
     lib.pouw_add_noise.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
@@ -252,7 +280,7 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why `available()` is False (None when it is True or has not been asked yet)."""
     if _disabled_by_env():
-        return "disabled by POUW_NATIVE=0"
+        return f"disabled by POUW_NATIVE={os.environ.get('POUW_NATIVE')}"
     _get()
     return _reason
 
@@ -263,15 +291,89 @@ def has_vnni() -> bool:
     return bool(lib is not None and lib.pouw_has_vnni())
 
 
-def kernel_path(m: int, k: int, n: int, r: int, tile_h: int, tile_w: int) -> str:
-    """'vnni' or 'portable': which code path noisy_matmul takes for this shape."""
+def has_avx2() -> bool:
+    """True when the AVX2 path runs on this CPU (False when the library is unavailable)."""
+    lib = _get()
+    return bool(lib is not None and lib.pouw_has_avx2())
+
+
+def supported_kernels() -> list[str]:
+    """The fused kernels the loaded library runs on this CPU, best first (empty when it is unavailable)."""
+    return [name for name, ok in (("vnni", has_vnni()), ("avx2", has_avx2())) if ok]
+
+
+def cpu_kernels() -> list[str]:
+    """The fused kernels this CPU's flags (/proc/cpuinfo, read independently of the library) say it can run,
+    best first: what tests hold the build to (a kernel missing from `supported_kernels()` is a failure)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return supported_kernels()
+    out = []
+    if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
+        out.append("vnni")
+    if {"avx2", "fma"} <= flags:
+        out.append("avx2")
+    return out
+
+
+_warned_kernel = False
+
+
+def gemm_kernel() -> str | None:
+    """The fused kernel $POUW_NATIVE selects on this CPU ("vnni" or "avx2"), or None (off, library unavailable, or
+    the forced kernel unsupported here: logged once)."""
+    global _warned_kernel
+    req = requested_kernel()
+    supported = supported_kernels()
+    if req == "auto":
+        return supported[0] if supported else None
+    if req in supported:
+        return req
+    if req != "off" and not _warned_kernel:
+        _warned_kernel = True
+        log.warning("POUW_NATIVE=%s but this CPU (or the native build) does not run it: %s", req,
+                    unavailable_reason() or "CPU flags")
+    return None
+
+
+def avx2_loop() -> str:
+    """The AVX2 kernel's default inner loop: "int" (vpmaddubsw) or "fp32" (FMA): whichever measured faster."""
     lib = _get()
     if lib is None:
         raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
-    rc = lib.pouw_path(m, k, n, r, tile_h, tile_w, 0)
+    return "fp32" if lib.pouw_avx2_default_variant() else "int"
+
+
+def _kernel_flags(kernel: str | None) -> int:
+    """pouw_noisy_gemm_ex flags for kernel None (what $POUW_NATIVE selects), "vnni", "avx2" or "portable"."""
+    if kernel is None:
+        req = requested_kernel()
+        return _FLAG_KERNEL.get(req, 0)
+    if kernel == "portable":
+        return _FLAG_FORCE_PORTABLE
+    if kernel not in _FLAG_KERNEL:
+        raise ValueError(f"unknown kernel {kernel!r}: use vnni, avx2 or portable")
+    return _FLAG_KERNEL[kernel]
+
+
+_PATHS = {0: "portable", 1: "vnni", 2: "avx2"}
+
+
+def kernel_path(m: int, k: int, n: int, r: int, tile_h: int, tile_w: int, kernel: str | None = None) -> str:
+    """'vnni', 'avx2' or 'portable': which code path noisy_matmul(..., kernel=kernel) takes for this shape."""
+    lib = _get()
+    if lib is None:
+        raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
+    rc = lib.pouw_path(m, k, n, r, tile_h, tile_w, _kernel_flags(kernel))
     if rc < 0:
         raise ShapeError(f"shape m={m} k={k} n={n} r={r} tile={tile_h}x{tile_w} rejected by the native kernel")
-    return "vnni" if rc == 1 else "portable"
+    return _PATHS[rc]
 
 
 def _out_buffer(t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -288,13 +390,16 @@ def _out_buffer(t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dty
 def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
                  threads: int | None = None, force_portable: bool = False,
                  out: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 transcript: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 transcript: bool = True, kernel: str | None = None,
+                 loop: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base`, computed by the native kernel on CPU int8 tensors.
 
-    threads: worker threads (default torch.get_num_threads()). force_portable: use the plain C path (tests).
+    threads: worker threads (default torch.get_num_threads()). kernel: "vnni" or "avx2" (that kernel where the
+    shape fits it, else the plain C path), "portable" (the plain C path; force_portable=True says the same), None
+    (what $POUW_NATIVE selects). loop: the AVX2 kernel's inner loop, "int" or "fp32" (default `avx2_loop()`).
     out: (C', messages) buffers to write into instead of new tensors (a miner reusing them across passes saves
     the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
-    are left unspecified (the AVX512-VNNI path skips them; see `plain_matmul`).
+    are left unspecified (the VNNI and AVX2 paths skip them; see `plain_matmul`).
     """
     lib = _get()
     if lib is None:
@@ -314,7 +419,11 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
         return c, msgs
     if threads is None:
         threads = torch.get_num_threads()
-    flags = _FLAG_FORCE_PORTABLE if force_portable else 0
+    flags = _FLAG_FORCE_PORTABLE if force_portable else _kernel_flags(kernel)
+    if loop is not None:
+        if loop not in _FLAG_AVX2_LOOP:
+            raise ValueError(f"unknown AVX2 loop {loop!r}: use int or fp32")
+        flags |= _FLAG_AVX2_LOOP[loop]
     if not transcript:
         flags |= _FLAG_NO_TRANSCRIPT
     rc = lib.pouw_noisy_gemm_ex(a.data_ptr(), b.data_ptr(), m, k, n, int(r), int(tile_h), int(tile_w),
@@ -335,23 +444,39 @@ def plain_chunk(k: int, threads: int) -> int | None:
     return k // chunks if k % (4 * chunks) == 0 else None
 
 
+def _plain_chunk_avx2(k: int) -> int:
+    """The AVX2 plain GEMM's chunk: the widest divisor of k up to 1024 (a multiple of 4 where k is one), which
+    both inner loops take (the fp32 loop runs where an operand holds -128)."""
+    step = 4 if k % 4 == 0 else 1
+    return next(d for d in range(min(k, 1024) // step * step, 0, -step) if k % d == 0)
+
+
 def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None,
-                 out: torch.Tensor | None = None) -> torch.Tensor:
+                 out: torch.Tensor | None = None, kernel: str | None = None) -> torch.Tensor:
     """Exact int8 A @ B -> int32 on the engine's own kernel with the transcript switched off (no messages, a few
-    wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. Needs AVX512-VNNI, k a multiple
-    of 4, m a multiple of 4 and n of 16 (ShapeError otherwise)."""
-    if not has_vnni():
-        raise RuntimeError("the native plain GEMM needs AVX512-VNNI")
+    wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. kernel: "vnni", "avx2" or None
+    (`gemm_kernel()`); RuntimeError when that kernel does not run here. VNNI needs k and m multiples of 4 and n of
+    16; AVX2 m a multiple of 4 (ShapeError otherwise)."""
+    kernel = kernel or gemm_kernel()
+    if kernel not in supported_kernels():
+        raise RuntimeError(f"the native plain GEMM needs a fused kernel (asked: {kernel}, this CPU runs: "
+                           f"{supported_kernels()})")
     m, k = a.shape
     n = b.shape[1]
     if threads is None:
         threads = torch.get_num_threads()
-    r = plain_chunk(k, threads)
-    if r is None or m % 4 or n % 16:
-        raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
-    th = 8 if m % 8 == 0 else 4
-    msgs = torch.empty((m // th, n // 16, MSG_WORDS), dtype=torch.int32)   # required by the ABI, never written
-    c, _ = noisy_matmul(a, b, r, th, 16, threads=threads, out=(out, msgs), transcript=False)
+    if kernel == "vnni":
+        r = plain_chunk(k, threads)
+        if r is None or m % 4 or n % 16:
+            raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
+        th, tw = (8 if m % 8 == 0 else 4), 16
+    else:
+        if m % 4 or k == 0:
+            raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
+        r = _plain_chunk_avx2(k)
+        th, tw = 4, next(w for w in (16, 8, 4, 2, 1) if n % w == 0)
+    msgs = torch.empty((m // th, n // tw, MSG_WORDS), dtype=torch.int32)   # required by the ABI, never written
+    c, _ = noisy_matmul(a, b, r, th, tw, threads=threads, out=(out, msgs), transcript=False, kernel=kernel)
     return c
 
 
@@ -455,9 +580,10 @@ SUB_CORRECTION_MAX_PAIRS = 8
 
 
 def has_sub_correction() -> bool:
-    """True when `sub_correction` runs natively (library loaded, CPU with AVX512-VNNI). Never raises."""
+    """True when `sub_correction` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not "avx2",
+    which stands in for an AVX2-only CPU). Never raises."""
     lib = _get()
-    return bool(lib is not None and hasattr(lib, "pouw_sub_correction") and lib.pouw_has_sub_correction())
+    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_sub_correction") and lib.pouw_has_sub_correction())
 
 
 def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
@@ -518,9 +644,10 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
 
 
 def has_correction_operands() -> bool:
-    """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI). Never raises."""
+    """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not
+    "avx2"). Never raises."""
     lib = _get()
-    return bool(lib is not None and hasattr(lib, "pouw_correction_operands") and lib.pouw_has_sub_correction())
+    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_correction_operands") and lib.pouw_has_sub_correction())
 
 
 def digit_count(lo: int, hi: int) -> int:
@@ -566,6 +693,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["add_noise", "available", "cache_dir", "correction_operands", "digit_count", "has_correction_operands",
-           "has_sub_correction", "has_tickets", "has_vnni", "kernel_path", "noise_path", "noisy_matmul",
-           "plain_chunk", "plain_matmul", "sub_correction", "tile_tickets", "unavailable_reason"]
+__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "cache_dir", "correction_operands", "cpu_kernels",
+           "digit_count", "gemm_kernel", "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets",
+           "has_vnni", "kernel_path", "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul",
+           "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets", "unavailable_reason"]

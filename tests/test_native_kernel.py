@@ -1,7 +1,9 @@
-"""The native fused CPU kernel (kernels/native/fused_gemm.c via kernels.native_loader) is bit-exact.
+"""The native fused CPU kernels (kernels/native/fused_gemm.c, avx2_gemm.c via kernels.native_loader) are bit-exact.
 
 Small shapes are checked against the pure-Python `kernels.reference`; a medium shape against a fast torch/numpy
-model of the contract written here. Both the AVX512-VNNI path and the portable C path are exercised.
+model of the contract written here. Every kernel this CPU's flags say it runs is exercised (AVX512-VNNI; AVX2 with
+both inner loops), whatever $POUW_NATIVE says, and the portable C path too; tests/test_cpu_kernels.py fails when
+the build lacks a kernel the CPU has.
 """
 from __future__ import annotations
 
@@ -25,6 +27,28 @@ pytestmark = pytest.mark.skipif(
 )
 
 needs_vnni = pytest.mark.skipif(not native_loader.has_vnni(), reason="CPU lacks AVX512-VNNI: only the portable path runs")
+
+# (kernel, AVX2 inner loop) for every fused kernel the CPU's flags say it runs
+FUSED = [pytest.param(k, loop, id=f"{k}-{loop}" if loop else k) for k in native_loader.cpu_kernels()
+         for loop in ((None,) if k == "vnni" else ("int", "fp32"))]
+IMPLS = FUSED + [pytest.param("portable", None, id="portable")]
+
+
+def _fits(kernel: str, r: int, h: int, w: int) -> bool:
+    """Whether `kernel` takes these parameters (else noisy_matmul runs the portable C path)."""
+    if kernel == "vnni":
+        return r % 4 == 0 and w in (4, 8, 16) and h >= 4 and h & (h - 1) == 0
+    if kernel == "avx2":
+        return h % 4 == 0 and (r % 4 == 0 or r <= 1024)
+    return True
+
+
+def _run(a, b, r, h, w, kernel, loop, **kw):
+    """noisy_matmul on `kernel` (asserting that it is the path taken), loop: the AVX2 inner loop."""
+    m, k = a.shape
+    want = kernel if _fits(kernel, r, h, w) else "portable"
+    assert native_loader.kernel_path(m, k, b.shape[1], r, h, w, kernel=kernel) == want
+    return native_loader.noisy_matmul(a, b, r, h, w, kernel=kernel, loop=loop, **kw)
 
 
 def _rand(shape, gen, extreme=False):
@@ -64,17 +88,26 @@ SMALL_CASES = [
     (16, 128, 8, 32, 16, 8),     # n smaller than one zmm
     (4, 64, 4, 32, 4, 4),        # tiniest legal shape
     (32, 192, 32, 64, 32, 16),   # tile height above the register block
+    # AVX2 tails: n not a multiple of 8 / of the 16- or 24-column panel, tiles straddling panels, odd widths,
+    # r not a multiple of 4 (fp32 loop only), tile height 12
+    (8, 96, 28, 32, 4, 4),       # 28 columns: 3 ymm + 4
+    (12, 60, 30, 12, 12, 6),     # 30 columns, tile 12 x 6
+    (8, 45, 10, 5, 4, 5),        # r = 5, tile width 5
+    (16, 136, 40, 8, 8, 8),      # 17 chunks of 8, 40 columns: one 24-column fp32 panel + 16
+    (4, 32, 3, 32, 4, 3),        # n = 3 (less than one ymm)
+    (8, 96, 72, 96, 8, 24),      # tile width 24 (one fp32 panel, one and a half int panels)
 ]
 
 
+@pytest.mark.parametrize("kernel,loop", IMPLS)
 @pytest.mark.parametrize("m,k,n,r,h,w", SMALL_CASES)
 @pytest.mark.parametrize("extreme", [False, True])
-def test_matches_reference(m, k, n, r, h, w, extreme):
+def test_matches_reference(m, k, n, r, h, w, extreme, kernel, loop):
     gen = torch.Generator().manual_seed(hash((m, k, n, r, h, w, extreme)) & 0xFFFF)
     a, b = _rand((m, k), gen, extreme), _rand((k, n), gen, extreme)
     c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
     for threads in (1, 2, 3):
-        c, msgs = native_loader.noisy_matmul(a, b, r, h, w, threads=threads)
+        c, msgs = _run(a, b, r, h, w, kernel, loop, threads=threads)
         assert c.dtype == torch.int32 and msgs.dtype == torch.int32
         assert msgs.shape == (m // h, n // w, MSG_WORDS)
         assert torch.equal(c, c_ref), f"C' differs (threads={threads})"
@@ -96,73 +129,95 @@ def test_portable_path_matches_reference(m, k, n, r, h, w):
     assert torch.equal(c, c_ref) and torch.equal(msgs, m_ref)
 
 
-def test_extreme_values_worst_case_sums():
-    """All +127 / all -127 operands: the largest |partial sums| and the u8-shift correction at its extremes."""
+@pytest.mark.parametrize("kernel,loop", IMPLS)
+def test_extreme_values_worst_case_sums(kernel, loop):
+    """All +127 / all -127 operands: the largest |partial sums| and the u8-shift correction at its extremes; for
+    the AVX2 fp32 loop chunks of 1024 (|sum| = 127^2 * 1024, just under 2^24) as well as 64."""
     for av, bv in ((127, 127), (-127, 127), (127, -127), (-127, -127)):
         a = torch.full((16, 2048), av, dtype=torch.int8)
         b = torch.full((2048, 48), bv, dtype=torch.int8)
-        c, msgs = native_loader.noisy_matmul(a, b, 64, 8, 8)
-        c_m, m_m = model_noisy_matmul(a, b, 64, 8, 8)
-        assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
-        assert int(c[0, 0]) == av * bv * 2048
+        for r in (64, 1024):
+            c, msgs = _run(a, b, r, 8, 8, kernel, loop)
+            c_m, m_m = model_noisy_matmul(a, b, r, 8, 8)
+            assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
+            assert int(c[0, 0]) == av * bv * 2048
 
 
-@pytest.mark.parametrize("force_portable", [False, True])
-def test_minus_128_is_exact_too(force_portable):
-    """-128 lies outside the contract, but both paths still compute it exactly."""
+@pytest.mark.parametrize("kernel,loop", IMPLS)
+@pytest.mark.parametrize("r", [32, 1024, 2048])
+def test_minus_128_is_exact_too(kernel, loop, r):
+    """-128 lies outside the contract, but every path still computes it exactly (the AVX2 int loop hands such
+    operands to its fp32 loop, and chunks wider than 1024 to the portable path)."""
     gen = torch.Generator().manual_seed(17)
-    a = torch.randint(-128, 128, (16, 512), generator=gen, dtype=torch.int8)
-    b = torch.randint(-128, 128, (512, 48), generator=gen, dtype=torch.int8)
+    k = max(512, r)
+    a = torch.randint(-128, 128, (16, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, 48), generator=gen, dtype=torch.int8)
     a[0, :] = -128
     b[:, 0] = -128
-    c_m, m_m = model_noisy_matmul(a, b, 32, 8, 8)
-    c, msgs = native_loader.noisy_matmul(a, b, 32, 8, 8, force_portable=force_portable)
+    c_m, m_m = model_noisy_matmul(a, b, r, 8, 8)
+    c, msgs = native_loader.noisy_matmul(a, b, r, 8, 8, kernel=kernel, loop=loop)
+    assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
+    assert int(c[0, 0]) == 128 * 128 * k
+
+
+@pytest.mark.parametrize("kernel,loop", FUSED)
+@pytest.mark.parametrize("r,h,w", [(64, 16, 16), (128, 8, 8), (32, 4, 8)])
+def test_medium_shape_against_model(r, h, w, kernel, loop):
+    gen = torch.Generator().manual_seed(r * 31 + h)
+    a, b = _rand((256, 1024), gen), _rand((1024, 384), gen)
+    c_m, m_m = model_noisy_matmul(a, b, r, h, w)
+    c, msgs = _run(a, b, r, h, w, kernel, loop)
+    assert torch.equal(c, c_m)
+    assert torch.equal(msgs, m_m)
+    assert torch.equal(c, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32))
+
+
+@pytest.mark.parametrize("kernel,loop", FUSED)
+@pytest.mark.parametrize("m,k,n", [(36, 1000, 100), (100, 4104, 20), (260, 512, 264)])
+def test_random_shapes_with_tails(m, k, n, kernel, loop):
+    """Shapes that are no multiple of any register block, against the model."""
+    gen = torch.Generator().manual_seed(m * k + n)
+    a, b = _rand((m, k), gen), _rand((k, n), gen)
+    r = 8 if k % 8 == 0 else 4
+    h, w = 4, 4
+    c_m, m_m = model_noisy_matmul(a, b, r, h, w)
+    c, msgs = _run(a, b, r, h, w, kernel, loop)
     assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
 
 
-@needs_vnni
-@pytest.mark.parametrize("r,h,w", [(64, 16, 16), (128, 8, 8), (32, 4, 8)])
-def test_medium_shape_against_model(r, h, w):
-    gen = torch.Generator().manual_seed(r * 31 + h)
-    a, b = _rand((256, 1024), gen), _rand((1024, 384), gen)
-    assert native_loader.kernel_path(256, 1024, 384, r, h, w) == "vnni"
-    c_m, m_m = model_noisy_matmul(a, b, r, h, w)
-    c, msgs = native_loader.noisy_matmul(a, b, r, h, w)
-    assert torch.equal(c, c_m)
-    assert torch.equal(msgs, m_m)
-    assert torch.equal(c, torch._int_mm(a, b))
-
-
-def test_large_k_exact():
+@pytest.mark.parametrize("kernel,loop", IMPLS)
+def test_large_k_exact(kernel, loop):
     """k = 65536 (the contract's maximum): the u8-shifted partial sums come close to 2^31."""
     gen = torch.Generator().manual_seed(3)
     a = torch.full((8, 65536), 127, dtype=torch.int8)
     a[1:, ::7] = -127
     b = _rand((65536, 16), gen, extreme=True)
     b[:, 0] = 127
-    c, msgs = native_loader.noisy_matmul(a, b, 128, 8, 16)
+    c, msgs = _run(a, b, 128, 8, 16, kernel, loop)
     c_m, m_m = model_noisy_matmul(a, b, 128, 8, 16)
     assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
     assert int(c[0, 0]) == 127 * 127 * 65536
 
 
-def test_noncontiguous_inputs_and_threads():
+@pytest.mark.parametrize("kernel,loop", IMPLS)
+def test_noncontiguous_inputs_and_threads(kernel, loop):
     gen = torch.Generator().manual_seed(5)
     a = _rand((256, 64), gen).t()  # 64 x 256, not contiguous
     b = _rand((32, 256), gen).t()  # 256 x 32
     c_m, m_m = model_noisy_matmul(a.contiguous(), b.contiguous(), 32, 8, 8)
     for threads in (1, 2, 5, 64):
-        c, msgs = native_loader.noisy_matmul(a, b, 32, 8, 8, threads=threads)
+        c, msgs = _run(a, b, 32, 8, 8, kernel, loop, threads=threads)
         assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
 
 
-def test_out_buffers_are_written_in_place_and_checked():
+@pytest.mark.parametrize("kernel,loop", IMPLS)
+def test_out_buffers_are_written_in_place_and_checked(kernel, loop):
     gen = torch.Generator().manual_seed(6)
     a, b = _rand((32, 128), gen), _rand((128, 48), gen)
     c_m, m_m = model_noisy_matmul(a, b, 32, 8, 8)
     out = (torch.full((32, 48), 7, dtype=torch.int32), torch.full((4, 6, MSG_WORDS), 7, dtype=torch.int32))
     for _ in range(2):  # a reused buffer holds the last call's values, not a mix
-        c, msgs = native_loader.noisy_matmul(a, b, 32, 8, 8, out=out)
+        c, msgs = _run(a, b, 32, 8, 8, kernel, loop, out=out)
         assert c.data_ptr() == out[0].data_ptr() and msgs.data_ptr() == out[1].data_ptr()
         assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
     for bad in [(torch.empty((32, 47), dtype=torch.int32), out[1]),            # shape
@@ -172,7 +227,8 @@ def test_out_buffers_are_written_in_place_and_checked():
             native_loader.noisy_matmul(a, b, 32, 8, 8, out=bad)
 
 
-def test_concurrent_callers():
+@pytest.mark.parametrize("kernel,loop", FUSED)
+def test_concurrent_callers(kernel, loop):
     """Two Python threads calling at once (the second gets its own threads and workspace)."""
     import threading
 
@@ -186,7 +242,7 @@ def test_concurrent_callers():
     def work(case):
         a, b, r, h, w, (c_m, m_m) = case
         for _ in range(20):
-            c, msgs = native_loader.noisy_matmul(a, b, r, h, w, threads=2)
+            c, msgs = native_loader.noisy_matmul(a, b, r, h, w, threads=2, kernel=kernel, loop=loop)
             if not (torch.equal(c, c_m) and torch.equal(msgs, m_m)):
                 errors.append((r, h, w))
                 return
@@ -200,16 +256,17 @@ def test_concurrent_callers():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_works_after_fork():
+@pytest.mark.parametrize("kernel,loop", FUSED)
+def test_works_after_fork(kernel, loop):
     gen = torch.Generator().manual_seed(13)
     a, b = _rand((32, 256), gen), _rand((256, 48), gen)
     c_m, m_m = model_noisy_matmul(a, b, 64, 8, 8)
-    native_loader.noisy_matmul(a, b, 64, 8, 8, threads=2)  # the parent's worker pool exists now
+    _run(a, b, 64, 8, 8, kernel, loop, threads=2)  # the parent's worker pool exists now
     pid = os.fork()
     if pid == 0:  # child: the pool threads did not survive the fork
         ok = False
         try:
-            c, msgs = native_loader.noisy_matmul(a, b, 64, 8, 8, threads=2)
+            c, msgs = _run(a, b, 64, 8, 8, kernel, loop, threads=2)
             ok = torch.equal(c, c_m) and torch.equal(msgs, m_m)
         finally:
             os._exit(0 if ok else 1)
@@ -266,21 +323,34 @@ def test_missing_compiler_is_not_an_error(tmp_path):
     assert lines[0] == "False" and "compiler" in lines[1]
 
 
-@needs_vnni
+@pytest.mark.parametrize("kernel,loop", FUSED)
 @pytest.mark.parametrize("m,k,n", [(8, 64, 16), (12, 132, 48), (40, 4096, 80), (256, 2048, 160)])
-def test_plain_gemm_transcript_off_is_exact(m, k, n):
+def test_plain_gemm_transcript_off_is_exact(m, k, n, kernel, loop):
     """The engine's plain GEMM (transcript off, a few wide chunks) gives the exact product, -128 included, and
     the same C as the transcript pass."""
     gen = torch.Generator().manual_seed(m + k + n)
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
     want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
-    assert torch.equal(native_loader.plain_matmul(a, b), want)
+    assert torch.equal(native_loader.plain_matmul(a, b, kernel=kernel), want)
     r = 4 if k % 64 else 64
-    c_off, _ = native_loader.noisy_matmul(a, b, r, 4, 16, transcript=False)
-    c_on, msgs = native_loader.noisy_matmul(a, b, r, 4, 16)
+    c_off, _ = _run(a, b, r, 4, 16, kernel, loop, transcript=False)
+    c_on, msgs = _run(a, b, r, 4, 16, kernel, loop)
     assert torch.equal(c_off, want) and torch.equal(c_on, want)
     assert torch.equal(msgs, model_noisy_matmul(a, b, r, 4, 16)[1])
+
+
+@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels(), reason="CPU without AVX2")
+@pytest.mark.parametrize("m,k,n", [(4, 7, 5), (20, 2050, 3), (64, 1023, 33)])
+def test_avx2_plain_gemm_odd_shapes(m, k, n):
+    """The AVX2 plain GEMM takes any k and n (m a multiple of 4): chunks the widest divisor of k up to 1024."""
+    gen = torch.Generator().manual_seed(m + k + n)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+    assert torch.equal(native_loader.plain_matmul(a, b, kernel="avx2"), want)
+    with pytest.raises(ShapeError):
+        native_loader.plain_matmul(a[:m - 1], b, kernel="avx2")
 
 
 def test_plain_chunk_and_backend_fallback():

@@ -56,7 +56,16 @@
 #define ROT 13
 
 #define FLAG_FORCE_PORTABLE 1
-#define FLAG_NO_TRANSCRIPT 2 /* VNNI path: skip the messages (left unwritten): the engine's plain GEMM */
+#define FLAG_NO_TRANSCRIPT 2 /* VNNI / AVX2 paths: skip the messages (left unwritten): the engine's plain GEMM */
+#define FLAG_KERNEL_AVX2 4   /* only the AVX2 kernel (or the portable path where it does not fit) */
+#define FLAG_KERNEL_VNNI 8   /* only the AVX512-VNNI kernel (or the portable path) */
+/* 16, 32: avx2_gemm.c's choice of inner loop (fp32 / int) */
+
+/* kernels/native/avx2_gemm.c (same library) */
+int pouw_avx2_supported(void);
+int pouw_avx2_params_ok(int64_t m, int64_t k, int64_t n, int r, int th, int tw);
+int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64_t n, int r, int th, int tw,
+                   int32_t* c, uint32_t* msgs, int threads, int flags);
 
 static inline uint32_t rotl32(uint32_t x) { return (x << ROT) | (x >> (32 - ROT)); }
 
@@ -1104,7 +1113,9 @@ int pouw_has_vnni(void) {
 #endif
 }
 
-/* Which path pouw_noisy_gemm_ex would take: 1 = VNNI, 0 = portable, negative = invalid arguments. */
+/* 1 when the AVX2 path can run on this CPU. */
+int pouw_has_avx2(void) { return pouw_avx2_supported(); }
+
 static int check_args(int64_t m, int64_t k, int64_t n, int r, int th, int tw, int threads) {
     (void)threads;
     if (m <= 0 || k <= 0 || n <= 0 || r <= 0 || th <= 0 || tw <= 0) return POUW_EINVAL;
@@ -1120,14 +1131,15 @@ static int vnni_params_ok(int64_t m, int64_t k, int64_t n, int r, int th, int tw
     return 1;
 }
 
+/* Which path pouw_noisy_gemm_ex would take: 1 = VNNI, 2 = AVX2, 0 = portable, negative = invalid arguments. */
 int pouw_path(int64_t m, int64_t k, int64_t n, int r, int th, int tw, int flags) {
     int rc = check_args(m, k, n, r, th, tw, 1);
     if (rc) return rc;
+    if (flags & FLAG_FORCE_PORTABLE) return 0;
 #ifdef POUW_HAVE_X86
-    if (!(flags & FLAG_FORCE_PORTABLE) && vnni_supported() && vnni_params_ok(m, k, n, r, th, tw)) return 1;
-#else
-    (void)flags;
+    if (!(flags & FLAG_KERNEL_AVX2) && vnni_supported() && vnni_params_ok(m, k, n, r, th, tw)) return 1;
 #endif
+    if (!(flags & FLAG_KERNEL_VNNI) && pouw_avx2_supported() && pouw_avx2_params_ok(m, k, n, r, th, tw)) return 2;
     return 0;
 }
 
@@ -1135,12 +1147,16 @@ int pouw_noisy_gemm_ex(const int8_t* a, const int8_t* b, int64_t m, int64_t k, i
                        int32_t* c_out, uint32_t* msgs_out, int threads, int flags) {
     if (!a || !b || !c_out || !msgs_out) return POUW_EINVAL;
     pthread_once(&g_pool_once, pool_init_once); /* fork handler: the child gets a fresh pool and lock */
-    int path = pouw_path(m, k, n, r, th, tw, flags);
+    int path = pouw_path(m, k, n, r, th, tw, flags), rc;
     if (path < 0) return path;
     if (threads < 1) threads = 1;
 #ifdef POUW_HAVE_X86
     if (path == 1) return vnni_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads, flags);
 #endif
+    if (path == 2) {
+        rc = pouw_avx2_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads, flags);
+        if (rc != POUW_EINVAL) return rc; /* EINVAL: -128 with r > 1024, which only the portable path takes */
+    }
     return portable_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads);
 }
 
@@ -1156,5 +1172,5 @@ __attribute__((visibility("hidden"))) int pouw_internal_run_team(worker_fn fn, v
 }
 
 /* ABI version, bumped whenever a signature changes (2: aux.c's tile tickets and add_noise; 3: one noise map per
- * operand in add_noise and correction_operands). */
-int pouw_abi_version(void) { return 3; }
+ * operand in add_noise and correction_operands; 4: the AVX2 kernel, pouw_path() == 2, FLAG_KERNEL_*). */
+int pouw_abi_version(void) { return 4; }

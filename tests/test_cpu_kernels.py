@@ -1,0 +1,142 @@
+"""Which CPU GEMM runs, and the portable path: kernels.cpu and the kernel choice of kernels.native_loader.
+
+- The native build runs every fused kernel this CPU's flags (/proc/cpuinfo) say it can: a build that silently
+  lost one (a compile error, a bad run-time check) fails here instead of skipping the kernel's tests.
+- $POUW_NATIVE=avx2|vnni|off forces the kernel (checked in subprocesses, the choice is made at import).
+- The portable exact GEMMs (torch._int_mm, fp32 in k-chunks of at most 1024) and the transcript on them are
+  bit-identical to the reference on random shapes, tails and -128 included.
+- A mining pass on each fused kernel the CPU runs equals the pure torch pass.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kernels import native_loader, reference
+from kernels.cpu import FP32_EXACT_K, CpuBackend, exact_mm, fp32_mm, int_mm, noisy_matmul_torch, portable_gemm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run_py(code: str, env: dict) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=ROOT,
+                          timeout=300)
+
+
+def _exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
+
+
+def test_build_runs_every_kernel_the_cpu_has():
+    """No silent fallback: where a C compiler exists, the library loads and runs each kernel the CPU flags name."""
+    if native_loader.requested_kernel() == "off":
+        pytest.skip("POUW_NATIVE=off: no native library asked for")
+    if native_loader._compiler() is None:
+        pytest.skip("no C compiler on this machine: the portable path is all there is")
+    assert native_loader.available(), native_loader.unavailable_reason()
+    wanted = native_loader.cpu_kernels()
+    assert set(wanted) <= set(native_loader.supported_kernels()), (wanted, native_loader.supported_kernels())
+    for kern in wanted:
+        assert native_loader.kernel_path(64, 256, 64, 64, 16, 16, kernel=kern) == kern
+    if native_loader.requested_kernel() == "auto":
+        assert native_loader.gemm_kernel() == (wanted[0] if wanted else None)
+        be = CpuBackend()
+        assert be.kernel_path == (wanted[0] if wanted else f"portable:{portable_gemm()}")
+
+
+def test_env_forces_the_kernel(tmp_path):
+    code = ("from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
+            "be = CpuBackend()\n"
+            "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, hasattr(be, 'sub_correction'))")
+    cpu = native_loader.cpu_kernels()
+    for env, want_kernel in (("avx2", "avx2" if "avx2" in cpu else None), ("vnni", "vnni" if "vnni" in cpu else None),
+                             ("off", None)):
+        res = _run_py(code, {"POUW_NATIVE": env, "POUW_PORTABLE_GEMM": "fp32"})
+        assert res.returncode == 0, res.stderr
+        req, kern, path, has_sub = res.stdout.split()
+        assert req == env and kern == str(want_kernel)
+        assert path == (want_kernel or "portable:fp32")
+        if env == "avx2":
+            assert has_sub == "False"      # the AVX2 stand-in uses no AVX512-VNNI recovery either
+    res = _run_py("from kernels import native_loader as n; print(n.available())", {"POUW_NATIVE": "off"})
+    assert res.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("method", ["int_mm", "fp32"])
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (5, 7, 3), (33, 1025, 17), (64, 3000, 40), (20, 2048, 24)])
+def test_portable_exact_gemms(method, m, k, n):
+    """Both portable GEMMs are exact for all int8 values, -128 and k past one fp32 chunk included."""
+    gen = torch.Generator().manual_seed(m * 7 + k + n)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    a[0, :] = -128
+    b[:, 0] = -128
+    assert torch.equal(exact_mm(a, b, method), _exact(a, b))
+
+
+def test_fp32_chunks_at_the_exactness_edge():
+    """|sum| = 128 * 128 * 1024 = 2^24 in every chunk, 4 chunks: the largest value fp32 must hold exactly."""
+    a = torch.full((4, 4 * FP32_EXACT_K), -128, dtype=torch.int8)
+    b = torch.full((4 * FP32_EXACT_K, 8), -128, dtype=torch.int8)
+    assert int(fp32_mm(a, b)[0, 0]) == 128 * 128 * 4 * FP32_EXACT_K
+    assert torch.equal(fp32_mm(a, b), int_mm(a, b))
+
+
+@pytest.mark.parametrize("method", ["int_mm", "fp32"])
+@pytest.mark.parametrize("m,k,n,r,h,w", [
+    (16, 576, 16, 32, 16, 16), (12, 96, 20, 32, 4, 4), (8, 36, 8, 12, 2, 8), (6, 40, 10, 5, 3, 5),
+    (8, 2560, 8, 2560, 4, 4),    # one chunk wider than FP32_EXACT_K: summed in int32 pieces
+])
+def test_portable_transcript_matches_reference(method, m, k, n, r, h, w):
+    gen = torch.Generator().manual_seed(m + k + r)
+    a = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (k, n), generator=gen, dtype=torch.int8)
+    if k > 1024:  # the pure-Python reference is slow: a model with int64 chunk products instead
+        c_ref = _exact(a, b)
+        s = c_ref.numpy().view(np.uint32).reshape(m // h, h, n // w, w)
+        x = np.bitwise_xor.reduce(np.bitwise_xor.reduce(s, axis=3), axis=1)
+        m_ref = torch.zeros((m // h, n // w, 16), dtype=torch.int32)
+        m_ref[:, :, 0] = torch.from_numpy(x.view(np.int32))
+    else:
+        c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
+    for block_rows in (4, 256):
+        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method)
+        assert torch.equal(c, c_ref) and torch.equal(msgs, m_ref)
+
+
+def test_portable_choice_is_measured_or_forced(monkeypatch):
+    assert portable_gemm() in ("int_mm", "fp32")
+    monkeypatch.setenv("POUW_PORTABLE_GEMM", "fp32")
+    assert portable_gemm() == "fp32" and CpuBackend(native=False).kernel_path == "portable:fp32"
+    monkeypatch.setenv("POUW_PORTABLE_GEMM", "int_mm")
+    assert portable_gemm() == "int_mm"
+
+
+@pytest.mark.parametrize("kernel", native_loader.cpu_kernels() + [None])
+def test_mine_job_on_each_kernel_matches_torch(kernel):
+    """A whole mining pass (noise, GEMM + transcript, tickets, recovery) on each fused kernel this CPU has, and
+    on the portable path, equals the pure torch pass."""
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    from pouw.params import PowParams
+
+    params = PowParams(rank=32, tile_h=8, tile_w=8)
+    a, b = filler_operands(b"cpu-kernels", (64, 512, 48))
+    prep = prepare_job(a, b, params)
+    template = b"tpl-cpu-kernels" + prep.job.h_a + prep.job.h_b
+    target = 1 << 252
+    be = CpuBackend(kernel=kernel) if kernel else CpuBackend(native=False)
+    assert be.kernel_path.startswith(kernel or "portable")
+    got = mine_job(template, prep.job, a, b, target, params, be, prepared=prep)
+    want = mine_job(template, prep.job, a, b, target, params, CpuBackend(native=False), prepared=prep)
+    assert torch.equal(got.c, _exact(a, b)) and torch.equal(got.c, want.c)
+    assert np.array_equal(np.asarray(got.tickets), np.asarray(want.tickets))
+    assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs]
+    # the backend's plain GEMM (the benchmark's engine baseline) and mm are exact too
+    assert torch.equal(be.plain_mm(a, b), _exact(a, b)) and torch.equal(be.mm(a[:, :100], b[:100]), _exact(a[:, :100], b[:100]))
