@@ -2,15 +2,24 @@
 
 Run:  pouw bench mining --device cpu --size 2048 --json
 Prints one JSON object: gemm_gops, pouw_gops, ratio (pouw/gemm), verify_ms, verify_speedup, and a breakdown.
+
+The baseline is the best exact int8 GEMM the device can do. On a CPU: the fastest of torch._int_mm (B row- or
+column-major), fp32 GEMM in exact k-chunks (kernels.cpu.fp32_mm) and the engine's own kernel with the transcript
+off; a candidate whose product is not exact (oneDNN's AVX2 int8 GEMM saturates vpmaddubsw, for one) is reported
+under "inexact" and not counted. `baseline` names the winner, `kernel_path` the GEMM the miner ran ("vnni",
+"avx2" or "portable:<gemm>"), and the record carries the commit, the CPU model and its flags.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -56,18 +65,39 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     t_intmm = min(t_intmm_row, t_intmm_col)
     say(f"torch._int_mm: {t_intmm * 1e3:.2f} ms ({ops / t_intmm / 1e12:.2f} TOPS; B row-major "
         f"{t_intmm_row * 1e3:.2f} ms, column-major {t_intmm_col * 1e3:.2f} ms)")
+    baselines = {"torch._int_mm": t_intmm}
+    inexact: list[str] = []
     if dev.type == "cuda":
         # The engine's own kernel with noise, transcript and recovery switched off.
         from kernels.triton_kernel import noisy_matmul_triton, plain_config
 
         t_kernel = best_of(lambda: noisy_matmul_triton(a_dev, b_col, rank, tile, tile, config=plain_config(),
                                                        transcript=False), reps, sync)
+        baselines["engine_plain"] = t_kernel
     else:
-        # the native kernel with the transcript off (torch._int_mm again where it does not run)
+        from kernels.cpu import fp32_mm
+
+        # the native kernel with the transcript off (the portable GEMM where no fused kernel runs)
         plain = getattr(backend, "plain_mm", backend.mm)
         t_kernel = best_of(lambda: plain(a_dev, b_dev), reps, sync)
+        baselines["engine_plain"] = t_kernel
+        baselines["fp32_chunks"] = best_of(lambda: fp32_mm(a_dev, b_dev), reps, sync)
+        say(f"fp32 GEMM in exact k-chunks: {baselines['fp32_chunks'] * 1e3:.2f} ms")
+        # only exact int8 GEMMs count: each candidate on full-range int8 operands (the filler's [-64, 63] would not
+        # show a saturating one) against fp64, which is exact here (|sums| < 2^53)
+        gen = torch.Generator().manual_seed(size)
+        pa = torch.randint(-127, 128, (256, k), generator=gen, dtype=torch.int8)
+        pb = torch.randint(-127, 128, (k, 256), generator=gen, dtype=torch.int8)
+        want = (pa.to(torch.float64) @ pb.to(torch.float64)).to(torch.int32)
+        for name, fn in (("torch._int_mm", torch._int_mm), ("engine_plain", plain), ("fp32_chunks", fp32_mm)):
+            if not torch.equal(fn(pa, pb), want):
+                inexact.append(name)
+                say(f"{name} is NOT exact on full-range int8 operands here: not a baseline")
     say(f"engine plain GEMM: {t_kernel * 1e3:.2f} ms")
-    t_gemm = min(t_intmm, t_kernel)
+    exact = {k: v for k, v in baselines.items() if k not in inexact}
+    baseline = min(exact, key=exact.get)
+    t_gemm = exact[baseline]
+    say(f"baseline: {baseline} {t_gemm * 1e3:.2f} ms")
 
     t0 = time.perf_counter()
     prep = prepare_job(a, b, params)
@@ -97,12 +127,19 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     t_verify = best_of(lambda: verify_proof(b"bench-template", prep.job, proof, target, params), max(reps, 20),
                        lambda: None)
     say(f"verify one proof: {t_verify * 1e3:.3f} ms")
+    cpu = _cpu_info() if dev.type == "cpu" else {}
     return {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
+                        else cpu.get("model") or platform.processor() or platform.machine()),
         "backend": backend.name + ("+native" if getattr(backend, "uses_native", False) else ""),
+        "kernel_path": getattr(backend, "kernel_path", None),
+        "avx2_loop": _avx2_loop(backend),
         "threads": torch.get_num_threads(),
         "size": size, "rank": rank, "tile": [tile, tile],
+        "baseline": baseline,
+        "baselines_ms": {k: round(v * 1e3, 3) for k, v in baselines.items()},
+        "inexact": inexact,
         "int_mm_ms": round(t_intmm * 1e3, 3),
         "int_mm_row_b_ms": round(t_intmm_row * 1e3, 3),
         "int_mm_col_b_ms": round(t_intmm_col * 1e3, 3),
@@ -120,7 +157,52 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "proof_bytes": len(proof.encode()),
         "kernel_config": _kernel_config(dev, rank, tile),
         "torch": torch.__version__,
+        "commit": _commit(),
+        "cpu_model": cpu.get("model"),
+        "cpu_flags": cpu.get("flags"),
+        "env": {k: os.environ[k] for k in ("POUW_NATIVE", "POUW_PORTABLE_GEMM", "ONEDNN_MAX_CPU_ISA",
+                                           "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY") if k in os.environ},
     }
+
+
+def _cpu_info() -> dict:
+    """The CPU's model name and feature flags (Linux /proc/cpuinfo; else platform's guess, no flags)."""
+    info: dict = {"model": platform.processor() or platform.machine(), "flags": None}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, val = line.partition(":")
+                key = key.strip()
+                if key == "model name" and info["flags"] is None:
+                    info["model"] = val.strip()
+                elif key in ("flags", "Features"):
+                    info["flags"] = val.split()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _commit() -> str | None:
+    """The checkout's git commit (with "-dirty" when it has changes), None outside a git checkout."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _avx2_loop(backend) -> str | None:
+    if getattr(backend, "kernel", None) != "avx2":
+        return None
+    from kernels import native_loader
+
+    return native_loader.avx2_loop()
 
 
 def _kernel_config(dev: torch.device, rank: int, tile: int) -> str | None:

@@ -84,13 +84,20 @@ _portable_times: dict[str, float] = {}
 
 
 def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int = 3) -> dict[str, float]:
-    """Best-of-`reps` seconds of each portable exact GEMM on one m x k x n product (after a warm-up call)."""
+    """Best-of-`reps` seconds of each portable GEMM on one m x k x n product of full-range int8 operands (after a
+    warm-up call that must be exact: a GEMM that is not, e.g. oneDNN's int8 GEMM saturating vpmaddubsw on AVX2,
+    gets infinity)."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8)
-    b = torch.randint(-127, 128, (k, n), generator=gen, dtype=torch.int8)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    a[0], b[:, 0] = 127, 127   # the largest pair sums a u8 x s8 multiply-add can meet
+    want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
     times = {}
     for name, fn in PORTABLE_GEMMS.items():
-        fn(a, b)
+        if not torch.equal(fn(a, b), want):
+            log.warning("portable GEMM %s is not exact on this machine: not used", name)
+            times[name] = float("inf")
+            continue
         best = float("inf")
         for _ in range(reps):
             t = time.perf_counter()
@@ -201,9 +208,22 @@ class CpuBackend:
             # the optional one-pass recovery hook (c -= sum_i 128^i U_i V_i), AVX512-VNNI only
             if self._aux.has_sub_correction() and not avx2:
                 self.sub_correction = self._aux.sub_correction
+            elif avx2:
+                self.sub_correction = self._avx2_sub_correction
             # the optional native digit operands of the recovery: no torch GEMM (and no OpenMP) in a pass
             if self._aux.has_correction_operands() and not avx2:
                 self.correction_operands = self._aux.correction_operands
+
+    def _avx2_sub_correction(self, c: torch.Tensor, pairs) -> torch.Tensor:
+        """c -= sum_i 128^i U_i V_i: one AVX2 GEMM over all digits where m % 4 == 0, else Horner on `mm`."""
+        try:
+            return self._aux.avx2_sub_correction(c, pairs)
+        except ShapeError:
+            acc = None
+            for u, v in reversed(list(pairs)):
+                term = self.mm(u, v)
+                acc = term if acc is None else acc.mul_(128).add_(term)
+            return c if acc is None else c.sub_(acc)
 
     @property
     def uses_native(self) -> bool:

@@ -234,6 +234,8 @@ def _load() -> ctypes.CDLL:
     lib.pouw_has_avx2.restype = i32
     lib.pouw_avx2_default_variant.argtypes = []
     lib.pouw_avx2_default_variant.restype = i32
+    lib.pouw_avx2_sub_correction.argtypes = [vp, vp, vp, i64, i64, i64, i64, i32]
+    lib.pouw_avx2_sub_correction.restype = i32
     lib.pouw_add_noise.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
@@ -643,6 +645,45 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
     return c
 
 
+def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
+    """`Backend.sub_correction` on the AVX2 kernel: c -= sum_i 128^i U_i @ V_i in place (int32, wrapping), one
+    GEMM over the digits side by side (highest first, S = 128 S + U_i V_i at each digit boundary) that subtracts
+    from c as it stores. c: m x n int32 contiguous, m % 4 == 0 (ShapeError otherwise); U_i m x w_i, V_i w_i x n
+    int8 (narrower pairs are zero-padded to the widest). RuntimeError unless `has_avx2()`."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_avx2():
+        raise RuntimeError(f"native AVX2 sub_correction unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2 or c.device.type != "cpu":
+        raise ShapeError("c must be a 2-D int32 CPU tensor")
+    if not c.is_contiguous():
+        raise ShapeError("c must be contiguous (it is updated in place)")
+    m, n = c.shape
+    pairs = [tuple(p) for p in pairs][:SUB_CORRECTION_MAX_PAIRS]   # 128^i vanishes mod 2^32 for i >= 5
+    if m == 0 or n == 0 or not pairs:
+        return c
+    if m % 4:
+        raise ShapeError(f"m={m} is not a multiple of 4")
+    for i, (u, v) in enumerate(pairs):
+        if (u.dtype != torch.int8 or v.dtype != torch.int8 or u.dim() != 2 or v.dim() != 2 or u.shape[0] != m
+                or v.shape[1] != n or u.shape[1] != v.shape[0]):
+            raise ShapeError(f"pair {i}: shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n}")
+    w = max(u.shape[1] for u, _ in pairs)
+    w += -w % 4
+    us = [torch.nn.functional.pad(u, (0, w - u.shape[1])) for u, _ in reversed(pairs)]
+    vs = [torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for _, v in reversed(pairs)]
+    u_cat = torch.cat(us, dim=1).contiguous()
+    v_cat = torch.cat(vs, dim=0).contiguous()
+    if threads is None:
+        threads = torch.get_num_threads()
+    rc = lib.pouw_avx2_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(pairs), w,
+                                      max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError("avx2_sub_correction rejected its arguments")
+    if rc != 0:
+        raise RuntimeError(f"native avx2_sub_correction failed with code {rc}")
+    return c
+
+
 def has_correction_operands() -> bool:
     """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not
     "avx2"). Never raises."""
@@ -693,7 +734,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "cache_dir", "correction_operands", "cpu_kernels",
+__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels",
            "digit_count", "gemm_kernel", "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets",
            "has_vnni", "kernel_path", "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul",
            "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets", "unavailable_reason"]

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from kernels import native_loader, reference
+from kernels.base import ShapeError
 from kernels.cpu import FP32_EXACT_K, CpuBackend, exact_mm, fp32_mm, int_mm, noisy_matmul_torch, portable_gemm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,8 @@ def test_build_runs_every_kernel_the_cpu_has():
 def test_env_forces_the_kernel(tmp_path):
     code = ("from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
             "be = CpuBackend()\n"
-            "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, hasattr(be, 'sub_correction'))")
+            "sub = getattr(be, 'sub_correction', None)\n"
+            "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, sub is not None and sub == n.sub_correction)")
     cpu = native_loader.cpu_kernels()
     for env, want_kernel in (("avx2", "avx2" if "avx2" in cpu else None), ("vnni", "vnni" if "vnni" in cpu else None),
                              ("off", None)):
@@ -140,3 +142,35 @@ def test_mine_job_on_each_kernel_matches_torch(kernel):
     assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs]
     # the backend's plain GEMM (the benchmark's engine baseline) and mm are exact too
     assert torch.equal(be.plain_mm(a, b), _exact(a, b)) and torch.equal(be.mm(a[:, :100], b[:100]), _exact(a[:, :100], b[:100]))
+
+
+def _sub_reference(c: torch.Tensor, pairs) -> torch.Tensor:
+    total = c.to(torch.int64)
+    for i, (u, v) in enumerate(pairs):
+        total -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+    total &= 0xFFFFFFFF
+    return torch.where(total >= 2 ** 31, total - 2 ** 32, total).to(torch.int32)
+
+
+@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels(), reason="CPU without AVX2")
+@pytest.mark.parametrize("m,n,widths,lo", [
+    (64, 48, [128, 128, 128], -64),      # the recovery's shape: digits in [-64, 63], width 2r
+    (12, 20, [8, 4, 6], -64),            # unequal widths (zero-padded), n not a multiple of 8
+    (8, 16, [64] * 9, -128),             # -128 (the fp32 loop) and more pairs than matter mod 2^32
+    (4, 3, [1100], -64),                 # one digit wider than 1024 (the int loop only)
+])
+def test_avx2_sub_correction(m, n, widths, lo):
+    gen = torch.Generator().manual_seed(m + n + len(widths))
+    c = torch.randint(-2 ** 31, 2 ** 31 - 1, (m, n), generator=gen, dtype=torch.int32)
+    pairs = [(torch.randint(lo, 64, (m, w), generator=gen, dtype=torch.int8),
+              torch.randint(lo, 64, (w, n), generator=gen, dtype=torch.int8)) for w in widths]
+    want = _sub_reference(c, pairs)
+    got = native_loader.avx2_sub_correction(c.clone(), pairs)
+    assert torch.equal(got, want)
+    be = CpuBackend(kernel="avx2")
+    assert torch.equal(be.sub_correction(c.clone(), pairs), want)
+    # m % 4 != 0: the backend's Horner fallback on its GEMM
+    assert torch.equal(be.sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs]),
+                       _sub_reference(c[:m - 1], [(u[:m - 1], v) for u, v in pairs]))
+    with pytest.raises(ShapeError):
+        native_loader.avx2_sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs])

@@ -41,6 +41,9 @@
 #define A2_FLAG_NO_TRANSCRIPT 2
 #define A2_FLAG_FP32 16 /* force the fp32 inner loop */
 #define A2_FLAG_INT 32  /* force the int (vpmaddubsw) inner loop */
+/* pouw_avx2_sub_correction: chunks are digits, highest first: S = 128 * S + chunk product (Horner), and
+ * C -= S instead of C = S; no transcript */
+#define A2_FLAG_HORNER_SUB 64
 
 /* the faster inner loop on the CPUs measured (benchmarks/RESULTS.md): 0 = int, 1 = fp32 */
 #ifndef POUW_AVX2_DEFAULT_FP32
@@ -75,7 +78,7 @@ typedef struct {
     int r, th, tw;
     int32_t* c;
     uint32_t* msgs;
-    int transcript, fp32;
+    int transcript, fp32, horner_sub;
     int nrv;              /* ymm columns per panel */
     int64_t nv;           /* ymm columns in all: ceil(n / 8) */
     int64_t npanels;
@@ -91,11 +94,12 @@ static inline int64_t a2_round64(int64_t x) { return (x + 63) & ~(int64_t)63; }
 
 /* ---- B packing ------------------------------------------------------------------------------------------- */
 
-/* int: panel p, k step q (4 k entries): nrv ymm of 8 columns x 4 consecutive k bytes (column-major quads). */
+/* int: panel p, k step q (4 k entries): 2 ymm of 8 columns x 4 consecutive k bytes (column-major quads), then
+ * the same 2 ymm of |b| (the vpmaddubsw u8 operand, 128 for -128). */
 static void pack_panel_int(const a2_ctx* X, int64_t p) {
     const int64_t k = X->k, n = X->n, v0 = p * 16;
     int8_t* dst = (int8_t*)(X->bpack + p * X->panel_bytes);
-    for (int64_t q = 0; q < k / 4; q++, dst += 64) {
+    for (int64_t q = 0; q < k / 4; q++, dst += 128) {
         const int8_t* s = X->b + 4 * q * n + v0;
         if (v0 + 16 <= n) {
             const __m128i r0 = _mm_loadu_si128((const __m128i*)s), r1 = _mm_loadu_si128((const __m128i*)(s + n));
@@ -103,7 +107,7 @@ static void pack_panel_int(const a2_ctx* X, int64_t p) {
             const __m128i r3 = _mm_loadu_si128((const __m128i*)(s + 3 * n));
             const __m128i t0 = _mm_unpacklo_epi8(r0, r1), t1 = _mm_unpackhi_epi8(r0, r1);
             const __m128i t2 = _mm_unpacklo_epi8(r2, r3), t3 = _mm_unpackhi_epi8(r2, r3);
-            _mm_store_si128((__m128i*)dst, _mm_unpacklo_epi16(t0, t2));
+            _mm_store_si128((__m128i*)dst, _mm_unpacklo_epi16(t0, t2));  /* 32-byte aligned: dst is */
             _mm_store_si128((__m128i*)(dst + 16), _mm_unpackhi_epi16(t0, t2));
             _mm_store_si128((__m128i*)(dst + 32), _mm_unpacklo_epi16(t1, t3));
             _mm_store_si128((__m128i*)(dst + 48), _mm_unpackhi_epi16(t1, t3));
@@ -111,6 +115,8 @@ static void pack_panel_int(const a2_ctx* X, int64_t p) {
             for (int64_t v = 0; v < 16; v++)
                 for (int64_t i = 0; i < 4; i++) dst[4 * v + i] = v0 + v < n ? s[i * n + v] : 0;
         }
+        _mm256_store_si256((__m256i*)(dst + 64), _mm256_abs_epi8(_mm256_load_si256((const __m256i*)dst)));
+        _mm256_store_si256((__m256i*)(dst + 96), _mm256_abs_epi8(_mm256_load_si256((const __m256i*)(dst + 32))));
     }
 }
 
@@ -248,16 +254,20 @@ typedef struct {
     __m256i* mst;      /* nrv x 16 state vectors */
     __m256i* run;      /* fp32: 4 x nrv int32 running sums */
     int transcript;
+    int horner_sub;    /* S = 128 S + chunk product at chunk boundaries; C -= S */
 } a2_uk;
 
-static inline void store_c(int32_t* cp, int64_t ldc, int u, int j, __m256i v, int64_t cols) {
+/* C = v (sub: C -= v, wrapping) for the valid columns of ymm column j of row u */
+static inline void store_c(int32_t* cp, int64_t ldc, int u, int j, __m256i v, int64_t cols, int sub) {
     int32_t* dst = cp + u * ldc + 8 * j;
     if (8 * j + 8 <= cols) {
+        if (sub) v = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i*)dst), v);
         _mm256_storeu_si256((__m256i*)dst, v);
     } else if (8 * j < cols) {
         int32_t tmp[8] __attribute__((aligned(32)));
         _mm256_store_si256((__m256i*)tmp, v);
-        for (int64_t e = 0; e < cols - 8 * j; e++) dst[e] = tmp[e];
+        for (int64_t e = 0; e < cols - 8 * j; e++)
+            dst[e] = sub ? (int32_t)((uint32_t)dst[e] - (uint32_t)tmp[e]) : tmp[e];
     }
 }
 
@@ -273,14 +283,15 @@ static void ukern_int(const a2_uk* U) {
     const int64_t spc = U->r / 4;
     int64_t l = 0;
     for (int64_t c = 0; c < U->nchunks; c++) {
-        for (int64_t q = 0; q < spc; q++, l += 4, bp += 2) {
+        for (int64_t q = 0; q < spc; q++, l += 4, bp += 4) {
             const __m256i b0 = _mm256_load_si256(bp), b1 = _mm256_load_si256(bp + 1);
+            const __m256i ab0 = _mm256_load_si256(bp + 2), ab1 = _mm256_load_si256(bp + 3);
+            /* |b| (u8) x a * sign(b) (s8) = a b; pairs of products sum into s16 without saturating */
 #define A2_ROW(AP, C0, C1)                                                                         \
     do {                                                                                           \
         const __m256i av = _mm256_set1_epi32(*(const a2_i32u*)((AP) + l));                         \
-        const __m256i aa = _mm256_abs_epi8(av);                                                    \
-        C0 = _mm256_add_epi32(C0, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av)), ones)); \
-        C1 = _mm256_add_epi32(C1, _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av)), ones)); \
+        C0 = _mm256_add_epi32(C0, _mm256_madd_epi16(_mm256_maddubs_epi16(ab0, _mm256_sign_epi8(av, b0)), ones)); \
+        C1 = _mm256_add_epi32(C1, _mm256_madd_epi16(_mm256_maddubs_epi16(ab1, _mm256_sign_epi8(av, b1)), ones)); \
     } while (0)
             A2_ROW(a0, c00, c01);
             A2_ROW(a1, c10, c11);
@@ -293,18 +304,24 @@ static void ukern_int(const a2_uk* U) {
             const int fresh = c < 16;
             fold(U->mst + slot, _mm256_xor_si256(_mm256_xor_si256(c00, c10), _mm256_xor_si256(c20, c30)), fresh);
             fold(U->mst + 16 + slot, _mm256_xor_si256(_mm256_xor_si256(c01, c11), _mm256_xor_si256(c21, c31)), fresh);
+        } else if (U->horner_sub && c + 1 < U->nchunks) {
+            c00 = _mm256_slli_epi32(c00, 7); c01 = _mm256_slli_epi32(c01, 7);
+            c10 = _mm256_slli_epi32(c10, 7); c11 = _mm256_slli_epi32(c11, 7);
+            c20 = _mm256_slli_epi32(c20, 7); c21 = _mm256_slli_epi32(c21, 7);
+            c30 = _mm256_slli_epi32(c30, 7); c31 = _mm256_slli_epi32(c31, 7);
         }
     }
     if (U->transcript && U->nchunks < 16) /* slots that never got a chunk read as zero */
         for (int64_t s = U->nchunks; s < 16; s++) U->mst[s] = U->mst[16 + s] = _mm256_setzero_si256();
-    store_c(U->cp, U->ldc, 0, 0, c00, U->cols);
-    store_c(U->cp, U->ldc, 0, 1, c01, U->cols);
-    store_c(U->cp, U->ldc, 1, 0, c10, U->cols);
-    store_c(U->cp, U->ldc, 1, 1, c11, U->cols);
-    store_c(U->cp, U->ldc, 2, 0, c20, U->cols);
-    store_c(U->cp, U->ldc, 2, 1, c21, U->cols);
-    store_c(U->cp, U->ldc, 3, 0, c30, U->cols);
-    store_c(U->cp, U->ldc, 3, 1, c31, U->cols);
+    const int sub = U->horner_sub;
+    store_c(U->cp, U->ldc, 0, 0, c00, U->cols, sub);
+    store_c(U->cp, U->ldc, 0, 1, c01, U->cols, sub);
+    store_c(U->cp, U->ldc, 1, 0, c10, U->cols, sub);
+    store_c(U->cp, U->ldc, 1, 1, c11, U->cols, sub);
+    store_c(U->cp, U->ldc, 2, 0, c20, U->cols, sub);
+    store_c(U->cp, U->ldc, 2, 1, c21, U->cols, sub);
+    store_c(U->cp, U->ldc, 3, 0, c30, U->cols, sub);
+    store_c(U->cp, U->ldc, 3, 1, c31, U->cols, sub);
 }
 
 static void ukern_f32(const a2_uk* U) {
@@ -327,7 +344,7 @@ static void ukern_f32(const a2_uk* U) {
             f30 = _mm256_fmadd_ps(av, b0, f30); f31 = _mm256_fmadd_ps(av, b1, f31); f32 = _mm256_fmadd_ps(av, b2, f32);
         }
         /* exact integers: convert, add into the int32 running sums, fold */
-#define A2_ADD(I, F) run[I] = _mm256_add_epi32(run[I], _mm256_cvtps_epi32(F))
+#define A2_ADD(I, F) run[I] = _mm256_add_epi32(U->horner_sub ? _mm256_slli_epi32(run[I], 7) : run[I], _mm256_cvtps_epi32(F))
         A2_ADD(0, f00); A2_ADD(1, f01); A2_ADD(2, f02);
         A2_ADD(3, f10); A2_ADD(4, f11); A2_ADD(5, f12);
         A2_ADD(6, f20); A2_ADD(7, f21); A2_ADD(8, f22);
@@ -347,7 +364,7 @@ static void ukern_f32(const a2_uk* U) {
         for (int j = 0; j < NRV_F32; j++)
             for (int64_t s = U->nchunks; s < 16; s++) U->mst[16 * j + s] = _mm256_setzero_si256();
     for (int u = 0; u < 4; u++)
-        for (int j = 0; j < NRV_F32; j++) store_c(U->cp, U->ldc, u, j, run[NRV_F32 * u + j], U->cols);
+        for (int j = 0; j < NRV_F32; j++) store_c(U->cp, U->ldc, u, j, run[NRV_F32 * u + j], U->cols, U->horner_sub);
 }
 
 /* ---- driver ---------------------------------------------------------------------------------------------- */
@@ -387,6 +404,7 @@ static void block_worker(void* vctx, int tid, int nthreads) {
                 U.mst = mst;
                 U.run = run;
                 U.transcript = X->transcript;
+                U.horner_sub = X->horner_sub;
                 if (X->fp32)
                     ukern_f32(&U);
                 else
@@ -439,12 +457,13 @@ int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64
     a2_ctx X;
     memset(&X, 0, sizeof X);
     X.a = a; X.b = b; X.m = m; X.k = k; X.n = n; X.r = r; X.th = th; X.tw = tw; X.c = c; X.msgs = msgs;
-    X.transcript = !(flags & A2_FLAG_NO_TRANSCRIPT);
+    X.horner_sub = (flags & A2_FLAG_HORNER_SUB) != 0;
+    X.transcript = !(flags & A2_FLAG_NO_TRANSCRIPT) && !X.horner_sub;
     X.fp32 = fp32;
     X.nrv = fp32 ? NRV_F32 : NRV_INT;
     X.nv = (n + 7) / 8;
     X.npanels = (X.nv + X.nrv - 1) / X.nrv;
-    X.panel_bytes = a2_round64(fp32 ? k * 32 * X.nrv : k * 8 * X.nrv);
+    X.panel_bytes = a2_round64(fp32 ? k * 32 * X.nrv : k * 16 * X.nrv); /* int: b and |b| */
     const int64_t unit = th; /* whole tile rows, a multiple of 4 */
     const int64_t nunits = m / unit;
     if (threads > nunits) threads = (int)nunits;
@@ -468,9 +487,28 @@ int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64
     return A2_OK;
 }
 
+/*
+ * The recovery's one pass on the AVX2 kernel: c -= sum_i 128^i U_i V_i (wrapping int32) with U = [U_{d-1} | .. |
+ * U_0] (m x d w int8, the highest digit first) and V = [V_{d-1} ; .. ; V_0] (d w x n): chunks of width w are the
+ * digits, S = 128 S + U_i V_i at every chunk boundary (Horner). m % 4 == 0; w % 4 == 0 or w <= 1024.
+ */
+int pouw_avx2_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64_t m, int64_t n, int64_t d,
+                             int64_t w, int threads) {
+    if (!c || !u || !v || m <= 0 || n <= 0 || d <= 0 || w <= 0 || m % 4 || w > 65536) return A2_EINVAL;
+    uint32_t dummy[A2_MSG_WORDS];
+    return pouw_avx2_gemm(u, v, m, d * w, n, (int)w, 4, 1, c, dummy, threads,
+                          A2_FLAG_NO_TRANSCRIPT | A2_FLAG_HORNER_SUB);
+}
+
 #pragma GCC pop_options
 
 #else /* not x86-64 */
+
+int pouw_avx2_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64_t m, int64_t n, int64_t d,
+                             int64_t w, int threads) {
+    (void)c; (void)u; (void)v; (void)m; (void)n; (void)d; (void)w; (void)threads;
+    return A2_EINVAL;
+}
 
 int pouw_avx2_supported(void) { return 0; }
 int pouw_avx2_params_ok(int64_t m, int64_t k, int64_t n, int r, int th, int tw) {
