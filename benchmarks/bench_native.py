@@ -16,6 +16,10 @@ pouw.noise_torch.noisy_operands; "recover" the one-pass c -= sum_i 128^i U_i V_i
 sub_correction) against its torch path on the real correction operands; all checked bit-exact. --no-gemm skips the
 GEMM part.
 `loadavg_before` > ~0.5 means something else was running on this (2-core) machine: numbers unreliable.
+
+--avx2-loops: only the AVX2 kernel's two inner loops (vpmaddubsw "int", fp32 FMA "fp32"), each with the transcript
+(r = 64, 16x16 tiles) and without (the plain GEMM, r = 1024), rounds interleaved so host drift hits both alike;
+every product checked exact. (On an AVX-512 machine the AVX2 code is the same: it is compiled with -mno-avx512f.)
 """
 from __future__ import annotations
 
@@ -132,6 +136,26 @@ def bench_recover(a64: torch.Tensor, b_noisy: torch.Tensor, nz, threads: int, re
     return rec
 
 
+def bench_avx2_loops(n: int, threads: int, repeats: int, rounds: int = 3) -> dict:
+    """Best ms of each AVX2 inner loop, fused (r = 64, 16 x 16 tiles) and plain (r = 1024, no transcript)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
+    want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
+    cases = {f"{loop}_{kind}": (lambda loop=loop, r=r, tr=tr: native_loader.noisy_matmul(
+        a, b, r, 16, 16, kernel="avx2", loop=loop, threads=threads, transcript=tr))
+        for loop in ("int", "fp32") for kind, r, tr in (("fused", 64, True), ("plain", 1024, False))}
+    best = {k: float("inf") for k in cases}
+    exact = {}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            exact[name] = bool(torch.equal(fn()[0], want))
+            best[name] = min(best[name], best_of(fn, repeats))
+    ops = 2.0 * n ** 3
+    return {name: {"ms": round(t * 1e3, 3), "gops": round(ops / t / 1e9, 1), "exact": exact[name]}
+            for name, t in best.items()} | {"default_loop": native_loader.avx2_loop()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=2048)
@@ -139,11 +163,17 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--configs", default=None, help="comma list of r:h:w, e.g. 64:16:16,128:8:8")
     ap.add_argument("--no-gemm", action="store_true", help="only the tickets / add_noise timings")
+    ap.add_argument("--avx2-loops", action="store_true", help="only the AVX2 kernel's two inner loops")
     args = ap.parse_args()
 
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    if args.avx2_loops:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        print(json.dumps({"size": args.size, "threads": threads, "loadavg_before": load,
+                          "avx2": bench_avx2_loops(args.size, threads, args.repeats)}, indent=2))
+        return 0
     n = args.size
     configs = CONFIGS
     if args.configs:
