@@ -83,16 +83,9 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         baselines["engine_plain"] = t_kernel
         baselines["fp32_chunks"] = best_of(lambda: fp32_mm(a_dev, b_dev), reps, sync)
         say(f"fp32 GEMM in exact k-chunks: {baselines['fp32_chunks'] * 1e3:.2f} ms")
-        # only exact int8 GEMMs count: each candidate on full-range int8 operands (the filler's [-64, 63] would not
-        # show a saturating one) against fp64, which is exact here (|sums| < 2^53)
-        gen = torch.Generator().manual_seed(size)
-        pa = torch.randint(-127, 128, (256, k), generator=gen, dtype=torch.int8)
-        pb = torch.randint(-127, 128, (k, 256), generator=gen, dtype=torch.int8)
-        want = (pa.to(torch.float64) @ pb.to(torch.float64)).to(torch.int32)
-        for name, fn in (("torch._int_mm", torch._int_mm), ("engine_plain", plain), ("fp32_chunks", fp32_mm)):
-            if not torch.equal(fn(pa, pb), want):
-                inexact.append(name)
-                say(f"{name} is NOT exact on full-range int8 operands here: not a baseline")
+        inexact = inexact_gemms({"torch._int_mm": torch._int_mm, "engine_plain": plain, "fp32_chunks": fp32_mm}, k)
+        for name in inexact:
+            say(f"{name} is NOT exact on full-range int8 operands here: not a baseline")
     say(f"engine plain GEMM: {t_kernel * 1e3:.2f} ms")
     exact = {k: v for k, v in baselines.items() if k not in inexact}
     baseline = min(exact, key=exact.get)
@@ -163,6 +156,18 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "env": {k: os.environ[k] for k in ("POUW_NATIVE", "POUW_PORTABLE_GEMM", "ONEDNN_MAX_CPU_ISA",
                                            "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY") if k in os.environ},
     }
+
+
+def inexact_gemms(gemms: dict[str, Callable], k: int, seed: int = 0) -> list[str]:
+    """Names of the CPU GEMMs whose 256 x k x 256 product of full-range int8 operands (the filler's [-64, 63]
+    would not show a saturating one; 127 rows and columns give the largest pair sums) differs from fp64's, which
+    is exact here (|sums| < 2^53)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randint(-127, 128, (256, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (k, 256), generator=gen, dtype=torch.int8)
+    a[0], b[:, 0] = 127, 127
+    want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
+    return [name for name, fn in gemms.items() if not torch.equal(fn(a, b), want)]
 
 
 def _cpu_info() -> dict:

@@ -174,3 +174,18 @@ def test_avx2_sub_correction(m, n, widths, lo):
                        _sub_reference(c[:m - 1], [(u[:m - 1], v) for u, v in pairs]))
     with pytest.raises(ShapeError):
         native_loader.avx2_sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs])
+
+
+def test_bench_counts_only_exact_baselines():
+    """The mining benchmark's baseline filter: a GEMM that is off on full-range int8 operands is named, exact
+    ones are not (oneDNN's AVX2 int8 GEMM saturates vpmaddubsw on large pair sums: such a GEMM is no baseline)."""
+    from benchmarks.bench_mining import inexact_gemms
+
+    def saturating(a, b):   # what a u8 x s8 pair-sum clamp to int16 does to a + 128 against b
+        au = (a.to(torch.int32) + 128).reshape(a.shape[0], -1, 2)
+        bb = b.to(torch.int32).reshape(-1, 2, b.shape[1])
+        pairs = torch.einsum("mkp,kpn->mkn", au, bb).clamp(-32768, 32767)
+        return (pairs.sum(1) - 128 * b.to(torch.int32).sum(0)).to(torch.int32)
+
+    gemms = {"fp32": fp32_mm, "int_mm_or_exact": exact_mm, "saturating": saturating}
+    assert inexact_gemms(gemms, 64) == ["saturating"]
