@@ -128,6 +128,8 @@ def test_mine_job_on_each_kernel_matches_torch(kernel):
     from pouw.miner import filler_operands, mine_job, prepare_job
     from pouw.params import PowParams
 
+    if kernel and native_loader.requested_kernel() == "off":
+        pytest.skip("POUW_NATIVE=off: no native kernel asked for")
     params = PowParams(rank=32, tile_h=8, tile_w=8)
     a, b = filler_operands(b"cpu-kernels", (64, 512, 48))
     prep = prepare_job(a, b, params)
@@ -152,7 +154,8 @@ def _sub_reference(c: torch.Tensor, pairs) -> torch.Tensor:
     return torch.where(total >= 2 ** 31, total - 2 ** 32, total).to(torch.int32)
 
 
-@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels(), reason="CPU without AVX2")
+@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+                    reason="CPU without AVX2, or POUW_NATIVE=off")
 @pytest.mark.parametrize("m,n,widths,lo", [
     (64, 48, [128, 128, 128], -64),      # the recovery's shape: digits in [-64, 63], width 2r
     (12, 20, [8, 4, 6], -64),            # unequal widths (zero-padded), n not a multiple of 8
