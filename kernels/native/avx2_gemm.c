@@ -64,6 +64,10 @@ int pouw_avx2_default_variant(void) { return POUW_AVX2_DEFAULT_FP32 ? 1 : 0; }
 #define MR 4
 #define NRV_INT 2
 #define NRV_F32 3
+#ifndef A2_PACK_ABS
+#define A2_PACK_ABS 1 /* int loop: |b| packed beside b (else vpabsb per k step) */
+#endif
+#define A2_INT_STEP_BYTES (A2_PACK_ABS ? 128 : 64)
 #ifndef POUW_AVX2_A_BLOCK_BYTES
 #define POUW_AVX2_A_BLOCK_BYTES (256 * 1024)
 #endif
@@ -99,7 +103,7 @@ static inline int64_t a2_round64(int64_t x) { return (x + 63) & ~(int64_t)63; }
 static void pack_panel_int(const a2_ctx* X, int64_t p) {
     const int64_t k = X->k, n = X->n, v0 = p * 16;
     int8_t* dst = (int8_t*)(X->bpack + p * X->panel_bytes);
-    for (int64_t q = 0; q < k / 4; q++, dst += 128) {
+    for (int64_t q = 0; q < k / 4; q++, dst += A2_INT_STEP_BYTES) {
         const int8_t* s = X->b + 4 * q * n + v0;
         if (v0 + 16 <= n) {
             const __m128i r0 = _mm_loadu_si128((const __m128i*)s), r1 = _mm_loadu_si128((const __m128i*)(s + n));
@@ -115,8 +119,10 @@ static void pack_panel_int(const a2_ctx* X, int64_t p) {
             for (int64_t v = 0; v < 16; v++)
                 for (int64_t i = 0; i < 4; i++) dst[4 * v + i] = v0 + v < n ? s[i * n + v] : 0;
         }
+#if A2_PACK_ABS
         _mm256_store_si256((__m256i*)(dst + 64), _mm256_abs_epi8(_mm256_load_si256((const __m256i*)dst)));
         _mm256_store_si256((__m256i*)(dst + 96), _mm256_abs_epi8(_mm256_load_si256((const __m256i*)(dst + 32))));
+#endif
     }
 }
 
@@ -255,7 +261,14 @@ typedef struct {
     __m256i* run;      /* fp32: 4 x nrv int32 running sums */
     int transcript;
     int horner_sub;    /* S = 128 S + chunk product at chunk boundaries; C -= S */
+    const char* pf;    /* a slice of the next panel to pull towards L2, pf_lines lines per chunk */
+    int64_t pf_lines;
 } a2_uk;
+
+static inline void a2_prefetch_l2(const a2_uk* U, int64_t c) {
+    const char* p = U->pf + c * U->pf_lines * 64;
+    for (int64_t i = 0; i < U->pf_lines; i++) _mm_prefetch(p + 64 * i, _MM_HINT_T1);
+}
 
 /* C = v (sub: C -= v, wrapping) for the valid columns of ymm column j of row u */
 static inline void store_c(int32_t* cp, int64_t ldc, int u, int j, __m256i v, int64_t cols, int sub) {
@@ -283,9 +296,15 @@ static void ukern_int(const a2_uk* U) {
     const int64_t spc = U->r / 4;
     int64_t l = 0;
     for (int64_t c = 0; c < U->nchunks; c++) {
-        for (int64_t q = 0; q < spc; q++, l += 4, bp += 4) {
+        for (int64_t q = 0; q < spc; q++, l += 4, bp += A2_INT_STEP_BYTES / 32) {
             const __m256i b0 = _mm256_load_si256(bp), b1 = _mm256_load_si256(bp + 1);
+#if A2_PACK_ABS
             const __m256i ab0 = _mm256_load_si256(bp + 2), ab1 = _mm256_load_si256(bp + 3);
+#else
+            const __m256i ab0 = _mm256_abs_epi8(b0), ab1 = _mm256_abs_epi8(b1);
+#endif
+            _mm_prefetch((const char*)(bp + 4 * A2_INT_STEP_BYTES / 32), _MM_HINT_T0);
+            _mm_prefetch((const char*)(bp + 4 * A2_INT_STEP_BYTES / 32) + 64, _MM_HINT_T0);
             /* |b| (u8) x a * sign(b) (s8) = a b; pairs of products sum into s16 without saturating */
 #define A2_ROW(AP, C0, C1)                                                                         \
     do {                                                                                           \
@@ -299,6 +318,7 @@ static void ukern_int(const a2_uk* U) {
             A2_ROW(a3, c30, c31);
 #undef A2_ROW
         }
+        a2_prefetch_l2(U, c);
         if (U->transcript) {
             const int slot = (int)(c & 15);
             const int fresh = c < 16;
@@ -350,6 +370,7 @@ static void ukern_f32(const a2_uk* U) {
         A2_ADD(6, f20); A2_ADD(7, f21); A2_ADD(8, f22);
         A2_ADD(9, f30); A2_ADD(10, f31); A2_ADD(11, f32);
 #undef A2_ADD
+        a2_prefetch_l2(U, c);
         if (U->transcript) {
             const int slot = (int)(c & 15);
             const int fresh = c < 16;
@@ -387,10 +408,14 @@ static void block_worker(void* vctx, int tid, int nthreads) {
                    sizeof(uint32_t) * (size_t)(((ie - ib) / X->th) * (n / X->tw) * A2_MSG_WORDS));
         if (X->fp32)
             for (int64_t row = ib; row < ie; row += MR) pack_a_quad_f32(X->a + row * k, k, k, afp + (row - ib) * k);
+        const int64_t nquads = (ie - ib) / MR, nchunks = k / X->r;
+        /* each quad's call pulls 1 / nquads of the next panel towards L2, spread over its chunks */
+        const int64_t pf_lines = (X->panel_bytes / 64 + nquads * nchunks - 1) / (nquads * nchunks);
         for (int64_t p = 0; p < X->npanels; p++) {
             const int64_t zv0 = p * nrv;
             const int64_t cols = n - zv0 * 8 < 8 * nrv ? n - zv0 * 8 : 8 * nrv;
-            for (int64_t row = ib; row < ie; row += MR) {
+            const char* pf = X->bpack + ((p + 1) % X->npanels) * X->panel_bytes;
+            for (int64_t row = ib; row < ie; row += MR, pf += pf_lines * nchunks * 64) {
                 a2_uk U;
                 U.a = X->a + row * k;
                 U.af = afp + (row - ib) * k;
@@ -405,6 +430,8 @@ static void block_worker(void* vctx, int tid, int nthreads) {
                 U.run = run;
                 U.transcript = X->transcript;
                 U.horner_sub = X->horner_sub;
+                U.pf = pf;
+                U.pf_lines = pf_lines;
                 if (X->fp32)
                     ukern_f32(&U);
                 else
@@ -463,7 +490,7 @@ int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64
     X.nrv = fp32 ? NRV_F32 : NRV_INT;
     X.nv = (n + 7) / 8;
     X.npanels = (X.nv + X.nrv - 1) / X.nrv;
-    X.panel_bytes = a2_round64(fp32 ? k * 32 * X.nrv : k * 16 * X.nrv); /* int: b and |b| */
+    X.panel_bytes = a2_round64(fp32 ? k * 32 * X.nrv : k / 4 * A2_INT_STEP_BYTES);
     const int64_t unit = th; /* whole tile rows, a multiple of 4 */
     const int64_t nunits = m / unit;
     if (threads > nunits) threads = (int)nunits;
