@@ -89,6 +89,7 @@ typedef struct {
     int64_t panel_bytes;  /* bytes of one packed panel */
     char* bpack;
     int64_t a_rows, nblocks;
+    int64_t npg, ppg;     /* panel groups per block (several only without the transcript), panels per group */
     char* scratch;        /* per thread: packed fp32 A block, running sums, message state */
     int64_t scratch_stride;
     int64_t next_panel, next_block; /* atomic work counters */
@@ -399,8 +400,10 @@ static void block_worker(void* vctx, int tid, int nthreads) {
     __m256i* mst = (__m256i*)(scr + (X->fp32 ? a2_round64(X->a_rows * k * 4) : 0));
     __m256i* run = mst + nrv * 16;
     for (;;) {
-        const int64_t blk = __atomic_fetch_add(&X->next_block, 1, __ATOMIC_RELAXED);
-        if (blk >= X->nblocks) break;
+        const int64_t item = __atomic_fetch_add(&X->next_block, 1, __ATOMIC_RELAXED);
+        if (item >= X->nblocks * X->npg) break;
+        const int64_t blk = item / X->npg, p0 = (item % X->npg) * X->ppg;
+        const int64_t p1 = p0 + X->ppg < X->npanels ? p0 + X->ppg : X->npanels;
         const int64_t ib = blk * X->a_rows;
         const int64_t ie = ib + X->a_rows < X->m ? ib + X->a_rows : X->m;
         if (X->transcript) /* this block's tile rows, XORed into below */
@@ -411,7 +414,7 @@ static void block_worker(void* vctx, int tid, int nthreads) {
         const int64_t nquads = (ie - ib) / MR, nchunks = k / X->r;
         /* each quad's call pulls 1 / nquads of the next panel towards L2, spread over its chunks */
         const int64_t pf_lines = (X->panel_bytes / 64 + nquads * nchunks - 1) / (nquads * nchunks);
-        for (int64_t p = 0; p < X->npanels; p++) {
+        for (int64_t p = p0; p < p1; p++) {
             const int64_t zv0 = p * nrv;
             const int64_t cols = n - zv0 * 8 < 8 * nrv ? n - zv0 * 8 : 8 * nrv;
             const char* pf = X->bpack + ((p + 1) % X->npanels) * X->panel_bytes;
@@ -491,17 +494,28 @@ int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64
     X.nv = (n + 7) / 8;
     X.npanels = (X.nv + X.nrv - 1) / X.nrv;
     X.panel_bytes = a2_round64(fp32 ? k * 32 * X.nrv : k / 4 * A2_INT_STEP_BYTES);
-    const int64_t unit = th; /* whole tile rows, a multiple of 4 */
+    /* work items: blocks of whole tile rows (th, a multiple of 4); without the transcript (no messages shared by
+     * the columns of a tile row) a block's panels may be split into groups too, for short wide products (P·B') */
+    const int64_t unit = th;
     const int64_t nunits = m / unit;
-    if (threads > nunits) threads = (int)nunits;
+    if (X.transcript && threads > nunits) threads = (int)nunits;
     if (threads < 1) threads = 1;
     int64_t ar = POUW_AVX2_A_BLOCK_BYTES / (k * (fp32 ? 4 : 1));
     const int64_t per_thread = (m + 4 * threads - 1) / (4 * threads);
-    if (threads > 1 && ar > per_thread) ar = per_thread;
+    if (X.transcript && threads > 1 && ar > per_thread) ar = per_thread;
+    if (ar > m) ar = m;
     ar = (ar / unit) * unit;
     if (ar < unit) ar = unit;
     X.a_rows = ar;
     X.nblocks = (m + ar - 1) / ar;
+    X.npg = 1;
+    if (!X.transcript && X.nblocks < 4 * threads) {
+        X.npg = (4 * threads + X.nblocks - 1) / X.nblocks;
+        if (X.npg > X.npanels) X.npg = X.npanels;
+    }
+    X.ppg = (X.npanels + X.npg - 1) / X.npg;
+    X.npg = (X.npanels + X.ppg - 1) / X.ppg;
+    if (threads > X.nblocks * X.npg) threads = (int)(X.nblocks * X.npg);
     X.scratch_stride = a2_round64((fp32 ? ar * k * 4 : 0) + (int64_t)sizeof(__m256i) * (X.nrv * 16 + 4 * X.nrv) + 64);
     const int64_t off_s = a2_round64(X.npanels * X.panel_bytes);
     char* ws = (char*)aligned_alloc(64, (size_t)a2_round64(off_s + threads * X.scratch_stride));
