@@ -341,9 +341,10 @@ def test_plain_gemm_transcript_off_is_exact(m, k, n, kernel, loop):
 
 
 @pytest.mark.skipif("avx2" not in native_loader.cpu_kernels(), reason="CPU without AVX2")
-@pytest.mark.parametrize("m,k,n", [(4, 7, 5), (20, 2050, 3), (64, 1023, 33)])
+@pytest.mark.parametrize("m,k,n", [(4, 7, 5), (20, 2050, 3), (64, 1023, 33), (8, 256, 200), (64, 2048, 400)])
 def test_avx2_plain_gemm_odd_shapes(m, k, n):
-    """The AVX2 plain GEMM takes any k and n (m a multiple of 4): chunks the widest divisor of k up to 1024."""
+    """The AVX2 plain GEMM takes any k and n (m a multiple of 4): chunks the widest divisor of k up to 1024; short
+    wide products split their panels between the threads."""
     gen = torch.Generator().manual_seed(m + k + n)
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
