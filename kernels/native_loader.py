@@ -130,7 +130,8 @@ def _build_key(cc: str, sources: list[bytes], variant: tuple = VARIANTS[-1]) -> 
     except (OSError, subprocess.SubprocessError):
         version = "?"
     h = hashlib.sha256()
-    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(), repr(sorted(FILE_FLAGS.items())).encode(),
+    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(),
+             repr(sorted(FILE_FLAGS.items())).encode(),
              _machine_id().encode(),
              str(ABI_VERSION).encode(), variant[0].encode(), " ".join((*variant[1], *variant[2])).encode()]
     for item in items:
@@ -585,7 +586,8 @@ def has_sub_correction() -> bool:
     """True when `sub_correction` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not "avx2",
     which stands in for an AVX2-only CPU). Never raises."""
     lib = _get()
-    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_sub_correction") and lib.pouw_has_sub_correction())
+    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_sub_correction")
+                and lib.pouw_has_sub_correction())
 
 
 def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
@@ -688,7 +690,8 @@ def has_correction_operands() -> bool:
     """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not
     "avx2"). Never raises."""
     lib = _get()
-    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_correction_operands") and lib.pouw_has_sub_correction())
+    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_correction_operands")
+                and lib.pouw_has_sub_correction())
 
 
 def digit_count(lo: int, hi: int) -> int:
@@ -734,7 +737,8 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels",
-           "digit_count", "gemm_kernel", "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets",
-           "has_vnni", "kernel_path", "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul",
-           "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets", "unavailable_reason"]
+__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "avx2_sub_correction", "cache_dir",
+           "correction_operands", "cpu_kernels", "digit_count", "gemm_kernel", "has_avx2", "has_correction_operands",
+           "has_sub_correction", "has_tickets", "has_vnni", "kernel_path", "noise_path", "noisy_matmul",
+           "plain_chunk", "plain_matmul", "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets",
+           "unavailable_reason"]

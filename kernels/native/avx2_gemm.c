@@ -365,7 +365,8 @@ static void ukern_f32(const a2_uk* U) {
             f30 = _mm256_fmadd_ps(av, b0, f30); f31 = _mm256_fmadd_ps(av, b1, f31); f32 = _mm256_fmadd_ps(av, b2, f32);
         }
         /* exact integers: convert, add into the int32 running sums, fold */
-#define A2_ADD(I, F) run[I] = _mm256_add_epi32(U->horner_sub ? _mm256_slli_epi32(run[I], 7) : run[I], _mm256_cvtps_epi32(F))
+#define A2_ADD(I, F) \
+    run[I] = _mm256_add_epi32(U->horner_sub ? _mm256_slli_epi32(run[I], 7) : run[I], _mm256_cvtps_epi32(F))
         A2_ADD(0, f00); A2_ADD(1, f01); A2_ADD(2, f02);
         A2_ADD(3, f10); A2_ADD(4, f11); A2_ADD(5, f12);
         A2_ADD(6, f20); A2_ADD(7, f21); A2_ADD(8, f22);
