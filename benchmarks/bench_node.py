@@ -66,6 +66,25 @@ def bench_pass(cfg, shape: tuple[int, int, int], device: str, reps: int) -> dict
             "device": str(dev)}
 
 
+def from_scratch(cfg, shape: tuple[int, int, int], device: str, reps: int) -> float:
+    """Mean seconds of an attempt that builds its operands and commitments afresh (what every attempt cost
+    before operands were reused across nonces): the reference for what reuse saves."""
+    from dataclasses import replace as _replace
+
+    from chain.block import NULL_JOB, Header
+    from kernels import get_backend
+    from node.worker import FillerMiner
+
+    backend = get_backend(device)
+    params = cfg.pow.params()
+    h = Header(cfg.version, cfg.chain_id, 1, bytes(32), cfg.genesis_timestamp, 1, bytes(32), bytes(32), bytes(20),
+               NULL_JOB, 0, b"")
+    t = time.perf_counter()
+    for i in range(reps):
+        FillerMiner(cfg, params, shape).attempt(backend, _replace(h, height=1 + i), i)
+    return (time.perf_counter() - t) / reps
+
+
 def private_config(network: str, block_work: int) -> str:
     """The network's TOML with initial_block_work = block_work (and nothing else changed)."""
     from chain.config import CONFIG_DIRS
@@ -115,14 +134,20 @@ def _commit() -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def _cpu() -> tuple[str, list[str]]:
+    """CPU model name and the SIMD flags that pick a kernel (from /proc/cpuinfo where there is one)."""
+    model, flags = platform.processor() or platform.machine(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = sorted(f for f in line.split(":", 1)[1].split()
+                               if f in ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512vbmi",
+                                        "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve"))
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return model, flags
 
 
 def run(network: str, device: str, shape_text: str | None, seconds: float, warmup: float, reps: int,
@@ -143,6 +168,8 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
     b1 = bench_pass(cfg, shape, device, reps)
     say(f"{cfg.name} filler {shape[0]}x{shape[1]}x{shape[2]} on {b1['device']} ({b1['backend']}): pass best "
         f"{b1['best_s'] * 1e3:.2f} ms, mean {b1['mean_s'] * 1e3:.2f} ms")
+    scratch_s = from_scratch(cfg, shape, device, max(3, reps // 5))
+    say(f"an attempt building its operands afresh: {scratch_s * 1e3:.2f} ms")
     block_work = max(cfg.initial_block_work, int(macs / b1["mean_s"] * cfg.target_block_time))
     with tempfile.TemporaryDirectory() as d:
         toml_path = Path(d) / f"{cfg.name}-bench.toml"
@@ -153,6 +180,7 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
     best_s = min(b1["best_s"], b2["best_s"])
     mean_s = min(b1["mean_s"], b2["mean_s"])
     bench_rate, bench_mean_rate = macs / best_s, macs / mean_s
+    cpu = _cpu()
     out = {
         "benchmark": "node", "network": cfg.name, "device": b1["device"], "backend": b1["backend"],
         "filler_shape": list(shape), "threads": torch.get_num_threads(),
@@ -163,7 +191,8 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
         "ratio_mean": round(nd["work_rate"] / bench_mean_rate, 4),
         "node_blocks": nd["blocks"], "node_attempts": nd["attempts"], "node_operand_builds": nd["operand_builds"],
         "node_state": nd["mining_state"], "seconds": seconds, "warmup_s": warmup, "reps": reps,
-        "block_work": block_work, "commit": _commit(), "cpu": _cpu_model(),
+        "from_scratch_attempt_ms": round(scratch_s * 1e3, 3), "from_scratch_rate_macs": round(macs / scratch_s),
+        "block_work": block_work, "commit": _commit(), "cpu": cpu[0], "cpu_flags": cpu[1],
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
     }
