@@ -1,17 +1,20 @@
-"""`pouw bench node`: a running node's reported work rate over the benchmark's mining rate, in one run.
+"""`pouw bench node`: a running node's work rate over the benchmark's mining rate, measured in one run.
 
-1. Benchmark: the filler pass the node mines (`pouw.miner.mine_job` on the node's filler shape and device,
-   C not recovered, as `node.worker.FillerMiner` runs it): `--reps` back-to-back passes after warm-up; the
-   best pass and the mean pass are both reported.
-2. Node: an in-process node on a private copy of the network's config (same pow parameters and block time;
-   `initial_block_work` set to the benchmark's rate times the block time, the difficulty the network
-   converges to on this machine, so blocks come at the network's pace), mining with no peers for
-   `--warmup` + `--seconds` seconds. Its `work_rate` is read from `GET /api/v1/status` at the end (the
-   60 s window), and its steady rate as the MACs mined during the last `--seconds` over that time.
-3. ratio = node work_rate / benchmark rate (best pass: the strict figure); ratio_mean against the mean pass.
-
-The benchmark is timed again after the node stops, and the faster of the two runs is used: on a shared
-machine the load changes while the node runs.
+- Benchmark: the filler pass the node mines (`pouw.miner.mine_job` on the node's filler shape and device, C not
+  recovered, as `node.worker.FillerMiner` runs it), timed pass by pass; the mean and the best pass are reported.
+- Node: an in-process node on a private copy of the network's config (same pow parameters and block time;
+  `initial_block_work` set to a first benchmark's rate times the block time, the difficulty the network
+  converges to on this machine, so blocks and template changes come at the network's pace) mining with no
+  peers.
+- Interleaved, because the machine may be shared and its speed drift: after `--warmup` s of mining, `--rounds`
+  rounds of (the node mines `--seconds / --rounds` s; its miner is paused; benchmark passes for
+  `--bench-share` of that time, in a thread of the same process while the node's event loop keeps running). The
+  node's rate is its miner's counted MACs (the counter behind `work_rate`) over the time from resuming to
+  paused (the attempt in progress when the pause comes is counted); `ratio` = node rate / benchmark mean rate, `ratio_best` against the best single pass
+  (strict: a mean never reaches a best). `api_work_rate` is `GET /api/v1/status`'s `work_rate` at the end
+  (its 60 s window includes the benchmark's pauses, so it reads lower than the node's rate while mining).
+- `from_scratch_*`: an attempt that builds its operands and commitments afresh (every attempt before the
+  header nonce), for what reuse saves.
 
 Run:  pouw bench node --network devnet --device cpu --seconds 60 --json
 """
@@ -31,39 +34,50 @@ import time
 from pathlib import Path
 
 
-def bench_pass(cfg, shape: tuple[int, int, int], device: str, reps: int) -> dict:
-    """Filler passes on `shape` as the node mines them: best and mean seconds per pass."""
-    import torch
+class Bench:
+    """Filler passes on `shape` as the node mines them, timed one by one."""
 
-    from kernels import get_backend
-    from pouw.miner import filler_operands, mine_job, prepare_job
+    def __init__(self, cfg, shape: tuple[int, int, int], device: str):
+        import torch
 
-    params = cfg.pow.params()
-    backend = get_backend(device)
-    dev = backend.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    a, b = filler_operands(b"bench-node", shape)
-    prep = prepare_job(a, b, params)
-    target = (1 << 256) // (params.tile_work(shape[1]) * 64)    # ~1 winning tile in 64, as a block's lottery
+        from kernels import get_backend
+        from pouw.miner import filler_operands, prepare_job
 
-    def one(i: int) -> None:
-        mine_job(b"bench-node-template" + i.to_bytes(8, "big"), prep.job, a, b, target, params, backend,
-                 prepared=prep, recover_c=False, max_proofs=1, stage_sync=False)
+        self.params = cfg.pow.params()
+        self.backend = get_backend(device)
+        dev = self.backend.device
+        self.sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+        a, b = filler_operands(b"bench-node", shape)
+        self.prep = prepare_job(a, b, self.params)
+        self.target = (1 << 256) // (self.params.tile_work(shape[1]) * 64)   # ~1 winning tile in 64
+        self.times: list[float] = []
+        self.i = 0
+        self.burst(0.05, record=False)
 
-    for i in range(3):
-        one(i)
-    sync()
-    times = []
-    t_all = time.perf_counter()
-    for i in range(reps):
-        t = time.perf_counter()
-        one(1000 + i)
-        sync()
-        times.append(time.perf_counter() - t)
-    total = time.perf_counter() - t_all
-    return {"best_s": min(times), "mean_s": total / reps,
-            "backend": backend.name + ("+native" if getattr(backend, "uses_native", False) else ""),
-            "device": str(dev)}
+    def one(self) -> None:
+        from pouw.miner import mine_job
+        self.i += 1
+        mine_job(b"bench-node-template" + self.i.to_bytes(8, "big"), self.prep.job, self.prep.a, self.prep.b,
+                 self.target, self.params, self.backend, prepared=self.prep, recover_c=False, max_proofs=1,
+                 stage_sync=False)
+
+    def burst(self, seconds: float, record: bool = True) -> None:
+        """One untimed pass (this thread's buffers), then timed passes until `seconds` have passed."""
+        self.one()
+        self.sync()
+        end = time.perf_counter() + seconds
+        while True:
+            t = time.perf_counter()
+            self.one()
+            self.sync()
+            if record:
+                self.times.append(time.perf_counter() - t)
+            if t >= end:
+                return
+
+    @property
+    def name(self) -> str:
+        return self.backend.name + ("+native" if getattr(self.backend, "uses_native", False) else "")
 
 
 def from_scratch(cfg, shape: tuple[int, int, int], device: str, reps: int) -> float:
@@ -98,30 +112,39 @@ def private_config(network: str, block_work: int) -> str:
     return text
 
 
-async def run_node(toml_path: Path, datadir: Path, device: str, shape, warmup: float, seconds: float) -> dict:
+async def run_node(toml_path: Path, datadir: Path, device: str, shape, bench: Bench, *, warmup: float,
+                   seconds: float, rounds: int, bench_s: float) -> dict:
     import aiohttp
 
     from node.node import Node, NodeConfig
+    from node.testing import wait_for
 
     conf = NodeConfig(datadir=datadir, network=str(toml_path), port=0, mine=True, device=device,
                       take_jobs=False, filler_shape=shape)
     node = Node(conf)
     await node.start()
     try:
-        await asyncio.sleep(warmup)
         m = node.miner
-        macs0, t0, h0 = m.rate.total_macs, time.monotonic(), node.chain.height
-        att0, builds0 = m.filler.attempts, m.filler.builds
-        await asyncio.sleep(seconds)
-        macs1, t1 = m.rate.total_macs, time.monotonic()
-        async with aiohttp.ClientSession() as s:
-            async with s.get(node.url + "/api/v1/status") as r:
-                status = await r.json()
-        return {"work_rate": status["work_rate"], "steady_rate": (macs1 - macs0) / (t1 - t0),
+        await asyncio.sleep(warmup)
+        h0, att0, builds0 = node.chain.height, m.filler.attempts, m.filler.builds
+        mined = mining_s = 0.0
+        for i in range(rounds):
+            m.enabled = True
+            await wait_for(lambda: m.state != "paused", 30, step=0.001, what="the miner to resume")
+            macs0, t0 = m.rate.total_macs, time.monotonic()
+            await asyncio.sleep(seconds / rounds)
+            if i == rounds - 1:
+                async with aiohttp.ClientSession() as s:
+                    async with s.get(node.url + "/api/v1/status") as r:
+                        status = await r.json()
+            m.enabled = False
+            await wait_for(lambda: m.state == "paused", 30, step=0.001, what="the miner to pause")
+            mined += m.rate.total_macs - macs0
+            mining_s += time.monotonic() - t0
+            await asyncio.to_thread(bench.burst, bench_s)
+        return {"rate": mined / mining_s, "mining_s": mining_s, "api_work_rate": status["work_rate"],
                 "blocks": node.chain.height - h0, "attempts": m.filler.attempts - att0,
-                "operand_builds": m.filler.builds - builds0, "mining_state": status["mining"]["state"],
-                "useful_fraction": status["mining"]["useful_fraction"], "height": node.chain.height,
-                "node_uptime_s": status["uptime_s"]}
+                "operand_builds": m.filler.builds - builds0}
     finally:
         await node.stop()
 
@@ -150,8 +173,10 @@ def _cpu() -> tuple[str, list[str]]:
     return model, flags
 
 
-def run(network: str, device: str, shape_text: str | None, seconds: float, warmup: float, reps: int,
-        progress: bool = True) -> dict:
+def run(network: str, device: str, shape_text: str | None, seconds: float, warmup: float, rounds: int,
+        bench_share: float = 0.5, progress: bool = True) -> dict:
+    import statistics
+
     import torch
 
     from chain.config import load_config
@@ -165,41 +190,46 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
     shape = check_filler_shape(cfg, parse_shape(shape_text) if shape_text else cfg.pow.filler_shape)
     macs = shape[0] * shape[1] * shape[2]
     load_before = os.getloadavg()
-    b1 = bench_pass(cfg, shape, device, reps)
-    say(f"{cfg.name} filler {shape[0]}x{shape[1]}x{shape[2]} on {b1['device']} ({b1['backend']}): pass best "
-        f"{b1['best_s'] * 1e3:.2f} ms, mean {b1['mean_s'] * 1e3:.2f} ms")
-    scratch_s = from_scratch(cfg, shape, device, max(3, reps // 5))
+    bench = Bench(cfg, shape, device)
+    bench_s = seconds / rounds * bench_share
+    bench.burst(bench_s)
+    first = statistics.fmean(bench.times)
+    say(f"{cfg.name} filler {shape[0]}x{shape[1]}x{shape[2]} on {bench.backend.device} ({bench.name}): "
+        f"pass {first * 1e3:.2f} ms")
+    scratch_s = from_scratch(cfg, shape, device, 5)
     say(f"an attempt building its operands afresh: {scratch_s * 1e3:.2f} ms")
-    block_work = max(cfg.initial_block_work, int(macs / b1["mean_s"] * cfg.target_block_time))
+    block_work = max(cfg.initial_block_work, int(macs / first * cfg.target_block_time))
     with tempfile.TemporaryDirectory() as d:
         toml_path = Path(d) / f"{cfg.name}-bench.toml"
         toml_path.write_text(private_config(network, block_work))
-        say(f"node mining for {warmup:.0f} + {seconds:.0f} s (block work {block_work / 1e9:.1f} GMAC)")
-        nd = asyncio.run(run_node(toml_path, Path(d) / "node", device, shape, warmup, seconds))
-    b2 = bench_pass(cfg, shape, device, reps)
-    best_s = min(b1["best_s"], b2["best_s"])
-    mean_s = min(b1["mean_s"], b2["mean_s"])
-    bench_rate, bench_mean_rate = macs / best_s, macs / mean_s
+        say(f"node: {warmup:.0f} s warm-up, then {rounds} rounds of {seconds / rounds:.1f} s mining + "
+            f"{bench_s:.1f} s of benchmark passes (block work {block_work / 1e9:.1f} GMAC)")
+        bench.times.clear()
+        nd = asyncio.run(run_node(toml_path, Path(d) / "node", device, shape, bench, warmup=warmup,
+                                  seconds=seconds, rounds=rounds, bench_s=bench_s))
+    mean_s, best_s = statistics.fmean(bench.times), min(bench.times)
+    bench_rate, bench_best_rate = macs / mean_s, macs / best_s
     cpu = _cpu()
     out = {
-        "benchmark": "node", "network": cfg.name, "device": b1["device"], "backend": b1["backend"],
+        "benchmark": "node", "network": cfg.name, "device": str(bench.backend.device), "backend": bench.name,
         "filler_shape": list(shape), "threads": torch.get_num_threads(),
-        "bench_pass_best_ms": round(best_s * 1e3, 3), "bench_pass_mean_ms": round(mean_s * 1e3, 3),
-        "bench_rate_macs": round(bench_rate), "bench_mean_rate_macs": round(bench_mean_rate),
-        "node_work_rate_macs": round(nd["work_rate"]), "node_steady_rate_macs": round(nd["steady_rate"]),
-        "ratio": round(nd["work_rate"] / bench_rate, 4),
-        "ratio_mean": round(nd["work_rate"] / bench_mean_rate, 4),
+        "node_rate_macs": round(nd["rate"]), "bench_rate_macs": round(bench_rate),
+        "bench_best_rate_macs": round(bench_best_rate),
+        "ratio": round(nd["rate"] / bench_rate, 4), "ratio_best": round(nd["rate"] / bench_best_rate, 4),
+        "api_work_rate_macs": round(nd["api_work_rate"]),
+        "bench_pass_mean_ms": round(mean_s * 1e3, 3), "bench_pass_best_ms": round(best_s * 1e3, 3),
+        "bench_passes": len(bench.times), "node_mining_s": round(nd["mining_s"], 2),
         "node_blocks": nd["blocks"], "node_attempts": nd["attempts"], "node_operand_builds": nd["operand_builds"],
-        "node_state": nd["mining_state"], "seconds": seconds, "warmup_s": warmup, "reps": reps,
         "from_scratch_attempt_ms": round(scratch_s * 1e3, 3), "from_scratch_rate_macs": round(macs / scratch_s),
-        "block_work": block_work, "commit": _commit(), "cpu": cpu[0], "cpu_flags": cpu[1],
+        "seconds": seconds, "warmup_s": warmup, "rounds": rounds, "bench_s_per_round": round(bench_s, 3), "block_work": block_work,
+        "commit": _commit(), "cpu": cpu[0], "cpu_flags": cpu[1],
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()], "torch": torch.__version__,
     }
-    say(f"node work_rate {nd['work_rate'] / 1e9:.2f} GMAC/s (steady {nd['steady_rate'] / 1e9:.2f}), benchmark "
-        f"{bench_rate / 1e9:.2f} GMAC/s best pass, {bench_mean_rate / 1e9:.2f} mean: ratio {out['ratio']:.3f} "
-        f"(vs mean {out['ratio_mean']:.3f}); {nd['blocks']} blocks, {nd['attempts']} attempts, "
-        f"{nd['operand_builds']} operand builds")
+    say(f"node {nd['rate'] / 1e9:.2f} GMAC/s while mining, benchmark {bench_rate / 1e9:.2f} GMAC/s mean "
+        f"({bench_best_rate / 1e9:.2f} best pass): ratio {out['ratio']:.3f} (vs best {out['ratio_best']:.3f}); "
+        f"{nd['blocks']} blocks, {nd['attempts']} attempts, {nd['operand_builds']} operand builds; from scratch "
+        f"{macs / scratch_s / 1e9:.2f} GMAC/s")
     return out
 
 
@@ -209,13 +239,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--filler-shape", default=None, metavar="MxKxN", help="default: the network's")
     p.add_argument("--seconds", type=float, default=60.0, help="node mining time measured (default 60)")
     p.add_argument("--warmup", type=float, default=5.0, help="node mining time before measuring (default 5)")
-    p.add_argument("--reps", type=int, default=50, help="benchmark passes (default 50)")
+    p.add_argument("--rounds", type=int, default=10, help="mining / benchmark alternations (default 10)")
+    p.add_argument("--bench-share", type=float, default=0.5,
+                   help="benchmark time per round, as a share of the round's mining time (default 0.5)")
     p.add_argument("--json", action="store_true", help="print only the JSON object on stdout")
 
 
 def main_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
-    out = run(args.network, args.device, args.filler_shape, args.seconds, args.warmup, args.reps)
+    out = run(args.network, args.device, args.filler_shape, args.seconds, args.warmup, args.rounds, args.bench_share)
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0
 

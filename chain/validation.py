@@ -29,6 +29,19 @@ class ParentInfo:
     recent_timestamps: tuple[int, ...]  # up to mtp_window timestamps ending with the parent's
 
 
+def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int, params=None) -> None:
+    """The job shapes a block may carry (also what a miner checks its filler shape against)."""
+    if k < cfg.pow.min_k or max(m, k, n) > cfg.pow.max_dim:
+        raise BlockError("bad-job-shape", f"job shape {m}x{k}x{n} outside limits")
+    if m * k * n < cfg.pow.min_job_macs:
+        raise BlockError("bad-job-size", f"job of {m * k * n} MACs < {cfg.pow.min_job_macs}")
+    from pouw.errors import JobError
+    try:
+        (params or cfg.pow.params()).check_shape(m, k, n)
+    except JobError as e:
+        raise BlockError("bad-job-shape", str(e)) from e
+
+
 def check_header_proof(h: Header, cfg: ChainConfig, params=None) -> None:
     if h.version != cfg.version:
         raise BlockError("bad-version", f"version {h.version} != {cfg.version}")
@@ -39,16 +52,12 @@ def check_header_proof(h: Header, cfg: ChainConfig, params=None) -> None:
     if len(h.encoded) > cfg.max_header_bytes:
         raise BlockError("bad-header-length", f"{len(h.encoded)} bytes > {cfg.max_header_bytes}")
     job = h.job
-    if job.k < cfg.pow.min_k or max(job.m, job.k, job.n) > cfg.pow.max_dim:
-        raise BlockError("bad-job-shape", f"job shape {job.m}x{job.k}x{job.n} outside limits")
-    if job.macs < cfg.pow.min_job_macs:
-        raise BlockError("bad-job-size", f"job of {job.macs} MACs < {cfg.pow.min_job_macs}")
+    params = params or cfg.pow.params()
+    check_job_shape(cfg, job.m, job.k, job.n, params)
     from pouw.errors import JobError, PowError
     from pouw.proof import TileProof
     from pouw.verify import verify_proof
-    params = params or cfg.pow.params()
     try:
-        params.check_shape(job.m, job.k, job.n)
         commitment = job.commitment()
     except JobError as e:
         raise BlockError("bad-job-shape", str(e)) from e

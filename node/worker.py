@@ -83,17 +83,14 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def check_filler_shape(cfg: ChainConfig, shape: tuple[int, int, int]) -> tuple[int, int, int]:
-    """`shape` if blocks mined on it pass the chain's job-shape rules (chain.validation), else ValueError."""
+    """`shape` if blocks mined on it pass the chain's job-shape rules, else ValueError."""
+    from chain.errors import BlockError
+    from chain.validation import check_job_shape
     m, k, n = shape
-    p = cfg.pow
-    if k < p.min_k or max(m, k, n) > p.max_dim or m * k * n < p.min_job_macs:
-        raise ValueError(f"filler shape {m}x{k}x{n} outside the chain's limits (k >= {p.min_k}, dims <= "
-                         f"{p.max_dim}, m*k*n >= {p.min_job_macs})")
-    from pouw.errors import JobError
     try:
-        p.params().check_shape(m, k, n)
-    except JobError as e:
-        raise ValueError(f"filler shape {m}x{k}x{n}: {e}") from None
+        check_job_shape(cfg, m, k, n)
+    except BlockError as e:
+        raise ValueError(f"filler shape {m}x{k}x{n} outside the chain's limits ({e.reason}: {e.detail})") from None
     return m, k, n
 
 
