@@ -1,7 +1,8 @@
 """`pouw bench node`: a running node's work rate over the benchmark's mining rate, measured in one run.
 
 - Benchmark: the filler pass the node mines (`pouw.miner.mine_job` on the node's filler shape and device, C not
-  recovered, as `node.worker.FillerMiner` runs it), timed pass by pass; the mean and the best pass are reported.
+  recovered, at the node's block target, as `node.worker.FillerMiner` runs it), timed pass by pass; the mean
+  and the best pass are reported.
 - Node: an in-process node on a private copy of the network's config (same pow parameters and block time;
   `initial_block_work` set to a first benchmark's rate times the block time, the difficulty the network
   converges to on this machine, so blocks and template changes come at the network's pace) mining with no
@@ -49,7 +50,7 @@ class Bench:
         self.sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
         a, b = filler_operands(b"bench-node", shape)
         self.prep = prepare_job(a, b, self.params)
-        self.target = (1 << 256) // (self.params.tile_work(shape[1]) * 64)   # ~1 winning tile in 64
+        self.target = 1          # set to the node's block target before the timed passes (winners are as rare)
         self.times: list[float] = []
         self.i = 0
         self.burst(0.05, record=False)
@@ -199,6 +200,7 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
     scratch_s = from_scratch(cfg, shape, device, 5)
     say(f"an attempt building its operands afresh: {scratch_s * 1e3:.2f} ms")
     block_work = max(cfg.initial_block_work, int(macs / first * cfg.target_block_time))
+    bench.target = (1 << 256) // block_work
     with tempfile.TemporaryDirectory() as d:
         toml_path = Path(d) / f"{cfg.name}-bench.toml"
         toml_path.write_text(private_config(network, block_work))
