@@ -178,3 +178,14 @@ def test_useful_fraction_with_a_paid_job(tmp_path):
             await n.stop()
     asyncio.run(main())
 
+
+
+@pytest.mark.timeout(120)
+def test_bench_node_measures_node_and_benchmark_in_one_run():
+    from benchmarks.bench_node import run
+    out = run("regtest", "cpu", "64x512x32", seconds=1.0, warmup=0.2, rounds=2, api_window=False, progress=False)
+    assert out["filler_shape"] == [64, 512, 32] and out["network"] == "regtest"
+    assert out["node_attempts"] > 0 and out["bench_passes"] > 0
+    assert out["node_operand_builds"] <= out["node_blocks"] + 1       # operands built once per height
+    assert abs(out["ratio"] - out["node_rate_macs"] / out["bench_rate_macs"]) < 1e-3
+    assert out["api_work_rate_macs"] is None and out["commit"] and out["cpu"]
