@@ -27,14 +27,16 @@ PARAMS = CFG.pow.params()
 MINER = PrivateKey.from_phrase(b"loop miner").address
 
 
-def template(builder: ChainBuilder, parent: bytes, txs=(), timestamp: int | None = None, per_tile: int = 8):
-    """A template on `parent` whose target lets each tile win with probability ~1/per_tile (regtest's own
-    target lets every tile win, which would hide attempts that lose)."""
+def template(builder: ChainBuilder, parent: bytes, txs=(), timestamp: int | None = None, per_attempt: float = 0.5):
+    """A template on `parent` whose target gives an attempt about `per_attempt` expected winning tiles (regtest's
+    own target lets every tile win, which would hide attempts that lose)."""
     st = builder.states[parent]
     pinfo = builder.parent_info(parent)
     ts = timestamp if timestamp is not None else pinfo.timestamp + CFG.target_block_time
     tpl = build_template(CFG, pinfo, st.get, st.supply, MINER, txs, ts, select=False, jobs=st)
-    target = (1 << 256) // (PARAMS.tile_work(CFG.pow.filler_k) * per_tile)
+    m, k, n = CFG.pow.filler_shape
+    tiles = (m // PARAMS.tile_h) * (n // PARAMS.tile_w)
+    target = int((1 << 256) * per_attempt) // (PARAMS.tile_work(k) * tiles)
     return tpl, replace(tpl.header, target=target)
 
 
@@ -114,7 +116,7 @@ def test_filler_shape_setting():
     # a filler of another shape mines blocks the chain accepts
     backend = get_backend("cpu")
     builder = ChainBuilder(CFG)
-    tpl, h = template(builder, builder.genesis.hash, per_tile=1)
+    tpl, h = template(builder, builder.genesis.hash, per_attempt=4.0)
     fm = FillerMiner(CFG, PARAMS, (64, 512, 48))
     found, _ = fm.run(backend, h, 0, budget_s=60.0)
     assert (found.job.m, found.job.k, found.job.n) == (64, 512, 48)
