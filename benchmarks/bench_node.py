@@ -15,7 +15,9 @@
   rate, `ratio_best` against the best single pass (strict: a mean never reaches a best).
 - Then (unless `--no-api-window`) the node mines one full work-rate window (60 s) without pauses, and
   `api_work_rate` is `GET /api/v1/status`'s `work_rate` at its end: the reported figure itself;
-  `ratio_api` = api_work_rate / benchmark mean rate (one more benchmark burst follows it).
+  `ratio_api` = api_work_rate / benchmark mean rate (one more benchmark burst follows it; not interleaved,
+  so load drift on a shared machine moves it), `api_over_counted` = api_work_rate / the MACs the miner
+  counted during that window over its length (1.0: the API reports what the node mined).
 - `from_scratch_*`: an attempt that builds its operands and commitments afresh (every attempt before the
   header nonce), for what reuse saves.
 
@@ -146,14 +148,18 @@ async def run_node(toml_path: Path, datadir: Path, device: str, shape, bench: Be
         if api_window:
             # the reported figure itself: mining without pauses for one full work-rate window, then the API
             m.enabled = True
-            await asyncio.sleep(WINDOW_S + 0.5)          # the window then holds only unpaused mining
+            await asyncio.sleep(0.5)                     # the window then holds only unpaused mining
+            macs0, t0 = m.rate.total_macs, time.monotonic()
+            await asyncio.sleep(WINDOW_S)
             async with aiohttp.ClientSession() as s:
                 async with s.get(node.url + "/api/v1/status") as r:
                     api_rate = (await r.json())["work_rate"]
+            window_rate = (m.rate.total_macs - macs0) / (time.monotonic() - t0)
             m.enabled = False
             await wait_for(lambda: m.state == "paused", 30, step=0.001, what="the miner to pause")
             await asyncio.to_thread(bench.burst, bench_s)
         return {"rate": mined / mining_s, "mining_s": mining_s, "api_work_rate": api_rate,
+                "window_rate": window_rate if api_window else None,
                 "blocks": node.chain.height - h0, "attempts": m.filler.attempts - att0,
                 "operand_builds": m.filler.builds - builds0}
     finally:
@@ -232,6 +238,7 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
         "ratio": round(nd["rate"] / bench_rate, 4), "ratio_best": round(nd["rate"] / bench_best_rate, 4),
         "api_work_rate_macs": round(nd["api_work_rate"]) if nd["api_work_rate"] is not None else None,
         "ratio_api": round(nd["api_work_rate"] / bench_rate, 4) if nd["api_work_rate"] is not None else None,
+        "api_over_counted": round(nd["api_work_rate"] / nd["window_rate"], 4) if nd["api_work_rate"] else None,
         "bench_pass_mean_ms": round(mean_s * 1e3, 3), "bench_pass_best_ms": round(best_s * 1e3, 3),
         "bench_passes": len(bench.times), "node_mining_s": round(nd["mining_s"], 2),
         "node_blocks": nd["blocks"], "node_attempts": nd["attempts"], "node_operand_builds": nd["operand_builds"],
