@@ -191,3 +191,30 @@ def test_bench_node_measures_node_and_benchmark_in_one_run():
     assert out["node_operand_builds"] <= out["node_blocks"] + 1       # operands built once per height
     assert abs(out["ratio"] - out["node_rate_macs"] / out["bench_rate_macs"]) < 1e-3
     assert out["api_work_rate_macs"] is None and out["commit"] and out["cpu"]
+
+
+@pytest.mark.timeout(90)
+def test_remote_worker_mines_the_filler_shape_the_node_advertises(tmp_path):
+    from node.worker import run_remote
+
+    async def main():
+        shape = (64, 512, 32)
+        n = await start_node(tmp_path / "n", filler_shape=shape)        # not mining itself
+        try:
+            async with aiohttp.ClientSession() as s:
+                async with s.post(n.url + "/api/v1/mining/work", json={}) as r:
+                    assert (await r.json())["filler"] == list(shape)
+            h0 = n.chain.height
+            found = await asyncio.to_thread(run_remote, n.url, "cpu", MINER.hex(), max_blocks=2, duration=60)
+            assert found == 2 and n.chain.height == h0 + 2
+            for i in (h0 + 1, h0 + 2):
+                hd = n.chain.get_header(n.chain.block_hash_at(i))
+                assert (hd.job.m, hd.job.k, hd.job.n) == shape and hd.miner == MINER
+            # the worker's own --filler-shape wins over the node's
+            found = await asyncio.to_thread(run_remote, n.url, "cpu", MINER.hex(), max_blocks=1, duration=60,
+                                            filler_shape=(32, 512, 64))
+            hd = n.chain.get_header(n.chain.tip.hash)
+            assert found == 1 and (hd.job.m, hd.job.k, hd.job.n) == (32, 512, 64)
+        finally:
+            await n.stop()
+    asyncio.run(main())
