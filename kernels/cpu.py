@@ -129,6 +129,19 @@ def exact_mm(a: torch.Tensor, b: torch.Tensor, method: str | None = None) -> tor
     return PORTABLE_GEMMS[method or portable_gemm()](a, b)
 
 
+def digits128(x: torch.Tensor) -> list[torch.Tensor]:
+    """Signed base-128 digits (int8 in [-64, 63], at least one) of a CPU int32 tensor: x == sum_i d_i 128^i
+    (the recovery's digits, as pouw.recover.digits128 defines them)."""
+    v = x.numpy().astype(np.int32)
+    digits = []
+    while True:
+        d = ((v + 64) & 127) - 64
+        digits.append(torch.from_numpy(d.astype(np.int8)))
+        v = (v - d) >> 7
+        if not v.any():
+            return digits
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                        block_rows: int = 256, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
@@ -213,6 +226,24 @@ class CpuBackend:
             # the optional native digit operands of the recovery: no torch GEMM (and no OpenMP) in a pass
             if self._aux.has_correction_operands() and not avx2:
                 self.correction_operands = self._aux.correction_operands
+            elif avx2:
+                self.correction_operands = self._avx2_correction_operands
+
+    def _avx2_correction_operands(self, a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor,
+                                  f_r: torch.Tensor, map_a, map_b) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`Backend.correction_operands` with the AVX2 kernel, bit for bit `pouw.recover.correction_operands`:
+        A·Q and P·B' as column and row sums (`native_loader.avx2_gather_cols` / `avx2_scatter_rows`: the maps
+        have one 1 per column of P and row of Q, so no GEMM), the signed base-128 digits in numpy,
+        U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]."""
+        r = e_l.shape[1]
+        da = digits128(self._aux.avx2_gather_cols(a, map_b, r))
+        db = digits128(self._aux.avx2_scatter_rows(b_noisy, map_a, r))
+        out = []
+        for i in range(max(len(da), len(db))):
+            u = torch.cat([da[i] if i < len(da) else torch.zeros_like(da[0]), e_l], dim=1).contiguous()
+            v = torch.cat([f_r, db[i] if i < len(db) else torch.zeros_like(db[0])], dim=0).contiguous()
+            out.append((u, v))
+        return out
 
     def _avx2_sub_correction(self, c: torch.Tensor, pairs) -> torch.Tensor:
         """c -= sum_i 128^i U_i V_i: one AVX2 GEMM over all digits where m % 4 == 0, else Horner on `mm`."""

@@ -237,6 +237,10 @@ def _load() -> ctypes.CDLL:
     lib.pouw_avx2_default_variant.restype = i32
     lib.pouw_avx2_sub_correction.argtypes = [vp, vp, vp, i64, i64, i64, i64, i32]
     lib.pouw_avx2_sub_correction.restype = i32
+    lib.pouw_avx2_scatter_rows.argtypes = [vp, vp, i64, i64, i64, vp, i32]
+    lib.pouw_avx2_scatter_rows.restype = i32
+    lib.pouw_avx2_gather_cols.argtypes = [vp, vp, i64, i64, i64, vp, i32]
+    lib.pouw_avx2_gather_cols.restype = i32
     lib.pouw_add_noise.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
@@ -686,6 +690,56 @@ def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -
     return c
 
 
+def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
+    """P·B without a GEMM: the r x n int32 sums out[j] = sum of the rows l of b (k x n int8) with idx[l] == j
+    (idx: k integers in [0, r)). AVX2; RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_avx2():
+        raise RuntimeError(f"native AVX2 scatter unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    if not isinstance(b, torch.Tensor) or b.dtype != torch.int8 or b.dim() != 2 or b.device.type != "cpu":
+        raise ShapeError("b must be a 2-D int8 CPU tensor")
+    k, n = b.shape
+    ix = _index_array(idx, k, "idx")
+    out = torch.empty((r, n), dtype=torch.int32)
+    if n == 0:
+        return out
+    if k == 0:
+        return out.zero_()
+    if threads is None:
+        threads = torch.get_num_threads()
+    b = b.contiguous()
+    rc = lib.pouw_avx2_scatter_rows(b.data_ptr(), ix.ctypes.data, k, n, r, out.data_ptr(), max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError(f"avx2_scatter_rows rejected its arguments (an index outside [0, {r})?)")
+    if rc != 0:
+        raise RuntimeError(f"native avx2_scatter_rows failed with code {rc}")
+    return out
+
+
+def avx2_gather_cols(a: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
+    """A·Q without a GEMM: the m x r int32 sums out[:, j] = sum of the columns l of a (m x k int8) with
+    idx[l] == j (idx: k integers in [0, r)). RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_avx2():
+        raise RuntimeError(f"native AVX2 gather unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    if not isinstance(a, torch.Tensor) or a.dtype != torch.int8 or a.dim() != 2 or a.device.type != "cpu":
+        raise ShapeError("a must be a 2-D int8 CPU tensor")
+    m, k = a.shape
+    ix = _index_array(idx, k, "idx")
+    out = torch.empty((m, r), dtype=torch.int32)
+    if m == 0:
+        return out
+    if threads is None:
+        threads = torch.get_num_threads()
+    a = a.contiguous()
+    rc = lib.pouw_avx2_gather_cols(a.data_ptr(), ix.ctypes.data, m, k, r, out.data_ptr(), max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError(f"avx2_gather_cols rejected its arguments (an index outside [0, {r})?)")
+    if rc != 0:
+        raise RuntimeError(f"native avx2_gather_cols failed with code {rc}")
+    return out
+
+
 def has_correction_operands() -> bool:
     """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not
     "avx2"). Never raises."""
@@ -737,8 +791,8 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["KERNELS", "add_noise", "available", "avx2_loop", "avx2_sub_correction", "cache_dir",
-           "correction_operands", "cpu_kernels", "digit_count", "gemm_kernel", "has_avx2", "has_correction_operands",
-           "has_sub_correction", "has_tickets", "has_vnni", "kernel_path", "noise_path", "noisy_matmul",
-           "plain_chunk", "plain_matmul", "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets",
-           "unavailable_reason"]
+__all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows",
+           "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels", "digit_count", "gemm_kernel",
+           "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets", "has_vnni", "kernel_path",
+           "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul", "requested_kernel", "sub_correction",
+           "supported_kernels", "tile_tickets", "unavailable_reason"]

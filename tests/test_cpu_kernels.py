@@ -193,3 +193,31 @@ def test_bench_counts_only_exact_baselines():
 
     gemms = {"fp32": fp32_mm, "int_mm_or_exact": exact_mm, "saturating": saturating}
     assert inexact_gemms(gemms, 64) == ["saturating"]
+
+
+@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+                    reason="CPU without AVX2, or POUW_NATIVE=off")
+@pytest.mark.parametrize("m,k,n,r", [(64, 512, 48, 32), (20, 256, 70, 64), (8, 1024, 200, 16)])
+def test_avx2_correction_operands_match_generic(m, k, n, r):
+    """The AVX2 backend's correction operands (A·Q and P·B' as column and row sums) equal pouw.recover's, and
+    the sums alone equal A·Q and P·B'."""
+    from pouw.noise import noise_map
+    from pouw.noise_torch import Noise
+    from pouw.recover import correction_operands
+
+    gen = torch.Generator().manual_seed(m + k + n + r)
+    a = torch.randint(-64, 64, (m, k), generator=gen, dtype=torch.int8)
+    b2 = torch.randint(-96, 96, (k, n), generator=gen, dtype=torch.int8)
+    e_l = torch.randint(-32, 32, (m, r), generator=gen, dtype=torch.int8)
+    f_r = torch.randint(-32, 32, (r, n), generator=gen, dtype=torch.int8)
+    nz = Noise(e_l, f_r, (noise_map(b"sa%d" % k, k, r), noise_map(b"sb%d" % k, k, r)))
+    want = correction_operands(a, b2, nz, _exact)
+    be = CpuBackend(kernel="avx2")
+    got = correction_operands(a, b2, nz, be.mm, be.correction_operands)
+    assert len(got) == len(want) and all(torch.equal(u, wu) and torch.equal(v, wv)
+                                         for (u, v), (wu, wv) in zip(got, want))
+    assert torch.equal(native_loader.avx2_scatter_rows(b2, nz.maps[0], r), _exact(nz.p_mat, b2))
+    assert torch.equal(native_loader.avx2_gather_cols(a, nz.maps[1], r), _exact(a, nz.q_mat))
+    for fn, x in ((native_loader.avx2_scatter_rows, b2), (native_loader.avx2_gather_cols, a)):
+        with pytest.raises(ShapeError):
+            fn(x, np.full(k, r), r)      # an index outside [0, r)

@@ -542,9 +542,121 @@ int pouw_avx2_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64
                           A2_FLAG_NO_TRANSCRIPT | A2_FLAG_HORNER_SUB);
 }
 
+/*
+ * P·B' of the recovery without a GEMM: out (r x n int32) = sum over l of row l of b (k x n int8) added to row
+ * idx[l] (idx in [0, r)). Column slabs of 64 (r x 64 int32 in L1) are handed out to the threads.
+ */
+typedef struct {
+    const int8_t* b;
+    const int32_t* idx;
+    int64_t k, n, r;
+    int32_t* out;
+    int32_t* slabs;
+    int64_t next;
+} a2_scatter_ctx;
+
+static void scatter_worker(void* vctx, int tid, int nthreads) {
+    a2_scatter_ctx* X = (a2_scatter_ctx*)vctx;
+    (void)nthreads;
+    const int64_t n = X->n, r = X->r, k = X->k, nslabs = (n + 63) / 64;
+    int32_t* slab = X->slabs + (int64_t)tid * r * 64;
+    for (;;) {
+        const int64_t s = __atomic_fetch_add(&X->next, 1, __ATOMIC_RELAXED);
+        if (s >= nslabs) break;
+        const int64_t c0 = s * 64, width = n - c0 < 64 ? n - c0 : 64;
+        memset(slab, 0, (size_t)r * 64 * sizeof(int32_t));
+        const int8_t* src = X->b + c0;
+        if (width == 64) {
+            for (int64_t l = 0; l < k; l++, src += n) {
+                _mm_prefetch((const char*)(src + 16 * n), _MM_HINT_T0);
+                __m256i* sp = (__m256i*)(slab + (int64_t)X->idx[l] * 64);
+                for (int t = 0; t < 8; t++) {
+                    const __m256i w = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(src + 8 * t)));
+                    _mm256_store_si256(sp + t, _mm256_add_epi32(_mm256_load_si256(sp + t), w));
+                }
+            }
+        } else {
+            for (int64_t l = 0; l < k; l++, src += n) {
+                int32_t* sp = slab + (int64_t)X->idx[l] * 64;
+                for (int64_t v = 0; v < width; v++) sp[v] += src[v];
+            }
+        }
+        for (int64_t j = 0; j < r; j++) memcpy(X->out + j * n + c0, slab + j * 64, (size_t)width * sizeof(int32_t));
+    }
+}
+
+int pouw_avx2_scatter_rows(const int8_t* b, const int32_t* idx, int64_t k, int64_t n, int64_t r, int32_t* out,
+                           int threads) {
+    if (!b || !idx || !out || k < 0 || n < 1 || r < 1) return A2_EINVAL;
+    for (int64_t l = 0; l < k; l++)
+        if (idx[l] < 0 || idx[l] >= r) return A2_EINVAL;
+    const int64_t nslabs = (n + 63) / 64;
+    if (threads > nslabs) threads = (int)nslabs;
+    if (threads < 1) threads = 1;
+    a2_scatter_ctx X = {b, idx, k, n, r, out, NULL, 0};
+    X.slabs = (int32_t*)aligned_alloc(64, (size_t)(threads * r * 64 * (int64_t)sizeof(int32_t)));
+    if (!X.slabs) return A2_ENOMEM;
+    pouw_internal_run_team(scatter_worker, &X, threads);
+    free(X.slabs);
+    return A2_OK;
+}
+
+/* A·Q of the recovery without a GEMM: out (m x r int32), out[u][j] = sum of a[u][l] (a: m x k int8) over the l
+ * with idx[l] == j; rows handed out to the threads in blocks of 16. */
+typedef struct {
+    const int8_t* a;
+    const int32_t* idx;
+    int64_t m, k, r;
+    int32_t* out;
+    int64_t next;
+} a2_colsum_ctx;
+
+static void colsum_worker(void* vctx, int tid, int nthreads) {
+    a2_colsum_ctx* X = (a2_colsum_ctx*)vctx;
+    (void)tid;
+    (void)nthreads;
+    const int64_t m = X->m, k = X->k, r = X->r;
+    const int32_t* restrict idx = X->idx;
+    for (;;) {
+        const int64_t u0 = __atomic_fetch_add(&X->next, 16, __ATOMIC_RELAXED);
+        if (u0 >= m) break;
+        const int64_t u1 = u0 + 16 < m ? u0 + 16 : m;
+        for (int64_t u = u0; u < u1; u++) {
+            int32_t* restrict acc = X->out + u * r;
+            const int8_t* restrict row = X->a + u * k;
+            memset(acc, 0, (size_t)r * sizeof(int32_t));
+            for (int64_t l = 0; l < k; l++) acc[idx[l]] += row[l];
+        }
+    }
+}
+
+int pouw_avx2_gather_cols(const int8_t* a, const int32_t* idx, int64_t m, int64_t k, int64_t r, int32_t* out,
+                          int threads) {
+    if (!a || !idx || !out || m < 0 || k < 0 || r < 1) return A2_EINVAL;
+    for (int64_t l = 0; l < k; l++)
+        if (idx[l] < 0 || idx[l] >= r) return A2_EINVAL;
+    if (threads > (m + 15) / 16) threads = (int)((m + 15) / 16);
+    if (threads < 1) threads = 1;
+    a2_colsum_ctx X = {a, idx, m, k, r, out, 0};
+    pouw_internal_run_team(colsum_worker, &X, threads);
+    return A2_OK;
+}
+
 #pragma GCC pop_options
 
 #else /* not x86-64 */
+
+int pouw_avx2_gather_cols(const int8_t* a, const int32_t* idx, int64_t m, int64_t k, int64_t r, int32_t* out,
+                          int threads) {
+    (void)a; (void)idx; (void)m; (void)k; (void)r; (void)out; (void)threads;
+    return A2_EINVAL;
+}
+
+int pouw_avx2_scatter_rows(const int8_t* b, const int32_t* idx, int64_t k, int64_t n, int64_t r, int32_t* out,
+                           int threads) {
+    (void)b; (void)idx; (void)k; (void)n; (void)r; (void)out; (void)threads;
+    return A2_EINVAL;
+}
 
 int pouw_avx2_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64_t m, int64_t n, int64_t d,
                              int64_t w, int threads) {
