@@ -15,7 +15,7 @@ import pytest
 from chain.config import load_config
 from chain.econsim import issuer_key, with_issuer
 from chain.keys import PrivateKey, faucet_key, save_key
-from chain.tx import make_transfer
+from chain.tx import KIND_JOB_SUBMIT, JobSubmit, Transaction, make_transfer
 from node.node import Node, NodeConfig
 from node.testing import wait_for
 
@@ -66,6 +66,16 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
             assert rc == 0, out
             await wait_for(lambda: n.chain.get_econ(b"G" + bytes.fromhex(gid)) is not None
                            and n.chain.get_econ(b"K" + ISS.address + BUYER.address) is not None, 30)
+            # a job paid from the allocation through the mempool and the miner: the grant pays, not the balance
+            free0 = n.chain.get_account(SUB.address).balance
+            job = JobSubmit(b"a" * 32, b"b" * 32, 16, 512, 16, 300, n.chain.height + 50, b"a" * 32, b"b" * 32)
+            jtx = Transaction(KIND_JOB_SUBMIT, cfg.chain_id, n.chain.get_account(SUB.address).nonce, SUB.pubkey, 1000,
+                              job).signed(SUB)
+            n.add_tx(jtx)
+            await wait_for(lambda: n.chain.get_job(jtx.txid) is not None, 30)
+            assert n.chain.get_account(SUB.address).balance == free0 - 1000
+            rc, out = await run("subscription", "show", "--address", SUB.address.hex(), "--json")
+            assert json.loads(out)["allocation_tokens"] == 500 - 300
             rc, out = await run("market", "sell", "--wallet", wallets["sub"], "--issuer", ISS.address.hex(),
                                 "--qty", "2", "--price", "0.95")
             assert rc == 0 and "sell order" in out, out
@@ -97,7 +107,7 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
                         return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
                 st, sup = await get("/api/v1/economy/supply")
                 assert st == 200 and sup["conserved"] and sup["locked_in_asks"] == 50_000_000
-                assert sup["reserved_in_grants"] == 500
+                assert sup["reserved_in_grants"] == 200 and sup["job_escrow"] == 300
                 st, vel = await get("/api/v1/economy/velocity")
                 assert vel["windows"][0]["volume"] == 150_000_000 and vel["windows"][0]["velocity"] > 0
                 st, iss = await get("/api/v1/economy/issuers")

@@ -5,7 +5,8 @@ replay record for record (the undo data restores the economy exactly)."""
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from chain.econtx import (ASK, BID, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_G
                           CreditSpend, Grant, IssuerDeposit, IssuerRegister, IssuerWithdraw, OrderCancel, OrderPlace)
 from chain.errors import TxError
 from chain.keys import PrivateKey, faucet_key
+from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
 from chain.state import MemoryState, StateOverlay
 from chain.testing import ChainBuilder
 from chain.tx import KIND_JOB_SUBMIT, KIND_TRANSFER, JobSubmit, Transaction, Transfer, check_tx
@@ -156,13 +158,28 @@ def test_economy_across_forks_reorgs_and_invalidation(tmp_path_factory, seed):
     order = list(blocks)
     rng.shuffle(order)
     order.sort(key=lambda x: x.height)
-    with ChainState.open(tmp_path_factory.mktemp("econ"), CFG, clock=lambda: NOW) as cs:
+    d = tmp_path_factory.mktemp("econ")
+    with ChainState.open(d, CFG, clock=lambda: NOW) as cs:
         for blk in order:
             cs.submit_block(blk)
             ctrl = b.states[cs.tip.hash]
             assert dict(cs.scan_econ(b"")) == ctrl.econ
             assert cs.accounts() == ctrl.accounts and cs.jobs() == ctrl.jobs
             cs.check_conservation()
+        tip = cs.tip.hash
+    # verify replays the economy from genesis; reindex rebuilds it from the stored blocks
+    assert verify_datadir(d, CFG, check_proofs=False).tip == tip
+    from chain.store import Store
+    st = Store(d / "chaindata")
+    with st.batch() as wb:
+        wb.put(b"e" + b"P" + bytes(20), b"\x05")  # a spend-only balance out of nowhere
+    st.close()
+    with pytest.raises(VerifyError) as ei:
+        verify_datadir(d, CFG, check_proofs=False)
+    assert ei.value.reason == "bad-economy"
+    reindex_datadir(d, CFG)
+    with ChainState.open(d, CFG, clock=lambda: NOW) as cs:
+        assert cs.tip.hash == tip and dict(cs.scan_econ(b"")) == b.states[tip].econ
         cs.invalidate_block(first.hash)
         g = b.states[b.genesis.hash]
         assert dict(cs.scan_econ(b"")) == g.econ and cs.accounts() == g.accounts
