@@ -117,8 +117,9 @@ class _BatchJobs:
     def get_econ(self, key: bytes) -> bytes | None:
         return self.b.get(S.econ_key(key))
 
-    def scan_econ(self, prefix: bytes):
-        for k, v in self.store.iterate(S.econ_key(prefix)):  # no batch writes economy records before this
+    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+        st = S.econ_key(start) if start is not None else None
+        for k, v in self.store.iterate(S.econ_key(prefix), st):  # no batch writes economy records before this
             yield k[1:], v
 
 
@@ -374,9 +375,10 @@ class ChainState:
         """An economy record at the tip (chain/economy.py names the keys)."""
         return self.store.get(S.econ_key(key))
 
-    def scan_econ(self, prefix: bytes):
-        """Economy records under `prefix` at the tip, in key order."""
-        for k, v in self.store.iterate(S.econ_key(prefix)):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+        """Economy records under `prefix` at the tip, in key order (from the first key >= `start`)."""
+        st = S.econ_key(start) if start is not None else None
+        for k, v in self.store.iterate(S.econ_key(prefix), st):
             yield k[1:], v
 
     # --- jobs ------------------------------------------------------------------------------------------

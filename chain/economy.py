@@ -41,7 +41,7 @@ from chain.econtx import (BPS, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT,
 from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 
-DUE_PER_BLOCK = 64          # economy schedule entries settled per block at most (bounded work)
+DUE_PER_BLOCK = 256          # economy schedule entries settled per block at most (bounded work)
 VELOCITY_WINDOW = 100       # blocks per velocity window (volume is recorded per window)
 
 SRC_GRANT, SRC_VINTAGE, SRC_SPEND_ONLY = 0, 1, 2   # non-free sources of a job's escrow (spending order)
@@ -150,7 +150,7 @@ class EconSource(Protocol):
     """Read access to the economy records at a state (ChainState, MemoryState, a batch view)."""
 
     def get_econ(self, key: bytes) -> bytes | None: ...
-    def scan_econ(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
 
 def merge_scan(base: Iterable[tuple[bytes, bytes]], writes: dict[bytes, bytes | None],

@@ -195,6 +195,7 @@ class StateOverlay:
         self.econ: dict[bytes, bytes | None] = {}  # economy records written (None: deleted)
         self.econ_source = jobs if hasattr(jobs, "get_econ") else None
         self._econ_keys: list[bytes] = []  # sorted keys of self.econ (for ordered scans)
+        self._book_skip: dict[bytes, bytes] = {}  # book prefix -> first base key not yet consumed here
 
     @property
     def jobs_enabled(self) -> bool:
@@ -213,8 +214,28 @@ class StateOverlay:
         return self.econ_source.get_econ(key) if self.econ_source is not None else None
 
     def scan_econ(self, prefix: bytes):
-        base = self.econ_source.scan_econ(prefix) if self.econ_source is not None else ()
+        if self.econ_source is None:
+            base = ()
+        elif prefix[:1] == b"B":  # an order book: skip its head of makers this block already removed
+            base = self._book_head(prefix)
+        else:
+            base = self.econ_source.scan_econ(prefix)
         return economy.merge_scan(base, self.econ, prefix, self._econ_keys)
+
+    def _book_head(self, prefix: bytes):
+        """The base's book entries under `prefix`, starting after the run of leading entries this overlay
+        deleted (remembered per prefix). Book keys carry a unique sequence number and are never written
+        again once deleted, so the run only grows: without this, every taker in a block would re-walk the
+        makers that earlier takers in the block consumed."""
+        start = self._book_skip.get(prefix)
+        head = True
+        for k, v in self.econ_source.scan_econ(prefix, start):  # type: ignore[union-attr]
+            if head:
+                if k in self.econ and self.econ[k] is None:
+                    self._book_skip[prefix] = k + b"\x00"
+                else:
+                    head = False
+            yield k, v
 
     def commit_econ(self, kv: dict[bytes, bytes | None]) -> None:
         """Write economy records (None = delete) into the overlay."""
@@ -368,10 +389,10 @@ class MemoryState:
     def get_econ(self, key: bytes) -> bytes | None:
         return self.econ.get(key)
 
-    def scan_econ(self, prefix: bytes):
-        """Economy records under `prefix`, in key order."""
+    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+        """Economy records under `prefix`, in key order (from the first key >= `start`)."""
         import bisect
-        i = bisect.bisect_left(self._econ_keys, prefix)
+        i = bisect.bisect_left(self._econ_keys, max(prefix, start) if start is not None else prefix)
         keys = self._econ_keys
         while i < len(keys) and keys[i].startswith(prefix):
             k = keys[i]

@@ -74,9 +74,12 @@ class Store:
         except plyvel.Error as e:
             raise StorageError(f"database at {self.path} is corrupted (reading {key[:2]!r}...): {e}") from e
 
-    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iterate(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
+        """Pairs under `prefix` in key order (from the first key >= `start` when given)."""
         try:
             with self.db.iterator(prefix=prefix, verify_checksums=True) as it:
+                if start is not None:
+                    it.seek(start)
                 for k, v in it:
                     yield k, v
         except plyvel.Error as e:

@@ -82,8 +82,8 @@ class PendingJobs:
     def get_econ(self, key: bytes) -> bytes | None:
         return self.chain.get_econ(key)
 
-    def scan_econ(self, prefix: bytes):
-        return self.chain.scan_econ(prefix)
+    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+        return self.chain.scan_econ(prefix, start)
 
 
 class Mempool:
