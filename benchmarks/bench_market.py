@@ -100,11 +100,15 @@ class Run:
         return tot
 
     def trades(self, lo: int, hi: int) -> list[list]:
+        """Fills in blocks lo..hi as [height, issuer, price, qty, payment, fee, buyer, seller]."""
         out = []
         for key, v in self.sim.st.scan_econ(b"R"):
             h = int.from_bytes(key[1:9], "big")
             if lo <= h <= hi:
-                out.append([h] + as_list(decode(v), 8))
+                iss, taker, side, fills = as_list(decode(v), 4)
+                for price, qty, pay, fee, maker in fills:
+                    buyer, seller = (taker, maker) if side == BID else (maker, taker)
+                    out.append([h, iss, price, qty, pay, fee, buyer, seller])
         return out
 
     def go(self) -> dict:

@@ -17,7 +17,7 @@ pair is a leaf ``shake_256("pouw/econ" ‖ u8(len(key)) ‖ key ‖ value)`` of 
     F job_id(32)                          encode([[source, id, amount]...]): a job's non-free funding
     Q                                     encode(next order sequence number)
     T window(8)                           encode([token volume, credit volume, trades, fees])
-    R height(8) txid(32) fill(2)          encode(trade): the trade log
+    R height(8) txid(32)                  encode([issuer, taker, taker_side, fills]): the trade log
 
 Invariants (asserted by `econ_totals` users after every test step):
 - tokens: Σ free + Σ spend-only + Σ vintage + Σ asks' locks + Σ deposits + Σ active grants' remaining
@@ -165,6 +165,9 @@ def merge_scan(base: Iterable[tuple[bytes, bytes]], writes: dict[bytes, bytes | 
         while i < len(keys) and keys[i].startswith(prefix):
             over.append((keys[i], writes[keys[i]]))
             i += 1
+    if not over:  # nothing written under the prefix: the base as it is
+        yield from base
+        return
     mine = {k for k, _ in over}
     base_it = ((k, v) for k, v in base if k not in mine)
     for k, v in heapq.merge(base_it, ((k, v) for k, v in over if v is not None), key=lambda kv: kv[0]):

@@ -133,14 +133,17 @@ def cancel(led: Ledger, tx) -> None:
     _remove(led, p.order_id, o)
 
 
-def _record_trade(led: Ledger, txid: bytes, n: int, issuer: bytes, price: int, qty: int, pay: int, fee: int,
-                  buyer: bytes, seller: bytes, taker_side: int) -> None:
-    led.put(b"R" + be8(led.height) + txid + n.to_bytes(2, "big"),
-            encode([issuer, price, qty, pay, fee, buyer, seller, taker_side]))
+def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_side: int, fills: list[list]) -> None:
+    """One trade record per taker order (``R height txid``: [issuer, taker, taker_side, [[price, qty, payment,
+    fee, maker]...]]) and the velocity window's totals."""
+    if not fills:
+        return
+    led.put(b"R" + be8(led.height) + txid, encode([issuer, taker, taker_side, fills]))
     vk = k_volume(led.height // VELOCITY_WINDOW)
     v = led.get(vk)
     vol = [as_int(x) for x in as_list(decode(v), 4)] if v is not None else [0, 0, 0, 0]
-    led.put(vk, encode([vol[0] + qty, vol[1] + pay, vol[2] + 1, vol[3] + fee]))
+    led.put(vk, encode([vol[0] + sum(f[1] for f in fills), vol[1] + sum(f[2] for f in fills), vol[2] + len(fills),
+                        vol[3] + sum(f[3] for f in fills)]))
 
 
 def place(led: Ledger, tx) -> None:
@@ -169,9 +172,13 @@ def place(led: Ledger, tx) -> None:
             expires = min(expires or p.source, p.source)
     elif led.get_int(k_credit(p.issuer, me)) < value(p.qty, p.price):
         raise TxError("bad-order-funds", f"credits short of {value(p.qty, p.price)}")
-    rem, work, n = p.qty, 0, 0
+    rem, work = p.qty, 0
+    fills: list[list] = []
     taker_bid = p.side == BID
     bb = iss.buyback_bps if (not taker_bid and iss.buyback_bps and me != p.issuer and iss.buyback_bps >= p.price) else 0
+    # the taker's credits, spend-only tokens and the issuer's fees move once, after the loop
+    have = led.get_int(k_credit(p.issuer, me)) if taker_bid else 0
+    taker_credits = taker_tokens = fees = 0
     for key, _ in led.scan(book_prefix(p.issuer, 1 - p.side)):
         if not rem or work >= MAX_FILLS:
             break
@@ -189,35 +196,37 @@ def place(led: Ledger, tx) -> None:
         pay = value(m.remaining, m.price) - value(m.remaining - f, m.price)
         fee = taker_fee(pay, iss.fee_bps)
         if taker_bid:
-            have = led.get_int(k_credit(p.issuer, me))
-            if have < pay + fee:
-                raise TxError("bad-order-funds", f"credits {have} < {pay + fee}")
-            led.add_credits(p.issuer, me, -(pay + fee))
+            if have + taker_credits < pay + fee:
+                raise TxError("bad-order-funds", f"credits {have + taker_credits} < {pay + fee}")
+            taker_credits -= pay + fee - (fee if me == p.issuer else 0)
             led.add_credits(p.issuer, m.owner, pay)
-            led.add_int(k_spend_only(me), f)
-            buyer, seller = me, m.owner
+            taker_tokens += f
         else:
-            led.add_credits(p.issuer, me, pay - fee)
+            taker_credits += pay - fee
             led.add_int(k_spend_only(m.owner), f)
-            buyer, seller = m.owner, me
-        if fee:
-            led.add_credits(p.issuer, p.issuer, fee)
+        fees += fee
         rem -= f
         m2 = replace(m, remaining=m.remaining - f)
         if m2.remaining:
             led.put(k_order(moid), m2.encode())
         else:
             _remove(led, moid, m)
-        _record_trade(led, oid, n, p.issuer, m.price, f, pay, fee, buyer, seller, p.side)
-        n += 1
+        fills.append([m.price, f, pay, fee, m.owner])
     if rem and bb and work < MAX_FILLS:
         work += 1
         pay = value(rem, bb)
         fee = taker_fee(pay, iss.fee_bps)
         led.mint_credits(p.issuer, me, pay - fee)
         led.add_deposit(p.issuer, rem)
-        _record_trade(led, oid, n, p.issuer, bb, rem, pay, fee, p.issuer, me, p.side)
+        fills.append([bb, rem, pay, fee, p.issuer])
         rem = 0
+    if taker_credits:
+        led.add_credits(p.issuer, me, taker_credits)
+    if taker_tokens:
+        led.add_int(k_spend_only(me), taker_tokens)
+    if fees and not (taker_bid and me == p.issuer):  # (an issuer buying in its own book kept its fees above)
+        led.add_credits(p.issuer, p.issuer, fees)
+    _record_trades(led, oid, p.issuer, me, p.side, fills)
     if not rem:
         return
     o = Order(p.issuer, me, p.side, p.price, p.qty, rem, p.source, expires, 0, h)

@@ -104,13 +104,14 @@ def book_json(cs, issuer: bytes, depth: int) -> dict:
 def trades_json(cs, issuer: bytes | None, limit: int) -> list[dict]:
     out = []
     for key, v in cs.scan_econ(b"R"):
-        f = as_list(decode(v), 8)
-        if issuer is not None and f[0] != issuer:
+        iss, taker, side, fills = as_list(decode(v), 4)
+        if issuer is not None and iss != issuer:
             continue
-        out.append({"height": int.from_bytes(key[1:9], "big"), "txid": key[9:41].hex(),
-                    "fill": int.from_bytes(key[41:43], "big"), "issuer": f[0].hex(), "price": f[1], "qty": f[2],
-                    "payment": f[3], "fee": f[4], "buyer": f[5].hex(), "seller": f[6].hex(),
-                    "taker_side": SIDE_NAMES[f[7]]})
+        for n, (price, qty, pay, fee, maker) in enumerate(fills):
+            buyer, seller = (taker, maker) if side == BID else (maker, taker)
+            out.append({"height": int.from_bytes(key[1:9], "big"), "txid": key[9:41].hex(), "fill": n,
+                        "issuer": iss.hex(), "price": price, "qty": qty, "payment": pay, "fee": fee,
+                        "buyer": buyer.hex(), "seller": seller.hex(), "taker_side": SIDE_NAMES[side]})
     return out[::-1][:limit]
 
 
