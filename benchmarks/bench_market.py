@@ -14,7 +14,8 @@ Definitions (all in token base units at face value):
 - ``revenue_with_market``: fees + buyback margin (tokens bought back − credits paid) + vintages that
   expired back to the issuer; ``revenue_without_market``: the breakage run's unused allocation returned.
 - ``subscriber_value``: minted − expired (what subscribers kept, spent or sold) against 0 under breakage.
-- ``velocity``: volume / average tokens held by the subscribers at period ends (the proposal's proxy);
+- ``velocity``: volume over the run / average tokens the subscriptions put in circulation (vintages plus
+  spend-only tokens, at period ends) — the proposal's proxy for compute demand;
   ``velocity_chain``: volume / average total token supply (the API's definition; subsidy-dominated here).
 - ``tx_per_s``: the simulation's blocks (every transaction above) mined, then imported into a fresh datadir
   and timed exactly as ``pouw bench import`` times its transfer chain (submit_block: sanity, signatures,
@@ -47,13 +48,16 @@ from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, KIND_TRA
 ISS = PrivateKey.from_phrase(b"bench market issuer")
 MINER = PrivateKey.from_phrase(b"bench market miner")
 T = 1_000_000             # tokens (base units) of allocation per subscriber per period
-FREE = 2_000_000          # free tokens each subscriber starts with
+SIGNUP = 12               # blocks over which the subscribers sign up (spreads the schedule's work)
+JOBS_AT = 18              # block of each round (from its period's start) at which the jobs are submitted
+FREE_PERIODS = 4          # free tokens each subscriber starts with: FREE_PERIODS · T per period simulated (enough
+                          # that no job is refused for funds, so both runs use exactly the same compute)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subscribers", type=int, default=1000)
     p.add_argument("--periods", type=int, default=6)
-    p.add_argument("--period-blocks", type=int, default=20)
+    p.add_argument("--period-blocks", type=int, default=30)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
     p.add_argument("--import-blocks", type=int, default=20, help="blocks of the transfer chain imported for the ratio")
@@ -72,7 +76,8 @@ class Run:
         rng = random.Random(seed)
         self.subs = [PrivateKey.from_phrase(b"bench market sub %d" % i) for i in range(n)]
         self.usage = [min(4.0, rng.lognormvariate(-1.0, 1.0)) for _ in range(n)]  # share of the allocation used
-        self.rng = random.Random(seed + 1)
+        self.rng = random.Random(seed + 1)       # market decisions
+        self.job_rng = random.Random(seed + 2)   # job sizes: the same draws in both runs
         self.alloc = T * self.cfg.jobs.rate_den // self.cfg.jobs.rate_num  # MACs worth T tokens
         self.series: list[dict] = []
 
@@ -99,6 +104,20 @@ class Run:
             tot += st.get(a).balance + dec_int(st.get_econ(k_spend_only(a))) + sum(x for _, x in self.vintages(a))
         return tot
 
+    def grants_due(self) -> bool:
+        """A grant period end scheduled at or below the tip that the schedule has not settled yet."""
+        for k, _ in self.sim.st.scan_econ(b"S"):
+            if int.from_bytes(k[1:9], "big") > self.sim.height:
+                return False
+            if k[9:10] == b"g":
+                return True
+        return False
+
+    def econ_tokens(self) -> int:
+        """Tokens the subscriptions put in circulation: vintages plus spend-only tokens (all holders)."""
+        st = self.sim.st
+        return sum(dec_int(v) for _, v in st.scan_econ(b"V")) + sum(dec_int(v) for _, v in st.scan_econ(b"P"))
+
     def trades(self, lo: int, hi: int) -> list[list]:
         """Fills in blocks lo..hi as [height, issuer, price, qty, payment, fee, buyer, seller]."""
         out = []
@@ -114,11 +133,16 @@ class Run:
     def go(self) -> dict:
         s, fk = self.sim, faucet_key()
         for k in self.subs + [MINER]:
-            self.push(fk, KIND_TRANSFER, Transfer(k.address, FREE if k is not MINER else 10**12))
+            self.push(fk, KIND_TRANSFER, Transfer(k.address, FREE_PERIODS * T * self.periods if k is not MINER else 10**12))
         self.close()
-        start = s.height  # subscribers sign up over the first period (so period ends are spread out)
-        for j in range(self.L):
-            for k in self.subs[j::self.L]:
+        # subscribers sign up over SIGNUP blocks (so period ends are spread out); with S = the first of them,
+        # subscriber j's period q (q = 1, 2, ...) is usable in [S + j + (q-1)L, S + j + qL), j < SIGNUP. Round p
+        # of the loop: market at S + pL + SIGNUP (every period p has ended and been settled by then), jobs at
+        # S + pL + JOBS_AT (inside everyone's period p + 1), then wait for the period p + 1 ends.
+        assert self.L >= JOBS_AT + 4
+        start = s.next_height
+        for j in range(SIGNUP):
+            for k in self.subs[j::SIGNUP]:
                 assert self.push(ISS, KIND_GRANT, Grant(k.address, self.alloc, self.L, self.periods, 0)) is None
             self.close()
         reserves = self.n * T
@@ -147,9 +171,14 @@ class Run:
                 for k, need in heavy:
                     self.push(k, KIND_ORDER_PLACE, OrderPlace(ISS.address, BID, 10_000, need, IOC, 0, 0))
                 self.close()
+            # both runs submit their jobs at the same height (so each falls in the same billing period)
+            jobs_at = start + p * self.L + JOBS_AT
+            assert s.next_height <= jobs_at, "the market phases took too many blocks"
+            while s.next_height < jobs_at:
+                s.end_block()
             jobs = []
             for i, k in enumerate(self.subs):  # everyone's jobs: allocation first, then tokens
-                fee = max(1, int(self.usage[i] * self.rng.uniform(0.8, 1.2) * T))
+                fee = max(1, int(self.usage[i] * self.job_rng.uniform(0.8, 1.2) * T))
                 if len(s.txs) >= self.cfg.max_block_txs:
                     s.end_block()
                 p_ = JobSubmit(b"a" * 32, b"b" * 32, 16, 512, 16, fee, s.next_height + 10, b"a" * 32, b"b" * 32)
@@ -163,8 +192,8 @@ class Run:
             for j, _ in jobs:
                 self.push(MINER, KIND_JOB_RESULT, JobResult(j, b"c" * 32, b"c" * 32))
             self.close()
-            end = start + (p + 2) * self.L  # every grant's period p + 1 has ended and been settled
-            while s.height < end - 1:
+            # every period p + 1 ended and settled (the schedule may lag behind its bound of work per block)
+            while s.height < start + (p + 1) * self.L + SIGNUP - 1 or self.grants_due():
                 s.end_block()
             p_hi = s.height
             tr = self.trades(p_lo, p_hi)
@@ -180,7 +209,7 @@ class Run:
                 if self.market else 0
             row = {"period": p + 1, "end_height": p_hi, "volume": vol, "fees": fees, "trades": len(tr),
                    "avg_price": (sum(t[2] * t[3] for t in tr) / vol / 10_000) if vol else None,
-                   "buyback_qty": bb_qty, "holdings": self.holdings()}
+                   "buyback_qty": bb_qty, "holdings": self.holdings(), "economy_tokens": self.econ_tokens()}
             if self.market:
                 row["expired"] = returned
                 row["revenue"] = fees + (bb_qty - bb_paid) + returned
@@ -258,9 +287,9 @@ def plot(path: str, with_m: list[dict], without_m: list[dict]) -> None:
     import matplotlib.pyplot as plt
     x = [r["period"] for r in with_m]
     fig, ax = plt.subplots(2, 2, figsize=(10, 7))
-    ax[0][0].plot(x, [r["holdings"] / 1e8 for r in with_m], "o-", label="with market")
-    ax[0][0].plot(x, [r["holdings"] / 1e8 for r in without_m], "s--", label="breakage")
-    ax[0][0].set_title("subscribers' token holdings (tokens)")
+    ax[0][0].plot(x, [r["economy_tokens"] / 1e8 for r in with_m], "o-", label="with market")
+    ax[0][0].plot(x, [r["economy_tokens"] / 1e8 for r in without_m], "s--", label="breakage")
+    ax[0][0].set_title("supply: vintage + spend-only tokens (tokens)")
     ax[0][0].legend()
     ax[0][1].bar(x, [r["volume"] / 1e8 for r in with_m])
     ax[0][1].set_title("market volume per period (tokens)")
@@ -289,14 +318,14 @@ def run(args: argparse.Namespace) -> dict:
     tps, ntx, mtps = import_rate(m.cfg, m.sim.blocks, MINER.address)
     ttps2 = transfer_import_rate(args.import_blocks, args.import_txs)
     ttps = (ttps1 + ttps2) / 2
-    hold = [r["holdings"] for r in m.series]
+    circ = [r["economy_tokens"] for r in m.series]
     chain_supply = m.sim.st.supply.minted - m.sim.st.supply.burned
     rep = {
         "subscribers": args.subscribers, "periods": args.periods, "period_blocks": args.period_blocks,
         "heavy_users": sum(u > 1 for u in m.usage), "mean_usage": round(sum(m.usage) / len(m.usage), 3),
         "minted": tm["minted"], "volume": tm["volume"], "fees": tm["fees"],
         "buyback_qty": tm["buyback_qty"], "expired": tm["expired"],
-        "velocity": tm["volume"] / (sum(hold) / len(hold)) if hold else 0.0,
+        "velocity": tm["volume"] / (sum(circ) / len(circ)) if sum(circ) else 0.0,
         "velocity_chain": tm["volume"] / chain_supply,
         "revenue_with_market": tm["fees"] + tm["buyback_qty"] - tm["buyback_paid"] + tm["expired"],
         "revenue_without_market": tb["breakage"],

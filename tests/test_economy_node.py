@@ -154,6 +154,9 @@ def test_bench_market_small_run(tmp_path: Path):
         assert k in d
     assert d["minted"] > 0 and d["volume"] > 0 and d["fees"] > 0 and d["revenue_without_market"] > 0
     assert d["volume"] == sum(r["volume"] for r in d["per_period"])
+    # both runs use the same compute: what mint mode minted is what breakage kept
+    assert d["minted"] == d["revenue_without_market"]
+    assert d["subscriber_value"] == d["minted"] - d["expired"]
     assert d["revenue_with_market"] == sum(r["revenue"] for r in d["per_period"])
     assert d["tx_per_s"] > 0 and d["transactions"] > 40 * 3 * 3
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
