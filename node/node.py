@@ -144,6 +144,12 @@ class Node:
         self.datadir = Path(conf.datadir)
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.chain = open_chain(self.datadir, conf.network)
+        from node.storagehealth import check_tip
+        try:
+            check_tip(self.chain, self.datadir)  # a damaged database refuses to start (node.storagehealth)
+        except StorageError:
+            self.chain.close()
+            raise
         self.cfg = self.chain.cfg
         try:
             self.node_key = load_or_create_node_key(self.datadir)
@@ -251,6 +257,7 @@ class Node:
             self.p2p.add_addr(a)
         await self.p2p.start()
         self.tick_task = asyncio.ensure_future(self._ticker())
+        self.scan_task = asyncio.ensure_future(self.storage.scan())
         if self.conf.mine:
             if self.conf.take_jobs:
                 import os
@@ -296,6 +303,12 @@ class Node:
         log.info("shutting down")
         if self.miner is not None:
             await self.miner.stop()
+        if getattr(self, "scan_task", None) is not None:
+            self.storage.stop_scan.set()  # the scan's thread stops at its next record; wait for it
+            try:
+                await self.scan_task
+            except (asyncio.CancelledError, Exception):
+                pass
         if self.tick_task is not None:
             self.tick_task.cancel()
             try:

@@ -9,6 +9,12 @@
   ``mining.state = "storage-fault"``), imports no blocks (peers' blocks are fetched again later; the peers are
   not punished), answers ``"storage": {"ok": false, "error", "since", "free_bytes"}`` in ``/api/v1/status``
   and ``pouw_storage_fault 1`` in ``/metrics``.
+- **Damaged database** (`check_tip` at start-up, `scan` in a worker thread after it): the start refuses with
+  a clear message when one of the last `TIP_BLOCKS` active blocks cannot be read back intact (each one's
+  header and body checksum-verified by LevelDB and hashing to its index entry); a full checksum scan of
+  every record follows in the background, and a damaged record found there (e.g. undo data, read only on
+  a reorg) is a permanent fault: mining and imports stop, status and metrics say so and name the remedy
+  (``pouw reindex`` or a resync). It never clears by itself.
 - **Recovery**: once the free space is above `min_free` again and a 1 MiB probe file can be written, fsynced
   and removed in the data directory, the fault clears, the miner resumes (if the fault paused it) and a
   WARNING line says so.
@@ -27,6 +33,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("pouw.storage")
 
 PROBE_BYTES = 1 << 20
+TIP_BLOCKS = 32
+REMEDY = "stop the node and run `pouw reindex --datadir {d}` (or move chaindata away to resync from peers)"
+
+
+def check_tip(chain, datadir) -> None:
+    """Read back the last TIP_BLOCKS active blocks; raise StorageError naming the remedy if one is damaged."""
+    from chain.errors import StorageError
+    for height in range(chain.height, max(-1, chain.height - TIP_BLOCKS), -1):
+        h = chain.block_hash_at(height)
+        try:
+            b = chain.get_block(h) if h is not None else None
+            ok = b is not None and b.hash == h
+        except Exception as e:  # StorageError (checksum), or a record that no longer decodes
+            raise StorageError(f"database damaged: block {height} unreadable ({e}); " + REMEDY.format(d=datadir)) \
+                from None
+        if not ok:
+            raise StorageError(f"database damaged: block {height} missing or not matching its hash; "
+                               + REMEDY.format(d=datadir))
 
 
 class StorageHealth:
@@ -42,6 +66,10 @@ class StorageHealth:
         self._checked = 0.0
         self._logged = 0.0
         self._paused_miner = False
+        self.permanent = False
+        self.scanned: int | None = None   # records checked by the last full scan (None: not finished)
+        import threading
+        self.stop_scan = threading.Event()
 
     @property
     def ok(self) -> bool:
@@ -58,8 +86,9 @@ class StorageHealth:
             self.free = -1
         return self.free
 
-    def failed(self, why: str) -> None:
-        """Enter (or stay in) the fault state: log, pause the miner."""
+    def failed(self, why: str, permanent: bool = False) -> None:
+        """Enter (or stay in) the fault state: log, pause the miner. A permanent fault never clears."""
+        self.permanent = self.permanent or permanent
         now = time.time()
         if self.error is None:
             self.since = now
@@ -100,7 +129,7 @@ class StorageHealth:
         if 0 <= free < self.min_free:
             self.failed(f"only {free >> 20} MiB free in {self.node.datadir} (minimum {self.min_free >> 20} MiB)")
             return
-        if self.error is None:
+        if self.error is None or self.permanent:
             return
         err = self._probe()
         if err is not None:
@@ -112,3 +141,24 @@ class StorageHealth:
         if self._paused_miner and self.node.miner is not None:
             self.node.miner.enabled = True
         self._paused_miner = False
+
+    async def scan(self) -> None:
+        """Checksum-verify every record of the database in a worker thread (after start-up)."""
+        import asyncio
+        from chain.errors import StorageError
+
+        def walk() -> int | None:
+            n = 0
+            for _ in self.node.chain.store.iterate(b""):
+                n += 1
+                if self.stop_scan.is_set():  # shutdown: stop before the database closes
+                    return None
+            return n
+        try:
+            self.scanned = await asyncio.to_thread(walk)
+            if self.scanned is not None:
+                log.info("database scan: %d records intact", self.scanned)
+        except StorageError as e:
+            self.failed(f"database damaged: {e}; " + REMEDY.format(d=self.node.datadir), permanent=True)
+        except RuntimeError:  # the database was closed while scanning (shutdown)
+            pass

@@ -891,3 +891,63 @@ def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
     errors = [r for r in caplog.records if r.name == "pouw.storage" and r.levelno >= logging.ERROR]
     assert errors and all(r.exc_info is None for r in errors)
     assert not [r for r in caplog.records if r.exc_info and "StorageError" in str(r.exc_info[0])]
+
+
+@pytest.mark.timeout(180)
+def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
+    from chain.chainstate import ChainState
+    from chain.errors import StorageError
+
+    async def build():
+        n = await start_node(tmp_path / "a", mine=True)
+        await wait_for(lambda: n.chain.height >= 300, 120, what="300 blocks")
+        await n.stop()
+    run(build())
+    ChainState.open(tmp_path / "a", None).close()   # LevelDB moves its log into a table file
+    base = tmp_path / "base"
+    import shutil
+    shutil.copytree(tmp_path / "a", base)
+
+    def damaged(where: float, how: str):
+        d = tmp_path / f"d-{how}-{where}"
+        shutil.copytree(base, d)
+        ldb = max((d / "chaindata").glob("*.ldb"), key=lambda p: p.stat().st_size)
+        size = ldb.stat().st_size
+        with open(ldb, "r+b") as f:
+            if how == "truncate":
+                f.truncate(int(size * where))
+            else:
+                f.seek(int(size * where))
+                f.write(b"\xff" * 256)
+        return d
+
+    for where, how in ((0.5, "truncate"), (0.1, "flip"), (0.5, "flip"), (0.9, "flip")):
+        d = damaged(where, how)
+
+        async def main():
+            try:
+                n = await start_node(d, mine=True)
+            except StorageError as e:  # refused at start, with the remedy
+                assert "damaged" in str(e) or "corrupted" in str(e) or "cannot open" in str(e), e
+                return "refused"
+            try:  # or: it starts, its full scan finds the damage, and it stops mining and says so
+                await wait_for(lambda: not n.storage.ok, 30, what=f"damage reported ({how} at {where})")
+                assert n.storage.permanent and "pouw reindex" in n.storage.error
+                st, doc, _ = await api(n.url, "GET", "/api/v1/status")
+                assert doc["storage"]["ok"] is False and doc["mining"]["state"] == "storage-fault"
+                h = n.chain.height
+                await asyncio.sleep(1.0)
+                assert n.chain.height == h
+                return "reported"
+            finally:
+                await n.stop()
+        assert run(main()) in ("refused", "reported")
+    # an intact copy starts and its scan passes
+    async def intact():
+        n = await start_node(base)
+        try:
+            await wait_for(lambda: n.storage.scanned is not None, 30, what="full scan")
+            assert n.storage.ok and n.storage.scanned > 300
+        finally:
+            await n.stop()
+    run(intact())
