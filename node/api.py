@@ -379,7 +379,7 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
                                      "address": miner.hex()}
         if node.sync.syncing:
             raise ApiError(503, "syncing", "node is syncing; no work until it reaches the best chain")
-        w = node.templates.current(miner)
+        w = node.templates.for_worker(wid if wid in node.workers else "", miner)
         h = w.template.header
         cfg = node.cfg
         return _json({"template_id": w.id, "network": cfg.name, "height": h.height, "prev": h.prev_hash.hex(),

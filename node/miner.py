@@ -48,10 +48,32 @@ class Work:
 
 
 class Templates:
+    """Block templates for the node's miner and remote workers. Anonymous requests share the last
+    `SHARED` templates; a named worker's last `PER_WORKER` templates are kept in its own slot, so other
+    clients' requests cannot expire them (issue 16). Named slots go with the node's worker list
+    (bounded, and authenticated by the API token when one is set)."""
+
+    SHARED = 64
+    PER_WORKER = 4
+
     def __init__(self, node: "Node"):
         self.node = node
         self.by_id: collections.OrderedDict[str, Work] = collections.OrderedDict()
         self.current_by_addr: dict[bytes, Work] = {}
+        self.by_worker: dict[str, collections.OrderedDict[str, Work]] = {}
+
+    def for_worker(self, worker: str, address: bytes) -> Work:
+        """`current(address)`, also kept in `worker`'s own slot."""
+        w = self.current(address)
+        if worker:
+            slot = self.by_worker.setdefault(worker, collections.OrderedDict())
+            slot[w.id] = w
+            slot.move_to_end(w.id)
+            while len(slot) > self.PER_WORKER:
+                slot.popitem(last=False)
+            for gone in [k for k in self.by_worker if k not in self.node.workers and k != worker]:
+                del self.by_worker[gone]
+        return w
 
     def current(self, address: bytes) -> Work:
         node = self.node
@@ -80,12 +102,17 @@ class Templates:
             self.current_by_addr.pop(next(iter(self.current_by_addr)))
         self.current_by_addr[address] = w
         self.by_id[w.id] = w
-        while len(self.by_id) > 64:
+        while len(self.by_id) > self.SHARED:
             self.by_id.popitem(last=False)
         return w
 
     def get(self, wid: str) -> Work | None:
-        return self.by_id.get(wid)
+        w = self.by_id.get(wid)
+        if w is None:
+            for slot in self.by_worker.values():
+                if wid in slot:
+                    return slot[wid]
+        return w
 
 
 class Miner:

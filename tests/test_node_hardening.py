@@ -951,3 +951,27 @@ def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
         finally:
             await n.stop()
     run(intact())
+
+
+@pytest.mark.timeout(90)
+def test_a_named_workers_template_survives_other_clients_requests(tmp_path):
+    async def main():
+        n = await start_node(tmp_path / "n")
+        try:
+            me = PrivateKey.generate().address.hex()
+            st, doc, _ = await api(n.url, "POST", "/api/v1/mining/work", {"worker": "rig-1", "address": me,
+                                                                           "work_rate": 1e9})
+            assert st == 200
+            tid = doc["template_id"]
+            for i in range(150):  # other clients, each with its own address: 150 fresh templates
+                st, _, _ = await api(n.url, "POST", "/api/v1/mining/work",
+                                     {"address": PrivateKey.generate().address.hex()})
+                assert st == 200
+            assert n.templates.get(tid) is not None
+            st, doc, _ = await api(n.url, "POST", "/api/v1/mining/submit", {"template_id": tid, "header": "00"})
+            assert doc["result"] == "rejected", doc   # judged on its merits, not "stale"
+            st, doc, _ = await api(n.url, "GET", "/api/v1/status")
+            assert [w["id"] for w in doc["mining"]["workers"]] == ["rig-1"]
+        finally:
+            await n.stop()
+    run(main())
