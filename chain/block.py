@@ -24,42 +24,19 @@ from chain.errors import EncodingError
 from chain.hashing import HASH_LEN, ZERO_HASH, merkle_root, tagged_hash
 from chain.keys import ADDRESS_LEN
 from chain.tx import Transaction
+from pouw.job import JobCommitment
 
 
-@dataclass(frozen=True)
-class Job:
-    """The useful-work job commitment carried in a header (mirror of pouw.job.JobCommitment)."""
-
-    h_a: bytes
-    h_b: bytes
-    m: int
-    k: int
-    n: int
-
-    def to_list(self) -> list[Obj]:
-        return [self.h_a, self.h_b, self.m, self.k, self.n]
-
-    @classmethod
-    def from_list(cls, obj: Obj) -> "Job":
-        f = as_list(obj, 5, what="job")
-        return cls(as_bytes(f[0], HASH_LEN, what="job.h_a"), as_bytes(f[1], HASH_LEN, what="job.h_b"),
-                   as_int(f[2], 0, 1 << 32, what="job.m"), as_int(f[3], 0, 1 << 32, what="job.k"),
-                   as_int(f[4], 0, 1 << 32, what="job.n"))
-
-    @classmethod
-    def of(cls, commitment) -> "Job":
-        return cls.from_list(list(commitment.to_list()))
-
-    def commitment(self):
-        from pouw.job import JobCommitment
-        return JobCommitment.from_list(self.to_list())
-
-    @property
-    def macs(self) -> int:
-        return self.m * self.k * self.n
+def job_from_list(obj: Obj) -> JobCommitment:
+    """Strict decoding of a header's job = [h_a(32), h_b(32), m, k, n] (each dimension at most 2^32). The
+    header's job is pouw's JobCommitment itself: one type for the chain and the useful-work protocol."""
+    f = as_list(obj, 5, what="job")
+    return JobCommitment(as_bytes(f[0], HASH_LEN, what="job.h_a"), as_bytes(f[1], HASH_LEN, what="job.h_b"),
+                         as_int(f[2], 0, 1 << 32, what="job.m"), as_int(f[3], 0, 1 << 32, what="job.k"),
+                         as_int(f[4], 0, 1 << 32, what="job.n"))
 
 
-NULL_JOB = Job(ZERO_HASH, ZERO_HASH, 0, 0, 0)
+NULL_JOB = JobCommitment(ZERO_HASH, ZERO_HASH, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +50,7 @@ class Header:
     tx_root: bytes
     state_root: bytes
     miner: bytes
-    job: Job
+    job: JobCommitment
     nonce: int = 0
     proof: bytes = b""
 
@@ -111,7 +88,7 @@ class Header:
             timestamp=as_int(f[4], what="header.timestamp"), target=int.from_bytes(target_b, "big"),
             tx_root=as_bytes(f[6], HASH_LEN, what="header.tx_root"),
             state_root=as_bytes(f[7], HASH_LEN, what="header.state_root"),
-            miner=as_bytes(f[8], ADDRESS_LEN, what="header.miner"), job=Job.from_list(f[9]),
+            miner=as_bytes(f[8], ADDRESS_LEN, what="header.miner"), job=job_from_list(f[9]),
             nonce=as_int(f[10], what="header.nonce"),
             proof=as_bytes(f[11], max_len=max_proof, what="header.proof"),
         )

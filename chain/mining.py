@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
-from chain.block import NULL_JOB, Block, Header, Job, tx_root
+from chain.block import NULL_JOB, Block, Header, tx_root
 from chain.config import ChainConfig
 from chain.difficulty import median_time_past
 from chain.encoding import encode
@@ -112,7 +112,7 @@ def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, nonce: i
     if not 0 <= nonce <= NONCE_MAX:
         raise ValueError(f"nonce {nonce} outside u64")
     prep = prepared if prepared is not None else filler_job(cfg, header, params)
-    h = replace(header, job=Job.of(prep.job), nonce=nonce, proof=b"")
+    h = replace(header, job=prep.job, nonce=nonce, proof=b"")
     res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
                    recover_c=False, max_proofs=1, stage_sync=False)
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs

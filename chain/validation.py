@@ -54,16 +54,12 @@ def check_header_proof(h: Header, cfg: ChainConfig, params=None) -> None:
     job = h.job
     params = params or cfg.pow.params()
     check_job_shape(cfg, job.m, job.k, job.n, params)
-    from pouw.errors import JobError, PowError
+    from pouw.errors import PowError
     from pouw.proof import TileProof
     from pouw.verify import verify_proof
     try:
-        commitment = job.commitment()
-    except JobError as e:
-        raise BlockError("bad-job-shape", str(e)) from e
-    try:
         proof = TileProof.decode(h.proof)
-        verify_proof(h.template, commitment, proof, h.target, params)
+        verify_proof(h.template, job, proof, h.target, params)
     except PowError as e:
         raise BlockError(e.reason, e.detail) from e
 

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from chain.block import Job
 from chain.errors import ValidationError
 from chain.jobs import (CHALLENGED, CLAIMED, OPEN, RESULTED, JobRecord, challenge_row_count, challenge_rows,
                         required_bond)
@@ -84,7 +83,7 @@ def mine_paid(cfg, params, backend, header, prep):
     """One useful-work pass over a paid job: the header's job is the client's commitment. Returns
     (header with proof or None, MACs, exact C as a CPU int32 tensor). Blocking: run in a thread."""
     from pouw.miner import mine_job
-    h = replace(header, job=Job.of(prep.job), proof=b"")
+    h = replace(header, job=prep.job, proof=b"")
     res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
                    recover_c=True, max_proofs=1, stage_sync=False)
     c = res.c.cpu().contiguous()

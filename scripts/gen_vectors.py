@@ -257,7 +257,7 @@ def noise_and_proof(blk: Block) -> tuple[dict, dict]:
     from pouw.verify import verify_proof
     params = REGTEST.pow.params()
     h = blk.header
-    job = h.job.commitment()
+    job = h.job
     s = derive_seeds(h.template, job)
     r, k = params.rank, job.k
     rows, cols = [0, 1, job.m - 1], [0, job.n - 1]

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from chain.block import Block, Header, Job, tx_root
+from chain.block import Block, Header, tx_root
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.encoding import encode
@@ -98,7 +98,7 @@ def test_nonce_changes_noise_not_operands(env):
     assert filler_seed(replace(h0, height=h0.height + 1)) != filler_seed(h0)
     assert filler_seed(replace(h0, miner=bytes(20))) != filler_seed(h0)
     prep = filler_job(CFG, h0, b.params)
-    assert Job.of(prep.job) == h0.job
+    assert prep.job == h0.job
     t0 = replace(h0, proof=b"").template
     t1 = replace(h0, nonce=h0.nonce + 1, proof=b"").template
     assert job_key(t0) != job_key(t1)
@@ -159,7 +159,7 @@ def test_pow_high_ticket(cs, env):
     hard = replace(good.header, target=good.header.target >> 40)
     a, bb = filler_operands(filler_seed(hard), CFG.pow.filler_shape)
     prep = prepare_job(a, bb, b.params)
-    hard = replace(hard, job=Job.of(prep.job))
+    hard = replace(hard, job=prep.job)
     res = mine_job(hard.template, prep.job, a, bb, good.header.target, b.params, prepared=prep,
                    recover_c=False, max_proofs=1)
     rejects(cs, Block(hard.with_proof(res.proofs[0].encode()), good.txs), "high-ticket")
