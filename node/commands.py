@@ -186,7 +186,8 @@ def register(sub) -> None:
                        help="below this much free space in the datadir the node pauses mining and imports, "
                             "and resumes when space returns (default 256)")
         p.add_argument("--noban", action="append", metavar="IP",
-                       help="IP never banned by address, only by node id (repeatable; default 127.0.0.1 and ::1)")
+                       help="IP never banned by address (only by node id) and exempt from per-IP peer limits "
+                            "(repeatable; default 127.0.0.1 and ::1)")
         p.add_argument("--peer", action="append", help="peer address host:port (repeatable)")
         p.add_argument("--mine", action="store_true", help="mine inside the node")
         p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

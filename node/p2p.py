@@ -10,7 +10,8 @@ Slots: `max_inbound` counts only authenticated (ready) inbound peers. Connection
 handshake are bounded separately (`max_pending` in all, `MAX_PENDING_PER_IP` per address) and closed at
 an absolute `HANDSHAKE_TIMEOUT` (pings do not extend it). A peer that authenticates when the inbound slots
 are full evicts one per `peers.select_eviction`, or is closed if all are protected; at most
-`max_inbound_per_ip` ready inbound peers share one IP. Banned node ids and banned addresses (the IP of an
+`max_inbound_per_ip` ready inbound peers share one IP (operator-trusted `noban` addresses, loopback by
+default, are exempt from the per-IP limits). Banned node ids and banned addresses (the IP of an
 inbound peer, see node.peers) are refused before the websocket upgrade where the address is known.
 
 Limits: websocket frames above `Codec.max_msg` are refused by aiohttp (`max_msg_size`) and the peer is
@@ -152,8 +153,8 @@ class P2P:
         if self._ip_bannable(host) and self.book.banned(ip=host):
             raise web.HTTPForbidden(text="banned")
         pending = [p for p in self.peers if p.inbound and not p.ready]
-        if len(pending) >= self.max_pending or \
-                sum(p.remote_host == host for p in pending) >= MAX_PENDING_PER_IP:
+        if len(pending) >= self.max_pending or (host not in self.noban and
+                                                 sum(p.remote_host == host for p in pending) >= MAX_PENDING_PER_IP):
             raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(max_msg_size=self.codec.max_msg, heartbeat=PING_INTERVAL, autoping=True)
         await ws.prepare(request)
@@ -373,7 +374,8 @@ class P2P:
         """Room for a newly authenticated inbound peer: within the per-IP limit, a free slot or an evicted
         peer's (module docstring). False (and the peer closed) when there is none."""
         ready_in = [p for p in self.ready_peers if p.inbound]
-        if sum(p.remote_host == peer.remote_host for p in ready_in) >= self.max_inbound_per_ip:
+        if peer.remote_host not in self.noban and \
+                sum(p.remote_host == peer.remote_host for p in ready_in) >= self.max_inbound_per_ip:
             await self.close(peer, "too many peers from this address")
             return False
         if len(ready_in) >= self.max_inbound:

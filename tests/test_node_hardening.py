@@ -239,9 +239,11 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
     monkeypatch.setattr("node.p2p.HANDSHAKE_TIMEOUT", 1.5)
 
     async def main():
-        a = await start_node(tmp_path / "a", max_inbound=4, max_pending_peers=40)
+        a = await start_node(tmp_path / "a", max_inbound=4, max_pending_peers=40, mine=True, interval=0.2)
+        b = await start_node(tmp_path / "b", peers=[a.listen_addr])   # an honest node, synced through it all
         idle: list[RawPeer] = []
         try:
+            await wait_for(lambda: len(b.p2p.ready_peers) == 1, 20, what="b connected")
             for i in range(30):  # 30 websockets that never say hello (and keep pinging)
                 p = RawPeer(a, f"127.0.2.{i + 1}")
                 idle.append(await p.__aenter__())
@@ -249,7 +251,7 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
             # an honest peer still gets a slot: only authenticated peers count
             async with RawPeer(a, "127.0.3.1") as honest:
                 assert await honest.handshake()
-                await wait_for(lambda: len(a.p2p.ready_peers) == 1, 5, what="honest peer ready")
+                await wait_for(lambda: len(a.p2p.ready_peers) == 2, 5, what="honest peer ready")
                 # pings do not extend the handshake deadline
                 end = time.monotonic() + 4
                 while time.monotonic() < end and any(not p.ws.closed for p in idle):
@@ -262,7 +264,7 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
                     await asyncio.sleep(0.2)
                 for p in idle:
                     assert p.ws.closed or await p.closed(1.0)
-                assert not honest.ws.closed and len(a.p2p.ready_peers) == 1
+                assert not honest.ws.closed and len(a.p2p.ready_peers) == 2
             # handshakes in progress are limited per address
             a.p2p.max_pending = 40
             async with RawPeer(a, "127.0.4.1"), RawPeer(a, "127.0.4.1"):
@@ -270,9 +272,15 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
                     async with RawPeer(a, "127.0.4.1"):
                         pass
                 assert e.value.status == 503
+            # the honest node stayed connected and in sync throughout
+            h = a.chain.height
+            await wait_for(lambda: b.chain.height >= h and b.chain.tip.hash == a.chain.tip.hash
+                           or b.chain.height > h, 20, what="b in sync")
+            assert len(b.p2p.ready_peers) == 1
         finally:
             for p in idle:
                 await p.__aexit__()
+            await b.stop()
             await a.stop()
     run(main())
 
