@@ -34,7 +34,7 @@ import heapq
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Protocol
 
-from chain.econtx import (BPS, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
+from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
                           KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
                           MODE_BREAKAGE, MODE_MINT, MODE_NAMES, MODE_ROLLOVER, CreditIssue, CreditSpend, Grant,
                           IssuerDeposit, IssuerRegister, IssuerWithdraw)
@@ -407,10 +407,11 @@ def restore(led: Ledger, owner: bytes, parts: list[list], amount: int) -> int:
         done += y
         if src == SRC_GRANT:
             g = led.grant(ident)
-            if g is not None and g.status == ACTIVE and g.end > led.height:
+            assert g is not None  # grant records are never deleted (a closed grant keeps its record)
+            if g.status == ACTIVE and g.end > led.height:
                 led.put(k_grant(ident), replace(g, remaining=g.remaining + y, used=g.used - min(y, g.used)).encode())
             else:
-                led.add_deposit(g.issuer if g is not None else b"", y)
+                led.add_deposit(g.issuer, y)
         elif src == SRC_VINTAGE:
             led.restore_vintage(owner, ident[:20], int.from_bytes(ident[20:], "big"), y)
         else:

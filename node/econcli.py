@@ -17,7 +17,7 @@ from chain.econtx import (ASK, BID, BPS, GTC, IOC, KIND_CREDIT_ISSUE, KIND_GRANT
                           OrderPlace)
 from chain.keys import PrivateKey, parse_address
 from chain.tx import Transaction
-from node.wallet import DEFAULT_NODE, UNIT, fmt_amount, open_wallet, parse_amount
+from node.wallet import DEFAULT_NODE, fmt_amount, open_wallet, parse_amount
 from node.worker import ApiError, NodeClient
 
 

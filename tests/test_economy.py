@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pytest
 
 from chain import economy as E
 from chain.config import load_config

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chain import economy as E
 from chain.config import load_config
 from chain.econsim import issuer_key, with_issuer
 from chain.keys import PrivateKey, faucet_key, save_key
@@ -101,6 +102,18 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
             assert rc == 0 and "grant " + gid[:16] in out and "5000000 MACs/period" in out, out
             rc, out = await run("issuer", "show", "--address", ISS.address.hex(), "--json")
             assert json.loads(out)["mode"] == "mint"
+            # a second issuer through the CLI: register, then (once that is mined) deposit and withdraw
+            rc, out = await run("issuer", "register", "--wallet", wallets["buyer"], "--mode", "rollover",
+                                "--fee-bps", "25", "--buyback-bps", "0")
+            assert rc == 0, out
+            await wait_for(lambda: n.chain.get_econ(b"I" + BUYER.address) is not None, 30)
+            rc, out = await run("issuer", "deposit", "--wallet", wallets["buyer"], "--amount", "2")
+            assert rc == 0, out
+            rc, out = await run("issuer", "withdraw", "--wallet", wallets["buyer"], "--amount", "3")
+            assert rc == 1 and json.loads(out)["error"]["code"] == "bad-issuer-deposit", out  # not mined yet
+            await wait_for(lambda: E.Issuer.decode(n.chain.get_econ(b"I" + BUYER.address)).deposit > 0, 30)
+            rc, out = await run("issuer", "show", "--wallet", wallets["buyer"])
+            assert rc == 0 and "mode rollover, deposit 2 tokens, fee 25 bps, buyback 0.0000" in out, out
             async with aiohttp.ClientSession() as s:
                 async def get(path):
                     async with s.get(url + path) as r:
@@ -111,7 +124,7 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
                 st, vel = await get("/api/v1/economy/velocity")
                 assert vel["windows"][0]["volume"] == 150_000_000 and vel["windows"][0]["velocity"] > 0
                 st, iss = await get("/api/v1/economy/issuers")
-                assert [i["issuer"] for i in iss["issuers"]] == [ISS.address.hex()]
+                assert sorted(i["issuer"] for i in iss["issuers"]) == sorted([ISS.address.hex(), BUYER.address.hex()])
                 st, g = await get(f"/api/v1/economy/grants/{gid}")
                 assert g["subscriber"] == SUB.address.hex() and g["per_period"] == 500
                 st, o = await get(f"/api/v1/economy/orders/{oid}")
