@@ -53,7 +53,10 @@ def _amount(args, v: str) -> int:
 def _send(args, kind: int, payload, what: str) -> int:
     key = open_wallet(args.wallet)
     res = submit(args.node, key, kind, payload, args.fee)
-    return _out(args, res, f"{what}: tx {res.get('txid', '?')} {res.get('result', res.get('status', ''))}")
+    state = "accepted into the mempool" if res.get("accepted") else "not accepted"
+    if res.get("accepted") and res.get("new") is False:
+        state = "already pending"
+    return _out(args, res, f"{what}: tx {res.get('txid', '?')} {state}")
 
 
 # --- issuer ------------------------------------------------------------------------------------------
