@@ -415,3 +415,24 @@ def test_credits_spend_burns():
     s.end_block()
     assert credits(s, SUB) == 300
     assert s.st.get_econ(E.k_csupply(ISS.address)) is not None
+
+
+def test_vintage_expiring_under_a_job_escrow_goes_to_the_issuer():
+    """A job paid from a vintage that expires before the job is refunded: the refund finds the vintage gone
+    and returns to the issuer's deposit (nothing stranded in the escrow or a dead vintage record)."""
+    s, gid, dep = _after_period("mint")
+    h = hold(s, SUB)
+    expiry = h["vintages"][0]["expiry"]
+    free = s.st.get(SUB.address).balance
+    while s.height < expiry - 4:
+        s.end_block()
+    tx, err = submit_job(s, SUB, 100, deadline=expiry + 3)  # 100 of the 140 vintage tokens in escrow
+    assert err is None
+    s.end_block()
+    assert hold(s, SUB)["vintage_total"] == 40 and s.st.get_econ(E.k_fund(tx.txid)) is not None
+    while s.height < expiry + 3:
+        s.end_block()
+    assert s.st.get_job(tx.txid).status_name == "refunded"
+    assert hold(s, SUB)["vintage_total"] == 0 and s.st.get(SUB.address).balance == free
+    assert issuer(s).deposit == dep + 140 and s.st.get_econ(E.k_fund(tx.txid)) is None
+    assert not list(s.st.scan_econ(b"V" + SUB.address))
