@@ -142,6 +142,34 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
             return digits
 
 
+def merge_digit_pairs(pairs) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(U, V) int16 with U @ V == sum_i 128^i U_i @ V_i, when the pairs have the recovery's shape (U_i = [X_i | E],
+    V_i = [F ; Y_i], the same E and F in every pair) and X = sum_i 128^i X_i, Y = sum_i 128^i Y_i fit int16: then
+    U = [X | E], V = [F ; Y] (the identity sum_i 128^i (X_i F + E Y_i) = X F + E Y). None otherwise."""
+    if not pairs:
+        return None
+    w = pairs[0][0].shape[1]
+    if w % 2 or any(u.shape[1] != w or v.shape[0] != w for u, v in pairs):
+        return None
+    h = w // 2
+    e, f = pairs[0][0][:, h:], pairs[0][1][:h]
+    if not all(torch.equal(u[:, h:], e) and torch.equal(v[:h], f) for u, v in pairs[1:]):
+        return None
+    x = torch.zeros((pairs[0][0].shape[0], h), dtype=torch.int64)
+    y = torch.zeros((h, pairs[0][1].shape[1]), dtype=torch.int64)
+    for i, (u, v) in enumerate(pairs):
+        if i >= 3:     # 128^3 * 64 > 2^15: a fourth digit cannot fit int16
+            return None
+        x += u[:, :h].to(torch.int64) << (7 * i)
+        y += v[h:].to(torch.int64) << (7 * i)
+    lim = 1 << 15
+    if x.numel() and (int(x.min()) < -lim or int(x.max()) >= lim) or y.numel() and (int(y.min()) < -lim or
+                                                                                    int(y.max()) >= lim):
+        return None
+    return (torch.cat([x.to(torch.int16), e.to(torch.int16)], dim=1),
+            torch.cat([f.to(torch.int16), y.to(torch.int16)], dim=0))
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                        block_rows: int = 256, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
@@ -246,8 +274,13 @@ class CpuBackend:
         return out
 
     def _avx2_sub_correction(self, c: torch.Tensor, pairs) -> torch.Tensor:
-        """c -= sum_i 128^i U_i V_i: one AVX2 GEMM over all digits where m % 4 == 0, else Horner on `mm`."""
+        """c -= sum_i 128^i U_i V_i where m % 4 == 0: pairs shaped like the recovery's (`merge_digit_pairs`) as one
+        int16 GEMM of half the multiply-adds, others as one AVX2 GEMM over all digits; else Horner on `mm`."""
+        pairs = list(pairs)
         try:
+            merged = merge_digit_pairs(pairs) if c.shape[0] % 4 == 0 else None
+            if merged is not None:
+                return self._aux.avx2_sub_i16(c, *merged)
             return self._aux.avx2_sub_correction(c, pairs)
         except ShapeError:
             acc = None

@@ -241,6 +241,8 @@ def _load() -> ctypes.CDLL:
     lib.pouw_avx2_scatter_rows.restype = i32
     lib.pouw_avx2_gather_cols.argtypes = [vp, vp, i64, i64, i64, vp, i32]
     lib.pouw_avx2_gather_cols.restype = i32
+    lib.pouw_avx2_sub_i16.argtypes = [vp, vp, vp, i64, i64, i64, i32]
+    lib.pouw_avx2_sub_i16.restype = i32
     lib.pouw_add_noise.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
@@ -690,6 +692,38 @@ def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -
     return c
 
 
+def avx2_sub_i16(c: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, threads: int | None = None) -> torch.Tensor:
+    """c -= u @ v in place (int32, wrapping) for int16 u (m x k) and v (k x n) on the AVX2 kernel (vpmaddwd):
+    the recovery with A·Q and P·B' whole instead of in base-128 digits. m % 4 == 0 (ShapeError otherwise); an odd
+    k is zero-padded. RuntimeError unless `has_avx2()`."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_avx2():
+        raise RuntimeError(f"native AVX2 sub_i16 unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2 or c.device.type != "cpu" \
+            or not c.is_contiguous():
+        raise ShapeError("c must be a contiguous 2-D int32 CPU tensor")
+    m, n = c.shape
+    if u.dtype != torch.int16 or v.dtype != torch.int16 or u.dim() != 2 or v.dim() != 2 or u.shape[0] != m \
+            or v.shape[1] != n or u.shape[1] != v.shape[0]:
+        raise ShapeError(f"shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n} (int16)")
+    if m % 4:
+        raise ShapeError(f"m={m} is not a multiple of 4")
+    k = u.shape[1]
+    if m == 0 or n == 0 or k == 0:
+        return c
+    if k % 2:
+        u = torch.nn.functional.pad(u, (0, 1))
+        v = torch.nn.functional.pad(v, (0, 0, 0, 1))
+        k += 1
+    u, v = u.contiguous(), v.contiguous()
+    if threads is None:
+        threads = torch.get_num_threads()
+    rc = lib.pouw_avx2_sub_i16(c.data_ptr(), u.data_ptr(), v.data_ptr(), m, k, n, max(1, int(threads)))
+    if rc != 0:
+        raise RuntimeError(f"native avx2_sub_i16 failed with code {rc}")
+    return c
+
+
 def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
     """P·B without a GEMM: the r x n int32 sums out[j] = sum of the rows l of b (k x n int8) with idx[l] == j
     (idx: k integers in [0, r)). AVX2; RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
@@ -791,7 +825,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows",
+__all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows", "avx2_sub_i16",
            "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels", "digit_count", "gemm_kernel",
            "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets", "has_vnni", "kernel_path",
            "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul", "requested_kernel", "sub_correction",

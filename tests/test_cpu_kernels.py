@@ -221,3 +221,33 @@ def test_avx2_correction_operands_match_generic(m, k, n, r):
     for fn, x in ((native_loader.avx2_scatter_rows, b2), (native_loader.avx2_gather_cols, a)):
         with pytest.raises(ShapeError):
             fn(x, np.full(k, r), r)      # an index outside [0, r)
+
+
+@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+                    reason="CPU without AVX2, or POUW_NATIVE=off")
+@pytest.mark.parametrize("m,n,r,hi", [(64, 48, 64, 2048), (12, 20, 4, 30000), (8, 70, 16, 200000)])
+def test_avx2_recovery_int16_merge(m, n, r, hi):
+    """Pairs shaped like the recovery's (U_i = [X_i | E], V_i = [F ; Y_i]) merge into one int16 GEMM where the
+    whole X and Y fit int16 (else the digit GEMM runs); either way c -= sum_i 128^i U_i V_i exactly."""
+    from kernels.cpu import digits128, merge_digit_pairs
+
+    gen = torch.Generator().manual_seed(m + n + r)
+    x = torch.randint(-hi, hi, (m, r), generator=gen, dtype=torch.int32)
+    y = torch.randint(-hi, hi, (r, n), generator=gen, dtype=torch.int32)
+    e = torch.randint(-32, 32, (m, r), generator=gen, dtype=torch.int8)
+    f = torch.randint(-32, 32, (r, n), generator=gen, dtype=torch.int8)
+    dx, dy = digits128(x), digits128(y)
+    d = max(len(dx), len(dy))
+    dx += [torch.zeros_like(dx[0])] * (d - len(dx))
+    dy += [torch.zeros_like(dy[0])] * (d - len(dy))
+    pairs = [(torch.cat([dx[i], e], 1), torch.cat([f, dy[i]], 0)) for i in range(d)]
+    merged = merge_digit_pairs(pairs)
+    assert (merged is not None) == (hi <= 32767)
+    c = torch.randint(-2 ** 31, 2 ** 31 - 1, (m, n), generator=gen, dtype=torch.int32)
+    want = _sub_reference(c, pairs)
+    assert torch.equal(CpuBackend(kernel="avx2").sub_correction(c.clone(), pairs), want)
+    if merged is not None:
+        assert torch.equal(native_loader.avx2_sub_i16(c.clone(), *merged), want)
+    # pairs of another shape (E differing between digits) are not merged
+    pairs[0] = (torch.cat([dx[0], e + 1], 1), pairs[0][1])
+    assert merge_digit_pairs(pairs) is None or d == 1

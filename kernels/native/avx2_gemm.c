@@ -83,6 +83,7 @@ typedef struct {
     int32_t* c;
     uint32_t* msgs;
     int transcript, fp32, horner_sub;
+    int i16;              /* pouw_avx2_sub_i16: int16 operands (vpmaddwd), one chunk, C -= A B */
     int nrv;              /* ymm columns per panel */
     int64_t nv;           /* ymm columns in all: ceil(n / 8) */
     int64_t npanels;
@@ -144,6 +145,20 @@ static void pack_panel_f32(const a2_ctx* X, int64_t p) {
     }
 }
 
+/* int16 (pouw_avx2_sub_i16): panel p, k step q (2 k entries): 2 ymm of 8 columns x 2 consecutive int16. */
+static void pack_panel_i16(const a2_ctx* X, int64_t p) {
+    const int64_t k = X->k, n = X->n, v0 = p * 16;
+    const int16_t* b = (const int16_t*)X->b;
+    int16_t* dst = (int16_t*)(X->bpack + p * X->panel_bytes);
+    for (int64_t q = 0; q < k / 2; q++, dst += 32) {
+        const int16_t* s0 = b + 2 * q * n + v0;
+        for (int64_t v = 0; v < 16; v++) {
+            dst[2 * v] = v0 + v < n ? s0[v] : 0;
+            dst[2 * v + 1] = v0 + v < n ? s0[n + v] : 0;
+        }
+    }
+}
+
 static void pack_worker(void* vctx, int tid, int nthreads) {
     a2_ctx* X = (a2_ctx*)vctx;
     (void)tid;
@@ -151,7 +166,9 @@ static void pack_worker(void* vctx, int tid, int nthreads) {
     for (;;) {
         const int64_t p = __atomic_fetch_add(&X->next_panel, 1, __ATOMIC_RELAXED);
         if (p >= X->npanels) break;
-        if (X->fp32)
+        if (X->i16)
+            pack_panel_i16(X, p);
+        else if (X->fp32)
             pack_panel_f32(X, p);
         else
             pack_panel_int(X, p);
@@ -345,6 +362,40 @@ static void ukern_int(const a2_uk* U) {
     store_c(U->cp, U->ldc, 3, 1, c31, U->cols, sub);
 }
 
+/* int16: 4 rows x 16 columns, pairs of k entries per vpmaddwd (products and pair sums fit int32) */
+static void ukern_i16(const a2_uk* U, int64_t k) {
+    const int16_t* a0 = (const int16_t*)U->a;
+    const int16_t* a1 = a0 + U->lda;
+    const int16_t* a2 = a1 + U->lda;
+    const int16_t* a3 = a2 + U->lda;
+    const __m256i* bp = (const __m256i*)U->bp;
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00,
+            c31 = c00;
+    for (int64_t l = 0; l < k; l += 2, bp += 2) {
+        const __m256i b0 = _mm256_load_si256(bp), b1 = _mm256_load_si256(bp + 1);
+        _mm_prefetch((const char*)(bp + 8), _MM_HINT_T0);
+#define A2_ROW16(AP, C0, C1)                                                    \
+    do {                                                                        \
+        const __m256i av = _mm256_set1_epi32(*(const a2_i32u*)((AP) + l));      \
+        C0 = _mm256_add_epi32(C0, _mm256_madd_epi16(av, b0));                   \
+        C1 = _mm256_add_epi32(C1, _mm256_madd_epi16(av, b1));                   \
+    } while (0)
+        A2_ROW16(a0, c00, c01);
+        A2_ROW16(a1, c10, c11);
+        A2_ROW16(a2, c20, c21);
+        A2_ROW16(a3, c30, c31);
+#undef A2_ROW16
+    }
+    store_c(U->cp, U->ldc, 0, 0, c00, U->cols, 1);
+    store_c(U->cp, U->ldc, 0, 1, c01, U->cols, 1);
+    store_c(U->cp, U->ldc, 1, 0, c10, U->cols, 1);
+    store_c(U->cp, U->ldc, 1, 1, c11, U->cols, 1);
+    store_c(U->cp, U->ldc, 2, 0, c20, U->cols, 1);
+    store_c(U->cp, U->ldc, 2, 1, c21, U->cols, 1);
+    store_c(U->cp, U->ldc, 3, 0, c30, U->cols, 1);
+    store_c(U->cp, U->ldc, 3, 1, c31, U->cols, 1);
+}
+
 static void ukern_f32(const a2_uk* U) {
     const float* ap = U->af;
     const float* bp = (const float*)U->bp;
@@ -421,7 +472,7 @@ static void block_worker(void* vctx, int tid, int nthreads) {
             const char* pf = X->bpack + ((p + 1) % X->npanels) * X->panel_bytes;
             for (int64_t row = ib; row < ie; row += MR, pf += pf_lines * nchunks * 64) {
                 a2_uk U;
-                U.a = X->a + row * k;
+                U.a = X->i16 ? (const int8_t*)((const int16_t*)X->a + row * k) : X->a + row * k;
                 U.af = afp + (row - ib) * k;
                 U.lda = k;
                 U.bp = X->bpack + p * X->panel_bytes;
@@ -436,7 +487,9 @@ static void block_worker(void* vctx, int tid, int nthreads) {
                 U.horner_sub = X->horner_sub;
                 U.pf = pf;
                 U.pf_lines = pf_lines;
-                if (X->fp32)
+                if (X->i16)
+                    ukern_i16(&U, k);
+                else if (X->fp32)
                     ukern_f32(&U);
                 else
                     ukern_int(&U);
@@ -540,6 +593,51 @@ int pouw_avx2_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64
     uint32_t dummy[A2_MSG_WORDS];
     return pouw_avx2_gemm(u, v, m, d * w, n, (int)w, 4, 1, c, dummy, threads,
                           A2_FLAG_NO_TRANSCRIPT | A2_FLAG_HORNER_SUB);
+}
+
+/*
+ * c -= u v (wrapping int32) for int16 u (m x k) and v (k x n), k even, m % 4 == 0: the recovery with A·Q and P·B'
+ * whole (|entries| < 2^15) instead of in base-128 digits, half the multiply-adds of two digits.
+ */
+int pouw_avx2_sub_i16(int32_t* c, const int16_t* u, const int16_t* v, int64_t m, int64_t k, int64_t n,
+                      int threads) {
+    if (!pouw_avx2_supported()) return A2_EINVAL;
+    if (!c || !u || !v || m <= 0 || n <= 0 || k <= 0 || (k & 1) || (m & 3)) return A2_EINVAL;
+    a2_ctx X;
+    memset(&X, 0, sizeof X);
+    X.a = (const int8_t*)u; X.b = (const int8_t*)v; X.m = m; X.k = k; X.n = n; X.r = (int)k; X.th = 4; X.tw = 1;
+    X.c = c;
+    X.i16 = 1;
+    X.horner_sub = 1;
+    X.nrv = NRV_INT;
+    X.nv = (n + 7) / 8;
+    X.npanels = (X.nv + X.nrv - 1) / X.nrv;
+    X.panel_bytes = a2_round64(k / 2 * 64);
+    int64_t ar = POUW_AVX2_A_BLOCK_BYTES / (2 * k);
+    if (ar > m) ar = m;
+    ar = (ar / 4) * 4;
+    if (ar < 4) ar = 4;
+    X.a_rows = ar;
+    X.nblocks = (m + ar - 1) / ar;
+    if (threads < 1) threads = 1;
+    X.npg = 1;
+    if (X.nblocks < 4 * threads) {
+        X.npg = (4 * threads + X.nblocks - 1) / X.nblocks;
+        if (X.npg > X.npanels) X.npg = X.npanels;
+    }
+    X.ppg = (X.npanels + X.npg - 1) / X.npg;
+    X.npg = (X.npanels + X.ppg - 1) / X.ppg;
+    if (threads > X.nblocks * X.npg) threads = (int)(X.nblocks * X.npg);
+    X.scratch_stride = a2_round64((int64_t)sizeof(__m256i) * (X.nrv * 16 + 4 * X.nrv) + 64);
+    const int64_t off_s = a2_round64(X.npanels * X.panel_bytes);
+    char* ws = (char*)aligned_alloc(64, (size_t)a2_round64(off_s + threads * X.scratch_stride));
+    if (!ws) return A2_ENOMEM;
+    X.bpack = ws;
+    X.scratch = ws + off_s;
+    pouw_internal_run_team(pack_worker, &X, threads);
+    pouw_internal_run_team(block_worker, &X, threads);
+    free(ws);
+    return A2_OK;
 }
 
 /*
@@ -655,6 +753,11 @@ int pouw_avx2_gather_cols(const int8_t* a, const int32_t* idx, int64_t m, int64_
 int pouw_avx2_scatter_rows(const int8_t* b, const int32_t* idx, int64_t k, int64_t n, int64_t r, int32_t* out,
                            int threads) {
     (void)b; (void)idx; (void)k; (void)n; (void)r; (void)out; (void)threads;
+    return A2_EINVAL;
+}
+int pouw_avx2_sub_i16(int32_t* c, const int16_t* u, const int16_t* v, int64_t m, int64_t k, int64_t n,
+                      int threads) {
+    (void)c; (void)u; (void)v; (void)m; (void)k; (void)n; (void)threads;
     return A2_EINVAL;
 }
 
