@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
+from chain import indexes
 from chain import schema as S
 from chain.block import NULL_JOB, Block, Header, tx_root
 from chain.config import ChainConfig, launch, parse_config
@@ -191,6 +192,7 @@ class ChainState:
                 cfg = cls._check_meta(store, cfg)
                 cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)
             cs._load()
+            indexes.ensure(cs)  # tx / address / job lookups (chain/indexes.py); once for older datadirs
             cs.activate_best_chain()  # finish a reorg interrupted by a crash
         except BaseException:
             store.close()
@@ -669,6 +671,7 @@ class ChainState:
                 b.delete(S.econ_key(k))
             else:
                 b.put(S.econ_key(k), v)
+        indexes.write_connect(b, block, diff)
         b.put(S.undo_key(block.hash), Undo.of(diff).encode())
         b.put(S.META_SUPPLY, diff.supply_after.encode())
         b.put(S.height_key(block.height), block.hash)
@@ -726,6 +729,7 @@ class ChainState:
                     b.put(S.job_key(j), old.encode())
                     if old.due:
                         b.put(S.sched_key(old.due, j), b"")
+            indexes.write_disconnect(b, block, undo, self.get_job)
             b.delete(S.undo_key(e.hash))
             b.delete(S.height_key(e.height))
             b.put(S.META_TIP, e.prev)

@@ -118,7 +118,9 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
         accts, supply = genesis_state(cs.cfg.genesis_alloc, cs.cfg.genesis_issuers)
         g = cs.genesis
         with store.batch() as b:
-            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED, S.P_ECON):
+            b.delete(S.META_INDEXES)  # tx / address / job indexes: rebuilt as the chain reconnects
+            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED, S.P_ECON,
+                           S.P_TXINDEX, S.P_ADDRHIST, S.P_COMMIT):
                 for k, _ in store.iterate(prefix):
                     b.delete(k)
             for a, acct in accts.items():

@@ -24,6 +24,11 @@ key                    value                                       meaning
                                                                    at the end of block `height`
 ``e`` + econ key       economy record (chain/economy.py)           issuers, grants, balances by kind,
                                                                    orders, the economy schedule
+``m/indexes``          encode(INDEXES_VERSION)                     the indexes below are complete
+``t`` + txid(32)       32-byte block hash                          tx index: active-chain block of a tx
+``x`` + address(20)    encode([balance_before, balance_after,      address history on the active chain,
+  + ~height(8, BE)     nonce_after, [txid...]])                    newest first (~height = 2^64-1-height)
+``c`` + h_a + h_b      32-byte job id                              job commitment -> job (paid blocks)
 =====================  ==========================================  ===================================
 """
 from __future__ import annotations
@@ -47,6 +52,12 @@ P_ACCOUNT = b"a"
 P_JOB = b"j"
 P_SCHED = b"s"
 P_ECON = b"e"
+# Secondary indexes for lookups (chain/indexes.py): written in the connect/disconnect batches.
+META_INDEXES = b"m/indexes"
+INDEXES_VERSION = 1
+P_TXINDEX = b"t"
+P_ADDRHIST = b"x"
+P_COMMIT = b"c"
 
 # Block status flags (stored in the index record).
 HEADER_VALID = 1     # proof and header context checked
@@ -95,6 +106,27 @@ def sched_key(height: int, job_id: bytes) -> bytes:
 
 def econ_key(key: bytes) -> bytes:
     return P_ECON + key
+
+
+def txindex_key(txid: bytes) -> bytes:
+    return P_TXINDEX + txid
+
+
+def addrhist_prefix(addr: bytes) -> bytes:
+    return P_ADDRHIST + addr
+
+
+def addrhist_key(addr: bytes, height: int) -> bytes:
+    """Newest first in key order: the height is stored inverted."""
+    return P_ADDRHIST + addr + ((1 << 64) - 1 - height).to_bytes(8, "big")
+
+
+def addrhist_height(key: bytes) -> int:
+    return (1 << 64) - 1 - int.from_bytes(key[-8:], "big")
+
+
+def commit_key(h_a: bytes, h_b: bytes) -> bytes:
+    return P_COMMIT + h_a + h_b
 
 
 def strip(prefix: bytes, key: bytes) -> bytes:

@@ -182,7 +182,8 @@ class Node:
         self.templates = Templates(self)
         self.orphans = Orphans()
         self.retry_blocks: collections.OrderedDict[bytes, Block] = collections.OrderedDict()
-        self.txindex: dict[bytes, bytes] = {}
+        from chain.indexes import TxIndex
+        self.txindex = TxIndex(lambda: self.chain.store)  # persisted, moves with the tip (chain/indexes.py)
         self._disconnected_txs: list[Transaction] = []  # from the listener, for imports that raise midway
         self.miner: Miner | None = None
         from node.blobs import BlobStore, max_blob_bytes
@@ -199,7 +200,6 @@ class Node:
         self.started_at = time.time()
         self.tick_task: asyncio.Task | None = None
         self.chain.add_listener(self)
-        self._build_txindex()
 
     # --- properties --------------------------------------------------------------------------------------
     @property
@@ -363,25 +363,13 @@ class Node:
 
     # --- chain listener ----------------------------------------------------------------------------------
     def block_connected(self, block: Block) -> None:
-        for t in block.txs:
-            self.txindex[t.txid] = block.hash
         self.metrics.blocks_connected.inc()
         log.info("connected block %d %s txs=%d work=%d", block.height, block.hash.hex()[:16], len(block.txs),
                  block_work(block.header.target))
 
     def block_disconnected(self, block: Block) -> None:
         self._disconnected_txs.extend(block.txs)
-        for t in block.txs:
-            if self.txindex.get(t.txid) == block.hash:
-                del self.txindex[t.txid]
         log.info("disconnected block %d %s", block.height, block.hash.hex()[:16])
-
-    def _build_txindex(self) -> None:
-        for h in self.chain.chain[1:]:
-            b = self.chain.get_block(h)
-            if b is not None:
-                for t in b.txs:
-                    self.txindex[t.txid] = h
 
     # --- blocks ------------------------------------------------------------------------------------------
     def accept_block(self, block: Block, peer: Peer | None) -> ImportResult | None:
