@@ -526,6 +526,8 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
 
     from node.economy_api import economy_routes  # the economy's read-only endpoints (docs/api.md §Economy)
     economy_routes(r, node)
+    from node.explorer_api import explorer_routes  # the explorer page at / and its lookups (docs/api.md §Explorer)
+    explorer_routes(r, node)
 
     @r.get("/metrics")
     async def metrics(request):
