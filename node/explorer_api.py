@@ -173,11 +173,12 @@ def history_json(node: "Node", addr: bytes, before: int | None, limit: int) -> d
 
 
 def blockstats_json(node: "Node", n: int) -> dict:
-    """Interval and work rate of the last `n` active blocks (from the in-memory index)."""
+    """Interval and work rate of the last `n` active blocks (from the in-memory index). Block 1 is left
+    out: its interval runs from the network's launch date, not from a mined block."""
     cs = node.chain
     top = cs.height
     pts = []
-    for height in range(max(1, top - n + 1), top + 1):
+    for height in range(max(2, top - n + 1), top + 1):
         e, p = cs.index[cs.chain[height]], cs.index[cs.chain[height - 1]]
         interval = e.timestamp - p.timestamp
         work = block_work(e.target)

@@ -10,3 +10,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
 fi
 .venv/bin/python -m pip install -q -e ".[dev]"
+# Headless Chromium for the explorer's browser test (tests/test_explorer_browser.py), only when missing and
+# apt-get is there (as root, or with password-less sudo); the test skips with a reason where it cannot be.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if ! ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium) >/dev/null 2>&1; then
+    echo "setup: could not install chromium; the explorer's browser test will be skipped" >&2
+  fi
+fi

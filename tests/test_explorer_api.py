@@ -97,6 +97,8 @@ def test_explorer_lookups(tmp_path):
             # chart data: the last N active blocks
             st, bs, _ = await get(n, "/api/v1/blockstats?blocks=5")
             assert st == 200 and [p["height"] for p in bs["points"]] == list(range(cs.height - 4, cs.height + 1))
+            st, bs2, _ = await get(n, "/api/v1/blockstats?blocks=2000")
+            assert [p["height"] for p in bs2["points"]] == list(range(2, cs.height + 1))  # not block 1: see docs
             assert bs["network_work_rate"] > 0
 
             # a block that leaves the active chain is shown as such; its txs leave the index

@@ -41,8 +41,10 @@ function ago(ts) {
   const s = Math.max(0, Math.round(Date.now() / 1000 - ts));
   if (s < 60) return s + " s ago";
   if (s < 3600) return Math.floor(s / 60) + " min " + (s % 60) + " s ago";
-  return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min ago";
+  if (s < 172800) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min ago";
+  return Math.floor(s / 86400) + " days ago";
 }
+const agoEl = (ts) => h("span", { class: "ago", "data-ts": ts }, ago(ts));  // kept live by the 1 s timer
 const when = (ts) => new Date(ts * 1000).toISOString().replace("T", " ").replace(".000Z", " UTC");
 
 class ApiError extends Error {
@@ -80,7 +82,7 @@ function notFound(what, id, err) {
 }
 function show(...kids) {
   const m = $("#main");
-  m.replaceChildren(...kids.flat());
+  m.replaceChildren(...kids.flat().filter((x) => x !== null && x !== undefined && x !== false));
 }
 
 // --- status strip (every page, refreshed every 2 s) ----------------------------------------------------
@@ -95,6 +97,7 @@ function renderStrip() {
       + ` · mining ${s.mining.state}${sync}${storage}`));
   const since = $("#since");
   if (since) since.textContent = ago(s.tip_time);
+  for (const el of document.querySelectorAll(".ago")) el.textContent = ago(Number(el.dataset.ts));
 }
 async function poll() {
   try {
@@ -168,7 +171,7 @@ async function pageHome() {
       chart(stats)),
     h("div", { class: "grid2" },
       panel("Recent blocks", table(["height", "hash", "age", "txs", "miner", "work"],
-        blocks.blocks.map((b) => [blockLink(b.hash, String(b.height)), blockLink(b.hash), ago(b.timestamp), b.tx_count,
+        blocks.blocks.map((b) => [blockLink(b.hash, String(b.height)), blockLink(b.hash), agoEl(b.timestamp), b.tx_count,
           addrLink(b.miner), si(b.work)]))),
       panel("Live jobs", jobs ? table(["job", "status", "shape", "fee", "client"], jobs.jobs.map((j) =>
         [jobLink(j.job_id), j.status, `${j.m}×${j.k}×${j.n}`, tokens(j.fee), addrLink(j.client)]),
@@ -205,7 +208,7 @@ async function pageBlock(id) {
         h("span", { class: "bad" }, "not on the active chain")],
       ["previous", blockLink(b.prev, b.prev)],
       ["next", next ? blockLink(next.hash, next.hash) : h("span", { class: "muted" }, "—")],
-      ["time", `${when(b.timestamp)} (${ago(b.timestamp)})`],
+      ["time", h("span", {}, when(b.timestamp) + " (", agoEl(b.timestamp), ")")],
       ["miner", addrLink(b.miner)],
       ["target", h("span", { class: "mono" }, b.target)],
       ["work / chainwork", `${si(b.work, "MAC")} / ${si(b.chainwork, "MAC")}`],
