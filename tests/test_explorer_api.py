@@ -11,6 +11,7 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
+from chain import schema as S
 from chain.block import Block
 from chain.keys import PrivateKey
 from node import explorer_api
@@ -114,6 +115,25 @@ def test_explorer_lookups(tmp_path):
                 assert st == 404 or n.mempool.get(bytes.fromhex(t)) is not None
             cs.reconsider_block(top.hash)
             assert cs.tip.hash == top.hash
+
+            # no lookup scans the chain: a bounded number of block reads, and only narrow key scans
+            reads, scans = [], []
+            real_get, real_iter = cs.get_block, cs.store.iterate
+            cs.get_block = lambda h: (reads.append(h), real_get(h))[1]
+            cs.store.iterate = lambda prefix, start=None: (scans.append(prefix), real_iter(prefix, start))[1]
+            try:
+                for path in ("/api/v1/search?q=" + fund_tx.txid.hex(), "/api/v1/search?q=" + jid,
+                             "/api/v1/search?q=" + CLIENT.address.hex(), f"/api/v1/blocks/{paid[0]}/proof",
+                             f"/api/v1/blocks/{paid[0]}/verify", "/api/v1/blockstats?blocks=2000",
+                             f"/api/v1/accounts/{CLIENT.address.hex()}/history", "/api/v1/tx/" + fund_tx.txid.hex()):
+                    reads.clear()
+                    st, _, _ = await get(n, path)
+                    assert st == 200 and len(reads) <= 1, (path, len(reads))
+                whole = {S.P_HEADER, S.P_BODY, S.P_UNDO, S.P_INDEX, S.P_HEIGHT, S.P_TXINDEX, S.P_ADDRHIST, S.P_COMMIT}
+                assert not whole & set(scans), scans                   # never a whole chain table
+                assert S.addrhist_prefix(CLIENT.address) in scans      # the history is one narrow range
+            finally:
+                cs.get_block, cs.store.iterate = real_get, real_iter
 
             # unknown ids and bad input: JSON errors
             for path, status, code in (("/api/v1/blocks/" + "00" * 32 + "/proof", 404, "block-not-found"),
