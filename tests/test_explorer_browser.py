@@ -92,6 +92,17 @@ def test_explorer_in_chromium(tmp_path):
                 assert await br.eval(NO_JUNK), "a value rendered as null/undefined/NaN"
                 shots.append(await br.screenshot(tmp_path / "explorer-job.png"))
 
+                # the client's address page: balance as the API says, history rows linking its transactions
+                await br.goto(a.url + "/#/address/" + CLIENT.address.hex())
+                await br.wait(ready("/address/" + CLIENT.address.hex()), what="address page")
+                bal = a.chain.get_account(CLIENT.address).balance
+                assert await br.eval("document.getElementById('balance').textContent") == \
+                    f"{bal / 10**8:,.8f}".rstrip("0").rstrip(".") + " tok"
+                assert await br.eval(f"!!document.querySelector('a[href=\"#/tx/{jid}\"]')"), await br.eval(
+                    "[...document.querySelectorAll('a')].map(x => x.getAttribute('href')).join(' ')")
+                assert await br.eval(NO_JUNK)
+                shots.append(await br.screenshot(tmp_path / "explorer-address.png"))
+
                 # a block that left the active chain is shown as such
                 top = a.chain.tip.hash
                 a.chain.invalidate_block(top)

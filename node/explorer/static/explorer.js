@@ -15,7 +15,7 @@ function h(tag, attrs, ...kids) {
     if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of kids.flat()) {
+  for (const c of kids.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -82,7 +82,7 @@ function notFound(what, id, err) {
 }
 function show(...kids) {
   const m = $("#main");
-  m.replaceChildren(...kids.flat().filter((x) => x !== null && x !== undefined && x !== false));
+  m.replaceChildren(...kids.flat(Infinity).filter((x) => x !== null && x !== undefined && x !== false));
 }
 
 // --- status strip (every page, refreshed every 2 s) ----------------------------------------------------
@@ -323,9 +323,11 @@ async function pageJobs(status) {
   const tabs = ["all", "open", "live", "claimed", "resulted", "challenged", "released", "refunded", "slashed", "cancelled"]
     .map((s) => [s === status ? h("b", {}, s) : link("#/jobs/" + s, s), " · "]);
   show(h("h1", {}, "Jobs"), h("p", {}, tabs),
-    panel(`${r.count} job(s) · ${status}`, table(["job", "status", "shape", "fee", "fee / MAC", "client", "miner", "deadline", "submitted"],
+    panel(`${r.count} job(s) · ${status}`, table(["job", "status", "shape", "fee", "fee / MAC", "client", "miner", "deadline",
+      "submitted", "challenge window until"],
       r.jobs.map((j) => [jobLink(j.job_id), j.status, `${j.m}×${j.k}×${j.n}`, tokens(j.fee),
-        (j.fee / j.macs).toExponential(2), addrLink(j.client), addrLink(j.miner), j.deadline, j.submit_height]), "no jobs")));
+        (j.fee / j.macs).toExponential(2), addrLink(j.client), addrLink(j.miner), j.deadline, j.submit_height,
+        j.challenge_until || "—"]), "no jobs")));
 }
 
 async function pageEconomy() {
