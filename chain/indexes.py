@@ -73,25 +73,45 @@ def _named(block: Block) -> dict[bytes, list[bytes]]:
     return out
 
 
-def _put_block(b: Batch, block: Block, before: dict[bytes, Account], after: Callable[[bytes], Account],
-               new_jobs: dict[bytes, JobRecord]) -> None:
-    """The index entries of one active block (`before`: accounts it changed, as they were before)."""
+def block_entries(block: Block, before: dict[bytes, Account], after: Callable[[bytes], Account],
+                  new_jobs: dict[bytes, JobRecord]) -> dict[bytes, bytes]:
+    """The index entries of one active block (`before`: the accounts it changed, as they were before;
+    `after`: any account after it; `new_jobs`: the jobs it created)."""
+    out: dict[bytes, bytes] = {}
     named = _named(block)
     for t in block.txs:
-        b.put(S.txindex_key(t.txid), block.hash)
+        out[S.txindex_key(t.txid)] = block.hash
     for a in sorted(set(before) | set(named)):
         acct = after(a)
         old = before.get(a, acct)
-        b.put(S.addrhist_key(a, block.height),
-              HistoryEntry(block.height, old.balance, acct.balance, acct.nonce, tuple(named.get(a, ()))).encode())
+        out[S.addrhist_key(a, block.height)] = HistoryEntry(block.height, old.balance, acct.balance, acct.nonce,
+                                                            tuple(named.get(a, ()))).encode()
     for j, rec in new_jobs.items():
-        b.put(S.commit_key(rec.h_a, rec.h_b) + j, b"")
+        out[S.commit_key(rec.h_a, rec.h_b) + j] = b""
+    return out
+
+
+def diff_entries(block: Block, diff: BlockDiff, get: Callable[[bytes], Account]) -> dict[bytes, bytes]:
+    """`block_entries` of a block connected by `diff` (`get`: accounts after it)."""
+    new_jobs = {j: diff.jobs_after[j] for j, old in diff.jobs_before.items() if old is None and j in diff.jobs_after}
+    return block_entries(block, diff.before, lambda a: diff.after[a] if a in diff.after else get(a), new_jobs)
+
+
+def genesis_entries(cfg) -> dict[bytes, bytes]:
+    """Genesis allocations: history entries at height 0."""
+    accts, _ = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
+    return {S.addrhist_key(a, 0): HistoryEntry(0, 0, acct.balance, acct.nonce, ()).encode()
+            for a, acct in sorted(accts.items())}
+
+
+def _put_all(b: Batch, entries: dict[bytes, bytes]) -> None:
+    for k, v in entries.items():
+        b.put(k, v)
 
 
 def write_connect(b: Batch, block: Block, diff: BlockDiff) -> None:
     """Add the entries of `block`, connected by `diff`, to the batch that connects it."""
-    new_jobs = {j: diff.jobs_after[j] for j, old in diff.jobs_before.items() if old is None and j in diff.jobs_after}
-    _put_block(b, block, diff.before, lambda a: diff.after[a] if a in diff.after else _account(b.get(S.account_key(a))), new_jobs)
+    _put_all(b, diff_entries(block, diff, lambda a: _account(b.get(S.account_key(a)))))
 
 
 def write_disconnect(b: Batch, block: Block, undo: Undo, get_job: Callable[[bytes], JobRecord | None]) -> None:
@@ -144,18 +164,21 @@ def rebuild(cs: "ChainState", batch_blocks: int = 500) -> None:
                 before = dict(undo.accounts)
                 snap = {a: cur[a] if a in cur else cs.get_account(a) for a in set(before) | set(_named(block))}
                 new_jobs = {j: r for j, old in undo.jobs if old is None and (r := cs.get_job(j)) is not None}
-                _put_block(b, block, before, snap.__getitem__, new_jobs)
+                _put_all(b, block_entries(block, before, snap.__getitem__, new_jobs))
                 for a, acct in before.items():
                     cur[a] = acct
         del todo[-batch_blocks:]
-    accts, _ = genesis_state(cs.cfg.genesis_alloc, cs.cfg.genesis_issuers)
     with store.batch() as b:
-        for a, acct in sorted(accts.items()):
-            b.put(S.addrhist_key(a, 0), HistoryEntry(0, 0, acct.balance, acct.nonce, ()).encode())
+        _put_all(b, genesis_entries(cs.cfg))
         b.put(S.META_INDEXES, MARKER)
 
 
 # --- lookups ------------------------------------------------------------------------------------------
+def stored(store: Store) -> dict[bytes, bytes]:
+    """Every stored index entry (for `pouw verify`)."""
+    return {k: v for p in PREFIXES for k, v in store.iterate(p)}
+
+
 def tx_block(store: Store, txid: bytes) -> bytes | None:
     """The active-chain block that holds `txid`, or None."""
     return store.get(S.txindex_key(txid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from chain import indexes
 from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
@@ -60,6 +61,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         st = MemoryState(accts, supply, hashes=[g.hash], econ=genesis_econ(cs.cfg.genesis_issuers))
         prev = g.header
         ntx = 0
+        want_idx = indexes.genesis_entries(cs.cfg)  # lookup indexes implied by the replay
         for height in range(1, cs.height + 1):
             h = store.get(S.height_key(height))
             if h is None:
@@ -81,6 +83,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             except ValidationError as err:
                 raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
             st.apply(diff)
+            want_idx.update(indexes.diff_entries(blk, diff, st.get))
             st.hashes.append(h)
             prev = blk.header
             ntx += len(blk.txs)
@@ -99,6 +102,9 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             raise VerifyError("bad-schedule", "stored job schedule differs from the replay")
         if cs.supply != st.supply:
             raise VerifyError("bad-supply", "stored supply record differs from the replay")
+        if store.get(S.META_INDEXES) == indexes.MARKER and indexes.stored(store) != want_idx:
+            raise VerifyError("bad-indexes", "stored tx / address / job lookup indexes differ from the replay "
+                                             "(pouw reindex rebuilds them)")
         try:
             st.check_conservation()
         except AssertionError as e:

@@ -12,7 +12,7 @@ from chain import schema as S
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.keys import PrivateKey
-from chain.maintenance import reindex_datadir
+from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
 from chain.testing import ChainBuilder, make_keys
 
 CFG = load_config("regtest")
@@ -85,9 +85,20 @@ def test_indexes_follow_reorgs_and_rebuild(tmp_path, builder):
         # a stray entry is wiped by a rebuild
         with cs.store.batch() as b:
             b.put(S.txindex_key(b"\x01" * 32), b"\x02" * 32)
-    reindex_datadir(tmp_path, CFG)
+    reindex_datadir(tmp_path, CFG)                                # ends with verify_datadir: indexes checked
     with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:
         assert index_dump(cs) == want
+        k = S.addrhist_key(KEYS[1].address, fork[0].height)
+        good = cs.store.get(k)
+        with cs.store.batch() as b:                               # a forged history entry
+            b.put(k, indexes.HistoryEntry(fork[0].height, 0, 10**9, 0, ()).encode())
+    with pytest.raises(VerifyError) as e:
+        verify_datadir(tmp_path, CFG)
+    assert e.value.reason == "bad-indexes"
+    with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:
+        with cs.store.batch() as b:
+            b.put(k, good)
+    assert verify_datadir(tmp_path, CFG).height == cs.height
 
 
 def test_history_newest_first_and_paged(tmp_path, builder):
