@@ -249,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
                               "wallet": str(wallet_path), "address": wallet.address.hex(),
                               "issuer_wallet": str(issuer_path) if issuer_path else None}))
             print(f"devnet: {args.nodes} node(s) up: {' '.join(urls)}")
+            print(f"devnet: explorer at {urls[0]}/ (open it in a browser)")
             print(f"devnet: client wallet {wallet_path} (address {wallet.address.hex()})")
             if issuer_path is not None:
                 print(f"devnet: issuer wallet {issuer_path} (address {load_key(issuer_path).address.hex()}); "

@@ -13,7 +13,9 @@ import pytest
 from chain.jobs import job_price
 from chain.keys import PrivateKey
 from chain.testing import job_operands
-from chain.tx import make_job_submit
+from chain.economy import k_issuer
+from chain.econtx import KIND_ISSUER_REGISTER, IssuerRegister
+from chain.tx import Transaction, make_job_submit
 from node.testing import set_mining, start_node, wait_for
 
 from cdp_browser import Browser, find_chromium
@@ -127,7 +129,29 @@ def test_explorer_in_chromium(tmp_path):
                 await br.wait(ready("/economy"), what="economy page")
                 assert "no market yet" in await br.eval("document.getElementById('no-market').textContent")
                 assert await br.eval(NO_JUNK)
+                shots.append(await br.screenshot(tmp_path / "explorer-no-market.png"))
+                # once an issuer registers, its panel shows its (empty) order book and trades
+                reg = Transaction(KIND_ISSUER_REGISTER, a.cfg.chain_id, a.mempool.pending_nonce(CLIENT.address),
+                                  CLIENT.pubkey, 1000, IssuerRegister(0, 3, 30, 9000)).signed(CLIENT)
+                a.add_tx(reg)
+                set_mining([a], True)
+                await wait_for(lambda: a.chain.get_econ(k_issuer(CLIENT.address)) is not None, 30, what="issuer")
+                set_mining([a], False)
+                await br.goto(a.url + "/#/")
+                await br.wait(ready("/"), what="home again")
+                await br.goto(a.url + "/#/economy")
+                await br.wait(ready("/economy") + " && document.body.innerText.includes('Order book')",
+                              what="issuer panel")
+                assert await br.eval("document.getElementById('no-market') === null")
+                assert CLIENT.address.hex()[:8] in await br.eval("document.querySelector('main').innerText")
+                assert await br.eval(NO_JUNK)
                 shots.append(await br.screenshot(tmp_path / "explorer-economy.png"))
+                # the chart's window buttons re-draw it over more blocks
+                await br.goto(a.url + "/#/")
+                await br.wait(ready("/") + " && !!document.getElementById('chart-500')", what="home")
+                await br.eval("document.getElementById('chart-500').click()")
+                await br.wait("document.getElementById('chart-500') && "
+                              "!document.getElementById('chart-500').classList.contains('secondary')", what="500 blocks")
             for p in shots:
                 assert p.stat().st_size > 10_000
                 print("explorer screenshot:", p)

@@ -5,7 +5,7 @@
 
 const API = "/api/v1";
 const UNIT = 1e8;            // base units per token
-const state = { status: null, route: null, renderedHeight: -1 };
+const state = { status: null, route: null, renderedHeight: -1, chartBlocks: 120 };
 
 // --- helpers -----------------------------------------------------------------------------------------
 function h(tag, attrs, ...kids) {
@@ -151,7 +151,7 @@ function chart(stats) {
 // --- pages ---------------------------------------------------------------------------------------------
 async function pageHome() {
   const [s, blocks, stats, jobs] = await Promise.all([api("/status"), api("/blocks?limit=20"),
-    api("/blockstats?blocks=120"), tryApi("/jobs?status=live&limit=5")]);
+    api("/blockstats?blocks=" + state.chartBlocks), tryApi("/jobs?status=live&limit=5")]);
   state.status = s; state.renderedHeight = s.height; renderStrip();
   const span = stats.points.length ? stats.points[stats.points.length - 1].timestamp - stats.points[0].timestamp : 0;
   show(
@@ -167,7 +167,9 @@ async function pageHome() {
     panel(`Work rate and block interval, last ${stats.blocks} blocks (${(span / 3600).toFixed(1)} h)`,
       h("div", { class: "legend" }, h("span", { class: "r" }, "━ work rate (block work / time, moving window)"),
         h("span", { class: "i" }, "━ block interval (s)"),
-        h("span", { class: "muted" }, `mean interval ${stats.mean_interval ? stats.mean_interval.toFixed(1) : "—"} s`)),
+        h("span", { class: "muted" }, `mean interval ${stats.mean_interval ? stats.mean_interval.toFixed(1) : "—"} s`),
+        [120, 500, 2000].map((n) => h("button", { class: n === state.chartBlocks ? "" : "secondary", id: "chart-" + n,
+          onclick: () => { state.chartBlocks = n; route(); } }, n + " blocks"))),
       chart(stats)),
     h("div", { class: "grid2" },
       panel("Recent blocks", table(["height", "hash", "age", "txs", "miner", "work"],
@@ -339,6 +341,13 @@ async function pageEconomy() {
   const [issuers, vel] = await Promise.all([tryApi("/economy/issuers"), tryApi("/economy/velocity?limit=12")]);
   const iss = issuers ? issuers.issuers : [];
   const books = await Promise.all(iss.slice(0, 5).map((i) => tryApi(`/economy/market/${i.issuer}/trades?limit=10`)));
+  const depth = await Promise.all(iss.slice(0, 5).map((i) => tryApi(`/economy/market/${i.issuer}/book?limit=8`)));
+  const levels = (side) => (side && side.levels ? side.levels : []);
+  const bookTable = (bk) => (bk ? table(["bid qty", "bid price (bps)", "ask price (bps)", "ask qty"],
+    Array.from({ length: Math.max(levels(bk.bids).length, levels(bk.asks).length) }, (_, i) => {
+      const b = levels(bk.bids)[i], a = levels(bk.asks)[i];
+      return [b ? tokens(b.qty) : "", b ? b.price : "", a ? a.price : "", a ? tokens(a.qty) : ""];
+    }), "empty order book") : h("p", { class: "muted" }, "no order book"));
   const conserved = supply.conserved ? h("span", { class: "ok" }, "conserved") : h("span", { class: "bad" }, "NOT conserved");
   show(h("h1", {}, "Economy"),
     panel("Supply", kv(["minted", "burned", "free", "job_escrow", "job_bonds", "spend_only", "vintage", "locked_in_asks", "deposits",
@@ -348,7 +357,9 @@ async function pageEconomy() {
       vel.windows.map((w) => [w.window, `${w.from_height}–${w.to_height}`, tokens(w.volume), w.trades, Number(w.velocity).toFixed(4)]),
       "no windows yet") : h("p", { class: "muted" }, "no velocity data")),
     iss.length ? iss.slice(0, 5).map((i, n) => panel("Issuer " + short(i.issuer, 8), kv([["mode", i.mode], ["fee", i.fee_bps + " bps"],
-      ["credits outstanding", tokens(i.credits_outstanding)]]),
+      ["credits outstanding", tokens(i.credits_outstanding)],
+      ["buyback price", depth[n] && depth[n].buyback_price !== undefined ? depth[n].buyback_price + " bps" : "—"]]),
+      h("h2", {}, "Order book"), bookTable(depth[n]), h("h2", {}, "Recent trades"),
       books[n] && books[n].trades && books[n].trades.length ? table(["height", "price (bps)", "qty", "taker"],
         books[n].trades.map((t) => [t.height, t.price, tokens(t.qty), t.taker_side])) : h("p", { class: "muted" }, "no trades yet")))
       : h("div", { class: "banner info", id: "no-market" }, "No issuer is registered: the chain has no market yet."));
