@@ -94,7 +94,7 @@ function renderStrip() {
   $("#strip").replaceChildren(
     h("span", {}, s.network + " · height "), h("b", { id: "strip-height" }, s.height),
     h("span", {}, ` · last block ${ago(s.tip_time)} · ${s.peers} peer(s) · mempool ${s.mempool.size}`
-      + ` · mining ${s.mining.state}${sync}${storage}`));
+      + ` · miner: ${s.mining.state}${sync}${storage}`));
   const since = $("#since");
   if (since) since.textContent = ago(s.tip_time);
   for (const el of document.querySelectorAll(".ago")) el.textContent = ago(Number(el.dataset.ts));
