@@ -30,9 +30,10 @@ from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, S
                          genesis_state)
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
-from chain.transition import PreState, apply_state, parent_info
+from chain.transition import (CONTEXT, LAYERS, MUTATION_REASONS, SANITY, STATE, PreState, parent_info,
+                              validate_and_apply)
 from chain.undo import Undo
-from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
+from chain.validation import ParentInfo
 
 DB_DIRNAME = "chaindata"
 
@@ -474,27 +475,41 @@ class ChainState:
     def _now(self) -> int:
         return int(self.clock())
 
-    def _context(self, h: Header) -> IndexEntry:
+    def _parent_entry(self, h: Header) -> IndexEntry:
+        """The stored parent of `h`: `prev-blk-not-found` (retry later) or `bad-prevblk` when it is invalid."""
         parent = self.index.get(h.prev_hash)
         if parent is None:
             raise BlockError("prev-blk-not-found", h.prev_hash.hex()[:16], punish=False, retry_later=True)
         if parent.failed:
             raise BlockError("bad-prevblk", "parent is invalid")
-        check_header_context(h, self.parent_info(parent.hash), self.cfg, self._now())
         return parent
 
-    def _proof(self, h: Header) -> None:
-        if self.check_proofs:
-            check_header_proof(h, self.cfg, self.params)
+    def _pre_state(self, b: Batch) -> PreState:
+        """The tip's state as read through batch `b` (reads see the batch's own writes; a batch never committed
+        is a plain reader)."""
+        def get(a: bytes) -> Account:
+            v = b.get(S.account_key(a))
+            return Account.decode(v) if v is not None else EMPTY
 
-    def _context_recording_failure(self, h: Header) -> IndexEntry:
-        """Contextual header checks; a header that fails them for good (not `retry_later`) is stored as
-        failed under its known parent, so it is never re-validated."""
+        supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
+        return PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at))
+
+    def _validate(self, block: Block | Header, known: IndexEntry | None, pre: PreState | None) -> BlockDiff | None:
+        """validate_and_apply on import: a new header runs every layer (PROOF unless `check_proofs` is off), a
+        block whose header is stored (`known`) the body's layers only. A failure is recorded from its layer
+        (a header failing for good is stored as failed, never re-validated) and re-raised."""
+        h = block.header if isinstance(block, Block) else block
+        layers = (SANITY, STATE) if known is not None else LAYERS if self.check_proofs else (SANITY, CONTEXT, STATE)
         try:
-            return self._context(h)
-        except BlockError as err:
-            if not err.retry_later and h.prev_hash in self.index:
-                self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+            return validate_and_apply(block, lambda: self.parent_info(self._parent_entry(h).hash), pre, self.cfg,
+                                      self._now(), params=self.params, layers=layers)
+        except ValidationError as err:
+            if err.layer in (SANITY, CONTEXT) and not err.retry_later and err.reason not in MUTATION_REASONS \
+                    and h.prev_hash in self.index:
+                if known is None:
+                    self._store_failed_header(h, self.index[h.prev_hash], err.reason)
+                else:
+                    self._mark_failed(h.hash, err.reason)
             raise
 
     def _new_entry(self, h: Header, parent: IndexEntry, status: int, reason: str = "") -> IndexEntry:
@@ -519,8 +534,8 @@ class ChainState:
             if known.failed:
                 raise BlockError("duplicate-invalid", known.reason)
             return known
-        self._proof(h)
-        parent = self._context_recording_failure(h)
+        self._validate(h, None, None)
+        parent = self.index[h.prev_hash]
         e = self._new_entry(h, parent, S.HEADER_VALID)
         with self.store.batch() as b:
             b.put(S.header_key(h.hash), h.encoded)
@@ -547,44 +562,30 @@ class ChainState:
                 raise BlockError("duplicate-invalid", known.reason)
             if known.status & S.HAVE_DATA:
                 return ImportResult(bh, "duplicate", old_tip)
-        else:
-            self._proof(h)
-        try:
-            check_block_sanity(block, self.cfg)
-        except BlockError as err:
-            # A root mismatch or oversize body may be a mutation of a valid header: don't cache it.
-            if err.reason not in ("bad-txnmrklroot", "bad-blk-length") and h.prev_hash in self.index:
-                if known is None:
-                    self._store_failed_header(h, self.index[h.prev_hash], err.reason)
-                else:
-                    self._mark_failed(bh, err.reason)
-            raise
-        if known is None:
-            parent = self._context_recording_failure(h)
-            entry = self._new_entry(h, parent, S.HEADER_VALID)
-        else:
-            entry = known
-            parent = self.index[h.prev_hash]
+        extends_tip = h.prev_hash == old_tip
+        diff: BlockDiff | None = None
+        conn_err: ValidationError | None = None
+        try:  # the state layer runs now only on the tip; a side-chain block's waits for _connect
+            diff = self._validate(block, known, self._pre_state(Batch(self.store)) if extends_tip else None)
+        except ValidationError as err:
+            if err.layer != STATE:
+                raise
+            conn_err = err
+        parent = self.index[h.prev_hash]
+        entry = known if known is not None else self._new_entry(h, parent, S.HEADER_VALID)
         entry.status |= S.HAVE_DATA
         entry.seq = self._seq
         self._seq += 1
-        extends_tip = parent.hash == old_tip
-        conn_err: ValidationError | None = None
-        diff = None
+        if conn_err is not None:  # stored with its body, failed: its transactions or state root are wrong
+            entry.status |= S.FAILED
+            entry.reason = conn_err.reason
         with self.store.batch() as b:
             b.put(S.header_key(bh), h.encoded)
             b.put(S.body_key(bh), block.body_encoded)
             b.put(S.META_SEQ, encode(self._seq))
-            if extends_tip:
-                try:
-                    diff = self._compute_diff(block, b)
-                except ValidationError as err:
-                    conn_err = err
-                    entry.status |= S.FAILED
-                    entry.reason = err.reason
-                else:
-                    entry.status |= S.VALID_STATE
-                    self._write_connect(b, block, diff)
+            if diff is not None:
+                entry.status |= S.VALID_STATE
+                self._write_connect(b, block, diff)
             b.put(S.index_key(bh), entry.record())
         if known is None:
             self._add_entry(entry)
@@ -645,14 +646,6 @@ class ChainState:
         return ea.hash
 
     # --- connect / disconnect -------------------------------------------------------------------------
-    def _compute_diff(self, block: Block, b: Batch) -> BlockDiff:
-        def get(a: bytes) -> Account:
-            v = b.get(S.account_key(a))
-            return Account.decode(v) if v is not None else EMPTY
-
-        supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
-        return apply_state(block, PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at)), self.cfg)
-
     def _write_connect(self, b: Batch, block: Block, diff: BlockDiff) -> None:
         for a, acct in diff.after.items():
             if acct.empty:
@@ -686,7 +679,9 @@ class ChainState:
             raise StorageError(f"block {h.hex()[:16]} marked as stored but its data is missing")
         try:
             with self.store.batch() as b:
-                diff = self._compute_diff(block, b)
+                # header and body passed the other layers when stored (reindex re-checks them first)
+                diff = validate_and_apply(block, None, self._pre_state(b), self.cfg, self._now(), layers=(STATE,))
+                assert diff is not None
                 self._write_connect(b, block, diff)
                 e.status |= S.VALID_STATE
                 b.put(S.index_key(h), e.record())
@@ -794,6 +789,7 @@ class ChainState:
             for c in self._descendants(h):
                 ce = self.index[c]
                 ce.status |= S.FAILED_CHILD
+                ce.reason = ce.reason or "bad-prevblk"  # what importing it now would say
                 b.put(S.index_key(c), ce.record())
         self.candidates.discard(h)
         self.candidates.difference_update(self._descendants(h))

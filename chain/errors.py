@@ -12,7 +12,11 @@ class ValidationError(ChainError):
     `reason` is a short stable string (Bitcoin style, e.g. ``bad-txn-nonce``); tests assert on it.
     `punish` says whether the peer that sent the object is at fault; `retry_later` says the object may
     become valid later (e.g. ``time-too-new``, an unknown parent) and should be kept or re-requested.
+    `layer` is set by chain.transition.validate_and_apply to the block-validation layer that raised it
+    ("proof", "sanity", "context" or "state"; None elsewhere).
     """
+
+    layer: str | None = None
 
     def __init__(self, reason: str, detail: str = "", *, punish: bool = True, retry_later: bool = False):
         self.reason = reason

@@ -9,11 +9,11 @@ from chain import indexes
 from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
-from chain.errors import ChainError, EncodingError, ValidationError
+from chain.errors import BlockError, ChainError, EncodingError, ValidationError
 from chain.state import MemoryState, apply_block, genesis_econ, genesis_state
 from chain.store import Store
-from chain.transition import PreState, validate_and_apply
-from chain.validation import check_block_sanity, check_header_context, check_header_proof
+from chain.transition import CONTEXT, LAYERS, SANITY, STATE, PreState, validate_and_apply
+from chain.validation import ParentInfo
 
 FAR_FUTURE = 1 << 62
 
@@ -78,8 +78,10 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
                 raise VerifyError("missing-undo", f"active block {h.hex()[:16]} has no undo data")
             try:
                 diff = validate_and_apply(blk, cs.parent_info(prev.hash), PreState(st.get, st.supply, st), cs.cfg,
-                                          FAR_FUTURE, params=cs.params, check_proof=check_proofs,
+                                          FAR_FUTURE, params=cs.params,
+                                          layers=LAYERS if check_proofs else (SANITY, CONTEXT, STATE),
                                           check_sigs=check_proofs)
+                assert diff is not None
             except ValidationError as err:
                 raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
             st.apply(diff)
@@ -117,8 +119,10 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
 
 
 def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> VerifyReport:
-    """Rebuild the state from stored blocks: wipe state, re-check every stored block's proof, sanity
-    and context (marking failures), then connect the best chain from genesis."""
+    """Rebuild the state from stored blocks: wipe state, re-check every stored header and body through
+    validate_and_apply as import does (proof, sanity, context, in that order; a child of a failed block is
+    `bad-prevblk` once its own header and body pass), marking failures, then connect the best chain from
+    genesis (the state layer, which marks a block whose transactions fail as import does)."""
     store, cs = _open_raw(datadir, cfg)
     try:
         accts, supply = genesis_state(cs.cfg.genesis_alloc, cs.cfg.genesis_issuers)
@@ -143,19 +147,19 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
                     b.put(S.index_key(e.hash), e.record())
         cs.chain = [g.hash]
         failed: dict[bytes, str] = {}
+
+        def parent(e) -> ParentInfo:
+            if e.prev in failed:
+                raise BlockError("bad-prevblk", "parent is invalid")
+            return cs.parent_info(e.prev)
+
         for e in sorted(cs.index.values(), key=lambda x: x.height):
             if e.height == 0:
                 continue
-            if e.prev in failed:
-                failed[e.hash] = "bad-prevblk"
-                continue
-            hdr = cs.get_header(e.hash)
-            try:
-                check_header_proof(hdr, cs.cfg, cs.params)  # type: ignore[arg-type]
-                check_header_context(hdr, cs.parent_info(e.prev), cs.cfg, FAR_FUTURE)  # type: ignore[arg-type]
-                blk = cs.get_block(e.hash) if e.status & S.HAVE_DATA else None
-                if blk is not None:
-                    check_block_sanity(blk, cs.cfg)
+            stored = (cs.get_block(e.hash) if e.status & S.HAVE_DATA else None) or cs.get_header(e.hash)
+            try:  # as on import; the state layer runs when ChainState connects the best chain below
+                validate_and_apply(stored, lambda e=e: parent(e), None, cs.cfg, FAR_FUTURE,  # type: ignore[arg-type]
+                                   params=cs.params)
             except ValidationError as err:
                 failed[e.hash] = err.reason
         with store.batch() as b:

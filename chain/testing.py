@@ -1,5 +1,6 @@
 """Helpers for tests, the benchmark and the crash soak: mine chains and forks in memory (no DB),
-keeping the control state after every block."""
+keeping the control state after every block (each mined block goes through validate_and_apply, so a
+builder chain is valid by the same code that imports it)."""
 from __future__ import annotations
 
 import random
@@ -12,7 +13,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.mining import build_template, mine_header
 from chain.state import MemoryState, genesis_econ, genesis_state
 from chain.tx import Transaction, make_transfer
-from chain.transition import parent_info
+from chain.transition import PreState, parent_info, validate_and_apply
 from chain.validation import ParentInfo
 
 
@@ -46,8 +47,12 @@ class ChainBuilder:
         h = mine_header(self.cfg, tpl.header, params=self.params, backend=self.backend, nonce=nonce)
         assert h is not None
         blk = Block(h, tpl.txs)
+        # the control state goes through the one state transition, as every node's import does
+        diff = validate_and_apply(blk, pinfo, PreState(st.get, st.supply, st), self.cfg, h.timestamp,
+                                  params=self.params)
+        assert diff is not None and diff.state_root == tpl.diff.state_root
         new = st.copy()
-        new.apply(tpl.diff)
+        new.apply(diff)
         new.hashes.append(blk.hash)
         self.blocks[blk.hash] = blk
         self.states[blk.hash] = new
