@@ -1,7 +1,9 @@
 """CUDA backend: the `kernels.base.Backend` contract on an NVIDIA GPU.
 
 `matmul` is `torch._int_mm` (cuBLASLt int8 GEMM, B handed over column-major); `noisy_matmul` runs the fused
-Triton kernel of `kernels.triton_kernel`. The optional stages of a mining pass all run on the device too:
+Triton kernel of `kernels.triton_kernel`, or, with POUW_CUDA_KERNEL=cuda (opt-in until a device run has shown it
+bit-exact and faster), the hand-written mma.sync kernel of `kernels.cuda_mma` for the shapes it supports
+(`choose_kernel`); Triton stays the fallback. The optional stages of a mining pass all run on the device too:
 `noise_factor` (ChaCha20 in Triton, kernels.triton_chacha), `add_noise` (one memory pass, B' written K-major,
 kernels.triton_noise), `noisy_mm_recover` (the GEMM with the recovery as its epilogue) and `tile_tickets`
 (SHA-256 in Triton). All of it is exact integer arithmetic, so results are bit-identical to `kernels.reference`
@@ -13,12 +15,16 @@ Importing this module does not import triton (it is imported on the first `noisy
 from __future__ import annotations
 
 import importlib.util
+import logging
 
 import torch
 
 from kernels.base import ShapeError, check_operands, tile_tickets_reference
+from kernels.cuda_mma import requested_kernel, unsupported_reason
 
-__all__ = ["CudaBackend", "cuda_available"]
+__all__ = ["CudaBackend", "choose_kernel", "cuda_available"]
+
+log = logging.getLogger(__name__)
 
 # torch._int_mm on CUDA needs m > 16 and k, n multiples of 8.
 _INT_MM_MIN_M = 17
@@ -33,6 +39,15 @@ def cuda_available() -> bool:
     except Exception:  # broken driver installs raise instead of returning False
         return False
     return importlib.util.find_spec("triton") is not None
+
+
+def choose_kernel(requested: str, r: int, tile_h: int, tile_w: int) -> tuple[str, str | None]:
+    """The fused GEMM kernel to run: ("cuda", None) when the mma.sync kernel was requested and handles the
+    shape, else ("triton", why the CUDA kernel does not run, or None when it was not requested)."""
+    if requested != "cuda":
+        return "triton", None
+    reason = unsupported_reason(r, tile_h, tile_w)
+    return ("triton", reason) if reason else ("cuda", None)
 
 
 def _round_up(v: int, q: int) -> int:
@@ -69,6 +84,26 @@ class CudaBackend:
         if device.index >= torch.cuda.device_count():
             raise ValueError(f"no such CUDA device: {device} ({torch.cuda.device_count()} visible)")
         self.device: torch.device = device
+        self.kernel: str = requested_kernel()  # "triton" (default) or "cuda" (POUW_CUDA_KERNEL)
+        self._said: set[str] = set()
+
+    def _fused(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+               correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused GEMM (+ transcript, + recovery epilogue) with the chosen kernel, on this device."""
+        kernel, why = choose_kernel(self.kernel, r, tile_h, tile_w)
+        if kernel == "cuda":
+            try:
+                from kernels.cuda_mma import noisy_matmul_mma
+
+                return noisy_matmul_mma(a, b, r, tile_h, tile_w, correction=correction)
+            except ImportError as e:  # no CuPy: say so once, then Triton for good
+                why, self.kernel = str(e), "triton"
+        if why and why not in self._said:
+            self._said.add(why)
+            log.warning("POUW_CUDA_KERNEL=cuda: running the Triton kernel instead (%s)", why)
+        from kernels.triton_kernel import noisy_matmul_triton
+
+        return noisy_matmul_triton(a, b, r, tile_h, tile_w, correction=correction)
 
     def __repr__(self) -> str:
         return f"CudaBackend({self.device})"
@@ -113,7 +148,7 @@ class CudaBackend:
     def noisy_matmul(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) per `kernels.base`, via the fused Triton kernel; results on the CPU."""
+        """(C', messages) per `kernels.base`, via the fused kernel (`_fused`); results on the CPU."""
         c, msgs = self.noisy_mm(a, b, r, tile_h, tile_w)
         return c.cpu(), msgs.cpu()
 
@@ -122,10 +157,8 @@ class CudaBackend:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C', messages) on this backend's device."""
         check_operands(a, b, r, tile_h, tile_w)
-        from kernels.triton_kernel import noisy_matmul_triton
-
         with torch.cuda.device(self.device):
-            return noisy_matmul_triton(a.to(self.device), b.to(self.device), r, tile_h, tile_w)
+            return self._fused(a.to(self.device), b.to(self.device), r, tile_h, tile_w)
 
     def noise_factor(self, key: bytes, nonce: bytes, first_row: int, rows: int, r: int) -> torch.Tensor:
         """Rows of a dense noise factor (`pouw.noise._factor`) generated on the device (Triton ChaCha20)."""
@@ -151,11 +184,11 @@ class CudaBackend:
         """(C, messages): the messages of C' = A'B' and C = C' - sum_i 128^i U_i V_i, in one kernel (the recovery
         runs as the GEMM's epilogue, so C' never reaches memory). Results on this backend's device."""
         check_operands(a, b, r, tile_h, tile_w)
-        from kernels.triton_kernel import noisy_matmul_triton, pack_correction
+        from kernels.triton_kernel import pack_correction
 
         with torch.cuda.device(self.device):
             corr = pack_correction([(u.to(self.device), v.to(self.device)) for u, v in pairs])
-            return noisy_matmul_triton(a.to(self.device), b.to(self.device), r, tile_h, tile_w, correction=corr)
+            return self._fused(a.to(self.device), b.to(self.device), r, tile_h, tile_w, correction=corr)
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         """Tile tickets on the GPU (Triton SHA-256) when available, else hashlib on the host."""

@@ -1,0 +1,214 @@
+// Host emulation of kernels/cuda_src/fused_mma.cu, lane by lane, for the tests (g++, no GPU): the same index maps
+// and fold steps (mma_fold.h) the kernel runs, with the hardware parts written here from the PTX ISA instead:
+// cp.async (16-byte copies with zero fill), mma.sync.m16n8k32 (fragments gathered from the 32 lanes by the ISA's
+// own layout tables, not mma_fold.h's), and __shfl_xor_sync (lane-synchronous exchange). Block order, pipelining
+// and timing are not emulated (they change no bits).
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "mma_fold.h"
+
+using namespace pouw;
+
+namespace {
+
+// PTX ISA, "Matrix Fragments for mma.m16n8k32" (.s8), element e of fragment register j of lane l
+void isa_a(int l, int j, int e, int& row, int& col) {  // A: 16 x 32; element index i = 4j + e
+  const int i = 4 * j + e, g = l >> 2, q = l & 3;
+  row = (i < 4 || (i >= 8 && i < 12)) ? g : g + 8;
+  col = q * 4 + (i & 3) + (i >= 8 ? 16 : 0);
+}
+void isa_b(int l, int j, int e, int& row, int& col) {  // B: 32 x 8; element index i = 4j + e
+  const int i = 4 * j + e, g = l >> 2, q = l & 3;
+  row = q * 4 + (i & 3) + (i >= 4 ? 16 : 0);
+  col = g;
+}
+void isa_c(int l, int i, int& row, int& col) {  // C: 16 x 8
+  const int g = l >> 2, q = l & 3;
+  row = i < 2 ? g : g + 8;
+  col = q * 2 + (i & 1);
+}
+
+template <int BM, int BN, int WM, int WN, int TH, int TW>
+struct Emu {
+  static constexpr int WARPS = (BM / WM) * (BN / WN), WARPS_N = BN / WN, NT = WARPS * 32;
+  static constexpr int MI = WM / 16, NI = WN / 8, T = (WM / TH) * (WN / TW), W = words_per_lane<T>();
+  struct Lane {
+    uint32_t acc[MI][NI][4];
+    uint32_t msg[W > 0 ? W : 1];
+    uint32_t t[T];
+  };
+  std::vector<unsigned char> smem = std::vector<unsigned char>((BM + BN) * LDS);
+
+  void load_stage(const int8_t* a, long long lda, int rows_a, const int8_t* b, long long ldb, int rows_b, int kb) {
+    std::memset(smem.data(), 0xA5, smem.size());  // padding holds garbage, as on the device
+    for (int i = 0; i < 2 * BM; ++i) {
+      const int r = piece_row(i);
+      unsigned char* dst = smem.data() + smem_offset(r, piece_byte(i));
+      if (r < rows_a) std::memcpy(dst, a + r * lda + kb + piece_byte(i), 16); else std::memset(dst, 0, 16);
+    }
+    for (int i = 0; i < 2 * BN; ++i) {
+      const int r = piece_row(i);
+      unsigned char* dst = smem.data() + BM * LDS + smem_offset(r, piece_byte(i));
+      if (r < rows_b) std::memcpy(dst, b + r * ldb + kb + piece_byte(i), 16); else std::memset(dst, 0, 16);
+    }
+  }
+
+  static uint32_t ld32(const unsigned char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+
+  // one mma.sync of warp `lanes` on tile (mi, ni): gather fragments by the ISA tables, multiply, scatter
+  void mma(Lane* lanes, int mi, int ni, uint32_t af[32][MI][4], uint32_t bf[32][NI][2]) {
+    int8_t A[16][32], B[32][8];
+    for (int l = 0; l < 32; ++l)
+      for (int j = 0; j < 4; ++j)
+        for (int e = 0; e < 4; ++e) { int r, c; isa_a(l, j, e, r, c); A[r][c] = int8_t(af[l][mi][j] >> (8 * e)); }
+    for (int l = 0; l < 32; ++l)
+      for (int j = 0; j < 2; ++j)
+        for (int e = 0; e < 4; ++e) { int r, c; isa_b(l, j, e, r, c); B[r][c] = int8_t(bf[l][ni][j] >> (8 * e)); }
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) {
+        int r, c; isa_c(l, i, r, c);
+        int32_t s = 0;
+        for (int x = 0; x < 32; ++x) s += int32_t(A[r][x]) * int32_t(B[x][c]);
+        lanes[l].acc[mi][ni][i] += uint32_t(s);
+      }
+  }
+
+  // the kernel's LaneFold on all 32 lanes at once
+  template <int N, int S>
+  static void lane_fold(uint32_t v[32][T], uint32_t out[32]) {
+    if constexpr (N == 1) {
+      uint32_t x[32];
+      for (int l = 0; l < 32; ++l) x[l] = v[l][0];
+      for (int s = S; s < 5; ++s) {
+        uint32_t y[32];
+        for (int l = 0; l < 32; ++l) y[l] = x[l] ^ x[l ^ fold_mask(s)];
+        std::memcpy(x, y, sizeof x);
+      }
+      std::memcpy(out, x, sizeof x);
+    } else {
+      uint32_t keep[32][T], send[32][T];
+      for (int l = 0; l < 32; ++l) fold_split<N>(l, S, v[l], keep[l], send[l]);
+      for (int l = 0; l < 32; ++l)
+        for (int i = 0; i < N / 2; ++i) keep[l][i] ^= send[l ^ fold_mask(S)][i];
+      lane_fold<N / 2, S + 1>(keep, out);
+    }
+  }
+
+  void fold_pending(Lane* lanes, int chunk) {
+    uint32_t v[32][T], x[32];
+    for (int l = 0; l < 32; ++l) std::memcpy(v[l], lanes[l].t, sizeof lanes[l].t);
+    lane_fold<T, 0>(v, x);
+    for (int l = 0; l < 32; ++l) msg_update<T>(lanes[l].msg, l, chunk, x[l]);
+  }
+
+  // the kernel's gemm_range for every warp of one block
+  void gemm_range(std::vector<Lane>& lanes, bool fold, const int8_t* a, long long lda, int rows_a,
+                  const int8_t* b, long long ldb, int rows_b, int steps, int chunk_steps) {
+    bool pending = false;
+    int chunk = 0, in_chunk = 0;
+    static uint32_t af[32][MI][4], bf[32][NI][2];
+    for (int step = 0; step < steps; ++step) {
+      load_stage(a, lda, rows_a, b, ldb, rows_b, step * KSTEP);
+      const unsigned char* sa = smem.data();
+      const unsigned char* sb = sa + BM * LDS;
+      for (int w = 0; w < WARPS; ++w) {
+        Lane* ln = &lanes[w * 32];
+        const int wrow = (w / WARPS_N) * WM, wcol = (w % WARPS_N) * WN;
+        for (int l = 0; l < 32; ++l) {
+          for (int mi = 0; mi < MI; ++mi)
+            for (int j = 0; j < 4; ++j) af[l][mi][j] = ld32(sa + a_frag_offset(l, wrow + 16 * mi, j));
+          for (int ni = 0; ni < NI; ++ni)
+            for (int j = 0; j < 2; ++j) bf[l][ni][j] = ld32(sb + b_frag_offset(l, wcol + 8 * ni, j));
+        }
+        for (int mi = 0; mi < MI; ++mi)
+          for (int ni = 0; ni < NI; ++ni) mma(ln, mi, ni, af, bf);
+        if (fold) {
+          if (pending) fold_pending(ln, chunk - 1);
+          if (in_chunk + 1 == chunk_steps) {
+            for (int l = 0; l < 32; ++l) {
+              for (int i = 0; i < T; ++i) ln[l].t[i] = 0;
+              for (int mi = 0; mi < MI; ++mi)
+                for (int ni = 0; ni < NI; ++ni)
+                  for (int j = 0; j < 4; ++j) ln[l].t[tile_of_mma<WN, TH, TW>(mi, ni)] ^= ln[l].acc[mi][ni][j];
+            }
+          }
+        }
+      }
+      if (fold) {
+        pending = false;
+        if (++in_chunk == chunk_steps) { in_chunk = 0; ++chunk; pending = true; }
+      }
+    }
+    if (fold && pending)
+      for (int w = 0; w < WARPS; ++w) fold_pending(&lanes[w * 32], chunk - 1);
+  }
+
+  int run(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u, const int8_t* vt, int M,
+          int N, int K, int R, int digits, int CW, bool transcript) {
+    std::vector<Lane> lanes(NT), corr(NT);
+    for (int m0 = 0; m0 < M; m0 += BM)
+      for (int n0 = 0; n0 < N; n0 += BN) {
+        std::memset(lanes.data(), 0, lanes.size() * sizeof(Lane));
+        gemm_range(lanes, transcript, a + (long long)m0 * K, K, M - m0, bt + (long long)n0 * K, K, N - n0,
+                   K / KSTEP, R / KSTEP);
+        if (digits > 0) {
+          std::memset(corr.data(), 0, corr.size() * sizeof(Lane));
+          const long long ldu = (long long)digits * CW;
+          for (int i = digits - 1; i >= 0; --i) {
+            for (auto& ln : corr)
+              for (int mi = 0; mi < MI; ++mi)
+                for (int ni = 0; ni < NI; ++ni)
+                  for (int j = 0; j < 4; ++j) ln.acc[mi][ni][j] <<= 7;
+            gemm_range(corr, false, u + (long long)m0 * ldu + i * CW, ldu, M - m0, vt + (long long)n0 * ldu + i * CW,
+                       ldu, N - n0, CW / KSTEP, 1);
+          }
+          for (int x = 0; x < NT; ++x)
+            for (int mi = 0; mi < MI; ++mi)
+              for (int ni = 0; ni < NI; ++ni)
+                for (int j = 0; j < 4; ++j) lanes[x].acc[mi][ni][j] -= corr[x].acc[mi][ni][j];
+        }
+        for (int w = 0; w < WARPS; ++w) {
+          const int wrow = (w / WARPS_N) * WM, wcol = (w % WARPS_N) * WN;
+          for (int l = 0; l < 32; ++l) {
+            const Lane& ln = lanes[w * 32 + l];
+            for (int mi = 0; mi < MI; ++mi)
+              for (int ni = 0; ni < NI; ++ni)
+                for (int j = 0; j < 4; ++j) {
+                  const int row = m0 + wrow + 16 * mi + c_row(l, j), col = n0 + wcol + 8 * ni + c_col(l, j);
+                  if (row < M && col < N) c[(long long)row * N + col] = int32_t(ln.acc[mi][ni][j]);
+                }
+            if (transcript) {
+              const int tw = owner_tile<T>(l), tiles_n = N / TW;
+              const int ti = (m0 + wrow) / TH + tw / (WN / TW), tj = (n0 + wcol) / TW + tw % (WN / TW);
+              if (ti < M / TH && tj < tiles_n)
+                for (int x = 0; x < W; ++x)
+                  msgs[((long long)ti * tiles_n + tj) * WORDS + owner_sub<T>(l) * W + x] = int32_t(ln.msg[x]);
+            }
+          }
+        }
+      }
+    return 0;
+  }
+};
+
+template <int TH, int TW>
+int run_tile(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt, int M,
+             int N, int K, int R, int digits, int CW, bool tr) {
+  static Emu<128, 128, 64, 32, TH, TW> emu;  // the kernel's default geometry (kernels/cuda_mma.py)
+  return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+}
+
+}  // namespace
+
+extern "C" int pouw_mma_emulate(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u,
+                                const int8_t* vt, int M, int N, int K, int R, int digits, int CW, int th, int tw,
+                                int transcript) {
+  if (K % R || R % KSTEP || (digits > 0 && CW % KSTEP) || M % th || N % tw) return -2;
+  const bool tr = transcript != 0;
+#define POUW_TILE(H, W_) if (th == H && tw == W_) return run_tile<H, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr);
+  POUW_TILE(16, 16) POUW_TILE(16, 8) POUW_TILE(32, 16) POUW_TILE(16, 32) POUW_TILE(32, 32) POUW_TILE(64, 16)
+#undef POUW_TILE
+  return -1;  // tile not supported by the kernel
+}

@@ -1,0 +1,196 @@
+"""The hand-written mma.sync kernel (kernels/cuda_src/fused_mma.cu, kernels/cuda_mma.py) without and with a GPU.
+
+Without a GPU: (1) nvcc builds it for sm_80, sm_86, sm_89 and sm_90 and ptxas reports no register spills (skipped
+where nvcc is absent); (2) the host emulator (emulate.cpp: the kernel's own index maps and fold steps from
+mma_fold.h, the hardware's fragment layouts and shuffles from the PTX ISA) reproduces kernels.reference's C' and
+messages bit for bit, and the recovery epilogue's C; (3) the backend's kernel choice (POUW_CUDA_KERNEL).
+With a GPU (marked gpu): the kernel itself against the reference and against the Triton kernel.
+"""
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from kernels import cuda_mma, reference
+from kernels.base import to_i32
+from kernels.cuda import choose_kernel
+
+HAVE_GXX = shutil.which("g++") is not None
+HAVE_NVCC = shutil.which("nvcc") is not None
+needs_gxx = pytest.mark.skipif(not HAVE_GXX, reason="g++ not found: the kernel's host emulator cannot be built")
+
+
+def operands(m: int, k: int, n: int, seed: int, lo: int = -96, hi: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(lo, hi, (m, k), dtype=torch.int8, generator=g)
+    b = torch.randint(lo, hi, (k, n), dtype=torch.int8, generator=g)
+    return a, b
+
+
+def recovered(c_noisy: torch.Tensor, u: torch.Tensor, vt: torch.Tensor, digits: int) -> torch.Tensor:
+    """C' - sum_i 128^i U_i V_i in int64, wrapped to int32 (U = [U_0 | U_1 | ...], V^T likewise)."""
+    cw = u.shape[1] // digits
+    c = c_noisy.to(torch.int64)
+    for i in range(digits):
+        ui, vi = u[:, i * cw:(i + 1) * cw].to(torch.int64), vt[:, i * cw:(i + 1) * cw].to(torch.int64)
+        c -= (128 ** i) * (ui @ vi.t())
+    return to_i32(c)
+
+
+# ---------------------------------------------------------------- offline build
+
+@pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found: the offline CUDA build check needs the CUDA toolkit")
+def test_nvcc_builds_every_arch_without_spills() -> None:
+    """Every (transcript, recovery) instance of the default config builds for sm_80/86/89/90 with no spills."""
+    with ThreadPoolExecutor(len(cuda_mma.ARCHS)) as ex:
+        builds = dict(zip(cuda_mma.ARCHS, ex.map(cuda_mma.nvcc_build, cuda_mma.ARCHS)))
+    for arch, (rc, log) in builds.items():
+        assert rc == 0, f"{arch}: nvcc failed\n{log[-3000:]}"
+        infos = cuda_mma.parse_ptxas(log)
+        assert len(infos) == 4 and {i.arch for i in infos} == {arch}, log
+        for info in infos:
+            assert info.spill_stores == 0 and info.spill_loads == 0, f"{arch}: {info} spills\n{log}"
+            assert info.registers <= 255
+
+
+def test_parse_ptxas_reads_registers_and_spills() -> None:
+    log = """ptxas info    : Compiling entry function '_Z3fooPi' for 'sm_90'
+ptxas info    : Function properties for _Z3fooPi
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 122 registers, used 1 barriers, 424 bytes cmem[0]
+ptxas info    : Compiling entry function '_Z3barPi' for 'sm_80'
+ptxas info    : Function properties for _Z3barPi
+    40 bytes stack frame, 36 bytes spill stores, 28 bytes spill loads
+ptxas info    : Used 255 registers, 424 bytes cmem[0]
+"""
+    assert cuda_mma.parse_ptxas(log) == [
+        cuda_mma.PtxasInfo("_Z3fooPi", "sm_90", 122, 0, 0, 0),
+        cuda_mma.PtxasInfo("_Z3barPi", "sm_80", 255, 36, 28, 40),
+    ]
+
+
+def test_source_is_self_contained() -> None:
+    src = cuda_mma.source()
+    assert "#include" not in src.replace("#include <", "")  # mma_fold.h inlined; NVRTC gets one text
+    for name in cuda_mma.kernel_names(16, 16).values():
+        assert name.startswith("pouw_fused_mma<128, 128, 64, 32, 4, 16, 16, ")
+
+
+# ---------------------------------------------------------------- which kernel runs
+
+def test_requested_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POUW_CUDA_KERNEL", raising=False)
+    assert cuda_mma.requested_kernel() == "triton"
+    monkeypatch.setenv("POUW_CUDA_KERNEL", " CUDA ")
+    assert cuda_mma.requested_kernel() == "cuda"
+    monkeypatch.setenv("POUW_CUDA_KERNEL", "cutlass")
+    with pytest.raises(ValueError, match="POUW_CUDA_KERNEL='cutlass'"):
+        cuda_mma.requested_kernel()
+
+
+def test_choose_kernel() -> None:
+    assert choose_kernel("triton", 64, 16, 16) == ("triton", None)          # the default until a device says so
+    assert choose_kernel("cuda", 64, 16, 16) == ("cuda", None)
+    for r, h, w, why in [(16, 16, 16, "multiple of 32"), (64, 8, 8, "does not tile"), (64, 4, 8, "does not tile"),
+                         (64, 64, 32, "1 tiles per warp"), (64, 16, 24, "does not tile")]:
+        kernel, reason = choose_kernel("cuda", r, h, w)
+        assert kernel == "triton" and why in reason
+
+
+# ---------------------------------------------------------------- the emulated kernel against the reference
+
+@needs_gxx
+@pytest.mark.parametrize("m,k,n,r,h,w,seed", [
+    (128, 32 * 17, 128, 32, 16, 16, 1),     # one block; 17 chunks wrap the 16 message slots
+    (144, 64 * 3, 200, 64, 16, 8, 2),        # partial blocks in m and n; 16 tiles per warp
+    (192, 128 * 2, 160, 128, 32, 16, 3),     # several k steps per chunk
+    (64, 64 * 5, 96, 64, 16, 32, 4),
+    (128, 32 * 3, 160, 32, 32, 32, 5),       # 2 tiles per warp: 16 lanes per tile, one word each
+    (64, 32 * 4, 64, 32, 64, 16, 6),
+])
+def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, h: int, w: int, seed: int) -> None:
+    a, b = operands(m, k, n, seed)
+    c, msgs = cuda_mma.emulate(a, b, r, h, w)
+    want_c, want_msgs = reference.noisy_matmul(a, b, r, h, w)
+    assert torch.equal(c, want_c)
+    assert torch.equal(msgs, want_msgs)
+
+
+@needs_gxx
+def test_emulated_kernel_extreme_operands() -> None:
+    """All -128 / 127 operands: the largest |S_c| the int8 inputs allow, wrapped fold words included."""
+    m, k, n, r = 128, 64 * 4, 64, 64
+    a = torch.full((m, k), -128, dtype=torch.int8)
+    b = torch.full((k, n), 127, dtype=torch.int8)
+    a[::3] = 127
+    assert [torch.equal(x, y) for x, y in zip(cuda_mma.emulate(a, b, r, 16, 16), reference.noisy_matmul(a, b, r, 16, 16))] \
+        == [True, True]
+
+
+@needs_gxx
+def test_emulated_transcript_off_is_plain_gemm() -> None:
+    a, b = operands(160, 32 * 6, 72, 7, -128, 128)
+    c, msgs = cuda_mma.emulate(a, b, 32, 16, 8, transcript=False)
+    assert torch.equal(c, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)) and not msgs.any()
+
+
+@needs_gxx
+@pytest.mark.parametrize("digits", [1, 3])
+def test_emulated_recovery_epilogue(digits: int) -> None:
+    m, k, n, r = 144, 64 * 3, 176, 64
+    a, b = operands(m, k, n, 8)
+    g = torch.Generator().manual_seed(9)
+    u = torch.randint(-64, 64, (m, digits * 2 * r), dtype=torch.int8, generator=g)
+    vt = torch.randint(-64, 64, (n, digits * 2 * r), dtype=torch.int8, generator=g)
+    c, msgs = cuda_mma.emulate(a, b, r, 16, 16, correction=(u, vt, digits))
+    c_noisy, want_msgs = reference.noisy_matmul(a, b, r, 16, 16)
+    assert torch.equal(c, recovered(c_noisy, u, vt, digits))
+    assert torch.equal(msgs, want_msgs)
+
+
+def test_emulate_refuses_unsupported_shapes() -> None:
+    a, b = operands(32, 64, 32, 1)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        cuda_mma.emulate(a, b, 16, 16, 16)
+
+
+# ---------------------------------------------------------------- on a GPU
+
+def _cuda_kernel_runnable() -> str | None:
+    if not torch.cuda.is_available():
+        return "no CUDA device"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "CuPy is not installed (pip install cupy-cuda12x or cupy-cuda13x)"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_kernel_runnable() is not None, reason=str(_cuda_kernel_runnable()))
+class TestOnDevice:
+    @pytest.mark.parametrize("m,k,n,r,h,w", [(128, 32 * 17, 128, 32, 16, 16), (144, 64 * 3, 200, 64, 16, 8),
+                                             (64, 32 * 4, 64, 32, 64, 16), (264, 64 * 20, 200, 64, 16, 16)])
+    def test_against_reference(self, m: int, k: int, n: int, r: int, h: int, w: int) -> None:
+        a, b = operands(m, k, n, m + k + n)
+        c, msgs = cuda_mma.noisy_matmul_mma(a.cuda(), b.cuda(), r, h, w)
+        want = reference.noisy_matmul(a, b, r, h, w) if m * n * k < 2e7 else cuda_mma.emulate(a, b, r, h, w)
+        assert torch.equal(c.cpu(), want[0]) and torch.equal(msgs.cpu(), want[1])
+
+    def test_against_triton_large_with_recovery(self) -> None:
+        from kernels.triton_kernel import noisy_matmul_triton
+
+        m = k = n = 1024
+        a, b = (x.cuda() for x in operands(m, k, n, 11))
+        g = torch.Generator().manual_seed(12)
+        u = torch.randint(-64, 64, (m, 3 * 128), dtype=torch.int8, generator=g).cuda()
+        vt = torch.randint(-64, 64, (n, 3 * 128), dtype=torch.int8, generator=g).cuda()
+        for corr in (None, (u, vt, 3)):
+            got = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, correction=corr)
+            want = noisy_matmul_triton(a, b, 64, 16, 16, correction=corr)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        c, msgs = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, transcript=False)
+        assert torch.equal(c, torch._int_mm(a, b)) and not msgs.any()
