@@ -160,6 +160,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "verify_speedup": round(t_mine / t_verify, 1),
         "proof_bytes": len(proof.encode()),
         "kernel_config": _kernel_config(dev, rank, tile),
+        "fused_kernel": getattr(backend, "kernel", None),   # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL), as run
         "torch": torch.__version__,
         "commit": _commit(),
         "cpu_model": cpu.get("model"),

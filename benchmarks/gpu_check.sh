@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU, in one go: the mining benchmark at 8192^3 with the default kernel config, the
-# kernel configs timed alone (benchmarks/gpu_explore.py), the benchmark again at 8192^3 and 2048^3 with the
-# fastest config of the fused kernel (transcript + recovery epilogue), then the GPU tests.
-# Usage: bash benchmarks/gpu_check.sh            results go to $OUT (if set) or benchmarks/results/gpu-<date>/
-# Uses .venv/bin/python when present, else python3. Wheels in .whl/ (e.g. cryptography where the image lacks it)
-# are installed into /tmp/site first. Each step has its own time limit, so one slow step cannot hide the others.
-# The lent GPU machines (2026-11: Python 3.12, torch 2.11, triton 3.6) have no `cryptography`; fetch it here first:
+# All the device work of issue 12 in one run of a few minutes, on a machine with an NVIDIA GPU:
+#   1. preflight: GPU, torch, triton, CuPy and its NVRTC (the hand-written kernel is built through them);
+#   2. the GPU tests (pytest -m gpu), the mma.sync kernel's against kernels.reference and Triton among them;
+#   3. the fused kernels alone (benchmarks/bench_cuda_kernel.py): the CUDA kernel's bit-exactness against the CPU
+#      path and Triton, and the TOPS of torch._int_mm, Triton and the CUDA kernel (plain, transcript,
+#      transcript + recovery) at 4096^3, 8192^3 and 16384^3;
+#   4. the whole mining pass (benchmarks/bench_mining.py) at the same sizes with the Triton default and with
+#      POUW_CUDA_KERNEL=cuda;
+#   5. summary.md: device name, TOPS of every kernel and pass, ratios, and each exact command.
+#   (EXPLORE=1 adds the Triton block-config exploration of benchmarks/gpu_explore.py.)
+# Usage: bash benchmarks/gpu_check.sh     results go to $OUT (if set) or benchmarks/results/gpu-<date>/
+# Each step has its own time limit (seconds: TESTS_S, KERNELS_S, BENCH_S), so one slow step cannot hide the others.
+# Uses .venv/bin/python when present, else python3. Wheels in .whl/ are installed into /tmp/site first. The lent
+# GPU machines (2026-11: Python 3.12, torch 2.11+cu130, triton 3.6) lack `cryptography` and CuPy; fetch them first:
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
-#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl cryptography cffi pycparser
-# and carry .whl with the call. Tell helpers to keep off the device: its minutes are shared by the whole session.
+#     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl cryptography cffi pycparser \
+#     cupy-cuda13x fastrlock cuda-pathfinder
+# and carry .whl with the call. Without a GPU every step reports that and the script exits 2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -19,32 +27,52 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 RES=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
+SIZES=${SIZES:-4096 8192 16384}
 mkdir -p "$RES"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$RES/gpu.txt"
-step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@"; echo "== rc=$?"; }
-bench() { step "${BENCH_S:-60}" $PY -m benchmarks.bench_mining --device cuda --reps 5 --json "$@" 2>&1 | tee -a "$RES/mining.jsonl"; }
-bench --size 8192
-step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 ))
-# the same kernels built with mma.sync (Ampere-style) instead of wgmma, in their own Triton cache
-DISABLE_MMA_V3=1 TRITON_CACHE_DIR=/tmp/triton-mmav2 step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 \
-  --out "$RES/explore.jsonl" --deadline $(( ${EXPLORE_S:-60} - 15 )) --configs "64,128,64,4,3,1;64,128,32,4,3,1;128,128,64,4,3,1;128,128,64,8,3,1"
-read -r BEST MMA < <($PY - "$RES/explore.jsonl" <<'PYEOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-ok = [r for r in rows if r.get("what") == "triton" and r.get("mode") == "transcript+recover" and "ms" in r
-      and r.get("same_msgs") is not False]
-best = min(ok, key=lambda r: r["ms"]) if ok else None
-print(f"{best['config']} {best.get('mma', 'v3')}" if best else "")
-PYEOF
-)
-echo "== fastest transcript+recover config: ${BEST:-none} (mma ${MMA:-?})"
-if [ -n "${BEST:-}" ]; then
-  export POUW_TRITON_CONFIG=$BEST
-  if [ "$MMA" = "v2" ]; then export DISABLE_MMA_V3=1 TRITON_CACHE_DIR=/tmp/triton-mmav2; fi
-  bench --size 8192
-  bench --size 2048
+echo "bash benchmarks/gpu_check.sh (SIZES='$SIZES', git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))" > "$RES/command.txt"
+step() { local limit=$1; shift; echo "== $* (limit ${limit}s)"; timeout "$limit" "$@"; local rc=$?; echo "== rc=$rc"; return $rc; }
+
+if ! nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader \
+    | tee "$RES/gpu.txt"; then
+  echo "gpu_check: no NVIDIA GPU here (nvidia-smi failed); nothing to measure" | tee "$RES/summary.md"
+  exit 2
 fi
-unset POUW_TRITON_CONFIG DISABLE_MMA_V3 TRITON_CACHE_DIR
-step "${TESTS_S:-120}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_pouw_engine.py \
-  tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py tests/test_triton_sha256.py} 2>&1 \
-  | tee "$RES/pytest.txt"
+step 60 $PY - <<'PYEOF' 2>&1 | tee "$RES/preflight.txt"
+import torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0),
+      "capability", torch.cuda.get_device_capability(0))
+try:
+    import triton
+    print("triton", triton.__version__)
+except ImportError as e:
+    print("triton MISSING:", e)
+try:
+    import cupy
+    print("cupy", cupy.__version__, "nvrtc", cupy.cuda.nvrtc.getVersion())
+except Exception as e:  # the CUDA kernel's steps will report the same error
+    print("cupy/nvrtc MISSING:", type(e).__name__, e)
+PYEOF
+
+step "${TESTS_S:-150}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_cuda_mma.py \
+  tests/test_pouw_engine.py tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py \
+  tests/test_triton_sha256.py} 2>&1 | tee "$RES/pytest.txt"
+
+step "${KERNELS_S:-240}" $PY -m benchmarks.bench_cuda_kernel --sizes "$(echo $SIZES | tr ' ' ,)" --out "$RES" 2>&1 \
+  | tee "$RES/kernels.txt"
+
+for size in $SIZES; do
+  reps=5; [ "$size" -ge 16384 ] && reps=3
+  for kernel in triton cuda; do
+    echo "POUW_CUDA_KERNEL=$kernel python -m benchmarks.bench_mining --device cuda --reps $reps --json --size $size" \
+      >> "$RES/command.txt"
+    POUW_CUDA_KERNEL=$kernel step "${BENCH_S:-100}" $PY -m benchmarks.bench_mining --device cuda --reps $reps --json \
+      --size "$size" 2> >(tee -a "$RES/mining.log" >&2) | tee -a "$RES/mining.jsonl"
+  done
+done
+
+if [ "${EXPLORE:-0}" = 1 ]; then
+  step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" \
+    --deadline $(( ${EXPLORE_S:-60} - 15 ))
+fi
+
+$PY -m benchmarks.gpu_summary "$RES" | tee "$RES/summary.md"

@@ -132,7 +132,7 @@ def parse_ptxas(log: str) -> list[PtxasInfo]:
     return out
 
 
-def instantiation_unit(tiles: list[tuple[int, int]], cfg: MmaConfig = DEFAULT) -> str:
+def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT) -> str:
     """source() plus explicit instantiations of every (transcript, recover) kernel for `tiles`."""
     sig = ("(const signed char*, const signed char*, int*, int*, const signed char*, const signed char*, "
            "int, int, int, int, int, int)")
@@ -141,7 +141,7 @@ def instantiation_unit(tiles: list[tuple[int, int]], cfg: MmaConfig = DEFAULT) -
     return source() + "\n" + "\n".join(lines) + "\n"
 
 
-def nvcc_build(arch: str, tiles: list[tuple[int, int]] = [(16, 16)], cfg: MmaConfig = DEFAULT,
+def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
                nvcc: str | None = None, timeout: float = 120) -> tuple[int, str]:
     """Compile the kernels for `arch` to a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
     nvcc = nvcc or shutil.which("nvcc")
@@ -152,7 +152,7 @@ def nvcc_build(arch: str, tiles: list[tuple[int, int]] = [(16, 16)], cfg: MmaCon
         src.write_text(instantiation_unit(tiles, cfg))
         cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin"),
                str(src)]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         return p.returncode, p.stdout + p.stderr
 
 
@@ -181,7 +181,7 @@ def _emulator() -> ctypes.CDLL:
             tmp = out.with_suffix(f".{os.getpid()}.tmp")
             cmd = [cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wno-unknown-pragmas", f"-I{SRC_DIR}",
                    str(SRC_DIR / "emulate.cpp"), "-o", str(tmp)]
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
             if p.returncode:
                 raise RuntimeError(f"building the emulator failed:\n{p.stderr[-2000:]}")
             os.replace(tmp, out)
@@ -307,11 +307,11 @@ def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile
     if config.smem_bytes > 48 * 1024:
         fn.max_dynamic_shared_size_bytes = config.smem_bytes
     grid = (-(-m // config.block_m)) * (-(-n // config.block_n))
-    ptr = lambda t: np.uint64(t.data_ptr())  # noqa: E731
     with cupy.cuda.Device(a.device.index or 0):
-        stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream)
-        fn((grid,), (config.threads,),
-           (ptr(a), ptr(bt), ptr(c), ptr(msgs), ptr(u), ptr(vt), np.int32(m), np.int32(n), np.int32(k),
-            np.int32(r), np.int32(digits), np.int32(cw)),
-           shared_mem=config.smem_bytes, stream=stream)
+        # torch's current stream, so the launch is ordered with the torch work around it; pointers by value
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream):
+            fn((grid,), (config.threads,),
+               (*(np.uint64(t.data_ptr()) for t in (a, bt, c, msgs, u, vt)), np.int32(m), np.int32(n), np.int32(k),
+                np.int32(r), np.int32(digits), np.int32(cw)),
+               shared_mem=config.smem_bytes)
     return c, msgs

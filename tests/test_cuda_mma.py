@@ -8,6 +8,7 @@ With a GPU (marked gpu): the kernel itself against the reference and against the
 """
 from __future__ import annotations
 
+import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 
@@ -194,3 +195,49 @@ class TestOnDevice:
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         c, msgs = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, transcript=False)
         assert torch.equal(c, torch._int_mm(a, b)) and not msgs.any()
+
+
+# ---------------------------------------------------------------- the device script, dry
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_script_parses_and_fails_cleanly_without_a_gpu(tmp_path) -> None:
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")], check=False).returncode == 0
+    if shutil.which("nvidia-smi"):
+        pytest.skip("nvidia-smi present: the no-GPU path is not reachable here")
+    p = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh")], env={**__import__("os").environ,
+                       "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 2 and "no NVIDIA GPU here" in (tmp_path / "summary.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_kernel_benchmark_without_a_device(tmp_path, capsys) -> None:
+    from benchmarks import bench_cuda_kernel
+
+    assert bench_cuda_kernel.main(["--sizes", "256", "--out", str(tmp_path)]) == 2
+    assert "needs a CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "kernels.jsonl").exists()
+
+
+def test_gpu_summary_of_a_run(tmp_path) -> None:
+    from benchmarks import bench_cuda_kernel, gpu_summary
+
+    (tmp_path / "gpu.txt").write_text("NVIDIA H200, 580.1, 143771 MiB\n")
+    rows = [dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
+            dict(what="time", kernel="triton transcript+recover", size=8192, ms=2.4, tops=458.1, exact=None),
+            dict(what="time", kernel="cuda transcript+recover", size=8192, ms=1.6, tops=687.2, exact=True),
+            dict(what="time", kernel="cuda plain", size=8192, ms=1.0, tops=1099.5, exact=False)]
+    bench_cuda_kernel.write_summary(tmp_path / "kernels.md", rows, "NVIDIA H200", "sm_90", "python -m x")
+    mining = [{"size": 8192, "fused_kernel": k, "int_mm_ms": 1.2, "engine_gemm_ms": 1.1, "pouw_ms": ms,
+               "pouw_tops": 1, "ratio": round(1.1 / ms, 3), "breakdown_ms": {"gemm": 1}, "verify_ms": 1.8}
+              for k, ms in (("triton", 5.0), ("cuda", 4.0))]
+    (tmp_path / "mining.jsonl").write_text("[bench] noise\n" + "\n".join(json.dumps(r) for r in mining) + "\n")
+    md = gpu_summary.summary(tmp_path)
+    assert "NVIDIA H200" in md and "GPU tests: MISSING" in md
+    # the non-exact kernel gets no ratio; the exact one its ratio against the best exact plain GEMM, and speed-up
+    assert "| 8192 | cuda plain | 1.0 | 1099.5 | False | – |  |" in md
+    assert "| 8192 | cuda transcript+recover | 1.6 | 687.2 | True | 0.750 | 1.500 |" in md
+    assert "pass with the CUDA kernel / with Triton = 1.250× faster" in md
