@@ -57,6 +57,14 @@ struct Emu {
 
   static uint32_t ld32(const unsigned char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 
+  // ldmatrix.sync.aligned.m8n8.x4.shared.b16 (PTX ISA): lane 8i + r addresses row r of matrix i; lane l gets in
+  // register i the 32-bit word (l & 3) of row l >> 2 of matrix i
+  template <class Addr>
+  static void ldsm_x4(const unsigned char* base, Addr addr, uint32_t out[32][4]) {
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < 4; ++i) out[l][i] = ld32(base + addr(8 * i + (l >> 2)) + 4 * (l & 3));
+  }
+
   // one mma.sync of warp `lanes` on tile (mi, ni): gather fragments by the ISA tables, multiply, scatter
   void mma(Lane* lanes, int mi, int ni, uint32_t af[32][MI][4], uint32_t bf[32][NI][2]) {
     int8_t A[16][32], B[32][8];
@@ -116,11 +124,17 @@ struct Emu {
       for (int w = 0; w < WARPS; ++w) {
         Lane* ln = &lanes[w * 32];
         const int wrow = (w / WARPS_N) * WM, wcol = (w % WARPS_N) * WN;
-        for (int l = 0; l < 32; ++l) {
-          for (int mi = 0; mi < MI; ++mi)
-            for (int j = 0; j < 4; ++j) af[l][mi][j] = ld32(sa + a_frag_offset(l, wrow + 16 * mi, j));
-          for (int ni = 0; ni < NI; ++ni)
-            for (int j = 0; j < 2; ++j) bf[l][ni][j] = ld32(sb + b_frag_offset(l, wcol + 8 * ni, j));
+        for (int mi = 0; mi < MI; ++mi) {
+          uint32_t r[32][4];
+          ldsm_x4(sa, [&](int l) { return a_ldsm_offset(l, wrow + 16 * mi); }, r);
+          for (int l = 0; l < 32; ++l)
+            for (int j = 0; j < 4; ++j) af[l][mi][j] = r[l][j];
+        }
+        for (int ni = 0; ni < NI; ni += 2) {
+          uint32_t r[32][4];
+          ldsm_x4(sb, [&](int l) { return b_ldsm_offset(l, wcol + 8 * ni); }, r);
+          for (int l = 0; l < 32; ++l)
+            for (int j = 0; j < 4; ++j) bf[l][ni + (j >> 1)][j & 1] = r[l][j];
         }
         for (int mi = 0; mi < MI; ++mi)
           for (int ni = 0; ni < NI; ++ni) mma(ln, mi, ni, af, bf);

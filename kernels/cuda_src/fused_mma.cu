@@ -29,6 +29,13 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
+// four 8x8 b16 matrices from shared memory (mma_fold.h: a_ldsm_offset, b_ldsm_offset)
+__device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
 // D = A B + D for one m16n8k32 tile (int8 operands, int32 accumulate, wrapping)
 __device__ __forceinline__ void mma_s8(int* d, const unsigned* a, const unsigned* b) {
   asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
@@ -68,7 +75,7 @@ struct Cfg {
   static constexpr int STAGE_A = BM * LDS, STAGE_B = BN * LDS, STAGE = STAGE_A + STAGE_B;
   static_assert(WM % TH == 0 && WN % TW == 0 && TH % 16 == 0 && TW % 8 == 0, "tile must fit the warp tile");
   static_assert(T >= 2 && T <= 32 && (T & (T - 1)) == 0, "2 <= tiles per warp <= 32, a power of two");
-  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0, "warp tiling");
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "warp tiling (B loads 2 mma tiles)");
 };
 
 // copy one k step (32 columns) of the block's A rows and B^T rows into stage buffer `st`
@@ -115,15 +122,9 @@ __device__ __forceinline__ void gemm_range(int (&acc)[G::MI][G::NI][4], unsigned
     const signed char* sb = sa + G::STAGE_A;
     unsigned af[G::MI][4], bf[G::NI][2];
 #pragma unroll
-    for (int mi = 0; mi < G::MI; ++mi)
+    for (int mi = 0; mi < G::MI; ++mi) ldsm_x4(af[mi], sa + a_ldsm_offset(lane, wrow + 16 * mi));
 #pragma unroll
-      for (int j = 0; j < 4; ++j)
-        af[mi][j] = *reinterpret_cast<const unsigned*>(sa + a_frag_offset(lane, wrow + 16 * mi, j));
-#pragma unroll
-    for (int ni = 0; ni < G::NI; ++ni)
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-        bf[ni][j] = *reinterpret_cast<const unsigned*>(sb + b_frag_offset(lane, wcol + 8 * ni, j));
+    for (int ni = 0; ni < G::NI; ni += 2) ldsm_x4(&bf[ni][0], sb + b_ldsm_offset(lane, wcol + 8 * ni));
 #pragma unroll
     for (int mi = 0; mi < G::MI; ++mi)
 #pragma unroll

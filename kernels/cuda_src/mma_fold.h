@@ -45,14 +45,20 @@ POUW_HD int piece_row(int i) { return i >> 1; }
 POUW_HD int piece_byte(int i) { return (i & 1) * 16; }
 POUW_HD int smem_offset(int row, int byte) { return row * LDS + byte; }
 
-// ---- fragment addresses (byte offsets inside one stage's A or B^T tile)
-// A fragment reg j of mma tile row base `row0` (warp rows + 16*mi)
-POUW_HD int a_frag_offset(int lane, int row0, int j) {
-  return smem_offset(row0 + (lane >> 2) + 8 * (j & 1), 4 * (lane & 3) + 16 * (j >> 1));
+// ---- fragment loads: ldmatrix.sync.aligned.m8n8.x4.shared.b16 reads four 8 x 8 b16 matrices (8 rows of 16 bytes
+// each); lane l gives the address of row (l & 7) of matrix (l >> 3) and receives in register i the 4 bytes
+// 4*(l & 3) .. +3 of row l >> 2 of matrix i.
+// A, mma tile rows row0 ..: matrix i = rows row0 + 8*(i & 1) + 0..7, bytes 16*(i >> 1) .., so register i is
+// A fragment register i (row g + 8*(i & 1), bytes 4q + 16*(i >> 1)).
+POUW_HD int a_ldsm_offset(int lane, int row0) {
+  const int i = lane >> 3;
+  return smem_offset(row0 + 8 * (i & 1) + (lane & 7), 16 * (i >> 1));
 }
-// B fragment reg j of mma tile column base `col0` (warp columns + 8*ni); B^T rows are columns of B
-POUW_HD int b_frag_offset(int lane, int col0, int j) {
-  return smem_offset(col0 + (lane >> 2), 4 * (lane & 3) + 16 * j);
+// B^T, mma tiles ni and ni + 1 (B^T rows col0 .. col0 + 15): matrix i = rows col0 + 8*(i >> 1) + 0..7, bytes
+// 16*(i & 1) .., so registers 0, 1 are tile ni's B fragment (column g, bytes 4q + 16j) and 2, 3 tile ni + 1's.
+POUW_HD int b_ldsm_offset(int lane, int col0) {
+  const int i = lane >> 3;
+  return smem_offset(col0 + 8 * (i >> 1) + (lane & 7), 16 * (i & 1));
 }
 // accumulator reg j of an mma tile: row and column inside the 16 x 8 tile
 POUW_HD int c_row(int lane, int j) { return (lane >> 2) + 8 * (j >> 1); }
