@@ -95,7 +95,7 @@ def kernel_names(tile_h: int, tile_w: int, cfg: MmaConfig = DEFAULT) -> dict[tup
 def source() -> str:
     """fused_mma.cu with mma_fold.h inlined (one self-contained text: NVRTC needs no include path and CuPy's
     cache key, the text, covers both files)."""
-    header = (SRC_DIR / "mma_fold.h").read_text()
+    header = (SRC_DIR / "mma_fold.h").read_text().replace("#pragma once\n", "", 1)
     return (SRC_DIR / "fused_mma.cu").read_text().replace('#include "mma_fold.h"', header, 1)
 
 
