@@ -118,16 +118,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_miner(args: argparse.Namespace) -> int:
-    from kernels import DeviceError, parse_device
-    from node.worker import run_remote
+    from kernels import DeviceError, parse_devices
+    from node.worker import run_remote_devices
     try:
-        parse_device(args.device)
+        devices = parse_devices(args.device)
     except DeviceError as e:
         print(f"miner: {e}", file=sys.stderr)
         return 2
     shape = _filler_shape(args, "miner")
-    found = run_remote(args.node, args.device, args.address or "", max_blocks=args.blocks, duration=args.duration,
-                       filler_shape=shape)
+    found = run_remote_devices(args.node, devices, args.address or "", max_blocks=args.blocks,
+                               duration=args.duration, filler_shape=shape)
     print(json.dumps({"blocks_found": found}))
     return 0
 
@@ -215,7 +215,8 @@ def register(sub) -> None:
     p = add("miner", help="remote mining worker: takes work over a node's HTTP API")
     if p:
         p.add_argument("--node", default="http://127.0.0.1:8545")
-        p.add_argument("--device", default="auto", help="cpu, cuda or cuda:N")
+        p.add_argument("--device", default="auto",
+                       help="cpu, cuda, cuda:N, or several (cuda:0,cuda:1 or cuda:all): one worker per device")
         p.add_argument("--address", default=None, help="reward address (default: the node's)")
         p.add_argument("--blocks", type=int, default=0, help="stop after N blocks (0: run until Ctrl-C)")
         p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: no limit)")

@@ -235,13 +235,17 @@ class ApiError(RuntimeError):
 
 
 def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, duration: float = 0.0,
-               report_every: float = 10.0, filler_shape: tuple[int, int, int] | None = None) -> int:
-    """Mine for the node at `url` until Ctrl-C (or max_blocks found / duration elapsed). Returns found.
-    The filler shape is `filler_shape`, else the one the node advertises with its work."""
+               report_every: float = 10.0, filler_shape: tuple[int, int, int] | None = None,
+               stop: threading.Event | None = None, on_block: Callable[[], None] = lambda: None,
+               max_failures: int = 5) -> int:
+    """Mine for the node at `url` until Ctrl-C (or max_blocks found / duration elapsed / `stop` set). Returns found.
+    The filler shape is `filler_shape`, else the one the node advertises with its work. on_block() is called
+    after each accepted block; the device is dropped (and the worker stops) after max_failures faults in a row."""
     from chain.config import parse_config
     client = NodeClient(url)
     worker_id = os.urandom(4).hex()
-    dev = Device(device)
+    dev = Device(device, max_failures=max_failures)
+    stop = stop or threading.Event()
     rate = WorkRate()
     cfg_cache: dict[str, ChainConfig] = {}
     filler: FillerMiner | None = None
@@ -254,7 +258,7 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
     log.info("worker %s mining for %s on %s, rewards to %s", worker_id, url, device, address or "(node's address)")
     while True:
         now = time.monotonic()
-        if (max_blocks and found >= max_blocks) or (duration and now - t_start >= duration):
+        if (max_blocks and found >= max_blocks) or (duration and now - t_start >= duration) or stop.is_set():
             break
         if work is None or now - work_at >= 1.0:
             try:
@@ -291,7 +295,7 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
         if duration:
             left = min(left, max(0.0, duration - (time.monotonic() - t_start)))
         try:
-            got, nonce = filler.run(dev.get(), header, nonce, budget_s=left, on_attempt=rate.add)
+            got, nonce = filler.run(dev.get(), header, nonce, budget_s=left, on_attempt=rate.add, stop=stop.is_set)
             dev.ok()
         except Exception as e:  # any backend error is a device fault
             dev.fault(e)
@@ -301,13 +305,56 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
                 res = client.call("POST", "/api/v1/mining/submit",
                                   {"template_id": work["template_id"], "header": got.encoded.hex(), "worker": worker_id})
                 log.info("block %d %s submitted: %s", got.height, got.hash.hex()[:16], res.get("result"))
-                found += res.get("result") == "accepted"
+                if res.get("result") == "accepted":
+                    found += 1
+                    on_block()
             except (OSError, ApiError) as e:
                 log.warning("submit failed: %s", e)
             work = None
         if time.monotonic() - last_report >= report_every:
             last_report = time.monotonic()
-            log.info("work rate %.3f GMAC/s (%d attempts, %d operand builds, %d blocks found)", rate.rate() / 1e9,
-                     rate.jobs, filler.builds, found)
-    log.info("worker done: %d blocks, work rate %.3f GMAC/s", found, rate.rate() / 1e9)
+            log.info("%s: work rate %.3f GMAC/s (%d attempts, %d operand builds, %d blocks found)", device,
+                     rate.rate() / 1e9, rate.jobs, filler.builds, found)
+    log.info("worker on %s done: %d blocks, work rate %.3f GMAC/s", device, found, rate.rate() / 1e9)
     return found
+
+
+def run_remote_devices(url: str, devices: list[str], address: str, *, max_blocks: int = 0, **kw) -> int:
+    """`run_remote` on several devices at once (`pouw miner --device cuda:0,cuda:1` or `cuda:all`): one worker
+    thread per device, each with its own worker id, work rate (reported to the node, which sums them) and fault
+    handling, so a faulty device is dropped alone and the others keep mining. max_blocks counts the blocks of all
+    devices together. Returns the blocks found by all."""
+    if len(devices) == 1:
+        return run_remote(url, devices[0], address, max_blocks=max_blocks, **kw)
+    stop = threading.Event()
+    lock = threading.Lock()
+    total = [0]
+    found: dict[str, int] = {}
+
+    def on_block() -> None:
+        with lock:
+            total[0] += 1
+            if max_blocks and total[0] >= max_blocks:
+                stop.set()
+
+    def work(device: str) -> None:
+        try:
+            found[device] = run_remote(url, device, address, stop=stop, on_block=on_block, **kw)
+        except Exception:  # a worker's own bug: log it, the other devices go on
+            log.exception("worker on %s failed", device)
+            found[device] = 0
+
+    threads = [threading.Thread(target=work, args=(d,), name=f"pouw-worker-{d}") for d in devices]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.5)
+    except KeyboardInterrupt:
+        log.info("stopping the workers on %s", ", ".join(devices))
+        stop.set()
+        for t in threads:
+            t.join()
+    log.info("workers done: %s", ", ".join(f"{d} {found.get(d, 0)} blocks" for d in devices))
+    return sum(found.values())
