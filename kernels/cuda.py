@@ -25,6 +25,7 @@ from kernels.cuda_mma import requested_kernel, unsupported_reason
 __all__ = ["CudaBackend", "choose_kernel", "cuda_available"]
 
 log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # fallback reasons already logged (once per process)
 
 # torch._int_mm on CUDA needs m > 16 and k, n multiples of 8.
 _INT_MM_MIN_M = 17
@@ -67,6 +68,7 @@ class CudaBackend:
     """Exact int8 GEMM (+ fused mining transcript) on one CUDA device."""
 
     name = "cuda"
+    kernel = "triton"  # the fused GEMM kernel asked for: "triton" (default) or "cuda" (POUW_CUDA_KERNEL)
 
     def __init__(self, device: torch.device | str | int | None = None) -> None:
         if not torch.cuda.is_available():
@@ -84,8 +86,7 @@ class CudaBackend:
         if device.index >= torch.cuda.device_count():
             raise ValueError(f"no such CUDA device: {device} ({torch.cuda.device_count()} visible)")
         self.device: torch.device = device
-        self.kernel: str = requested_kernel()  # "triton" (default) or "cuda" (POUW_CUDA_KERNEL)
-        self._said: set[str] = set()
+        self.kernel = requested_kernel()
 
     def _fused(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +99,8 @@ class CudaBackend:
                 return noisy_matmul_mma(a, b, r, tile_h, tile_w, correction=correction)
             except ImportError as e:  # no CuPy: say so once, then Triton for good
                 why, self.kernel = str(e), "triton"
-        if why and why not in self._said:
-            self._said.add(why)
+        if why and why not in _WARNED:
+            _WARNED.add(why)
             log.warning("POUW_CUDA_KERNEL=cuda: running the Triton kernel instead (%s)", why)
         from kernels.triton_kernel import noisy_matmul_triton
 

@@ -241,3 +241,39 @@ def test_gpu_summary_of_a_run(tmp_path) -> None:
     assert "| 8192 | cuda plain | 1.0 | 1099.5 | False | – |  |" in md
     assert "| 8192 | cuda transcript+recover | 1.6 | 687.2 | True | 0.750 | 1.500 |" in md
     assert "pass with the CUDA kernel / with Triton = 1.250× faster" in md
+
+
+def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """POUW_CUDA_KERNEL=cuda: the CUDA kernel for shapes it handles; Triton for the others and, for good, once
+    CuPy is found missing; each reason logged once. (Both kernels are stubs here: this is the choice alone.)"""
+    import kernels.cuda as kc
+    import kernels.triton_kernel as tk
+
+    calls: list[tuple] = []
+
+    def mma(a, b, r, h, w, correction=None):
+        calls.append(("cuda", r, h, w, correction))
+        if r == 128:
+            raise ImportError("the CUDA kernel needs CuPy")
+        return "C", "msgs"
+
+    def triton(a, b, r, h, w, correction=None):
+        calls.append(("triton", r, h, w, correction))
+        return "C", "msgs"
+
+    monkeypatch.setattr(cuda_mma, "noisy_matmul_mma", mma)
+    monkeypatch.setattr(tk, "noisy_matmul_triton", triton)
+    monkeypatch.setattr(kc, "_WARNED", set())
+    be = object.__new__(kc.CudaBackend)  # no device needed for the choice
+    assert be.kernel == "triton"
+    be._fused(None, None, 64, 16, 16)
+    be.kernel = "cuda"
+    be._fused(None, None, 64, 16, 16, correction="corr")
+    be._fused(None, None, 64, 8, 8)
+    be._fused(None, None, 64, 8, 8)
+    be._fused(None, None, 128, 16, 16)   # CuPy "missing": Triton from now on
+    be._fused(None, None, 64, 16, 16)
+    assert [c[0] for c in calls] == ["triton", "cuda", "triton", "triton", "cuda", "triton", "triton"]
+    assert calls[1] == ("cuda", 64, 16, 16, "corr") and be.kernel == "triton"
+    warnings = [r.getMessage() for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
+    assert len(warnings) == 2 and "does not tile" in warnings[0] and "needs CuPy" in warnings[1]
