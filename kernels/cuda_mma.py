@@ -156,6 +156,61 @@ def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg:
         return p.returncode, p.stdout + p.stderr
 
 
+def find_nvrtc() -> str | None:
+    """Path of libnvrtc: $POUW_NVRTC, the CUDA toolkit's, or the one pip's nvidia-cuda-nvrtc wheel (a torch
+    dependency on CUDA machines) installs under site-packages/nvidia/; None when there is none."""
+    import ctypes.util
+    import glob
+    import sys
+
+    env = os.environ.get("POUW_NVRTC")
+    if env:
+        return env
+    for d in sys.path:
+        for pat in ("nvidia/cu*/lib/libnvrtc.so*", "nvidia/cuda_nvrtc/lib/libnvrtc.so*"):
+            hits = sorted(p for p in glob.glob(os.path.join(d, pat)) if "builtins" not in p)
+            if hits:
+                return hits[-1]
+    for d in ("/usr/local/cuda/lib64", "/usr/local/cuda/targets/x86_64-linux/lib"):
+        hits = sorted(glob.glob(os.path.join(d, "libnvrtc.so*")))
+        if hits:
+            return hits[0]
+    return ctypes.util.find_library("nvrtc")
+
+
+def nvrtc_compile(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
+                  lib: str | None = None) -> tuple[bool, str, dict[str, str]]:
+    """Compile `source()` with NVRTC for `arch` (to a cubin, ptxas -v on) as CuPy does at run time, without a
+    GPU: (success, program log, name expression -> lowered name). Raises FileNotFoundError without libnvrtc."""
+    path = lib or find_nvrtc()
+    if not path:
+        raise FileNotFoundError("libnvrtc not found (set POUW_NVRTC, or pip install nvidia-cuda-nvrtc)")
+    nv = ctypes.CDLL(path)
+    prog = ctypes.c_void_p()
+    if nv.nvrtcCreateProgram(ctypes.byref(prog), source().encode(), b"fused_mma.cu", 0, None, None):
+        raise RuntimeError("nvrtcCreateProgram failed")
+    try:
+        names = [n for th, tw in tiles for n in kernel_names(th, tw, cfg).values()]
+        for n in names:
+            nv.nvrtcAddNameExpression(prog, n.encode())
+        opts = [b"-std=c++17", f"--gpu-architecture={arch}".encode(), b"--ptxas-options=-v"]
+        rc = nv.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        size = ctypes.c_size_t()
+        nv.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        buf = ctypes.create_string_buffer(size.value)
+        nv.nvrtcGetProgramLog(prog, buf)
+        log = buf.value.decode(errors="replace")
+        lowered: dict[str, str] = {}
+        if rc == 0:
+            for n in names:
+                out = ctypes.c_char_p()
+                if nv.nvrtcGetLoweredName(prog, n.encode(), ctypes.byref(out)) == 0 and out.value:
+                    lowered[n] = out.value.decode()
+        return rc == 0, log, lowered
+    finally:
+        nv.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
 # ---------------------------------------------------------------- host emulator (g++)
 
 _emu_lock = threading.Lock()
@@ -230,7 +285,8 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
     rc = _emulator().pouw_mma_emulate(a.data_ptr(), bt.data_ptr(), c.data_ptr(), msgs.data_ptr(), u.data_ptr(),
                                       vt.data_ptr(), m, n, k, r, digits, cw, tile_h, tile_w, int(transcript))
     if rc:
-        raise ValueError(f"emulator refused the shape (code {rc})")
+        why = {-1: "tile not instantiated", -2: "shape", -3: "the block order repeats or misses a block"}
+        raise ValueError(f"emulator refused the launch: {why.get(rc, rc)}")
     return c, msgs
 
 

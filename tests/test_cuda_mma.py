@@ -41,6 +41,23 @@ def recovered(c_noisy: torch.Tensor, u: torch.Tensor, vt: torch.Tensor, digits: 
     return to_i32(c)
 
 
+def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """kernels.reference's contract with int64 chunk products and numpy folds (for shapes too big for it)."""
+    import numpy as np
+
+    m, k = a.shape
+    n = b.shape[1]
+    s = torch.zeros((m, n), dtype=torch.int64)
+    msgs = np.zeros((m // h, n // w, 16), dtype=np.uint32)
+    for c in range(k // r):
+        s += a[:, c * r:(c + 1) * r].to(torch.int64) @ b[c * r:(c + 1) * r].to(torch.int64)
+        x = (s & 0xFFFFFFFF).numpy().astype(np.uint32).reshape(m // h, h, n // w, w)
+        x = np.bitwise_xor.reduce(np.bitwise_xor.reduce(x, axis=3), axis=1)
+        word = msgs[:, :, c % 16]
+        msgs[:, :, c % 16] = ((word << np.uint32(13)) | (word >> np.uint32(19))) ^ x
+    return to_i32(s), torch.from_numpy(msgs.view(np.int32).copy())
+
+
 # ---------------------------------------------------------------- offline build
 
 @pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found: the offline CUDA build check needs the CUDA toolkit")
@@ -118,6 +135,23 @@ def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, h: in
     want_c, want_msgs = reference.noisy_matmul(a, b, r, h, w)
     assert torch.equal(c, want_c)
     assert torch.equal(msgs, want_msgs)
+
+
+@needs_gxx
+def test_emulated_kernel_many_blocks() -> None:
+    """10 x 3 blocks: the grouped block order (block_of, 8 block rows a group, a partial last group) covers
+    every block once (the emulator launches the programs in pid order and refuses a repeated block)."""
+    a, b = operands(128 * 9 + 64, 32 * 3, 128 * 2 + 32, 13)
+    got = cuda_mma.emulate(a, b, 32, 16, 16)
+    want = fast_reference(a, b, 32, 16, 16)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_fast_reference_is_the_reference() -> None:
+    a, b = operands(64, 32 * 18, 48, 14)
+    want = reference.noisy_matmul(a, b, 32, 16, 8)
+    got = fast_reference(a, b, 32, 16, 8)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 @needs_gxx
@@ -277,3 +311,19 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
     assert calls[1] == ("cuda", 64, 16, 16, "corr") and be.kernel == "triton"
     warnings = [r.getMessage() for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
     assert len(warnings) == 2 and "does not tile" in warnings[0] and "needs CuPy" in warnings[1]
+
+
+@pytest.mark.skipif(cuda_mma.find_nvrtc() is None,
+                    reason="libnvrtc not found (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc): the run-time "
+                           "compile path is checked on the device only")
+def test_nvrtc_compiles_like_the_runtime() -> None:
+    """The exact text CuPy hands NVRTC at run time compiles for sm_80 and sm_90, every instance's name lowers,
+    and ptxas (through NVRTC) reports no spills."""
+    with ThreadPoolExecutor(2) as ex:
+        results = dict(zip(("sm_80", "sm_90"), ex.map(cuda_mma.nvrtc_compile, ("sm_80", "sm_90"))))
+    for arch, (ok, log, lowered) in results.items():
+        assert ok, f"{arch}: NVRTC failed\n{log[-3000:]}"
+        assert set(lowered) == set(cuda_mma.kernel_names(16, 16).values())
+        infos = cuda_mma.parse_ptxas(log)
+        assert sorted(i.function for i in infos) == sorted(lowered.values()), log
+        assert all(i.spill_stores == 0 and i.spill_loads == 0 for i in infos), log

@@ -162,8 +162,13 @@ struct Emu {
   int run(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u, const int8_t* vt, int M,
           int N, int K, int R, int digits, int CW, bool transcript) {
     std::vector<Lane> lanes(NT), corr(NT);
-    for (int m0 = 0; m0 < M; m0 += BM)
-      for (int n0 = 0; n0 < N; n0 += BN) {
+    const int grid_m = (M + BM - 1) / BM, grid_n = (N + BN - 1) / BN;
+    std::vector<int> seen(grid_m * grid_n, 0);
+    for (int pid = 0; pid < grid_m * grid_n; ++pid) {  // the launch's programs, each its block_of
+        int pid_m, pid_n;
+        block_of(pid, grid_m, grid_n, pid_m, pid_n);
+        if (pid_m < 0 || pid_m >= grid_m || pid_n < 0 || pid_n >= grid_n || seen[pid_m * grid_n + pid_n]++) return -3;
+        const int m0 = pid_m * BM, n0 = pid_n * BN;
         std::memset(lanes.data(), 0, lanes.size() * sizeof(Lane));
         gemm_range(lanes, transcript, a + (long long)m0 * K, K, M - m0, bt + (long long)n0 * K, K, N - n0,
                    K / KSTEP, R / KSTEP);

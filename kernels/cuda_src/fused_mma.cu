@@ -157,7 +157,7 @@ __device__ __forceinline__ void gemm_range(int (&acc)[G::MI][G::NI][4], unsigned
 }  // namespace pouw
 
 // One BM x BN block of C (C' without a correction) and, with TRANSCRIPT, its tiles' messages
-// (int32 words of a (M/TH, N/TW, 16) tensor). Grouped block order (GROUP_M = 8) so neighbours share A in L2.
+// (int32 words of a (M/TH, N/TW, 16) tensor). Block order: block_of (mma_fold.h).
 template <int BM, int BN, int WM, int WN, int STAGES, int TH, int TW, bool TRANSCRIPT, bool RECOVER>
 __global__ void __launch_bounds__(pouw::Cfg<BM, BN, WM, WN, STAGES, TH, TW>::NT)
     pouw_fused_mma(const signed char* __restrict__ a, const signed char* __restrict__ bt, int* __restrict__ c,
@@ -166,12 +166,8 @@ __global__ void __launch_bounds__(pouw::Cfg<BM, BN, WM, WN, STAGES, TH, TW>::NT)
   using namespace pouw;
   using G = Cfg<BM, BN, WM, WN, STAGES, TH, TW>;
   extern __shared__ __align__(16) signed char smem[];
-  constexpr int GROUP_M = 8;
-  const int grid_m = (M + BM - 1) / BM, grid_n = (N + BN - 1) / BN;
-  const int pid = blockIdx.x, width = GROUP_M * grid_n;
-  const int first_m = (pid / width) * GROUP_M;
-  const int group = min(grid_m - first_m, GROUP_M);
-  const int pid_m = first_m + (pid % width) % group, pid_n = (pid % width) / group;
+  int pid_m, pid_n;
+  block_of(blockIdx.x, (M + BM - 1) / BM, (N + BN - 1) / BN, pid_m, pid_n);
   const int m0 = pid_m * BM, n0 = pid_n * BN;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wrow = (warp / G::WARPS_N) * WM, wcol = (warp % G::WARPS_N) * WN;

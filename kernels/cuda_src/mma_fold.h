@@ -40,6 +40,16 @@ POUW_HD constexpr int ilog2(int v) { return v <= 1 ? 0 : 1 + ilog2(v >> 1); }
 
 POUW_HD unsigned rotl13(unsigned x) { return (x << ROT) | (x >> (32 - ROT)); }
 
+// ---- block order: program pid -> (block row, block column), grouped GROUP_M block rows at a time (as Triton's
+// kernel) so that neighbouring programs share rows of A in L2; a bijection of [0, grid_m * grid_n)
+constexpr int GROUP_M = 8;
+POUW_HD void block_of(int pid, int grid_m, int grid_n, int& pid_m, int& pid_n) {
+  const int width = GROUP_M * grid_n, first_m = (pid / width) * GROUP_M;
+  const int group = grid_m - first_m < GROUP_M ? grid_m - first_m : GROUP_M;
+  pid_m = first_m + (pid % width) % group;
+  pid_n = (pid % width) / group;
+}
+
 // ---- global -> shared copies: 16-byte pieces, piece i of a tile with `rows` rows is row i >> 1, byte 16*(i & 1)
 POUW_HD int piece_row(int i) { return i >> 1; }
 POUW_HD int piece_byte(int i) { return (i & 1) * 16; }
