@@ -6,7 +6,9 @@ For each size m = k = n (r = 64, 16 x 16 tiles, 3 recovery digits of width 2r as
 CUDA events (median of --reps after a warm-up):
   * the plain baselines: torch._int_mm with B column-major, the Triton kernel with the transcript off, the CUDA
     kernel with the transcript off;
-  * each fused kernel with the transcript, and with transcript + recovery epilogue (a mining pass's GEMM);
+  * each fused kernel with the transcript, and with transcript + recovery epilogue (a mining pass's GEMM), the
+    CUDA kernel also in the other block/warp configs of --cuda-configs (its default: POUW_CUDA_CONFIG or
+    kernels.cuda_mma.DEFAULT);
 and checks, before timing anything: the CUDA kernel's C' and messages against the CPU backend (kernels.cpu) at
 --exact-size, its plain C against torch._int_mm, and its C' / C and messages against Triton's at every size.
 A kernel that is not bit-exact is reported as such and gets no ratio. Writes one JSON line per measurement to
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="4096,8192,16384")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--exact-size", type=int, default=1024, help="m = k = n of the check against the CPU path")
+    ap.add_argument("--cuda-configs", default="128,128,32,64,4;64,128,32,64,4;128,128,64,32,3",
+                    help="other CUDA kernel configs bm,bn,wm,wn,stages;... timed with transcript + recovery")
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     args = ap.parse_args(argv)
     command = "python -m benchmarks.bench_cuda_kernel " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -119,24 +123,32 @@ def main(argv: list[str] | None = None) -> int:
             "cuda transcript": lambda: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE),
             "cuda transcript+recover": lambda: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, correction=corr),
         }
+        for spec in filter(None, args.cuda_configs.split(";")):
+            cfg = cuda_mma.MmaConfig(*(int(v) for v in spec.split(",")))
+            kernels[f"cuda transcript+recover [{spec}]"] = (
+                lambda cfg=cfg: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, correction=corr, config=cfg))
         exact: dict[str, bool] = {}
         try:  # bit-exactness at this size: plain C against _int_mm, fused outputs against Triton's
             ref = torch._int_mm(a, b)
             exact["cuda plain"] = torch.equal(kernels["cuda plain"]()[0], ref)
-            for mode in ("transcript", "transcript+recover"):
-                want, got = kernels[f"triton {mode}"](), kernels[f"cuda {mode}"]()
-                exact[f"cuda {mode}"] = torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
-            del ref, want, got
+            del ref
+            for kname in kernels:
+                if kname.startswith("cuda transcript"):
+                    want = kernels["triton " + kname[5:].split(" [")[0]]()
+                    got = kernels[kname]()
+                    exact[kname] = torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+                    del want, got
         except Exception as e:
             traceback.print_exc()
             emit(what="check", size=size, error=f"{type(e).__name__}: {e}")
-        ok = all(exact.values()) and len(exact) == 3
+        ok = all(exact.values()) and len(exact) == sum(k.startswith("cuda") for k in kernels)
         for kname, fn in kernels.items():
             try:
                 ms = median_ms(fn, args.reps if size < 16384 else max(3, args.reps // 2))
                 emit(what="time", kernel=kname, size=size, ms=round(ms, 4), tops=round(ops / ms / 1e9, 1),
                      exact=exact.get(kname), config=(repr(default_config(R, TILE, TILE)) if kname.startswith("triton t")
-                                                     else repr(cuda_mma.DEFAULT) if kname.startswith("cuda") else None))
+                                                     else repr(cuda_mma.config_from_env()) if kname.startswith("cuda")
+                                                     and "[" not in kname else None))
             except Exception as e:
                 traceback.print_exc()
                 emit(what="time", kernel=kname, size=size, error=f"{type(e).__name__}: {e}")
@@ -170,8 +182,9 @@ def write_summary(path: Path, rows: list[dict], name: str, cap: str, command: st
         for kname, r in t.items():
             ratio = f"{plain / r['ms']:.3f}" if plain and r.get("exact") is not False else "–"
             speed = ""
-            if kname.startswith("cuda ") and ("triton " + kname[5:]) in t and r.get("exact") is not False:
-                speed = f"{t['triton ' + kname[5:]]['ms'] / r['ms']:.3f}"
+            twin = "triton " + kname[5:].split(" [")[0]
+            if kname.startswith("cuda ") and twin in t and r.get("exact") is not False:
+                speed = f"{t[twin]['ms'] / r['ms']:.3f}"
             ex = "" if r.get("exact") is None else r["exact"]
             lines.append(f"| {size} | {kname} | {r['ms']} | {r['tops']} | {ex} | {ratio} | {speed} |")
     path.write_text("\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCHS", "DEFAULT", "MmaConfig", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
+__all__ = ["ARCHS", "DEFAULT", "GEOMETRIES", "MmaConfig", "config_from_env", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
            "nvcc_build", "parse_ptxas", "requested_kernel", "source", "unsupported_reason"]
 
 SRC_DIR = Path(__file__).resolve().parent / "cuda_src"
@@ -62,7 +62,25 @@ class MmaConfig:
         return self.stages * (self.block_m + self.block_n) * LDS
 
 
-DEFAULT = MmaConfig()  # the geometry emulate.cpp emulates
+DEFAULT = MmaConfig()
+# (block_m, block_n, warp_m, warp_n) instantiated by emulate.cpp and built by the tests; all spill-free with the
+# recovery epilogue (64 x 64 warp tiles, or 16 warps a block, spill it)
+GEOMETRIES = ((128, 128, 64, 32), (128, 128, 32, 64), (64, 128, 32, 64))
+CONFIG_ENV = "POUW_CUDA_CONFIG"
+
+
+def config_from_env() -> MmaConfig:
+    """$POUW_CUDA_CONFIG="bm,bn,wm,wn,stages" (an operator's or the benchmark's choice), else DEFAULT."""
+    env = os.environ.get(CONFIG_ENV, "").strip()
+    if not env:
+        return DEFAULT
+    try:
+        bm, bn, wm, wn, stages = (int(v) for v in env.split(","))
+    except ValueError:
+        raise ValueError(f"{CONFIG_ENV}={env!r}: expected five integers bm,bn,wm,wn,stages") from None
+    if (bm, bn, wm, wn) not in GEOMETRIES or not 2 <= stages <= 6:
+        raise ValueError(f"{CONFIG_ENV}={env!r}: block/warp geometry must be one of {GEOMETRIES}, stages 2..6")
+    return MmaConfig(bm, bn, wm, wn, stages)
 
 
 def requested_kernel() -> str:
@@ -132,24 +150,29 @@ def parse_ptxas(log: str) -> list[PtxasInfo]:
     return out
 
 
-def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT) -> str:
-    """source() plus explicit instantiations of every (transcript, recover) kernel for `tiles`."""
+def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT,
+                       variants: tuple[tuple[bool, bool], ...] | None = None) -> str:
+    """source() plus explicit instantiations of the (transcript, recover) `variants` (default: all four) for
+    `tiles`."""
     sig = ("(const signed char*, const signed char*, int*, int*, const signed char*, const signed char*, "
            "int, int, int, int, int, int)")
     lines = [f"template __global__ void {name}{sig};"
-             for th, tw in tiles for name in kernel_names(th, tw, cfg).values()]
+             for th, tw in tiles for v, name in kernel_names(th, tw, cfg).items() if variants is None or v in variants]
     return source() + "\n" + "\n".join(lines) + "\n"
 
 
 def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
-               nvcc: str | None = None, timeout: float = 120) -> tuple[int, str]:
-    """Compile the kernels for `arch` to a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
+               nvcc: str | None = None, timeout: float = 120,
+               more: tuple[MmaConfig, ...] = ()) -> tuple[int, str]:
+    """Compile the kernels of `cfg` (and the transcript + recovery kernel, the one with the most registers, of
+    the configs in `more`) for `arch` to a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
     nvcc = nvcc or shutil.which("nvcc")
     if not nvcc:
         raise FileNotFoundError("nvcc not found on PATH")
     with tempfile.TemporaryDirectory(prefix="pouw-nvcc-") as tmp:
         src = Path(tmp) / "fused_mma_inst.cu"
-        src.write_text(instantiation_unit(tiles, cfg))
+        src.write_text(instantiation_unit(tiles, cfg) + "".join(
+            instantiation_unit(tiles, c, ((True, True),)).removeprefix(source()) for c in more))
         cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin"),
                str(src)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -242,7 +265,7 @@ def _emulator() -> ctypes.CDLL:
             os.replace(tmp, out)
         lib = ctypes.CDLL(str(out))
         vp, i = ctypes.c_void_p, ctypes.c_int
-        lib.pouw_mma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i]
+        lib.pouw_mma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i]
         lib.pouw_mma_emulate.restype = i
         _emu = lib
         return lib
@@ -264,16 +287,21 @@ def _check_correction(correction, m: int, n: int, device) -> tuple:
 
 
 def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *, transcript: bool = True,
-            correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C' or C, messages) as the CUDA kernel computes them with `DEFAULT`, emulated on the host (CPU tensors)."""
+            correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+            config: MmaConfig = DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C' or C, messages) as the CUDA kernel computes them with `config` (one of GEOMETRIES; the pipeline depth
+    changes no bits), emulated on the host (CPU tensors)."""
     import torch
 
     from kernels.base import MSG_WORDS, check_operands
 
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
-    reason = unsupported_reason(r, tile_h, tile_w)
+    reason = unsupported_reason(r, tile_h, tile_w, config)
     if reason:
         raise ValueError(reason)
+    geometry = (config.block_m, config.block_n, config.warp_m, config.warp_n)
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry {geometry} is not emulated (one of {GEOMETRIES})")
     a = a.contiguous()
     bt = b.t().contiguous()
     c = torch.zeros((m, n), dtype=torch.int32)
@@ -283,7 +311,8 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
     else:
         u, vt, digits, cw = a, bt, 0, KSTEP
     rc = _emulator().pouw_mma_emulate(a.data_ptr(), bt.data_ptr(), c.data_ptr(), msgs.data_ptr(), u.data_ptr(),
-                                      vt.data_ptr(), m, n, k, r, digits, cw, tile_h, tile_w, int(transcript))
+                                      vt.data_ptr(), m, n, k, r, digits, cw, tile_h, tile_w, int(transcript),
+                                      GEOMETRIES.index(geometry))
     if rc:
         why = {-1: "tile not instantiated", -2: "shape", -3: "the block order repeats or misses a block"}
         raise ValueError(f"emulator refused the launch: {why.get(rc, rc)}")
@@ -325,8 +354,9 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
 
 def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
                      transcript: bool = True, correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-                     config: MmaConfig = DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C', messages) per `kernels.base` (or C with `correction`, as `noisy_matmul_triton`), on a's CUDA device.
+                     config: MmaConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C', messages) per `kernels.base` (or C with `correction`, as `noisy_matmul_triton`), on a's CUDA device,
+    with `config` (default: `config_from_env()`).
 
     Raises ValueError for shapes the kernel does not handle (`unsupported_reason`) and ImportError without CuPy.
     """
@@ -336,6 +366,7 @@ def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile
     from kernels.base import MSG_WORDS, check_operands
 
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
+    config = config or config_from_env()
     if a.device.type != "cuda" or b.device != a.device:
         raise ValueError(f"the CUDA kernel needs both operands on one CUDA device, got {a.device}, {b.device}")
     reason = unsupported_reason(r, tile_h, tile_w, config)

@@ -63,12 +63,17 @@ def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> 
 @pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found: the offline CUDA build check needs the CUDA toolkit")
 def test_nvcc_builds_every_arch_without_spills() -> None:
     """Every (transcript, recovery) instance of the default config builds for sm_80/86/89/90 with no spills."""
+    others = tuple(cuda_mma.MmaConfig(*g, stages=3) for g in cuda_mma.GEOMETRIES[1:])
+
+    def build(arch: str) -> tuple[int, str]:  # the other geometries on sm_90 only, to keep the test short
+        return cuda_mma.nvcc_build(arch, more=others if arch == "sm_90" else ())
+
     with ThreadPoolExecutor(len(cuda_mma.ARCHS)) as ex:
-        builds = dict(zip(cuda_mma.ARCHS, ex.map(cuda_mma.nvcc_build, cuda_mma.ARCHS)))
+        builds = dict(zip(cuda_mma.ARCHS, ex.map(build, cuda_mma.ARCHS)))
     for arch, (rc, log) in builds.items():
         assert rc == 0, f"{arch}: nvcc failed\n{log[-3000:]}"
         infos = cuda_mma.parse_ptxas(log)
-        assert len(infos) == 4 and {i.arch for i in infos} == {arch}, log
+        assert len(infos) == 4 + len(others) * (arch == "sm_90") and {i.arch for i in infos} == {arch}, log
         for info in infos:
             assert info.spill_stores == 0 and info.spill_loads == 0, f"{arch}: {info} spills\n{log}"
             assert info.registers <= 255
@@ -135,6 +140,31 @@ def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, h: in
     want_c, want_msgs = reference.noisy_matmul(a, b, r, h, w)
     assert torch.equal(c, want_c)
     assert torch.equal(msgs, want_msgs)
+
+
+@needs_gxx
+@pytest.mark.parametrize("geometry", cuda_mma.GEOMETRIES[1:])
+@pytest.mark.parametrize("h,w", [(16, 16), (16, 64), (16, 8)])
+def test_emulated_other_geometries(geometry: tuple[int, int, int, int], h: int, w: int) -> None:
+    cfg = cuda_mma.MmaConfig(*geometry, stages=3)
+    a, b = operands(160, 64 * 3, 192, h * w)
+    g = torch.Generator().manual_seed(3)
+    u = torch.randint(-64, 64, (160, 2 * 128), dtype=torch.int8, generator=g)
+    vt = torch.randint(-64, 64, (192, 2 * 128), dtype=torch.int8, generator=g)
+    want_c, want_msgs = fast_reference(a, b, 64, h, w)
+    c, msgs = cuda_mma.emulate(a, b, 64, h, w, config=cfg, correction=(u, vt, 2))
+    assert torch.equal(c, recovered(want_c, u, vt, 2)) and torch.equal(msgs, want_msgs)
+
+
+def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POUW_CUDA_CONFIG", raising=False)
+    assert cuda_mma.config_from_env() == cuda_mma.DEFAULT
+    monkeypatch.setenv("POUW_CUDA_CONFIG", "64,128,32,64,3")
+    assert cuda_mma.config_from_env() == cuda_mma.MmaConfig(64, 128, 32, 64, 3)
+    for bad in ("128,256,64,64,3", "128,128,64,32", "128,128,64,32,9", "a,b,c,d,e"):
+        monkeypatch.setenv("POUW_CUDA_CONFIG", bad)
+        with pytest.raises(ValueError, match="POUW_CUDA_CONFIG"):
+            cuda_mma.config_from_env()
 
 
 @needs_gxx

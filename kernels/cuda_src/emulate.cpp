@@ -212,22 +212,39 @@ struct Emu {
   }
 };
 
+template <int BM, int BN, int WM, int WN, int TH, int TW>
+int run_geometry(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt,
+                 int M, int N, int K, int R, int digits, int CW, bool tr) {
+  if constexpr (WM % TH || WN % TW || (WM / TH) * (WN / TW) < 2 || (WM / TH) * (WN / TW) > 32) {
+    return -1;  // this tile does not fit this warp tile
+  } else {
+    static Emu<BM, BN, WM, WN, TH, TW> emu;
+    return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+  }
+}
+
+// geometry: index into kernels/cuda_mma.py GEOMETRIES
 template <int TH, int TW>
 int run_tile(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt, int M,
-             int N, int K, int R, int digits, int CW, bool tr) {
-  static Emu<128, 128, 64, 32, TH, TW> emu;  // the kernel's default geometry (kernels/cuda_mma.py)
-  return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+             int N, int K, int R, int digits, int CW, bool tr, int geometry) {
+  switch (geometry) {
+    case 0: return run_geometry<128, 128, 64, 32, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+    case 1: return run_geometry<128, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+    case 2: return run_geometry<64, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+    default: return -1;
+  }
 }
 
 }  // namespace
 
 extern "C" int pouw_mma_emulate(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u,
                                 const int8_t* vt, int M, int N, int K, int R, int digits, int CW, int th, int tw,
-                                int transcript) {
+                                int transcript, int geometry) {
   if (K % R || R % KSTEP || (digits > 0 && CW % KSTEP) || M % th || N % tw) return -2;
   const bool tr = transcript != 0;
-#define POUW_TILE(H, W_) if (th == H && tw == W_) return run_tile<H, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr);
+#define POUW_TILE(H, W_) if (th == H && tw == W_) return run_tile<H, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr, geometry);
   POUW_TILE(16, 16) POUW_TILE(16, 8) POUW_TILE(32, 16) POUW_TILE(16, 32) POUW_TILE(32, 32) POUW_TILE(64, 16)
+  POUW_TILE(16, 64) POUW_TILE(32, 64)
 #undef POUW_TILE
   return -1;  // tile not supported by the kernel
 }
