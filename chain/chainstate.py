@@ -26,7 +26,7 @@ from chain.errors import BlockError, EncodingError, StorageError, ValidationErro
 from chain.hashing import ZERO_HASH
 from chain.keys import ZERO_ADDRESS
 from chain.jobs import JobRecord
-from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, apply_block, genesis_econ,
+from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, genesis_econ,
                          genesis_state)
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx

@@ -10,7 +10,7 @@ from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.config import ChainConfig
 from chain.errors import BlockError, ChainError, EncodingError, ValidationError
-from chain.state import MemoryState, apply_block, genesis_econ, genesis_state
+from chain.state import MemoryState, genesis_econ, genesis_state
 from chain.store import Store
 from chain.transition import CONTEXT, LAYERS, SANITY, STATE, PreState, validate_and_apply
 from chain.validation import ParentInfo

@@ -7,6 +7,9 @@
 3. ``check_header_context`` — needs the parent: parent known and valid, height, ASERT target,
    median-time-past, future drift (``time-too-new`` is retry_later, never the peer's fault).
 4. State — ``chain.state.apply_block`` (nonces, balances), then the state root.
+
+``chain.transition.validate_and_apply`` runs them, tagging a rejection with its layer; every block
+pipeline calls it rather than a layer (the parent's existence and validity are the caller's lookup).
 """
 from __future__ import annotations
 
