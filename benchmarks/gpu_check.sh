@@ -16,7 +16,7 @@
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl cryptography cffi pycparser \
-#     cupy-cuda13x fastrlock cuda-pathfinder
+#     cupy-cuda13x cuda-pathfinder      (CuPy finds libnvrtc in the nvidia-cuda-nvrtc wheel torch cu130 brings)
 # and carry .whl with the call. Without a GPU every step reports that and the script exits 2.
 set -uo pipefail
 cd "$(dirname "$0")/.."
