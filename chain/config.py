@@ -121,7 +121,7 @@ class ChainConfig:
 
 def _find(name: str) -> Path:
     p = Path(name)
-    if p.suffix == ".toml" or p.exists():
+    if p.suffix == ".toml" or p.is_file():  # a folder named like a network (./devnet) is not a config
         if not p.exists():
             raise FileNotFoundError(f"config file {p} not found")
         return p
