@@ -82,7 +82,7 @@ def main_args(args: argparse.Namespace) -> int:
                 break
             except (OSError, RuntimeError):
                 if proc.poll() is not None or time.monotonic() > end:
-                    raise SystemExit(open(logp).read()[-2000:])
+                    raise SystemExit(open(logp).read()[-2000:]) from None
                 time.sleep(0.3)
         n = args.samples
         out["phases"]["idle"] = _measure(port, n) | _proc(proc.pid)

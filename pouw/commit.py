@@ -51,7 +51,7 @@ def commit_result(c: Any) -> bytes:
     return tree_c(c).root
 
 
-def open_result_rows(c: torch.Tensor, rows: list[int]) -> list[tuple[int, bytes, tuple[bytes, ...]]]:
+def open_result_rows(c: Any, rows: list[int]) -> list[tuple[int, bytes, tuple[bytes, ...]]]:
     """Rows of C with their openings against H_C: [(i, row i as n int32 LE bytes, path)], in `rows` order
     (what an answer to a data-availability challenge carries, docs/jobs.md)."""
     t = tree_c(c)

@@ -77,12 +77,12 @@ class FraudProof:
     path_b: tuple[bytes, ...]
     path_c: tuple[bytes, ...]
 
-    def to_list(self) -> list:
+    def to_list(self) -> list[Any]:
         return [self.i, self.j, self.a_row, self.b_col, self.c_row,
                 list(self.path_a), list(self.path_b), list(self.path_c)]
 
     @classmethod
-    def from_list(cls, items: list) -> "FraudProof":
+    def from_list(cls, items: list[Any]) -> "FraudProof":
         try:
             i, j, a_row, b_col, c_row, pa, pb, pc = items
             if not all(type(v) is int for v in (i, j)):

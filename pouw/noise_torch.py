@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -34,7 +36,7 @@ class Noise:
 
     e_l: torch.Tensor   # m x r int8, entries in [-32, 31]
     f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
-    maps: tuple  # (map_A, map_B) int64 indices in [0, r): numpy arrays, or tensors on the device (full_noise_on)
+    maps: tuple[Any, Any]  # (map_A, map_B) int64 indices in [0, r): numpy arrays, or tensors on the device (full_noise_on)
 
     @cached_property
     def p_mat(self) -> torch.Tensor:

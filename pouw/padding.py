@@ -4,6 +4,8 @@ Zero rows/columns change nothing in the product: crop(C_padded) == A·B exactly.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from pouw.job import check_operands
@@ -24,7 +26,7 @@ def padded_shape(m: int, k: int, n: int, params: PowParams) -> tuple[int, int, i
     return pm, pk, pn
 
 
-def pad_operands(a, b, params: PowParams) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
+def pad_operands(a: Any, b: Any, params: PowParams) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]:
     """Check the client's operands, then zero-pad. Returns (A_pad, B_pad, original (m, k, n))."""
     ta, tb = check_operands(a, b)
     m, k = ta.shape

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from chain.block import Block, Header, tx_root
+from chain.block import Block, tx_root
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.encoding import encode
-from chain.errors import BlockError, EncodingError, ValidationError
+from chain.errors import ValidationError
 from chain.keys import PrivateKey
 from chain.testing import ChainBuilder, make_keys
 from chain.tx import Transaction, Transfer, make_transfer

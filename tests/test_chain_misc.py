@@ -1,6 +1,7 @@
 """Keys and key files, config loading, ASERT difficulty, subsidy schedule."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -29,8 +30,8 @@ def test_config_by_path_and_errors(tmp_path):
     with pytest.raises(ValueError, match="missing field"):
         load_config(bad)
     cfg = load_config("regtest")
-    with pytest.raises(Exception):
-        cfg.chain_id = 5  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.chain_id = 5  # type: ignore[misc]  # frozen
 
 
 def test_subsidy_schedule():

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chain.block import Block, Header
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.encoding import decode, encode

@@ -5,7 +5,6 @@ search for a job id opens the job, a block off the active chain says so, and unk
 found" page. Screenshots are saved under the test's tmp dir (paths printed; run with -s to see them)."""
 from __future__ import annotations
 
-import asyncio
 
 import aiohttp
 import pytest
@@ -116,7 +115,7 @@ def test_explorer_in_chromium(tmp_path):
                 # unknown ids: a "not found" page, not an error
                 for route in ("/block/" + "00" * 32, "/job/" + "11" * 32, "/tx/" + "22" * 32, "/search/nothing-here"):
                     await br.goto(a.url + "/#" + route)
-                    await br.wait(f"document.body.dataset.ready === '1' && !!document.getElementById('not-found')",
+                    await br.wait("document.body.dataset.ready === '1' && !!document.getElementById('not-found')",
                                   what="not found on " + route)
                 # the network page lists the peer
                 await br.goto(a.url + "/#/network")

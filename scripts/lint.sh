@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Lint and type checks (run by scripts/test.sh and by .pre-commit-config.yaml): ruff's rules and mypy's
+# per-module strictness as configured in pyproject.toml. `scripts/lint.sh --fix` applies ruff's safe fixes first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+[ -x "$BIN/ruff" ] || BIN=$(dirname "$(command -v ruff)")
+if [ "${1:-}" = "--fix" ]; then "$BIN/ruff" check --fix --quiet . || true; fi
+"$BIN/ruff" check .
+"$BIN/mypy"
