@@ -7,7 +7,7 @@ import struct
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.chainstate import ChainState
@@ -21,7 +21,7 @@ from chain.tx import Transaction, Transfer, make_transfer
 CFG = load_config("regtest")
 NOW = CFG.genesis_timestamp + 10**6
 KEYS = make_keys(5)
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=40, deadline=None)
 
 ints = st.integers(min_value=-(2**63), max_value=2**64 - 1)
 leaves = st.one_of(ints, st.binary(max_size=300))
@@ -106,7 +106,7 @@ def builder():
     return ChainBuilder(CFG)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None)
 @given(st.integers(0, 2**32))
 def test_conservation_across_random_forks(builder, tmp_path_factory, seed):
     """Random transfers on a random tree of forks, submitted in random order: after every import
@@ -142,7 +142,7 @@ def test_conservation_across_random_forks(builder, tmp_path_factory, seed):
             assert cs.accounts() == builder.states[cs.tip.hash].accounts
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None)
 @given(st.integers(0, 2**32), st.integers(1, 2**32))
 def test_replay_and_cross_chain_rejected(builder, tmp_path_factory, seed, other_chain):
     rng = random.Random(seed)
@@ -181,7 +181,7 @@ def fuzz_env(builder, tmp_path_factory):
     cs.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_fuzz_block_decoder(fuzz_env, data):
     """Mutated block bytes never crash the node: a ValidationError with a reason, or (if the mutation

@@ -34,6 +34,7 @@ def cli(*argv: str) -> tuple[int, str]:
     return rc, buf.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_economy_cli_and_api_on_a_node(tmp_path: Path):
     cfg = with_issuer(BASE, ISS.address, 10**12, "mint", 2, 30, 9000)
@@ -154,6 +155,7 @@ def test_every_economy_route_is_documented():
         assert full in doc, full
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_market_small_run(tmp_path: Path):
     """`pouw bench market` drives the real transition: its numbers are consistent with each other and the

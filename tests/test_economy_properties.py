@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.chainstate import ChainState
@@ -119,7 +119,7 @@ def undo_in_memory(after: MemoryState, diff) -> MemoryState:
     return s
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32))
 def test_random_economy_conserves_and_diffs_undo_exactly(seed):
     rng = random.Random(seed)
@@ -140,7 +140,7 @@ def test_random_economy_conserves_and_diffs_undo_exactly(seed):
     assert kinds  # the generator produced applicable transactions
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=8, deadline=None)
 @given(st.integers(0, 2**32))
 def test_economy_across_forks_reorgs_and_invalidation(tmp_path_factory, seed):
     """Random economy blocks on a random tree of forks, imported in random topological order: after

@@ -39,6 +39,7 @@ def ready(route: str) -> str:
     return f"document.body.dataset.ready === '1' && document.body.dataset.route === {route!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_explorer_in_chromium(tmp_path):
     async def main():

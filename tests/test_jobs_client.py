@@ -40,6 +40,7 @@ def block_has(node, height: int, txid: str) -> bool:
     return any(t.txid.hex() == txid for t in b.txs)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
     async def main():
@@ -310,6 +311,7 @@ def test_quantize_ranges_scales_and_errors():
         dequantize(np.ones((7, 2), np.int32), np.ones(6), 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_bench_jobs_json_tiny(tmp_path):
     """`pouw bench jobs --json` on a real 2-node devnet (subprocesses), tiny parameters."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import tempfile
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.state import MemoryState, apply_block, genesis_state
@@ -154,7 +154,7 @@ class World:
         self.check()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 2**32)), min_size=4, max_size=40))
 def test_random_interleavings_conserve_and_reorg_exactly(steps):
     with tempfile.TemporaryDirectory() as d:

@@ -578,6 +578,7 @@ def _pids_with(arg: str) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_devnet_ready_means_funded_nodes_die_with_it_and_a_busy_datadir_is_refused(tmp_path):
     from chain.keys import load_key
@@ -763,6 +764,7 @@ def _documented_routes() -> list[tuple[str, str]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
     import re
@@ -771,7 +773,7 @@ def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
     import urllib.parse
     import urllib.request
 
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import given, settings
     from hypothesis import strategies as st
 
     routes = _documented_routes()
@@ -802,7 +804,7 @@ def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
                                                "k", "n", "fee"]), params, max_size=3)
     seen = {}
 
-    @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=400, deadline=None, derandomize=True)
     @given(st.sampled_from(routes), params, queries, bodies, st.sampled_from(["GET", "DELETE", None]))
     def check(route, param, query, body, other_method):
         method, path = route
@@ -901,6 +903,7 @@ def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
     assert not [r for r in caplog.records if r.exc_info and "StorageError" in str(r.exc_info[0])]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
     from chain.chainstate import ChainState
