@@ -74,7 +74,7 @@ class NodeConfig:
     job_tx_fee: int = 1000              # fee of this node's claim / result / answer transactions
     min_job_fee_rate: str | None = None  # the miner's fee floor, base units per multiply-add ("1/10000");
                                         # default: the chain's going rate (rate_num / rate_den)
-    cheat_jobs: bool | None = None      # TESTS ONLY: corrupt C[0][0] of every result (default: $POUW_CHEAT_JOBS=1)
+    cheat_jobs: bool = False            # TESTS ONLY (in-process nodes; no flag or env sets it): corrupt C[0][0]
     blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
     blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
     blob_grace_s: float = 600.0         # keep unreferenced blobs (uploads before their submit) this long
@@ -260,10 +260,8 @@ class Node:
         self.scan_task = asyncio.ensure_future(self.storage.scan())
         if self.conf.mine:
             if self.conf.take_jobs:
-                import os
                 from node.paidjobs import PaidJobs
-                cheat = self.conf.cheat_jobs if self.conf.cheat_jobs is not None else \
-                    os.environ.get("POUW_CHEAT_JOBS") == "1"
+                cheat = self.conf.cheat_jobs
                 if cheat:
                     log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
                 self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,

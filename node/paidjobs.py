@@ -24,8 +24,8 @@ One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step(
 Challenges: every pass, a job this node resulted that the client challenged is answered (the sampled
 rows of C with their openings, chain.jobs.challenge_rows) from the C blob in the store.
 
-``cheat=True`` (NodeConfig.cheat_jobs, or env ``POUW_CHEAT_JOBS=1``) adds 1 to C[0][0] before committing:
-for tests of the dispute path only.
+``cheat=True`` (NodeConfig.cheat_jobs, set only by in-process tests: no flag or environment variable of a
+running node reaches it) adds 1 to C[0][0] before committing: for tests of the dispute path only.
 """
 from __future__ import annotations
 
