@@ -100,7 +100,7 @@ def tail_layout(prefix: bytes) -> tuple[int, int, tuple[int, ...], tuple[int, ..
     constant bytes of the tail (prefix remainder, 0x80, zeros, bit length), zero where per-tile bytes go.
     """
     full = len(prefix) // 64 * 64
-    state = _IV
+    state: tuple[int, ...] = _IV
     for off in range(0, full, 64):
         state = _sha256_compress(state, prefix[off:off + 64])
     r = len(prefix) - full
