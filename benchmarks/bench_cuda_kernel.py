@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="4096,8192,16384")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--exact-size", type=int, default=1024, help="m = k = n of the check against the CPU path")
-    ap.add_argument("--cuda-configs", default="128,128,32,64,4;64,128,32,64,4;128,128,64,32,3",
-                    help="other CUDA kernel configs bm,bn,wm,wn,stages;... timed with transcript + recovery")
+    ap.add_argument("--cuda-configs", default="128,128,64,32,4,2;128,128,32,64,4;64,128,32,64,4;64,128,32,64,4,2;"
+                    "128,128,64,32,3", help="other CUDA kernel configs bm,bn,wm,wn,stages[,recover];... timed with "
+                    "transcript + recovery (recover 2: C' stored, correction subtracted in place)")
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     args = ap.parse_args(argv)
     command = "python -m benchmarks.bench_cuda_kernel " + shlex.join(argv if argv is not None else sys.argv[1:])
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             "cuda transcript+recover": lambda: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, correction=corr),
         }
         for spec in filter(None, args.cuda_configs.split(";")):
-            cfg = cuda_mma.MmaConfig(*(int(v) for v in spec.split(",")))
+            cfg = cuda_mma.parse_config(spec, "--cuda-configs")
             kernels[f"cuda transcript+recover [{spec}]"] = (
                 lambda cfg=cfg: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, correction=corr, config=cfg))
         exact: dict[str, bool] = {}

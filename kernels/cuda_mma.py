@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCHS", "DEFAULT", "GEOMETRIES", "MmaConfig", "config_from_env", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
+__all__ = ["ARCHS", "DEFAULT", "GEOMETRIES", "MmaConfig", "VARIANTS", "config_from_env", "parse_config", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
            "nvcc_build", "parse_ptxas", "requested_kernel", "source", "unsupported_reason"]
 
 SRC_DIR = Path(__file__).resolve().parent / "cuda_src"
@@ -45,13 +45,16 @@ KERNELS = ("triton", "cuda")
 
 @dataclass(frozen=True)
 class MmaConfig:
-    """Launch geometry: a block_m x block_n block per CTA, warps of warp_m x warp_n, `stages` k steps in flight."""
+    """Launch geometry: a block_m x block_n block per CTA, warps of warp_m x warp_n, `stages` k steps in flight;
+    recover: how the recovery epilogue runs (1: a second accumulator, C' never stored; 2: C' stored, the
+    correction computed in the same registers and subtracted from C in place)."""
 
     block_m: int = 128
     block_n: int = 128
     warp_m: int = 64
     warp_n: int = 32
     stages: int = 4
+    recover: int = 1
 
     @property
     def threads(self) -> int:
@@ -70,17 +73,24 @@ CONFIG_ENV = "POUW_CUDA_CONFIG"
 
 
 def config_from_env() -> MmaConfig:
-    """$POUW_CUDA_CONFIG="bm,bn,wm,wn,stages" (an operator's or the benchmark's choice), else DEFAULT."""
+    """$POUW_CUDA_CONFIG="bm,bn,wm,wn,stages[,recover]" (an operator's or the benchmark's choice), else DEFAULT."""
     env = os.environ.get(CONFIG_ENV, "").strip()
-    if not env:
-        return DEFAULT
+    return parse_config(env, CONFIG_ENV) if env else DEFAULT
+
+
+def parse_config(text: str, what: str = "config") -> MmaConfig:
+    """"bm,bn,wm,wn,stages[,recover]" -> MmaConfig, checked against GEOMETRIES (ValueError naming `what`)."""
     try:
-        bm, bn, wm, wn, stages = (int(v) for v in env.split(","))
+        vals = [int(v) for v in text.split(",")]
     except ValueError:
-        raise ValueError(f"{CONFIG_ENV}={env!r}: expected five integers bm,bn,wm,wn,stages") from None
-    if (bm, bn, wm, wn) not in GEOMETRIES or not 2 <= stages <= 6:
-        raise ValueError(f"{CONFIG_ENV}={env!r}: block/warp geometry must be one of {GEOMETRIES}, stages 2..6")
-    return MmaConfig(bm, bn, wm, wn, stages)
+        vals = []
+    if len(vals) not in (5, 6):
+        raise ValueError(f"{what}={text!r}: expected integers bm,bn,wm,wn,stages[,recover]")
+    cfg = MmaConfig(*vals)
+    if tuple(vals[:4]) not in GEOMETRIES or not 2 <= cfg.stages <= 6 or cfg.recover not in (1, 2):
+        raise ValueError(f"{what}={text!r}: block/warp geometry must be one of {GEOMETRIES}, stages 2..6, "
+                         "recover 1 or 2")
+    return cfg
 
 
 def requested_kernel() -> str:
@@ -103,11 +113,14 @@ def unsupported_reason(r: int, tile_h: int, tile_w: int, cfg: MmaConfig = DEFAUL
     return None
 
 
-def kernel_names(tile_h: int, tile_w: int, cfg: MmaConfig = DEFAULT) -> dict[tuple[bool, bool], str]:
-    """(transcript, recover) -> the template instance's name expression."""
+VARIANTS = ((True, 0), (True, 1), (True, 2), (False, 0))  # (transcript, recover mode) instantiated
+
+
+def kernel_names(tile_h: int, tile_w: int, cfg: MmaConfig = DEFAULT) -> dict[tuple[bool, int], str]:
+    """(transcript, recover mode: 0 none, 1, 2 as MmaConfig.recover) -> the template instance's name expression."""
     return {(tr, rc): (f"pouw_fused_mma<{cfg.block_m}, {cfg.block_n}, {cfg.warp_m}, {cfg.warp_n}, {cfg.stages}, "
-                       f"{tile_h}, {tile_w}, {str(tr).lower()}, {str(rc).lower()}>")
-            for tr in (True, False) for rc in (False, True)}
+                       f"{tile_h}, {tile_w}, {str(tr).lower()}, {rc}>")
+            for tr, rc in VARIANTS}
 
 
 def source() -> str:
@@ -151,9 +164,9 @@ def parse_ptxas(log: str) -> list[PtxasInfo]:
 
 
 def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT,
-                       variants: tuple[tuple[bool, bool], ...] | None = None) -> str:
-    """source() plus explicit instantiations of the (transcript, recover) `variants` (default: all four) for
-    `tiles`."""
+                       variants: tuple[tuple[bool, int], ...] | None = None) -> str:
+    """source() plus explicit instantiations of the (transcript, recover mode) `variants` (default: all of
+    VARIANTS) for `tiles`."""
     sig = ("(const signed char*, const signed char*, int*, int*, const signed char*, const signed char*, "
            "int, int, int, int, int, int)")
     lines = [f"template __global__ void {name}{sig};"
@@ -164,15 +177,15 @@ def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFA
 def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
                nvcc: str | None = None, timeout: float = 120,
                more: tuple[MmaConfig, ...] = ()) -> tuple[int, str]:
-    """Compile the kernels of `cfg` (and the transcript + recovery kernel, the one with the most registers, of
-    the configs in `more`) for `arch` to a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
+    """Compile the kernels of `cfg` (and the transcript + recovery kernels of the configs in `more`) for `arch` to
+    a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
     nvcc = nvcc or shutil.which("nvcc")
     if not nvcc:
         raise FileNotFoundError("nvcc not found on PATH")
     with tempfile.TemporaryDirectory(prefix="pouw-nvcc-") as tmp:
         src = Path(tmp) / "fused_mma_inst.cu"
         src.write_text(instantiation_unit(tiles, cfg) + "".join(
-            instantiation_unit(tiles, c, ((True, True),)).removeprefix(source()) for c in more))
+            instantiation_unit(tiles, c, ((True, 1), (True, 2))).removeprefix(source()) for c in more))
         cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin"),
                str(src)]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -265,7 +278,7 @@ def _emulator() -> ctypes.CDLL:
             os.replace(tmp, out)
         lib = ctypes.CDLL(str(out))
         vp, i = ctypes.c_void_p, ctypes.c_int
-        lib.pouw_mma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i]
+        lib.pouw_mma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i, i]
         lib.pouw_mma_emulate.restype = i
         _emu = lib
         return lib
@@ -312,7 +325,7 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
         u, vt, digits, cw = a, bt, 0, KSTEP
     rc = _emulator().pouw_mma_emulate(a.data_ptr(), bt.data_ptr(), c.data_ptr(), msgs.data_ptr(), u.data_ptr(),
                                       vt.data_ptr(), m, n, k, r, digits, cw, tile_h, tile_w, int(transcript),
-                                      GEOMETRIES.index(geometry))
+                                      GEOMETRIES.index(geometry), config.recover)
     if rc:
         why = {-1: "tile not instantiated", -2: "shape", -3: "the block order repeats or misses a block"}
         raise ValueError(f"emulator refused the launch: {why.get(rc, rc)}")
@@ -390,7 +403,10 @@ def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile
     mod = _module(tile_h, tile_w, config, a.device.index or 0)
     import cupy
 
-    fn = mod.get_function(kernel_names(tile_h, tile_w, config)[(transcript, correction is not None)])
+    variant = (transcript, config.recover if correction is not None else 0)
+    if variant not in VARIANTS:
+        raise ValueError("the CUDA kernel has no recovery epilogue without the transcript")
+    fn = mod.get_function(kernel_names(tile_h, tile_w, config)[variant])
     if config.smem_bytes > 48 * 1024:
         fn.max_dynamic_shared_size_bytes = config.smem_bytes
     grid = (-(-m // config.block_m)) * (-(-n // config.block_n))

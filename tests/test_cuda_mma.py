@@ -73,7 +73,8 @@ def test_nvcc_builds_every_arch_without_spills() -> None:
     for arch, (rc, log) in builds.items():
         assert rc == 0, f"{arch}: nvcc failed\n{log[-3000:]}"
         infos = cuda_mma.parse_ptxas(log)
-        assert len(infos) == 4 + len(others) * (arch == "sm_90") and {i.arch for i in infos} == {arch}, log
+        assert len(infos) == len(cuda_mma.VARIANTS) + 2 * len(others) * (arch == "sm_90"), log
+        assert {i.arch for i in infos} == {arch}, log
         for info in infos:
             assert info.spill_stores == 0 and info.spill_loads == 0, f"{arch}: {info} spills\n{log}"
             assert info.registers <= 255
@@ -146,7 +147,7 @@ def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, h: in
 @pytest.mark.parametrize("geometry", cuda_mma.GEOMETRIES[1:])
 @pytest.mark.parametrize("h,w", [(16, 16), (16, 64), (16, 8)])
 def test_emulated_other_geometries(geometry: tuple[int, int, int, int], h: int, w: int) -> None:
-    cfg = cuda_mma.MmaConfig(*geometry, stages=3)
+    cfg = cuda_mma.MmaConfig(*geometry, stages=3, recover=1 + (h * w) % 3 % 2)  # both recovery modes
     a, b = operands(160, 64 * 3, 192, h * w)
     g = torch.Generator().manual_seed(3)
     u = torch.randint(-64, 64, (160, 2 * 128), dtype=torch.int8, generator=g)
@@ -161,7 +162,9 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cuda_mma.config_from_env() == cuda_mma.DEFAULT
     monkeypatch.setenv("POUW_CUDA_CONFIG", "64,128,32,64,3")
     assert cuda_mma.config_from_env() == cuda_mma.MmaConfig(64, 128, 32, 64, 3)
-    for bad in ("128,256,64,64,3", "128,128,64,32", "128,128,64,32,9", "a,b,c,d,e"):
+    monkeypatch.setenv("POUW_CUDA_CONFIG", "128,128,64,32,4,2")
+    assert cuda_mma.config_from_env() == cuda_mma.MmaConfig(recover=2)
+    for bad in ("128,256,64,64,3", "128,128,64,32", "128,128,64,32,9", "a,b,c,d,e", "128,128,64,32,4,3"):
         monkeypatch.setenv("POUW_CUDA_CONFIG", bad)
         with pytest.raises(ValueError, match="POUW_CUDA_CONFIG"):
             cuda_mma.config_from_env()
@@ -203,14 +206,16 @@ def test_emulated_transcript_off_is_plain_gemm() -> None:
 
 
 @needs_gxx
+@pytest.mark.parametrize("recover", [1, 2])
 @pytest.mark.parametrize("digits", [1, 3])
-def test_emulated_recovery_epilogue(digits: int) -> None:
+def test_emulated_recovery_epilogue(digits: int, recover: int) -> None:
     m, k, n, r = 144, 64 * 3, 176, 64
     a, b = operands(m, k, n, 8)
     g = torch.Generator().manual_seed(9)
     u = torch.randint(-64, 64, (m, digits * 2 * r), dtype=torch.int8, generator=g)
     vt = torch.randint(-64, 64, (n, digits * 2 * r), dtype=torch.int8, generator=g)
-    c, msgs = cuda_mma.emulate(a, b, r, 16, 16, correction=(u, vt, digits))
+    c, msgs = cuda_mma.emulate(a, b, r, 16, 16, correction=(u, vt, digits),
+                               config=cuda_mma.MmaConfig(recover=recover))
     c_noisy, want_msgs = reference.noisy_matmul(a, b, r, 16, 16)
     assert torch.equal(c, recovered(c_noisy, u, vt, digits))
     assert torch.equal(msgs, want_msgs)
@@ -253,10 +258,12 @@ class TestOnDevice:
         g = torch.Generator().manual_seed(12)
         u = torch.randint(-64, 64, (m, 3 * 128), dtype=torch.int8, generator=g).cuda()
         vt = torch.randint(-64, 64, (n, 3 * 128), dtype=torch.int8, generator=g).cuda()
-        for corr in (None, (u, vt, 3)):
-            got = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, correction=corr)
+        for corr, cfg in ((None, cuda_mma.DEFAULT), ((u, vt, 3), cuda_mma.DEFAULT),
+                          ((u, vt, 3), cuda_mma.MmaConfig(recover=2)),
+                          ((u, vt, 3), cuda_mma.MmaConfig(64, 128, 32, 64, 3, recover=2))):
+            got = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, correction=corr, config=cfg)
             want = noisy_matmul_triton(a, b, 64, 16, 16, correction=corr)
-            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), cfg
         c, msgs = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, transcript=False)
         assert torch.equal(c, torch._int_mm(a, b)) and not msgs.any()
 

@@ -160,7 +160,7 @@ struct Emu {
   }
 
   int run(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u, const int8_t* vt, int M,
-          int N, int K, int R, int digits, int CW, bool transcript) {
+          int N, int K, int R, int digits, int CW, bool transcript, int recover) {
     std::vector<Lane> lanes(NT), corr(NT);
     const int grid_m = (M + BM - 1) / BM, grid_n = (N + BN - 1) / BN;
     std::vector<int> seen(grid_m * grid_n, 0);
@@ -172,17 +172,8 @@ struct Emu {
         std::memset(lanes.data(), 0, lanes.size() * sizeof(Lane));
         gemm_range(lanes, transcript, a + (long long)m0 * K, K, M - m0, bt + (long long)n0 * K, K, N - n0,
                    K / KSTEP, R / KSTEP);
-        if (digits > 0) {
-          std::memset(corr.data(), 0, corr.size() * sizeof(Lane));
-          const long long ldu = (long long)digits * CW;
-          for (int i = digits - 1; i >= 0; --i) {
-            for (auto& ln : corr)
-              for (int mi = 0; mi < MI; ++mi)
-                for (int ni = 0; ni < NI; ++ni)
-                  for (int j = 0; j < 4; ++j) ln.acc[mi][ni][j] <<= 7;
-            gemm_range(corr, false, u + (long long)m0 * ldu + i * CW, ldu, M - m0, vt + (long long)n0 * ldu + i * CW,
-                       ldu, N - n0, CW / KSTEP, 1);
-          }
+        if (digits > 0 && recover == 1) {  // second accumulator
+          correction(corr, u, vt, M - m0, N - n0, m0, n0, digits, CW);
           for (int x = 0; x < NT; ++x)
             for (int mi = 0; mi < MI; ++mi)
               for (int ni = 0; ni < NI; ++ni)
@@ -192,12 +183,7 @@ struct Emu {
           const int wrow = (w / WARPS_N) * WM, wcol = (w % WARPS_N) * WN;
           for (int l = 0; l < 32; ++l) {
             const Lane& ln = lanes[w * 32 + l];
-            for (int mi = 0; mi < MI; ++mi)
-              for (int ni = 0; ni < NI; ++ni)
-                for (int j = 0; j < 4; ++j) {
-                  const int row = m0 + wrow + 16 * mi + c_row(l, j), col = n0 + wcol + 8 * ni + c_col(l, j);
-                  if (row < M && col < N) c[(long long)row * N + col] = int32_t(ln.acc[mi][ni][j]);
-                }
+            store_c(ln.acc, c, M, N, m0 + wrow, n0 + wcol, l, false);
             if (transcript) {
               const int tw = owner_tile<T>(l), tiles_n = N / TW;
               const int ti = (m0 + wrow) / TH + tw / (WN / TW), tj = (n0 + wcol) / TW + tw % (WN / TW);
@@ -207,30 +193,65 @@ struct Emu {
             }
           }
         }
+        if (digits > 0 && recover == 2) {  // C' stored above; correction in the same registers, C -= it in place
+          correction(lanes, u, vt, M - m0, N - n0, m0, n0, digits, CW);
+          for (int w = 0; w < WARPS; ++w)
+            for (int l = 0; l < 32; ++l)
+              store_c(lanes[w * 32 + l].acc, c, M, N, m0 + (w / WARPS_N) * WM, n0 + (w % WARPS_N) * WN, l, true);
+        }
       }
     return 0;
+  }
+
+  // the kernel's correction(): Horner over the digits into `out` (zeroed first), mod 2^32
+  void correction(std::vector<Lane>& out, const int8_t* u, const int8_t* vt, int rows_u, int rows_v, int m0, int n0,
+                  int digits, int CW) {
+    for (auto& ln : out) std::memset(ln.acc, 0, sizeof ln.acc);
+    const long long ldu = (long long)digits * CW;
+    for (int i = digits - 1; i >= 0; --i) {
+      for (auto& ln : out)
+        for (int mi = 0; mi < MI; ++mi)
+          for (int ni = 0; ni < NI; ++ni)
+            for (int j = 0; j < 4; ++j) ln.acc[mi][ni][j] <<= 7;
+      gemm_range(out, false, u + (long long)m0 * ldu + i * CW, ldu, rows_u, vt + (long long)n0 * ldu + i * CW, ldu,
+                 rows_v, CW / KSTEP, 1);
+    }
+  }
+
+  // the kernel's store_c: C = acc, or with sub, C -= acc
+  static void store_c(const uint32_t (&acc)[MI][NI][4], int32_t* c, int M, int N, int row0, int col0, int l,
+                      bool sub) {
+    for (int mi = 0; mi < MI; ++mi)
+      for (int ni = 0; ni < NI; ++ni)
+        for (int j = 0; j < 4; ++j) {
+          const int row = row0 + 16 * mi + c_row(l, j), col = col0 + 8 * ni + c_col(l, j);
+          if (row < M && col < N) {
+            int32_t* p = c + (long long)row * N + col;
+            *p = sub ? int32_t(uint32_t(*p) - acc[mi][ni][j]) : int32_t(acc[mi][ni][j]);
+          }
+        }
   }
 };
 
 template <int BM, int BN, int WM, int WN, int TH, int TW>
 int run_geometry(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt,
-                 int M, int N, int K, int R, int digits, int CW, bool tr) {
+                 int M, int N, int K, int R, int digits, int CW, bool tr, int rec) {
   if constexpr (WM % TH || WN % TW || (WM / TH) * (WN / TW) < 2 || (WM / TH) * (WN / TW) > 32) {
     return -1;  // this tile does not fit this warp tile
   } else {
     static Emu<BM, BN, WM, WN, TH, TW> emu;
-    return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+    return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr, rec);
   }
 }
 
 // geometry: index into kernels/cuda_mma.py GEOMETRIES
 template <int TH, int TW>
 int run_tile(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt, int M,
-             int N, int K, int R, int digits, int CW, bool tr, int geometry) {
+             int N, int K, int R, int digits, int CW, bool tr, int geometry, int rec) {
   switch (geometry) {
-    case 0: return run_geometry<128, 128, 64, 32, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
-    case 1: return run_geometry<128, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
-    case 2: return run_geometry<64, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr);
+    case 0: return run_geometry<128, 128, 64, 32, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr, rec);
+    case 1: return run_geometry<128, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr, rec);
+    case 2: return run_geometry<64, 128, 32, 64, TH, TW>(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr, rec);
     default: return -1;
   }
 }
@@ -239,10 +260,10 @@ int run_tile(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const in
 
 extern "C" int pouw_mma_emulate(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u,
                                 const int8_t* vt, int M, int N, int K, int R, int digits, int CW, int th, int tw,
-                                int transcript, int geometry) {
-  if (K % R || R % KSTEP || (digits > 0 && CW % KSTEP) || M % th || N % tw) return -2;
+                                int transcript, int geometry, int recover) {
+  if (K % R || R % KSTEP || (digits > 0 && CW % KSTEP) || M % th || N % tw || recover < 1 || recover > 2) return -2;
   const bool tr = transcript != 0;
-#define POUW_TILE(H, W_) if (th == H && tw == W_) return run_tile<H, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr, geometry);
+#define POUW_TILE(H, W_) if (th == H && tw == W_) return run_tile<H, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr, geometry, recover);
   POUW_TILE(16, 16) POUW_TILE(16, 8) POUW_TILE(32, 16) POUW_TILE(16, 32) POUW_TILE(32, 32) POUW_TILE(64, 16)
   POUW_TILE(16, 64) POUW_TILE(32, 64)
 #undef POUW_TILE

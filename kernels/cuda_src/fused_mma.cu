@@ -154,11 +154,63 @@ __device__ __forceinline__ void gemm_range(int (&acc)[G::MI][G::NI][4], unsigned
   __syncthreads();  // the shared buffers are free for the next range
 }
 
+// corr = sum_i 128^i U_i V_i (Horner, mod 2^32) for this warp's sub-block; corr's previous contents are discarded
+template <class G>
+__device__ __forceinline__ void correction(int (&corr)[G::MI][G::NI][4], unsigned (&msg)[G::W], signed char* smem,
+                                           const signed char* u, const signed char* vt, int rows_u, int rows_v,
+                                           int digits, int CW, int tid, int lane, int wrow, int wcol) {
+#pragma unroll
+  for (int mi = 0; mi < G::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < G::NI; ++ni)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) corr[mi][ni][j] = 0;
+  const long long ldu = (long long)digits * CW;
+  for (int i = digits - 1; i >= 0; --i) {
+#pragma unroll
+    for (int mi = 0; mi < G::MI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < G::NI; ++ni)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) corr[mi][ni][j] = static_cast<int>(static_cast<unsigned>(corr[mi][ni][j]) << 7);
+    gemm_range<G, false>(corr, msg, smem, u + i * CW, ldu, rows_u, vt + i * CW, ldu, rows_v, CW / KSTEP, 1, tid,
+                         lane, wrow, wcol);
+  }
+}
+
+// C[rows, cols of this warp's accumulators] = acc, or with SUB, C -= acc (read-modify-write of what this
+// thread stored); regs 2h, 2h + 1 are one row, two adjacent columns (N is a multiple of 8: int2 stores)
+template <class G, bool SUB>
+__device__ __forceinline__ void store_c(const int (&acc)[G::MI][G::NI][4], int* c, int M, int N, int row0,
+                                        int col0, int lane) {
+#pragma unroll
+  for (int mi = 0; mi < G::MI; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < G::NI; ++ni)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int row = row0 + 16 * mi + c_row(lane, 2 * h), col = col0 + 8 * ni + c_col(lane, 2 * h);
+        if (row < M && col < N) {
+          int2* p = reinterpret_cast<int2*>(c + (long long)row * N + col);
+          int2 v = make_int2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+          if (SUB) {
+            const int2 old = *p;
+            v = make_int2(static_cast<int>(static_cast<unsigned>(old.x) - static_cast<unsigned>(v.x)),
+                          static_cast<int>(static_cast<unsigned>(old.y) - static_cast<unsigned>(v.y)));
+          }
+          *p = v;
+        }
+      }
+}
+
 }  // namespace pouw
 
 // One BM x BN block of C (C' without a correction) and, with TRANSCRIPT, its tiles' messages
 // (int32 words of a (M/TH, N/TW, 16) tensor). Block order: block_of (mma_fold.h).
-template <int BM, int BN, int WM, int WN, int STAGES, int TH, int TW, bool TRANSCRIPT, bool RECOVER>
+// RECOVER: 0 none (C = C'); 1 C = C' - correction in a second accumulator (C' never stored); 2 C' stored, then the
+// correction computed in the same registers and subtracted from C in place (half the accumulator registers, one
+// more pass over the block of C, which the same threads just wrote).
+template <int BM, int BN, int WM, int WN, int STAGES, int TH, int TW, bool TRANSCRIPT, int RECOVER>
 __global__ void __launch_bounds__(pouw::Cfg<BM, BN, WM, WN, STAGES, TH, TW>::NT)
     pouw_fused_mma(const signed char* __restrict__ a, const signed char* __restrict__ bt, int* __restrict__ c,
                    int* __restrict__ msgs, const signed char* __restrict__ u, const signed char* __restrict__ vt,
@@ -183,47 +235,8 @@ __global__ void __launch_bounds__(pouw::Cfg<BM, BN, WM, WN, STAGES, TH, TW>::NT)
 #pragma unroll
   for (int w = 0; w < G::W; ++w) msg[w] = 0;
 
-  gemm_range<G, TRANSCRIPT>(acc, msg, smem, a + (long long)m0 * K, K, M - m0,
-                                                     bt + (long long)n0 * K, K, N - n0, K / KSTEP, R / KSTEP,
-                                                     tid, lane, wrow, wcol);
-  if (RECOVER) {  // C = C' - sum_i 128^i U_i V_i, Horner order in a second accumulator, mod 2^32
-    int corr[G::MI][G::NI][4];
-#pragma unroll
-    for (int mi = 0; mi < G::MI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < G::NI; ++ni)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) corr[mi][ni][j] = 0;
-    const long long ldu = (long long)digits * CW;
-    for (int i = digits - 1; i >= 0; --i) {
-#pragma unroll
-      for (int mi = 0; mi < G::MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < G::NI; ++ni)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) corr[mi][ni][j] = static_cast<int>(static_cast<unsigned>(corr[mi][ni][j]) << 7);
-      gemm_range<G, false>(corr, msg, smem, u + (long long)m0 * ldu + i * CW, ldu, M - m0,
-                                                    vt + (long long)n0 * ldu + i * CW, ldu, N - n0, CW / KSTEP, 1,
-                                                    tid, lane, wrow, wcol);
-    }
-#pragma unroll
-    for (int mi = 0; mi < G::MI; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < G::NI; ++ni)
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          acc[mi][ni][j] = static_cast<int>(static_cast<unsigned>(acc[mi][ni][j]) - static_cast<unsigned>(corr[mi][ni][j]));
-  }
-#pragma unroll
-  for (int mi = 0; mi < G::MI; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < G::NI; ++ni)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {  // regs 2h, 2h+1: one row, two adjacent columns (N is a multiple of 8)
-        const int row = m0 + wrow + 16 * mi + c_row(lane, 2 * h), col = n0 + wcol + 8 * ni + c_col(lane, 2 * h);
-        if (row < M && col < N)
-          *reinterpret_cast<int2*>(c + (long long)row * N + col) = make_int2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
-      }
+  gemm_range<G, TRANSCRIPT>(acc, msg, smem, a + (long long)m0 * K, K, M - m0, bt + (long long)n0 * K, K, N - n0,
+                            K / KSTEP, R / KSTEP, tid, lane, wrow, wcol);
   if (TRANSCRIPT) {
     const int tw = owner_tile<G::T>(lane), tiles_n = N / TW;
     const int ti = (m0 + wrow) / TH + tw / (WN / TW), tj = (n0 + wcol) / TW + tw % (WN / TW);
@@ -232,5 +245,22 @@ __global__ void __launch_bounds__(pouw::Cfg<BM, BN, WM, WN, STAGES, TH, TW>::NT)
 #pragma unroll
       for (int w = 0; w < G::W; ++w) out[w] = static_cast<int>(msg[w]);
     }
+  }
+  const long long ldu = (long long)digits * CW;
+  if (RECOVER == 1) {
+    int corr[G::MI][G::NI][4];
+    correction<G>(corr, msg, smem, u + m0 * ldu, vt + n0 * ldu, M - m0, N - n0, digits, CW, tid, lane, wrow, wcol);
+#pragma unroll
+    for (int mi = 0; mi < G::MI; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < G::NI; ++ni)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          acc[mi][ni][j] = static_cast<int>(static_cast<unsigned>(acc[mi][ni][j]) - static_cast<unsigned>(corr[mi][ni][j]));
+  }
+  store_c<G, false>(acc, c, M, N, m0 + wrow, n0 + wcol, lane);
+  if (RECOVER == 2) {
+    correction<G>(acc, msg, smem, u + m0 * ldu, vt + n0 * ldu, M - m0, N - n0, digits, CW, tid, lane, wrow, wcol);
+    store_c<G, true>(acc, c, M, N, m0 + wrow, n0 + wcol, lane);
   }
 }
