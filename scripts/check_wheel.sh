@@ -12,10 +12,14 @@ trap 'rm -rf "$WORK"' EXIT
 say() { echo "check_wheel: $*"; }
 fail() { echo "check_wheel: FAIL: $*" >&2; exit 1; }
 
-# build with the checkout's venv (setuptools is there; no isolated build env to download)
-BUILD_PY=.venv/bin/python; [ -x "$BUILD_PY" ] || BUILD_PY=$PY
-"$BUILD_PY" -m pip wheel . --no-deps --no-build-isolation -q -w "$WORK/dist" >"$WORK/build.log" 2>&1 \
-  || { cat "$WORK/build.log"; fail "wheel build"; }
+# build from a copy of the files git sees (tracked and new, not ignored: no stale build/ of an earlier build), with
+# the checkout's venv (setuptools is there; no isolated build env to download)
+BUILD_PY=$ROOT/.venv/bin/python; [ -x "$BUILD_PY" ] || BUILD_PY=$PY
+mkdir "$WORK/src"
+git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null \
+  | tar -xf - -C "$WORK/src"
+(cd "$WORK/src" && "$BUILD_PY" -m pip wheel . --no-deps --no-build-isolation -q -w "$WORK/dist") \
+  >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; fail "wheel build"; }
 WHL=$(ls "$WORK"/dist/*.whl)
 say "built $(basename "$WHL")"
 
