@@ -4,11 +4,13 @@ Starts `pouw devnet --nodes N --network regtest` (child processes on 127.0.0.1, 
 jobs), takes its funded wallet, and submits jobs one after another through the SDK (node.client) to node 0:
 `--small` jobs of `--small-shape` and `--large` jobs of `--large-shape`, interleaved. A job's latency is
 the time from the submit call to a verified C in the client's hands (padding, upload, the chain's
-submit / claim / result, download, H_C and Freivalds check). Prints one JSON object: latency_p50_s,
+submit / claim / result, download, H_C and Freivalds check; the SDK hands C over as soon as it has checked
+the pending result's C, before the result is mined). Prints one JSON object: latency_p50_s,
 latency_p95_s (all jobs; linear-interpolated percentiles), per-class figures, and block_interval_s, the
 mean block interval seen by node 0 during the run (elapsed time / blocks), and from the receipts the
 median number of blocks between the submit's and the result's block (0: submit, claim and result in one
-block).
+block), c_before_result_mined (jobs whose C was checked while the node's tip was below the result's block)
+and after_post_p50_s / _p95_s (from the submit transaction sent, i.e. without padding and upload).
 """
 from __future__ import annotations
 
@@ -108,6 +110,8 @@ def run(args: argparse.Namespace) -> dict:
                     order.append("small")
                     smalls -= 1
             lat: dict[str, list[float]] = {"small": [], "large": []}
+            posted: dict[str, list[float]] = {"small": [], "large": []}   # from the submit tx sent (after upload)
+            early: list[bool] = []  # C in hand while the chain's tip was below the result's block
             failures: list[str] = []
             chain_blocks: list[int] = []  # result height - submit height, from the receipts
             h0, t0 = client.height(), time.monotonic()
@@ -118,14 +122,20 @@ def run(args: argparse.Namespace) -> dict:
                 t = time.monotonic()
                 try:
                     res = client.submit_job(key, a, b, None, True, timeout=args.job_timeout)
-                    took = time.monotonic() - t
+                    took = time.monotonic() - t       # submit call -> a checked C in hand (the latency)
                     lat[cls].append(took)
+                    if res.latency_s is not None:
+                        posted[cls].append(res.latency_s)
+                    st = res.confirm(args.job_timeout)   # not timed: the result mined, for the receipt
+                    if st.outcome != "confirmed":
+                        raise JobFailed(res.job_id, st.outcome, st.message)
                     rc = res.receipt or {}
                     if rc.get("submit") and rc.get("result"):
                         chain_blocks.append(rc["result"]["height"] - rc["submit"]["height"])
-                    say(f"job {i} {cls} {m}x{k}x{n}: {took:.2f} s (receipt heights: submit "
-                        f"{(res.receipt or {}).get('submit', {}).get('height')}, result "
-                        f"{((res.receipt or {}).get('result') or {}).get('height')})")
+                        early.append(res.height is not None and res.height < rc["result"]["height"])
+                    say(f"job {i} {cls} {m}x{k}x{n}: {took:.2f} s (C in hand at height {res.height}, job "
+                        f"{res.status if res.confirmed else 'not yet resulted'}; receipt heights: submit "
+                        f"{(rc.get('submit') or {}).get('height')}, result {(rc.get('result') or {}).get('height')})")
                 except (JobFailed, ClientError) as e:
                     failures.append(f"{cls}: {e}")
                     say(f"job {i} {cls}: FAILED {e}")
@@ -149,6 +159,8 @@ def run(args: argparse.Namespace) -> dict:
             "block_interval_s": round((t1 - t0) / blocks, 3) if blocks > 0 else None,
             "blocks": blocks, "wall_s": round(t1 - t0, 1), "small": per["small"], "large": per["large"],
             "result_minus_submit_blocks_p50": _pct([float(x) for x in chain_blocks], 50),
+            "c_before_result_mined": sum(early), "after_post_p50_s": _pct(posted["small"] + posted["large"], 50),
+            "after_post_p95_s": _pct(posted["small"] + posted["large"], 95),
             "latency_in_blocks_p50": round(_pct(every, 50) / ((t1 - t0) / blocks), 2) if blocks > 0 and every else None}
 
 

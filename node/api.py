@@ -35,6 +35,7 @@ API = "/api/v1"
 MAX_WORK_RATE = 1e21       # MAC/s a remote worker may report (far above any device; finite JSON)
 _UINT = re.compile(r"[0-9]{1,18}")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JOB_WAIT_MAX_S = 30          # longest long-poll of GET /jobs/{id}?wait=
 
 
 class ApiError(Exception):
@@ -464,18 +465,30 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
 
     @r.get(API + "/jobs/{id}")
     async def get_job(request):
+        """The job's record. Long-poll: with `wait=S` (seconds, at most 30), `status=X` and `pending=H` (the
+        status and pending result h_c the client saw last, H empty for none), a job still in that state is
+        answered only after the next block or job transaction (or S seconds)."""
         jid = hexarg(request.match_info["id"], "job id", 32)
+        wait = min(JOB_WAIT_MAX_S, query_int(request, "wait", 0))
+        seen = (request.query.get("status"), request.query.get("pending", ""))
+        d = job_doc(jid)
+        if wait and seen[0] is not None and (d["status"], (d.get("pending_result") or {}).get("h_c", "")) == seen:
+            await node.wait_job_event(wait)
+            d = job_doc(jid)
+        return _json(d)
+
+    def job_doc(jid: bytes) -> dict:
         rec = node.chain.get_job(jid)
         if rec is None:
             if node.mempool.get(jid) is not None:
-                return _json({"job_id": jid.hex(), "status": "pending", "height": node.chain.height,
-                              "pending_result": pending_result(jid)})
+                return {"job_id": jid.hex(), "status": "pending", "height": node.chain.height,
+                        "pending_result": pending_result(jid)}
             raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
         d = job_json(jid, rec)
         d["height"] = node.chain.height
         if rec.status_name in ("open", "claimed"):
             d["pending_result"] = pending_result(jid)
-        return _json(d)
+        return d
 
     def pending_result(jid: bytes) -> dict | None:
         """A result for `jid` waiting in the mempool (admitted only while this node holds its C, so C can

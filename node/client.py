@@ -34,6 +34,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,12 @@ import numpy as np
 
 from node.blobs import BlobError, blob_hash, blob_role, decode_array, encode_array
 from pouw.errors import JobError
+
+POLL_MIN_S = 0.02      # first sleep between polls of a node without long-poll; grows by half each time
+POLL_MAX_S = 0.5       # longest sleep between polls (wait_job's `poll`)
+LONG_POLL_S = 10       # seconds a long-poll (GET /jobs/{id}?wait=) may be held by the node
+GRACE_S = 5.0          # an on-chain result's C unavailable this long: challenge it (data availability)
+WATCH_S = 3600.0       # longest a background watcher follows a job handed over before its result was mined
 
 
 class ClientError(RuntimeError):
@@ -61,13 +68,14 @@ class JobFailed(RuntimeError):
     no-result or timeout."""
 
     def __init__(self, job_id: str, reason: str, message: str, record: dict | None = None,
-                 dispute_txid: str | None = None):
+                 dispute_txid: str | None = None, challenge_txid: str | None = None):
         super().__init__(f"job {job_id[:16]}…: {reason}: {message}")
         self.job_id = job_id
         self.reason = reason
         self.message = message
         self.record = record or {}
         self.dispute_txid = dispute_txid
+        self.challenge_txid = challenge_txid
 
 
 @dataclass
@@ -89,15 +97,71 @@ class Submitted:
 
 @dataclass
 class JobResult:
+    """A verified C. `confirmed` False: C came from a pending result (checked against its H_C and by
+    Freivalds) before the result was mined; a background thread follows the job (`confirm`, `settle`)."""
+
     job_id: str
     c: np.ndarray              # exact A·B, int32, the client's shape
     fee: int
-    status: str                # resulted or released
+    status: str                # the job's status when C was verified: pending/open/claimed, resulted, released
     h_c: str
     miner: str | None
     record: dict = field(repr=False, default_factory=dict)
-    receipt: dict | None = field(repr=False, default=None)   # submit/claim/result txids and heights
-    latency_s: float | None = None      # submit (or wait) call to a verified C, seconds
+    receipt: dict | None = field(repr=False, default=None)   # submit/claim/result txids and heights (None until
+    latency_s: float | None = None      # submit (or wait) call to a verified C, seconds       the result is mined)
+    confirmed: bool = True              # the chain holds the result with this H_C
+    height: int | None = None           # the node's chain height when C was verified
+    _client: "Client | None" = field(default=None, repr=False, compare=False)
+    _watch: "_Watcher | None" = field(default=None, repr=False, compare=False)
+    _settlement: "Settlement | None" = field(default=None, repr=False, compare=False)
+
+    def confirm(self, timeout: float = 600.0) -> "Settlement":
+        """Wait until the chain holds this job's result (or the job ended otherwise) and say how
+        (Settlement: outcome confirmed, disputed, slashed, refunded, ...). Updates `receipt`, `status`,
+        `confirmed`. Returns at once for a result that was on chain when C was verified."""
+        if self._watch is None:
+            s = self._settlement or Settlement("released" if self.status == "released" else "confirmed",
+                                               self.status, "the result was on chain when C was verified",
+                                               receipt=self.receipt)
+        else:
+            with self._watch.cond:
+                self._watch.cond.wait_for(lambda: self._settlement is not None, timeout)
+                s = self._settlement
+            if s is None:
+                return Settlement("timeout", self.status, f"the result was not mined within {timeout:.0f} s")
+        self._settlement = s
+        self.status = s.status
+        self.confirmed = s.outcome in ("confirmed", "released")
+        if s.receipt is not None:
+            self.receipt = s.receipt
+        return s
+
+    def settle(self, timeout: float = 600.0) -> "Settlement":
+        """`confirm`, then wait until the job settles on chain (the challenge window closes: released,
+        the miner paid). Returns the Settlement with the receipt's `settled` entry."""
+        end = time.monotonic() + timeout
+        s = self.confirm(timeout)
+        if s.outcome != "confirmed" or self._client is None:
+            return s
+        cl = self._client
+        backoff = _Backoff(POLL_MAX_S)
+        while True:
+            rec = cl.job_status(self.job_id)
+            if rec["status"] not in ("resulted", "challenged"):
+                break
+            if time.monotonic() > end:
+                return Settlement("timeout", rec["status"], f"not settled within {timeout:.0f} s (settles at "
+                                  f"height {rec.get('challenge_until')})", receipt=self.receipt)
+            cl._pause(self.job_id, rec, backoff, end)
+        try:
+            self.receipt = cl.receipt(self.job_id)
+        except ClientError:
+            pass
+        self.status = rec["status"]
+        out = "released" if rec["status"] == "released" else rec["status"]
+        s = Settlement(out, rec["status"], f"settled at height {rec.get('closed_height')}", receipt=self.receipt)
+        self._settlement = s
+        return s
 
 
 def _load_key(wallet):
@@ -427,42 +491,66 @@ class Client:
         return Submitted(jid, rec["fee"], 0, rec["deadline"], cs, (m, k, n), ta, tb, job, rec["blob_a"], rec["blob_b"])
 
     def fetch_job(self, job_id: str, wallet=None, *, shape: tuple[int, ...] | None = None, rounds: int = 2,
-                  timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> JobResult:
-        """Download and verify the C of a job that has a result now (H_C and Freivalds; a wrong C is
-        disputed with `wallet` while the window is open). Raises JobFailed("no-result") otherwise."""
+                  timeout: float = 60.0, grace_s: float = GRACE_S,
+                  progress: Callable[[str], None] | None = None) -> JobResult:
+        """Download and verify the C of a job that has a result now: on chain, or pending (a result waiting
+        in the node's mempool, whose C the node holds; the JobResult is then unconfirmed and watched, see
+        `wait_job`). H_C and Freivalds; a wrong on-chain C is disputed with `wallet` while the window is
+        open. Raises JobFailed("no-result") when there is no result."""
         jid = _hexid(job_id)
         rec = self.job_status(jid)
-        if rec["status"] not in ("resulted", "released"):
+        key = _load_key(wallet) if wallet is not None else None
+        pr = rec.get("pending_result")
+        if rec["status"] in ("open", "claimed") and pr:
+            sub = self.handle(jid, shape)
+            res = self._try_pending(sub, rec, pr, rounds, progress, time.monotonic())
+            if res is not None:
+                _Watcher(self, key, rounds, progress).watch(res, sub)
+                return res
+        if rec["status"] not in ("resulted", "released", "challenged"):
             raise JobFailed(jid, _failure_reason(rec["status"]), f"job is {rec['status']}: no result to fetch", rec)
         sub = self.handle(jid, shape)
-        key = _load_key(wallet) if wallet is not None else None
-        return self._check_result(sub, rec, key, rounds, progress, timeout=timeout, t0=time.monotonic())
+        return self._check_result(sub, rec, key, rounds, progress, timeout=timeout, t0=time.monotonic(),
+                                  grace_s=grace_s)
 
     def wait_job(self, sub: "Submitted | str", wallet=None, *, timeout: float = 600.0, rounds: int = 2,
-                 poll: float = 0.25, shape: tuple[int, ...] | None = None,
+                 poll: float = POLL_MAX_S, shape: tuple[int, ...] | None = None, grace_s: float = GRACE_S,
                  progress: Callable[[str], None] | None = None) -> JobResult:
-        """Wait for a job's result and verify it (dispute with `wallet` when wrong; without a wallet a wrong
-        result only raises). `sub` is a Submitted handle or a job id (then A, B come from the node, and
-        `shape` crops C as in `handle`)."""
+        """Wait for a job's C and verify it (H_C and Freivalds). Returns as soon as a verified C is in hand:
+        usually from the *pending* result (a miner's result waiting in the node's mempool, whose C the node
+        holds), before it is mined; then `JobResult.confirmed` is False and a background thread follows
+        the job on chain: if the mined result differs from the C handed over it is disputed (or, its C
+        unavailable, challenged) with `wallet`. `res.confirm()` waits for the result to be mined,
+        `res.settle()` for the settlement (docs/jobs-client.md).
+        A wrong on-chain C is disputed with `wallet` (without one it only raises); an on-chain C that
+        cannot be fetched for `grace_s` seconds is challenged (data availability) with `wallet`, and the
+        answer followed. `sub` is a Submitted handle or a job id (then A, B come from the node, and `shape`
+        crops C as in `handle`)."""
         out = self.wait_jobs([sub], wallet, timeout=timeout, rounds=rounds, poll=poll, shape=shape,
-                             progress=progress)[0]
+                             grace_s=grace_s, progress=progress)[0]
         if isinstance(out, JobFailed):
             raise out
         return out
 
-    def wait_jobs(self, subs: list, wallet=None, *, timeout: float = 600.0, rounds: int = 2, poll: float = 0.25,
-                  shape: tuple[int, ...] | None = None,
+    def wait_jobs(self, subs: list, wallet=None, *, timeout: float = 600.0, rounds: int = 2,
+                  poll: float = POLL_MAX_S, shape: tuple[int, ...] | None = None, grace_s: float = GRACE_S,
                   progress: Callable[[str], None] | None = None) -> list:
-        """Wait for several jobs at once; returns a JobResult or a JobFailed per job, in order."""
+        """Wait for several jobs at once (as `wait_job`); returns a JobResult or a JobFailed per job, in order.
+        One thread follows the jobs whose C was handed over before their result was mined."""
         key = _load_key(wallet) if wallet is not None else None
         end = time.monotonic() + timeout
         t0 = time.monotonic()
         out: list = [None] * len(subs)
         last: dict[int, tuple] = {}
+        handles: dict[int, Submitted] = {i: s for i, s in enumerate(subs) if isinstance(s, Submitted)}
+        tried: dict[int, set] = {i: set() for i in range(len(subs))}   # pending h_c already fetched and checked
+        watcher: _Watcher | None = None
+        pause = _Backoff(poll)
         while True:
             todo = [i for i, o in enumerate(out) if o is None]
             if not todo:
                 return out
+            first = None
             for i in todo:
                 s = subs[i]
                 jid = s.job_id if isinstance(s, Submitted) else _hexid(s)
@@ -476,20 +564,61 @@ class Client:
                 if progress and (st, rec.get("height")) != last.get(i):
                     last[i] = (st, rec.get("height"))
                     progress(self._progress_line(jid, rec))
-                if st in ("resulted", "released"):
-                    try:
-                        sub = s if isinstance(s, Submitted) else self.handle(jid, shape)
-                        started = getattr(sub, "started", t0)
+                pr = rec.get("pending_result")
+                try:
+                    if st in ("pending", "open", "claimed") and pr and pr["h_c"] not in tried[i] \
+                            and (st != "pending" or i in handles):
+                        tried[i].add(pr["h_c"])
+                        if i not in handles:
+                            handles[i] = self.handle(jid, shape)
+                        sub = handles[i]
+                        res = self._try_pending(sub, rec, pr, rounds, progress, getattr(sub, "started", t0))
+                        if res is not None:
+                            out[i] = res
+                            if watcher is None:
+                                watcher = _Watcher(self, key, rounds, progress)
+                            watcher.watch(res, sub)
+                            continue
+                    if st in ("resulted", "released", "challenged"):
+                        if i not in handles:
+                            handles[i] = self.handle(jid, shape)
+                        sub = handles[i]
                         out[i] = self._check_result(sub, rec, key, rounds, progress,
-                                                    timeout=max(5.0, end - time.monotonic()), t0=started)
-                    except JobFailed as e:
-                        out[i] = e
-                elif st in _FAILED:
+                                                    timeout=max(5.0, end - time.monotonic()),
+                                                    t0=getattr(sub, "started", t0), grace_s=grace_s)
+                        continue
+                except JobFailed as e:
+                    out[i] = e
+                    continue
+                if st in _FAILED:
                     out[i] = JobFailed(jid, _failure_reason(st), _FAILED[st].format(fee=rec.get("fee")), rec)
                 elif time.monotonic() > end:
                     out[i] = JobFailed(jid, "timeout", f"still {st} after {timeout:.0f} s", rec)
-            if any(o is None for o in out):
-                time.sleep(poll)
+                elif first is None:
+                    first = (jid, rec)
+            if first is not None:
+                self._pause(*first, pause, end)
+
+    # --- waiting for a change ----------------------------------------------------------------------------
+    def _pause(self, jid: str, rec: dict, backoff: "_Backoff", end: float) -> None:
+        """Until the job's view may have changed: a long-poll on the node (`?wait=`: answered at the next
+        block or job transaction), or, from a node that answers at once (no long-poll, too many waiters),
+        a sleep that backs off from POLL_MIN_S to the caller's `poll`."""
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        wait = int(max(1, min(LONG_POLL_S, left, self.timeout - 5)))
+        pending = (rec.get("pending_result") or {}).get("h_c", "")
+        t = time.monotonic()
+        try:
+            self.call("GET", f"/api/v1/jobs/{jid}?wait={wait}&status={rec['status']}&pending={pending}")
+        except ClientError as e:
+            if e.code == "node-unreachable":
+                raise
+        if time.monotonic() - t < POLL_MIN_S:
+            time.sleep(min(backoff.next(), max(0.0, end - time.monotonic())))
+        else:
+            backoff.reset()
 
     def _progress_line(self, jid: str, rec: dict) -> str:
         st = rec["status"]
@@ -507,25 +636,137 @@ class Client:
             line += f", estimate ~{p['estimate_blocks']} blocks (~{p['estimate_s']:.0f} s)"
         return line
 
+    # --- checking C ----------------------------------------------------------------------------------------
+    def _try_pending(self, sub: Submitted, rec: dict, pr: dict, rounds: int, progress,
+                     t0: float | None) -> "JobResult | None":
+        """C of a pending result (the node holds it): fetched by its h_c, checked against it and by
+        Freivalds. A verified JobResult (unconfirmed), or None (not served, or wrong: a wrong C is disputed
+        once its result is mined)."""
+        import torch
+        from pouw.freivalds import freivalds
+        m, _, n = sub.padded
+        try:
+            c = decode_array(self.get_blob(pr["h_c"]), "int32", (m, n))   # the blob commits to its address h_c
+        except (ClientError, BlobError):
+            return None
+        ct = torch.from_numpy(c)
+        bad = freivalds(sub.a, sub.b, ct, sub.job, bytes.fromhex(pr["h_c"]), rounds=rounds)
+        if bad:
+            if progress:
+                progress(f"job {sub.job_id[:16]}… the pending result's C is WRONG (rows {bad[:5]}); waiting for it "
+                         "to be mined to dispute it")
+            return None
+        lat = time.monotonic() - t0 if t0 is not None else None
+        if progress:
+            progress(f"job {sub.job_id[:16]}… C verified (H_C and Freivalds x{rounds}) from the pending result"
+                     + (f", {lat:.2f} s after submit" if lat is not None else "")
+                     + f"; job {rec['status']} at height {rec.get('height')}, the result is not mined yet")
+        return JobResult(sub.job_id, c[:sub.shape[0], :sub.shape[2]].copy(), rec.get("fee", sub.fee), rec["status"],
+                         pr["h_c"], pr.get("miner"), rec, None, lat, confirmed=False, height=rec.get("height"),
+                         _client=self)
+
+    def _fetch_c(self, sub: Submitted, rec: dict, key, progress, end: float, grace_s: float):
+        """The C of an on-chain result, downloaded by blob_c (= H_C). Data availability: while it cannot be
+        fetched, after `grace_s` seconds (or half the challenge window) the client's wallet challenges the
+        job once (docs/jobs.md); an answer with a wrong row is disputed with the fraud proof built from
+        it. Returns (C, record) or raises JobFailed: slashed (challenge unanswered: escrow and bond came
+        back), wrong-result (an answered row disproved), unverifiable (no C and nothing to prove)."""
+        jid = sub.job_id
+        m, _, n = sub.padded
+        first_fail = None
+        challenge_txid = None
+        answer_seen = 0
+        backoff = _Backoff(POLL_MAX_S)
+        while True:
+            try:
+                return decode_array(self.get_blob(rec["blob_c"]), "int32", (m, n)), rec
+            except (ClientError, BlobError) as e:
+                err = e
+            now = time.monotonic()
+            first_fail = first_fail or now
+            cur = self.job_status(jid)
+            st = cur["status"]
+            if st in ("resulted", "challenged"):
+                rec = cur
+            if st == "slashed":
+                why = ("the miner did not answer the data-availability challenge" if cur.get("challenge_height")
+                       and not cur.get("answer_height") else "the result was disproved")
+                raise JobFailed(jid, "slashed", f"{why}: escrow {cur.get('fee')} and bond {cur.get('bond')} went to "
+                                f"the client (C was never served: {err})", cur, challenge_txid=challenge_txid)
+            if st not in ("resulted", "challenged") or now > end:
+                note = " (the challenge's rows were answered correctly)" if answer_seen else ""
+                raise JobFailed(jid, "unverifiable", f"cannot fetch a valid C blob from {self.url}: {err}; "
+                                f"job {st}{note}", cur, challenge_txid=challenge_txid)
+            if st == "resulted" and cur.get("answer_height") and cur["answer_height"] != answer_seen:
+                answer_seen = cur["answer_height"]
+                proof = self._disproving_answer(sub, cur)
+                if proof is not None:
+                    if key is None:
+                        raise JobFailed(jid, "wrong-result", f"the answer to the challenge opens a wrong row "
+                                        f"{proof.i} of C; no wallet to dispute with", cur, challenge_txid=challenge_txid)
+                    txid = self._send_dispute(key, jid, proof)
+                    if progress:
+                        progress(f"job {jid[:16]}… the answer to the challenge opens a WRONG row {proof.i}; "
+                                 f"dispute {txid[:16]}… filed")
+                    cur = self._await_dispute(jid, cur, end)
+                    raise JobFailed(jid, "wrong-result", f"C was withheld and the miner's answer to the challenge "
+                                    f"has a wrong row {proof.i}; dispute filed, job {cur['status']}", cur,
+                                    dispute_txid=txid, challenge_txid=challenge_txid)
+            if key is not None and st == "resulted" and challenge_txid is None and not cur.get("challenge_height") \
+                    and cur.get("client") == key.address.hex():
+                window = self.cfg.jobs.challenge_window
+                late = cur["height"] >= cur["challenge_until"] - max(1, window // 2)
+                if now - first_fail >= grace_s or late:
+                    challenge_txid = self.challenge_job(key, jid)
+                    if progress:
+                        progress(f"job {jid[:16]}… C unavailable for {now - first_fail:.1f} s ({err}); "
+                                 f"data-availability challenge {challenge_txid[:16]}… filed")
+            self._pause(jid, cur, backoff, end)
+
+    def _disproving_answer(self, sub: Submitted, rec: dict):
+        """A FraudProof from the answer to this job's challenge when it opens a wrong row of C (the chain
+        checked the openings against H_C; the client has A and B), else None."""
+        import numpy as np
+        from chain.tx import decode_tx
+        from pouw.commit import tree_a, tree_b
+        from pouw.freivalds import FraudProof
+        ans = (self.receipt(sub.job_id) or {}).get("answer")
+        if not ans:
+            return None
+        doc = self.call("GET", f"/api/v1/tx/{ans['txid']}")
+        tx = decode_tx(bytes.fromhex(doc["tx"]["raw"]), self.cfg.max_tx_bytes)
+        if tx.txid.hex() != ans["txid"]:
+            raise ClientError("bad-response", f"{self.url} served another transaction for {ans['txid']}")
+        a = np.asarray(sub.a).astype(np.int64)
+        b = np.asarray(sub.b)
+        for row in tx.payload.rows:
+            got = np.frombuffer(row.c_row, dtype="<i4").astype(np.int64)
+            want = a[row.i] @ b.astype(np.int64)
+            wrong = np.flatnonzero(got != want)
+            if wrong.size:
+                i, j = int(row.i), int(wrong[0])
+                return FraudProof(i, j, np.asarray(sub.a)[i].tobytes(), np.ascontiguousarray(b[:, j]).tobytes(),
+                                  row.c_row, tuple(tree_a(sub.a).open_range(i, 1)),
+                                  tuple(tree_b(sub.b).open_range(j, 1)), tuple(row.path))
+        return None
+
+    def _await_dispute(self, jid: str, rec: dict, end: float) -> dict:
+        """The job's record once the dispute was mined (status no longer resulted), or at `end`."""
+        backoff = _Backoff(POLL_MAX_S)
+        while time.monotonic() < end:
+            cur = self.job_status(jid)
+            if cur["status"] != "resulted":
+                return cur
+            self._pause(jid, cur, backoff, end)
+        return rec
+
     def _check_result(self, sub: Submitted, rec: dict, key, rounds: int, progress, timeout: float,
-                      t0: float | None = None) -> JobResult:
+                      t0: float | None = None, grace_s: float = GRACE_S) -> JobResult:
         import torch
         from pouw.commit import commit_result
         from pouw.freivalds import freivalds
-        m, k, n = sub.padded
         end = time.monotonic() + timeout
-        while True:  # the blob may need a moment to reach this node
-            try:
-                data = self.get_blob(rec["blob_c"])
-                c = decode_array(data, "int32", (m, n))
-                break
-            except (ClientError, BlobError) as e:
-                cur = self.job_status(sub.job_id)
-                if time.monotonic() > end or (cur["status"] == "released" and rec["status"] == "released"):
-                    raise JobFailed(sub.job_id, "unverifiable", f"cannot fetch a valid C blob from {self.url}: {e}",
-                                    cur) from None
-                rec = cur if cur["status"] in ("resulted", "released") else rec
-                time.sleep(0.25)
+        c, rec = self._fetch_c(sub, rec, key, progress, end, grace_s)
         ct = torch.from_numpy(c)
         h_c = bytes.fromhex(rec["h_c"])
         if commit_result(ct) != h_c:
@@ -542,20 +783,15 @@ class Client:
             except ClientError:
                 rcpt = None
             return JobResult(sub.job_id, c[:sub.shape[0], :sub.shape[2]].copy(), rec["fee"], rec["status"],
-                             rec["h_c"], rec.get("miner"), rec, rcpt, lat)
+                             rec["h_c"], rec.get("miner"), rec, rcpt, lat, confirmed=True, height=rec.get("height"),
+                             _client=self)
         if key is None or rec["status"] != "resulted":
             raise JobFailed(sub.job_id, "wrong-result", f"C fails Freivalds in rows {bad[:5]}; "
                             + ("no wallet to dispute with" if key is None else "challenge window closed"), rec)
         txid = self.dispute(key, sub.job_id, sub.a, sub.b, ct, rows=bad)
         if progress:
             progress(f"job {sub.job_id[:16]}… WRONG RESULT (rows {bad[:5]}); dispute {txid[:16]}… filed")
-        while time.monotonic() < end:
-            cur = self.job_status(sub.job_id)
-            if cur["status"] != "resulted":
-                break
-            time.sleep(0.25)
-        else:
-            cur = rec
+        cur = self._await_dispute(sub.job_id, rec, end)
         raise JobFailed(sub.job_id, "wrong-result", f"the miner's C is wrong (Freivalds failed in rows {bad[:5]}); "
                         f"dispute filed, job {cur['status']}", cur, dispute_txid=txid)
 
@@ -563,7 +799,8 @@ class Client:
         """Data availability (docs/jobs.md): ask the miner of a resulted job of this wallet to open rows of C
         on chain (sampled from the hash of the block that includes the challenge). Unanswered within the
         answer window, the miner is slashed and the escrow and bond come back; the answer's rows
-        (`job_status(...)["answer_height"]`, tx kind 8) can be checked and disputed. Returns the txid."""
+        (`job_status(...)["answer_height"]`, tx kind 8) can be checked and disputed. Returns the txid.
+        `wait_job` files it by itself when C stays unavailable."""
         from chain.tx import make_job_challenge
         key = _load_key(wallet)
         acct = self.account(key.address)
@@ -574,18 +811,151 @@ class Client:
     def dispute(self, wallet, job_id: str, a, b, c, rows: list[int] | None = None, tx_fee: int = 1000) -> str:
         """Find a wrong entry of C (padded operands, the miner's full C) and file the fraud proof."""
         import torch
-        from chain.tx import make_job_dispute
         from pouw.freivalds import build_fraud_proof, find_wrong_entry
-        key = _load_key(wallet)
         a, b, c = (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)) for x in (a, b, c))
         ij = find_wrong_entry(a, b, c, rows if rows is not None else list(range(c.shape[0])))
         if ij is None:
             raise ClientError("fraud-not-proven", "no wrong entry found in C")
-        proof = build_fraud_proof(a, b, c, *ij)
+        return self._send_dispute(wallet, job_id, build_fraud_proof(a, b, c, *ij), tx_fee)
+
+    def _send_dispute(self, wallet, job_id: str, proof, tx_fee: int = 1000) -> str:
+        from chain.tx import make_job_dispute
+        key = _load_key(wallet)
         acct = self.account(key.address)
         tx = make_job_dispute(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), proof, tx_fee)
         self.send_tx(tx)
         return tx.txid.hex()
+
+
+class _Backoff:
+    """Sleep lengths for polling: POLL_MIN_S, growing by half each time, at most `cap`."""
+
+    def __init__(self, cap: float):
+        self.cap = max(POLL_MIN_S, cap)
+        self.cur = POLL_MIN_S
+
+    def next(self) -> float:
+        d = self.cur
+        self.cur = min(self.cap, self.cur * 1.5)
+        return d
+
+    def reset(self) -> None:
+        self.cur = POLL_MIN_S
+
+
+class _Watcher:
+    """Follows, in one daemon thread, the jobs whose C was handed over from a pending result, until the
+    chain shows their result (or they end otherwise): a mined result with the same H_C confirms; a
+    different one is checked like any result (its C fetched, disputed when wrong, challenged when
+    unavailable, the answer followed) while the client keeps the C it verified (C = A·B is unique)."""
+
+    def __init__(self, client: Client, key, rounds: int, progress, watch_s: float = WATCH_S):
+        self.client = client
+        self.key = key
+        self.rounds = rounds
+        self.progress = progress
+        self.end = time.monotonic() + watch_s
+        self.items: list[tuple[JobResult, Submitted]] = []
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, res: JobResult, sub: Submitted) -> None:
+        res._watch = self
+        with self.cond:
+            self.items.append((res, sub))
+            if self.thread is None:     # (the thread clears it, under the lock, when it runs out of jobs)
+                self.thread = threading.Thread(target=self._run, name=f"pouw-watch-{res.job_id[:8]}", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        backoff = _Backoff(POLL_MAX_S)
+        while True:
+            with self.cond:
+                todo = [(r, s) for r, s in self.items if r._settlement is None]
+                if not todo:
+                    self.thread = None
+                    return
+            first = None
+            for res, sub in todo:
+                try:
+                    rec = self.client.job_status(res.job_id)
+                    done = self._judge(res, sub, rec)
+                except ClientError as e:   # node unreachable for a while: keep trying until the end
+                    rec, done = None, None
+                    if time.monotonic() > self.end:
+                        done = Settlement("timeout", res.status, f"stopped watching: {e}")
+                except Exception as e:  # noqa: BLE001 - the thread must report, never die silently
+                    rec, done = None, Settlement("error", res.status, f"{type(e).__name__}: {e}")
+                if done is None and time.monotonic() > self.end:
+                    done = Settlement("timeout", rec["status"] if rec else res.status,
+                                      "the result was not mined while the client watched")
+                if done is not None:
+                    self._finish(res, done)
+                elif first is None and rec is not None:
+                    first = (res.job_id, rec)
+            if first is not None:
+                try:
+                    self.client._pause(*first, backoff, self.end)
+                except ClientError:
+                    time.sleep(backoff.next())
+
+    def _finish(self, res: JobResult, s: Settlement) -> None:
+        try:
+            s.receipt = self.client.receipt(res.job_id)
+        except ClientError:
+            pass
+        if self.progress:
+            self.progress(f"job {res.job_id[:16]}… {s.outcome}: {s.message}")
+        with self.cond:
+            res._settlement = s
+            self.cond.notify_all()
+
+    def _judge(self, res: JobResult, sub: Submitted, rec: dict) -> "Settlement | None":
+        st = rec["status"]
+        jid = res.job_id
+        if st in ("pending", "open", "claimed", "unknown"):
+            return None
+        if st in ("resulted", "challenged", "released") and rec.get("h_c") == res.h_c:
+            return Settlement("confirmed", st, f"the result with the C handed over was mined at height "
+                              f"{rec.get('result_height')}; settles at {rec.get('challenge_until')}")
+        if st in ("resulted", "challenged", "released"):
+            # another C was mined: the one handed over is A·B, so the chain's is wrong (or unavailable)
+            if self.progress:
+                self.progress(f"job {jid[:16]}… the mined result ({rec['h_c'][:16]}…) differs from the C handed "
+                              "over; checking it")
+            try:
+                self.client._check_result(sub, rec, self.key, self.rounds, self.progress,
+                                          timeout=max(5.0, self.end - time.monotonic()))
+            except JobFailed as e:
+                outcome = {"wrong-result": "disputed"}.get(e.reason, e.reason)
+                return Settlement(outcome, e.record.get("status", st), e.message, dispute_txid=e.dispute_txid,
+                                  challenge_txid=e.challenge_txid)
+            return Settlement("mismatch", st, "the mined result's C also passed the checks although its H_C "
+                              "differs from the C handed over: compare them (job " + jid + ")")
+        if st == "refunded":
+            return Settlement("refunded", st, f"no result was mined before the deadline: escrow {rec.get('fee')} "
+                              "refunded (the C handed over is correct)")
+        return Settlement(st, st, f"job {st}")
+
+
+@dataclass
+class Settlement:
+    """What the chain made of a job whose C the client holds (JobResult.confirm / settle). outcome:
+    confirmed (the result with this C is mined), released (settled: the miner is paid), disputed (another,
+    wrong C was mined and disproved: escrow and bond came back), slashed (a withheld C's challenge went
+    unanswered: escrow and bond came back), refunded (no result mined by the deadline), unverifiable,
+    mismatch, timeout, error."""
+
+    outcome: str
+    status: str
+    message: str = ""
+    dispute_txid: str | None = None
+    challenge_txid: str | None = None
+    receipt: dict | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        return {"outcome": self.outcome, "status": self.status, "message": self.message,
+                "dispute_txid": self.dispute_txid, "challenge_txid": self.challenge_txid}
 
 
 # terminal statuses without a result: the message for JobFailed

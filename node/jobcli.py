@@ -93,10 +93,12 @@ def journal_shape(wallet: str | None, job_id: str) -> tuple[int, ...] | None:
 
 
 # --- output -----------------------------------------------------------------------------------------------
-def _result_doc(res, out: str | None) -> dict:
+def _result_doc(res, out: str | None, settlement=None) -> dict:
     return {"job_id": res.job_id, "status": res.status, "fee": res.fee, "miner": res.miner, "h_c": res.h_c,
             "shape": list(res.c.shape), "out": out, "verified": True,
-            "latency_s": round(res.latency_s, 3) if res.latency_s is not None else None, "receipt": res.receipt}
+            "latency_s": round(res.latency_s, 3) if res.latency_s is not None else None,
+            "c_at_height": res.height, "confirmed": res.confirmed,
+            "settlement": settlement.to_json() if settlement is not None else None, "receipt": res.receipt}
 
 
 def _failed_doc(e) -> dict:
@@ -114,23 +116,38 @@ def _write(path: str | None, c: np.ndarray) -> None:
             raise UsageError(f"cannot write {path}: {e}") from None
 
 
-def _report(outs: list, paths: list[str | None], cmd: str) -> int:
-    """Print one JSON line per job (a single object for one job, {"jobs": [...]} for several); exit code."""
+def _report(outs: list, paths: list[str | None], cmd: str, settle: bool = False, timeout: float = 600.0) -> int:
+    """Write each verified C at once (it may come from a pending result, before the result is mined), then
+    wait for the results to be mined (`settle`: for the jobs to settle), then print one JSON line (a
+    single object for one job, {"jobs": [...]} for several); the exit code."""
     from node.client import JobFailed
+    for o, p in zip(outs, paths):
+        if not isinstance(o, JobFailed):
+            _write(p, o.c)
+            if p:
+                _progress(f"job {o.job_id[:16]}… C written to {p}"
+                          + ("" if o.confirmed else "; waiting for the result to be mined"
+                             + (" and settled" if settle else "")))
+    end = time.monotonic() + timeout
     docs = []
+    unsettled = 0
     for o, p in zip(outs, paths):
         if isinstance(o, JobFailed):
             docs.append(_failed_doc(o))
             _err(cmd, str(o))
         else:
-            _write(p, o.c)
-            docs.append(_result_doc(o, p))
+            left = max(1.0, end - time.monotonic())
+            st = o.settle(left) if settle else o.confirm(left)
+            if settle and st.outcome in ("timeout", "confirmed"):
+                unsettled += 1
+                _err(cmd, f"job {o.job_id[:16]}…: C verified, but not settled: {st.message}")
+            docs.append(_result_doc(o, p, st))
     failed = sum(1 for o in outs if isinstance(o, JobFailed))
     if len(docs) == 1:
         print(json.dumps(docs[0]))
     else:
         print(json.dumps({"jobs": docs, "verified": len(docs) - failed, "failed": failed}))
-    return 3 if failed else 0
+    return 3 if failed or unsettled else 0
 
 
 def _outs(args, count: int) -> list[str | None]:
@@ -171,7 +188,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(json.dumps(docs[0] if len(docs) == 1 else {"jobs": docs}))
         return 0
     res = client.wait_jobs(subs, args.wallet, timeout=args.timeout, progress=_progress)
-    return _report(res, outs, "submit")
+    return _report(res, outs, "submit", args.settle, args.timeout)
 
 
 def _wallet_for_dispute(args) -> str | None:
@@ -203,7 +220,7 @@ def _wait_or_fetch(args: argparse.Namespace, fetch: bool) -> int:
                 results.append(client.wait_job(jid, wallet, timeout=args.timeout, shape=shape, progress=_progress))
         except JobFailed as e:
             results.append(e)
-    return _report(results, outs, "fetch" if fetch else "wait")
+    return _report(results, outs, "fetch" if fetch else "wait", args.settle, args.timeout)
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -343,6 +360,8 @@ def add_arguments(sub) -> None:
     s.add_argument("--timeout", type=float, default=600.0)
     s.add_argument("--out", action="append", help="where to write C (.npy, int32); one per job")
     s.add_argument("--out-dir", default=None, help="write C of job i to DIR/c<i>.npy")
+    s.add_argument("--settle", action="store_true", help="with --wait: after C is written, wait until the "
+                   "job settles on chain (the challenge window closes), not only until its result is mined")
     s.set_defaults(func=guarded("submit", cmd_submit))
 
     for name, helptext, fn in (("wait", "wait for a job's result, verify it (Freivalds) and save C", cmd_wait),
@@ -356,6 +375,8 @@ def add_arguments(sub) -> None:
         w.add_argument("--out", action="append", help="where to write C (.npy, int32); one per job")
         w.add_argument("--out-dir", default=None)
         w.add_argument("--timeout", type=float, default=600.0)
+        w.add_argument("--settle", action="store_true", help="after C is written, wait until the job settles "
+                       "on chain (the challenge window closes), not only until its result is mined")
         w.set_defaults(func=guarded(name, fn))
 
     for name, helptext, fn in (("status", "a job's on-chain record and progress", cmd_status),

@@ -28,7 +28,8 @@ from chain.config import ChainConfig, load_config
 from chain.difficulty import block_work
 from chain.errors import EncodingError, KeyFileError, StorageError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
-from chain.tx import KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
+from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
+                      KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx)
 from node.blobs import PRUNE_EVERY_S, BlobError
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec
@@ -47,6 +48,8 @@ COOKIE_FILE = ".cookie"
 BLOBS_DIR = "blobs"
 MAX_ORPHANS = 64
 ORPHAN_TTL = 600.0
+JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE, KIND_JOB_CHALLENGE,
+                       KIND_JOB_ANSWER, KIND_JOB_CANCEL})
 PUNISHABLE_TX = {"bad-txn-encoding", "bad-txn-sig", "bad-txn-kind", "bad-txn-chainid", "bad-txn-size",
                  "bad-txn-fee", "bad-txn-amount"}
 
@@ -195,6 +198,7 @@ class Node:
                                  store_max=conf.blob_store_max, grace_s=conf.blob_grace_s)
         self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
         self._fetching_c: set[bytes] = set()  # result txids whose C is being fetched before admission
+        self._job_waiters: set[asyncio.Event] = set()  # long-polls of GET /jobs/{id}?wait= (wait_job_event)
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}
         self.runners: list[web.AppRunner] = []
         self.started_at = time.time()
@@ -439,6 +443,7 @@ class Node:
             else:
                 self.mempool.resync()
             self.metrics.update()
+            self._notify_jobs()
         if res.status == "active":
             if peer is not None:
                 peer.last_block_at = time.monotonic()
@@ -529,7 +534,32 @@ class Node:
                 peer.last_tx_at = time.monotonic()
             self.p2p.broadcast("tx", known=tx.txid, exclude=peer, tx=tx.encoded)
             self.metrics.update()
+            if tx.kind in JOB_KINDS:
+                self._notify_jobs()
         return added
+
+    # --- job long-polls (GET /api/v1/jobs/{id}?wait=S) -----------------------------------------------------
+    MAX_JOB_WAITERS = 1024
+
+    def _notify_jobs(self) -> None:
+        """A block connected (or disconnected) or a job transaction entered the mempool: wake the long-polls."""
+        for ev in self._job_waiters:
+            ev.set()
+
+    async def wait_job_event(self, timeout: float) -> bool:
+        """Wait until the next block or job transaction (True) or `timeout` seconds (False). Answers False
+        at once when MAX_JOB_WAITERS requests already wait (the client then polls)."""
+        if len(self._job_waiters) >= self.MAX_JOB_WAITERS or timeout <= 0:
+            return False
+        ev = asyncio.Event()
+        self._job_waiters.add(ev)
+        try:
+            await asyncio.wait_for(ev.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            self._job_waiters.discard(ev)
 
     # --- blobs -------------------------------------------------------------------------------------------
     async def fetch_blob(self, h: bytes, timeout: float = 20.0) -> bytes | None:

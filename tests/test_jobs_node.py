@@ -90,6 +90,7 @@ def test_hole1_result_relayed_only_with_c_and_challenge_answered(tmp_path):
             a, b = operands()
             res = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, True, timeout=60)
             assert np.array_equal(res.c.astype(np.int64), exact(a, b))
+            assert (await asyncio.to_thread(res.confirm, 60)).outcome == "confirmed"   # the result mined
             jid = bytes.fromhex(res.job_id)
             rec = gw.chain.get_job(jid)
             assert rec.blob_c == rec.h_c and gw.blobs.has(rec.h_c)      # the gateway holds C: it relayed
