@@ -406,7 +406,6 @@ class Client:
         if acct["balance"] < need:
             raise ClientError("bad-txn-balance", f"balance {acct['balance']} of {key.address.hex()} < max fees "
                               f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
-        acct = self.account(key.address)
         deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
         nonce = acct["pending_nonce"]
         # the submits are signed first: each upload carries the submit that names it (node.blobgate)

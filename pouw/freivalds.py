@@ -32,11 +32,8 @@ def challenge_vector(h_c: bytes, job: JobCommitment, length: int, round_: int = 
     return [int(v) % P61 for v in raw]
 
 
-def matvec_mod(mat: Any, x: list[int]) -> list[int]:
-    """(mat @ x) mod p exactly, for integer `mat` with |entries| < 2^31 and at most 2^16 columns."""
-    m = np.asarray(mat)
-    if m.shape[1] != len(x) or m.shape[1] > MAX_DIM:
-        raise ValueError("matrix and vector do not fit")
+def _matvec_mod_int64(m: np.ndarray, x: list[int]) -> list[int]:
+    """(m @ x) mod p with 16-bit limbs in int64: exact for |entries| < 2^31 and at most 2^16 columns."""
     m64 = m.astype(np.int64, copy=False)
     acc = [0] * m.shape[0]
     for i in range(4):   # 4 limbs of 16 bits cover 61 bits
@@ -45,6 +42,51 @@ def matvec_mod(mat: Any, x: list[int]) -> list[int]:
         scale = 1 << (_LIMB * i)
         acc = [(s + int(pv) * scale) % P61 for s, pv in zip(acc, part)]
     return acc
+
+
+def _float_limb_bits(maxabs: int, cols: int) -> int | None:
+    """The widest limb w with maxabs · cols · 2^w <= 2^53, so that every partial sum of a row times a vector
+    of w-bit limbs is an integer below 2^53 in magnitude (exact in float64, in any summation order);
+    None when that leaves limbs narrower than 8 bits (then the int64 path is used)."""
+    w = 53 - (max(1, maxabs) * cols).bit_length()
+    return w if w >= 8 else None
+
+
+def matvec_mod_many(mat: Any, xs: list[list[int]]) -> list[list[int]]:
+    """[(mat @ x) mod p for x in xs] exactly, for integer `mat` with |entries| < 2^31 and at most 2^16
+    columns. The vectors' limbs go through one float64 (BLAS) product when the entries' magnitude allows
+    exact float64 sums (e.g. int8 operands and int32 results of the allowed shapes), else through int64."""
+    m = np.asarray(mat)
+    rows, cols = m.shape
+    if any(len(x) != cols for x in xs) or cols > MAX_DIM:
+        raise ValueError("matrix and vector do not fit")
+    if not xs:
+        return []
+    maxabs = max(abs(int(m.min())), abs(int(m.max()))) if m.size else 0
+    w = _float_limb_bits(maxabs, cols)
+    if w is None:
+        return [_matvec_mod_int64(m, x) for x in xs]
+    nl = -(-61 // w)
+    mask = np.uint64((1 << w) - 1)
+    limbs = np.empty((cols, nl * len(xs)), dtype=np.float64)
+    for v, x in enumerate(xs):
+        xa = np.array(x, dtype=np.uint64)
+        for i in range(nl):
+            limbs[:, v * nl + i] = (xa >> np.uint64(w * i)) & mask
+    part = (m.astype(np.float64) @ limbs).astype(np.int64)   # exact integers below 2^53
+    out = []
+    for v in range(len(xs)):
+        acc = [0] * rows
+        for i in range(nl):
+            scale = 1 << (w * i)
+            acc = [(s + pv * scale) % P61 for s, pv in zip(acc, part[:, v * nl + i].tolist())]
+        out.append(acc)
+    return out
+
+
+def matvec_mod(mat: Any, x: list[int]) -> list[int]:
+    """(mat @ x) mod p exactly, for integer `mat` with |entries| < 2^31 and at most 2^16 columns."""
+    return matvec_mod_many(mat, [x])[0]
 
 
 def freivalds_check(a: Any, b: Any, c: Any, x: list[int]) -> list[int]:
@@ -57,11 +99,12 @@ def freivalds_check(a: Any, b: Any, c: Any, x: list[int]) -> list[int]:
 
 def freivalds(a: Any, b: Any, c: Any, job: JobCommitment, h_c: bytes,
               rounds: int = 1) -> list[int]:
-    """Freivalds with challenge vectors derived from H_C and the job; returns the rows that disagree."""
-    bad: set[int] = set()
-    for rnd in range(rounds):
-        bad.update(freivalds_check(a, b, c, challenge_vector(h_c, job, b.shape[1], rnd)))
-    return sorted(bad)
+    """Freivalds with challenge vectors derived from H_C and the job; returns the rows that disagree.
+    All rounds share one pass over each matrix (matvec_mod_many)."""
+    xs = [challenge_vector(h_c, job, b.shape[1], rnd) for rnd in range(rounds)]
+    abx = matvec_mod_many(a, matvec_mod_many(b, xs))
+    cx = matvec_mod_many(c, xs)
+    return sorted({i for u_, v_ in zip(abx, cx) for i, (u, v) in enumerate(zip(u_, v_)) if u != v})
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ import torch
 
 from pouw.commit import commit_job, commit_result
 from pouw.errors import PowError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pouw.freivalds import (P61, build_fraud_proof, challenge_vector, find_wrong_entry, freivalds,
-                            matvec_mod, verify_fraud_proof)
+                            _matvec_mod_int64, matvec_mod, matvec_mod_many, verify_fraud_proof)
 
 
 def ops(m=48, k=256, n=40, seed=0):
@@ -25,6 +28,39 @@ def test_matvec_mod_matches_python_ints():
     x = [P61 - 1 - i * 12345 for i in range(7)]
     want = [sum(int(mat[i, j]) * x[j] for j in range(7)) % P61 for i in range(5)]
     assert matvec_mod(mat, x) == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 70), st.sampled_from([8, 16, 24, 31]), st.integers(1, 3),
+       st.integers(0, 2**32 - 1))
+def test_matvec_mod_many_matches_python_ints_on_both_paths(rows, cols, bits, nvec, seed):
+    """Entries up to 2^bits in magnitude (int8-like: the float64 path; int32 extremes: the int64 path, or
+    float64 with narrow limbs) and vectors up to p - 1: every result equals the big-integer reference."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    lim = (1 << bits) - 1
+    mat = rng.integers(-lim, lim + 1, size=(rows, cols), dtype=np.int64)
+    mat[0, 0] = -lim if seed % 2 else lim                      # the extreme magnitude is present
+    mat = mat.astype(np.int8 if bits < 8 else np.int32)
+    xs = [[int(v) for v in rng.integers(0, P61, size=cols, dtype=np.uint64)] for _ in range(nvec)]
+    xs[0][0] = P61 - 1
+    want = [[sum(int(mat[i, j]) * x[j] for j in range(cols)) % P61 for i in range(rows)] for x in xs]
+    assert matvec_mod_many(mat, xs) == want
+    assert [matvec_mod(mat, x) for x in xs] == want
+    assert [_matvec_mod_int64(mat, x) for x in xs] == want
+
+
+def test_matvec_mod_float_path_at_the_largest_job_shape():
+    """int8 operands at the chain's largest inner dimension (4096): the float64 path, exact."""
+    import numpy as np
+    from pouw.freivalds import _float_limb_bits
+    assert _float_limb_bits(64, 4096) == 34 and _float_limb_bits(2**31 - 1, 4096) == 10
+    assert _float_limb_bits(2**31 - 1, 2**16) is None            # the int64 path
+    rng = np.random.default_rng(9)
+    b = rng.integers(-64, 65, size=(5, 4096), dtype=np.int8)
+    b[0] = 64
+    x = [P61 - 1 - i for i in range(4096)]
+    assert matvec_mod(b, x) == [sum(int(b[i, j]) * x[j] for j in range(4096)) % P61 for i in range(5)]
 
 
 def test_correct_product_passes():
