@@ -13,10 +13,15 @@ What `submit_job` does:
    chain's min_job_macs) and checks the chain's job limits (shape, fraud proof fits a transaction);
 3. uploads A, B as blobs, signs and posts the submit (max fee default: the going rate
    chain.jobs.job_price of the padded shape; deadline: `deadline_blocks` ahead);
-4. with wait=True, polls the job; on a result downloads C, checks it against H_C (commit_result) and runs
-   Freivalds (`rounds` random vectors); a wrong C -> finds a wrong entry, files the dispute itself and
-   raises `JobFailed("wrong-result")` (the escrow and the miner's bond come back to the client); a
-   refund at the deadline raises `JobFailed("refunded")`. Otherwise returns the cropped exact C.
+4. with wait=True, long-polls the job; on a result, pending (waiting in the node's mempool, which holds
+   its C) or mined, downloads C, checks it against H_C and runs Freivalds (`rounds` vectors) and returns
+   the cropped exact C at once, before the result is mined when it can (`JobResult.confirmed` False; a
+   background thread then follows the chain, and disputes or challenges a different result mined;
+   `res.confirm()` / `res.settle()` wait for the result / the settlement). A wrong on-chain C -> finds a
+   wrong entry, files the dispute itself and raises `JobFailed("wrong-result")` (the escrow and the
+   miner's bond come back to the client); an on-chain C nobody serves -> a data-availability challenge
+   after `grace_s`, then the answer is checked (a wrong row disputed) or the unanswered miner slashed
+   (`JobFailed("slashed")`); a refund at the deadline raises `JobFailed("refunded")`.
 
 Also: `submit_jobs` (a batch in one call: every operand checked before anything is paid, consecutive
 nonces, one upload per distinct blob), `wait_job` / `fetch_job` for a job id submitted earlier (A and B
