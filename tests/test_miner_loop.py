@@ -152,6 +152,7 @@ def test_useful_fraction_with_a_paid_job(tmp_path):
             b = rng.integers(-64, 65, size=(70, 12), dtype=np.int8)
             res = await asyncio.to_thread(Client(n.url).submit_job, client_key, a, b, None, True, timeout=90)
             assert np.array_equal(res.c.astype(np.int64), a.astype(np.int64) @ b.astype(np.int64))
+            await asyncio.to_thread(res.confirm, 60)          # C may come before the result is mined
             rec = n.chain.get_job(bytes.fromhex(res.job_id))
             job_macs = rec.m * rec.k * rec.n                  # the padded job the pass mined
             m = n.miner
