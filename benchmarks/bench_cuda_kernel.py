@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         got = cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE)
         torch.cuda.synchronize()
         t_build = time.perf_counter() - t_build
-        want = CpuBackend().noisy_matmul(a.cpu(), b.cpu(), R, TILE, TILE)
+        want = CpuBackend().noisy_mm(a.cpu(), b.cpu(), R, TILE, TILE)
         exact = torch.equal(got[0].cpu(), want[0].cpu()) and torch.equal(got[1].cpu(), want[1].cpu())
         emit(what="check", kernel="cuda", against="cpu backend", size=s, exact=exact, first_call_s=round(t_build, 2))
         failed |= not exact

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from kernels import get_backend
+from kernels.native_loader import KERNELS as NATIVE_KERNELS
 from pouw.miner import filler_operands, mine_job, prepare_job
 from pouw.params import PowParams
 from pouw.verify import verify_proof
@@ -86,7 +87,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         from kernels.cpu import fp32_mm
 
         # the native kernel with the transcript off (the portable GEMM where no fused kernel runs)
-        plain = getattr(backend, "plain_mm", backend.mm)
+        plain = backend.caps.plain_mm or backend.mm
         t_kernel = best_of(lambda: plain(a_dev, b_dev), reps, sync, cpu_out=cpu_s["engine_plain"])
         baselines["engine_plain"] = t_kernel
         baselines["fp32_chunks"] = best_of(lambda: fp32_mm(a_dev, b_dev), reps, sync, cpu_out=cpu_s["fp32_chunks"])
@@ -133,8 +134,8 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "device": str(dev),
         "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
                         else cpu.get("model") or platform.processor() or platform.machine()),
-        "backend": backend.name + ("+native" if getattr(backend, "uses_native", False) else ""),
-        "kernel_path": getattr(backend, "kernel_path", None),
+        "backend": backend.name + ("+native" if backend.kernel_path in NATIVE_KERNELS else ""),
+        "kernel_path": backend.kernel_path,
         "avx2_loop": _avx2_loop(backend),
         "threads": torch.get_num_threads(),
         "size": size, "rank": rank, "tile": [tile, tile],
@@ -160,7 +161,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "verify_speedup": round(t_mine / t_verify, 1),
         "proof_bytes": len(proof.encode()),
         "kernel_config": _kernel_config(dev, rank, tile),
-        "fused_kernel": getattr(backend, "kernel", None),   # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL), as run
+        "fused_kernel": backend.kernel_path,   # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL); CPU: as kernel_path
         "torch": torch.__version__,
         "commit": _commit(),
         "cpu_model": cpu.get("model"),
@@ -223,7 +224,7 @@ def _commit() -> str | None:
 
 
 def _avx2_loop(backend) -> str | None:
-    if getattr(backend, "kernel", None) != "avx2":
+    if backend.kernel_path != "avx2":
         return None
     from kernels import native_loader
 

@@ -82,7 +82,9 @@ class Bench:
 
     @property
     def name(self) -> str:
-        return self.backend.name + ("+native" if getattr(self.backend, "uses_native", False) else "")
+        from kernels.native_loader import KERNELS as NATIVE_KERNELS
+
+        return self.backend.name + ("+native" if self.backend.kernel_path in NATIVE_KERNELS else "")
 
 
 def from_scratch(cfg, shape: tuple[int, int, int], device: str, reps: int) -> float:

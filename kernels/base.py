@@ -10,8 +10,9 @@ and, for every tile (ti, tj) of size h x w and every chunk c = 0 .. k/r - 1,
     msg[c % 16] = rotl32(msg[c % 16], 13) XOR x_c          (msg starts as 16 zero words)
 
 It returns the final product C' = S_{k/r-1} (int32, m x n) and the messages as an int32 tensor of shape
-(m/h, n/w, 16) holding the uint32 words' bit patterns. Both live on the CPU. Every backend returns
-bit-identical results for the same input; `kernels.reference` is the obviously-correct definition.
+(m/h, n/w, 16) holding the uint32 words' bit patterns. Both live on the backend's `device`, like every result of
+every backend method and hook (see `Backend`). Every backend returns bit-identical results for the same input;
+`kernels.reference` is the obviously-correct definition (on the CPU).
 
 Backends know nothing of seeds, noise, tickets or blocks.
 
@@ -20,6 +21,8 @@ constants (pouw.transcript) imports it without torch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -29,52 +32,64 @@ MSG_WORDS = 16
 ROT = 13
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """The optional stages a backend runs itself; a None hook means the caller takes the generic path.
+
+    Every hook is bit-exact with its generic path, takes operands on the backend's `device` and returns its
+    results there (as every `Backend` method does).
+    """
+
+    add_noise: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    """add_noise(a, b, e_l, f_r, map_a, map_b) -> (A', B'): A'[u][l] = a[u][l] + e_l[u][map_a[l]],
+    B'[l][v] = b[l][v] + f_r[map_b[l]][v] (int8, exact; the maps are k indices in [0, r)). Generic path:
+    `pouw.noise_torch.noisy_operands`."""
+    sub_correction: Callable[[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]], object] | None = None
+    """sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]: c -= sum_i 128^i U_i @ V_i
+    in place, int32 arithmetic mod 2^32 (the result fits int32). Generic path: `pouw.recover.correction`."""
+    correction_operands: Callable[..., list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    """correction_operands(a, b_noisy, e_l, f_r, map_a, map_b) -> [(U_i, V_i)]: the digit operands of
+    `pouw.recover.correction_operands` (U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]), bit for bit."""
+    noisy_mm_recover: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    """noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in `noisy_mm`, and
+    C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored)."""
+    plain_mm: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """plain_mm(a, b) -> exact int32 a @ b on the backend's own fused kernel with the transcript switched off (the
+    "engine plain GEMM" the mining benchmark compares against, besides torch._int_mm)."""
+    noise_factor: Callable[[bytes, bytes, int, int, int], torch.Tensor] | None = None
+    """noise_factor(key, nonce, first_row, rows, r) -> rows x r int8, equal to `pouw.noise._factor` (the dense
+    noise factors generated on the device)."""
+    accepts_out: bool = False
+    """True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into caller-owned contiguous
+    buffers (pouw.miner reuses per-thread buffers for everything a pass discards)."""
+
+
 class Backend(Protocol):
+    """Where results live: every method and every hook takes operands on `device` (or anywhere it can copy
+    from) and returns its results on `device`; a caller that wants them on the host calls `.cpu()`."""
+
     name: str
     device: torch.device
-
-    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Plain exact int8 x int8 -> int32 product, returned on the CPU."""
-        ...
+    kernel_path: str
+    """What the fused GEMM runs: "vnni", "avx2", "portable:<gemm>" (CPU) or "triton" (CUDA)."""
+    caps: Capabilities
+    """The optional stages this backend runs itself (fixed for the backend's lifetime)."""
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Plain exact int8 x int8 -> int32 product of tensors on `device`, result on `device`, any shape."""
+        """Plain exact int8 x int8 -> int32 product, any shape."""
         ...
 
     def noisy_mm(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) as described above, for operands on `device`; results stay on `device`."""
+        """(C', messages) as described in this module's docstring."""
         ...
-
-    # Optional: add_noise(a, b, e_l, f_r, map_a, map_b) -> (A', B') with
-    #   A'[u][l] = a[u][l] + e_l[u][map_a[l]],  B'[l][v] = b[l][v] + f_r[map_b[l]][v]
-    # (int8, exact; the maps are k indices in [0, r)). Backends without it get the generic path in pouw.noise_torch.noisy_operands.
-    # Optional: sub_correction(c, pairs) with pairs = [(U_i (m x w_i int8), V_i (w_i x n int8))]:
-    #   c -= sum_i 128^i * U_i @ V_i  in place, int32 arithmetic mod 2^32 (the result fits int32).
-    # Backends without it get the generic path in pouw.recover.correction.
-    # Optional: correction_operands(a, b_noisy, e_l, f_r, map_a, map_b) -> [(U_i, V_i)]: the digit operands
-    #   of pouw.recover.correction_operands (U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]), bit for bit.
-    # Optional: noisy_mm_recover(a, b, r, h, w, pairs) -> (C, messages): the messages of C' = a @ b as in
-    #   noisy_mm, and C = C' - sum_i 128^i U_i @ V_i (the recovery fused into the GEMM; C' never stored).
-    # Optional: accepts_out = True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into
-    #   caller-owned contiguous buffers (pouw.miner reuses per-thread buffers for everything a pass discards).
-    # Optional: plain_mm(a, b) -> exact int32 a @ b on the backend's own fused kernel with the transcript switched
-    #   off (the "engine plain GEMM" the mining benchmark compares against, besides torch._int_mm).
-    # Optional: noise_factor(key, nonce, first_row, rows, r) -> rows x r int8 on `device`, equal to
-    #   pouw.noise._factor (the dense noise factors generated on the device).
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
-        """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16) on `device`.
+        """SHA-256(prefix || u32 ti || u32 tj || 16 words LE) for every tile of `msgs` (ti, tj, 16).
 
-        Returns (ti, tj, 32) uint8 on `device`. The reference is `kernels.base.tile_tickets_reference`.
+        Returns (ti, tj, 32) uint8. The reference is `kernels.base.tile_tickets_reference`.
         """
-        ...
-
-    def noisy_matmul(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) as described in this module's docstring."""
         ...
 
 

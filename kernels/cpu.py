@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from kernels.base import MSG_WORDS, ROT, ShapeError, check_operands, tile_tickets_reference
+from kernels.base import MSG_WORDS, ROT, Capabilities, ShapeError, check_operands, tile_tickets_reference
 
 log = logging.getLogger(__name__)
 
@@ -240,22 +240,25 @@ class CpuBackend:
             if (native or kernel) and self._native is None:
                 raise RuntimeError("native CPU kernel requested but unavailable")
         self._native_tickets = self._aux is not None and self._aux.has_tickets()
-        if self._aux is not None:
-            # the optional fused-noise hook of kernels/base.py (pouw.miner looks it up with getattr); with the AVX2
-            # kernel (what an AVX2-only CPU runs) the gathers run without AVX-512 too
-            avx2 = self.kernel == "avx2"
-            self.add_noise = (functools.partial(self._aux.add_noise, force_portable=True) if avx2
-                              else self._aux.add_noise)
-            # the optional one-pass recovery hook (c -= sum_i 128^i U_i V_i), AVX512-VNNI only
-            if self._aux.has_sub_correction() and not avx2:
-                self.sub_correction = self._aux.sub_correction
-            elif avx2:
-                self.sub_correction = self._avx2_sub_correction
-            # the optional native digit operands of the recovery: no torch GEMM (and no OpenMP) in a pass
-            if self._aux.has_correction_operands() and not avx2:
-                self.correction_operands = self._aux.correction_operands
-            elif avx2:
-                self.correction_operands = self._avx2_correction_operands
+        self.caps = self._capabilities()
+
+    def _capabilities(self) -> Capabilities:
+        """The optional hooks of `kernels.base.Capabilities` this backend runs: with the native library the fused
+        noise, the digit operands and the one-pass recovery (AVX512-VNNI, or their AVX2 stand-ins when the AVX2
+        kernel runs: an AVX2-only CPU uses no AVX-512 anywhere), out= buffers and the engine's plain GEMM."""
+        if self._aux is None:
+            return Capabilities()
+        aux = self._aux
+        if self.kernel == "avx2":
+            return Capabilities(add_noise=functools.partial(aux.add_noise, force_portable=True),
+                                sub_correction=self._avx2_sub_correction,
+                                correction_operands=self._avx2_correction_operands,
+                                plain_mm=self.plain_mm, accepts_out=True)
+        return Capabilities(add_noise=aux.add_noise,
+                            sub_correction=aux.sub_correction if aux.has_sub_correction() else None,
+                            correction_operands=aux.correction_operands if aux.has_correction_operands() else None,
+                            plain_mm=self.plain_mm if self._native is not None else None,
+                            accepts_out=self._native is not None)
 
     def _avx2_correction_operands(self, a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor,
                                   f_r: torch.Tensor, map_a, map_b) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -290,15 +293,9 @@ class CpuBackend:
             return c if acc is None else c.sub_(acc)
 
     @property
-    def uses_native(self) -> bool:
-        return self._native is not None
-
-    @property
     def kernel_path(self) -> str:
+        """What the fused GEMM runs: "vnni", "avx2" or "portable:<gemm>"."""
         return self.kernel or f"portable:{portable_gemm()}"
-
-    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.mm(a, b)
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Exact A @ B: the AVX2 kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no fast
@@ -323,14 +320,8 @@ class CpuBackend:
                 pass
         return self.mm(a, b)
 
-    @property
-    def accepts_out(self) -> bool:
-        """True when noisy_mm and add_noise take `out=` buffers (the native path), which a miner reuses across
-        passes instead of allocating (and page-faulting) fresh ones."""
-        return self._native is not None
-
-    def noisy_matmul(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                     out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def noisy_mm(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self._native is not None:
             m, k = a.shape
             for kern in self._kernels:   # VNNI first; AVX2 takes some parameters VNNI does not
@@ -339,8 +330,6 @@ class CpuBackend:
                                                      kernel=kern)
         # no fused kernel takes these parameters: the torch path beats the plain C one
         return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows)
-
-    noisy_mm = noisy_matmul
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         if self._native_tickets:

@@ -1,16 +1,15 @@
 """CUDA backend: the `kernels.base.Backend` contract on an NVIDIA GPU.
 
-`matmul` is `torch._int_mm` (cuBLASLt int8 GEMM, B handed over column-major); `noisy_matmul` runs the fused
+`mm` is `torch._int_mm` (cuBLASLt int8 GEMM, B handed over column-major); `noisy_mm` runs the fused
 Triton kernel of `kernels.triton_kernel`, or, with POUW_CUDA_KERNEL=cuda (opt-in until a device run has shown it
 bit-exact and faster), the hand-written mma.sync kernel of `kernels.cuda_mma` for the shapes it supports
 (`choose_kernel`); Triton stays the fallback. The optional stages of a mining pass all run on the device too:
 `noise_factor` (ChaCha20 in Triton, kernels.triton_chacha), `add_noise` (one memory pass, B' written K-major,
 kernels.triton_noise), `noisy_mm_recover` (the GEMM with the recovery as its epilogue) and `tile_tickets`
 (SHA-256 in Triton). All of it is exact integer arithmetic, so results are bit-identical to `kernels.reference`
-and every other backend. Inputs may live anywhere; `matmul`/`noisy_matmul` return on the CPU, the rest on the
-device.
+and every other backend. Inputs may live anywhere; every result stays on the device (`kernels.base.Backend`).
 
-Importing this module does not import triton (it is imported on the first `noisy_matmul`); CuPy is never needed.
+Importing this module does not import triton (it is imported on the first `noisy_mm`); CuPy is never needed.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import logging
 
 import torch
 
-from kernels.base import ShapeError, check_operands, tile_tickets_reference
+from kernels.base import Capabilities, ShapeError, check_operands, tile_tickets_reference
 from kernels.cuda_mma import requested_kernel, unsupported_reason
 
 __all__ = ["CudaBackend", "choose_kernel", "cuda_available"]
@@ -106,23 +105,26 @@ class CudaBackend:
 
         return noisy_matmul_triton(a, b, r, tile_h, tile_w, correction=correction)
 
+    @property
+    def kernel_path(self) -> str:
+        """The fused GEMM asked for ("triton" or "cuda"; `choose_kernel` may run Triton for some shapes)."""
+        return self.kernel
+
+    @property
+    def caps(self) -> Capabilities:
+        """Every optional stage runs on the device; out= buffers are not taken."""
+        return Capabilities(add_noise=self.add_noise, noisy_mm_recover=self.noisy_mm_recover,
+                            noise_factor=self.noise_factor)
+
     def __repr__(self) -> str:
         return f"CudaBackend({self.device})"
 
-    def matmul(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Exact int8 x int8 -> int32 product via torch._int_mm, returned on the CPU.
+    def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Exact int8 x int8 -> int32 product via torch._int_mm, on this backend's device.
 
         Operands are zero-padded to _int_mm's shape constraints (m > 16, k and n multiples of 8) and the
         result cropped; zero padding leaves every entry of the product unchanged.
         """
-        if a.dtype != torch.int8 or b.dtype != torch.int8:
-            raise ShapeError(f"operands must be int8, got {a.dtype} and {b.dtype}")
-        if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
-            raise ShapeError(f"cannot multiply {tuple(a.shape)} by {tuple(b.shape)}")
-        return self.mm(a, b).cpu()
-
-    def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """As `matmul`, but the result stays on this backend's device."""
         if a.dtype != torch.int8 or b.dtype != torch.int8:
             raise ShapeError(f"operands must be int8, got {a.dtype} and {b.dtype}")
         if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[0]:
@@ -146,17 +148,10 @@ class CudaBackend:
             c = torch._int_mm(a_d, b_col)
             return c[:m, :n] if (mp, np_) != (m, n) else c
 
-    def noisy_matmul(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) per `kernels.base`, via the fused kernel (`_fused`); results on the CPU."""
-        c, msgs = self.noisy_mm(a, b, r, tile_h, tile_w)
-        return c.cpu(), msgs.cpu()
-
     def noisy_mm(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) on this backend's device."""
+        """(C', messages) per `kernels.base`, via the fused kernel (`_fused`), on this backend's device."""
         check_operands(a, b, r, tile_h, tile_w)
         with torch.cuda.device(self.device):
             return self._fused(a.to(self.device), b.to(self.device), r, tile_h, tile_w)

@@ -19,7 +19,7 @@ cached plain one; a cached plain build is used without retrying OpenSSL (a fresh
 Everything here is lazy and never raises at import: `available()` is False (with the reason logged once) when
 $POUW_NATIVE=0, no compiler is found, the build fails, or the library cannot be loaded.
 
-`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_matmul` bit-exactly with one of two
+`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_mm` bit-exactly with one of two
 fused kernels, chosen at run time from the CPU's flags: "vnni" (AVX512-VNNI, fused_gemm.c; r % 4 == 0, tile width
 in {4, 8, 16}, tile height a power of two >= 4) or "avx2" (AVX2 + FMA, avx2_gemm.c; tile height % 4 == 0, and
 r % 4 == 0 or r <= 1024). $POUW_NATIVE picks: "auto" (default: vnni where the CPU has it, else avx2), "vnni" or

@@ -128,13 +128,13 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     a_d, b_d = prep.on(dev)
     t1 = time.perf_counter()
     seeds = derive_seeds(template, job)
-    factor = getattr(backend, "noise_factor", None)    # optional: factors generated on the device
-    if factor is not None:
-        nz = full_noise_on(seeds, m, k, n, r, dev, factor)
+    caps = backend.caps
+    if caps.noise_factor is not None:                   # factors generated on the device
+        nz = full_noise_on(seeds, m, k, n, r, dev, caps.noise_factor)
     else:
         nz = full_noise(seeds, m, k, n, r).to(dev)
-    add_noise = getattr(backend, "add_noise", None)     # optional fused path (native CPU kernel, Triton)
-    reuse = getattr(backend, "accepts_out", False)      # optional: write into this thread's reused buffers
+    add_noise = caps.add_noise                          # fused path (native CPU kernel, Triton)
+    reuse = caps.accepts_out                            # write into this thread's reused buffers
     if add_noise is not None:
         kw = {}
         if reuse:
@@ -144,12 +144,12 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
         a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
     sync()
     t2 = time.perf_counter()
-    fused = getattr(backend, "noisy_mm_recover", None) if recover_c else None
-    sub = getattr(backend, "sub_correction", None)
+    fused = caps.noisy_mm_recover if recover_c else None
+    sub = caps.sub_correction
     pairs = None
     if recover_c and (fused is not None or sub is not None):
         # the recovery's digit operands, made now while A and B' are still in cache (the GEMM evicts them)
-        pairs = correction_operands(a_d, b2, nz, backend.mm, getattr(backend, "correction_operands", None))
+        pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands)
     sync()
     t2b = time.perf_counter()
     if fused is not None:

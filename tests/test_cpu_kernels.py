@@ -55,7 +55,7 @@ def test_build_runs_every_kernel_the_cpu_has():
 def test_env_forces_the_kernel(tmp_path):
     code = ("from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
             "be = CpuBackend()\n"
-            "sub = getattr(be, 'sub_correction', None)\n"
+            "sub = be.caps.sub_correction\n"
             "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, sub is not None and sub == n.sub_correction)")
     cpu = native_loader.cpu_kernels()
     for env, want_kernel in (("avx2", "avx2" if "avx2" in cpu else None), ("vnni", "vnni" if "vnni" in cpu else None),
@@ -172,9 +172,9 @@ def test_avx2_sub_correction(m, n, widths, lo):
     got = native_loader.avx2_sub_correction(c.clone(), pairs)
     assert torch.equal(got, want)
     be = CpuBackend(kernel="avx2")
-    assert torch.equal(be.sub_correction(c.clone(), pairs), want)
+    assert torch.equal(be.caps.sub_correction(c.clone(), pairs), want)
     # m % 4 != 0: the backend's Horner fallback on its GEMM
-    assert torch.equal(be.sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs]),
+    assert torch.equal(be.caps.sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs]),
                        _sub_reference(c[:m - 1], [(u[:m - 1], v) for u, v in pairs]))
     with pytest.raises(ShapeError):
         native_loader.avx2_sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs])
@@ -213,7 +213,7 @@ def test_avx2_correction_operands_match_generic(m, k, n, r):
     nz = Noise(e_l, f_r, (noise_map(b"sa%d" % k, k, r), noise_map(b"sb%d" % k, k, r)))
     want = correction_operands(a, b2, nz, _exact)
     be = CpuBackend(kernel="avx2")
-    got = correction_operands(a, b2, nz, be.mm, be.correction_operands)
+    got = correction_operands(a, b2, nz, be.mm, be.caps.correction_operands)
     assert len(got) == len(want) and all(torch.equal(u, wu) and torch.equal(v, wv)
                                          for (u, v), (wu, wv) in zip(got, want))
     assert torch.equal(native_loader.avx2_scatter_rows(b2, nz.maps[0], r), _exact(nz.p_mat, b2))

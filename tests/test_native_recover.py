@@ -140,8 +140,8 @@ def test_many_pairs():
 def test_backend_hook():
     from kernels.cpu import CpuBackend
 
-    assert getattr(CpuBackend(), "sub_correction", None) is not None
-    assert getattr(CpuBackend(native=False), "sub_correction", None) is None
+    assert CpuBackend().caps.sub_correction is not None
+    assert CpuBackend(native=False).caps.sub_correction is None
 
 
 def test_mine_job_native_matches_torch():

@@ -290,7 +290,7 @@ def test_reused_buffers_do_not_leak_between_passes() -> None:
     """A backend that takes out= buffers (native CPU) gets this thread's reused A', B', C', messages: passes
     under different templates still match the torch path, and a returned C is never a reused buffer."""
     be = CpuBackend()
-    if not getattr(be, "accepts_out", False):
+    if not be.caps.accepts_out:
         pytest.skip("native kernel unavailable: no reused buffers")
     P = PowParams(rank=32, tile_h=8, tile_w=8)
     a, b = filler_operands(b"reuse", (32, 32 * 16, 24))
