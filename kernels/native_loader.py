@@ -58,10 +58,16 @@ from kernels.base import MSG_WORDS, ShapeError, check_operands
 log = logging.getLogger(__name__)
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
-SOURCES = (NATIVE_DIR / "fused_gemm.c", NATIVE_DIR / "aux.c", NATIVE_DIR / "recover.c", NATIVE_DIR / "avx2_gemm.c")
-HEADERS = (NATIVE_DIR / "vnni_pack.h",)  # included by the sources: hashed and copied, not compiled
+# compiled into one library; fused_gemm.c holds the ABI and the dispatch, one file per GEMM instruction set
+SOURCES = tuple(NATIVE_DIR / name for name in (
+    "fused_gemm.c", "pool.c", "workspace.c", "portable_gemm.c", "vnni_gemm.c", "avx2_gemm.c", "aux.c", "recover.c"))
+# included by the sources: hashed and copied, not compiled
+HEADERS = tuple(NATIVE_DIR / name for name in ("pouw_native.h", "pool.h", "workspace.h", "vnni_pack.h"))
 SOURCE = SOURCES[0]
-CFLAGS = ("-O3", "-march=native", "-fPIC", "-pthread", "-std=gnu11")
+CFLAGS = ("-O3", "-march=native", "-fPIC", "-pthread", "-std=gnu11", "-Wall", "-Wextra")
+# added by the test suite's warning check (tests/test_native_kernel.py), not by the build on a user's machine: a
+# newer compiler's new warning there must not cost the native kernels
+STRICT_CFLAGS = ("-Werror",)
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 # per-source flags: the AVX2 kernel never uses AVX-512 instructions (or its 32 registers), even on a machine that
 # has them, so that it runs here exactly what it runs on an AVX2-only CPU
@@ -196,10 +202,7 @@ def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
                 copy.write_bytes(data)
                 if path in SOURCES:
                     copies.append(copy)
-            _, defs, libs = variant
-            cmds = [[cc, *CFLAGS, *defs, *FILE_FLAGS.get(src.name, ()), "-c", str(src), "-o", str(src) + ".o"]
-                    for src in copies]
-            cmds.append([cc, "-shared", "-pthread", *(str(src) + ".o" for src in copies), "-o", tmp, *libs])
+            cmds = build_commands(cc, copies, variant, Path(tmp))
             for cmd in cmds:
                 try:
                     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -215,6 +218,17 @@ def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
             os.unlink(tmp)
     log.info("built native kernel %s", target)
     return target
+
+
+def build_commands(cc: str, sources: list[Path], variant: tuple, out: Path, strict: bool = False) -> list[list[str]]:
+    """The compiler commands that build `sources` (copies of SOURCES) into the library `out`: one object per
+    source, then the link. strict=True adds STRICT_CFLAGS (warnings are errors)."""
+    _, defs, libs = variant
+    extra = STRICT_CFLAGS if strict else ()
+    cmds = [[cc, *CFLAGS, *extra, *defs, *FILE_FLAGS.get(src.name, ()), "-c", str(src), "-o", str(src) + ".o"]
+            for src in sources]
+    cmds.append([cc, "-shared", "-pthread", *(str(src) + ".o" for src in sources), "-o", str(out), *libs])
+    return cmds
 
 
 def _load() -> ctypes.CDLL:
@@ -826,7 +840,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
 
 
 __all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows", "avx2_sub_i16",
-           "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels", "digit_count", "gemm_kernel",
-           "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets", "has_vnni", "kernel_path",
-           "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul", "requested_kernel", "sub_correction",
-           "supported_kernels", "tile_tickets", "unavailable_reason"]
+           "avx2_sub_correction", "build_commands", "cache_dir", "correction_operands", "cpu_kernels", "digit_count",
+           "gemm_kernel", "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets", "has_vnni",
+           "kernel_path", "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul", "requested_kernel",
+           "sub_correction", "supported_kernels", "tile_tickets", "unavailable_reason"]

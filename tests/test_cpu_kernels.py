@@ -245,7 +245,7 @@ def test_avx2_recovery_int16_merge(m, n, r, hi):
     assert (merged is not None) == (hi <= 32767)
     c = torch.randint(-2 ** 31, 2 ** 31 - 1, (m, n), generator=gen, dtype=torch.int32)
     want = _sub_reference(c, pairs)
-    assert torch.equal(CpuBackend(kernel="avx2").sub_correction(c.clone(), pairs), want)
+    assert torch.equal(CpuBackend(kernel="avx2").caps.sub_correction(c.clone(), pairs), want)
     if merged is not None:
         assert torch.equal(native_loader.avx2_sub_i16(c.clone(), *merged), want)
     # pairs of another shape (E differing between digits) are not merged

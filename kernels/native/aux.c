@@ -5,7 +5,7 @@
  *    (kernels.base.tile_tickets_reference). Only built with OpenSSL's libcrypto (-DPOUW_WITH_OPENSSL -lcrypto):
  *    the prefix's whole 64-byte blocks are hashed once; per tile the (2 or 3) padded tail blocks are built in a
  *    per-thread buffer from a template and compressed with SHA256_Transform, which runs OpenSSL's SHA-NI / AVX2
- *    block function when the CPU has it. Tiles are split across the thread pool of fused_gemm.c.
+ *    block function when the CPU has it. Tiles are split across the thread pool of pool.c.
  *
  *  - pouw_add_noise(): A' = A + E_L·P and B' = B + Q·F_R as gathers (kernels/base.py, optional add_noise):
  *        A'[u][l] = a[u][l] + e_l[u][p_a[l]],  B'[l][v] = b[l][v] + f_r[p_b[l]][v]
@@ -26,7 +26,7 @@
 #define AUX_FLAG_FORCE_PORTABLE 1
 
 typedef void (*aux_worker_fn)(void* ctx, int tid, int nthreads);
-/* fused_gemm.c: runs fn(ctx, tid, count) on up to n threads of its persistent pool; returns count */
+/* pool.c: runs fn(ctx, tid, count) on up to n threads of its persistent pool; returns count */
 int pouw_internal_run_team(aux_worker_fn fn, void* ctx, int n);
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__

@@ -51,7 +51,7 @@
 #endif
 
 typedef void (*a2_worker_fn)(void* ctx, int tid, int nthreads);
-int pouw_internal_run_team(a2_worker_fn fn, void* ctx, int n); /* fused_gemm.c's pool */
+int pouw_internal_run_team(a2_worker_fn fn, void* ctx, int n); /* pool.c's pool */
 
 int pouw_avx2_default_variant(void) { return POUW_AVX2_DEFAULT_FP32 ? 1 : 0; }
 

@@ -16,7 +16,7 @@
  * vpdpbusd layout), i.e. panel p at vpack_i + p * (w_i / 4) * 192. Columns past n are packed as garbage-free
  * zeros and masked off on the store. w_i must be a multiple of 4 (kernels/native_loader.py pads).
  *
- * Threads: the pool of fused_gemm.c (pouw_internal_run_team): phase 1 packs V and computes R, phase 2 hands out
+ * Threads: the pool of pool.c (pouw_internal_run_team): phase 1 packs V and computes R, phase 2 hands out
  * blocks of rows dynamically; within a block, 8-row strips sweep all panels (C is streamed row-wise, the packed
  * V of all pairs stays in L2).
  */
@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+
+#include "workspace.h"
 
 #define SC_OK 0
 #define SC_EINVAL (-1)
@@ -213,42 +215,6 @@ static void sc_phase2(void* vctx, int tid, int nthreads) {
     }
 }
 
-/* a small cached workspace (one caller at a time; others allocate their own) */
-static pthread_mutex_t g_sc_lock = PTHREAD_MUTEX_INITIALIZER;
-static void* g_sc_ws = NULL;
-static size_t g_sc_size = 0;
-static int g_sc_busy = 0;
-
-static void* sc_ws_acquire(size_t size, int* cached) {
-    *cached = 0;
-    pthread_mutex_lock(&g_sc_lock);
-    if (!g_sc_busy) {
-        if (g_sc_size < size) {
-            free(g_sc_ws);
-            g_sc_ws = aligned_alloc(64, (size + 63) / 64 * 64);
-            g_sc_size = g_sc_ws ? size : 0;
-        }
-        if (g_sc_ws) {
-            g_sc_busy = 1;
-            *cached = 1;
-            void* p = g_sc_ws;
-            pthread_mutex_unlock(&g_sc_lock);
-            return p;
-        }
-    }
-    pthread_mutex_unlock(&g_sc_lock);
-    return aligned_alloc(64, (size + 63) / 64 * 64);
-}
-
-static void sc_ws_release(void* p, int cached) {
-    if (!cached) {
-        free(p);
-        return;
-    }
-    pthread_mutex_lock(&g_sc_lock);
-    g_sc_busy = 0;
-    pthread_mutex_unlock(&g_sc_lock);
-}
 #endif /* SC_HAVE_VNNI */
 
 /* 1 when pouw_sub_correction can run on this CPU (AVX512-VNNI) */
@@ -298,7 +264,7 @@ int pouw_sub_correction(int32_t* c, int64_t m, int64_t n, int npairs, const int8
     const int64_t off_r = off;
     const size_t total = (size_t)(off_r + ((m * 4 + 63) & ~(int64_t)63));
     int cached = 0;
-    char* ws = (char*)sc_ws_acquire(total, &cached);
+    char* ws = (char*)ws_acquire(WS_RECOVER, total, &cached);
     if (!ws) return SC_ENOMEM;
     for (int i = 0; i < npairs; i++) X.vpack[i] = (int8_t*)(ws + offs[i]);
     X.rcorr = (uint32_t*)(ws + off_r);
@@ -311,7 +277,7 @@ int pouw_sub_correction(int32_t* c, int64_t m, int64_t n, int npairs, const int8
     int t2 = threads;
     if (t2 > X.items2) t2 = (int)X.items2;
     pouw_internal_run_team(sc_phase2, &X, t2);
-    sc_ws_release(ws, cached);
+    ws_release(WS_RECOVER, ws, cached);
     return SC_OK;
 #else
     (void)u; (void)v; (void)threads;
@@ -576,7 +542,7 @@ int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_
     const int64_t pbbytes = ((r * n * 4) + 63) & ~(int64_t)63;
     const int64_t slabbytes = (int64_t)threads * r * 64 * 4;
     int cached = 0;
-    char* ws = (char*)sc_ws_acquire((size_t)(qbytes + aqbytes + pbbytes + slabbytes), &cached);
+    char* ws = (char*)ws_acquire(WS_RECOVER, (size_t)(qbytes + aqbytes + pbbytes + slabbytes), &cached);
     if (!ws) return SC_ENOMEM;
     X.qpack = (int8_t*)ws;
     X.aq = (int32_t*)(ws + qbytes);
@@ -599,7 +565,7 @@ int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_
     X.digits = co_digit_count(lo, hi);
     *digits_out = X.digits;
     if (X.digits > dmax) {
-        sc_ws_release(ws, cached);
+        ws_release(WS_RECOVER, ws, cached);
         return CO_EDIGITS;
     }
     X.u = u_out;
@@ -609,7 +575,7 @@ int pouw_correction_operands(const int8_t* a, const int8_t* b2, const int8_t* e_
     int t2 = threads;
     if (t2 > X.items_u + X.items_v) t2 = (int)(X.items_u + X.items_v);
     pouw_internal_run_team(co_phase2, &X, t2);
-    sc_ws_release(ws, cached);
+    ws_release(WS_RECOVER, ws, cached);
     return SC_OK;
 #else
     (void)threads;
