@@ -35,8 +35,8 @@ same thread pool as the GEMM. `sub_correction(c, pairs)` (when `has_sub_correcti
 
 The kernel runs on its own small pthread pool (threads default to torch.get_num_threads()). torch's OpenMP
 runtime (libgomp) keeps its workers spinning for a few milliseconds after every parallel torch op, which takes a
-core away from this kernel when it runs right after one (~13.9 -> ~16.7 ms at 2048^3 on 2 cores); start the
-process with OMP_WAIT_POLICY=passive (read when torch is imported) to avoid that.
+core away from this kernel when it runs right after one (benchmarks/RESULTS.md, "Measurements moved out of the
+code"); start the process with OMP_WAIT_POLICY=passive (read when torch is imported) to avoid that.
 """
 from __future__ import annotations
 

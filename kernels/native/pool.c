@@ -112,10 +112,10 @@ static int spawn_team(worker_fn fn, void* ctx, int n, void (*started)(void*, int
 }
 
 /*
- * A small persistent pool (creating threads costs ~30 us each per call otherwise). Idle workers spin for at most
- * POOL_SPIN_NS after a job (a mining pass makes several native calls a few tens of microseconds apart, and
- * waking a sleeping worker costs ~0.1-0.3 ms here), then sleep on a condition variable: nothing spins for
- * longer between calls. One job at a time; a concurrent caller spawns its own threads. After fork() the child
+ * A small persistent pool (creating the threads on every call costs more; benchmarks/RESULTS.md has the numbers,
+ * "Measurements moved out of the code"). Idle workers spin for at most POOL_SPIN_NS after a job (a mining pass
+ * makes several native calls a few tens of microseconds apart, and waking a sleeping worker costs more than the
+ * spin), then sleep on a condition variable: nothing spins for longer between calls. One job at a time; a concurrent caller spawns its own threads. After fork() the child
  * starts with an empty pool.
  */
 #define POOL_MAX 255

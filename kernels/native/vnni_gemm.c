@@ -322,7 +322,7 @@ static inline __attribute__((always_inline)) void ukern_body(const int MRK, cons
                 for (int j = 0; j < NRK; j++) acc[u][j] = _mm512_dpbusd_epi32(acc[u][j], av, bv[j]);
             }
             /* the panel streams from L2 (k x 48 bytes does not fit L1): pull it in a few k steps ahead
-             * (measured ~0.8 ms of ~25 per 2048^3 call) */
+             * (what it saves: benchmarks/RESULTS.md) */
 #pragma GCC unroll 3
             for (int j = 0; j < NRK; j++) _mm_prefetch((const char*)(bp + 64 * NRK * UK_PREFETCH_STEPS + 64 * j), _MM_HINT_T0);
             bp += 64 * NRK;
