@@ -1,11 +1,13 @@
-"""Loader for the native CPU kernels (`kernels/native/fused_gemm.c`, `avx2_gemm.c`, `aux.c` and `recover.c`, one
-library).
+"""Loader for the native CPU kernels (`kernels/native/*.c`, one library: `fused_gemm.c` the GEMM's ABI and dispatch,
+`vnni_gemm.c`, `avx2_gemm.c` and `portable_gemm.c` its kernels, `pool.c` the threads, `workspace.c` the cached
+buffers, `aux.c` tickets and noise, `recover.c` the recovery).
 
 The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise), each
 into an object, then linked:
 
-    gcc -O3 -march=native -fPIC -pthread -std=gnu11 -DPOUW_WITH_OPENSSL -c fused_gemm.c   (likewise aux.c, recover.c;
-        avx2_gemm.c on x86-64 with -mno-avx512f too, so it runs AVX2 code only, also on an AVX-512 machine)
+    gcc -O3 -march=native -fPIC -pthread -std=gnu11 -Wall -Wextra -DPOUW_WITH_OPENSSL -c fused_gemm.c   (likewise
+        every source in SOURCES; avx2_gemm.c on x86-64 with -mno-avx512f too, so it runs AVX2 code only, also on an
+        AVX-512 machine)
     gcc -shared -pthread *.o -o <cache>/fused_gemm-<key>.so -lcrypto
 
 (when that fails, e.g. without OpenSSL's headers or libcrypto, once more without -DPOUW_WITH_OPENSSL/-lcrypto: the
@@ -20,7 +22,7 @@ Everything here is lazy and never raises at import: `available()` is False (with
 $POUW_NATIVE=0, no compiler is found, the build fails, or the library cannot be loaded.
 
 `noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_mm` bit-exactly with one of two
-fused kernels, chosen at run time from the CPU's flags: "vnni" (AVX512-VNNI, fused_gemm.c; r % 4 == 0, tile width
+fused kernels, chosen at run time from the CPU's flags: "vnni" (AVX512-VNNI, vnni_gemm.c; r % 4 == 0, tile width
 in {4, 8, 16}, tile height a power of two >= 4) or "avx2" (AVX2 + FMA, avx2_gemm.c; tile height % 4 == 0, and
 r % 4 == 0 or r <= 1024). $POUW_NATIVE picks: "auto" (default: vnni where the CPU has it, else avx2), "vnni" or
 "avx2" (only that kernel; none when the CPU lacks it), "off" (no native library at all; also 0/false/no).

@@ -155,7 +155,7 @@ def test_mine_job_native_matches_torch():
     template = b"template-recover-e2e" + prep.job.h_a + prep.job.h_b
     target = 1 << 250
     native = CpuBackend()
-    assert hasattr(native, "sub_correction")
+    assert native.caps.sub_correction is not None
     res_n = mine_job(template, prep.job, a, b, target, params, native, prepared=prep)
     res_t = mine_job(template, prep.job, a, b, target, params, CpuBackend(native=False), prepared=prep)
     assert torch.equal(res_n.c, res_t.c)
@@ -250,4 +250,4 @@ def test_correction_operands_protocol_noise_and_bad_input():
     with pytest.raises(ShapeError, match="disagree"):
         native_loader.correction_operands(a, b2[:, :-1], nz.e_l, nz.f_r, *nz.maps)
     from kernels.cpu import CpuBackend
-    assert CpuBackend().correction_operands is native_loader.correction_operands
+    assert CpuBackend().caps.correction_operands is native_loader.correction_operands

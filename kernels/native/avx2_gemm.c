@@ -1,6 +1,6 @@
 /*
  * AVX2 kernel for the PoUW mining contract (kernels/base.py), for x86-64 CPUs without AVX512-VNNI (AMD Zen 1-3,
- * Intel Haswell .. Alder Lake): the same outputs, bit for bit, as the AVX512-VNNI kernel of fused_gemm.c.
+ * Intel Haswell .. Alder Lake): the same outputs, bit for bit, as the AVX512-VNNI kernel of vnni_gemm.c.
  *
  *   S_c = sum_{c' <= c} A[:, c'r:(c'+1)r] @ B[c'r:(c'+1)r, :]   (exact int32), x = XOR of each h x w tile of S_c,
  *   msg[c % 16] = rotl32(msg[c % 16], 13) ^ x;   outputs C = S_{k/r-1} and the messages.
