@@ -70,10 +70,16 @@ class Backend(Protocol):
 
     name: str
     device: torch.device
-    kernel_path: str
-    """What the fused GEMM runs: "vnni", "avx2", "portable:<gemm>" (CPU) or "triton" (CUDA)."""
-    caps: Capabilities
-    """The optional stages this backend runs itself (fixed for the backend's lifetime)."""
+
+    @property
+    def kernel_path(self) -> str:
+        """What the fused GEMM runs: "vnni", "avx2", "portable:<gemm>" (CPU), "triton" or "cuda" (CUDA)."""
+        ...
+
+    @property
+    def caps(self) -> Capabilities:
+        """The optional stages this backend runs itself (fixed for the backend's lifetime)."""
+        ...
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Plain exact int8 x int8 -> int32 product, any shape."""
@@ -82,7 +88,8 @@ class Backend(Protocol):
     def noisy_mm(
         self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) as described in this module's docstring."""
+        """(C', messages) as described in this module's docstring. A backend declaring `caps.accepts_out` also
+        takes out=(c, msgs), caller-owned contiguous buffers it writes into and returns."""
         ...
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
