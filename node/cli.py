@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -107,6 +106,8 @@ def _mine_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pouw", description="Proof-of-Useful-Work settlement node")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--log-json", action="store_true",
+                    help="log one JSON object per line (default: key=value lines); also after node/devnet/miner")
     sub = ap.add_subparsers(dest="command", required=True)
 
     _add_bench(sub)
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = ap.parse_known_args(argv)
     if unknown and getattr(args, "func", None) is not _no_benchmarks:
         ap.error(f"unrecognized arguments: {' '.join(unknown)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from node import logfmt
+    logfmt.setup(verbose=args.verbose, as_json=getattr(args, "log_json", False))
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -132,6 +132,12 @@ def cmd_miner(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_log_json(p: argparse.ArgumentParser) -> None:
+    """`--log-json` after the subcommand too (`pouw node --log-json`); SUPPRESS keeps `pouw --log-json node`."""
+    p.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
+                   help="log one JSON object per line (default: key=value lines)")
+
+
 def register(sub) -> None:
     have = set(sub.choices)
 
@@ -205,6 +211,7 @@ def register(sub) -> None:
                        help="fee floor: base units per multiply-add, e.g. 1/10000 (default: the chain's going rate)")
         p.add_argument("--blob-retention", type=int, default=1000,
                        help="keep a settled job's blobs this many blocks (default 1000)")
+        add_log_json(p)
         p.set_defaults(func=cmd_node)
 
     p = add("status", help="print a node's /api/v1/status")
@@ -222,6 +229,7 @@ def register(sub) -> None:
         p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: no limit)")
         p.add_argument("--filler-shape", default=None, metavar="MxKxN",
                        help="filler job shape (default: the one the node advertises)")
+        add_log_json(p)
         p.set_defaults(func=cmd_miner)
 
     if "wallet" not in have:

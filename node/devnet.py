@@ -87,6 +87,8 @@ def add_arguments(sub) -> None:
     d.add_argument("--no-mine", action="store_true")
     d.add_argument("--status-every", type=float, default=10.0, help="print a status line every S seconds (0: never)")
     d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C/SIGTERM)")
+    from node.commands import add_log_json
+    add_log_json(d)
     d.set_defaults(func=run)
 
 
@@ -204,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
                "--mine-interval", str(args.block_interval)]
         if not args.no_mine:
             cmd.append("--mine")
+        if getattr(args, "log_json", False):
+            cmd.append("--log-json")             # the nodes' logs (D/node<i>/node.log) as JSON lines too
         for j, p in enumerate(ports):
             if j != i:
                 cmd += ["--peer", f"127.0.0.1:{p}"]

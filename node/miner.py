@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from chain.block import Block
 from chain.mining import BlockTemplate, build_template
+from node.logfmt import event
 from node.paidjobs import mine_paid
 from node.worker import Device, FillerMiner, WorkRate
 
@@ -141,10 +142,11 @@ class Miner:
         mined, paid = self.rate.total_macs, self.paid_macs
         return mined, paid, (paid / mined if mined else 0.0)
 
-    def _mined(self, macs: int) -> None:
-        """One completed pass (called from the mining thread)."""
+    def _mined(self, macs: int, k: int) -> None:
+        """One completed pass over a k-deep job (called from the mining thread): one ticket per tile."""
         self.rate.add(macs)
         self.node.metrics.mined_macs.inc(macs)
+        self.node.metrics.tickets.inc(macs // self.node.chain.params.tile_work(k))
 
     async def stop(self) -> None:
         self.enabled = False
@@ -202,10 +204,10 @@ class Miner:
                                                                  w.template.header, paid.prepared)
                     self.paid_macs += macs
                     self.node.metrics.paid_macs.inc(macs)
-                    self._mined(macs)
+                    self._mined(macs, paid.prepared.job.k)
                 else:
                     header, nonce = await loop.run_in_executor(self.executor, functools.partial(
-                        self.filler.run, backend, w.template.header, nonce, budget_s=BATCH_S, on_attempt=self._mined,
+                        self.filler.run, backend, w.template.header, nonce, budget_s=BATCH_S, on_attempt=functools.partial(self._mined, k=self.filler.shape[1]),
                         stop=lambda: not self.enabled or self.node.chain.tip.hash != tip))
                 self.device.ok()
             except asyncio.CancelledError:
@@ -228,5 +230,7 @@ class Miner:
             if res is not None and res.status == "active":
                 self.blocks_found += 1
                 self.last_block_at = time.monotonic()
-                log.info("mined block %d %s (%d txs, fees %d)", block.height, block.hash.hex()[:16],
-                         len(block.txs), w.template.fees)
+                self.node.metrics.blocks_mined.inc()
+                event(log, logging.INFO, "mined block", height=block.height, hash=block.hash.hex()[:16],
+                      txs=len(block.txs), fees=w.template.fees, job="paid" if paid is not None else "filler",
+                      macs=block.header.job.macs, device=self.device.spec)

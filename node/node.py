@@ -31,9 +31,10 @@ from chain.keys import PrivateKey, load_key, save_key
 from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx)
 from node.blobs import PRUNE_EVERY_S, BlobError
+from node.logfmt import event
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec
-from node.metrics import Metrics
+from node.metrics import Metrics, job_transitions
 from node.miner import Miner, Templates
 from node.p2p import P2P
 from node.peers import BAN_SCORE, Peer, PeerBook
@@ -366,12 +367,19 @@ class Node:
     # --- chain listener ----------------------------------------------------------------------------------
     def block_connected(self, block: Block) -> None:
         self.metrics.blocks_connected.inc()
-        log.info("connected block %d %s txs=%d work=%d", block.height, block.hash.hex()[:16], len(block.txs),
-                 block_work(block.header.target))
+        event(log, logging.INFO, "block connected", height=block.height, hash=block.hash.hex()[:16],
+              txs=len(block.txs), work=block_work(block.header.target), job=block.header.job.macs)
+        for jid, before, after in job_transitions(self.chain, block):
+            closed = not after.live
+            event(log, logging.INFO if closed else logging.DEBUG, "job settled" if closed else "job updated",
+                  job=jid.hex()[:16], status=after.status_name, was=before.status_name if before else None,
+                  height=block.height, fee=after.fee, macs=after.macs, miner=after.miner.hex())
 
     def block_disconnected(self, block: Block) -> None:
         self._disconnected_txs.extend(block.txs)
-        log.info("disconnected block %d %s", block.height, block.hash.hex()[:16])
+        self.metrics.blocks_disconnected.inc()
+        event(log, logging.INFO, "block disconnected", height=block.height, hash=block.hash.hex()[:16],
+              txs=len(block.txs))
 
     # --- blocks ------------------------------------------------------------------------------------------
     def accept_block(self, block: Block, peer: Peer | None) -> ImportResult | None:
@@ -413,8 +421,8 @@ class Node:
                 while len(self.retry_blocks) > 32:
                     self.retry_blocks.popitem(last=False)
                 return None
-            log.warning("rejected block %d %s from %s: %s", block.height, block.hash.hex()[:16],
-                        peer.name if peer else "local", e)
+            event(log, logging.WARNING, "block rejected", height=block.height, hash=block.hash.hex()[:16],
+                  peer=peer.name if peer else "local", reason=e.reason, detail=str(e))
             self.metrics.blocks_rejected.inc()
             if peer is not None and e.punish:
                 self.p2p.misbehave(peer, BAN_SCORE, f"invalid block ({e.reason})")
@@ -428,8 +436,9 @@ class Node:
         if res.status == "duplicate":
             return res
         if res.disconnected:
-            log.warning("reorg: %d block(s) disconnected, %d connected, new tip %d %s", len(res.disconnected),
-                        len(res.connected), self.chain.height, self.chain.tip.hash.hex()[:16])
+            self.metrics.reorgs.inc()
+            event(log, logging.WARNING, "reorg", disconnected=len(res.disconnected), connected=len(res.connected),
+                  height=self.chain.height, tip=self.chain.tip.hash.hex()[:16])
         if res.connected or res.disconnected:
             for b in res.connected:
                 self.mempool.remove_mined(b.txs)

@@ -32,6 +32,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 
 from chain.keys import verify_sig
+from node.logfmt import event
 from node.messages import AGENT, MAX_ADDRS, PROTOCOL_VERSION, MessageError, auth_payload
 from node.peers import BAN_SCORE, Peer, PeerBook, select_eviction
 
@@ -225,7 +226,7 @@ class P2P:
             peer.closed = True
             peer.ready = False
             if was_ready:
-                log.info("peer %s disconnected (%s)", peer.name, why)
+                event(log, logging.INFO, "peer disconnected", peer=peer.name, addr=peer.remote, reason=why)
                 self.node.sync.on_peer_gone(peer)
             if not peer.inbound and peer.listen_addr and (not was_ready or time.time() - peer.connected_at < 10):
                 self.book.failed(peer.listen_addr)  # back off from peers that refuse or drop us quickly
@@ -265,14 +266,16 @@ class P2P:
         self.node.metrics.misbehaviour.inc()
         if peer.score >= BAN_SCORE:
             if not peer.closed:
-                log.warning("peer %s banned: %s", peer.name, why)
+                event(log, logging.WARNING, "peer banned", peer=peer.name, addr=peer.remote, score=peer.score,
+                      reason=why)
                 self.banned_count += 1
+                self.node.metrics.peer_bans.inc()
                 ip = peer.remote_host if peer.inbound and self._ip_bannable(peer.remote_host) else None
                 self.book.ban(peer.node_id, None if peer.inbound else peer.listen_addr, ip=ip)
                 self._spawn(self.close(peer, f"banned: {why}"))
                 peer.closed = True
         else:
-            log.info("peer %s misbehaved (+%d = %d): %s", peer.name, points, peer.score, why)
+            event(log, logging.INFO, "peer misbehaved", peer=peer.name, points=points, score=peer.score, reason=why)
 
     # --- messages --------------------------------------------------------------------------------------
     async def _on_frame(self, peer: Peer, data: bytes) -> None:
@@ -366,7 +369,8 @@ class P2P:
             self.book.connected_ok(peer.listen_addr)
         elif peer.listen_addr:
             self.add_addr(peer.listen_addr)
-        log.info("peer %s connected (height %d, %s)", peer.name, peer.height, peer.agent)
+        event(log, logging.INFO, "peer connected", peer=peer.name, addr=peer.remote,
+              direction="inbound" if peer.inbound else "outbound", height=peer.height, agent=peer.agent)
         self.send(peer, "getaddr")
         self.node.sync.on_peer_ready(peer)
 

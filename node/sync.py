@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from chain.block import Header
 from chain.errors import EncodingError, ValidationError
+from node.logfmt import event
 from node.messages import MAX_GETBLOCKS, MAX_HEADERS, MAX_LOCATOR
 from node.peers import BAN_SCORE, Peer
 
@@ -265,13 +266,13 @@ class Sync:
         if self.syncing and now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
             p = self.progress()
-            log.info("sync: height %d/%d (%.1f%%), %.1f blocks/s, ETA %s", p["height"], p["target_height"],
-                     p["percent"], p["blocks_per_s"], "%ds" % p["eta_s"] if p["eta_s"] is not None else "?")
+            event(log, logging.INFO, "sync progress", height=p["height"], target=p["target_height"],
+                  percent=round(p["percent"], 1), blocks_per_s=round(p["blocks_per_s"], 1), eta_s=p["eta_s"])
         elif not self.syncing and self.started_at is not None:
             el = now - self.started_at
             n = self.chain.height - self.start_height
-            log.info("sync: done at height %d (%d blocks in %.1f s, %.0f blocks/s)", self.chain.height, n, el,
-                     n / max(el, 1e-3))
+            event(log, logging.INFO, "sync done", height=self.chain.height, blocks=n, seconds=round(el, 1),
+                  blocks_per_s=round(n / max(el, 1e-3)))
             self.started_at = None
 
     def progress(self) -> dict:

@@ -34,6 +34,7 @@ from typing import Callable
 from chain.block import Header
 from chain.config import ChainConfig
 from chain.mining import NONCE_MAX, filler_seed, mine_filler_once
+from node.logfmt import event
 
 log = logging.getLogger("pouw.worker")
 
@@ -304,7 +305,8 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             try:
                 res = client.call("POST", "/api/v1/mining/submit",
                                   {"template_id": work["template_id"], "header": got.encoded.hex(), "worker": worker_id})
-                log.info("block %d %s submitted: %s", got.height, got.hash.hex()[:16], res.get("result"))
+                event(log, logging.INFO, "found block", height=got.height, hash=got.hash.hex()[:16],
+                      result=res.get("result"), device=device)
                 if res.get("result") == "accepted":
                     found += 1
                     on_block()
@@ -313,8 +315,8 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             work = None
         if time.monotonic() - last_report >= report_every:
             last_report = time.monotonic()
-            log.info("%s: work rate %.3f GMAC/s (%d attempts, %d operand builds, %d blocks found)", device,
-                     rate.rate() / 1e9, rate.jobs, filler.builds, found)
+            event(log, logging.INFO, "work rate", device=device, gmacs_per_s=round(rate.rate() / 1e9, 3),
+                  attempts=rate.jobs, operand_builds=filler.builds, blocks_found=found)
     log.info("worker on %s done: %d blocks, work rate %.3f GMAC/s", device, found, rate.rate() / 1e9)
     return found
 
