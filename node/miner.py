@@ -164,7 +164,8 @@ class Miner:
         params = self.node.chain.params
         nonce = random.getrandbits(64)
         work_id = None
-        log.info("mining on %s to %s, filler %dx%dx%d", self.device.spec, self.address.hex(), *self.filler.shape)
+        event(log, logging.INFO, "mining started", device=self.device.spec, address=self.address.hex(),
+              filler="x".join(map(str, self.filler.shape)))
         while True:
             if not self.enabled or self.node.sync.syncing:
                 self.state = "paused" if not self.enabled else "waiting-sync"

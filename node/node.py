@@ -239,9 +239,9 @@ class Node:
     async def start(self) -> None:
         from node.api import make_app
         n = self.mempool.load(self.datadir / MEMPOOL_FILE)
-        log.info("chain %s (id %d) at height %d, tip %s; %d mempool txs restored; node id %s",
-                 self.cfg.name, self.cfg.chain_id, self.chain.height, self.chain.tip.hash.hex()[:16], n,
-                 self.node_key.pubkey.hex()[:16])
+        event(log, logging.INFO, "node starting", chain=self.cfg.name, chain_id=self.cfg.chain_id,
+              height=self.chain.height, tip=self.chain.tip.hash.hex()[:16], mempool_restored=n,
+              node_id=self.node_key.pubkey.hex()[:16])
         from node.netguard import install_log_limits, is_loopback
         install_log_limits()
         api_public = not is_loopback(self.api_host)
@@ -275,10 +275,7 @@ class Node:
             self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
                                self.conf.filler_shape)
             self.miner.start()
-        if self.conf.api_port is None:
-            log.info("serving API and p2p on %s", self.url)
-        else:
-            log.info("serving p2p on %s and the API on %s", self.listen_addr, self.url)
+        event(log, logging.INFO, "node serving", api=self.url, p2p=self.listen_addr)
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         """Serve `app` on host:port through the connection guard; returns the bound port."""
@@ -325,7 +322,7 @@ class Node:
         n = self.mempool.save(self.datadir / MEMPOOL_FILE)
         self.book.save()
         self.chain.close()
-        log.info("stopped at height %d (%d mempool txs saved)", self.chain.height, n)
+        event(log, logging.INFO, "node stopped", height=self.chain.height, mempool_saved=n)
 
     async def run_forever(self) -> None:
         """Start, serve until SIGINT/SIGTERM, stop cleanly."""
@@ -368,7 +365,7 @@ class Node:
     def block_connected(self, block: Block) -> None:
         self.metrics.blocks_connected.inc()
         event(log, logging.INFO, "block connected", height=block.height, hash=block.hash.hex()[:16],
-              txs=len(block.txs), work=block_work(block.header.target), job=block.header.job.macs)
+              txs=len(block.txs), work=block_work(block.header.target), job_macs=block.header.job.macs)
         for jid, before, after in job_transitions(self.chain, block):
             closed = not after.live
             event(log, logging.INFO if closed else logging.DEBUG, "job settled" if closed else "job updated",

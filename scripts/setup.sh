@@ -18,3 +18,11 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     echo "setup: could not install chromium; the explorer's browser test will be skipped" >&2
   fi
 fi
+# promtool (Debian's prometheus package: ~19 MB download, --no-install-recommends) for the /metrics lint in
+# tests/test_observability.py, only when missing and apt-get is there; the test skips with a reason otherwise.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if ! ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus) >/dev/null 2>&1; then
+    echo "setup: could not install promtool (prometheus); the metrics lint test will be skipped" >&2
+  fi
+fi

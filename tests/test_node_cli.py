@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,7 +53,8 @@ def test_node_sigterm_and_restart(tmp_path):
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=30)
     assert p.returncode == 0, out
-    assert "stopped at height" in out
+    assert re.search(r"^\S+Z INFO  pouw\.node node stopped height=\d+ mempool_saved=0$", out, re.M), out[-2000:]
+    assert re.search(r" pouw\.node block connected height=5 hash=[0-9a-f]{16} txs=0 work=\d+ ", out), out[-2000:]
     v = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(d)], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert v.returncode == 0, v.stdout + v.stderr
@@ -73,7 +75,7 @@ def test_devnet_runs_funds_wallet_and_stops_cleanly(tmp_path):
         base = free_port()
     d = tmp_path / "devnet"
     p = pouw("devnet", "--nodes", "2", "--base-port", str(base), "--datadir", str(d), "--network", "regtest",
-             "--block-interval", "0.3", "--status-every", "0")
+             "--block-interval", "0.3", "--status-every", "0", "--log-json")
     urls = [f"http://127.0.0.1:{base + i}" for i in range(2)]
     try:
         from chain.keys import load_key
@@ -95,8 +97,10 @@ def test_devnet_runs_funds_wallet_and_stops_cleanly(tmp_path):
     assert str(d / "wallet") in out and all(u in out for u in urls)
     assert "stopped 2 node(s)" in out
     for i in range(2):
-        log = (d / f"node{i}" / "node.log").read_text()
-        assert "stopped at height" in log
+        lines = [json.loads(x) for x in (d / f"node{i}" / "node.log").read_text().splitlines()]  # --log-json
+        assert all({"ts", "level", "logger", "msg"} <= set(x) for x in lines)
+        assert any(x["msg"] == "peer connected" and x["direction"] in ("inbound", "outbound") for x in lines)
+        assert any(x["msg"] == "node stopped" and x["height"] >= 3 for x in lines), lines[-3:]
         v = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(d / f"node{i}")],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
