@@ -21,7 +21,7 @@ import torch
 
 from kernels.base import MSG_WORDS, ROT, Capabilities, ShapeError, check_operands, tile_tickets_reference
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
 
 def tile_xor(acc: np.ndarray, h: int, w: int) -> np.ndarray:

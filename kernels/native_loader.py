@@ -57,7 +57,7 @@ import torch
 
 from kernels.base import MSG_WORDS, ShapeError, check_operands
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # compiled into one library; fused_gemm.c holds the ABI and the dispatch, one file per GEMM instruction set

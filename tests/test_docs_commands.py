@@ -1,0 +1,226 @@
+"""Every command of docs/mining.md and docs/validating.md runs, against a regtest node standing in for the
+README's devnet; commands marked `# GPU` are checked for argument parsing only (no device here).
+And docs/examples/verify_block.py, written from the docs alone, agrees with the node on real blocks
+(transfers, a paid job) and rejects tampered ones with the node's reasons."""
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from chain.block import Block
+from chain.config import load_config
+from chain.errors import ValidationError
+from chain.keys import PrivateKey, faucet_key
+from chain.tx import make_transfer
+from chain.validation import check_header_proof
+from node.client import Client
+from node.testing import free_port, start_node, wait_for
+from node.worker import ApiError, NodeClient
+from pouw.proof import TileProof
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = load_config("regtest")
+DOCS = ("docs/mining.md", "docs/validating.md")
+
+
+def bash_blocks(path: Path) -> list[list[str]]:
+    """The ```bash blocks of a markdown file, as logical lines (continuations joined, blank lines dropped)."""
+    out = []
+    for body in re.findall(r"^```bash\n(.*?)^```", path.read_text(), re.M | re.S):
+        lines = [x.strip() for x in body.replace("\\\n", " ").splitlines()]
+        out.append([x for x in lines if x and not x.startswith("#")])
+    return out
+
+
+def check_gpu_line(line: str) -> str:
+    """A `# GPU` command: parse it as far as can be done without a device. Returns what was checked."""
+    from node.cli import build_parser
+    cmd = line.split("# GPU")[0].strip().replace('"$ADDR"', "00" * 20)
+    if cmd.startswith(".venv/bin/pouw "):
+        argv = shlex.split(cmd)[1:]
+        args = build_parser().parse_args(argv)          # SystemExit(2) on a bad option
+        assert callable(args.func), cmd
+        return "parsed"
+    if cmd.startswith("bash ") and cmd.endswith(".sh"):
+        script = ROOT / cmd.split()[1]
+        r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return "bash -n"
+    if cmd.startswith(("python3 -m venv", "bash scripts/setup.sh", ".venv/bin/python -c")):
+        return "skipped: needs a CUDA build of torch and a GPU"
+    raise AssertionError(f"no check for GPU command {cmd!r}")
+
+
+@pytest.fixture(scope="module")
+def regtest_node(tmp_path_factory):
+    """A mining regtest node in its own process on a free port (the README's devnet node's stand-in)."""
+    d = tmp_path_factory.mktemp("docnode")
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    log = open(d / "node.log", "w")
+    p = subprocess.Popen([sys.executable, "-m", "node.cli", "node", "--datadir", str(d / "data"), "--network",
+                          "regtest", "--port", str(port), "--mine", "--mine-interval", "0.3"],
+                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    end = time.time() + 60
+    while True:
+        try:
+            if NodeClient(url, timeout=2).call("GET", "/api/v1/status")["height"] >= 2:
+                break
+        except (OSError, ApiError, ValueError):
+            pass
+        assert time.time() < end and p.poll() is None, (d / "node.log").read_text()[-3000:]
+        time.sleep(0.2)
+    yield port
+    p.send_signal(signal.SIGTERM)
+    p.wait(30)
+    log.close()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_command_in_the_doc_runs(doc, regtest_node, tmp_path):
+    work = tmp_path / "w"
+    (work / ".venv" / "bin").mkdir(parents=True)
+    for d in ("docs", "benchmarks"):
+        (work / d).symlink_to(ROOT / d)
+    for name, cmd in (("python", ""), ("pouw", " -m node.cli")):   # .venv/bin/* of the docs: this interpreter
+        shim = work / ".venv" / "bin" / name
+        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}"{cmd} "$@"\n')
+        shim.chmod(0o755)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    blocks = bash_blocks(ROOT / doc)
+    assert blocks, f"{doc} has no bash blocks"
+    ran = checked = 0
+    for lines in blocks:
+        script = []
+        for line in lines:
+            if re.search(r"#\s*GPU\s*$", line):
+                check_gpu_line(line)
+                checked += 1
+            else:
+                script.append(line.replace("127.0.0.1:8545", f"127.0.0.1:{regtest_node}"))
+        if not script:
+            continue
+        if any(x.startswith("curl ") for x in script) and not shutil_which("curl"):
+            pytest.skip("curl is not installed")
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(script)], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, f"{doc}:\n" + "\n".join(script) + f"\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+        ran += len(script)
+        if "verify_block.py" in r.stdout or "verify_block.py" in "\n".join(script):
+            assert r.stdout.count('"valid": true') == sum("verify_block.py" in x for x in script), r.stdout
+    assert ran > 0
+    if doc == "docs/mining.md":
+        assert checked >= 6   # the GPU lines were all checked
+
+
+def shutil_which(name: str) -> str | None:
+    import shutil
+    return shutil.which(name)
+
+
+# --- the by-hand verifier against the node ----------------------------------------------------------------------
+def load_verifier():
+    spec = importlib.util.spec_from_file_location("verify_block", ROOT / "docs/examples/verify_block.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_verifier_imports_nothing_of_the_project():
+    src = (ROOT / "docs/examples/verify_block.py").read_text()
+    imported = set(re.findall(r"^(?:import|from) ([A-Za-z_]+)", src, re.M))
+    assert imported <= {"__future__", "argparse", "hashlib", "json", "struct", "sys", "tomllib", "urllib",
+                        "msgpack", "numpy", "cryptography"}, imported
+
+
+@pytest.mark.timeout(240)
+def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
+    vb = load_verifier()
+
+    async def main():
+        n = await start_node(tmp_path / "n", mine=True, interval=0.2, filler_shape=(64, 512, 32))
+        try:
+            client_key = PrivateKey.from_phrase(b"verify client")
+            f = faucet_key()
+            nonce = n.mempool.pending_nonce(f.address)
+            for i in range(3):   # a block with several transactions (an odd count: the carried-up node)
+                n.add_tx(make_transfer(f, CFG.chain_id, nonce + i, client_key.address, 10 ** 12, 1000 + i))
+            await wait_for(lambda: n.chain.get_account(client_key.address).balance == 3 * 10 ** 12, 30,
+                           what="funding")
+            rng = np.random.default_rng(9)
+            a = rng.integers(-64, 65, size=(20, 70), dtype=np.int8)
+            b = rng.integers(-64, 65, size=(70, 12), dtype=np.int8)
+            await asyncio.to_thread(Client(n.url).submit_job, client_key, a, b, None, True, timeout=90)
+            top = n.chain.height
+            results = [await asyncio.to_thread(vb.verify, n.url, str(h)) for h in range(top + 1)]  # raise if not
+            blocks = [n.chain.get_block(n.chain.block_hash_at(h)) for h in range(top + 1)]
+            return results, blocks
+        finally:
+            await n.stop()
+    results, blocks = asyncio.run(main())
+    assert results[0]["genesis"] is True
+    jobs = {tuple(r["job"]) for r in results[1:]}
+    assert (64, 512, 32) in jobs and len(jobs) >= 2                  # filler and the paid job's shape
+    assert max(r["txs"] for r in results) >= 2
+    for r, blk in zip(results, blocks):
+        assert r["hash"] == blk.hash.hex() and r["height"] == blk.height and r["txs"] == len(blk.txs)
+        if blk.height:
+            check_header_proof(blk.header, CFG)                          # the node accepts it too
+            pr = TileProof.decode(blk.header.proof)
+            assert (bytes.fromhex(r["ticket"]), r["tile"]) == (pr.ticket, [pr.ti, pr.tj])
+    # tampering: the verifier says what the node says
+    params = CFG.pow
+    blk = next(b for b in blocks[1:] if len(b.txs) >= 2)
+    header, txs = msgpack.unpackb(blk.encoded)
+    assert vb.tx_root(txs) == header[6] and vb.tx_root(txs[:1]) != header[6] and vb.tx_root([]) != header[6]
+
+    def reason(mutate) -> tuple[str, str]:
+        h = [list(x) if isinstance(x, list) else x for x in header]
+        mutate(h)
+        try:
+            vb.check_proof(h, params.rank, params.tile_h, params.tile_w)
+            mine = "accepted"
+        except vb.Reject as e:
+            mine = e.args[0]
+        try:
+            check_header_proof(Block.decode(msgpack.packb([h, []])).header, CFG)
+            node = "accepted"
+        except ValidationError as e:
+            node = e.reason
+        return mine, node
+
+    proof = header[11]
+    head = vb.PROOF_HEAD.size
+    k = header[9][3]
+    flip = lambda data, i: data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]  # noqa: E731
+    def in_range(start: int) -> int:   # an operand byte that stays in [-64, 64] with its low bit flipped
+        return next(i for i in range(start, start + k) if -64 <= np.int8(proof[i] ^ 1) <= 64)
+    cases = {
+        "nonce": (lambda h: h.__setitem__(10, h[10] ^ 1), "bad-pow-template"),
+        "timestamp": (lambda h: h.__setitem__(4, h[4] + 1), "bad-pow-template"),
+        "a row": (lambda h: h.__setitem__(11, flip(proof, in_range(head))), "bad-pow-merkle-a"),
+        "b column": (lambda h: h.__setitem__(11, flip(proof, in_range(head + params.tile_h * k))), "bad-pow-merkle-b"),
+        "path": (lambda h: h.__setitem__(11, flip(proof, len(proof) - 1)), "bad-pow-merkle-b"),
+        "ticket": (lambda h: h.__setitem__(11, flip(proof, head - 1)), "bad-pow-ticket"),
+        "truncated": (lambda h: h.__setitem__(11, proof[:-1]), "bad-pow-encoding"),
+        "h_a": (lambda h: h[9].__setitem__(0, flip(h[9][0], 0)), "bad-pow-template"),
+    }
+    for name, (mutate, want) in cases.items():
+        assert reason(mutate) == (want, want), name
+    # an A entry out of range, with the opening otherwise intact, is caught before the Merkle check
+    big = proof[:head] + bytes([100]) + proof[head + 1:]
+    assert reason(lambda h: h.__setitem__(11, big)) == ("bad-pow-range", "bad-pow-range")
