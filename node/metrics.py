@@ -123,7 +123,7 @@ class Metrics:
         n = self.node
         self.update()
         tip = n.chain.tip
-        self.tip_time.set(n.chain.get_header(tip.hash).timestamp)
+        self.tip_time.set(tip.timestamp)
         best = n.sync.best_header
         self.headers.set(max(tip.height, best.height if best is not None else 0))
         if self._jobs_at != tip.hash:  # the job gauges change only with the tip
