@@ -208,7 +208,7 @@ def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
     k = header[9][3]
     flip = lambda data, i: data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]  # noqa: E731
     def in_range(start: int) -> int:   # an operand byte that stays in [-64, 64] with its low bit flipped
-        return next(i for i in range(start, start + k) if -64 <= np.int8(proof[i] ^ 1) <= 64)
+        return next(i for i in range(start, start + k) if -64 <= ((proof[i] ^ 1) + 128) % 256 - 128 <= 64)
     cases = {
         "nonce": (lambda h: h.__setitem__(10, h[10] ^ 1), "bad-pow-template"),
         "timestamp": (lambda h: h.__setitem__(4, h[4] + 1), "bad-pow-template"),
