@@ -183,6 +183,11 @@ class Node:
         self.metrics.registry.register(GuardCollector(self))
         self.api_token: str | None = conf.api_token
         self.sync = Sync(self)
+        self.p2p.register({  # the chain's peer messages and who handles them (node.messages lists them all)
+            "block": self.on_block, "tx": self.on_tx,
+            "getheaders": self.sync.on_getheaders, "headers": self.sync.on_headers,
+            "getblocks": self.sync.on_getblocks, "notfound": self.sync.on_notfound,
+        })
         self.templates = Templates(self)
         self.orphans = Orphans()
         self.retry_blocks: collections.OrderedDict[bytes, Block] = collections.OrderedDict()
@@ -462,7 +467,7 @@ class Node:
                 del self.retry_blocks[h]
                 self.accept_block(b, None)
 
-    # --- p2p handlers (called by P2P for ready peers) ------------------------------------------------------
+    # --- p2p handlers (registered with P2P in __init__, called for ready peers) -----------------------------
     def on_block(self, peer: Peer, block: bytes) -> None:
         try:
             b = Block.decode(block, max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,

@@ -22,11 +22,12 @@ connection has its own reader task, so a flooding peer costs only its own messag
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -44,6 +45,10 @@ log = logging.getLogger("pouw.p2p")
 HANDSHAKE_TIMEOUT = 10.0
 PING_INTERVAL = 30.0
 MAX_PENDING_PER_IP = 2
+
+Handler = Callable[..., "Awaitable[None] | None"]
+"""A ready peer's message handler: called as ``handler(peer, **fields)`` with the decoded, schema-checked
+fields (node.messages); may be a coroutine function."""
 
 
 def _valid_addr(a: str) -> bool:
@@ -70,6 +75,21 @@ class P2P:
         self.tasks: set[asyncio.Task] = set()
         self.stopping = False
         self.banned_count = 0
+        # message type -> handler, for ready peers. The connection's own messages are handled here; the
+        # chain's (blocks, transactions, headers) are registered by their owners (Node.__init__). A type
+        # without a handler is misbehaviour; tests/test_node_units.py checks the table covers node.messages.
+        self.handlers: dict[str, Handler] = {
+            "ping": self._on_ping, "pong": self._on_pong, "getaddr": self._on_getaddr, "addr": self._on_addr,
+            "hello": functools.partial(self._on_repeat_handshake, "hello"),
+            "auth": functools.partial(self._on_repeat_handshake, "auth"),
+        }
+
+    def register(self, handlers: Mapping[str, Handler]) -> None:
+        """Add message handlers; each type has exactly one (a second registration is a programming error)."""
+        for t, h in handlers.items():
+            if t in self.handlers:
+                raise ValueError(f"a handler for peer message {t!r} is already registered")
+            self.handlers[t] = h
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -291,27 +311,32 @@ class P2P:
         if not peer.ready:
             await self._handshake(peer, t, m)
             return
-        handler = getattr(self.node, f"on_{t}", None) or getattr(self.node.sync, f"on_{t}", None)
-        if t == "ping":
-            self.send(peer, "pong", nonce=m["nonce"])
-        elif t == "pong":
-            pass
-        elif t == "getaddr":
-            addrs = [a for a in self.book.addrs if a != peer.listen_addr][:MAX_ADDRS]
-            if self.node.listen_addr:
-                addrs = [self.node.listen_addr] + addrs[:MAX_ADDRS - 1]
-            self.send(peer, "addr", addrs=addrs)
-        elif t == "addr":
-            for a in m["addrs"]:
-                self.add_addr(a)
-        elif t in ("hello", "auth"):
-            self.misbehave(peer, 20, f"duplicate {t}")
-        elif handler is not None:
-            res = handler(peer, **m)
-            if asyncio.iscoroutine(res):
-                await res
-        else:
+        handler = self.handlers.get(t)
+        if handler is None:
             self.misbehave(peer, BAN_SCORE, f"unexpected message {t}")
+            return
+        res = handler(peer, **m)
+        if asyncio.iscoroutine(res):
+            await res
+
+    def _on_ping(self, peer: Peer, nonce: int) -> None:
+        self.send(peer, "pong", nonce=nonce)
+
+    def _on_pong(self, peer: Peer, nonce: int) -> None:
+        pass
+
+    def _on_getaddr(self, peer: Peer) -> None:
+        addrs = [a for a in self.book.addrs if a != peer.listen_addr][:MAX_ADDRS]
+        if self.node.listen_addr:
+            addrs = [self.node.listen_addr] + addrs[:MAX_ADDRS - 1]
+        self.send(peer, "addr", addrs=addrs)
+
+    def _on_addr(self, peer: Peer, addrs: list[str]) -> None:
+        for a in addrs:
+            self.add_addr(a)
+
+    def _on_repeat_handshake(self, t: str, peer: Peer, **_: Any) -> None:
+        self.misbehave(peer, 20, f"duplicate {t}")
 
     async def _handshake(self, peer: Peer, t: str, m: dict) -> None:
         node = self.node

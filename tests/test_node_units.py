@@ -332,6 +332,45 @@ def test_fuzz_codec_only_raises_message_error(data):
         pass
 
 
+@pytest.mark.timeout(60)
+def test_peer_message_table_covers_every_type_and_unhandled_types_ban(tmp_path):
+    """Every message type node.messages defines has exactly one registered handler; a type without one
+    (or one the codec does not know) costs the peer BAN_SCORE and its connection, as before the table."""
+    from node.node import Node, NodeConfig
+    from node.peers import BAN_SCORE, Peer
+
+    class FakeWS:
+        async def close(self):
+            pass
+
+    async def main():
+        n = Node(NodeConfig(datadir=tmp_path / "n", network="regtest", port=0))
+        try:
+            assert set(n.p2p.handlers) == set(n.codec.schemas)
+            assert all(callable(h) for h in n.p2p.handlers.values())
+            with pytest.raises(ValueError, match="already registered"):
+                n.p2p.register({"block": n.on_block})
+
+            def ready_peer():
+                p = Peer(FakeWS(), True, "127.0.0.1:1", n.codec, node_id=b"\1" * 32, ready=True)
+                n.p2p.peers.append(p)
+                return p
+            p = ready_peer()  # a handled type: dispatched, no penalty
+            await n.p2p._on_frame(p, n.codec.encode("getaddr"))
+            assert p.score == 0 and not p.closed and p.out.qsize() == 1
+            del n.p2p.handlers["tx"]  # a schema type nobody handles
+            p = ready_peer()
+            await n.p2p._on_frame(p, n.codec.encode("tx", tx=b"x"))
+            assert p.score >= BAN_SCORE and p.closed
+            p = ready_peer()  # a type the codec does not know
+            await n.p2p._on_frame(p, msgpack.packb({"t": "bogus"}))
+            assert p.score >= BAN_SCORE and p.closed
+            assert n.p2p.banned_count == 2
+        finally:
+            n.chain.close()
+    asyncio.run(main())
+
+
 @pytest.mark.timeout(120)
 def test_fuzz_message_handlers_never_crash(tmp_path):
     """Well-formed messages with garbage contents, straight into a ready peer's handlers."""
