@@ -182,7 +182,7 @@ class Node:
         ProcessCollector(namespace="pouw", registry=self.metrics.registry)  # open fds, memory, CPU
         self.metrics.registry.register(GuardCollector(self))
         self.api_token: str | None = conf.api_token
-        self.sync = Sync(self)
+        self.sync = Sync(self.chain, self.p2p, self.codec.max_msg, self.metrics.misbehaviour.inc)
         self.p2p.register({  # the chain's peer messages and who handles them (node.messages lists them all)
             "block": self.on_block, "tx": self.on_tx,
             "getheaders": self.sync.on_getheaders, "headers": self.sync.on_headers,

@@ -280,6 +280,11 @@ class P2P:
                 n += 1
         return n
 
+    def drop(self, peer: Peer, why: str) -> None:
+        """Close the connection soon, from synchronous code (not a ban)."""
+        if not peer.closed:
+            self._spawn(self.close(peer, why))
+
     def misbehave(self, peer: Peer, points: int, why: str) -> None:
         """Add misbehaviour points; at BAN_SCORE disconnect and ban (node id, and address when outbound)."""
         peer.score += points

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from chain.block import Header
 from chain.errors import EncodingError, ValidationError
@@ -26,7 +26,8 @@ from node.messages import MAX_GETBLOCKS, MAX_HEADERS, MAX_LOCATOR
 from node.peers import BAN_SCORE, Peer
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from chain.chainstate import ChainState
+    from node.interfaces import PeerNet
 
 log = logging.getLogger("pouw.sync")
 
@@ -38,9 +39,14 @@ PROGRESS_EVERY = 5.0
 
 
 class Sync:
-    def __init__(self, node: "Node"):
-        self.node = node
-        self.chain = node.chain
+    """Implements node.interfaces.PeerEvents. Takes the chain, the peer layer (`PeerNet`), the largest message
+    (`max_msg`, bounding a `headers` answer) and a callback counting misbehaviour; nothing else of the node."""
+
+    def __init__(self, chain: ChainState, net: PeerNet, max_msg: int, on_misbehaviour: Callable[[], None]):
+        self.chain = chain
+        self.net = net
+        self.max_msg = max_msg
+        self.on_misbehaviour = on_misbehaviour
         self.inflight: dict[bytes, tuple[Peer, float]] = {}
         self.best_header = self._scan_best()
         self.samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
@@ -64,7 +70,7 @@ class Sync:
         best = self.best_header
         if best.failed or best.chainwork <= self.chain.tip.chainwork:
             return False
-        return any(p.proven_work >= best.chainwork for p in self.node.p2p.ready_peers)
+        return any(p.proven_work >= best.chainwork for p in self.net.ready_peers)
 
     # --- requests --------------------------------------------------------------------------------------
     def locator(self) -> list[bytes]:
@@ -88,7 +94,7 @@ class Sync:
         if peer.closed or time.monotonic() - peer.headers_req_at < HEADERS_TIMEOUT:
             return
         peer.headers_req_at = time.monotonic()
-        self.node.p2p.send(peer, "getheaders", locator=self.locator(), stop=b"")
+        self.net.send(peer, "getheaders", locator=self.locator(), stop=b"")
 
     def on_peer_ready(self, peer: Peer) -> None:
         if peer.work > self.best_header.chainwork:
@@ -111,9 +117,9 @@ class Sync:
         log.info("sync: peer %s %s (claimed work %d, proved %d); disconnecting", peer.name, why, peer.work,
                  peer.proven_work)
         peer.work = peer.proven_work
-        self.node.metrics.misbehaviour.inc()
+        self.on_misbehaviour()
         if not peer.closed:
-            self.node.p2p._spawn(self.node.p2p.close(peer, "claimed chain not delivered"))
+            self.net.drop(peer, "claimed chain not delivered")
 
     # --- serving ---------------------------------------------------------------------------------------
     def on_getheaders(self, peer: Peer, locator: list[bytes], stop: bytes) -> None:
@@ -123,7 +129,7 @@ class Sync:
                 start = self.chain.index[h].height + 1
                 break
         out, size = [], 0
-        budget = self.node.codec.max_msg - 4096
+        budget = self.max_msg - 4096
         for height in range(start, min(start + MAX_HEADERS, self.chain.height + 1)):
             h = self.chain.block_hash_at(height)
             enc = self.chain.get_header(h).encoded  # type: ignore[union-attr]
@@ -133,7 +139,7 @@ class Sync:
             size += len(enc) + 8
             if h == stop:
                 break
-        self.node.p2p.send(peer, "headers", headers=out)
+        self.net.send(peer, "headers", headers=out)
 
     def on_getblocks(self, peer: Peer, hashes: list[bytes]) -> None:
         missing = []
@@ -143,9 +149,9 @@ class Sync:
                 missing.append(h)
             else:
                 peer.know(h)
-                self.node.p2p.send(peer, "block", block=blk.encoded)
+                self.net.send(peer, "block", block=blk.encoded)
         if missing:
-            self.node.p2p.send(peer, "notfound", hashes=missing)
+            self.net.send(peer, "notfound", hashes=missing)
 
     def on_notfound(self, peer: Peer, hashes: list[bytes]) -> None:
         for h in hashes:
@@ -158,7 +164,7 @@ class Sync:
         import asyncio
         if not peer.headers_req_at:
             # we never announce by headers: unsolicited ones are ignored (and cost a little)
-            self.node.p2p.misbehave(peer, 5, "unsolicited headers")
+            self.net.misbehave(peer, 5, "unsolicited headers")
             return
         peer.headers_req_at = 0.0
         proved_before = peer.proven_work
@@ -168,15 +174,15 @@ class Sync:
             try:
                 h = Header.decode(raw, max_bytes=cfg.max_header_bytes)
             except EncodingError as e:
-                self.node.p2p.misbehave(peer, BAN_SCORE, f"bad header encoding ({e})")
+                self.net.misbehave(peer, BAN_SCORE, f"bad header encoding ({e})")
                 return
             try:
                 last = self.chain.submit_header(h)
             except ValidationError as e:
                 if e.reason == "prev-blk-not-found":
-                    self.node.p2p.misbehave(peer, 20, "headers do not connect")
+                    self.net.misbehave(peer, 20, "headers do not connect")
                 elif e.punish and not e.retry_later:
-                    self.node.p2p.misbehave(peer, BAN_SCORE, f"invalid header: {e}")
+                    self.net.misbehave(peer, BAN_SCORE, f"invalid header: {e}")
                     return
                 break
             peer.know(h.hash)
@@ -222,7 +228,7 @@ class Sync:
             self.started_at = time.monotonic()
             self.start_height = self.chain.height
             log.info("sync: downloading blocks up to height %d (tip %d)", self.best_header.height, self.chain.height)
-        peers = [p for p in self.node.p2p.ready_peers]
+        peers = [p for p in self.net.ready_peers]
         batches: dict[int, list[bytes]] = {}
         now = time.monotonic()
         # refill a peer only when half its slots are free, so requests go out in batches
@@ -238,7 +244,7 @@ class Sync:
         for p in peers:
             hs = batches.get(id(p))
             while hs:
-                self.node.p2p.send(p, "getblocks", hashes=hs[:MAX_GETBLOCKS])
+                self.net.send(p, "getblocks", hashes=hs[:MAX_GETBLOCKS])
                 hs = hs[MAX_GETBLOCKS:]
 
     def tick(self) -> None:
@@ -251,8 +257,8 @@ class Sync:
                 p.stalls += 1
                 log.info("sync: block %s from %s timed out (stall %d)", h.hex()[:16], p.name, p.stalls)
                 if p.stalls >= 3 and not p.closed:
-                    self.node.p2p._spawn(self.node.p2p.close(p, "stalled"))
-        for p in self.node.p2p.ready_peers:
+                    self.net.drop(p, "stalled")
+        for p in self.net.ready_peers:
             if p.headers_req_at and now - p.headers_req_at > HEADERS_TIMEOUT:
                 p.headers_req_at = 0.0
                 p.stalls += 1
