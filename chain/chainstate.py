@@ -8,11 +8,13 @@ Invariants:
 - Fork choice: most cumulative work among blocks whose data (and all ancestors' data) is stored and
   that are not known invalid; ties go to the block whose data was seen first (lowest sequence id).
 - A block that fails validation is marked FAILED and all its descendants FAILED_CHILD.
+- The in-memory index changes only after the batch that stores the change commits: a failed write
+  (disk full, LevelDB error) leaves memory as it was, so the node never believes it holds data it did not store.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -67,6 +69,10 @@ class IndexEntry:
 
     def record(self) -> bytes:
         return encode([self.status, self.chainwork.to_bytes(32, "big"), self.seq, self.reason.encode()])
+
+    def adopt(self, staged: "IndexEntry") -> None:
+        """Take the stored fields of `staged` (a copy changed and committed in a batch)."""
+        self.status, self.seq, self.reason = staged.status, staged.seq, staged.reason
 
 
 @dataclass
@@ -572,23 +578,28 @@ class ChainState:
                 raise
             conn_err = err
         parent = self.index[h.prev_hash]
-        entry = known if known is not None else self._new_entry(h, parent, S.HEADER_VALID)
+        # staged: a known entry changes in memory only once the batch has committed
+        entry = replace(known) if known is not None else self._new_entry(h, parent, S.HEADER_VALID)
         entry.status |= S.HAVE_DATA
         entry.seq = self._seq
-        self._seq += 1
         if conn_err is not None:  # stored with its body, failed: its transactions or state root are wrong
             entry.status |= S.FAILED
             entry.reason = conn_err.reason
+        if diff is not None:
+            entry.status |= S.VALID_STATE
         with self.store.batch() as b:
             b.put(S.header_key(bh), h.encoded)
             b.put(S.body_key(bh), block.body_encoded)
-            b.put(S.META_SEQ, encode(self._seq))
+            b.put(S.META_SEQ, encode(entry.seq + 1))
             if diff is not None:
-                entry.status |= S.VALID_STATE
                 self._write_connect(b, block, diff)
             b.put(S.index_key(bh), entry.record())
+        self._seq = entry.seq + 1
         if known is None:
             self._add_entry(entry)
+        else:
+            known.adopt(entry)
+            entry = known
         self._recent[bh] = block
         entry.chain_data = parent.chain_data
         if diff is not None:
@@ -683,12 +694,11 @@ class ChainState:
                 diff = validate_and_apply(block, None, self._pre_state(b), self.cfg, self._now(), layers=(STATE,))
                 assert diff is not None
                 self._write_connect(b, block, diff)
-                e.status |= S.VALID_STATE
-                b.put(S.index_key(h), e.record())
+                b.put(S.index_key(h), replace(e, status=e.status | S.VALID_STATE).record())
         except ValidationError as err:
-            e.status &= ~S.VALID_STATE
             self._mark_failed(h, err.reason)
             raise
+        e.status |= S.VALID_STATE
         self.chain.append(h)
         self._notify_connected(block)
 
@@ -782,15 +792,15 @@ class ChainState:
 
     def _mark_failed(self, h: bytes, reason: str) -> None:
         e = self.index[h]
-        e.status |= S.FAILED
-        e.reason = reason
+        staged = [(e, replace(e, status=e.status | S.FAILED, reason=reason))]
+        for c in self._descendants(h):
+            ce = self.index[c]  # reason: what importing it now would say
+            staged.append((ce, replace(ce, status=ce.status | S.FAILED_CHILD, reason=ce.reason or "bad-prevblk")))
         with self.store.batch() as b:
-            b.put(S.index_key(h), e.record())
-            for c in self._descendants(h):
-                ce = self.index[c]
-                ce.status |= S.FAILED_CHILD
-                ce.reason = ce.reason or "bad-prevblk"  # what importing it now would say
-                b.put(S.index_key(c), ce.record())
+            for cur, new in staged:
+                b.put(S.index_key(new.hash), new.record())
+        for cur, new in staged:
+            cur.adopt(new)
         self.candidates.discard(h)
         self.candidates.difference_update(self._descendants(h))
 
@@ -819,13 +829,13 @@ class ChainState:
         while x.height > 0:
             x = self.index[x.prev]
             todo.append(x.hash)
+        staged = [(ce, replace(ce, status=ce.status & ~S.FAILED_MASK, reason=""))
+                  for ce in (self.index[c] for c in todo) if ce.failed]
         with self.store.batch() as b:
-            for c in todo:
-                ce = self.index[c]
-                if ce.failed:
-                    ce.status &= ~S.FAILED_MASK
-                    ce.reason = ""
-                    b.put(S.index_key(c), ce.record())
+            for cur, new in staged:
+                b.put(S.index_key(new.hash), new.record())
+        for cur, new in staged:
+            cur.adopt(new)
         self._rebuild_candidates()
         self.activate_best_chain()
         return self._result(self.tip.hash, old_tip)

@@ -179,3 +179,58 @@ def test_crash_before_genesis_write(tmp_path):
     with ChainState.open(tmp_path, CFG) as cs:
         assert cs.height == 0
     assert verify_datadir(tmp_path).height == 0
+
+
+class _FailingWrites:
+    """Wraps a plyvel DB: reads pass through, every write batch fails as on a full disk."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def write_batch(self, **kw):
+        raise plyvel.IOError("IO error: No space left on device")
+
+
+@pytest.mark.parametrize("header_first", [True, False])
+def test_failed_write_leaves_index_unchanged(tmp_path, chain_blocks, monkeypatch, header_first):
+    """A block whose batch fails to commit is not reported as stored (no HAVE_DATA, no tip move, no body), and
+    is accepted normally once writes work again; the same holds for a side-chain block, invalidate, reconsider."""
+    _, blocks, side = chain_blocks
+    with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:
+        for blk in blocks[:5]:
+            cs.submit_block(blk)
+        cs.submit_header(side[0].header)  # a side branch off blocks[4], known by header
+        if header_first:
+            cs.submit_header(blocks[5].header)
+        before = {h: (e.status, e.seq, e.reason) for h, e in cs.index.items()}
+        tips_before, seq_before, db = cs.chain_tips(), cs._seq, cs.store.db
+        failing = _FailingWrites(db)
+        monkeypatch.setattr(cs.store, "db", failing)
+        for blk in (blocks[5], side[0]):  # extends the tip; side block
+            with pytest.raises(StorageError, match="No space left"):
+                cs.submit_block(blk)
+            assert cs.get_block(blk.hash) is None
+        for h in (side[0].hash, blocks[3].hash):  # fails marking; fails disconnecting the tip
+            with pytest.raises(StorageError, match="No space left"):
+                cs.invalidate_block(h)
+        assert {h: (e.status, e.seq, e.reason) for h, e in cs.index.items()} == before
+        assert cs.chain_tips() == tips_before and cs._seq == seq_before and cs.tip.hash == blocks[4].hash
+        monkeypatch.setattr(cs.store, "db", db)
+        assert cs.submit_block(blocks[5]).status == "active"
+        assert cs.submit_block(side[0]).status == "side"
+        assert cs.tip.hash == blocks[5].hash and cs.index[side[0].hash].status & S.HAVE_DATA
+        cs.invalidate_block(side[0].hash)
+        monkeypatch.setattr(cs.store, "db", failing)
+        with pytest.raises(StorageError, match="No space left"):
+            cs.reconsider_block(side[0].hash)
+        assert cs.index[side[0].hash].reason == "invalidated"
+        monkeypatch.setattr(cs.store, "db", db)
+        cs.reconsider_block(side[0].hash)
+        assert not cs.index[side[0].hash].failed
+    assert verify_datadir(tmp_path).height == 6
+    with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:  # memory matched disk all along
+        assert cs.tip.hash == blocks[5].hash and cs.get_block(side[0].hash) == side[0]
+        assert not cs.index[side[0].hash].failed
