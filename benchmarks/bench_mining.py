@@ -26,7 +26,7 @@ import torch
 from kernels import get_backend
 from kernels.native_loader import KERNELS as NATIVE_KERNELS
 from pouw.miner import filler_operands, mine_job, prepare_job
-from pouw.params import PowParams
+from pouw.params import PowParams, largest_rank
 from pouw.verify import verify_proof
 
 
@@ -249,7 +249,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print only the JSON object on stdout")
 
 
+def args_error(size: int, rank: int, tile: int) -> str | None:
+    """Why these options cannot run (one line: the rule, the smallest size or a rank that fits), or None."""
+    try:
+        params = PowParams(rank=rank, tile_h=tile, tile_w=tile)
+    except ValueError as e:
+        return f"--rank {rank} --tile {tile}: {e}"
+    err = params.square_size_error(size)
+    if err is not None and size < params.min_k:
+        r = largest_rank(size)
+        err += f": use --size {params.min_k} or more" + (f", or --rank {r}" if r is not None else "")
+    return err
+
+
 def main_args(args: argparse.Namespace) -> int:
+    err = args_error(args.size, args.rank, args.tile)
+    if err is not None:
+        print(f"pouw bench mining: {err}", file=sys.stderr)
+        return 2
     out = run(args.device, args.size, args.rank, args.tile, args.reps, progress=True)
     print(json.dumps(out) if args.json else json.dumps(out, indent=2))
     return 0

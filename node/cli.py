@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("mine-demo", help="mine filler jobs locally and show rates (no network)")
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--size", type=int, default=512)
+    demo.add_argument("--size", type=int, default=None, help="m = k = n (default: the minimum, 16 * rank = 1024)")
     demo.add_argument("--jobs", type=int, default=0, help="stop after this many jobs (0 = until Ctrl-C)")
     demo.set_defaults(func=_mine_demo)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 
 from kernels import get_backend
@@ -15,8 +16,12 @@ log = logging.getLogger("pouw.demo")
 
 def run(args: argparse.Namespace) -> int:
     params = PowParams()
+    size = params.min_k if args.size is None else args.size
+    err = params.square_size_error(size)
+    if err is not None:
+        print(f"pouw mine-demo: {err} (use --size {params.min_k} or more)", file=sys.stderr)
+        return 2
     backend = get_backend(args.device)
-    size = max(params.min_k, args.size)
     shape = (size, size, size)
     target = (1 << 256) // (params.tile_work(size) * 256)
     log.info("mining filler jobs %dx%dx%d on %s (r=%d, tile %dx%d)", *shape, backend.device, params.rank,

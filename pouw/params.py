@@ -53,5 +53,24 @@ class PowParams:
         if m % self.tile_h or n % self.tile_w:
             raise JobError(f"shape {m}x{n} is not a multiple of the tile {self.tile_h}x{self.tile_w}")
 
+    def square_size_error(self, size: int) -> str | None:
+        """Why an m = k = n = `size` job cannot be mined under these parameters (one line naming the rule and
+        the smallest allowed size), or None when it can."""
+        if size < self.min_k:
+            return f"size {size} is below the minimum k = 16*r = {self.min_k} for rank r={self.rank}"
+        try:
+            self.check_shape(size, size, size)
+        except JobError as e:
+            return f"size {size}: {e}"
+        return None
+
     def to_dict(self) -> dict[str, int]:
         return {"rank": self.rank, "tile_h": self.tile_h, "tile_w": self.tile_w}
+
+
+def largest_rank(k: int) -> int | None:
+    """The largest allowed rank r (a power of two in [8, 256]) with 16*r <= k, or None when k < 128."""
+    r = 256
+    while r >= 8 and 16 * r > k:
+        r //= 2
+    return r if r >= 8 else None

@@ -104,3 +104,30 @@ def test_devnet_runs_funds_wallet_and_stops_cleanly(tmp_path):
         v = subprocess.run([sys.executable, "-m", "node.cli", "verify", "--datadir", str(d / f"node{i}")],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("bench", "mining", "--device", "cpu", "--size", "512"),
+     "pouw bench mining: size 512 is below the minimum k = 16*r = 1024 for rank r=64: use --size 1024 or more, "
+     "or --rank 32"),
+    (("bench", "mining", "--device", "cpu", "--size", "1040"), "pouw bench mining: size 1040: k=1040 is not a "
+     "multiple of r=64"),
+    (("bench", "mining", "--device", "cpu", "--size", "1024", "--rank", "12"), "pouw bench mining: --rank 12 "
+     "--tile 16: rank must be a power of two in [8, 256], got 12"),
+    (("mine-demo", "--device", "cpu", "--size", "512"), "pouw mine-demo: size 512 is below the minimum "
+     "k = 16*r = 1024 for rank r=64 (use --size 1024 or more)"),
+])
+def test_unminable_size_is_one_line_and_exit_2(args, expect):
+    """A size the lottery cannot mine (16*r <= k, r | k, tiles) is refused before any work: exit 2, one line."""
+    r = subprocess.run([sys.executable, "-m", "node.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert (r.returncode, r.stdout, r.stderr) == (2, "", expect + "\n")
+
+
+def test_largest_rank_fits_the_size():
+    from pouw.params import PowParams, largest_rank
+
+    assert [largest_rank(k) for k in (127, 128, 512, 1023, 1024, 4096, 65536)] == [None, 8, 32, 32, 64, 256, 256]
+    for k in (128, 512, 1000, 1024, 3000):
+        assert 16 * largest_rank(k) <= k < 32 * largest_rank(k) or largest_rank(k) == 256
+        assert PowParams(rank=largest_rank(k)).min_k <= k
