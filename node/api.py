@@ -27,6 +27,7 @@ from chain.errors import EncodingError, ValidationError
 from chain.keys import parse_address
 from chain.tx import Transaction, decode_tx
 from chain.validation import expected_target
+from node.apierror import ApiError
 
 if TYPE_CHECKING:
     from node.node import Node
@@ -36,21 +37,6 @@ MAX_WORK_RATE = 1e21       # MAC/s a remote worker may report (far above any dev
 _UINT = re.compile(r"[0-9]{1,18}")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JOB_WAIT_MAX_S = 30          # longest long-poll of GET /jobs/{id}?wait=
-
-
-class ApiError(Exception):
-    """An API error: HTTP status, stable code, message."""
-
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> web.Response:
-        return web.json_response({"error": {"code": self.code, "message": self.message}}, status=self.status,
-                                 headers=self.headers or None)
 
 
 def _json(obj: Any, status: int = 200) -> web.Response:

@@ -21,7 +21,7 @@ API = "/api/v1"
 
 
 def _err(status: int, code: str, message: str):
-    from node.api import ApiError
+    from node.apierror import ApiError
     return ApiError(status, code, message)
 
 

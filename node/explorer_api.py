@@ -35,7 +35,7 @@ _HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
 
 
 def _err(status: int, code: str, message: str):
-    from node.api import ApiError
+    from node.apierror import ApiError
     return ApiError(status, code, message)
 
 

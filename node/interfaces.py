@@ -4,6 +4,7 @@ A part takes the interface it needs instead of the whole `node.node.Node`, so it
 this module and the leaves (`node.peers`, `node.messages`); tests/test_node_imports.py keeps `node/` free of
 import cycles. Who implements what:
 
+- `PeerHost`    what the peer layer reads of the node: identity, network, tip, address (node.node.Node)
 - `PeerNet`     the peer layer as sync and the block/tx handlers see it (node.p2p.P2P)
 - `PeerEvents`  what the peer layer tells sync about connections (node.sync.Sync)
 - `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
@@ -16,9 +17,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
+
     from chain.block import Block
-    from chain.chainstate import ImportResult
+    from chain.chainstate import ChainState, ImportResult
+    from chain.config import ChainConfig
+    from chain.keys import PrivateKey
     from chain.tx import Transaction
+    from node.messages import Codec
     from node.peers import Peer
 
 
@@ -40,6 +46,43 @@ class PeerEvents(Protocol):
     def on_peer_ready(self, peer: Peer) -> None: ...
 
     def on_peer_gone(self, peer: Peer) -> None: ...
+
+
+class PeerCounters(Protocol):
+    @property
+    def misbehaviour(self) -> Counter: ...
+
+    @property
+    def peer_bans(self) -> Counter: ...
+
+
+class PeerHost(Protocol):
+    """Read-only: the handshake's identity and tip, the listen address (known once listening), whom to tell
+    about connections, and the peer counters."""
+
+    @property
+    def codec(self) -> Codec: ...
+
+    @property
+    def cfg(self) -> ChainConfig: ...
+
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def node_key(self) -> PrivateKey: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def listen_addr(self) -> str: ...
+
+    @property
+    def sync(self) -> PeerEvents: ...
+
+    @property
+    def metrics(self) -> PeerCounters: ...
 
 
 class BlockSink(Protocol):

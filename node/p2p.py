@@ -38,7 +38,7 @@ from node.messages import AGENT, MAX_ADDRS, PROTOCOL_VERSION, MessageError, auth
 from node.peers import BAN_SCORE, Peer, PeerBook, select_eviction
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import PeerHost
 
 log = logging.getLogger("pouw.p2p")
 
@@ -57,7 +57,7 @@ def _valid_addr(a: str) -> bool:
 
 
 class P2P:
-    def __init__(self, node: "Node", book: PeerBook, *, max_outbound: int = 8, max_inbound: int = 32,
+    def __init__(self, node: PeerHost, book: PeerBook, *, max_outbound: int = 8, max_inbound: int = 32,
                  max_inbound_per_ip: int = 8, max_pending: int = 16, noban: tuple[str, ...] = ("127.0.0.1", "::1")):
         self.node = node
         self.book = book

@@ -76,7 +76,8 @@ class Sync:
     def locator(self) -> list[bytes]:
         """Hashes of the best header chain: the last 10, then exponentially sparser, then genesis."""
         e = self.best_header if not self.best_header.failed else self.chain.tip
-        out, step = [], 1
+        out: list[bytes] = []
+        step = 1
         while len(out) < MAX_LOCATOR - 1:
             out.append(e.hash)
             if e.height == 0:
@@ -131,13 +132,13 @@ class Sync:
         out, size = [], 0
         budget = self.max_msg - 4096
         for height in range(start, min(start + MAX_HEADERS, self.chain.height + 1)):
-            h = self.chain.block_hash_at(height)
-            enc = self.chain.get_header(h).encoded  # type: ignore[union-attr]
+            at = self.chain.block_hash_at(height)
+            enc = self.chain.get_header(at).encoded  # type: ignore[arg-type,union-attr]
             if size + len(enc) + 8 > budget:
                 break
             out.append(enc)
             size += len(enc) + 8
-            if h == stop:
+            if at == stop:
                 break
         self.net.send(peer, "headers", headers=out)
 
@@ -271,9 +272,10 @@ class Sync:
         self.samples.append((now, self.chain.height))
         if self.syncing and now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
-            p = self.progress()
-            event(log, logging.INFO, "sync progress", height=p["height"], target=p["target_height"],
-                  percent=round(p["percent"], 1), blocks_per_s=round(p["blocks_per_s"], 1), eta_s=p["eta_s"])
+            prog = self.progress()
+            event(log, logging.INFO, "sync progress", height=prog["height"], target=prog["target_height"],
+                  percent=round(prog["percent"], 1), blocks_per_s=round(prog["blocks_per_s"], 1),
+                  eta_s=prog["eta_s"])
         elif not self.syncing and self.started_at is not None:
             el = now - self.started_at
             n = self.chain.height - self.start_height
