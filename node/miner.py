@@ -133,6 +133,15 @@ class Miner:
         self.task: asyncio.Task | None = None
         self.state = "starting"
 
+    def open_device(self) -> None:
+        """Open the backend now (blocking: call it before the node serves). Importing torch and opening a
+        device hold the GIL for seconds, which stalls the event loop even from the mining thread; a device
+        that cannot be opened is left to the mining loop's fault handling."""
+        try:
+            self.device.get()
+        except Exception as e:
+            log.debug("device %s not opened at start: %s", self.device.spec, e)
+
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
 
@@ -199,7 +208,8 @@ class Miner:
             self.state = "mining-job" if paid is not None else "mining"
             tip = w.tip
             try:
-                backend = self.device.get()
+                # opened in the mining thread: loading kernels and probing a device takes seconds (issue 16)
+                backend = self.device.backend or await loop.run_in_executor(self.executor, self.device.get)
                 if paid is not None:
                     header, macs, c = await loop.run_in_executor(self.executor, mine_paid, cfg, params, backend,
                                                                  w.template.header, paid.prepared)

@@ -252,6 +252,10 @@ class Node:
         api_public = not is_loopback(self.api_host)
         if api_public and not self.api_token:
             self.api_token = self._write_cookie()
+        if self.conf.mine:
+            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
+                               self.conf.filler_shape)
+            self.miner.open_device()   # before serving: importing torch holds the GIL for seconds (issue 16)
         if self.conf.api_port is None:
             self.port = await self._listen(make_app(self), self.conf.host, self.conf.port)
         else:
@@ -277,8 +281,6 @@ class Node:
                 self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,
                                           tx_fee=self.conf.job_tx_fee, cheat=cheat,
                                           min_fee_rate=self.job_fee_floor)
-            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
-                               self.conf.filler_shape)
             self.miner.start()
         event(log, logging.INFO, "node serving", api=self.url, p2p=self.listen_addr)
 

@@ -137,6 +137,44 @@ def test_node_cli_refuses_a_bad_filler_shape(tmp_path, capsys):
 
 
 @pytest.mark.timeout(120)
+def test_the_device_is_opened_before_serving_and_reopened_off_the_event_loop(tmp_path, monkeypatch):
+    """Opening a device imports torch and loads kernels: seconds in which the GIL is held, which stalled the
+    event loop of a serving node (issue 16: `pouw_event_loop_lag_seconds` read 2-3 s at the first mining
+    pass). The node opens it before its listeners start; a device that failed to open is retried in the
+    mining thread, never on the event loop."""
+    import threading
+
+    import kernels
+    from node.node import Node, NodeConfig
+
+    real = kernels.get_backend
+    calls: list[tuple[bool, bool]] = []     # (on the event loop's thread, the node was serving)
+
+    def get_backend(spec="auto", **kw):
+        calls.append((threading.current_thread() is loop_thread, bool(n.runners)))
+        if len(calls) == 1:
+            raise RuntimeError("device busy")   # the first open fails: the mining loop opens it again
+        return real(spec, **kw)
+
+    monkeypatch.setattr(kernels, "get_backend", get_backend)
+
+    async def main():
+        nonlocal n, loop_thread
+        loop_thread = threading.current_thread()
+        n = Node(NodeConfig(datadir=tmp_path / "m", network="regtest", port=0, mine=True, device="cpu"))
+        await n.start()
+        try:
+            assert calls == [(True, False)]                   # opened once, before any listener was up
+            await wait_for(lambda: n.chain.height >= 2, 30, what="blocks")
+            assert calls[1:] == [(False, True)]               # reopened in the mining thread while serving
+            assert n.miner.device.total_faults == 0           # the failed open at start is not a fault
+        finally:
+            await n.stop()
+
+    n = loop_thread = None
+    asyncio.run(main())
+
+
 def test_useful_fraction_with_a_paid_job(tmp_path):
     async def main():
         shape = (64, 512, 32)
