@@ -81,13 +81,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, separators=(",", ":"))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is at each record (as logging's last resort does), so a CLI
+    run in-process under a redirected stderr never writes to a stream closed since."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+
 def setup(*, verbose: bool = False, as_json: bool = False, stream=None) -> None:
     """Configure the root logger once for the process: level INFO (DEBUG with verbose), one stderr handler."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_pouw", False):
             root.removeHandler(h)
-    h = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    h = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     h.setFormatter(JsonFormatter() if as_json else KeyValueFormatter())
     h._pouw = True  # type: ignore[attr-defined]
     root.addHandler(h)
