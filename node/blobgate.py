@@ -40,7 +40,7 @@ from chain.errors import ValidationError
 from chain.tx import KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import NodeView
 
 UPLOADS_PER_IP = 2
 VERIFY_SLOTS = 2
@@ -56,7 +56,7 @@ class Charge:
 
 
 class BlobGate:
-    def __init__(self, node: "Node", *, account_quota: int, pending_max: int, store_max: int, grace_s: float,
+    def __init__(self, node: NodeView, *, account_quota: int, pending_max: int, store_max: int, grace_s: float,
                  clock=time.time):
         self.node = node
         self.account_quota = account_quota

@@ -7,6 +7,8 @@ import cycles. Who implements what:
 - `PeerHost`    what the peer layer reads of the node: identity, network, tip, address (node.node.Node)
 - `PeerNet`     the peer layer as sync and the block/tx handlers see it (node.p2p.P2P)
 - `PeerEvents`  what the peer layer tells sync about connections (node.sync.Sync)
+- `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.node.Node)
+- `StorageHost` what the storage watchdog needs: data directory, chain store, a miner to pause
 - `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
 - `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
 - `TipEvents`   a chain listener: blocks connected to / disconnected from the active chain (chain.ChainState
@@ -17,6 +19,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from prometheus_client import Counter
 
     from chain.block import Block
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
     from chain.config import ChainConfig
     from chain.keys import PrivateKey
     from chain.tx import Transaction
+    from node.blobs import BlobStore
+    from node.mempool import Mempool
     from node.messages import Codec
     from node.peers import Peer
 
@@ -83,6 +89,38 @@ class PeerHost(Protocol):
 
     @property
     def metrics(self) -> PeerCounters: ...
+
+
+class NodeView(Protocol):
+    """The network's parameters, the chain, the mempool and the blob store, for readers (they call no
+    method that changes them)."""
+
+    @property
+    def cfg(self) -> ChainConfig: ...
+
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+
+class Pausable(Protocol):
+    enabled: bool
+
+
+class StorageHost(Protocol):
+    @property
+    def datadir(self) -> Path: ...
+
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def miner(self) -> Pausable | None: ...
 
 
 class BlockSink(Protocol):

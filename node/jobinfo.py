@@ -18,13 +18,13 @@ from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT)
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import NodeView
 
 RECENT_BLOCKS = 100        # "recently": jobs claimed (cleared) within this many blocks of the tip
 INTERVAL_BLOCKS = 30       # block interval: mean over this many recent headers
 
 
-def block_interval(node: "Node", blocks: int = INTERVAL_BLOCKS) -> float:
+def block_interval(node: NodeView, blocks: int = INTERVAL_BLOCKS) -> float:
     """Mean seconds between the last `blocks` blocks (header timestamps, 1 s resolution); the chain's
     target block time while the chain is shorter than 2 blocks or the timestamps do not move."""
     cs = node.chain
@@ -44,7 +44,7 @@ def _recent(jobs: dict[bytes, JobRecord], tip: int, window: int) -> list[JobReco
     return [r for r in jobs.values() if r.claim_height and r.claim_height > tip - window]
 
 
-def _pending_submits(node: "Node", sender: bytes | None = None) -> list:
+def _pending_submits(node: NodeView, sender: bytes | None = None) -> list:
     out = []
     mp = node.mempool
     senders = [sender] if sender is not None else list(mp.by_sender)
@@ -63,7 +63,7 @@ def pending_json(tx, height: int) -> dict:
             "blob_a": p.blob_a.hex(), "blob_b": p.blob_b.hex(), "height": height}
 
 
-def jobs_of(node: "Node", client: bytes, status: str = "all", limit: int = 100) -> dict:
+def jobs_of(node: NodeView, client: bytes, status: str = "all", limit: int = 100) -> dict:
     """A wallet's jobs, newest first: pending submits (mempool) then on-chain records (any status, or
     `status` only)."""
     cs = node.chain
@@ -79,7 +79,7 @@ def jobs_of(node: "Node", client: bytes, status: str = "all", limit: int = 100) 
             "jobs": items[:limit]}
 
 
-def progress(node: "Node", job_id: bytes) -> dict | None:
+def progress(node: NodeView, job_id: bytes) -> dict | None:
     """Where a job stands: status, queue position among claimable jobs (1 = the next a miner takes),
     blocks and seconds to a result (estimate), the settlement height. None for an unknown job.
 
@@ -128,7 +128,7 @@ def progress(node: "Node", job_id: bytes) -> dict | None:
     return out
 
 
-def _find_tx(node: "Node", height: int, want) -> object | None:
+def _find_tx(node: NodeView, height: int, want) -> object | None:
     h = node.chain.block_hash_at(height) if height else None
     b = node.chain.get_block(h) if h is not None else None
     if b is None:
@@ -136,7 +136,7 @@ def _find_tx(node: "Node", height: int, want) -> object | None:
     return next((t for t in b.txs if want(t)), None)
 
 
-def receipt(node: "Node", job_id: bytes) -> dict | None:
+def receipt(node: NodeView, job_id: bytes) -> dict | None:
     """The transactions that moved a job on the active chain: submit, (latest) claim, result, the client's
     data-availability challenge and the miner's answer, dispute or cancel, with their heights, and the
     settlement (status, height). None for a job not on the chain."""
@@ -178,7 +178,7 @@ def receipt(node: "Node", job_id: bytes) -> dict | None:
     return out
 
 
-def price(node: "Node", m: int, k: int, n: int, window: int = RECENT_BLOCKS) -> dict:
+def price(node: NodeView, m: int, k: int, n: int, window: int = RECENT_BLOCKS) -> dict:
     """The price of an m×k×n job (the shape as it goes on chain, i.e. padded): the going rate, the fees
     that recently cleared scaled to this shape (min / median / max of fee per multiply-add over the jobs
     claimed in the last `window` blocks), the open queue, this node's fee floor for the shape (its miner

@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import StorageHost
 
 log = logging.getLogger("pouw.storage")
 
@@ -54,7 +54,7 @@ def check_tip(chain, datadir) -> None:
 
 
 class StorageHealth:
-    def __init__(self, node: "Node", min_free: int, every: float = 5.0,
+    def __init__(self, node: StorageHost, min_free: int, every: float = 5.0,
                  disk_usage: Callable[[Any], Any] = shutil.disk_usage):
         self.node = node
         self.min_free = min_free
