@@ -15,7 +15,7 @@ from chain.encoding import as_int, as_list, decode
 from chain.market import Order, book_prefix, k_order
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import NodeView
 
 API = "/api/v1"
 
@@ -128,7 +128,7 @@ def supply_json(cs) -> dict:
                         for i, c in (t.credits or {}).items()}}
 
 
-def economy_routes(r: web.RouteTableDef, node: "Node") -> None:
+def economy_routes(r: web.RouteTableDef, node: NodeView) -> None:
     """Add the economy's GET routes to the API's route table."""
     def cs():
         return node.chain

@@ -22,7 +22,7 @@ from chain.keys import parse_address
 from chain.tx import KIND_JOB_SUBMIT
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import NodeView
 
 API = "/api/v1"
 STATIC = Path(__file__).parent / "explorer" / "static"
@@ -48,7 +48,7 @@ def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) 
     return min(hi, max(lo, int(v)))
 
 
-def resolve_block(node: "Node", ident: str) -> Block:
+def resolve_block(node: NodeView, ident: str) -> Block:
     """A stored block by `tip`, active-chain height or hash (any branch); 404 block-not-found."""
     cs = node.chain
     if ident == "tip":
@@ -68,7 +68,7 @@ def resolve_block(node: "Node", ident: str) -> Block:
     return b
 
 
-def paid_job_of(node: "Node", b: Block) -> bytes | None:
+def paid_job_of(node: NodeView, b: Block) -> bytes | None:
     """The job whose operands the block's proof mined (a paid job), or None (a filler job)."""
     job = b.header.job
     for j in indexes.jobs_with_operands(node.chain.store, job.h_a, job.h_b):
@@ -78,7 +78,7 @@ def paid_job_of(node: "Node", b: Block) -> bytes | None:
     return None
 
 
-def proof_json(node: "Node", b: Block) -> dict:
+def proof_json(node: NodeView, b: Block) -> dict:
     """The block's useful-work proof, decoded: job shape and commitments, paid job or filler, the winning
     tile, and its ticket against the work-scaled target (no verification: see `verify_json`)."""
     from pouw.proof import TileProof
@@ -114,7 +114,7 @@ def proof_json(node: "Node", b: Block) -> dict:
     return out
 
 
-def verify_json(node: "Node", b: Block) -> dict:
+def verify_json(node: NodeView, b: Block) -> dict:
     """Re-check the block's proof now (chain.validation.check_header_proof): the verdict and its reason."""
     from chain.validation import check_header_proof
     h = b.header
@@ -131,7 +131,7 @@ def verify_json(node: "Node", b: Block) -> dict:
             "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2), "checked_at": int(time.time())}
 
 
-def search(node: "Node", q: str) -> dict | None:
+def search(node: NodeView, q: str) -> dict | None:
     """What a search string names: a height, block hash, job id, tx id or address; None for nothing."""
     cs = node.chain
     q = q.strip()
@@ -157,7 +157,7 @@ def search(node: "Node", q: str) -> dict | None:
     return None
 
 
-def history_json(node: "Node", addr: bytes, before: int | None, limit: int) -> dict:
+def history_json(node: NodeView, addr: bytes, before: int | None, limit: int) -> dict:
     cs = node.chain
     out = []
     more = False
@@ -172,7 +172,7 @@ def history_json(node: "Node", addr: bytes, before: int | None, limit: int) -> d
             "next_before": out[-1]["height"] if more else None}
 
 
-def blockstats_json(node: "Node", n: int) -> dict:
+def blockstats_json(node: NodeView, n: int) -> dict:
     """Interval and work rate of the last `n` active blocks (from the in-memory index). Block 1 is left
     out: its interval runs from the network's launch date, not from a mined block."""
     cs = node.chain
@@ -191,7 +191,7 @@ def blockstats_json(node: "Node", n: int) -> dict:
             "unit": "work_rate: expected multiply-adds per second (block work / interval)"}
 
 
-def explorer_routes(r: web.RouteTableDef, node: "Node") -> None:
+def explorer_routes(r: web.RouteTableDef, node: NodeView) -> None:
     """Add the explorer page and its lookups to the API's route table."""
     verify_slots = asyncio.Semaphore(2)  # proof re-checks run in threads, two at a time
 
