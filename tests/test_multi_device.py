@@ -13,6 +13,7 @@ import kernels
 from chain.config import load_config
 from chain.keys import PrivateKey
 from kernels import DeviceError, parse_devices
+from kernels.base import Capabilities
 from node.cli import main as cli_main
 from node.testing import start_node
 from node.worker import run_remote_devices
@@ -60,6 +61,8 @@ class _FaultyBackend:
 
     name = "cuda"
     device = torch.device("cpu")
+    caps = Capabilities()          # declares no optional hooks: every pass goes through the failing methods
+    kernel_path = "faulty"
 
     def __getattr__(self, name: str):
         if name.startswith("__"):
