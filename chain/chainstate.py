@@ -98,14 +98,20 @@ class ChainListener(Protocol):
     def block_disconnected(self, block: Block) -> None: ...
 
 
+JOB_RECORDS_KEPT = 1 << 16  # decoded job records ChainState keeps between blocks (cleared past this)
+
+
 class _BatchJobs:
     """Job records and schedule as seen through a write batch (reads see the batch's own writes)."""
 
-    def __init__(self, store: Store, b: Batch, block_hash_at: Callable[[int], bytes | None]):
+    def __init__(self, store: Store, b: Batch, block_hash_at: Callable[[int], bytes | None],
+                 decoded: dict[bytes, tuple[bytes, JobRecord]] | None = None):
         self.store = store
         self.b = b
         self.block_hash_at = block_hash_at  # the active chain below the block being connected
-        self._decoded: dict[bytes, tuple[bytes, JobRecord]] = {}  # job_id -> (raw, record): decode once
+        # job_id -> (raw, record): decode once. Shared across blocks by ChainState (seeded with the records
+        # each connect writes); an entry is used only while its raw bytes equal the stored ones.
+        self._decoded: dict[bytes, tuple[bytes, JobRecord]] = {} if decoded is None else decoded
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         v = self.b.get(S.job_key(job_id))
@@ -171,6 +177,7 @@ class ChainState:
         self.listeners: list[ChainListener] = []
         self.genesis = make_genesis(cfg)
         self._seq = 0
+        self._job_records: dict[bytes, tuple[bytes, JobRecord]] = {}  # see _BatchJobs
         self._recent: dict[bytes, Block] = {}  # the last few submitted blocks (saves a re-read)
 
     # --- opening -------------------------------------------------------------------------------------
@@ -498,7 +505,9 @@ class ChainState:
             return Account.decode(v) if v is not None else EMPTY
 
         supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
-        return PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at))
+        if len(self._job_records) > JOB_RECORDS_KEPT:
+            self._job_records.clear()
+        return PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at, self._job_records))
 
     def _validate(self, block: Block | Header, known: IndexEntry | None, pre: PreState | None) -> BlockDiff | None:
         """validate_and_apply on import: a new header runs every layer (PROOF unless `check_proofs` is off), a
@@ -667,7 +676,9 @@ class ChainState:
             old = diff.jobs_before.get(j)
             if old is not None and old.due:
                 b.delete(S.sched_key(old.due, j))
-            b.put(S.job_key(j), rec.encode())
+            raw = rec.encode()
+            b.put(S.job_key(j), raw)
+            self._job_records[j] = (raw, rec)  # the next block reads it without decoding
             if rec.due:
                 b.put(S.sched_key(rec.due, j), b"")
         for k, v in sorted(diff.econ_after.items()):  # economy records (None: absent)

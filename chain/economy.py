@@ -38,7 +38,7 @@ from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND
                           KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
                           MODE_BREAKAGE, MODE_MINT, MODE_NAMES, MODE_ROLLOVER, CreditIssue, CreditSpend, Grant,
                           IssuerDeposit, IssuerRegister, IssuerWithdraw)
-from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
+from chain.encoding import U64_MAX, RecordMemo, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 
 DUE_PER_BLOCK = 256          # economy schedule entries settled per block at most (bounded work)
@@ -69,6 +69,9 @@ def k_volume(window: int) -> bytes: return b"T" + be8(window)
 K_SEQ = b"Q"
 
 
+_ISSUERS, _GRANTS = RecordMemo(1 << 10), RecordMemo()  # records by their canonical bytes (see RecordMemo)
+
+
 # --- records ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Issuer:
@@ -84,6 +87,10 @@ class Issuer:
 
     @classmethod
     def decode(cls, b: bytes) -> "Issuer":
+        return _ISSUERS.decode(b, cls._decode)
+
+    @classmethod
+    def _decode(cls, b: bytes) -> "Issuer":
         f = as_list(decode(b), 6, what="issuer")
         return cls(*(as_int(x, 0, (1 << 64) - 1, what="issuer") for x in f))
 
@@ -114,6 +121,10 @@ class GrantRec:
 
     @classmethod
     def decode(cls, b: bytes) -> "GrantRec":
+        return _GRANTS.decode(b, cls._decode)
+
+    @classmethod
+    def _decode(cls, b: bytes) -> "GrantRec":
         f = as_list(decode(b), 12, what="grant")
         return cls(as_bytes(f[0], 20), as_bytes(f[1], 20), *(as_int(x, 0, 1 << 96, what="grant") for x in f[2:]))
 

@@ -8,6 +8,7 @@ Invariants:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import msgpack
@@ -103,3 +104,43 @@ def as_bytes(obj: Obj, n: int | None = None, max_len: int | None = None, reason:
     if max_len is not None and len(obj) > max_len:
         raise EncodingError(reason, f"{what}: {len(obj)} bytes exceeds {max_len}")
     return obj
+
+
+# --- decoded-record memo: the state transition re-reads the records it wrote a block ago ---------------
+
+class RecordMemo:
+    """A bounded map from canonical bytes to the immutable record they decode to (frozen dataclasses, so
+    one instance can be shared by every reader). ``decode(data, fn)`` runs ``fn`` only on bytes not seen
+    recently, and ``remember`` seeds the map with a record's own encoding, so a record written in one
+    block decodes for free when the next block reads it. Pure caching: the results equal ``fn(data)``
+    (fn raises on bad bytes, and bad bytes never enter the map). ``fn`` must be strict (its record
+    encodes back to exactly ``data``): the record keeps ``data`` as its cached encoding."""
+
+    def __init__(self, max_items: int = 1 << 15):
+        self.max_items = max_items
+        self._map: OrderedDict[bytes, Any] = OrderedDict()
+
+    def decode(self, data: bytes, fn):
+        rec = self._map.get(data)
+        if rec is None:
+            rec = fn(data)
+            data = bytes(data)
+            object.__setattr__(rec, "_enc", data)
+            self.remember(data, rec)
+        return rec
+
+    def remember(self, data: bytes, rec) -> None:
+        m = self._map
+        if len(m) >= self.max_items:
+            m.popitem(last=False)  # the oldest entry
+        m[data] = rec
+
+
+def cached_encoding(rec, make) -> bytes:
+    """``rec``'s canonical bytes, computed by ``make()`` once per instance of a frozen dataclass (kept in
+    its ``__dict__``, outside its fields: equality, hashing and ``replace`` ignore it)."""
+    enc = rec.__dict__.get("_enc")
+    if enc is None:
+        enc = make()
+        object.__setattr__(rec, "_enc", enc)
+    return enc

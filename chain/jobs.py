@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Iterable, Protocol
 
-from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
+from chain.encoding import Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode
 from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, ZERO_HASH, tagged_hash, u32
 from chain.keys import ADDRESS_LEN, ZERO_ADDRESS
@@ -38,6 +38,7 @@ STATUS_NAMES = ("open", "claimed", "resulted", "released", "refunded", "slashed"
 LIVE = frozenset({OPEN, CLAIMED, RESULTED, CHALLENGED})
 BONDED = frozenset({CLAIMED, RESULTED, CHALLENGED})
 RECORD_FIELDS = 22
+_MEMO = RecordMemo()  # job records by their canonical bytes (see RecordMemo)
 
 
 
@@ -82,10 +83,15 @@ class JobRecord:
         return out
 
     def encode(self) -> bytes:
-        return encode(self.to_list())
+        return cached_encoding(self, lambda: encode(self.to_list()))
 
     @classmethod
     def decode(cls, data: bytes) -> "JobRecord":
+        """Strict decode (memoised: a record the transition wrote or read recently is not decoded again)."""
+        return _MEMO.decode(data, cls._decode)
+
+    @classmethod
+    def _decode(cls, data: bytes) -> "JobRecord":
         f = as_list(decode(data, max_bytes=1024, max_array=RECORD_FIELDS), what="job")
         if len(f) not in (20, RECORD_FIELDS) or (len(f) == RECORD_FIELDS and not (f[20] or f[21])):
             raise EncodingError("bad-encoding", f"job record of {len(f)} fields")

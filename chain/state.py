@@ -21,6 +21,7 @@
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -60,9 +61,20 @@ EMPTY = Account()
 Getter = Callable[[bytes], Account]
 
 
+_LEAVES: OrderedDict[tuple, np.ndarray] = OrderedDict()  # recent leaves by input: a record added in one block is subtracted later
+LEAVES_KEPT = 1 << 13  # 16 MiB of leaves; the oldest goes first
+
+
 def lt_leaf(tag: bytes, *parts: bytes) -> np.ndarray:
-    """An LtHash leaf: XOF(tag, parts, 2048 bytes) as 1024 little-endian uint16 lanes."""
-    return np.frombuffer(xof(tag, *parts, length=LT_BYTES), dtype="<u2")
+    """An LtHash leaf: XOF(tag, parts, 2048 bytes) as 1024 little-endian uint16 lanes (read-only)."""
+    key = (tag, *parts)
+    v = _LEAVES.get(key)
+    if v is None:
+        v = np.frombuffer(xof(tag, *parts, length=LT_BYTES), dtype="<u2")
+        if len(_LEAVES) >= LEAVES_KEPT:
+            _LEAVES.popitem(last=False)
+        _LEAVES[key] = v
+    return v
 
 
 def leaf_vector(address: bytes, acct: Account) -> np.ndarray:
