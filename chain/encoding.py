@@ -121,10 +121,11 @@ class RecordMemo:
         self._map: OrderedDict[bytes, Any] = OrderedDict()
 
     def decode(self, data: bytes, fn):
+        if type(data) is not bytes:
+            data = bytes(data)  # bytearray, memoryview: a key must be immutable
         rec = self._map.get(data)
         if rec is None:
             rec = fn(data)
-            data = bytes(data)
             object.__setattr__(rec, "_enc", data)
             self.remember(data, rec)
         return rec
