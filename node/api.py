@@ -15,9 +15,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
-import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -28,19 +27,15 @@ from chain.keys import parse_address
 from chain.tx import Transaction, decode_tx
 from chain.validation import expected_target
 from node.apierror import ApiError
+from node.apiargs import API, UINT, body_json, hexarg, query_int
+from node.apiargs import json_response as _json
+from node.jobs_api import job_routes
 
 if TYPE_CHECKING:
     from node.node import Node
 
-API = "/api/v1"
 MAX_WORK_RATE = 1e21       # MAC/s a remote worker may report (far above any device; finite JSON)
-_UINT = re.compile(r"[0-9]{1,18}")
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-JOB_WAIT_MAX_S = 30          # longest long-poll of GET /jobs/{id}?wait=
-
-
-def _json(obj: Any, status: int = 200) -> web.Response:
-    return web.json_response(obj, status=status)
 
 
 @web.middleware
@@ -222,35 +217,6 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
     app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node, max_body)])
     r = web.RouteTableDef()
 
-    def query_int(request: web.Request, name: str, default: int) -> int:
-        """A query parameter of ASCII digits (no sign, no '_', at most 18 digits)."""
-        v = request.query.get(name)
-        if v is None:
-            return default
-        if not _UINT.fullmatch(v):
-            raise ApiError(400, "bad-param", f"{name} must be a non-negative integer")
-        return int(v)
-
-    async def body_json(request: web.Request) -> dict:
-        try:
-            doc = await request.json()
-        except web.HTTPRequestEntityTooLarge:
-            raise
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise ApiError(400, "bad-json", "request body is not valid JSON") from None
-        if not isinstance(doc, dict):
-            raise ApiError(400, "bad-json", "request body must be a JSON object")
-        return doc
-
-    def hexarg(v: Any, name: str, n: int | None = None) -> bytes:
-        try:
-            b = bytes.fromhex(v.removeprefix("0x"))
-        except (ValueError, AttributeError, TypeError):
-            raise ApiError(400, "bad-param", f"{name} must be hex") from None
-        if n is not None and len(b) != n:
-            raise ApiError(400, "bad-param", f"{name} must be {n} bytes")
-        return b
-
     @r.get(API + "/status")
     async def status(request):
         return _json(status_json(node))
@@ -266,7 +232,7 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
         ident = request.match_info["id"]
         if ident == "tip":
             h = node.chain.tip.hash
-        elif _UINT.fullmatch(ident):
+        elif UINT.fullmatch(ident):
             h = node.chain.block_hash_at(int(ident))
             if h is None:
                 raise ApiError(404, "block-not-found", f"no block at height {ident}")
@@ -386,124 +352,8 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
             out["hash"] = res.hash.hex()
         return _json(out, status=200 if result in ("accepted", "duplicate", "stale") else 422)
 
-    # --- compute jobs and blobs (docs/jobs-client.md) ---------------------------------------------------
-    # client views (node/jobinfo.py); /jobs/price is registered before /jobs/{id} so it is not read as an id
-    @r.get(API + "/jobs/price")
-    async def job_price_view(request):
-        from chain.errors import TxError
-        from node import jobinfo
-        try:
-            m, k, n = (int(request.query[x]) for x in ("m", "k", "n"))
-            window = int(request.query.get("blocks", str(jobinfo.RECENT_BLOCKS)))
-        except (KeyError, ValueError):
-            raise ApiError(400, "bad-param", "m, k and n (and blocks) must be integers") from None
-        if min(m, k, n) <= 0 or not 1 <= window <= 10_000:
-            raise ApiError(400, "bad-param", "m, k, n must be positive and blocks in [1, 10000]")
-        try:
-            return _json(jobinfo.price(node, m, k, n, window))
-        except TxError as e:
-            raise ApiError(400, e.reason, e.detail or e.reason) from None
-
-    @r.get(API + "/jobs/{id}/progress")
-    async def job_progress(request):
-        from node import jobinfo
-        jid = hexarg(request.match_info["id"], "job id", 32)
-        out = jobinfo.progress(node, jid)
-        if out is None:
-            raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
-        return _json(out)
-
-    @r.get(API + "/jobs/{id}/receipt")
-    async def job_receipt(request):
-        from node import jobinfo
-        jid = hexarg(request.match_info["id"], "job id", 32)
-        out = jobinfo.receipt(node, jid)
-        if out is None:
-            raise ApiError(404, "job-not-found", "no job with this id on the active chain")
-        return _json(out)
-
-    @r.get(API + "/accounts/{address}/jobs")
-    async def account_jobs(request):
-        from chain.jobs import STATUS_NAMES
-        from node import jobinfo
-        try:
-            a = parse_address(request.match_info["address"])
-        except ValueError as e:
-            raise ApiError(400, "bad-address", str(e)) from None
-        status = request.query.get("status", "all")
-        if status not in STATUS_NAMES and status not in ("all", "pending"):
-            raise ApiError(400, "bad-param", "status must be all, pending or one of " + ", ".join(STATUS_NAMES))
-        try:
-            limit = min(1000, max(1, int(request.query.get("limit", "100"))))
-        except ValueError:
-            raise ApiError(400, "bad-param", "limit must be an integer") from None
-        return _json(jobinfo.jobs_of(node, a, status, limit))
-
-    def job_json(jid: bytes, rec) -> dict:
-        """A job record for the API, with this node's fee floor: `floor_fee` (the least fee its miner
-        takes for this shape) and `below_floor` (true: this node's miner will not take it)."""
-        from node.paidjobs import below_floor, floor_fee
-        d = rec.to_json(jid, node.cfg)
-        rate = node.job_fee_floor
-        d["floor_fee"] = floor_fee(rate, rec.macs)
-        d["below_floor"] = below_floor(rate, rec.fee, rec.macs)
-        return d
-
-    @r.get(API + "/jobs/{id}")
-    async def get_job(request):
-        """The job's record. Long-poll: with `wait=S` (seconds, at most 30), `status=X` and `pending=H` (the
-        status and pending result h_c the client saw last, H empty for none), a job still in that state is
-        answered only after the next block or job transaction (or S seconds)."""
-        jid = hexarg(request.match_info["id"], "job id", 32)
-        wait = min(JOB_WAIT_MAX_S, query_int(request, "wait", 0))
-        seen = (request.query.get("status"), request.query.get("pending", ""))
-        d = job_doc(jid)
-        if wait and seen[0] is not None and (d["status"], (d.get("pending_result") or {}).get("h_c", "")) == seen:
-            await node.wait_job_event(wait)
-            d = job_doc(jid)
-        return _json(d)
-
-    def job_doc(jid: bytes) -> dict:
-        rec = node.chain.get_job(jid)
-        if rec is None:
-            if node.mempool.get(jid) is not None:
-                return {"job_id": jid.hex(), "status": "pending", "height": node.chain.height,
-                        "pending_result": pending_result(jid)}
-            raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
-        d = job_json(jid, rec)
-        d["height"] = node.chain.height
-        if rec.status_name in ("open", "claimed"):
-            d["pending_result"] = pending_result(jid)
-        return d
-
-    def pending_result(jid: bytes) -> dict | None:
-        """A result for `jid` waiting in the mempool (admitted only while this node holds its C, so C can
-        be fetched and checked now, before the result is mined): {txid, miner, h_c}, else None."""
-        from chain.tx import KIND_JOB_RESULT
-        for e in node.mempool.entries.values():
-            t = e.tx
-            if t.kind == KIND_JOB_RESULT and t.payload.job_id == jid:
-                return {"txid": t.txid.hex(), "miner": t.sender.hex(), "h_c": t.payload.h_c.hex()}
-        return None
-
-    @r.get(API + "/jobs")
-    async def list_jobs(request):
-        from chain.jobs import STATUS_NAMES
-        status = request.query.get("status", "open")
-        limit = min(1000, max(1, query_int(request, "limit", 100)))
-        cs = node.chain
-        if status == "open":
-            items = cs.open_jobs()
-        elif status == "live":
-            items = sorted(cs.live_jobs().items(), key=lambda x: (x[1].due, x[0]))
-        elif status in STATUS_NAMES or status == "all":
-            items = sorted(((j, r) for j, r in cs.jobs().items() if status == "all" or r.status_name == status),
-                           key=lambda x: (-x[1].submit_height, x[0]))
-        else:
-            raise ApiError(400, "bad-param", "status must be open (claimable), live, all or one of "
-                                             + ", ".join(STATUS_NAMES))
-        return _json({"status": status, "height": cs.height, "count": len(items),
-                      "jobs": [job_json(j, r) for j, r in items[:limit]]})
+    # --- compute jobs (docs/jobs-client.md): node/jobs_api.py; blobs ----------------------------------------
+    job_routes(r, node)
 
     async def put_blob(request):  # admission, quotas, streaming and checks: node/blobgate.py
         return await node.blobgate.upload(request)

@@ -8,6 +8,7 @@ import cycles. Who implements what:
 - `PeerNet`     the peer layer as sync and the block/tx handlers see it (node.p2p.P2P)
 - `PeerEvents`  what the peer layer tells sync about connections (node.sync.Sync)
 - `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.node.Node)
+- `JobsHost`    NodeView plus the fee floor and job long-polls, for node.jobs_api
 - `StorageHost` what the storage watchdog needs: data directory, chain store, a miner to pause
 - `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
 - `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from fractions import Fraction
     from pathlib import Path
 
     from prometheus_client import Counter
@@ -106,6 +108,15 @@ class NodeView(Protocol):
 
     @property
     def blobs(self) -> BlobStore: ...
+
+
+class JobsHost(NodeView, Protocol):
+    """The job endpoints' view: NodeView, this node's fee floor, and a wait for the next job event."""
+
+    @property
+    def job_fee_floor(self) -> Fraction: ...
+
+    async def wait_job_event(self, timeout: float) -> bool: ...
 
 
 class Pausable(Protocol):
