@@ -29,6 +29,7 @@ from chain.validation import expected_target
 from node.apierror import ApiError
 from node.apiargs import API, UINT, body_json, hexarg, query_int
 from node.apiargs import json_response as _json
+from node.blobs_api import blob_routes
 from node.jobs_api import job_routes
 
 if TYPE_CHECKING:
@@ -352,26 +353,10 @@ def make_app(node: "Node", p2p: bool = True) -> web.Application:
             out["hash"] = res.hash.hex()
         return _json(out, status=200 if result in ("accepted", "duplicate", "stale") else 422)
 
-    # --- compute jobs (docs/jobs-client.md): node/jobs_api.py; blobs ----------------------------------------
+    # --- compute jobs (docs/jobs-client.md) and their blobs ----------------------------------------------
     job_routes(r, node)
 
-    async def put_blob(request):  # admission, quotas, streaming and checks: node/blobgate.py
-        return await node.blobgate.upload(request)
-
-    r.post(API + "/blobs")(put_blob)
-    r.put(API + "/blobs")(put_blob)
-
-    @r.get(API + "/blobs/{hash}")
-    async def get_blob(request):
-        h = hexarg(request.match_info["hash"], "hash", 32)
-        if request.query.get("local") in ("1", "true"):
-            data = node.blobs.get(h)
-        else:
-            data = await node.fetch_blob(h)
-        if data is None:
-            raise ApiError(404, "blob-not-found", "no such blob here or at the peers")
-        return web.Response(body=data, content_type="application/octet-stream",
-                            headers={"X-Blob-Hash": h.hex()})
+    blob_routes(r, node)  # node/blobs_api.py
 
     from node.economy_api import economy_routes  # the economy's read-only endpoints (docs/api.md §Economy)
     economy_routes(r, node)

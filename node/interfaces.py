@@ -9,6 +9,7 @@ import cycles. Who implements what:
 - `PeerEvents`  what the peer layer tells sync about connections (node.sync.Sync)
 - `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.node.Node)
 - `JobsHost`    NodeView plus the fee floor and job long-polls, for node.jobs_api
+- `BlobsHost`   the blob store, upload gate and peer fetch, for node.blobs_api
 - `StorageHost` what the storage watchdog needs: data directory, chain store, a miner to pause
 - `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
 - `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from fractions import Fraction
     from pathlib import Path
 
+    from aiohttp import web
     from prometheus_client import Counter
 
     from chain.block import Block
@@ -117,6 +119,23 @@ class JobsHost(NodeView, Protocol):
     def job_fee_floor(self) -> Fraction: ...
 
     async def wait_job_event(self, timeout: float) -> bool: ...
+
+
+class BlobUploads(Protocol):
+    async def upload(self, request: web.Request) -> web.Response:
+        """Admit, stream, check and store one upload (node.blobgate.BlobGate)."""
+
+
+class BlobsHost(Protocol):
+    """The blob endpoints' view: the store, the upload gate, and fetching from peers."""
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def blobgate(self) -> BlobUploads: ...
+
+    async def fetch_blob(self, h: bytes, timeout: float = 20.0) -> bytes | None: ...
 
 
 class Pausable(Protocol):
