@@ -11,6 +11,11 @@ per template, then attempts until a win, a new tip, or `BATCH_S`) in a worker th
 serving; between batches it picks up a new template. Useful fraction: the MACs of paid passes over all MACs
 mined (`paid_macs / rate.total_macs`), since the miner started. It never mines a block whose timestamp leads
 the clock by more than half the allowed drift (it waits instead), and `interval` spaces its own blocks.
+Within its interval it still mines a paid job as soon as it is ready (woken by `PaidJobs.ready`), so C is
+served and claim + result posted at once (issue 14, latency); a block that pass finds is dropped, not held:
+block timing stays exactly as the interval sets it, and the next block is built after the interval from a
+template that already carries the claim and result. A block is accepted only once `interval` has passed
+since the miner's last one.
 Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
 """
 from __future__ import annotations
@@ -128,6 +133,7 @@ class Miner:
         self.paid_macs = 0          # MACs of paid passes (each yielded a client's C)
         self.enabled = True
         self.blocks_found = 0
+        self.dropped = 0            # blocks found within the interval (paid passes run early) and not submitted
         self.last_block_at = 0.0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pouw-mine")
         self.task: asyncio.Task | None = None
@@ -156,6 +162,30 @@ class Miner:
         self.rate.add(macs)
         self.node.metrics.mined_macs.inc(macs)
         self.node.metrics.tickets.inc(macs // self.node.chain.params.tile_work(k))
+
+    def _throttled(self) -> bool:
+        """True while `interval` has not passed since this miner's last block (no block may be accepted)."""
+        return bool(self.interval) and time.monotonic() - self.last_block_at < self.interval
+
+    def _paid_ready(self):
+        """The paid job to mine now (state ready), else None; clears `PaidJobs.ready` first, so a job that turns
+        ready after this call wakes `_nap`."""
+        pj = self.node.paid_jobs
+        if pj is None:
+            return None
+        pj.ready.clear()
+        return pj.step()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep up to `seconds`; a paid job turning ready ends it early."""
+        pj = self.node.paid_jobs
+        if pj is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(pj.ready.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
 
     async def stop(self) -> None:
         self.enabled = False
@@ -188,23 +218,28 @@ class Miner:
                 self.state = "device-backoff"
                 await asyncio.sleep(0.2)
                 continue
-            if self.interval and time.monotonic() - self.last_block_at < self.interval:
-                self.state = "interval"
-                await asyncio.sleep(min(0.2, self.interval))
-                continue
+            paid = None
+            throttled = self._throttled()
+            if throttled:  # no block before the interval ends, but a ready paid job is mined now (its C served)
+                paid = self._paid_ready()
+                if paid is None:
+                    self.state = "interval"
+                    await self._nap(min(0.2, self.interval))
+                    continue
             try:
                 w = self.node.templates.current(self.address)
             except Exception:
                 log.exception("cannot build a block template")
                 await asyncio.sleep(1.0)
                 continue
-            if w.template.header.timestamp > time.time() + cfg.max_future_drift / 2:
+            if not throttled and w.template.header.timestamp > time.time() + cfg.max_future_drift / 2:
                 self.state = "waiting-clock"
                 await asyncio.sleep(0.25)
                 continue
             if w.id != work_id:
                 work_id, nonce = w.id, random.getrandbits(64)
-            paid = self.node.paid_jobs.step() if self.node.paid_jobs is not None else None
+            if not throttled:
+                paid = self.node.paid_jobs.step() if self.node.paid_jobs is not None else None
             self.state = "mining-job" if paid is not None else "mining"
             tip = w.tip
             try:
@@ -236,6 +271,10 @@ class Miner:
                 continue
             if self.node.chain.tip.hash != w.tip or not self.enabled:
                 continue  # stale: the tip moved while the job ran
+            if throttled or self._throttled():
+                self.dropped += 1   # found by a pass run within the interval: the interval spaces blocks
+                event(log, logging.DEBUG, "block dropped (within the mining interval)", height=header.height)
+                continue
             block = Block(header, w.template.txs)
             res = self.node.accept_block(block, None)
             if res is not None and res.status == "active":

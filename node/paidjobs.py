@@ -12,7 +12,8 @@ One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step(
    peers' HTTP APIs; `BlobStore.put` checks each commits to its address), range-checked and prepared
    -> ``ready``. Operands nobody serves -> the job goes on the retry list (a later pass tries again).
 3. ready: the miner mines one pass with the job's A, B in the header template (`mine_paid`): the same
-   GEMM draws the block lottery and yields the exact C. `finished` stores C (address H_C, served at
+   GEMM draws the block lottery and yields the exact C (also while the miner waits out its block interval:
+   `ready` wakes it, and a block found then is dropped, see node.miner). `finished` stores C (address H_C, served at
    once) and sends the claim and the result back to back (consecutive nonces: the mempool admits a
    claim on a pending submit and a result on a pending claim, and templates keep them in order, so
    submit, claim and result can share one block) -> ``posted``.
@@ -123,6 +124,7 @@ class PaidJobs:
         self.cached: dict[tuple, bytes] = {}   # (h_a, h_b, m, k, n) -> h_c this node computed
         self.claims = 0
         self.reused = 0                        # repeated jobs answered from `cached` without a new pass
+        self.ready = asyncio.Event()           # set when a job turns ready: wakes a miner waiting out its interval
 
     @property
     def address(self) -> bytes:
@@ -286,6 +288,7 @@ class PaidJobs:
         a.prepared = prep
         if self.active is a and a.state == "fetching":
             a.state = "ready"
+            self.ready.set()
 
     async def finished(self, a: Active, c) -> None:
         """C computed for `a`: commit, store the blob (served from now on), claim and post the result."""

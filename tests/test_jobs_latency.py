@@ -331,3 +331,53 @@ def test_job_long_poll_answers_on_the_next_block(tmp_path):
         finally:
             await stop_all([gw, m0])
     run(main())
+
+
+@pytest.mark.timeout(240)
+def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_spacing(tmp_path):
+    """A miner waiting out a long mine interval mines a ready paid job at once (issue 14, latency): C is served
+    and the pending result is on GET /api/v1/jobs/{id} before the next block; the block that pass found is
+    dropped, so the next block still comes no sooner than the interval, and it carries submit, claim and
+    result together."""
+    import time
+    import urllib.request
+    interval = 30.0
+
+    async def main():
+        gw, m0 = await nodes_with(tmp_path, take_jobs=True)
+        try:
+            key = PrivateKey.from_phrase(b"latency client 7")
+            await fund(gw, key)
+            miner = m0.miner
+            miner.interval = interval            # from now on: one block per 30 s
+            h0, found0, last0 = m0.chain.height, miner.blocks_found, miner.last_block_at
+            assert time.monotonic() - last0 < 5  # the miner just found a block: the interval has begun
+            await wait_for(lambda: gw.chain.height == m0.chain.height, 20, what="gateway at the miner's tip")
+            cl = Client(gw.url)
+            a, b = operands()
+            res = await asyncio.to_thread(cl.submit_job, key, a, b, None, True, timeout=60)
+            jid = bytes.fromhex(res.job_id)
+            # C checked and in hand, and no block produced since the interval began
+            assert np.array_equal(res.c.astype(np.int64), exact(a, b)) and res.confirmed is False
+            assert m0.chain.height == gw.chain.height == h0 and miner.blocks_found == found0
+            assert miner.dropped >= 1 and miner.paid_macs > 0   # the paid pass ran; its block was not submitted
+
+            def get() -> dict:
+                with urllib.request.urlopen(f"{gw.url}/api/v1/jobs/{res.job_id}", timeout=30) as r:
+                    return json.loads(r.read())
+            d = await asyncio.to_thread(get)
+            assert d["pending_result"]["h_c"] == res.h_c and d["pending_result"]["miner"] == res.miner
+            assert d["height"] == h0 == m0.chain.height
+            # the next block: no sooner than the interval, with submit, claim and result in it
+            await wait_for(lambda: m0.chain.height > h0, interval + 60, what="the next block")
+            assert m0.chain.height == h0 + 1 and miner.blocks_found == found0 + 1
+            assert miner.last_block_at - last0 >= interval
+            st = await asyncio.to_thread(res.confirm, 60)
+            assert st.outcome == "confirmed"
+            rc = res.receipt
+            assert rc["submit"]["height"] == rc["claim"]["height"] == rc["result"]["height"] == h0 + 1
+            assert rc["result"]["h_c"] == res.h_c
+            conserved(gw, m0)
+        finally:
+            await stop_all([gw, m0])
+    run(main())
