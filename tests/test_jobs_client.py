@@ -262,6 +262,8 @@ def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
                      + sa[:, None] * sb[None, :] / 4) * 96
             assert err <= bound.max() and err < 0.05 * np.abs(x @ wgt).max()
 
+            # C may be in hand before the job is mined (a throttled miner computes from the mempool)
+            await wait_for(lambda: len(gw.mempool) == 0, 30, what="the matmul job mined")
             bal = gw.chain.get_account(key.address).balance
             good = operands(8, 64, 8)
             with pytest.raises(JobError) as ei:

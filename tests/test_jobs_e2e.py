@@ -38,6 +38,13 @@ async def fund(node, key: PrivateKey, amount: int = FUND) -> None:
     await wait_for(lambda: node.chain.get_account(key.address).balance == amount, 30, what="funding")
 
 
+def job_status(node, jid: bytes) -> str:
+    """The job's status on `node`'s chain, "pending" while its submit is not mined (C can be in the client's
+    hands before that: a miner computes a job from the mempool)."""
+    rec = node.chain.get_job(jid)
+    return rec.status_name if rec is not None else "pending"
+
+
 def operands(m=20, k=70, n=12):
     a = RNG.integers(-64, 65, size=(m, k), dtype=np.int8)
     b = RNG.integers(-64, 65, size=(k, n), dtype=np.int8)
@@ -78,7 +85,7 @@ def test_paid_job_returns_exact_c(tmp_path):
             assert any("verified" in x for x in msgs)
             # the miner is paid after the challenge window (client silent afterwards)
             jid = bytes.fromhex(res.job_id)
-            await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 30, what="release")
+            await wait_for(lambda: job_status(gw, jid) == "released", 30, what="release")
             rec = gw.chain.get_job(jid)
             assert rec.miner == m0.node_key.address and rec.fee == res.fee
             bal = gw.chain.get_account(client_key.address).balance
@@ -104,7 +111,7 @@ def test_cheating_miner_is_disputed_and_slashed(tmp_path):
             e = ei.value
             assert e.reason == "wrong-result" and e.dispute_txid
             jid = bytes.fromhex(e.job_id)
-            await wait_for(lambda: gw.chain.get_job(jid).status_name == "slashed", 30, what="slashing")
+            await wait_for(lambda: job_status(gw, jid) == "slashed", 30, what="slashing")
             rec = gw.chain.get_job(jid)
             assert rec.miner == m0.node_key.address and rec.bond == gw.cfg.jobs.min_bond
             # client: paid max fee + 2 tx fees, got back max fee + the miner's bond
@@ -133,7 +140,7 @@ def test_silent_client_miner_paid_after_window(tmp_path):
                            what="result")
             rec = gw.chain.get_job(jid)
             assert gw.chain.height <= rec.challenge_until(gw.cfg)
-            await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 30, what="release")
+            await wait_for(lambda: job_status(gw, jid) == "released", 30, what="release")
             rec = gw.chain.get_job(jid)
             assert rec.closed_height == rec.result_height + gw.cfg.jobs.challenge_window
             assert rec.miner == m0.node_key.address and jid in m0.paid_jobs.done
@@ -183,7 +190,7 @@ def test_two_miners_race_exactly_one_paid(tmp_path):
             res = await asyncio.to_thread(cl.submit_job, client_key, a, b, None, True, timeout=60)
             assert np.array_equal(res.c.astype(np.int64), exact(a, b))
             jid = bytes.fromhex(res.job_id)
-            await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 30, what="release")
+            await wait_for(lambda: job_status(gw, jid) == "released", 30, what="release")
             rec = gw.chain.get_job(jid)
             # The paid miner posted the result. (Both may have: a miner whose claim sat on a fork that later
             # lost a reorg mined and posted too, and its result died with that fork; the chain is what counts.)

@@ -18,7 +18,7 @@ from node.blobs import encode_array
 from node.client import Client
 from node.testing import set_mining, start_node, wait_for
 
-from test_jobs_e2e import FUND, exact, fund, operands, run, stop_all
+from test_jobs_e2e import FUND, exact, fund, job_status, operands, run, stop_all
 
 CLIENT = PrivateKey.from_phrase(b"jobs node client")
 GRIEFER = PrivateKey.from_phrase(b"jobs node griefer")
@@ -107,7 +107,7 @@ def test_hole1_result_relayed_only_with_c_and_challenge_answered(tmp_path):
             await wait_for(lambda: gw.chain.get_job(jid).answer_height > 0, 30, what="answer mined")
             rec = gw.chain.get_job(jid)
             assert rec.status_name in ("resulted", "released") and rec.answer_height > rec.challenge_height
-            await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 60, what="release")
+            await wait_for(lambda: job_status(gw, jid) == "released", 60, what="release")
             assert gw.chain.get_account(CLIENT.address).balance == FUND - res.fee - 2 * 1000
             conserved(gw, m0)
         finally:
@@ -171,6 +171,8 @@ def test_hole4_fee_floor_visible_and_respected(tmp_path):
             dear = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, st["floor_fee"], True, timeout=60)
             assert np.array_equal(dear.c.astype(np.int64), exact(a, b))
             assert gw.chain.get_job(bytes.fromhex(cheap.job_id)).status_name == "open"   # still nobody's
+            # C may come before the submit is mined (a throttled miner computes at once): the record first
+            await wait_for(lambda: gw.chain.get_job(bytes.fromhex(dear.job_id)) is not None, 30, what="dear mined")
             assert (await asyncio.to_thread(cl.job_status, dear.job_id))["below_floor"] is False
             conserved(gw, m0)
         finally:
@@ -231,7 +233,7 @@ def test_hole5_repeated_job_served_from_the_miners_cache(tmp_path):
             assert m0.paid_jobs.reused == 1
             for r in (r1, r2):
                 jid = bytes.fromhex(r.job_id)
-                await wait_for(lambda: gw.chain.get_job(jid).status_name == "released", 60, what="release")
+                await wait_for(lambda: job_status(gw, jid) == "released", 60, what="release")
             assert gw.chain.get_account(CLIENT.address).balance == FUND - r1.fee - r2.fee - 2 * 1000
             conserved(gw, m0)
         finally:
