@@ -12,10 +12,9 @@ serving; between batches it picks up a new template. Useful fraction: the MACs o
 mined (`paid_macs / rate.total_macs`), since the miner started. It never mines a block whose timestamp leads
 the clock by more than half the allowed drift (it waits instead), and `interval` spaces its own blocks.
 Within its interval it still mines a paid job as soon as it is ready (woken by `PaidJobs.ready`), so C is
-served and claim + result posted at once (issue 14, latency); a block that pass finds is dropped, not held:
-block timing stays exactly as the interval sets it, and the next block is built after the interval from a
-template that already carries the claim and result. A block is accepted only once `interval` has passed
-since the miner's last one.
+served and claim + result posted at once (issue 14, latency); a block that pass finds is held and submitted
+when the interval ends (if the tip has not moved), so block timing stays as the interval sets it and the paid
+work still wins its block. A block is accepted only once `interval` has passed since the miner's last one.
 Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
 """
 from __future__ import annotations
@@ -133,7 +132,8 @@ class Miner:
         self.paid_macs = 0          # MACs of paid passes (each yielded a client's C)
         self.enabled = True
         self.blocks_found = 0
-        self.dropped = 0            # blocks found within the interval (paid passes run early) and not submitted
+        self.held: tuple[Block, Work, str] | None = None   # a block found within the interval, its work, kind
+        self.dropped = 0            # blocks found within the interval that could not be held (one already was)
         self.last_block_at = 0.0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pouw-mine")
         self.task: asyncio.Task | None = None
@@ -220,6 +220,12 @@ class Miner:
                 continue
             paid = None
             throttled = self._throttled()
+            if not throttled and self.held is not None:   # the interval is over: submit the block held back
+                block, hw, kind = self.held
+                self.held = None
+                if self.node.chain.tip.hash == hw.tip:
+                    self._submit(block, hw, kind)
+                continue
             if throttled:  # no block before the interval ends, but a ready paid job is mined now (its C served)
                 paid = self._paid_ready()
                 if paid is None:
@@ -271,16 +277,22 @@ class Miner:
                 continue
             if self.node.chain.tip.hash != w.tip or not self.enabled:
                 continue  # stale: the tip moved while the job ran
-            if throttled or self._throttled():
-                self.dropped += 1   # found by a pass run within the interval: the interval spaces blocks
-                event(log, logging.DEBUG, "block dropped (within the mining interval)", height=header.height)
-                continue
             block = Block(header, w.template.txs)
-            res = self.node.accept_block(block, None)
-            if res is not None and res.status == "active":
-                self.blocks_found += 1
-                self.last_block_at = time.monotonic()
-                self.node.metrics.blocks_mined.inc()
-                event(log, logging.INFO, "mined block", height=block.height, hash=block.hash.hex()[:16],
-                      txs=len(block.txs), fees=w.template.fees, job="paid" if paid is not None else "filler",
-                      macs=block.header.job.macs, device=self.device.spec)
+            kind = "paid" if paid is not None else "filler"
+            if throttled or self._throttled():   # found by a pass run within the interval: the interval spaces blocks
+                if self.held is None:
+                    self.held = (block, w, kind)
+                else:
+                    self.dropped += 1
+                continue
+            self._submit(block, w, kind)
+
+    def _submit(self, block: Block, w: Work, kind: str) -> None:
+        res = self.node.accept_block(block, None)
+        if res is not None and res.status == "active":
+            self.blocks_found += 1
+            self.last_block_at = time.monotonic()
+            self.node.metrics.blocks_mined.inc()
+            event(log, logging.INFO, "mined block", height=block.height, hash=block.hash.hex()[:16],
+                  txs=len(block.txs), fees=w.template.fees, job=kind, macs=block.header.job.macs,
+                  device=self.device.spec)

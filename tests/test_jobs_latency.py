@@ -337,8 +337,8 @@ def test_job_long_poll_answers_on_the_next_block(tmp_path):
 def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_spacing(tmp_path):
     """A miner waiting out a long mine interval mines a ready paid job at once (issue 14, latency): C is served
     and the pending result is on GET /api/v1/jobs/{id} before the next block; the block that pass found is
-    dropped, so the next block still comes no sooner than the interval, and it carries submit, claim and
-    result together."""
+    held, so the next block still comes no sooner than the interval, and it is the paid job's block (its
+    header proves the client's A·B) carrying the submit; claim and result follow in the block after."""
     import time
     import urllib.request
     interval = 30.0
@@ -360,7 +360,7 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
             # C checked and in hand, and no block produced since the interval began
             assert np.array_equal(res.c.astype(np.int64), exact(a, b)) and res.confirmed is False
             assert m0.chain.height == gw.chain.height == h0 and miner.blocks_found == found0
-            assert miner.dropped >= 1 and miner.paid_macs > 0   # the paid pass ran; its block was not submitted
+            assert miner.held is not None and miner.held[2] == "paid"   # the pass ran; its block waits
 
             def get() -> dict:
                 with urllib.request.urlopen(f"{gw.url}/api/v1/jobs/{res.job_id}", timeout=30) as r:
@@ -368,14 +368,19 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
             d = await asyncio.to_thread(get)
             assert d["pending_result"]["h_c"] == res.h_c and d["pending_result"]["miner"] == res.miner
             assert d["height"] == h0 == m0.chain.height
-            # the next block: no sooner than the interval, with submit, claim and result in it
+            # the next block: no sooner than the interval; the paid job's block, with the submit in it
             await wait_for(lambda: m0.chain.height > h0, interval + 60, what="the next block")
-            assert m0.chain.height == h0 + 1 and miner.blocks_found == found0 + 1
+            assert m0.chain.height == h0 + 1 and miner.blocks_found == found0 + 1 and miner.held is None
             assert miner.last_block_at - last0 >= interval
+            blk = m0.chain.get_block(m0.chain.block_hash_at(h0 + 1))
+            assert jid in {t.txid for t in blk.txs}
+            rec = m0.chain.get_job(jid)
+            assert (blk.header.job.m, blk.header.job.k, blk.header.job.n) == (rec.m, rec.k, rec.n)
+            miner.interval = 0.25
             st = await asyncio.to_thread(res.confirm, 60)
             assert st.outcome == "confirmed"
             rc = res.receipt
-            assert rc["submit"]["height"] == rc["claim"]["height"] == rc["result"]["height"] == h0 + 1
+            assert rc["submit"]["height"] == h0 + 1 < rc["claim"]["height"] <= rc["result"]["height"]
             assert rc["result"]["h_c"] == res.h_c
             conserved(gw, m0)
         finally:
