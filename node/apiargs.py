@@ -1,13 +1,16 @@
-"""Request arguments and JSON answers shared by the API's route modules (node.api, node.jobs_api, ...):
+"""Request arguments and JSON shapes shared by the API's route modules (node.api, node.jobs_api, ...):
 every bad argument is an ApiError 400 with a stable code."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from node.apierror import ApiError
+
+if TYPE_CHECKING:
+    from chain.tx import Transaction
 
 API = "/api/v1"
 UINT = re.compile(r"[0-9]{1,18}")
@@ -45,3 +48,12 @@ def hexarg(v: Any, name: str, n: int | None = None) -> bytes:
     if n is not None and len(b) != n:
         raise ApiError(400, "bad-param", f"{name} must be {n} bytes")
     return b
+
+
+def tx_json(tx: Transaction) -> dict:
+    d = {"txid": tx.txid.hex(), "kind": tx.kind, "chain_id": tx.chain_id, "nonce": tx.nonce,
+         "sender": tx.sender.hex(), "fee": tx.fee, "size": len(tx.encoded), "raw": tx.encoded.hex()}
+    if hasattr(tx.payload, "recipient"):
+        d["recipient"] = tx.payload.recipient.hex()
+        d["amount"] = tx.payload.amount
+    return d

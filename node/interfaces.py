@@ -10,6 +10,7 @@ import cycles. Who implements what:
 - `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.node.Node)
 - `JobsHost`    NodeView plus the fee floor and job long-polls, for node.jobs_api
 - `BlobsHost`   the blob store, upload gate and peer fetch, for node.blobs_api
+- `TxHost`      NodeView, the transaction sink and the tx index, for node.tx_api
 - `StorageHost` what the storage watchdog needs: data directory, chain store, a miner to pause
 - `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
 - `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from chain.block import Block
     from chain.chainstate import ChainState, ImportResult
     from chain.config import ChainConfig
+    from chain.indexes import TxIndex
     from chain.keys import PrivateKey
     from chain.tx import Transaction
     from node.blobs import BlobStore
@@ -161,6 +163,13 @@ class BlockSink(Protocol):
 class TxSink(Protocol):
     def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:
         """Admit to the mempool and relay; raises the rejection (TxError/MempoolError)."""
+
+
+class TxHost(NodeView, TxSink, Protocol):
+    """The transaction endpoints' view: NodeView, the transaction sink, and the index of mined txids."""
+
+    @property
+    def txindex(self) -> TxIndex: ...
 
 
 class TipEvents(Protocol):

@@ -122,6 +122,6 @@ def test_cycle_allow_list_only_shrinks():
 def test_parts_with_interfaces_do_not_import_the_node():
     g = graph()
     for part in ("node.sync", "node.p2p", "node.storagehealth", "node.jobinfo", "node.blobgate", "node.economy_api",
-                 "node.explorer_api", "node.jobs_api", "node.blobs_api",
+                 "node.explorer_api", "node.jobs_api", "node.blobs_api", "node.tx_api",
                  "node.apiargs", "node.interfaces", "node.apierror", "node.peers", "node.messages", "node.mempool"):
         assert "node.node" not in g[part], part
