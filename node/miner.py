@@ -268,7 +268,7 @@ class Miner:
                 self.device.fault(e)
                 self.node.metrics.device_faults.inc()
                 continue
-            if paid is not None:
+            if paid is not None and self.node.paid_jobs is not None:
                 try:
                     await self.node.paid_jobs.finished(paid, c)
                 except Exception:

@@ -19,6 +19,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -39,6 +40,9 @@ from node.miner import Miner, Templates
 from node.p2p import P2P
 from node.peers import BAN_SCORE, Peer, PeerBook
 from node.sync import Sync
+
+if TYPE_CHECKING:
+    from node.paidjobs import PaidJobs
 
 log = logging.getLogger("pouw.node")
 
@@ -202,7 +206,7 @@ class Node:
         from node.blobgate import BlobGate
         self.blobgate = BlobGate(self, account_quota=conf.blob_account_quota, pending_max=conf.blob_pending_max,
                                  store_max=conf.blob_store_max, grace_s=conf.blob_grace_s)
-        self.paid_jobs = None  # node.paidjobs.PaidJobs when mining with take_jobs
+        self.paid_jobs: PaidJobs | None = None  # when mining with take_jobs
         self._fetching_c: set[bytes] = set()  # result txids whose C is being fetched before admission
         self._job_waiters: set[asyncio.Event] = set()  # long-polls of GET /jobs/{id}?wait= (wait_job_event)
         self.workers: dict[str, dict] = {}  # remote worker id -> {"work_rate", "seen", "device", "address"}

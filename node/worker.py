@@ -29,12 +29,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from chain.block import Header
 from chain.config import ChainConfig
 from chain.mining import NONCE_MAX, filler_seed, mine_filler_once
 from node.logfmt import event
+
+if TYPE_CHECKING:
+    from kernels.base import Backend
 
 log = logging.getLogger("pouw.worker")
 
@@ -157,14 +160,14 @@ class Device:
         self.spec = spec
         self.max_failures = max_failures
         self.clock = clock
-        self.backend = None
+        self.backend: Backend | None = None
         self.failures = 0
         self.total_faults = 0
         self.retry_at = 0.0
         self.dropped = False
         self.last_error = ""
 
-    def get(self):
+    def get(self) -> Backend:
         """The backend (created lazily); raises on a device that cannot be opened."""
         if self.backend is None:
             from kernels import get_backend

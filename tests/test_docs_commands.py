@@ -200,10 +200,11 @@ def test_jobs_client_cli_synopsis_names_real_options():
     assert len(lines) >= 9, lines
     for line in lines:
         usage = re.split(r"\s{3,}", line)[0]     # drop the right-hand description
+        prev = ""
         for part in usage[len("pouw job "):].split(" | "):
-            name = part.split()[0]
-            if name.startswith("--"):                # `list ... | --mine ...`: more options of `list`
-                name = prev
+            first = part.split()[0]
+            name = prev if first.startswith("--") else first   # `list ... | --mine ...`: more options of `list`
+            assert name, line
             opts = {o for a in sub(job, name)._actions for o in a.option_strings}
             named = set(re.findall(r"--[a-z][a-z-]*", part))
             assert named <= opts, (line, named - opts)
