@@ -28,22 +28,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_explore import median_ms
+
 R, TILE, DIGITS = 64, 16, 3
-
-
-def median_ms(fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def operands(size: int, dev: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
