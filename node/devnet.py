@@ -85,6 +85,8 @@ def add_arguments(sub) -> None:
     d.add_argument("--block-interval", type=float, default=0.0,
                    help="minimum seconds between blocks of one node (0 = mine flat out)")
     d.add_argument("--no-mine", action="store_true")
+    d.add_argument("--no-calibrate", action="store_true",
+                   help="keep the config's initial_block_work for a new devnet instead of measuring this machine")
     d.add_argument("--status-every", type=float, default=10.0, help="print a status line every S seconds (0: never)")
     d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C/SIGTERM)")
     from node.commands import add_log_json
@@ -132,19 +134,65 @@ def _wait_funded(url: str, wallet: PrivateKey, timeout: float, cancelled=lambda:
     return False
 
 
-def network_file(base: Path, network: str, now: int) -> str:
+def calibrated_block_work(cfg, device: str, seconds: float = 1.5) -> int:
+    """Multiply-adds this machine mines in one target block time: filler attempts with reused operands (as
+    the node's miner makes them) timed for `seconds`, times `target_block_time`; at least min_block_work.
+    A new devnet starts at this difficulty, so its first blocks come at the block time the config names
+    instead of many times faster (or slower) until ASERT catches up over several half-lives."""
+    from chain.block import NULL_JOB, Header
+    from kernels import get_backend
+    from node.worker import FillerMiner
+
+    backend = get_backend(device)
+    fm = FillerMiner(cfg, cfg.pow.params())
+    h = Header(cfg.version, cfg.chain_id, 1, bytes(32), cfg.genesis_timestamp, 1, bytes(32), bytes(32),
+               bytes(20), NULL_JOB, 0, b"")
+    fm.attempt(backend, h, 0)                     # builds the operands (once per height) and warms up
+    n, t0 = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - t0 < seconds:
+        fm.attempt(backend, h, 1 + n)
+        n += 1
+    rate = n * fm.macs / (time.perf_counter() - t0)
+    return max(cfg.min_block_work, int(rate * cfg.target_block_time))
+
+
+def network_file(base: Path, network: str, now: int, block_work: int | None = None) -> str:
     """The --network value every node of the devnet in `base` uses: `network` itself when its genesis is
-    dated, else base/network.toml, written (launched at `now`) on the first run and reused after."""
-    from chain.config import launch, load_config
+    dated, else base/network.toml, written (launched at `now`, with `initial_block_work = block_work` when
+    given) on the first run and reused after."""
+    import re
+
+    from chain.config import launch, load_config, parse_config
     cfg = load_config(network)
     if cfg.dated:
         return network
     path = base / "network.toml"
     if not path.exists():
-        path.write_text(launch(cfg, now).source)
+        text = launch(cfg, now).source
+        if block_work is not None:
+            text, n = re.subn(r"(?m)^initial_block_work\s*=\s*\d+[^\n]*",
+                              f"initial_block_work = {block_work}   # calibrated on this machine at launch", text)
+            if n != 1:
+                raise ValueError(f"{network}: no initial_block_work line to calibrate")
+            parse_config(text)                    # still a valid network
+        path.write_text(text)
     elif load_config(path).name != cfg.name:
         raise ValueError(f"{path} holds network {load_config(path).name!r}, not {cfg.name!r}")
     return str(path)
+
+
+def _launch_block_work(base: Path, args: argparse.Namespace) -> int | None:
+    """The calibrated initial difficulty for a devnet launched now (None: already launched, a dated
+    network, --no-calibrate, or not mining)."""
+    from chain.config import load_config
+    cfg = load_config(args.network)
+    if cfg.dated or (base / "network.toml").exists() or args.no_calibrate or args.no_mine:
+        return None
+    work = calibrated_block_work(cfg, args.device)
+    print(f"devnet: calibrated initial difficulty: {work / 1e9:.1f} G multiply-adds per block "
+          f"({work / cfg.target_block_time / 1e9:.1f} GMAC/s on {args.device}, {cfg.target_block_time} s blocks)",
+          flush=True)
+    return work
 
 
 def _issuer_wallet(base: Path, network: str) -> Path | None:
@@ -177,8 +225,8 @@ def run(args: argparse.Namespace) -> int:
               "program?); stop them or choose --base-port", file=sys.stderr)
         return 1
     try:
-        network = network_file(base, args.network, int(time.time()))
-    except (OSError, ValueError) as e:
+        network = network_file(base, args.network, int(time.time()), _launch_block_work(base, args))
+    except (OSError, ValueError, RuntimeError) as e:
         print(f"devnet: {e}", file=sys.stderr)
         return 1
     wallet_path = base / "wallet"

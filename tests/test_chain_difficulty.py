@@ -122,3 +122,18 @@ def test_no_accepted_timestamps_beat_the_schedule(steps):
         lo = median_time_past(list(parent.recent_timestamps)) + 1
         now = max(now, lo - cfg.max_future_drift)    # no acceptable timestamp before then: the block waits
         stamps.append(min(max(now + wish, lo), now + cfg.max_future_drift))
+
+
+def test_devnet_launch_calibrates_the_initial_difficulty(tmp_path):
+    """A new devnet starts at the work this machine mines in one block time (so its first blocks are not
+    many times faster than the config's block time while ASERT catches up); a restart keeps what was written."""
+    from node.devnet import calibrated_block_work, network_file
+    devnet = load_config("devnet")
+    work = calibrated_block_work(devnet, "cpu", seconds=0.2)
+    assert isinstance(work, int) and work >= devnet.min_block_work
+    p = network_file(tmp_path, "devnet", 1_800_000_000, work)
+    cfg = load_config(p)
+    assert cfg.initial_block_work == work and cfg.genesis_timestamp == 1_800_000_000
+    assert cfg.initial_target == min(cfg.pow_limit, (1 << 256) // work)
+    assert network_file(tmp_path, "devnet", 1_900_000_000, work * 2) == p   # launched once
+    assert load_config(p).initial_block_work == work
