@@ -667,14 +667,20 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
     return c
 
 
+def _avx2_lib(what: str) -> ctypes.CDLL:
+    """The native library when it has the AVX2 kernels; RuntimeError naming `what` and the reason otherwise."""
+    lib = _get()
+    if lib is None or not lib.pouw_has_avx2():
+        raise RuntimeError(f"native AVX2 {what} unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    return lib
+
+
 def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
     """`Backend.sub_correction` on the AVX2 kernel: c -= sum_i 128^i U_i @ V_i in place (int32, wrapping), one
     GEMM over the digits side by side (highest first, S = 128 S + U_i V_i at each digit boundary) that subtracts
     from c as it stores. c: m x n int32 contiguous, m % 4 == 0 (ShapeError otherwise); U_i m x w_i, V_i w_i x n
     int8 (narrower pairs are zero-padded to the widest). RuntimeError unless `has_avx2()`."""
-    lib = _get()
-    if lib is None or not lib.pouw_has_avx2():
-        raise RuntimeError(f"native AVX2 sub_correction unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    lib = _avx2_lib("sub_correction")
     if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2 or c.device.type != "cpu":
         raise ShapeError("c must be a 2-D int32 CPU tensor")
     if not c.is_contiguous():
@@ -710,9 +716,7 @@ def avx2_sub_i16(c: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, threads: 
     """c -= u @ v in place (int32, wrapping) for int16 u (m x k) and v (k x n) on the AVX2 kernel (vpmaddwd):
     the recovery with A·Q and P·B' whole instead of in base-128 digits. m % 4 == 0 (ShapeError otherwise); an odd
     k is zero-padded. RuntimeError unless `has_avx2()`."""
-    lib = _get()
-    if lib is None or not lib.pouw_has_avx2():
-        raise RuntimeError(f"native AVX2 sub_i16 unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    lib = _avx2_lib("sub_i16")
     if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2 or c.device.type != "cpu" \
             or not c.is_contiguous():
         raise ShapeError("c must be a contiguous 2-D int32 CPU tensor")
@@ -741,9 +745,7 @@ def avx2_sub_i16(c: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, threads: 
 def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
     """P·B without a GEMM: the r x n int32 sums out[j] = sum of the rows l of b (k x n int8) with idx[l] == j
     (idx: k integers in [0, r)). AVX2; RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
-    lib = _get()
-    if lib is None or not lib.pouw_has_avx2():
-        raise RuntimeError(f"native AVX2 scatter unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    lib = _avx2_lib("scatter")
     if not isinstance(b, torch.Tensor) or b.dtype != torch.int8 or b.dim() != 2 or b.device.type != "cpu":
         raise ShapeError("b must be a 2-D int8 CPU tensor")
     k, n = b.shape
@@ -767,9 +769,7 @@ def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = Non
 def avx2_gather_cols(a: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
     """A·Q without a GEMM: the m x r int32 sums out[:, j] = sum of the columns l of a (m x k int8) with
     idx[l] == j (idx: k integers in [0, r)). RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
-    lib = _get()
-    if lib is None or not lib.pouw_has_avx2():
-        raise RuntimeError(f"native AVX2 gather unavailable: {unavailable_reason() or 'CPU without AVX2'}")
+    lib = _avx2_lib("gather")
     if not isinstance(a, torch.Tensor) or a.dtype != torch.int8 or a.dim() != 2 or a.device.type != "cpu":
         raise ShapeError("a must be a 2-D int8 CPU tensor")
     m, k = a.shape
