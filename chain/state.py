@@ -225,14 +225,19 @@ class StateOverlay:
             return self.econ[key]
         return self.econ_source.get_econ(key) if self.econ_source is not None else None
 
-    def scan_econ(self, prefix: bytes):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+        """Economy records under `prefix` in key order, this overlay's writes on top (from the first key
+        >= `start` when given)."""
         if self.econ_source is None:
             base = ()
+        elif start is not None:
+            base = self.econ_source.scan_econ(prefix, start)
         elif prefix[:1] == b"B":  # an order book: skip its head of makers this block already removed
             base = self._book_head(prefix)
         else:
             base = self.econ_source.scan_econ(prefix)
-        return economy.merge_scan(base, self.econ, prefix, self._econ_keys)
+        it = economy.merge_scan(base, self.econ, prefix, self._econ_keys)
+        return it if start is None else ((k, v) for k, v in it if k >= start)
 
     def _book_head(self, prefix: bytes):
         """The base's book entries under `prefix`, starting after the run of leading entries this overlay

@@ -9,6 +9,10 @@
   submit and a result on a pending claim are admitted (one-block latency, docs/jobs.md), and a second
   claim on a job already claimed in the pool is refused (`bad-job-claimed`, first seen wins). A pending
   tx with the same sender and nonce is replaced only by a higher fee.
+- The sender's pending state (`pending_state`) is the tip with the sender's earlier pending txs applied by
+  the state transition itself (`StateOverlay.apply_tx`): a pending job submit draws its escrow in the
+  economy's spending order (allocation, vintages, spend-only, free: `chain.economy.draw`, the one rule),
+  so a subscriber paying from its allocation can queue several submits (docs/economy.md).
 - Priority: fee per byte; a sender's transactions are taken in nonce order (ancestor-aware greedy),
   and a claim comes after the pending submit of its job.
 - Limits: `max_txs` and `max_bytes`; when full, the lowest fee-rate transaction (with the sender's later
@@ -33,7 +37,7 @@ import msgpack
 
 from chain.errors import EncodingError, TxError, ValidationError
 from chain.jobs import JobRecord, job_tx_effects
-from chain.state import Account, check_tx_state
+from chain.state import Account, StateOverlay, check_tx_state
 from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 from chain.econtx import ECON_KINDS
 
@@ -65,9 +69,10 @@ def job_of(tx: Transaction) -> bytes | None:
 class PendingJobs:
     """The job state of the tip plus the given pending job records (a JobSource for admission)."""
 
-    def __init__(self, chain, recs: dict[bytes, JobRecord]):
+    def __init__(self, chain, recs: dict[bytes, JobRecord], econ=None):
         self.chain = chain
         self.recs = recs
+        self.econ = econ if econ is not None else chain  # economy records: the tip, or a sender's pending state
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         return self.recs[job_id] if job_id in self.recs else self.chain.get_job(job_id)
@@ -80,10 +85,10 @@ class PendingJobs:
 
     # the economy's records at the tip (docs/economy.md): job submits draw on allocations, economy kinds
     def get_econ(self, key: bytes) -> bytes | None:
-        return self.chain.get_econ(key)
+        return self.econ.get_econ(key)
 
     def scan_econ(self, prefix: bytes, start: bytes | None = None):
-        return self.chain.scan_econ(prefix, start)
+        return self.econ.scan_econ(prefix, start)
 
 
 class Mempool:
@@ -111,15 +116,25 @@ class Mempool:
         return e.tx if e else None
 
     # --- admission -------------------------------------------------------------------------------------
-    def _pending_view(self, sender: bytes, upto_nonce: int) -> Account:
-        """The sender's account after its pending txs with nonce < upto_nonce."""
-        acct = self.chain.get_account(sender)
-        for n in sorted(self.by_sender.get(sender, {})):
+    def pending_state(self, sender: bytes, upto_nonce: int) -> StateOverlay:
+        """The tip with `sender`'s pending txs of nonce < upto_nonce applied by the state transition (as if
+        in the next block): accounts, job records and economy records as the block would leave them. A
+        pending tx that no longer applies (the tip moved; resync drops it) debits amount + fee as before."""
+        cfg = self.chain.cfg
+        ov = StateOverlay(self.chain.get_account, PendingJobs(self.chain, {}), cfg, self.chain.height + 1)
+        pend = self.by_sender.get(sender, {})
+        for n in sorted(pend):
             if n >= upto_nonce:
                 break
-            tx = self.entries[self.by_sender[sender][n]].tx
-            acct = Account(acct.balance - tx.amount - tx.fee, acct.nonce + 1)
-        return acct
+            tx = self.entries[pend[n]].tx
+            if tx.kind in JOB_KINDS:
+                ov.source = self.pending_jobs(tx)   # the job as the pending txs before this one leave it
+            try:
+                ov.apply_tx(tx)
+            except TxError:
+                s = ov.get(sender)
+                ov.accts[sender] = Account(s.balance - tx.amount - tx.fee, s.nonce + 1)
+        return ov
 
     def add(self, tx: Transaction, *, check_sig: bool = True) -> bool:
         """Admit tx; returns False if already present. Raises TxError/MempoolError with a reason.
@@ -138,14 +153,15 @@ class Mempool:
             if tx.fee <= old.tx.fee:
                 raise MempoolError("txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False)
             replaced = old.tx.txid
-        view = self._pending_view(sender, tx.nonce)
+        pstate = self.pending_state(sender, tx.nonce)
         if tx.kind in JOB_KINDS or tx.kind in ECON_KINDS:  # job and economy rules need the state at the tip
-            # job rules at the tip as if in the next block (bad-job-* / fraud-proof reasons), with the
-            # sender's account after its pending txs
-            get = lambda a: view if a == sender else self.chain.get_account(a)  # noqa: E731
-            self.chain.validate_tx(tx, get=get, jobs=self.pending_jobs(tx))
+            # job rules at the tip as if in the next block (bad-job-* / fraud-proof reasons), on the
+            # sender's pending state (its account and economy records after its pending txs)
+            jobs = self.pending_jobs(tx)
+            jobs.econ = pstate
+            self.chain.validate_tx(tx, get=pstate.get, jobs=jobs)
         else:
-            check_tx_state(lambda a: view, tx)  # nonce consecutive, balance covers it
+            check_tx_state(pstate.get, tx)  # nonce consecutive, balance covers it
         size = len(tx.encoded)
         e = Entry(tx, self.clock(), size)
         if replaced is None and (len(self.entries) >= self.max_txs or self.bytes + size > self.max_bytes):
