@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol, TypeVar
 
 from chain import indexes
 from chain import schema as S
@@ -37,7 +37,21 @@ from chain.transition import (CONTEXT, LAYERS, MUTATION_REASONS, SANITY, STATE, 
 from chain.undo import Undo
 from chain.validation import ParentInfo
 
+if TYPE_CHECKING:  # annotations only: pouw's verifier is imported where a proof is checked
+    from chain.jobs import JobSource
+    from pouw.params import PowParams
+
 DB_DIRNAME = "chaindata"
+
+T = TypeVar("T")
+
+
+def _stored(value: T | None, store: Store, what: str) -> T:
+    """`value` read from `store`, which must hold it (the block index and the tip pointers say so):
+    StorageError naming `what` when it does not."""
+    if value is None:
+        raise StorageError(f"database at {store.path} is inconsistent: {what} is missing")
+    return value
 
 
 def make_genesis(cfg: ChainConfig) -> Block:
@@ -131,7 +145,7 @@ class _BatchJobs:
     def get_econ(self, key: bytes) -> bytes | None:
         return self.b.get(S.econ_key(key))
 
-    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         st = S.econ_key(start) if start is not None else None
         for k, v in self.store.iterate(S.econ_key(prefix), st):  # no batch writes economy records before this
             yield k[1:], v
@@ -169,7 +183,7 @@ class ChainState:
         self.cfg = cfg
         self.clock = clock
         self.check_proofs = check_proofs
-        self._params = None
+        self._params: PowParams | None = None
         self.index: dict[bytes, IndexEntry] = {}
         self.children: dict[bytes, list[bytes]] = {}
         self.chain: list[bytes] = []          # active chain hashes by height
@@ -197,10 +211,10 @@ class ChainState:
         try:
             if not fresh and cfg is not None and create and store.is_empty():
                 fresh = True  # a crash between creating the database and writing genesis
-            if fresh:
-                if not cfg.dated:  # type: ignore[union-attr]
-                    cfg = launch(cfg, int(clock()))  # type: ignore[arg-type]  # a new network: genesis dated now
-                cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)  # type: ignore[arg-type]
+            if fresh and cfg is not None:  # (checked above: a fresh database comes with a config)
+                if not cfg.dated:
+                    cfg = launch(cfg, int(clock()))  # a new network: genesis dated now
+                cs = cls(store, cfg, clock=clock, check_proofs=check_proofs)
                 cs._init_genesis()
             else:
                 cfg = cls._check_meta(store, cfg)
@@ -286,30 +300,33 @@ class ChainState:
         g = self.index.get(self.genesis.hash)
         if g is None:
             raise StorageError(f"database at {p} is missing its genesis block")
-        for e in self.index.values():
-            if e.hash != g.hash:
-                if e.prev not in self.index:
-                    raise StorageError(f"database at {p} is inconsistent: block {e.hash.hex()[:16]} has no parent entry")
-                self.children.setdefault(e.prev, []).append(e.hash)
-        for e in sorted(self.index.values(), key=lambda x: x.height):
-            e.chain_data = bool(e.status & S.HAVE_DATA) and (e.hash == g.hash or self.index[e.prev].chain_data)
-        seq = self.store.get(S.META_SEQ)
+        for ent in self.index.values():
+            if ent.hash != g.hash:
+                if ent.prev not in self.index:
+                    raise StorageError(f"database at {p} is inconsistent: block {ent.hash.hex()[:16]} has no parent entry")
+                self.children.setdefault(ent.prev, []).append(ent.hash)
+        for ent in sorted(self.index.values(), key=lambda x: x.height):
+            ent.chain_data = bool(ent.status & S.HAVE_DATA) and (ent.hash == g.hash or self.index[ent.prev].chain_data)
+        seq_rec = self.store.get(S.META_SEQ)
         tip = self.store.get(S.META_TIP)
-        if seq is None or tip is None or self.store.get(S.META_SUPPLY) is None:
+        if seq_rec is None or tip is None or self.store.get(S.META_SUPPLY) is None:
             raise StorageError(f"database at {p} lacks its tip, supply or sequence record")
-        self._seq = decode(seq)
+        try:
+            self._seq = as_int(decode(seq_rec), what="sequence")
+        except EncodingError as e:
+            raise StorageError(f"database at {p} is corrupted: bad sequence record") from e
         if tip not in self.index:
             raise StorageError(f"database at {p} is inconsistent: tip {tip.hex()[:16]} not in the block index")
         chain: list[bytes] = []
         h = tip
         while True:
             chain.append(h)
-            e = self.index[h]
-            if self.store.get(S.height_key(e.height)) != h:
-                raise StorageError(f"database at {p} is inconsistent: height index at {e.height} disagrees with the tip's chain")
-            if e.height == 0:
+            ent = self.index[h]
+            if self.store.get(S.height_key(ent.height)) != h:
+                raise StorageError(f"database at {p} is inconsistent: height index at {ent.height} disagrees with the tip's chain")
+            if ent.height == 0:
                 break
-            h = e.prev
+            h = ent.prev
         te = self.index[tip]
         if not te.status & S.HAVE_DATA or self.store.get(S.body_key(tip)) is None or (
                 te.height > 0 and self.store.get(S.undo_key(tip)) is None):
@@ -325,12 +342,12 @@ class ChainState:
     def __enter__(self) -> "ChainState":
         return self
 
-    def __exit__(self, *a) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- queries ---------------------------------------------------------------------------------------
     @property
-    def params(self):
+    def params(self) -> PowParams:
         if self._params is None:
             self._params = self.cfg.pow.params()
         return self._params
@@ -369,7 +386,7 @@ class ChainState:
 
     @property
     def supply(self) -> Supply:
-        return Supply.decode(self.store.get(S.META_SUPPLY))  # type: ignore[arg-type]
+        return Supply.decode(_stored(self.store.get(S.META_SUPPLY), self.store, "the supply record"))
 
     def accounts(self) -> dict[bytes, Account]:
         return {S.strip(S.P_ACCOUNT, k): Account.decode(v) for k, v in self.store.iterate(S.P_ACCOUNT)}
@@ -379,7 +396,7 @@ class ChainState:
         root matches."""
         st = self.memory_state()
         st.check_conservation()
-        if self.get_header(self.tip.hash).state_root != st.supply.root:  # type: ignore[union-attr]
+        if _stored(self.get_header(self.tip.hash), self.store, "the tip's header").state_root != st.supply.root:
             raise AssertionError("stored supply does not match the tip's state root")
 
     def memory_state(self) -> MemoryState:
@@ -391,7 +408,7 @@ class ChainState:
         """An economy record at the tip (chain/economy.py names the keys)."""
         return self.store.get(S.econ_key(key))
 
-    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Economy records under `prefix` at the tip, in key order (from the first key >= `start`)."""
         st = S.econ_key(start) if start is not None else None
         for k, v in self.store.iterate(S.econ_key(prefix), st):
@@ -422,7 +439,7 @@ class ChainState:
 
     def live_jobs(self) -> dict[bytes, JobRecord]:
         """Jobs that still hold escrow (open, claimed, resulted)."""
-        return {j: self.get_job(j) for _, j in self.schedule()}  # type: ignore[misc]
+        return {j: _stored(self.get_job(j), self.store, f"scheduled job {j.hex()[:16]}") for _, j in self.schedule()}
 
     def open_jobs(self, height: int | None = None) -> list[tuple[bytes, JobRecord]]:
         """Jobs a miner could claim in the next block (open, or claimed with the exclusivity lapsed),
@@ -452,7 +469,8 @@ class ChainState:
     def next_parent_info(self) -> ParentInfo:
         return self.parent_info(self.tip.hash)
 
-    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None, jobs=None) -> None:
+    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None,
+                    jobs: JobSource | None = None) -> None:
         """Mempool admission check against the tip state (or a given account view): raises TxError.
         Job transactions are also checked against the job state at the tip (or the given job source,
         e.g. the tip plus pending job transactions), as if included in the next block (`bad-job-*` and
@@ -504,7 +522,7 @@ class ChainState:
             v = b.get(S.account_key(a))
             return Account.decode(v) if v is not None else EMPTY
 
-        supply = Supply.decode(b.get(S.META_SUPPLY))  # type: ignore[arg-type]
+        supply = Supply.decode(_stored(b.get(S.META_SUPPLY), self.store, "the supply record"))
         if len(self._job_records) > JOB_RECORDS_KEPT:
             self._job_records.clear()
         return PreState(get, supply, _BatchJobs(self.store, b, self.block_hash_at, self._job_records))
@@ -644,8 +662,12 @@ class ChainState:
         if e.failed:
             raise BlockError(e.reason or "invalid", "block failed to connect")
         status = "active" if self.is_active(bh) else "side"
-        return ImportResult(bh, status, new_tip, [self.get_block(h) for h in conn],  # type: ignore[misc]
-                            [self.get_block(h) for h in disc][::-1])  # type: ignore[misc]
+        return ImportResult(bh, status, new_tip, [self._stored_block(h) for h in conn],
+                            [self._stored_block(h) for h in disc][::-1])
+
+    def _stored_block(self, h: bytes) -> Block:
+        """A block of the active chain or a branch it left (its data is stored)."""
+        return _stored(self.get_block(h), self.store, f"block {h.hex()[:16]}")
 
     def _path(self, ancestor: bytes, h: bytes) -> list[bytes]:
         """Hashes from just after `ancestor` up to `h`, oldest first."""

@@ -11,16 +11,22 @@ import json
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING, Callable
 
 from chain.errors import ChainError
 
+if TYPE_CHECKING:  # annotations only: each command imports what it runs
+    from chain.block import Block
+    from chain.config import ChainConfig
+    from chain.testing import ChainBuilder
 
-def _cfg(args):
+
+def _cfg(args: argparse.Namespace) -> ChainConfig | None:
     from chain.config import load_config
     return load_config(args.config) if getattr(args, "config", None) else None
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     from chain.maintenance import verify_datadir
     try:
         rep = verify_datadir(args.datadir, _cfg(args), check_proofs=not getattr(args, "no_proofs", False))
@@ -31,7 +37,7 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def cmd_reindex(args) -> int:
+def cmd_reindex(args: argparse.Namespace) -> int:
     from chain.maintenance import reindex_datadir
     try:
         rep = reindex_datadir(args.datadir, _cfg(args))
@@ -42,7 +48,7 @@ def cmd_reindex(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `verify` and `reindex` to an argparse subparsers object (handlers set as `func`)."""
     for name, fn, doc in (("verify", cmd_verify, "re-validate the stored chain and state from genesis"),
                           ("reindex", cmd_reindex, "rebuild the state from stored blocks")):
@@ -62,7 +68,7 @@ def add_bench_import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def generate_chain(cfg, blocks: int, txs: int, seed: int = 1):
+def generate_chain(cfg: ChainConfig, blocks: int, txs: int, seed: int = 1) -> tuple[ChainBuilder, list[Block]]:
     """A chain of `blocks` blocks with up to `txs` transfers each among 2*txs funded keys."""
     import random
     from chain.keys import PrivateKey
@@ -72,7 +78,7 @@ def generate_chain(cfg, blocks: int, txs: int, seed: int = 1):
     b = ChainBuilder(cfg)
     keys = make_keys(max(2, 2 * txs))
     miner = PrivateKey.from_phrase(b"bench miner").address
-    out = []
+    out: list[Block] = []
     parent = b.genesis.hash
     # fund the keys from the faucet, txs at a time
     fk, nonce = keys[0], 0
@@ -91,7 +97,7 @@ def generate_chain(cfg, blocks: int, txs: int, seed: int = 1):
     return b, out
 
 
-def bench_import(args) -> dict:
+def bench_import(args: argparse.Namespace) -> dict[str, float]:
     """Generate a chain (easy target), then time importing it into a fresh datadir. Prints a
     report (JSON with --json) and returns it."""
     import nacl.signing
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_import_args(b)
     b.set_defaults(func=lambda a: (bench_import(a), 0)[1])
     args = p.parse_args(argv)
-    return args.func(args)
+    func: Callable[[argparse.Namespace], int] = args.func
+    return func(args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: pouw.params is imported where the parameters are built
+    from pouw.params import PowParams
 
 CONFIG_DIRS = (Path(__file__).resolve().parents[1] / "configs", Path(__file__).resolve().parent / "configs")
 MAX_TARGET = (1 << 256) - 1
@@ -31,7 +34,7 @@ class PowConfig:
     def filler_shape(self) -> tuple[int, int, int]:
         return (self.filler_m, self.filler_k, self.filler_n)
 
-    def params(self):
+    def params(self) -> PowParams:
         """The pouw.params.PowParams these settings describe."""
         from pouw.params import PowParams
         return PowParams(rank=self.rank, tile_h=self.tile_h, tile_w=self.tile_w)
@@ -199,7 +202,7 @@ def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
     return out
 
 
-def _parse_issuers(tbl: dict) -> tuple[GenesisIssuer, ...]:
+def _parse_issuers(tbl: dict[str, Any]) -> tuple[GenesisIssuer, ...]:
     modes = {"mint": 0, "rollover": 1, "breakage": 2}
     out = []
     for addr, d in sorted(tbl.items()):

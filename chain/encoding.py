@@ -9,13 +9,15 @@ Invariants:
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Callable, Generic, TypeVar
 
 import msgpack
 
 from chain.errors import EncodingError
 
-Obj = Any  # int | bytes | list[Obj]
+Obj = Any  # int | bytes | list[Obj]: Any, so that decoders index and narrow the tree with as_list/as_int/as_bytes
+
+R = TypeVar("R")
 
 DEFAULT_MAX_BYTES = 1 << 20
 U64_MAX = (1 << 64) - 1
@@ -48,9 +50,10 @@ def encode(obj: Obj) -> bytes:
     """Canonical bytes of ``obj`` (ints, bytes, lists)."""
     _check(obj)
     try:
-        return msgpack.packb(obj, use_bin_type=True, strict_types=False)
+        out: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=False)
     except (OverflowError, ValueError) as e:
         raise EncodingError("bad-encoding", f"cannot encode: {e}") from e
+    return out
 
 
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | None = None,
@@ -79,7 +82,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | No
 
 # --- field helpers for decoders: each raises EncodingError with the given reason -------------------
 
-def as_list(obj: Obj, n: int | None = None, reason: str = "bad-encoding", what: str = "struct") -> list:
+def as_list(obj: Obj, n: int | None = None, reason: str = "bad-encoding", what: str = "struct") -> list[Obj]:
     if not isinstance(obj, list):
         raise EncodingError(reason, f"{what}: expected array")
     if n is not None and len(obj) != n:
@@ -108,7 +111,7 @@ def as_bytes(obj: Obj, n: int | None = None, max_len: int | None = None, reason:
 
 # --- decoded-record memo: the state transition re-reads the records it wrote a block ago ---------------
 
-class RecordMemo:
+class RecordMemo(Generic[R]):
     """A bounded map from canonical bytes to the immutable record they decode to (frozen dataclasses, so
     one instance can be shared by every reader). ``decode(data, fn)`` runs ``fn`` only on bytes not seen
     recently, and ``remember`` seeds the map with a record's own encoding, so a record written in one
@@ -118,9 +121,9 @@ class RecordMemo:
 
     def __init__(self, max_items: int = 1 << 15):
         self.max_items = max_items
-        self._map: OrderedDict[bytes, Any] = OrderedDict()
+        self._map: OrderedDict[bytes, R] = OrderedDict()
 
-    def decode(self, data: bytes, fn):
+    def decode(self, data: bytes, fn: Callable[[bytes], R]) -> R:
         if type(data) is not bytes:
             data = bytes(data)  # bytearray, memoryview: a key must be immutable
         rec = self._map.get(data)
@@ -130,17 +133,17 @@ class RecordMemo:
             self.remember(data, rec)
         return rec
 
-    def remember(self, data: bytes, rec) -> None:
+    def remember(self, data: bytes, rec: R) -> None:
         m = self._map
         if len(m) >= self.max_items:
             m.popitem(last=False)  # the oldest entry
         m[data] = rec
 
 
-def cached_encoding(rec, make) -> bytes:
+def cached_encoding(rec: object, make: Callable[[], bytes]) -> bytes:
     """``rec``'s canonical bytes, computed by ``make()`` once per instance of a frozen dataclass (kept in
     its ``__dict__``, outside its fields: equality, hashing and ``replace`` ignore it)."""
-    enc = rec.__dict__.get("_enc")
+    enc: bytes | None = rec.__dict__.get("_enc")
     if enc is None:
         enc = make()
         object.__setattr__(rec, "_enc", enc)

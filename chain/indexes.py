@@ -28,6 +28,7 @@ from chain.undo import Undo
 
 if TYPE_CHECKING:
     from chain.chainstate import ChainState
+    from chain.config import ChainConfig
 
 log = logging.getLogger("pouw.chain")
 MARKER = encode(S.INDEXES_VERSION)
@@ -97,7 +98,7 @@ def diff_entries(block: Block, diff: BlockDiff, get: Callable[[bytes], Account])
     return block_entries(block, diff.before, lambda a: diff.after[a] if a in diff.after else get(a), new_jobs)
 
 
-def genesis_entries(cfg) -> dict[bytes, bytes]:
+def genesis_entries(cfg: ChainConfig) -> dict[bytes, bytes]:
     """Genesis allocations: history entries at height 0."""
     accts, _ = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
     return {S.addrhist_key(a, 0): HistoryEntry(0, 0, acct.balance, acct.nonce, ()).encode()

@@ -3,13 +3,14 @@ state from stored blocks). Both run with the node stopped."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from chain import indexes
 from chain import schema as S
-from chain.chainstate import DB_DIRNAME, ChainState
+from chain.chainstate import DB_DIRNAME, ChainState, IndexEntry
 from chain.config import ChainConfig
-from chain.errors import BlockError, ChainError, EncodingError, ValidationError
+from chain.errors import BlockError, ChainError, EncodingError, StorageError, ValidationError
 from chain.state import MemoryState, genesis_econ, genesis_state
 from chain.store import Store
 from chain.transition import CONTEXT, LAYERS, SANITY, STATE, PreState, validate_and_apply
@@ -112,7 +113,7 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         except AssertionError as e:
             raise VerifyError("bad-conservation", str(e)) from e
         return VerifyReport(cs.height, prev.hash, len(stored), ntx, st.supply.minted, len(st.jobs))
-    except (EncodingError,) as e:
+    except EncodingError as e:
         raise VerifyError("bad-encoding", str(e)) from e
     finally:
         store.close()
@@ -148,7 +149,7 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
         cs.chain = [g.hash]
         failed: dict[bytes, str] = {}
 
-        def parent(e) -> ParentInfo:
+        def parent(e: IndexEntry) -> ParentInfo:
             if e.prev in failed:
                 raise BlockError("bad-prevblk", "parent is invalid")
             return cs.parent_info(e.prev)
@@ -157,9 +158,10 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
             if e.height == 0:
                 continue
             stored = (cs.get_block(e.hash) if e.status & S.HAVE_DATA else None) or cs.get_header(e.hash)
+            if stored is None:  # ChainState's load checked every index record has its header: a disk fault since
+                raise StorageError(f"database at {store.path} lost the header of block {e.hash.hex()[:16]}")
             try:  # as on import; the state layer runs when ChainState connects the best chain below
-                validate_and_apply(stored, lambda e=e: parent(e), None, cs.cfg, FAR_FUTURE,  # type: ignore[arg-type]
-                                   params=cs.params)
+                validate_and_apply(stored, partial(parent, e), None, cs.cfg, FAR_FUTURE, params=cs.params)
             except ValidationError as err:
                 failed[e.hash] = err.reason
         with store.batch() as b:

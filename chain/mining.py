@@ -9,7 +9,7 @@ mine; the first winning tile's proof completes the header.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from chain.block import NULL_JOB, Block, Header, tx_root
 from chain.config import ChainConfig
@@ -20,6 +20,13 @@ from chain.hashing import tagged_hash
 from chain.state import Account, BlockDiff, StateOverlay, Supply, apply_block, job_source_of
 from chain.tx import Transaction, check_tx
 from chain.validation import ParentInfo, expected_target
+
+if TYPE_CHECKING:  # annotations only: the miner (torch) is imported where a block is mined
+    from chain.chainstate import ChainState
+    from chain.jobs import JobSource
+    from kernels.base import Backend
+    from pouw.miner import PreparedJob
+    from pouw.params import PowParams
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,7 @@ class BlockTemplate:
 
 
 def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[Transaction], *,
-               height: int | None = None, jobs=None) -> list[Transaction]:
+               height: int | None = None, jobs: JobSource | None = None) -> list[Transaction]:
     """Greedy in the given order: keep each tx that is well formed and applies after the kept ones.
     Job transactions are kept only with `height` (of the block being built) and a job source; `jobs`
     defaults to the owner of `get` when that is a bound method of ChainState/MemoryState."""
@@ -63,7 +70,7 @@ def select_txs(cfg: ChainConfig, get: Callable[[bytes], Account], txs: Iterable[
 
 def build_template(cfg: ChainConfig, parent: ParentInfo, get: Callable[[bytes], Account], supply: Supply,
                    miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None,
-                   *, select: bool = True, jobs=None) -> BlockTemplate:
+                   *, select: bool = True, jobs: JobSource | None = None) -> BlockTemplate:
     """Template for the block after `parent`. With select=False the txs are taken as given.
 
     `jobs` is the job state of the parent (ChainState or MemoryState; anything with get_job/due_jobs).
@@ -95,7 +102,7 @@ def filler_seed(header: Header) -> bytes:
                                                 header.prev_hash, header.miner]))
 
 
-def filler_job(cfg: ChainConfig, header: Header, params=None):
+def filler_job(cfg: ChainConfig, header: Header, params: PowParams | None = None) -> PreparedJob:
     """The filler operands for `header` with their commitments (a pouw.miner.PreparedJob). Build it once
     per height and pass it to every `mine_filler_once` call."""
     from pouw.miner import filler_operands, prepare_job
@@ -103,8 +110,8 @@ def filler_job(cfg: ChainConfig, header: Header, params=None):
     return prepare_job(a, b, params or cfg.pow.params())
 
 
-def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, nonce: int,
-                     prepared=None) -> tuple[Header | None, int]:
+def mine_filler_once(cfg: ChainConfig, header: Header, params: PowParams, backend: Backend | None, nonce: int,
+                     prepared: PreparedJob | None = None) -> tuple[Header | None, int]:
     """One attempt: the filler job (`prepared`, else built from `filler_seed(header)`) under `nonce`;
     `header`'s job, nonce and proof fields are replaced. Returns (header with proof or None, job MACs).
     Blocking; the unit of work of every CPU/GPU miner."""
@@ -118,7 +125,8 @@ def mine_filler_once(cfg: ChainConfig, header: Header, params, backend, nonce: i
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
 
 
-def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, nonce: int = 0,
+def mine_header(cfg: ChainConfig, header: Header, *, params: PowParams | None = None,
+                backend: Backend | None = None, nonce: int = 0,
                 max_tries: int = 1000) -> Header | None:
     """Find a proof for `header` (its job, nonce and proof fields are replaced): the filler operands and
     commitments are built once, then nonces `nonce`, `nonce + 1`, ... are tried (wrapping within u64).
@@ -132,13 +140,15 @@ def mine_header(cfg: ChainConfig, header: Header, *, params=None, backend=None, 
     return None
 
 
-def mine_template(cfg: ChainConfig, tpl: BlockTemplate, **kw) -> Block | None:
-    h = mine_header(cfg, tpl.header, **kw)
+def mine_template(cfg: ChainConfig, tpl: BlockTemplate, *, params: PowParams | None = None,
+                  backend: Backend | None = None, nonce: int = 0, max_tries: int = 1000) -> Block | None:
+    """`tpl` mined by `mine_header` (same arguments), as a block."""
+    h = mine_header(cfg, tpl.header, params=params, backend=backend, nonce=nonce, max_tries=max_tries)
     return Block(h, tpl.txs) if h is not None else None
 
 
-def mine_block(cs, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None, *,
-               backend=None, max_tries: int = 10000) -> Block:
+def mine_block(cs: ChainState, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None, *,
+               backend: Backend | None = None, max_tries: int = 10000) -> Block:
     """Build a template on the tip of ChainState `cs` and mine it (does not submit it)."""
     tpl = build_template(cs.cfg, cs.next_parent_info(), cs.get_account, cs.supply, miner, txs, timestamp)
     blk = mine_template(cs.cfg, tpl, params=cs.params, backend=backend, max_tries=max_tries)

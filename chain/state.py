@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -34,6 +34,10 @@ from chain.jobs import RELEASED, JobRecord, JobSource, due_effects, job_tx_effec
 from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, KIND_TRANSFER, Transaction
 from chain import economy
 from chain.econtx import ECON_KINDS
+from chain.economy import EconSource
+
+if TYPE_CHECKING:
+    from chain.config import ChainConfig, GenesisIssuer
 
 LANES = 1024
 LT_BYTES = LANES * 2
@@ -61,7 +65,7 @@ EMPTY = Account()
 Getter = Callable[[bytes], Account]
 
 
-_LEAVES: OrderedDict[tuple, np.ndarray] = OrderedDict()  # recent leaves by input: a record added in one block is subtracted later
+_LEAVES: OrderedDict[tuple[bytes, ...], np.ndarray] = OrderedDict()  # recent leaves by input: a record added in one block is subtracted later
 LEAVES_KEPT = 1 << 13  # 16 MiB of leaves; the oldest goes first
 
 
@@ -191,13 +195,20 @@ def apply_tx(cur: Getter, tx: Transaction) -> dict[bytes, Account]:
     return out
 
 
+@runtime_checkable
+class StateSource(JobSource, EconSource, Protocol):
+    """A job source that also holds the economy's records (ChainState, MemoryState, a batch view, the
+    mempool's pending view): what an overlay needs for the economy's kinds."""
+
+
 class StateOverlay:
     """Accounts and job records changed so far on top of a base state (reads fall through).
 
     `apply_tx` checks and applies one transaction atomically: on TxError nothing changed. Without a
     job source and config, job kinds are rejected with ``bad-txn-kind``."""
 
-    def __init__(self, get: Getter, jobs: JobSource | None = None, cfg=None, height: int | None = None):
+    def __init__(self, get: Getter, jobs: JobSource | None = None, cfg: ChainConfig | None = None,
+                 height: int | None = None):
         self.base_get = get
         self.source = jobs
         self.cfg = cfg
@@ -205,17 +216,29 @@ class StateOverlay:
         self.accts: dict[bytes, Account] = {}
         self.jobs: dict[bytes, JobRecord] = {}
         self.econ: dict[bytes, bytes | None] = {}  # economy records written (None: deleted)
-        self.econ_source = jobs if hasattr(jobs, "get_econ") else None
+        self.econ_source: EconSource | None = jobs if isinstance(jobs, StateSource) else None
         self._econ_keys: list[bytes] = []  # sorted keys of self.econ (for ordered scans)
         self._book_skip: dict[bytes, bytes] = {}  # book prefix -> first base key not yet consumed here
 
+    def _job_context(self) -> tuple[JobSource, ChainConfig, int] | None:
+        """(source, cfg, height) when job transactions can apply, else None."""
+        if self.source is None or self.cfg is None or self.height is None:
+            return None
+        return self.source, self.cfg, self.height
+
+    def _econ_context(self) -> tuple[ChainConfig, int] | None:
+        """(cfg, height) when economy transactions can apply, else None."""
+        if self.econ_source is None or self.cfg is None or self.height is None:
+            return None
+        return self.cfg, self.height
+
     @property
     def jobs_enabled(self) -> bool:
-        return self.source is not None and self.cfg is not None and self.height is not None
+        return self._job_context() is not None
 
     @property
     def econ_enabled(self) -> bool:
-        return self.econ_source is not None and self.cfg is not None and self.height is not None
+        return self._econ_context() is not None
 
     def get(self, a: bytes) -> Account:
         return self.accts[a] if a in self.accts else self.base_get(a)
@@ -225,28 +248,29 @@ class StateOverlay:
             return self.econ[key]
         return self.econ_source.get_econ(key) if self.econ_source is not None else None
 
-    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Economy records under `prefix` in key order, this overlay's writes on top (from the first key
         >= `start` when given)."""
+        base: Iterable[tuple[bytes, bytes]]
         if self.econ_source is None:
             base = ()
         elif start is not None:
             base = self.econ_source.scan_econ(prefix, start)
         elif prefix[:1] == b"B":  # an order book: skip its head of makers this block already removed
-            base = self._book_head(prefix)
+            base = self._book_head(self.econ_source, prefix)
         else:
             base = self.econ_source.scan_econ(prefix)
         it = economy.merge_scan(base, self.econ, prefix, self._econ_keys)
         return it if start is None else ((k, v) for k, v in it if k >= start)
 
-    def _book_head(self, prefix: bytes):
+    def _book_head(self, src: EconSource, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The base's book entries under `prefix`, starting after the run of leading entries this overlay
         deleted (remembered per prefix). Book keys carry a unique sequence number and are never written
         again once deleted, so the run only grows: without this, every taker in a block would re-walk the
         makers that earlier takers in the block consumed."""
         start = self._book_skip.get(prefix)
         head = True
-        for k, v in self.econ_source.scan_econ(prefix, start):  # type: ignore[union-attr]
+        for k, v in src.scan_econ(prefix, start):
             if head:
                 if k in self.econ and self.econ[k] is None:
                     self._book_skip[prefix] = k + b"\x00"
@@ -264,8 +288,10 @@ class StateOverlay:
 
     def _econ_job_closures(self, recs: dict[bytes, JobRecord]) -> list[tuple[bytes, int]]:
         """Economy hook: funded jobs that close give their refund back to its non-free sources."""
-        if not self.econ_enabled:
+        econ = self._econ_context()
+        if econ is None:
             return []
+        cfg, height = econ
         closed = []
         for j, r in recs.items():
             if r.live:
@@ -273,7 +299,7 @@ class StateOverlay:
             old = self.get_job(j)
             if old is not None and old.live:
                 closed.append((j, r.client, old.escrow if r.status != RELEASED else 0))  # refunded to the client
-        return economy.job_closed(self, self.height, self.cfg, closed)
+        return economy.job_closed(self, height, cfg, closed)
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         if job_id in self.jobs:
@@ -289,20 +315,22 @@ class StateOverlay:
         if tx.kind == KIND_TRANSFER:
             self.accts.update(apply_tx(self.get, tx))  # checks nonce and balance
             return
+        econ = self._econ_context()
         if tx.kind in ECON_KINDS:  # the economy: chain/economy.py, chain/market.py
-            if not self.econ_enabled:
+            if econ is None:
                 raise TxError("bad-txn-kind", f"transaction kind {tx.kind} needs the economy state")
-            economy.apply_econ_tx(self, tx, self.height, self.cfg)
+            economy.apply_econ_tx(self, tx, econ[1], econ[0])
             return
         funding = None
-        if tx.kind == KIND_JOB_SUBMIT and self.econ_enabled:  # escrow drawn in the economy's spending order
-            funding = economy.prepare_job_funding(self, tx, self.height, self.cfg)
+        if tx.kind == KIND_JOB_SUBMIT and econ is not None:  # escrow drawn in the economy's spending order
+            funding = economy.prepare_job_funding(self, tx, econ[1], econ[0])
         else:
             check_tx_state(self.get, tx)
-        if tx.kind not in JOB_KINDS or not self.jobs_enabled:
+        ctx = self._job_context()
+        if tx.kind not in JOB_KINDS or ctx is None:
             raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
-        credits, recs = job_tx_effects(self.get_job, tx, self.height, self.cfg,  # type: ignore[arg-type]
-                                       getattr(self.source, "block_hash_at", None))
+        source, cfg, height = ctx
+        credits, recs = job_tx_effects(self.get_job, tx, height, cfg, source.block_hash_at)
         if funding is not None:
             funding.commit()
         else:
@@ -315,32 +343,31 @@ class StateOverlay:
 
     def run_schedule(self) -> list[tuple[bytes, str]]:
         """The automatic job transitions at the end of block `height`, then the economy's schedule."""
-        if not self.jobs_enabled:
+        ctx = self._job_context()
+        if ctx is None:
             return []
-        h = self.height
-        ids = set(self.source.due_jobs(h))  # type: ignore[union-attr]
+        source, cfg, h = ctx
+        ids = set(source.due_jobs(h))
         ids.update(j for j, r in self.jobs.items() if r.due == h)
-        credits, recs, events = due_effects(self.get_job, ids, h)  # type: ignore[arg-type]
+        credits, recs, events = due_effects(self.get_job, ids, h)
         credits = list(credits) + self._econ_job_closures(recs)
         for a, v in credits:
             self.credit(a, v)
         self.jobs.update(recs)
-        if self.econ_enabled:
-            events = list(events) + economy.run_due(self, h, self.cfg)
+        if self._econ_context() is not None:
+            events = list(events) + economy.run_due(self, h, cfg)
         return events
 
 
-def job_source_of(get) -> JobSource | None:
-    """The job source behind an account getter that is a bound method of a state object (ChainState,
-    MemoryState): lets callers that only pass ``cs.get_account`` still see the jobs."""
+def job_source_of(get: Getter) -> StateSource | None:
+    """The state source behind an account getter that is a bound method of a state object (ChainState,
+    MemoryState): lets callers that only pass ``cs.get_account`` still see the jobs and the economy."""
     owner = getattr(get, "__self__", None)
-    if owner is not None and hasattr(owner, "get_job") and hasattr(owner, "due_jobs"):
-        return owner
-    return None
+    return owner if isinstance(owner, StateSource) else None
 
 
 def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: bytes, subsidy: int, *,
-                height: int | None = None, cfg=None, jobs: JobSource | None = None) -> BlockDiff:
+                height: int | None = None, cfg: ChainConfig | None = None, jobs: JobSource | None = None) -> BlockDiff:
     """Apply txs in order, pay subsidy + fees to the miner, then run the job schedule of `height`.
     Pure: `get` and `jobs` are only read. Job transactions and the schedule need height, cfg and jobs."""
     ov = StateOverlay(get, jobs, cfg, height)
@@ -366,7 +393,8 @@ def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: 
                      econ_before, econ_after)
 
 
-def genesis_state(alloc: Iterable[tuple[bytes, int]], issuers: Iterable = ()) -> tuple[dict[bytes, Account], Supply]:
+def genesis_state(alloc: Iterable[tuple[bytes, int]],
+                  issuers: Iterable[GenesisIssuer] = ()) -> tuple[dict[bytes, Account], Supply]:
     """Genesis accounts and supply. `issuers` (cfg.genesis_issuers) are registered with their deposits
     minted at genesis; their records are `genesis_econ(issuers)`."""
     accounts = {a: Account(v, 0) for a, v in alloc}
@@ -377,7 +405,7 @@ def genesis_state(alloc: Iterable[tuple[bytes, int]], issuers: Iterable = ()) ->
     return accounts, supply
 
 
-def genesis_econ(issuers: Iterable) -> dict[bytes, bytes]:
+def genesis_econ(issuers: Iterable[GenesisIssuer]) -> dict[bytes, bytes]:
     """The economy records of the genesis issuers (each has address, mode, vintage_periods, fee_bps,
     buyback_bps, deposit)."""
     return {economy.k_issuer(i.address): economy.Issuer(i.mode, i.vintage_periods, i.fee_bps, i.buyback_bps,
@@ -406,7 +434,7 @@ class MemoryState:
     def get_econ(self, key: bytes) -> bytes | None:
         return self.econ.get(key)
 
-    def scan_econ(self, prefix: bytes, start: bytes | None = None):
+    def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Economy records under `prefix`, in key order (from the first key >= `start`)."""
         import bisect
         i = bisect.bisect_left(self._econ_keys, max(prefix, start) if start is not None else prefix)

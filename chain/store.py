@@ -15,7 +15,11 @@ import plyvel
 
 from chain.errors import StorageError
 
-_DELETED = object()
+class _Deleted:
+    """The overlay's mark for a key deleted earlier in the batch."""
+
+
+_DELETED = _Deleted()
 
 
 class Batch:
@@ -23,7 +27,7 @@ class Batch:
 
     def __init__(self, store: "Store"):
         self._store = store
-        self._overlay: dict[bytes, object] = {}
+        self._overlay: dict[bytes, bytes | _Deleted] = {}
 
     def put(self, key: bytes, value: bytes) -> None:
         self._overlay[key] = bytes(value)
@@ -34,17 +38,17 @@ class Batch:
     def get(self, key: bytes) -> bytes | None:
         if key in self._overlay:
             v = self._overlay[key]
-            return None if v is _DELETED else v  # type: ignore[return-value]
+            return None if isinstance(v, _Deleted) else v
         return self._store.get(key)
 
     def _commit(self, sync: bool) -> None:
         try:
             with self._store.db.write_batch(sync=sync) as wb:
                 for k, v in self._overlay.items():
-                    if v is _DELETED:
+                    if isinstance(v, _Deleted):
                         wb.delete(k)
                     else:
-                        wb.put(k, v)  # type: ignore[arg-type]
+                        wb.put(k, v)
         except plyvel.Error as e:
             raise StorageError(f"write to {self._store.path} failed: {e}") from e
 
@@ -70,9 +74,10 @@ class Store:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            return self.db.get(key, verify_checksums=True)
+            value: bytes | None = self.db.get(key, verify_checksums=True)
         except plyvel.Error as e:
             raise StorageError(f"database at {self.path} is corrupted (reading {key[:2]!r}...): {e}") from e
+        return value
 
     def iterate(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Pairs under `prefix` in key order (from the first key >= `start` when given)."""

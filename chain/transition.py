@@ -15,7 +15,7 @@ control state (chain/testing.py). The parent context is built by `parent_info` o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Collection
+from typing import TYPE_CHECKING, Callable, Collection
 
 from chain.block import Block, Header
 from chain.config import ChainConfig
@@ -23,6 +23,9 @@ from chain.errors import BlockError, ValidationError
 from chain.jobs import JobSource
 from chain.state import Account, BlockDiff, Supply, apply_block
 from chain.validation import ParentInfo, check_block_sanity, check_header_context, check_header_proof
+
+if TYPE_CHECKING:  # annotations only: pouw's verifier is imported where a proof is checked
+    from pouw.params import PowParams
 
 # The layers, cheapest first; a rejection carries the one that raised it in `ValidationError.layer`.
 PROOF, SANITY, CONTEXT, STATE = "proof", "sanity", "context", "state"
@@ -70,7 +73,7 @@ def apply_state(block: Block, pre: PreState, cfg: ChainConfig) -> BlockDiff:
 
 
 def validate_and_apply(block: Block | Header, parent: ParentInfo | Callable[[], ParentInfo] | None,
-                       pre: PreState | None, cfg: ChainConfig, now: int, *, params=None,
+                       pre: PreState | None, cfg: ChainConfig, now: int, *, params: PowParams | None = None,
                        layers: Collection[str] = LAYERS, check_sigs: bool = True) -> BlockDiff | None:
     """Every consensus check of `block` as the child of `parent` whose state is `pre`, cheapest first, and the
     change it makes. `now` is the validating clock (future drift). A rejection is a ValidationError whose

@@ -21,14 +21,20 @@ Encoding (msgpack array, fixed order)::
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from chain.encoding import Obj, as_bytes, as_int, as_list, decode, encode
 from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, tagged_hash
 from chain.keys import ADDRESS_LEN, PUBKEY_LEN, SIG_LEN, PrivateKey, address_of, verify_sig
 from chain.econtx import ECON_KINDS, check_econ_payload, decode_econ_payload  # economy kinds (docs/economy.md)
+
+if TYPE_CHECKING:  # annotations only: pouw.freivalds is imported where a dispute is decoded
+    from pouw.freivalds import FraudProof
+    from pouw.job import JobCommitment
 
 KIND_TRANSFER = 0
 KIND_JOB_SUBMIT = 1
@@ -79,7 +85,7 @@ class JobSubmit:
     def macs(self) -> int:
         return self.m * self.k * self.n
 
-    def commitment(self):
+    def commitment(self) -> JobCommitment:
         from pouw.job import JobCommitment
         return JobCommitment(self.h_a, self.h_b, self.m, self.k, self.n)
 
@@ -106,7 +112,7 @@ class JobResult:
 @dataclass(frozen=True)
 class JobDispute:
     job_id: bytes
-    proof: object  # pouw.freivalds.FraudProof
+    proof: FraudProof
 
     def to_list(self) -> list[Obj]:
         return [self.job_id, self.proof.to_list()]
@@ -267,9 +273,9 @@ def make_transfer(key: PrivateKey, chain_id: int, nonce: int, recipient: bytes, 
     return Transaction(KIND_TRANSFER, chain_id, nonce, key.pubkey, fee, Transfer(recipient, amount)).signed(key)
 
 
-def make_job_submit(key: PrivateKey, chain_id: int, nonce: int, job, max_fee: int, deadline: int,
+def make_job_submit(key: PrivateKey, chain_id: int, nonce: int, job: JobCommitment, max_fee: int, deadline: int,
                     blob_a: bytes, blob_b: bytes, fee: int = 0) -> Transaction:
-    """A signed job submit. `job` is a pouw.job.JobCommitment (or anything with h_a, h_b, m, k, n);
+    """A signed job submit of the job `job` commits to;
     `max_fee` is escrowed from the sender; the job's id is the returned transaction's txid."""
     p = JobSubmit(job.h_a, job.h_b, job.m, job.k, job.n, max_fee, deadline, blob_a, blob_b)
     return Transaction(KIND_JOB_SUBMIT, chain_id, nonce, key.pubkey, fee, p).signed(key)
@@ -286,7 +292,8 @@ def make_job_result(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, h
     return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee, JobResult(job_id, h_c, blob_c)).signed(key)
 
 
-def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof, fee: int = 0) -> Transaction:
+def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof: FraudProof,
+                     fee: int = 0) -> Transaction:
     """A signed dispute carrying a pouw.freivalds.FraudProof against the job's posted H_C."""
     return Transaction(KIND_JOB_DISPUTE, chain_id, nonce, key.pubkey, fee, JobDispute(job_id, proof)).signed(key)
 
@@ -296,7 +303,8 @@ def make_job_challenge(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes
     return Transaction(KIND_JOB_CHALLENGE, chain_id, nonce, key.pubkey, fee, JobRef(job_id)).signed(key)
 
 
-def make_job_answer(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, rows, fee: int = 0) -> Transaction:
+def make_job_answer(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes,
+                    rows: Iterable[AnsweredRow | tuple[int, bytes, Iterable[bytes]]], fee: int = 0) -> Transaction:
     """A signed answer to a challenge: `rows` are AnsweredRow (or (i, c_row, path) triples) in sampled order."""
     rs = tuple(r if isinstance(r, AnsweredRow) else AnsweredRow(r[0], r[1], tuple(r[2])) for r in rows)
     return Transaction(KIND_JOB_ANSWER, chain_id, nonce, key.pubkey, fee, JobAnswer(job_id, rs)).signed(key)

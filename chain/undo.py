@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chain.encoding import as_bytes, as_list, decode, encode
+from chain.encoding import Obj, as_bytes, as_list, decode, encode
 from chain.errors import EncodingError, StorageError
 from chain.hashing import HASH_LEN
 from chain.jobs import JobRecord
@@ -35,7 +35,7 @@ class Undo:
                    tuple(sorted(diff.econ_before.items())))
 
     def encode(self) -> bytes:
-        out: list = [self.supply.encode(), [[a, acct.encode()] for a, acct in self.accounts]]
+        out: list[Obj] = [self.supply.encode(), [[a, acct.encode()] for a, acct in self.accounts]]
         if self.jobs or self.econ:
             out.append([[j, r.encode() if r is not None else b""] for j, r in self.jobs])
         if self.econ:

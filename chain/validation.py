@@ -14,12 +14,16 @@ pipeline calls it rather than a layer (the parent's existence and validity are t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chain.block import Block, Header, tx_root
 from chain.config import ChainConfig
 from chain.difficulty import asert_target, median_time_past
 from chain.errors import BlockError, TxError
 from chain.tx import check_tx
+
+if TYPE_CHECKING:  # annotations only: pouw's verifier is imported where a proof is checked
+    from pouw.params import PowParams
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,7 @@ class ParentInfo:
     recent_timestamps: tuple[int, ...]  # up to mtp_window timestamps ending with the parent's
 
 
-def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int, params=None) -> None:
+def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int, params: PowParams | None = None) -> None:
     """The job shapes a block may carry (also what a miner checks its filler shape against)."""
     if k < cfg.pow.min_k or max(m, k, n) > cfg.pow.max_dim:
         raise BlockError("bad-job-shape", f"job shape {m}x{k}x{n} outside limits")
@@ -45,7 +49,7 @@ def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int, params=None) -> No
         raise BlockError("bad-job-shape", str(e)) from e
 
 
-def check_header_proof(h: Header, cfg: ChainConfig, params=None) -> None:
+def check_header_proof(h: Header, cfg: ChainConfig, params: PowParams | None = None) -> None:
     if h.version != cfg.version:
         raise BlockError("bad-version", f"version {h.version} != {cfg.version}")
     if h.chain_id != cfg.chain_id:
