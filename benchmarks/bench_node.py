@@ -1,7 +1,7 @@
 """`pouw bench node`: a running node's work rate over the benchmark's mining rate, measured in one run.
 
 - Benchmark: the filler pass the node mines (`pouw.miner.mine_job` on the node's filler shape and device, C not
-  recovered, at the node's block target, as `node.worker.FillerMiner` runs it), timed pass by pass; the mean
+  recovered, at the node's block target, as `node.engine.FillerMiner` runs it), timed pass by pass; the mean
   and the best pass are reported.
 - Node: an in-process node on a private copy of the network's config (same pow parameters and block time;
   `initial_block_work` set to a first benchmark's rate times the block time, the difficulty the network
@@ -94,7 +94,7 @@ def from_scratch(cfg, shape: tuple[int, int, int], device: str, reps: int) -> fl
 
     from chain.block import NULL_JOB, Header
     from kernels import get_backend
-    from node.worker import FillerMiner
+    from node.engine import FillerMiner
 
     backend = get_backend(device)
     params = cfg.pow.params()
@@ -125,7 +125,7 @@ async def run_node(toml_path: Path, datadir: Path, device: str, shape, bench: Be
 
     from node.node import Node, NodeConfig
     from node.testing import wait_for
-    from node.worker import WINDOW_S
+    from node.engine import WINDOW_S
 
     conf = NodeConfig(datadir=datadir, network=str(toml_path), port=0, mine=True, device=device,
                       take_jobs=False, filler_shape=shape)
@@ -199,13 +199,13 @@ def run(network: str, device: str, shape_text: str | None, seconds: float, warmu
     import torch
 
     from chain.config import load_config
-    from node.worker import check_filler_shape, parse_shape
+    from node.engine import check_filler_shape, parse_shape
 
     def say(msg: str) -> None:
         if progress:
             print(f"[bench node] {msg}", file=sys.stderr, flush=True)
 
-    from node.worker import WINDOW_S
+    from node.engine import WINDOW_S
 
     cfg = load_config(network)
     shape = check_filler_shape(cfg, parse_shape(shape_text) if shape_text else cfg.pow.filler_shape)

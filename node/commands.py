@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from chain.errors import ChainError
+from node.logfmt import add_log_json
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def _filler_shape(args: argparse.Namespace, what: str) -> tuple[int, int, int] |
     """--filler-shape MxKxN parsed (None when not given); SystemExit(2) with a message when malformed."""
     if not getattr(args, "filler_shape", None):
         return None
-    from node.worker import parse_shape
+    from node.engine import parse_shape
     try:
         return parse_shape(args.filler_shape)
     except ValueError as e:
@@ -48,7 +49,7 @@ def _filler_shape(args: argparse.Namespace, what: str) -> tuple[int, int, int] |
 def cmd_node(args: argparse.Namespace) -> int:
     from chain.keys import parse_address
     from node.node import Node, NodeConfig
-    from node.worker import check_filler_shape
+    from node.engine import check_filler_shape
     shape = _filler_shape(args, "node")
     conf = NodeConfig(datadir=Path(args.datadir), network=args.network, host=args.host, port=args.port,
                       peers=list(args.peer or []), mine=args.mine, device=args.device,
@@ -130,12 +131,6 @@ def cmd_miner(args: argparse.Namespace) -> int:
                                duration=args.duration, filler_shape=shape)
     print(json.dumps({"blocks_found": found}))
     return 0
-
-
-def add_log_json(p: argparse.ArgumentParser) -> None:
-    """`--log-json` after the subcommand too (`pouw node --log-json`); SUPPRESS keeps `pouw --log-json node`."""
-    p.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
-                   help="log one JSON object per line (default: key=value lines)")
 
 
 def register(sub) -> None:

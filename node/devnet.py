@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from chain.keys import PrivateKey, faucet_key, load_key, save_key
+from node.logfmt import add_log_json
 from node.wallet import UNIT, fmt_amount, send
 from node.worker import ApiError, NodeClient
 
@@ -89,7 +90,6 @@ def add_arguments(sub) -> None:
                    help="keep the config's initial_block_work for a new devnet instead of measuring this machine")
     d.add_argument("--status-every", type=float, default=10.0, help="print a status line every S seconds (0: never)")
     d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C/SIGTERM)")
-    from node.commands import add_log_json
     add_log_json(d)
     d.set_defaults(func=run)
 
@@ -141,7 +141,7 @@ def calibrated_block_work(cfg, device: str, seconds: float = 1.5) -> int:
     instead of many times faster (or slower) until ASERT catches up over several half-lives."""
     from chain.block import NULL_JOB, Header
     from kernels import get_backend
-    from node.worker import FillerMiner
+    from node.engine import FillerMiner
 
     backend = get_backend(device)
     fm = FillerMiner(cfg, cfg.pow.params())

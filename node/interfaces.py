@@ -16,12 +16,28 @@ import cycles. Who implements what:
 - `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
 - `TipEvents`   a chain listener: blocks connected to / disconnected from the active chain (chain.ChainState
                 calls them; node.node.Node is one)
+- `SyncView`    sync as readers see it: syncing?, best header, progress (node.sync.Sync)
+- `PeerList`    the connected peers, read-only (node.p2p.P2P); `PeerListener` adds the inbound websocket
+- `MinerCounters`, `MinerStatus`, `PaidWork`, `TemplateSource`: the miner's counters, the miner as the status
+                and metrics read it (node.miner.Miner), the paid-job driver as the miner drives it
+                (node.paidjobs.PaidJobs), the block templates (node.miner.Templates)
+- `TemplatesHost` chain, mempool and the named remote workers, for node.miner.Templates
+- `MinerHost`   what the mining loop uses: templates, the block sink, sync state, paid jobs, counters
+- `PaidJobsHost` TxHost plus the node's key and blob fetching, for node.paidjobs.PaidJobs
+- `MetricsHost` what node.metrics.Metrics reads at scrape time
+- `StatusHost`, `MiningHost`, `ApiGuardHost`, `ApiHost`: the status/peers/metrics routes, the remote-worker
+                routes, the request checks, and everything node.api.make_app assembles
+
+Nothing here imports a part of the node: only the leaves (`node.blobs`, `node.mempool`, `node.messages`,
+`node.peers`) and chain/, under TYPE_CHECKING.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Mapping
     from fractions import Fraction
     from pathlib import Path
 
@@ -29,15 +45,16 @@ if TYPE_CHECKING:
     from prometheus_client import Counter
 
     from chain.block import Block
-    from chain.chainstate import ChainState, ImportResult
+    from chain.chainstate import ChainState, ImportResult, IndexEntry
     from chain.config import ChainConfig
     from chain.indexes import TxIndex
     from chain.keys import PrivateKey
+    from chain.mining import BlockTemplate
     from chain.tx import Transaction
     from node.blobs import BlobStore
     from node.mempool import Mempool
     from node.messages import Codec
-    from node.peers import Peer
+    from node.peers import Peer, PeerBook
 
 
 class PeerNet(Protocol):
@@ -176,3 +193,312 @@ class TipEvents(Protocol):
     def block_connected(self, block: Block) -> None: ...
 
     def block_disconnected(self, block: Block) -> None: ...
+
+
+
+# --- sync, peers, miner as other parts read them ----------------------------------------------------------
+
+class SyncView(Protocol):
+    @property
+    def syncing(self) -> bool: ...
+
+    @property
+    def best_header(self) -> IndexEntry: ...
+
+    def progress(self) -> dict[str, Any]: ...
+
+
+class PeerList(Protocol):
+    @property
+    def ready_peers(self) -> list[Peer]: ...
+
+
+class PeerListener(PeerList, Protocol):
+    async def handle_inbound(self, request: web.Request) -> web.StreamResponse:
+        """Serve one inbound peer's websocket until it closes."""
+
+
+class MinerCounters(Protocol):
+    @property
+    def mined_macs(self) -> Counter: ...
+
+    @property
+    def paid_macs(self) -> Counter: ...
+
+    @property
+    def tickets(self) -> Counter: ...
+
+    @property
+    def device_faults(self) -> Counter: ...
+
+    @property
+    def blocks_mined(self) -> Counter: ...
+
+
+class DeviceStatus(Protocol):
+    @property
+    def spec(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def total_faults(self) -> int: ...
+
+
+class Rate(Protocol):
+    def rate(self) -> float: ...
+
+
+class FillerShape(Protocol):
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+
+class MinerStatus(Protocol):
+    """The node's miner as the status endpoint and the metrics read it."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def device(self) -> DeviceStatus: ...
+
+    @property
+    def blocks_found(self) -> int: ...
+
+    @property
+    def rate(self) -> Rate: ...
+
+    @property
+    def filler(self) -> FillerShape: ...
+
+    def useful_work(self) -> tuple[int, int, float]: ...
+
+
+class PaidPass(Protocol):
+    @property
+    def job_id(self) -> bytes: ...
+
+    @property
+    def prepared(self) -> Any: ...   # pouw.miner.PreparedJob
+
+
+class PaidWork(Protocol):
+    """The paid-job driver as the mining loop drives it: `step` names the job to mine now (or None),
+    `finished` takes the pass's C; `ready` is set when a job turns ready."""
+
+    @property
+    def ready(self) -> asyncio.Event: ...
+
+    def step(self) -> Any: ...       # a PaidPass or None
+
+    async def finished(self, job: Any, c: Any) -> None: ...
+
+
+class WorkView(Protocol):
+    """One block template handed out (node.miner.Work)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def template(self) -> BlockTemplate: ...
+
+    @property
+    def tip(self) -> bytes: ...
+
+
+class TemplateSource(Protocol):
+    def current(self, address: bytes) -> WorkView: ...
+
+    def for_worker(self, worker: str, address: bytes) -> WorkView: ...
+
+
+class TemplatesHost(Protocol):
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def workers(self) -> Mapping[str, Any]: ...
+
+
+class MinerHost(BlockSink, Protocol):
+    """What the mining loop uses: the network and chain, templates, sync state, paid jobs and its counters;
+    every block it finds goes to `accept_block`."""
+
+    @property
+    def cfg(self) -> ChainConfig: ...
+
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def templates(self) -> TemplateSource: ...
+
+    @property
+    def sync(self) -> SyncView: ...
+
+    @property
+    def paid_jobs(self) -> PaidWork | None: ...
+
+    @property
+    def metrics(self) -> MinerCounters: ...
+
+
+class PaidJobsHost(TxHost, Protocol):
+    """The paid-job driver's view: TxHost (chain, mempool, blobs, the tx sink and index), the key it signs
+    claims and results with, and blob fetching from peers."""
+
+    @property
+    def node_key(self) -> PrivateKey: ...
+
+    async def fetch_blob(self, h: bytes, timeout: float = 20.0) -> bytes | None: ...
+
+
+class MetricsHost(Protocol):
+    """What the metrics read at scrape time."""
+
+    @property
+    def cfg(self) -> ChainConfig: ...
+
+    @property
+    def chain(self) -> ChainState: ...
+
+    @property
+    def mempool(self) -> Mempool: ...
+
+    @property
+    def p2p(self) -> PeerList: ...
+
+    @property
+    def sync(self) -> SyncView: ...
+
+    @property
+    def miner(self) -> MinerStatus | None: ...
+
+    def work_rate(self) -> float: ...
+
+
+# --- the HTTP API's views -------------------------------------------------------------------------------
+
+class StorageStatus(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    def json(self) -> dict[str, Any]: ...
+
+
+class Scrape(Protocol):
+    def render(self) -> bytes: ...
+
+
+class StatusHost(NodeView, Protocol):
+    """The status, peers and metrics endpoints' view."""
+
+    @property
+    def node_key(self) -> PrivateKey: ...
+
+    @property
+    def p2p(self) -> PeerList: ...
+
+    @property
+    def book(self) -> PeerBook: ...
+
+    @property
+    def sync(self) -> SyncView: ...
+
+    @property
+    def miner(self) -> MinerStatus | None: ...
+
+    @property
+    def storage(self) -> StorageStatus: ...
+
+    @property
+    def mining_address(self) -> bytes: ...
+
+    @property
+    def workers(self) -> Mapping[str, dict[str, Any]]: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def metrics(self) -> Scrape: ...
+
+    def work_rate(self) -> float: ...
+
+
+class MiningConf(Protocol):
+    @property
+    def filler_shape(self) -> tuple[int, int, int] | None: ...
+
+
+class MiningHost(Protocol):
+    """The remote-worker endpoints' view (getblocktemplate pattern, node.worker)."""
+
+    @property
+    def cfg(self) -> ChainConfig: ...
+
+    @property
+    def conf(self) -> MiningConf: ...
+
+    @property
+    def mining_address(self) -> bytes: ...
+
+    @property
+    def workers(self) -> dict[str, dict[str, Any]]: ...
+
+    @property
+    def sync(self) -> SyncView: ...
+
+    @property
+    def templates(self) -> TemplateSource: ...
+
+    @property
+    def miner(self) -> MinerStatus | None: ...
+
+    def submit_work(self, work_id: str, header_bytes: bytes) -> tuple[str, ImportResult | None, str]: ...
+
+
+class ApiConf(MiningConf, Protocol):
+    @property
+    def api_cors_origins(self) -> list[str]: ...
+
+    @property
+    def api_allowed_hosts(self) -> list[str]: ...
+
+    @property
+    def api_max_body(self) -> int | None: ...
+
+
+class ApiGuardHost(Protocol):
+    """What the request checks read: allowed origins and hosts, the blob cap, the API token."""
+
+    @property
+    def conf(self) -> ApiConf: ...
+
+    @property
+    def blobs(self) -> BlobStore: ...
+
+    @property
+    def api_token(self) -> str | None: ...
+
+
+class ApiHost(StatusHost, MiningHost, JobsHost, BlobsHost, TxHost, ApiGuardHost, Protocol):
+    """Everything node.api.make_app assembles: each route module takes its own narrower view."""
+
+    @property
+    def conf(self) -> ApiConf: ...
+
+    @property
+    def p2p(self) -> PeerListener: ...
+
+    @property
+    def workers(self) -> dict[str, dict[str, Any]]: ...

@@ -1,6 +1,7 @@
 """Read-only views of compute jobs for the HTTP API (docs/api.md, docs/jobs-client.md): a job's progress
 (queue position, estimate), its receipt (the transactions that moved it), a wallet's jobs, and the price
-of a shape (going rate and the fees that recently cleared).
+of a shape (going rate and the fees that recently cleared); and a node's fee floor for paid jobs (`fee_floor`,
+`floor_fee`, `below_floor`: its miner takes no job below it, node.paidjobs; the API shows it, node.jobs_api).
 
 Everything here reads the chain state at the tip (and the mempool for pending submits) and changes
 nothing. Estimates use integer block heights and the headers' timestamps only; they are advice for a
@@ -19,6 +20,26 @@ from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND
 
 if TYPE_CHECKING:
     from node.interfaces import NodeView
+
+def fee_floor(conf_rate: str | Fraction | None, cfg) -> Fraction:
+    """A node's minimum fee per multiply-add: the configured rate (e.g. "1/10000" or "0.0001" base units
+    per MAC), default the chain's going rate (rate_num / rate_den)."""
+    if conf_rate is None or conf_rate == "":
+        return Fraction(cfg.jobs.rate_num, cfg.jobs.rate_den)
+    r = Fraction(conf_rate)
+    if r < 0:
+        raise ValueError("the minimum job fee rate must be >= 0")
+    return r
+
+
+def floor_fee(rate: Fraction, macs: int) -> int:
+    """The smallest fee a job of `macs` multiply-adds must offer to meet `rate`: ceil(macs · rate)."""
+    return -(-(macs * rate.numerator) // rate.denominator)
+
+
+def below_floor(rate: Fraction, fee: int, macs: int) -> bool:
+    return fee < floor_fee(rate, macs)
+
 
 RECENT_BLOCKS = 100        # "recently": jobs claimed (cleared) within this many blocks of the tip
 INTERVAL_BLOCKS = 30       # block interval: mean over this many recent headers
@@ -201,7 +222,7 @@ def price(node: NodeView, m: int, k: int, n: int, window: int = RECENT_BLOCKS) -
     floor = None
     rate = getattr(node, "job_fee_floor", None)  # this node's miner's minimum fee per multiply-add
     if rate is not None:
-        floor = max(0, math.ceil(Fraction(rate) * macs))
+        floor = floor_fee(Fraction(rate), macs)
     suggested = max(going, cleared["median"] if cleared else 0, floor or 0)
     queue["position_at_suggested"] = 1 + sum(1 for _, r in opens if r.fee_per_mac >= Fraction(suggested, macs))
     return {"m": m, "k": k, "n": n, "macs": macs, "height": cs.height, "window_blocks": window,

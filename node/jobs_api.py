@@ -73,7 +73,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     def job_json(jid: bytes, rec) -> dict:
         """A job record for the API, with this node's fee floor: `floor_fee` (the least fee its miner
         takes for this shape) and `below_floor` (true: this node's miner will not take it)."""
-        from node.paidjobs import below_floor, floor_fee
+        from node.jobinfo import below_floor, floor_fee
         d = rec.to_json(jid, node.cfg)
         rate = node.job_fee_floor
         d["floor_fee"] = floor_fee(rate, rec.macs)

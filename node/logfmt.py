@@ -9,9 +9,11 @@ Default line:  `2026-11-30T22:11:30.123Z INFO  pouw.node block connected height=
 `--log-json`:  `{"ts": "2026-11-30T22:11:30.123Z", "level": "info", "logger": "pouw.node",
                  "msg": "block connected", "height": 5, "hash": "ab12..", "txs": 1}`
 Values with spaces, quotes or `=` are double-quoted (JSON string escaping) in the key=value form.
+`add_log_json` adds the `--log-json` switch to a subcommand (node, devnet, miner).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import re
@@ -104,3 +106,9 @@ def setup(*, verbose: bool = False, as_json: bool = False, stream=None) -> None:
     h._pouw = True  # type: ignore[attr-defined]
     root.addHandler(h)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def add_log_json(p: argparse.ArgumentParser) -> None:
+    """`--log-json` after the subcommand too (`pouw node --log-json`); SUPPRESS keeps `pouw --log-json node`."""
+    p.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
+                   help="log one JSON object per line (default: key=value lines)")

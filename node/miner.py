@@ -6,7 +6,7 @@ template would pay more fees ("better-paying work", checked at most once a secon
 gets an id; the last 64 are kept so remote workers can submit against them.
 
 Miner: one pass of a paid job (`node.paidjobs`: a claimed client job, its A·B as the header's job: the pass
-yields C) or a batch of filler attempts (`node.worker.FillerMiner.run`: operands and commitments built once
+yields C) or a batch of filler attempts (`node.engine.FillerMiner.run`: operands and commitments built once
 per template, then attempts until a win, a new tip, or `BATCH_S`) in a worker thread, so the event loop keeps
 serving; between batches it picks up a new template. Useful fraction: the MACs of paid passes over all MACs
 mined (`paid_macs / rate.total_macs`), since the miner started. It never mines a block whose timestamp leads
@@ -15,7 +15,7 @@ Within its interval it still mines a paid job as soon as it is ready (woken by `
 served and claim + result posted at once (issue 14, latency); a block that pass finds is held and submitted
 when the interval ends (if the tip has not moved), so block timing stays as the interval sets it and the paid
 work still wins its block. A block is accepted only once `interval` has passed since the miner's last one.
-Device faults are handled by `node.worker.Device` (back-off, then drop); the node keeps serving.
+Device faults are handled by `node.engine.Device` (back-off, then drop); the node keeps serving.
 """
 from __future__ import annotations
 
@@ -31,12 +31,11 @@ from typing import TYPE_CHECKING
 
 from chain.block import Block
 from chain.mining import BlockTemplate, build_template
+from node.engine import Device, FillerMiner, WorkRate, mine_paid
 from node.logfmt import event
-from node.paidjobs import mine_paid
-from node.worker import Device, FillerMiner, WorkRate
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import MinerHost, TemplatesHost, WorkView
 
 log = logging.getLogger("pouw.miner")
 
@@ -61,7 +60,7 @@ class Templates:
     SHARED = 64
     PER_WORKER = 4
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node: TemplatesHost):
         self.node = node
         self.by_id: collections.OrderedDict[str, Work] = collections.OrderedDict()
         self.current_by_addr: dict[bytes, Work] = {}
@@ -121,7 +120,7 @@ class Templates:
 
 
 class Miner:
-    def __init__(self, node: "Node", device: str, address: bytes, interval: float = 0.0,
+    def __init__(self, node: MinerHost, device: str, address: bytes, interval: float = 0.0,
                  filler_shape: tuple[int, int, int] | None = None):
         self.node = node
         self.device = Device(device)
@@ -132,7 +131,7 @@ class Miner:
         self.paid_macs = 0          # MACs of paid passes (each yielded a client's C)
         self.enabled = True
         self.blocks_found = 0
-        self.held: tuple[Block, Work, str] | None = None   # a block found within the interval, its work, kind
+        self.held: tuple[Block, WorkView, str] | None = None   # a block found within the interval, its work, kind
         self.dropped = 0            # blocks found within the interval that could not be held (one already was)
         self.last_block_at = 0.0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pouw-mine")
@@ -287,7 +286,7 @@ class Miner:
                 continue
             self._submit(block, w, kind)
 
-    def _submit(self, block: Block, w: Work, kind: str) -> None:
+    def _submit(self, block: Block, w: WorkView, kind: str) -> None:
         res = self.node.accept_block(block, None)
         if res is not None and res.status == "active":
             self.blocks_found += 1

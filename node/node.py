@@ -535,7 +535,7 @@ class Node:
     @property
     def job_fee_floor(self):
         """This node's minimum fee per multiply-add for paid jobs (a Fraction)."""
-        from node.paidjobs import fee_floor
+        from node.jobinfo import fee_floor
         return fee_floor(self.conf.min_job_fee_rate, self.cfg)
 
     def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:

@@ -11,7 +11,7 @@ One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step(
 2. fetching: both operand blobs are fetched by their addresses (= H_A, H_B: local store, else the
    peers' HTTP APIs; `BlobStore.put` checks each commits to its address), range-checked and prepared
    -> ``ready``. Operands nobody serves -> the job goes on the retry list (a later pass tries again).
-3. ready: the miner mines one pass with the job's A, B in the header template (`mine_paid`): the same
+3. ready: the miner mines one pass with the job's A, B in the header template (`node.engine.mine_paid`): the same
    GEMM draws the block lottery and yields the exact C (also while the miner waits out its block interval:
    `ready` wakes it, and a block found then is dropped, see node.miner). `finished` stores C (address H_C, served at
    once) and sends the claim and the result back to back (consecutive nonces: the mempool admits a
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -41,31 +41,12 @@ from chain.jobs import (CHALLENGED, CLAIMED, OPEN, RESULTED, JobRecord, challeng
                         required_bond)
 from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result)
 from node.blobs import BlobError, decode_array, encode_array
+from node.jobinfo import below_floor, fee_floor
 
 if TYPE_CHECKING:
-    from node.node import Node
+    from node.interfaces import PaidJobsHost
 
 log = logging.getLogger("pouw.jobs")
-
-
-def fee_floor(conf_rate: str | Fraction | None, cfg) -> Fraction:
-    """A node's minimum fee per multiply-add: the configured rate (e.g. "1/10000" or "0.0001" base units
-    per MAC), default the chain's going rate (rate_num / rate_den)."""
-    if conf_rate is None or conf_rate == "":
-        return Fraction(cfg.jobs.rate_num, cfg.jobs.rate_den)
-    r = Fraction(conf_rate)
-    if r < 0:
-        raise ValueError("the minimum job fee rate must be >= 0")
-    return r
-
-
-def floor_fee(rate: Fraction, macs: int) -> int:
-    """The smallest fee a job of `macs` multiply-adds must offer to meet `rate`: ceil(macs · rate)."""
-    return -(-(macs * rate.numerator) // rate.denominator)
-
-
-def below_floor(rate: Fraction, fee: int, macs: int) -> bool:
-    return fee < floor_fee(rate, macs)
 
 
 @dataclass
@@ -78,17 +59,6 @@ class Active:
     prepared: object = None          # pouw.miner.PreparedJob
     result: bytes | None = None      # h_c once computed
     fetch_task: asyncio.Task | None = field(default=None, repr=False)
-
-
-def mine_paid(cfg, params, backend, header, prep):
-    """One useful-work pass over a paid job: the header's job is the client's commitment. Returns
-    (header with proof or None, MACs, exact C as a CPU int32 tensor). Blocking: run in a thread."""
-    from pouw.miner import mine_job
-    h = replace(header, job=prep.job, proof=b"")
-    res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
-                   recover_c=True, max_proofs=1, stage_sync=False)
-    c = res.c.cpu().contiguous()
-    return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs, c
 
 
 def commit_c(c, cheat: bool):
@@ -109,7 +79,7 @@ def answer_rows(data: bytes, rows: list[int], m: int, n: int):
 
 
 class PaidJobs:
-    def __init__(self, node: "Node", *, bond: int, tx_fee: int, cheat: bool = False,
+    def __init__(self, node: PaidJobsHost, *, bond: int, tx_fee: int, cheat: bool = False,
                  min_fee_rate: Fraction | None = None):
         self.node = node
         self.key = node.node_key

@@ -246,7 +246,7 @@ def test_min_job_fee_rate_flag(tmp_path, capsys):
 
     from chain.config import load_config
     from node.cli import main
-    from node.paidjobs import fee_floor
+    from node.jobinfo import fee_floor
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "abc"]) == 2
     assert "--min-job-fee-rate 'abc'" in capsys.readouterr().err
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "-1"]) == 2

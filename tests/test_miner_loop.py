@@ -20,7 +20,7 @@ from chain.validation import check_header_proof
 from kernels import get_backend
 from node.client import Client
 from node.testing import start_node, wait_for
-from node.worker import FillerMiner, check_filler_shape, parse_shape
+from node.engine import FillerMiner, check_filler_shape, parse_shape
 
 CFG = load_config("regtest")
 PARAMS = CFG.pow.params()
