@@ -24,7 +24,7 @@ from chain import indexes
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 
 
 def _time(fn, reps: int = 200) -> float:

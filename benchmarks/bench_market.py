@@ -242,7 +242,7 @@ def import_rate(cfg, blocks_txs: list, miner: bytes) -> tuple[float, int, float]
     market transactions: orders and credits)."""
     import tempfile
     from chain.chainstate import ChainState
-    from chain.testing import ChainBuilder
+    from chain.synthetic import ChainBuilder
     b = ChainBuilder(cfg)
     parent, out = b.genesis.hash, []
     for txs in blocks_txs:
@@ -269,7 +269,7 @@ def transfer_import_rate(blocks: int, txs: int) -> float:
     """`pouw bench import`'s measurement (transfers), here and now: transactions per second."""
     import tempfile
     from chain.chainstate import ChainState
-    from chain.commands import generate_chain
+    from chain.synthetic import generate_chain
     cfg = load_config("regtest")
     _, chain_blocks = generate_chain(cfg, blocks, txs, 1)
     n = sum(len(x.txs) for x in chain_blocks)

@@ -124,7 +124,7 @@ async def run_node(toml_path: Path, datadir: Path, device: str, shape, bench: Be
     import aiohttp
 
     from node.node import Node, NodeConfig
-    from node.testing import wait_for
+    from testkit.nodes import wait_for
     from node.engine import WINDOW_S
 
     conf = NodeConfig(datadir=datadir, network=str(toml_path), port=0, mine=True, device=device,

@@ -1,7 +1,7 @@
 """`pouw bench sync`: blocks/s at which a fresh node syncs an N-block chain from one peer on loopback.
 
 A regtest chain of N blocks (empty by default, `--txs` transfers per block otherwise) is mined in memory
-(chain.testing.ChainBuilder) and imported into a source node's datadir; then a fresh node is started
+(chain.synthetic.ChainBuilder) and imported into a source node's datadir; then a fresh node is started
 with the source as its only peer and timed from start until its tip equals the source's. Both nodes run
 in this process (one event loop, real loopback websockets), so the figure includes both sides' work.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 async def _run(blocks: int, txs: int) -> dict:
     from chain.chainstate import ChainState
     from chain.config import load_config
-    from chain.testing import ChainBuilder, make_keys
-    from node.testing import start_node, wait_for
+    from chain.synthetic import ChainBuilder, make_keys
+    from testkit.nodes import start_node, wait_for
 
     cfg = load_config("regtest")
     t0 = time.perf_counter()

@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Callable
 from chain.errors import ChainError
 
 if TYPE_CHECKING:  # annotations only: each command imports what it runs
-    from chain.block import Block
     from chain.config import ChainConfig
-    from chain.testing import ChainBuilder
 
 
 def _cfg(args: argparse.Namespace) -> ChainConfig | None:
@@ -68,41 +66,13 @@ def add_bench_import_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def generate_chain(cfg: ChainConfig, blocks: int, txs: int, seed: int = 1) -> tuple[ChainBuilder, list[Block]]:
-    """A chain of `blocks` blocks with up to `txs` transfers each among 2*txs funded keys."""
-    import random
-    from chain.keys import PrivateKey
-    from chain.testing import ChainBuilder, make_keys
-    from chain.tx import make_transfer
-    rng = random.Random(seed)
-    b = ChainBuilder(cfg)
-    keys = make_keys(max(2, 2 * txs))
-    miner = PrivateKey.from_phrase(b"bench miner").address
-    out: list[Block] = []
-    parent = b.genesis.hash
-    # fund the keys from the faucet, txs at a time
-    fk, nonce = keys[0], 0
-    pending = keys[1:]
-    while pending and len(out) < blocks:
-        batch, pending = pending[:max(1, txs)], pending[max(1, txs):]
-        fund = [make_transfer(fk, cfg.chain_id, nonce + i, k.address, 10**12, 1) for i, k in enumerate(batch)]
-        nonce += len(fund)
-        blk = b.mine(parent, miner, fund)
-        out.append(blk)
-        parent = blk.hash
-    while len(out) < blocks:
-        blk = b.mine(parent, miner, b.random_transfers(parent, keys, txs, rng))
-        out.append(blk)
-        parent = blk.hash
-    return b, out
-
-
 def bench_import(args: argparse.Namespace) -> dict[str, float]:
     """Generate a chain (easy target), then time importing it into a fresh datadir. Prints a
     report (JSON with --json) and returns it."""
     import nacl.signing
     from chain.chainstate import ChainState
     from chain.config import load_config
+    from chain.synthetic import generate_chain
     cfg = load_config(getattr(args, "config", None) or "regtest")
     n_blocks, n_txs = getattr(args, "blocks", 1000), getattr(args, "txs", 100)
     t0 = time.perf_counter()

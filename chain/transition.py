@@ -10,7 +10,7 @@ parent lookup it may pass in, and what a failure does to the block index (decide
 
 Every block pipeline calls it and no caller runs a layer itself: ChainState's import (submit_block,
 submit_header) and connect, reindex and `pouw verify` (chain/maintenance.py), and the test chain builder's
-control state (chain/testing.py). The parent context is built by `parent_info` only.
+control state (chain/synthetic.py). The parent context is built by `parent_info` only.
 """
 from __future__ import annotations
 

@@ -29,8 +29,12 @@ say "built $(basename "$WHL")"
 import subprocess, sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-if "benchmarks" in tops or "tests" in tops:
-    sys.exit(f"the wheel ships {sorted(tops & {'benchmarks', 'tests'})}: not installed packages")
+not_shipped = {"benchmarks", "tests", "testkit"}
+if tops & not_shipped:
+    sys.exit(f"the wheel ships {sorted(tops & not_shipped)}: not installed packages")
+helpers = sorted(names & {"chain/testing.py", "chain/crashtest.py", "node/testing.py"})
+if helpers:
+    sys.exit(f"the wheel ships test helpers {helpers}: they live in testkit/")
 tracked = subprocess.run(["git", "ls-files", "--", *sorted(tops), "configs"], capture_output=True, text=True,
                          check=True).stdout.split()
 want = {("chain/" + t) if t.startswith("configs/") else t for t in tracked if not t.endswith(".py")}
@@ -64,6 +68,9 @@ for name in ("devnet", "regtest"):
 EOF
 "$WORK/venv/bin/pouw" bench mining >"$WORK/bench.out" 2>&1 && fail "pouw bench mining succeeded without benchmarks/"
 grep -q "source checkout" "$WORK/bench.out" || { cat "$WORK/bench.out"; fail "pouw bench mining: no clear message"; }
+"$WORK/venv/bin/pouw" bench import --blocks 3 --txs 2 --json >"$WORK/bench.out" 2>&1 \
+  || { cat "$WORK/bench.out"; fail "pouw bench import (chain/synthetic.py's chain) from the wheel"; }
+say "pouw bench import runs from the wheel"
 
 PORT=$("$VPY" -c 'import random, socket
 for _ in range(100):

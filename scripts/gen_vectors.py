@@ -33,7 +33,7 @@ from chain.errors import ValidationError  # noqa: E402
 from chain.hashing import merkle_root, tagged_hash, u32, u64, xof  # noqa: E402
 from chain.keys import PrivateKey  # noqa: E402
 from chain.state import Account, Supply  # noqa: E402
-from chain.testing import ChainBuilder  # noqa: E402
+from chain.synthetic import ChainBuilder  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors"
 REGTEST = load_config("regtest")

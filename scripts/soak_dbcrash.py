@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Long crash-safety soak: SIGKILL a block-importing worker many times (default 300) and check the
-datadir after each kill. See chain/crashtest.py.
+datadir after each kill. See testkit/crashtest.py.
 
     .venv/bin/python scripts/soak_dbcrash.py --rounds 300 [--proofs] [--max-delay 0.5]
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from chain.crashtest import run_rounds  # noqa: E402
+from testkit.crashtest import run_rounds  # noqa: E402
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)

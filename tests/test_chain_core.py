@@ -9,7 +9,7 @@ from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.errors import BlockError
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 
 CFG = load_config("regtest")
 NOW = CFG.genesis_timestamp + 10**6

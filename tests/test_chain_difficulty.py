@@ -10,7 +10,7 @@ from chain.chainstate import ChainState
 from chain.config import launch, load_config, parse_config
 from chain.difficulty import asert_target, median_time_past
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from chain.validation import ParentInfo, expected_target
 
 REGTEST = load_config("regtest")

@@ -12,7 +12,7 @@ from chain.config import load_config
 from chain.encoding import encode
 from chain.errors import ValidationError
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 from chain.tx import Transaction, Transfer, make_transfer
 
 CFG = load_config("regtest")

@@ -15,7 +15,7 @@ from chain.config import load_config
 from chain.encoding import decode, encode
 from chain.errors import EncodingError, ValidationError
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 from chain.tx import Transaction, Transfer, make_transfer
 
 CFG = load_config("regtest")

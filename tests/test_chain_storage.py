@@ -11,11 +11,11 @@ from chain import schema as S
 from chain.chainstate import DB_DIRNAME, ChainState
 from chain.commands import main as chain_cli
 from chain.config import load_config
-from chain.crashtest import run_rounds
+from testkit.crashtest import run_rounds
 from chain.errors import StorageError
 from chain.keys import PrivateKey
 from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 
 CFG = load_config("regtest")
 NOW = CFG.genesis_timestamp + 10**6

@@ -14,7 +14,7 @@ from chain.config import load_config
 from chain.errors import ValidationError
 from chain.keys import PrivateKey
 from chain.state import MemoryState, genesis_state
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 from chain.transition import CONTEXT, PROOF, SANITY, STATE, PreState, parent_info, validate_and_apply
 
 CFG = load_config("regtest")

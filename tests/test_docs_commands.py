@@ -29,7 +29,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from chain.validation import check_header_proof
 from node.client import Client
-from node.testing import free_port, start_node, wait_for
+from testkit.nodes import free_port, start_node, wait_for
 from node.worker import ApiError, NodeClient
 from pouw.proof import TileProof
 

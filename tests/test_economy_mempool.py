@@ -11,7 +11,7 @@ from chain.econsim import with_issuer
 from chain.econtx import KIND_GRANT, Grant
 from chain.errors import ValidationError
 from chain.keys import PrivateKey, faucet_key
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from chain.tx import KIND_JOB_SUBMIT, JobSubmit, Transaction, make_transfer
 from chain import economy as E
 from node.mempool import Mempool

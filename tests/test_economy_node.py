@@ -18,7 +18,7 @@ from chain.econsim import issuer_key, with_issuer
 from chain.keys import PrivateKey, faucet_key, save_key
 from chain.tx import KIND_JOB_SUBMIT, JobSubmit, Transaction, make_transfer
 from node.node import Node, NodeConfig
-from node.testing import wait_for
+from testkit.nodes import wait_for
 
 BASE = load_config("regtest")
 ISS = issuer_key()

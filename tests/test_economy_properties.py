@@ -21,7 +21,7 @@ from chain.errors import TxError
 from chain.keys import PrivateKey, faucet_key
 from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
 from chain.state import MemoryState, StateOverlay
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from chain.tx import KIND_JOB_SUBMIT, KIND_TRANSFER, JobSubmit, Transaction, Transfer, check_tx
 
 BASE = load_config("regtest")

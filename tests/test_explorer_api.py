@@ -16,7 +16,7 @@ from chain.block import Block
 from chain.keys import PrivateKey
 from node import explorer_api
 from node.client import Client
-from node.testing import set_mining, start_node, wait_for
+from testkit.nodes import set_mining, start_node, wait_for
 
 from test_jobs_e2e import fund, operands, run
 

@@ -11,11 +11,11 @@ import pytest
 
 from chain.jobs import job_price
 from chain.keys import PrivateKey
-from chain.testing import job_operands
+from testkit.jobs import job_operands
 from chain.economy import k_issuer
 from chain.econtx import KIND_ISSUER_REGISTER, IssuerRegister
 from chain.tx import Transaction, make_job_submit
-from node.testing import set_mining, start_node, wait_for
+from testkit.nodes import set_mining, start_node, wait_for
 
 from cdp_browser import Browser, find_chromium
 from test_jobs_e2e import fund, run

@@ -16,7 +16,7 @@ import pytest
 
 from chain.keys import PrivateKey, save_key
 from node.client import Client, ClientError, JobFailed
-from node.testing import free_port, wait_for
+from testkit.nodes import free_port, wait_for
 from pouw.errors import JobError
 from tests.test_jobs_e2e import FUND, devnet, exact, fund, operands, run, stop_all
 

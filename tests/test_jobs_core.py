@@ -10,7 +10,8 @@ from chain.config import load_config
 from chain.errors import ValidationError
 from chain.jobs import job_price
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, blob_hash, job_operands, make_keys
+from chain.synthetic import ChainBuilder, make_keys
+from testkit.jobs import blob_hash, job_operands
 from chain.tx import make_job_claim, make_job_dispute, make_job_result, make_job_submit, make_transfer
 from pouw.commit import commit_result
 from pouw.freivalds import build_fraud_proof, find_wrong_entry, freivalds

@@ -15,7 +15,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node.blobs import blob_hash, encode_array
 from node.client import Client, JobFailed
-from node.testing import start_node, wait_for
+from testkit.nodes import start_node, wait_for
 from pouw.errors import JobError
 
 FUND = 10 ** 12

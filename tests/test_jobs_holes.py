@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from chain.jobs import challenge_row_count, challenge_rows, required_bond
-from chain.testing import job_operands
+from testkit.jobs import job_operands
 from chain.tx import (make_job_answer, make_job_cancel, make_job_challenge, make_job_result, make_job_submit)
 from pouw.commit import commit_result, open_result_rows
 from pouw.freivalds import build_fraud_proof

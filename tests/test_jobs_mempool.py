@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from chain.errors import ValidationError
-from chain.testing import job_operands
+from testkit.jobs import job_operands
 from chain.tx import make_job_cancel, make_job_result
 from node.mempool import Mempool
 from pouw.commit import commit_result

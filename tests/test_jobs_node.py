@@ -16,7 +16,7 @@ from chain.keys import PrivateKey
 from chain.tx import make_job_claim, make_job_result, make_job_submit
 from node.blobs import encode_array
 from node.client import Client
-from node.testing import set_mining, start_node, wait_for
+from testkit.nodes import set_mining, start_node, wait_for
 
 from test_jobs_e2e import FUND, exact, fund, job_status, operands, run, stop_all
 

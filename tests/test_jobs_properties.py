@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.state import MemoryState, apply_block, genesis_state
-from chain.testing import blob_hash, job_operands
+from testkit.jobs import blob_hash, job_operands
 from chain.jobs import challenge_row_count, challenge_rows
 from chain.tx import (make_job_answer, make_job_cancel, make_job_challenge, make_job_claim, make_job_dispute,
                       make_job_result, make_job_submit, make_transfer)

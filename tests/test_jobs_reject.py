@@ -8,7 +8,7 @@ import torch
 
 from chain.errors import EncodingError, TxError
 from chain.jobs import check_job_shape, dispute_size_bound
-from chain.testing import job_operands
+from testkit.jobs import job_operands
 from chain.tx import KIND_JOB_SUBMIT, MAX_MONEY, Transaction, make_job_submit
 from pouw.commit import tree_a, tree_b
 from pouw.freivalds import build_fraud_proof

@@ -14,12 +14,12 @@ from chain.config import load_config
 from chain.errors import BlockError
 from chain.keys import PrivateKey, faucet_key
 from chain.mining import build_template, mine_filler_once
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from chain.tx import make_transfer
 from chain.validation import check_header_proof
 from kernels import get_backend
 from node.client import Client
-from node.testing import start_node, wait_for
+from testkit.nodes import start_node, wait_for
 from node.engine import FillerMiner, check_filler_shape, parse_shape
 
 CFG = load_config("regtest")

@@ -15,7 +15,7 @@ from chain.keys import PrivateKey
 from kernels import DeviceError, parse_devices
 from kernels.base import Capabilities
 from node.cli import main as cli_main
-from node.testing import start_node
+from testkit.nodes import start_node
 from node.worker import run_remote_devices
 
 CFG = load_config("regtest")

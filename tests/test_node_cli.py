@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.testing import free_port
+from testkit.nodes import free_port
 from node.worker import ApiError, NodeClient
 
 ROOT = Path(__file__).resolve().parents[1]

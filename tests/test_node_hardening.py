@@ -23,7 +23,7 @@ from chain.keys import PrivateKey
 from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
 from node.netguard import RateLimitFilter, ban_key, is_loopback, netgroup
 from node.peers import MAX_BANS, Peer, PeerBook, select_eviction
-from node.testing import free_port, start_node, wait_for
+from testkit.nodes import free_port, start_node, wait_for
 
 
 def run(coro):

@@ -36,7 +36,7 @@ ROUTES = {m for m in PARTS if m.endswith("_api")}
 ROOTS = {"node.node": PARTS | SHARED | {"node.api"}, "node.api": ROUTES | SHARED}
 # the client side and the command line (they reach a node over HTTP or start one through node.node)
 OUTSIDE = {"node", "node.cli", "node.commands", "node.devnet", "node.demo", "node.inference_demo", "node.client",
-           "node.wallet", "node.worker", "node.jobcli", "node.econcli", "node.quant", "node.testing"}
+           "node.wallet", "node.worker", "node.jobcli", "node.econcli", "node.quant"}
 
 
 def module_name(path: Path) -> str:

@@ -13,7 +13,7 @@ from chain.block import Block
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
-from node.testing import converge, set_mining, start_node, wait_for
+from testkit.nodes import converge, set_mining, start_node, wait_for
 
 
 def run(coro):
@@ -321,7 +321,7 @@ def test_transfer_sent_to_one_node_is_visible_on_all(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_low_work_chain_ignored_and_time_too_new_not_punished(tmp_path):
-    from chain.testing import ChainBuilder
+    from chain.synthetic import ChainBuilder
     from chain import schema as S
 
     async def main():

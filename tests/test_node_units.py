@@ -14,12 +14,12 @@ from chain.block import Block
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.keys import PrivateKey, faucet_key
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from chain.tx import make_transfer
 from node.engine import Device, WorkRate
 from node.mempool import Mempool, MempoolError
 from node.messages import Codec, MessageError
-from node.testing import start_node, wait_for
+from testkit.nodes import start_node, wait_for
 from node.worker import run_remote
 
 CFG = load_config("regtest")
@@ -285,7 +285,7 @@ def test_template_follows_tip_and_better_paying_work(tmp_path):
                 assert (await work())["template_id"] == w2["template_id"]  # nothing changed: same work
                 assert n.work_rate() == pytest.approx(123.0)  # the node reports its worker's figure
                 # a new tip gives new work
-                from chain.testing import ChainBuilder
+                from chain.synthetic import ChainBuilder
                 b = ChainBuilder(CFG)
                 n.accept_block(b.mine(b.genesis.hash, K1.address, timestamp=int(time.time())), None)
                 w3 = await work()

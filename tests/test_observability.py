@@ -19,7 +19,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node import logfmt
 from node.client import Client
-from node.testing import start_node, wait_for
+from testkit.nodes import start_node, wait_for
 
 CFG = load_config("regtest")
 

@@ -1,5 +1,6 @@
 """What an installed node relies on: configs found by name wherever the process runs, importing `node` leaves the
-process's settings alone, and `pouw bench` without the checkout's benchmarks/ says where they live.
+process's settings alone, `pouw bench` without the checkout's benchmarks/ says where they live, and the test
+helpers (testkit/) are neither shipped nor needed by a shipped command.
 (scripts/check_wheel.sh checks the built wheel itself end to end.)"""
 import os
 import subprocess
@@ -50,3 +51,74 @@ def test_bench_without_benchmarks_says_where_they_live():
     assert "source checkout" in r.stderr
     r = _run(hide + "node.cli.main(['bench', '--help'])", str(ROOT))
     assert "import" in r.stdout and "mining" in r.stdout  # still listed; chain's import bench still works
+
+
+# --- test helpers stay out of the shipped packages -------------------------------------------------------------
+
+def _shipped_packages() -> list[str]:
+    import tomllib
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+
+
+def test_shipped_packages_import_no_test_helpers():
+    """No module of an installed package imports testkit/ (or tests/): a node never carries the test helpers."""
+    import ast
+    assert "testkit" not in _shipped_packages()
+    offenders = []
+    for pkg in {p.split(".")[0] for p in _shipped_packages()}:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("testkit", "tests")]
+    assert offenders == []
+    for gone in ("chain/testing.py", "chain/crashtest.py", "node/testing.py"):
+        assert not (ROOT / gone).exists(), f"{gone}: test helpers belong in testkit/"
+
+
+def _bench_import_json(path: str) -> dict:
+    """`pouw bench import` on a 3-block chain with the packages found first on `path`, testkit and benchmarks
+    made unimportable (as in an installed wheel)."""
+    import json
+    code = ("import sys; sys.modules['testkit'] = None; sys.modules['benchmarks'] = None; import chain, node.cli; "
+            "print(chain.__file__); sys.exit(node.cli.main(['bench', 'import', '--blocks', '3', '--txs', '2', '--json']))")
+    r = _run(code, path)
+    assert r.returncode == 0, r.stderr
+    where, out = r.stdout.strip().splitlines()[-2:]
+    assert where.startswith(path), where
+    return json.loads(out)
+
+
+def test_bench_import_needs_no_test_helpers():
+    rep = _bench_import_json(str(ROOT))
+    assert rep["blocks"] == 3 and rep["transactions"] > 0 and rep["blocks_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_wheel_ships_no_test_helpers_and_bench_import_runs_from_it(tmp_path):
+    """Build the wheel from the files git sees (as scripts/check_wheel.sh does): it holds chain/synthetic.py, which
+    `pouw bench import` mines with, and none of the test helpers; unpacked, it runs `pouw bench import`."""
+    import tarfile
+    import zipfile
+    src = tmp_path / "src"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    with tarfile.open(tmp_path / "src.tar", "w") as tar:
+        for f in files:
+            if f and (ROOT / f).is_file():
+                tar.add(ROOT / f, arcname=f)
+    with tarfile.open(tmp_path / "src.tar") as tar:
+        tar.extractall(src, filter="data")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
+                        "-w", str(tmp_path / "dist")], cwd=src, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(whl).namelist())
+    assert "chain/synthetic.py" in names and "chain/commands.py" in names
+    shipped_helpers = sorted(n for n in names if n.split("/")[0] in ("testkit", "tests", "benchmarks")
+                             or n in ("chain/testing.py", "chain/crashtest.py", "node/testing.py"))
+    assert shipped_helpers == []
+    site = tmp_path / "site"
+    zipfile.ZipFile(whl).extractall(site)
+    rep = _bench_import_json(str(site))
+    assert rep["blocks"] == 3 and rep["transactions"] > 0

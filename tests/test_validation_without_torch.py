@@ -16,7 +16,7 @@ import torch
 from triton_child import ROOT, child_env
 
 from chain.config import load_config
-from chain.testing import ChainBuilder
+from chain.synthetic import ChainBuilder
 from pouw.commit import commit_job, commit_result
 from pouw.freivalds import build_fraud_proof, find_wrong_entry, freivalds
 from pouw.miner import filler_operands, mine_job, prepare_job

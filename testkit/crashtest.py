@@ -4,7 +4,8 @@ A worker subprocess imports a fixed list of blocks (with reorgs) into a datadir;
 SIGKILLs it at random moments. After every kill the parent checks, without repairing anything,
 that the stored chain re-validates from genesis (`verify_datadir`), that the stored accounts equal
 the control replay of the stored tip, and that the tip's cumulative work never went backwards.
-Used by tests/test_chain_storage.py (short) and scripts/soak_dbcrash.py (long).
+Used by tests/test_chain_storage.py (short) and scripts/soak_dbcrash.py (long); the worker runs as
+`python -c "from testkit.crashtest import worker; ..."` with the checkout on PYTHONPATH.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import msgpack
 
 from chain.config import ChainConfig, load_config
 from chain.keys import PrivateKey
-from chain.testing import ChainBuilder, make_keys
+from chain.synthetic import ChainBuilder, make_keys
 
 
 def make_sequence(cfg: ChainConfig, n_main: int = 40, txs: int = 30, seed: int = 0):
@@ -92,13 +93,14 @@ def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regt
     span = max_delay  # calibrated to the worker's import time after its first complete run
     while kills < rounds:
         cmd = [sys.executable, "-c",
-               "import sys; from chain.crashtest import worker; "
+               "import sys; from testkit.crashtest import worker; "
                f"sys.exit(worker({str(datadir)!r}, {str(blocks_file)!r}, {config!r}, {check_proofs!r}))"]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        line = p.stdout.readline()  # type: ignore[union-attr]
+        assert p.stdout is not None and p.stderr is not None  # both piped
+        line = p.stdout.readline()
         if line.strip() != b"ready":
             p.kill()
-            raise AssertionError(f"worker failed to start: {line!r} {p.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            raise AssertionError(f"worker failed to start: {line!r} {p.stderr.read().decode()[-2000:]}")
         t0 = time.monotonic()
         if completions == 0 and kills == 0:  # calibration: one full import
             p.wait()
@@ -110,8 +112,8 @@ def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regt
             kills += 1
         p.wait()
         if p.returncode not in (0, -signal.SIGKILL):
-            raise AssertionError(f"worker exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-        p.stdout.close(); p.stderr.close()  # type: ignore[union-attr]
+            raise AssertionError(f"worker exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")
+        p.stdout.close(); p.stderr.close()
         check_datadir(datadir, builder)          # as the crash left it (maybe mid-reorg)
         work, tip = reopen(datadir, builder)     # after restart: resumes the best chain
         if work < last_work:

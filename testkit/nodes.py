@@ -1,4 +1,4 @@
-"""Test helpers: in-process nodes on loopback ports (real sockets) with the regtest chain."""
+"""In-process nodes on loopback ports (real sockets) with the regtest chain, for tests and benchmarks."""
 from __future__ import annotations
 
 import asyncio

@@ -1,10 +1,11 @@
-"""Helpers for tests, the benchmark and the crash soak: mine chains and forks in memory (no DB),
-keeping the control state after every block (each mined block goes through validate_and_apply, so a
-builder chain is valid by the same code that imports it)."""
+"""Synthetic chains mined in memory (no database): the workload of `pouw bench import`, and the chains that
+tests, benchmarks and the crash soak build. The control state after every block is kept, and each mined
+block goes through validate_and_apply, so a builder's chain is valid by the same code that imports it."""
 from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Iterable
 
 from chain.block import Block, Header
 from chain.chainstate import make_genesis
@@ -16,11 +17,14 @@ from chain.tx import Transaction, make_transfer
 from chain.transition import PreState, parent_info, validate_and_apply
 from chain.validation import ParentInfo
 
+if TYPE_CHECKING:  # annotations only: the miner (torch) is imported where a block is mined
+    from kernels.base import Backend
+
 
 class ChainBuilder:
     """Mines blocks on any known parent; `states[h]` is the control state after block h."""
 
-    def __init__(self, cfg: ChainConfig, backend=None):
+    def __init__(self, cfg: ChainConfig, backend: Backend | None = None):
         self.cfg = cfg
         self.params = cfg.pow.params()
         self.backend = backend
@@ -37,8 +41,8 @@ class ChainBuilder:
             return hd.height, hd.timestamp, hd.prev_hash
         return parent_info(h, lookup, self.cfg.mtp_window)
 
-    def mine(self, parent: bytes, miner: bytes, txs=(), timestamp: int | None = None, *, select: bool = False,
-             nonce: int = 0) -> Block:
+    def mine(self, parent: bytes, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None, *,
+             select: bool = False, nonce: int = 0) -> Block:
         pinfo = self.parent_info(parent)
         if timestamp is None:
             timestamp = pinfo.timestamp + self.cfg.target_block_time
@@ -58,7 +62,7 @@ class ChainBuilder:
         self.states[blk.hash] = new
         return blk
 
-    def remine(self, header: Header, **changes) -> Header:
+    def remine(self, header: Header, **changes: Any) -> Header:
         """A header with fields changed and a fresh valid proof (for invalid-block tests)."""
         h = mine_header(self.cfg, replace(header, **changes), params=self.params, backend=self.backend)
         assert h is not None
@@ -70,7 +74,7 @@ class ChainBuilder:
         st = self.states[parent]
         nonces = {k.address: st.get(k.address).nonce for k in keys}
         bal = {k.address: st.get(k.address).balance for k in keys}
-        out = []
+        out: list[Transaction] = []
         for _ in range(n):
             funded = [k for k in keys if bal[k.address] > max_amount + 100]
             if not funded:
@@ -87,7 +91,7 @@ class ChainBuilder:
     def chain(self, parent: bytes, n: int, miner: bytes, *, keys: list[PrivateKey] | None = None,
               txs_per_block: int = 0, rng: random.Random | None = None, time_step: int | None = None) -> list[Block]:
         rng = rng or random.Random(0)
-        out = []
+        out: list[Block] = []
         for _ in range(n):
             txs = self.random_transfers(parent, keys, txs_per_block, rng) if keys and txs_per_block else []
             ts = None if time_step is None else self.blocks[parent].header.timestamp + time_step
@@ -102,19 +106,26 @@ def make_keys(n: int) -> list[PrivateKey]:
     return [faucet_key()] + [PrivateKey.from_phrase(b"pouw test key %d" % i) for i in range(1, n)]
 
 
-def job_operands(seed: int, m: int, k: int, n: int):
-    """Deterministic client operands A (m×k), B (k×n) in [-64, 64], their exact int32 product C, and the
-    job commitment. For tests of job settlement."""
-    import torch
-    from pouw.commit import commit_job
-    g = torch.Generator().manual_seed(seed)
-    a = torch.randint(-64, 65, (m, k), generator=g, dtype=torch.int64).to(torch.int8)
-    b = torch.randint(-64, 65, (k, n), generator=g, dtype=torch.int64).to(torch.int8)
-    c = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
-    return a, b, c, commit_job(a, b)
-
-
-def blob_hash(data) -> bytes:
-    """Content address of a result blob: H_C, its commitment (operand blobs are addressed by H_A / H_B)."""
-    from pouw.commit import commit_result
-    return commit_result(data)
+def generate_chain(cfg: ChainConfig, blocks: int, txs: int, seed: int = 1) -> tuple[ChainBuilder, list[Block]]:
+    """A chain of `blocks` blocks with up to `txs` transfers each among 2*txs funded keys (the keys are funded
+    from the faucet in the first blocks, `txs` at a time)."""
+    rng = random.Random(seed)
+    b = ChainBuilder(cfg)
+    keys = make_keys(max(2, 2 * txs))
+    miner = PrivateKey.from_phrase(b"bench miner").address
+    out: list[Block] = []
+    parent = b.genesis.hash
+    fk, nonce = keys[0], 0
+    pending = keys[1:]
+    while pending and len(out) < blocks:
+        batch, pending = pending[:max(1, txs)], pending[max(1, txs):]
+        fund = [make_transfer(fk, cfg.chain_id, nonce + i, k.address, 10**12, 1) for i, k in enumerate(batch)]
+        nonce += len(fund)
+        blk = b.mine(parent, miner, fund)
+        out.append(blk)
+        parent = blk.hash
+    while len(out) < blocks:
+        blk = b.mine(parent, miner, b.random_transfers(parent, keys, txs, rng))
+        out.append(blk)
+        parent = blk.hash
+    return b, out
