@@ -1,5 +1,5 @@
 """Loader for the native CPU kernels (`kernels/native/*.c`, one library: `fused_gemm.c` the GEMM's ABI and dispatch,
-`vnni_gemm.c`, `avx2_gemm.c` and `portable_gemm.c` its kernels, `pool.c` the threads, `workspace.c` the cached
+`vnni_gemm.c`, `avx2_gemm.c`, `neon_gemm.c` and `portable_gemm.c` its kernels, `pool.c` the threads, `workspace.c` the cached
 buffers, `aux.c` tickets and noise, `recover.c` the recovery).
 
 The C sources are compiled on first use with the system C compiler (gcc unless $POUW_CC / $CC say otherwise), each
@@ -21,11 +21,13 @@ cached plain one; a cached plain build is used without retrying OpenSSL (a fresh
 Everything here is lazy and never raises at import: `available()` is False (with the reason logged once) when
 $POUW_NATIVE=0, no compiler is found, the build fails, or the library cannot be loaded.
 
-`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_mm` bit-exactly with one of two
+`noisy_matmul(a, b, r, tile_h, tile_w)` implements `kernels.base.Backend.noisy_mm` bit-exactly with one of three
 fused kernels, chosen at run time from the CPU's flags: "vnni" (AVX512-VNNI, vnni_gemm.c; r % 4 == 0, tile width
-in {4, 8, 16}, tile height a power of two >= 4) or "avx2" (AVX2 + FMA, avx2_gemm.c; tile height % 4 == 0, and
-r % 4 == 0 or r <= 1024). $POUW_NATIVE picks: "auto" (default: vnni where the CPU has it, else avx2), "vnni" or
-"avx2" (only that kernel; none when the CPU lacks it), "off" (no native library at all; also 0/false/no).
+in {4, 8, 16}, tile height a power of two >= 4), "avx2" (AVX2 + FMA, avx2_gemm.c; tile height % 4 == 0, and
+r % 4 == 0 or r <= 1024) or "neon" (aarch64, neon_gemm.c: SDOT where the CPU has dotprod, else vmull_s8; r % 4 == 0
+and tile height % 4 == 0). $POUW_NATIVE picks: "auto" (default: vnni where the CPU has it, else avx2, else neon),
+"vnni", "avx2" or "neon" (only that kernel; none when the CPU lacks it), "off" (no native library at all; also
+0/false/no).
 `gemm_kernel()` says which kernel the environment selects, `kernel_path()` which path a shape takes: parameters no
 kernel takes run a plain C path that is exact but slow (tens of GOPS), which kernels.cpu avoids.
 
@@ -62,7 +64,8 @@ log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hi
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # compiled into one library; fused_gemm.c holds the ABI and the dispatch, one file per GEMM instruction set
 SOURCES = tuple(NATIVE_DIR / name for name in (
-    "fused_gemm.c", "pool.c", "workspace.c", "portable_gemm.c", "vnni_gemm.c", "avx2_gemm.c", "aux.c", "recover.c"))
+    "fused_gemm.c", "pool.c", "workspace.c", "portable_gemm.c", "vnni_gemm.c", "avx2_gemm.c", "neon_gemm.c", "aux.c",
+    "recover.c"))
 # included by the sources: hashed and copied, not compiled
 HEADERS = tuple(NATIVE_DIR / name for name in ("pouw_native.h", "pool.h", "workspace.h", "vnni_pack.h"))
 SOURCE = SOURCES[0]
@@ -73,14 +76,15 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64")
 # per-source flags: the AVX2 kernel never uses AVX-512 instructions (or its 32 registers), even on a machine that
 # has them, so that it runs here exactly what it runs on an AVX2-only CPU
 FILE_FLAGS = {"avx2_gemm.c": ("-mno-avx512f",)} if _X86 else {}
-KERNELS = ("vnni", "avx2")  # the fused kernels, best first
+KERNELS = ("vnni", "avx2", "neon")  # the fused kernels, best first
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
 VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
-ABI_VERSION = 4
+ABI_VERSION = 5
 _FLAG_FORCE_PORTABLE = 1
 _FLAG_NO_TRANSCRIPT = 2
-_FLAG_KERNEL = {"avx2": 4, "vnni": 8}
+_FLAG_KERNEL = {"avx2": 4, "vnni": 8, "neon": 128}
 _FLAG_AVX2_LOOP = {"fp32": 16, "int": 32}
+_FLAG_NEON_LOOP = {"dot": 256, "mull": 512}
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
@@ -89,7 +93,7 @@ _reason: str | None = None
 
 
 def requested_kernel() -> str:
-    """$POUW_NATIVE as one of "auto", "vnni", "avx2", "off" (anything unknown counts as "auto")."""
+    """$POUW_NATIVE as one of "auto", "vnni", "avx2", "neon", "off" (anything unknown counts as "auto")."""
     v = os.environ.get("POUW_NATIVE", "auto").strip().lower()
     if v in ("0", "false", "no", "off"):
         return "off"
@@ -258,6 +262,12 @@ def _load() -> ctypes.CDLL:
     lib.pouw_avx2_sub_i16.argtypes = [vp, vp, vp, i64, i64, i64, i32]
     lib.pouw_avx2_sub_i16.restype = i32
     lib.pouw_add_noise.restype = i32
+    lib.pouw_has_neon.argtypes = []
+    lib.pouw_has_neon.restype = i32
+    lib.pouw_neon_default_variant.argtypes = []
+    lib.pouw_neon_default_variant.restype = i32
+    lib.pouw_neon_sub_correction.argtypes = [vp, vp, vp, i64, i64, i64, i64, i32]
+    lib.pouw_neon_sub_correction.restype = i32
     lib.pouw_noise_path.argtypes = [i64, i32]
     lib.pouw_noise_path.restype = i32
     lib.pouw_has_tickets.argtypes = []
@@ -320,36 +330,57 @@ def has_avx2() -> bool:
     return bool(lib is not None and lib.pouw_has_avx2())
 
 
+def has_neon() -> bool:
+    """True when the NEON path runs on this CPU (any aarch64; False when the library is unavailable)."""
+    lib = _get()
+    return bool(lib is not None and lib.pouw_has_neon())
+
+
 def supported_kernels() -> list[str]:
     """The fused kernels the loaded library runs on this CPU, best first (empty when it is unavailable)."""
-    return [name for name, ok in (("vnni", has_vnni()), ("avx2", has_avx2())) if ok]
+    return [name for name, ok in (("vnni", has_vnni()), ("avx2", has_avx2()), ("neon", has_neon())) if ok]
 
 
-def cpu_kernels() -> list[str]:
-    """The fused kernels this CPU's flags (/proc/cpuinfo, read independently of the library) say it can run,
-    best first: what tests hold the build to (a kernel missing from `supported_kernels()` is a failure)."""
-    flags: set[str] = set()
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo ("flags" on x86, "Features" on aarch64), read independently of
+    the library; empty where there is no such file."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
-        return supported_kernels()
+        pass
+    return set()
+
+
+def kernels_for_flags(flags: set[str], machine: str | None = None) -> list[str]:
+    """The fused kernels a CPU with these /proc/cpuinfo flags runs, best first (machine: platform.machine(),
+    default this one's)."""
+    machine = (machine or platform.machine()).lower()
     out = []
     if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= flags:
         out.append("vnni")
     if {"avx2", "fma"} <= flags:
         out.append("avx2")
+    if machine in ("aarch64", "arm64") and "asimd" in flags:
+        out.append("neon")
     return out
+
+
+def cpu_kernels() -> list[str]:
+    """The fused kernels this CPU's flags (/proc/cpuinfo, read independently of the library) say it can run,
+    best first: what tests hold the build to (a kernel missing from `supported_kernels()` is a failure)."""
+    if not os.path.exists("/proc/cpuinfo"):
+        return supported_kernels()
+    return kernels_for_flags(cpu_flags())
 
 
 _warned_kernel = False
 
 
 def gemm_kernel() -> str | None:
-    """The fused kernel $POUW_NATIVE selects on this CPU ("vnni" or "avx2"), or None (off, library unavailable, or
+    """The fused kernel $POUW_NATIVE selects on this CPU ("vnni", "avx2" or "neon"), or None (off, library unavailable, or
     the forced kernel unsupported here: logged once)."""
     global _warned_kernel
     req = requested_kernel()
@@ -373,23 +404,33 @@ def avx2_loop() -> str:
     return "fp32" if lib.pouw_avx2_default_variant() else "int"
 
 
+def neon_loop() -> str:
+    """The NEON kernel's inner loop on this CPU: "dot" (SDOT, ARMv8.2 dotprod: "asimddp" in /proc/cpuinfo) or
+    "mull" (vmull_s8, any aarch64)."""
+    lib = _get()
+    if lib is None:
+        raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
+    return "dot" if lib.pouw_neon_default_variant() else "mull"
+
+
 def _kernel_flags(kernel: str | None) -> int:
-    """pouw_noisy_gemm_ex flags for kernel None (what $POUW_NATIVE selects), "vnni", "avx2" or "portable"."""
+    """pouw_noisy_gemm_ex flags for kernel None (what $POUW_NATIVE selects), "vnni", "avx2", "neon" or
+    "portable"."""
     if kernel is None:
         req = requested_kernel()
         return _FLAG_KERNEL.get(req, 0)
     if kernel == "portable":
         return _FLAG_FORCE_PORTABLE
     if kernel not in _FLAG_KERNEL:
-        raise ValueError(f"unknown kernel {kernel!r}: use vnni, avx2 or portable")
+        raise ValueError(f"unknown kernel {kernel!r}: use vnni, avx2, neon or portable")
     return _FLAG_KERNEL[kernel]
 
 
-_PATHS = {0: "portable", 1: "vnni", 2: "avx2"}
+_PATHS = {0: "portable", 1: "vnni", 2: "avx2", 3: "neon"}
 
 
 def kernel_path(m: int, k: int, n: int, r: int, tile_h: int, tile_w: int, kernel: str | None = None) -> str:
-    """'vnni', 'avx2' or 'portable': which code path noisy_matmul(..., kernel=kernel) takes for this shape."""
+    """'vnni', 'avx2', 'neon' or 'portable': which code path noisy_matmul(..., kernel=kernel) takes for this shape."""
     lib = _get()
     if lib is None:
         raise RuntimeError(f"native CPU kernel unavailable: {unavailable_reason()}")
@@ -417,9 +458,11 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
                  loop: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base`, computed by the native kernel on CPU int8 tensors.
 
-    threads: worker threads (default torch.get_num_threads()). kernel: "vnni" or "avx2" (that kernel where the
-    shape fits it, else the plain C path), "portable" (the plain C path; force_portable=True says the same), None
-    (what $POUW_NATIVE selects). loop: the AVX2 kernel's inner loop, "int" or "fp32" (default `avx2_loop()`).
+    threads: worker threads (default torch.get_num_threads()). kernel: "vnni", "avx2" or "neon" (that kernel where
+    the shape fits it, else the plain C path), "portable" (the plain C path; force_portable=True says the same),
+    None (what $POUW_NATIVE selects). loop: the AVX2 kernel's inner loop, "int" or "fp32" (default `avx2_loop()`),
+    or the NEON kernel's, "dot" or "mull" (default `neon_loop()`; "dot" on a CPU without dotprod runs the plain C
+    path).
     out: (C', messages) buffers to write into instead of new tensors (a miner reusing them across passes saves
     the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
     are left unspecified (the VNNI and AVX2 paths skip them; see `plain_matmul`).
@@ -444,9 +487,10 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
         threads = torch.get_num_threads()
     flags = _FLAG_FORCE_PORTABLE if force_portable else _kernel_flags(kernel)
     if loop is not None:
-        if loop not in _FLAG_AVX2_LOOP:
-            raise ValueError(f"unknown AVX2 loop {loop!r}: use int or fp32")
-        flags |= _FLAG_AVX2_LOOP[loop]
+        loops = _FLAG_AVX2_LOOP | _FLAG_NEON_LOOP
+        if loop not in loops:
+            raise ValueError(f"unknown inner loop {loop!r}: use int or fp32 (AVX2), dot or mull (NEON)")
+        flags |= loops[loop]
     if not transcript:
         flags |= _FLAG_NO_TRANSCRIPT
     rc = lib.pouw_noisy_gemm_ex(a.data_ptr(), b.data_ptr(), m, k, n, int(r), int(tile_h), int(tile_w),
@@ -477,9 +521,10 @@ def _plain_chunk_avx2(k: int) -> int:
 def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None,
                  out: torch.Tensor | None = None, kernel: str | None = None) -> torch.Tensor:
     """Exact int8 A @ B -> int32 on the engine's own kernel with the transcript switched off (no messages, a few
-    wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. kernel: "vnni", "avx2" or None
-    (`gemm_kernel()`); RuntimeError when that kernel does not run here. VNNI needs k and m multiples of 4 and n of
-    16; AVX2 m a multiple of 4 (ShapeError otherwise)."""
+    wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. kernel: "vnni", "avx2", "neon" or
+    None (`gemm_kernel()`); RuntimeError when that kernel does not run here. VNNI needs k and m multiples of 4 and n
+    of 16; AVX2 m a multiple of 4; NEON m and k multiples of 4 (one chunk: int32 is exact to k = 65536)
+    (ShapeError otherwise)."""
     kernel = kernel or gemm_kernel()
     if kernel not in supported_kernels():
         raise RuntimeError(f"the native plain GEMM needs a fused kernel (asked: {kernel}, this CPU runs: "
@@ -493,6 +538,10 @@ def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None
         if r is None or m % 4 or n % 16:
             raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
         th, tw = (8 if m % 8 == 0 else 4), 16
+    elif kernel == "neon":
+        if m % 4 or k % 4 or k == 0:
+            raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
+        r, th, tw = k, 4, 1
     else:
         if m % 4 or k == 0:
             raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
@@ -602,22 +651,28 @@ def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Te
 SUB_CORRECTION_MAX_PAIRS = 8
 
 
+def _vnni_sub_correction(lib: ctypes.CDLL | None) -> bool:
+    return bool(lib is not None and hasattr(lib, "pouw_sub_correction") and lib.pouw_has_sub_correction())
+
+
 def has_sub_correction() -> bool:
-    """True when `sub_correction` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not "avx2",
-    which stands in for an AVX2-only CPU). Never raises."""
+    """True when `sub_correction` runs natively: library loaded, and a CPU with AVX512-VNNI ($POUW_NATIVE not
+    "avx2", which stands in for an AVX2-only CPU) or an aarch64 CPU (the NEON kernel's GEMM). Never raises."""
     lib = _get()
-    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_sub_correction")
-                and lib.pouw_has_sub_correction())
+    req = requested_kernel()
+    return bool(req != "avx2" and _vnni_sub_correction(lib)) or bool(req in ("auto", "neon") and has_neon())
 
 
 def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
     """The optional `Backend.sub_correction` of kernels/base.py: c -= sum_i 128^i * U_i @ V_i in place (int32,
     wrapping mod 2^32) in one pass over c. c: m x n int32 contiguous CPU tensor; pairs: [(U_i, V_i)] with U_i
     m x w_i and V_i w_i x n int8 CPU tensors (made contiguous; w_i not a multiple of 4 is zero-padded).
-    Returns c. Raises RuntimeError unless `has_sub_correction()`."""
+    Returns c. Raises RuntimeError unless `has_sub_correction()`. On aarch64 the NEON kernel runs it as one GEMM
+    over the digits side by side (Horner at each digit boundary)."""
     lib = _get()
-    if lib is None or not hasattr(lib, "pouw_sub_correction") or not lib.pouw_has_sub_correction():
-        why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
+    neon = not _vnni_sub_correction(lib) and has_neon()
+    if lib is None or not (_vnni_sub_correction(lib) or neon):
+        why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI or NEON"
         raise RuntimeError(f"native sub_correction unavailable: {why}")
     if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2:
         raise ShapeError("c must be a 2-D int32 tensor")
@@ -655,6 +710,8 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
         return c
     if threads is None:
         threads = torch.get_num_threads()
+    if neon:
+        return _neon_sub_correction(lib, c, us, vs, ws, threads)
     k = len(us)
     u_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in us))
     v_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in vs))
@@ -664,6 +721,30 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
         raise ShapeError("sub_correction rejected its arguments")
     if rc != 0:
         raise RuntimeError(f"native sub_correction failed with code {rc}")
+    return c
+
+
+def _neon_sub_correction(lib: ctypes.CDLL, c: torch.Tensor, us: list[torch.Tensor], vs: list[torch.Tensor],
+                         ws: list[int], threads: int) -> torch.Tensor:
+    """sub_correction's checked, 4-padded pairs on the NEON kernel: the digits side by side, highest first, each
+    zero-padded to the widest (int32 stays exact while d * w <= 65536; wider ones, far beyond the protocol's
+    ranks, run Horner in torch)."""
+    m, n = c.shape
+    w = max(ws)
+    if len(us) * w > 65536:
+        acc = torch.zeros_like(c)
+        for u, v in zip(reversed(us), reversed(vs)):
+            acc = acc * 128 + u.to(torch.int32) @ v.to(torch.int32)
+        return c.sub_(acc)
+    u_cat = torch.cat([torch.nn.functional.pad(u, (0, w - u.shape[1])) for u in reversed(us)], dim=1).contiguous()
+    v_cat = torch.cat([torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for v in reversed(vs)],
+                      dim=0).contiguous()
+    rc = lib.pouw_neon_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(us), w,
+                                      max(1, int(threads)))
+    if rc == -1:
+        raise ShapeError("sub_correction rejected its arguments")
+    if rc != 0:
+        raise RuntimeError(f"native neon_sub_correction failed with code {rc}")
     return c
 
 
@@ -840,7 +921,8 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
 
 
 __all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows", "avx2_sub_i16",
-           "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_kernels", "digit_count",
-           "gemm_kernel", "has_avx2", "has_correction_operands", "has_sub_correction", "has_tickets", "has_vnni",
-           "kernel_path", "noise_path", "noisy_matmul", "plain_chunk", "plain_matmul", "requested_kernel",
-           "sub_correction", "supported_kernels", "tile_tickets", "unavailable_reason"]
+           "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_flags", "cpu_kernels", "digit_count",
+           "gemm_kernel", "has_avx2", "has_correction_operands", "has_neon", "has_sub_correction", "has_tickets",
+           "has_vnni", "kernel_path", "kernels_for_flags", "neon_loop", "noise_path", "noisy_matmul", "plain_chunk",
+           "plain_matmul", "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets",
+           "unavailable_reason"]

@@ -11,6 +11,7 @@
  *
  *  - vnni_gemm.c: AVX512-VNNI (r % 4 == 0, w in {4, 8, 16}, h a power of two >= 4).
  *  - avx2_gemm.c: AVX2 + FMA (h % 4 == 0; stands in for CPUs without AVX-512).
+ *  - neon_gemm.c: aarch64 NEON, SDOT where the CPU has dotprod (r % 4 == 0, h % 4 == 0).
  *  - portable_gemm.c: plain C, per tile row (any CPU, any valid parameters): the fallback.
  *
  * Shared: pool.c (the thread pool and barrier; no OpenMP runtime), workspace.c (cached workspaces, also used by
@@ -41,15 +42,19 @@ typedef struct {
 static const pouw_kernel g_kernels[] = {
     {1, FLAG_KERNEL_VNNI, pouw_vnni_supported, pouw_vnni_params_ok, pouw_vnni_gemm},
     {2, FLAG_KERNEL_AVX2, pouw_avx2_supported, pouw_avx2_params_ok, pouw_avx2_gemm},
+    {3, FLAG_KERNEL_NEON, pouw_neon_supported, pouw_neon_params_ok, pouw_neon_gemm},
 };
 #define N_KERNELS ((int)(sizeof g_kernels / sizeof g_kernels[0]))
-#define ALL_KERNEL_FLAGS (FLAG_KERNEL_VNNI | FLAG_KERNEL_AVX2)
+#define ALL_KERNEL_FLAGS (FLAG_KERNEL_VNNI | FLAG_KERNEL_AVX2 | FLAG_KERNEL_NEON)
 
 /* 1 when the AVX512-VNNI path can run on this CPU. */
 int pouw_has_vnni(void) { return pouw_vnni_supported(); }
 
 /* 1 when the AVX2 path can run on this CPU. */
 int pouw_has_avx2(void) { return pouw_avx2_supported(); }
+
+/* 1 when the NEON path can run on this CPU (any aarch64). */
+int pouw_has_neon(void) { return pouw_neon_supported(); }
 
 static int check_args(int64_t m, int64_t k, int64_t n, int r, int th, int tw) {
     if (m <= 0 || k <= 0 || n <= 0 || r <= 0 || th <= 0 || tw <= 0) return POUW_EINVAL;
@@ -70,7 +75,7 @@ static const pouw_kernel* pick_kernel(int64_t m, int64_t k, int64_t n, int r, in
     return NULL;
 }
 
-/* Which path pouw_noisy_gemm_ex would take: 1 = VNNI, 2 = AVX2, 0 = portable, negative = invalid arguments. */
+/* Which path pouw_noisy_gemm_ex would take: 1 = VNNI, 2 = AVX2, 3 = NEON, 0 = portable, negative = invalid arguments. */
 int pouw_path(int64_t m, int64_t k, int64_t n, int r, int th, int tw, int flags) {
     const int rc = check_args(m, k, n, r, th, tw);
     if (rc) return rc;
@@ -88,7 +93,7 @@ int pouw_noisy_gemm_ex(const int8_t* a, const int8_t* b, int64_t m, int64_t k, i
     if (K) {
         const int krc = K->gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads, flags);
         /* EINVAL: operands the kernel turns down after looking at them (AVX2: -128 with r > 1024), which the
-         * portable path takes */
+         * portable path takes; NEON: the SDOT loop forced onto a CPU without dotprod) */
         if (krc != POUW_EINVAL) return krc;
     }
     return pouw_portable_gemm(a, b, m, k, n, r, th, tw, c_out, msgs_out, threads);
@@ -100,5 +105,5 @@ int pouw_noisy_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int6
 }
 
 /* ABI version, bumped whenever a signature changes (2: aux.c's tile tickets and add_noise; 3: one noise map per
- * operand in add_noise and correction_operands; 4: the AVX2 kernel, pouw_path() == 2, FLAG_KERNEL_*). */
-int pouw_abi_version(void) { return 4; }
+ * operand in add_noise and correction_operands; 4: the AVX2 kernel, pouw_path() == 2, FLAG_KERNEL_*; 5: the NEON kernel, pouw_path() == 3). */
+int pouw_abi_version(void) { return 5; }

@@ -22,7 +22,11 @@
 #define FLAG_NO_TRANSCRIPT 2 /* VNNI / AVX2 paths: skip the messages (left unwritten): the engine's plain GEMM */
 #define FLAG_KERNEL_AVX2 4   /* only the AVX2 kernel (or the portable path where it does not fit) */
 #define FLAG_KERNEL_VNNI 8   /* only the AVX512-VNNI kernel (or the portable path) */
-/* 16, 32: avx2_gemm.c's choice of inner loop (fp32 / int) */
+/* 16, 32: avx2_gemm.c's choice of inner loop (fp32 / int); 64: its recovery mode (internal) */
+#define FLAG_KERNEL_NEON 128     /* only the NEON kernel (or the portable path) */
+#define FLAG_NEON_DOT 256        /* neon_gemm.c's SDOT loop (the portable path on a CPU without dotprod) */
+#define FLAG_NEON_MULL 512       /* neon_gemm.c's vmull_s8 loop (any aarch64 CPU) */
+#define FLAG_NEON_HORNER_SUB 1024 /* internal: pouw_neon_sub_correction's mode */
 
 static inline uint32_t rotl32(uint32_t x) { return (x << ROT) | (x >> (32 - ROT)); }
 
@@ -43,5 +47,16 @@ int pouw_avx2_supported(void);
 int pouw_avx2_params_ok(int64_t m, int64_t k, int64_t n, int r, int th, int tw);
 int pouw_avx2_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64_t n, int r, int th, int tw,
                    int32_t* c, uint32_t* msgs, int threads, int flags);
+
+/* neon_gemm.c: aarch64 Advanced SIMD (SDOT where the CPU has dotprod; stubs returning 0 / POUW_EINVAL elsewhere) */
+int pouw_neon_supported(void);
+int pouw_neon_params_ok(int64_t m, int64_t k, int64_t n, int r, int th, int tw);
+int pouw_neon_gemm(const int8_t* a, const int8_t* b, int64_t m, int64_t k, int64_t n, int r, int th, int tw,
+                   int32_t* c, uint32_t* msgs, int threads, int flags);
+/* 1 when the SDOT loop runs by default (the CPU has dotprod), 0 for the vmull_s8 loop */
+int pouw_neon_default_variant(void);
+/* c -= sum_i 128^i U_i V_i: see neon_gemm.c */
+int pouw_neon_sub_correction(int32_t* c, const int8_t* u, const int8_t* v, int64_t m, int64_t n, int64_t d,
+                             int64_t w, int threads);
 
 #endif /* POUW_NATIVE_H */
