@@ -137,6 +137,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "backend": backend.name + ("+native" if backend.kernel_path in NATIVE_KERNELS else ""),
         "kernel_path": backend.kernel_path,
         "avx2_loop": _avx2_loop(backend),
+        "neon_loop": _neon_loop(backend),   # aarch64: "dot" (SDOT) or "mull" (vmull_s8)
         "threads": torch.get_num_threads(),
         "size": size, "rank": rank, "tile": [tile, tile],
         "baseline": baseline,
@@ -192,20 +193,29 @@ def inexact_gemms(gemms: dict[str, Callable], k: int, seed: int = 0) -> list[str
 
 
 def _cpu_info() -> dict:
-    """The CPU's model name and feature flags (Linux /proc/cpuinfo; else platform's guess, no flags)."""
+    """The CPU's model name and feature flags (Linux /proc/cpuinfo; else platform's guess, no flags). aarch64
+    kernels print no model name: the model is then "<machine> implementer 0x.. part 0x.." (0x41 / 0xd0c: Arm
+    Neoverse N1, 0xd40: V1, 0xd4f: V2; 0xc0 / 0xac3: Ampere One; 0x61: Apple)."""
     info: dict = {"model": platform.processor() or platform.machine(), "flags": None}
+    arm: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 key, _, val = line.partition(":")
                 key = key.strip()
+                if not key and info["flags"] is not None:
+                    break                                  # the end of the first processor's block
                 if key == "model name" and info["flags"] is None:
                     info["model"] = val.strip()
-                elif key in ("flags", "Features"):
+                elif key in ("flags", "Features") and info["flags"] is None:
                     info["flags"] = val.split()
-                    break
+                elif key in ("CPU implementer", "CPU part"):
+                    arm.setdefault(key, val.strip())
     except OSError:
         pass
+    if arm and info["model"] in ("", platform.machine(), platform.processor()):
+        info["model"] = (f"{platform.machine()} implementer {arm.get('CPU implementer', '?')} "
+                         f"part {arm.get('CPU part', '?')}")
     return info
 
 
@@ -229,6 +239,14 @@ def _avx2_loop(backend) -> str | None:
     from kernels import native_loader
 
     return native_loader.avx2_loop()
+
+
+def _neon_loop(backend) -> str | None:
+    if backend.kernel_path != "neon":
+        return None
+    from kernels import native_loader
+
+    return native_loader.neon_loop()
 
 
 def _kernel_config(dev: torch.device, rank: int, tile: int) -> str | None:

@@ -1,4 +1,4 @@
-"""CPU backend: the native fused kernels (kernels/native: AVX512-VNNI or AVX2, chosen from the CPU's flags and
+"""CPU backend: the native fused kernels (kernels/native: AVX512-VNNI, AVX2 or NEON, chosen from the CPU's flags and
 $POUW_NATIVE), else a portable path on PyTorch; results are bit-identical.
 
 The portable path (aarch64, no C compiler, POUW_NATIVE=off, or a CPU without AVX2) runs the faster of two exact
@@ -211,8 +211,8 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
 class CpuBackend:
     """The CPU backend. native=None: the fused kernel $POUW_NATIVE selects (`native_loader.gemm_kernel()`) when the
     native library loads, else the portable torch path; native=False: the portable path only; native=True: a
-    fused kernel or RuntimeError. kernel="vnni"|"avx2": that fused kernel (RuntimeError when it does not run here).
-    `kernel_path` names what the GEMM runs: "vnni", "avx2" or "portable:<gemm>". With the AVX2 kernel the noise
+    fused kernel or RuntimeError. kernel="vnni"|"avx2"|"neon": that fused kernel (RuntimeError when it does not run
+    here). `kernel_path` names what the GEMM runs: "vnni", "avx2", "neon" or "portable:<gemm>". With the AVX2 kernel the noise
     gathers and the recovery use no AVX-512 either (on an AVX-512 machine it stands in for an AVX2-only CPU)."""
 
     name = "cpu"
@@ -298,11 +298,11 @@ class CpuBackend:
         return self.kernel or f"portable:{portable_gemm()}"
 
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Exact A @ B: the AVX2 kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no fast
-        path there), torch._int_mm with AVX512-VNNI (oneDNN's is fast), else the portable exact GEMM."""
-        if self.kernel == "avx2":
+        """Exact A @ B: the AVX2 or NEON kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no
+        fast path there), torch._int_mm with AVX512-VNNI (oneDNN's is fast), else the portable exact GEMM."""
+        if self.kernel in ("avx2", "neon"):
             try:
-                return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel="avx2")
+                return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel=self.kernel)
             except ShapeError:
                 pass
         if self.kernel == "vnni":

@@ -656,11 +656,12 @@ def _vnni_sub_correction(lib: ctypes.CDLL | None) -> bool:
 
 
 def has_sub_correction() -> bool:
-    """True when `sub_correction` runs natively: library loaded, and a CPU with AVX512-VNNI ($POUW_NATIVE not
-    "avx2", which stands in for an AVX2-only CPU) or an aarch64 CPU (the NEON kernel's GEMM). Never raises."""
+    """True when `sub_correction` runs natively: library loaded, and a CPU with AVX512-VNNI ($POUW_NATIVE "auto" or
+    "vnni": "avx2" stands in for an AVX2-only CPU, "neon" runs no x86 kernel) or an aarch64 CPU (the NEON kernel's
+    GEMM). Never raises."""
     lib = _get()
     req = requested_kernel()
-    return bool(req != "avx2" and _vnni_sub_correction(lib)) or bool(req in ("auto", "neon") and has_neon())
+    return bool(req in ("auto", "vnni") and _vnni_sub_correction(lib)) or bool(req in ("auto", "neon") and has_neon())
 
 
 def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
@@ -870,10 +871,10 @@ def avx2_gather_cols(a: torch.Tensor, idx, r: int, *, threads: int | None = None
 
 
 def has_correction_operands() -> bool:
-    """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE not
-    "avx2"). Never raises."""
+    """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE "auto" or
+    "vnni"). Never raises."""
     lib = _get()
-    return bool(requested_kernel() != "avx2" and lib is not None and hasattr(lib, "pouw_correction_operands")
+    return bool(requested_kernel() in ("auto", "vnni") and lib is not None and hasattr(lib, "pouw_correction_operands")
                 and lib.pouw_has_sub_correction())
 
 

@@ -26,3 +26,15 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
     echo "setup: could not install promtool (prometheus); the metrics lint test will be skipped" >&2
   fi
 fi
+# The aarch64 cross compiler and user-mode emulator for tests/test_native_neon.py (the NEON kernel, built for
+# aarch64 and run under qemu-aarch64 on an x86-64 machine), only when missing and apt-get is there; the test skips
+# with a reason otherwise. An aarch64 machine builds and runs that kernel natively and needs neither.
+if [ "$(uname -m)" = x86_64 ] && command -v apt-get >/dev/null 2>&1 \
+    && ! { command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 \
+           && { command -v qemu-aarch64 >/dev/null 2>&1 || command -v qemu-aarch64-static >/dev/null 2>&1; }; }; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if ! ($SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user) >/dev/null 2>&1; then
+    echo "setup: could not install the aarch64 cross tools (gcc-aarch64-linux-gnu, qemu-user); the NEON kernel's test will be skipped" >&2
+  fi
+fi

@@ -59,7 +59,7 @@ def test_env_forces_the_kernel(tmp_path):
             "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, sub is not None and sub == n.sub_correction)")
     cpu = native_loader.cpu_kernels()
     for env, want_kernel in (("avx2", "avx2" if "avx2" in cpu else None), ("vnni", "vnni" if "vnni" in cpu else None),
-                             ("off", None)):
+                             ("neon", "neon" if "neon" in cpu else None), ("off", None)):
         res = _run_py(code, {"POUW_NATIVE": env, "POUW_PORTABLE_GEMM": "fp32"})
         assert res.returncode == 0, res.stderr
         req, kern, path, has_sub = res.stdout.split()

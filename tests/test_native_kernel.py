@@ -1,8 +1,9 @@
-"""The native fused CPU kernels (kernels/native/vnni_gemm.c, avx2_gemm.c via kernels.native_loader) are bit-exact.
+"""The native fused CPU kernels (kernels/native/vnni_gemm.c, avx2_gemm.c, neon_gemm.c via kernels.native_loader) are
+bit-exact.
 
 Small shapes are checked against the pure-Python `kernels.reference`; a medium shape against a fast torch/numpy
 model of the contract written here. Every kernel this CPU's flags say it runs is exercised (AVX512-VNNI; AVX2 with
-both inner loops), whatever $POUW_NATIVE says, and the portable C path too; tests/test_cpu_kernels.py fails when
+both inner loops; NEON with the loops the CPU has: tests/test_native_neon.py runs it under qemu elsewhere), whatever $POUW_NATIVE says, and the portable C path too; tests/test_cpu_kernels.py fails when
 the build lacks a kernel the CPU has.
 """
 from __future__ import annotations
@@ -29,8 +30,10 @@ pytestmark = pytest.mark.skipif(
 needs_vnni = pytest.mark.skipif(not native_loader.has_vnni(), reason="CPU lacks AVX512-VNNI: only the portable path runs")
 
 # (kernel, AVX2 inner loop) for every fused kernel the CPU's flags say it runs
+_LOOPS = {"vnni": (None,), "avx2": ("int", "fp32"),
+          "neon": ("dot", "mull") if "asimddp" in native_loader.cpu_flags() else ("mull",)}
 FUSED = [pytest.param(k, loop, id=f"{k}-{loop}" if loop else k) for k in native_loader.cpu_kernels()
-         for loop in ((None,) if k == "vnni" else ("int", "fp32"))]
+         for loop in _LOOPS[k]]
 IMPLS = FUSED + [pytest.param("portable", None, id="portable")]
 
 
@@ -40,6 +43,8 @@ def _fits(kernel: str, r: int, h: int, w: int) -> bool:
         return r % 4 == 0 and w in (4, 8, 16) and h >= 4 and h & (h - 1) == 0
     if kernel == "avx2":
         return h % 4 == 0 and (r % 4 == 0 or r <= 1024)
+    if kernel == "neon":
+        return h % 4 == 0 and r % 4 == 0
     return True
 
 
