@@ -36,10 +36,18 @@
 
 #if defined(__aarch64__) && defined(__GNUC__)
 #include <arm_neon.h>
+#ifdef __linux__
 #include <sys/auxv.h>
-
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+/* the SDOT loop's functions: built for dotprod whatever -march says, run only where the CPU has it */
+#ifdef __clang__
+#define NE_DOT_TARGET __attribute__((target("dotprod")))
+#else
+#define NE_DOT_TARGET __attribute__((target("arch=armv8.2-a+dotprod")))
 #endif
 
 #define NE_MR 4          /* rows per microkernel call */
@@ -50,10 +58,18 @@
 #define POUW_NEON_A_BLOCK_BYTES (256 * 1024)
 #endif
 
+/* 1 when the CPU has ARMv8.2 dotprod (Linux: HWCAP_ASIMDDP, "asimddp" in /proc/cpuinfo; elsewhere: what the
+ * compiler was told) */
 static int ne_cpu_has_dot(void) {
+#ifdef __linux__
     static int cached = -1;
     if (cached < 0) cached = (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
     return cached;
+#elif defined(__ARM_FEATURE_DOTPROD)
+    return 1;
+#else
+    return 0;
+#endif
 }
 
 typedef struct {
@@ -189,10 +205,7 @@ static inline int32x4_t ne_load_quad(const int8_t* p) {
     return vdupq_n_s32(x);
 }
 
-#pragma GCC push_options
-#pragma GCC target("arch=armv8.2-a+dotprod")
-
-static void ne_ukern_dot(const ne_uk* U) {
+NE_DOT_TARGET static void ne_ukern_dot(const ne_uk* U) {
     const int8_t *a0 = U->a[0], *a1 = U->a[1], *a2 = U->a[2], *a3 = U->a[3];
     const int8_t* bp = U->bp;
     int32x4_t c00 = vdupq_n_s32(0), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00,
@@ -257,8 +270,6 @@ static void ne_ukern_dot(const ne_uk* U) {
     ne_store(U, 2, 0, c20); ne_store(U, 2, 1, c21); ne_store(U, 2, 2, c22); ne_store(U, 2, 3, c23);
     ne_store(U, 3, 0, c30); ne_store(U, 3, 1, c31); ne_store(U, 3, 2, c32); ne_store(U, 3, 3, c33);
 }
-
-#pragma GCC pop_options
 
 /* columns 8 hf .. 8 hf + 7 of the panel (vectors 2 hf, 2 hf + 1). Accumulator lanes: (column, k half) pairs. */
 static void ne_ukern_mull(const ne_uk* U, int hf) {
