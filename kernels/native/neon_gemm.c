@@ -10,7 +10,7 @@
  * (pouw_neon_default_variant() says which runs; FLAG_NEON_DOT / FLAG_NEON_MULL force one):
  *
  *  - "dot" (ARMv8.2 dotprod, HWCAP_ASIMDDP / "asimddp" in /proc/cpuinfo): 4 rows x 16 columns, 16 int32x4
- *    accumulators. SDOT (vdotq_laneq_s32) adds 4 exact int8 products into each int32 lane: with A's row loaded 16
+ *    accumulators. SDOT (vdotq_lane_s32) adds 4 exact int8 products into each int32 lane: with A's row loaded 8
  *    k entries at a time, one SDOT per row and 4-column vector per quad.
  *  - "mull" (any ARMv8 NEON): 4 rows x 8 columns. vmull_s8 / vmull_high_s8 multiply a quad of A (broadcast)
  *    with two columns' quads into int16 (every single product fits, -128 * -128 included), vpadalq_s16 adds
@@ -213,34 +213,30 @@ NE_DOT_TARGET static void ne_ukern_dot(const ne_uk* U) {
     int64_t l = 0;
     for (int64_t c = 0; c < U->nchunks; c++) {
         const int64_t lend = l + U->r;
-        /* 16 k entries of each A row at a time: quad t of them is lane t */
-        for (; l + 16 <= lend; l += 16, bp += 4 * NE_QUAD) {
-            const int8x16_t A0 = vld1q_s8(a0 + l), A1 = vld1q_s8(a1 + l), A2 = vld1q_s8(a2 + l),
-                            A3 = vld1q_s8(a3 + l);
+        /* 8 k entries of each A row at a time, quad t of them in lane t: 16 accumulators, 8 B and 4 A registers
+         * (with 16 k at a time the compiler keeps 16 B registers live and spills) */
+        for (; l + 8 <= lend; l += 8, bp += 2 * NE_QUAD) {
+            const int8x8_t A0 = vld1_s8(a0 + l), A1 = vld1_s8(a1 + l), A2 = vld1_s8(a2 + l), A3 = vld1_s8(a3 + l);
             __builtin_prefetch(bp + 8 * NE_QUAD);
             __builtin_prefetch(bp + 9 * NE_QUAD);
-            __builtin_prefetch(bp + 10 * NE_QUAD);
-            __builtin_prefetch(bp + 11 * NE_QUAD);
 #define NE_DOT_QUAD(T)                                                                                          \
     do {                                                                                                        \
         const int8x16_t b0 = vld1q_s8(bp + (T) * NE_QUAD), b1 = vld1q_s8(bp + (T) * NE_QUAD + 16),              \
                         b2 = vld1q_s8(bp + (T) * NE_QUAD + 32), b3 = vld1q_s8(bp + (T) * NE_QUAD + 48);         \
-        c00 = vdotq_laneq_s32(c00, b0, A0, T); c01 = vdotq_laneq_s32(c01, b1, A0, T);                         \
-        c02 = vdotq_laneq_s32(c02, b2, A0, T); c03 = vdotq_laneq_s32(c03, b3, A0, T);                         \
-        c10 = vdotq_laneq_s32(c10, b0, A1, T); c11 = vdotq_laneq_s32(c11, b1, A1, T);                         \
-        c12 = vdotq_laneq_s32(c12, b2, A1, T); c13 = vdotq_laneq_s32(c13, b3, A1, T);                         \
-        c20 = vdotq_laneq_s32(c20, b0, A2, T); c21 = vdotq_laneq_s32(c21, b1, A2, T);                         \
-        c22 = vdotq_laneq_s32(c22, b2, A2, T); c23 = vdotq_laneq_s32(c23, b3, A2, T);                         \
-        c30 = vdotq_laneq_s32(c30, b0, A3, T); c31 = vdotq_laneq_s32(c31, b1, A3, T);                         \
-        c32 = vdotq_laneq_s32(c32, b2, A3, T); c33 = vdotq_laneq_s32(c33, b3, A3, T);                         \
+        c00 = vdotq_lane_s32(c00, b0, A0, T); c01 = vdotq_lane_s32(c01, b1, A0, T);                           \
+        c02 = vdotq_lane_s32(c02, b2, A0, T); c03 = vdotq_lane_s32(c03, b3, A0, T);                           \
+        c10 = vdotq_lane_s32(c10, b0, A1, T); c11 = vdotq_lane_s32(c11, b1, A1, T);                           \
+        c12 = vdotq_lane_s32(c12, b2, A1, T); c13 = vdotq_lane_s32(c13, b3, A1, T);                           \
+        c20 = vdotq_lane_s32(c20, b0, A2, T); c21 = vdotq_lane_s32(c21, b1, A2, T);                           \
+        c22 = vdotq_lane_s32(c22, b2, A2, T); c23 = vdotq_lane_s32(c23, b3, A2, T);                           \
+        c30 = vdotq_lane_s32(c30, b0, A3, T); c31 = vdotq_lane_s32(c31, b1, A3, T);                           \
+        c32 = vdotq_lane_s32(c32, b2, A3, T); c33 = vdotq_lane_s32(c33, b3, A3, T);                           \
     } while (0)
             NE_DOT_QUAD(0);
             NE_DOT_QUAD(1);
-            NE_DOT_QUAD(2);
-            NE_DOT_QUAD(3);
 #undef NE_DOT_QUAD
         }
-        /* the chunk's last quads (r % 16 != 0): A's quad broadcast */
+        /* the chunk's last quad (r % 8 != 0): A's quad broadcast */
         for (; l < lend; l += 4, bp += NE_QUAD) {
             const int8x16_t A0 = vreinterpretq_s8_s32(ne_load_quad(a0 + l)), A1 = vreinterpretq_s8_s32(ne_load_quad(a1 + l)),
                             A2 = vreinterpretq_s8_s32(ne_load_quad(a2 + l)), A3 = vreinterpretq_s8_s32(ne_load_quad(a3 + l));
