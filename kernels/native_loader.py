@@ -712,7 +712,7 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
     if threads is None:
         threads = torch.get_num_threads()
     if neon:
-        return _neon_sub_correction(lib, c, us, vs, ws, threads)
+        return _neon_sub_correction(lib, c, us, vs, threads)
     k = len(us)
     u_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in us))
     v_ptrs = (ctypes.c_void_p * k)(*(t.data_ptr() for t in vs))
@@ -725,21 +725,28 @@ def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> tor
     return c
 
 
+def digits_side_by_side(us: list[torch.Tensor], vs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(U, V, w) for a GEMM whose chunks of width w are the digits, highest first: U = [U_{d-1} | .. | U_0] and
+    V = [V_{d-1} ; .. ; V_0], each pair zero-padded to the widest w (a multiple of 4 when every w_i is one). With
+    S = 128 S + U_i V_i at each chunk boundary (Horner) the GEMM gives sum_i 128^i U_i V_i."""
+    w = max(u.shape[1] for u in us)
+    u_cat = torch.cat([torch.nn.functional.pad(u, (0, w - u.shape[1])) for u in reversed(us)], dim=1).contiguous()
+    v_cat = torch.cat([torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for v in reversed(vs)],
+                      dim=0).contiguous()
+    return u_cat, v_cat, w
+
+
 def _neon_sub_correction(lib: ctypes.CDLL, c: torch.Tensor, us: list[torch.Tensor], vs: list[torch.Tensor],
-                         ws: list[int], threads: int) -> torch.Tensor:
-    """sub_correction's checked, 4-padded pairs on the NEON kernel: the digits side by side, highest first, each
-    zero-padded to the widest (int32 stays exact while d * w <= 65536; wider ones, far beyond the protocol's
-    ranks, run Horner in torch)."""
+                         threads: int) -> torch.Tensor:
+    """sub_correction's checked, 4-padded pairs on the NEON kernel: one GEMM over `digits_side_by_side` (int32
+    stays exact while d * w <= 65536; wider ones, far beyond the protocol's ranks, run Horner in torch)."""
     m, n = c.shape
-    w = max(ws)
+    u_cat, v_cat, w = digits_side_by_side(us, vs)
     if len(us) * w > 65536:
         acc = torch.zeros_like(c)
         for u, v in zip(reversed(us), reversed(vs)):
             acc = acc * 128 + u.to(torch.int32) @ v.to(torch.int32)
         return c.sub_(acc)
-    u_cat = torch.cat([torch.nn.functional.pad(u, (0, w - u.shape[1])) for u in reversed(us)], dim=1).contiguous()
-    v_cat = torch.cat([torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for v in reversed(vs)],
-                      dim=0).contiguous()
     rc = lib.pouw_neon_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(us), w,
                                       max(1, int(threads)))
     if rc == -1:
@@ -923,6 +930,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
 
 __all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows", "avx2_sub_i16",
            "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_flags", "cpu_kernels", "digit_count",
+           "digits_side_by_side",
            "gemm_kernel", "has_avx2", "has_correction_operands", "has_neon", "has_sub_correction", "has_tickets",
            "has_vnni", "kernel_path", "kernels_for_flags", "neon_loop", "noise_path", "noisy_matmul", "plain_chunk",
            "plain_matmul", "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets",

@@ -357,3 +357,20 @@ def test_loader_picks_neon_from_aarch64_flags():
     if nl.available():
         assert nl.has_neon() == NATIVE_AARCH64
         assert ("neon" in nl.supported_kernels()) == NATIVE_AARCH64
+
+
+def test_digits_side_by_side_is_the_horner_operand():
+    """The loader's NEON sub_correction glue: the digit pairs side by side, highest first, padded to the widest,
+    are what pouw_neon_sub_correction's Horner GEMM (checked above under qemu) turns into sum_i 128^i U_i V_i."""
+    gen = torch.Generator().manual_seed(4)
+    m, n = 7, 11
+    widths = [12, 8, 4]
+    us = [torch.randint(-64, 64, (m, w), generator=gen, dtype=torch.int8) for w in widths]
+    vs = [torch.randint(-64, 64, (w, n), generator=gen, dtype=torch.int8) for w in widths]
+    u_cat, v_cat, w = nl.digits_side_by_side(us, vs)
+    assert w == 12 and u_cat.shape == (m, 36) and v_cat.shape == (36, n)
+    acc = torch.zeros((m, n), dtype=torch.int64)
+    for i in range(len(us)):          # the kernel's chunks, in order: S = 128 S + chunk product
+        acc = acc * 128 + u_cat[:, i * w:(i + 1) * w].to(torch.int64) @ v_cat[i * w:(i + 1) * w].to(torch.int64)
+    want = sum((128 ** i) * (u.to(torch.int64) @ v.to(torch.int64)) for i, (u, v) in enumerate(zip(us, vs)))
+    assert torch.equal(acc, want)
