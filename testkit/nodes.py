@@ -38,6 +38,30 @@ def set_mining(nodes, on: bool) -> None:
             n.miner.enabled = on
 
 
+def record_writes(client) -> list[tuple[str, str]]:
+    """From now on, (method, path) of every request other than GET/HEAD that `client` (a node.client.Client) sends:
+    a call the SDK refuses must send nothing. The client's calls return once the node answered, so what the list
+    lacks never reaches the node later (no sleep needed before asserting the node's state is unchanged)."""
+    writes: list[tuple[str, str]] = []
+    send = client._request
+
+    def recording(method: str, path: str, *a, **kw):
+        if method not in ("GET", "HEAD"):
+            writes.append((method, path))
+        return send(method, path, *a, **kw)
+    client._request = recording
+    return writes
+
+
+async def pause_mining(nodes, timeout: float = 10.0) -> None:
+    """Stop mining and wait until every miner's loop has seen it (state "paused"): a pass that was in flight has
+    ended and a block it found was dropped, so from here on no node's tip moves by its own miner. (Instead of a
+    fixed sleep before asserting that nothing changes.)"""
+    set_mining(nodes, False)
+    await wait_for(lambda: all(n.miner is None or n.miner.state == "paused" for n in nodes), timeout,
+                   what="miners paused")
+
+
 async def converge(nodes, timeout: float = 30.0) -> None:
     """Stop mining and wait for one tip. Equal-work forks never resolve by themselves (ties keep the
     first-seen block), so while tips differ the first node mines one more block to break the tie."""

@@ -16,7 +16,7 @@ from chain.block import Block
 from chain.keys import PrivateKey
 from node import explorer_api
 from node.client import Client
-from testkit.nodes import set_mining, start_node, wait_for
+from testkit.nodes import pause_mining, start_node, wait_for
 
 from test_jobs_e2e import fund, operands, run
 
@@ -41,8 +41,7 @@ def test_explorer_lookups(tmp_path):
             res = await asyncio.to_thread(Client(n.url).submit_job, CLIENT, a, b, None, True, timeout=90)
             jid = res.job_id
             await wait_for(lambda: n.chain.height >= 6, 30, what="blocks")
-            set_mining([n], False)
-            await asyncio.sleep(0.5)
+            await pause_mining([n])
             cs = n.chain
             tip = cs.tip.hash.hex()
 

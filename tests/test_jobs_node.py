@@ -16,7 +16,7 @@ from chain.keys import PrivateKey
 from chain.tx import make_job_claim, make_job_result, make_job_submit
 from node.blobs import encode_array
 from node.client import Client
-from testkit.nodes import set_mining, start_node, wait_for
+from testkit.nodes import pause_mining, set_mining, start_node, wait_for
 
 from test_jobs_e2e import FUND, exact, fund, job_status, operands, run, stop_all
 
@@ -124,8 +124,7 @@ def test_hole3_griefer_claim_lapses_and_the_miner_retries(tmp_path):
             await fund(gw, GRIEFER)
             cl = Client(gw.url)
             a, b = operands()
-            set_mining([m0], False)
-            await asyncio.sleep(0.5)
+            await pause_mining([m0])
             sub = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, False)
             jid = bytes.fromhex(sub.job_id)
             cfg = gw.cfg

@@ -868,14 +868,14 @@ def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
             # 1. the disk fills up: detected before a write fails
             n.storage.disk_usage = lambda p: SimpleNamespace(free=10 << 20)
             await wait_for(lambda: not n.storage.ok, 5, what="low-space fault")
+            # the miner's loop sees the fault (a pass in flight ends, its block dropped): from here nothing is mined
+            await wait_for(lambda: n.miner.state == "paused", 5, what="the fault pauses the miner")
+            h, macs = n.chain.height, n.miner.rate.total_macs
             doc = await status()
             assert doc["storage"]["ok"] is False and "MiB free" in doc["storage"]["error"]
             assert doc["mining"]["state"] == "storage-fault"
             assert await metric("pouw_storage_fault") == 1.0
-            await asyncio.sleep(0.5)
-            h = n.chain.height
-            await asyncio.sleep(1.5)
-            assert n.chain.height == h, "mining must stop while storage is faulted"
+            assert (n.chain.height, n.miner.rate.total_macs) == (h, macs), "mining must stop while storage is faulted"
             # space returns: mining resumes by itself
             n.storage.disk_usage = real_usage
             await wait_for(lambda: n.storage.ok, 5, what="recovery")
@@ -944,11 +944,11 @@ def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
             try:  # or: it starts, its full scan finds the damage, and it stops mining and says so
                 await wait_for(lambda: not n.storage.ok, 30, what=f"damage reported ({how} at {where})")
                 assert n.storage.permanent and "pouw reindex" in n.storage.error
+                await wait_for(lambda: n.miner.state == "paused", 5, what="the fault pauses the miner")
+                h, macs = n.chain.height, n.miner.rate.total_macs
                 st, doc, _ = await api(n.url, "GET", "/api/v1/status")
                 assert doc["storage"]["ok"] is False and doc["mining"]["state"] == "storage-fault"
-                h = n.chain.height
-                await asyncio.sleep(1.0)
-                assert n.chain.height == h
+                assert (n.chain.height, n.miner.rate.total_macs) == (h, macs)
                 return "reported"
             finally:
                 await n.stop()

@@ -13,7 +13,7 @@ from chain.block import Block
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
-from testkit.nodes import converge, set_mining, start_node, wait_for
+from testkit.nodes import converge, pause_mining, set_mining, start_node, wait_for
 
 
 def run(coro):
@@ -61,8 +61,7 @@ def test_late_node_syncs_from_genesis(tmp_path):
         a = await start_node(tmp_path / "a", mine=True)
         try:
             await wait_for(lambda: a.chain.height >= 60, 60, what="60 blocks")
-            set_mining([a], False)
-            await asyncio.sleep(0.2)
+            await pause_mining([a])
             b = await start_node(tmp_path / "b", peers=[a.listen_addr])
             c = await start_node(tmp_path / "c", peers=[a.listen_addr, b.listen_addr])
             try:
@@ -102,12 +101,11 @@ def test_partition_heal_reorgs_to_heavier_chain_and_keeps_txs(tmp_path):
             c.add_tx(tx)
             c.miner.enabled = True
             await wait_for(lambda: c.chain.height >= fork_height + 2, 30, what="c mines")
-            c.miner.enabled = False
+            await pause_mining([c])
             assert tx.txid in c.txindex
             a.miner.enabled = True
             await wait_for(lambda: a.chain.height >= fork_height + 6, 30, what="a mines")
-            a.miner.enabled = False
-            await asyncio.sleep(0.3)
+            await pause_mining([a])
             await wait_for(lambda: b.chain.tip.hash == a.chain.tip.hash, 20, what="group 1 agrees")
             heavy = max((a, c), key=lambda n: n.chain.tip.chainwork)
             assert heavy is a
@@ -258,8 +256,7 @@ def test_graceful_shutdown_and_restart_resume(tmp_path):
         a = await start_node(tmp_path / "a", mine=True, interval=0.05)
         b = await start_node(tmp_path / "b", peers=[a.listen_addr])
         await wait_for(lambda: b.chain.height >= 8 and b.chain.tip.hash == a.chain.tip.hash, 30)
-        set_mining([a], False)
-        await asyncio.sleep(0.2)
+        await pause_mining([a])
         await wait_for(lambda: b.chain.tip.hash == a.chain.tip.hash, 10)
         tx = make_transfer(faucet_key(), a.cfg.chain_id, a.chain.get_account(faucet_key().address).nonce,
                            PrivateKey.from_phrase(b"restart").address, 5000, fee=9)
@@ -331,8 +328,7 @@ def test_low_work_chain_ignored_and_time_too_new_not_punished(tmp_path):
         # b mined a short chain of its own before meeting a
         b = await start_node(tmp_path / "b", mine=True, interval=0.05)
         await wait_for(lambda: b.chain.height >= 3, 30)
-        set_mining([b], False)
-        await asyncio.sleep(0.2)
+        await pause_mining([b])
         b_blocks = list(b.chain.chain[1:])
         b.p2p.add_addr(a.listen_addr)
         try:
