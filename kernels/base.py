@@ -86,10 +86,12 @@ class Backend(Protocol):
         ...
 
     def noisy_mm(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+        out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(C', messages) as described in this module's docstring. A backend declaring `caps.accepts_out` also
-        takes out=(c, msgs), caller-owned contiguous buffers it writes into and returns."""
+        """(C', messages) as described in this module's docstring. A backend declaring `caps.accepts_out` writes
+        them into `out` = (c, msgs), caller-owned contiguous buffers, and returns those; any other backend
+        refuses an `out` (ValueError)."""
         ...
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:

@@ -149,9 +149,12 @@ class CudaBackend:
             return c[:m, :n] if (mp, np_) != (m, n) else c
 
     def noisy_mm(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+        out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C', messages) per `kernels.base`, via the fused kernel (`_fused`), on this backend's device."""
+        if out is not None:
+            raise ValueError("the CUDA backend allocates its results (caps.accepts_out is False)")
         check_operands(a, b, r, tile_h, tile_w)
         with torch.cuda.device(self.device):
             return self._fused(a.to(self.device), b.to(self.device), r, tile_h, tile_w)

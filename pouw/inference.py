@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -51,13 +52,22 @@ class QuantMLP:
             acc = matmul(xq.contiguous(), layer.w_q)
             if acc.dtype != torch.int32 or acc.shape != (xq.shape[0], layer.w_q.shape[1]):
                 raise ValueError("matmul returned a wrong dtype or shape")
-            h = acc.to(torch.float32) * np.float32(layer.x_scale * layer.w_scale) + layer.bias
+            scale = float(np.float32(layer.x_scale * layer.w_scale))  # s_x * s_w rounded to float32, as a float
+            h = acc.to(torch.float32) * scale + layer.bias
             if i + 1 < len(self.layers):
                 h = torch.relu(h)
         return h
 
 
-def train_digits_mlp(hidden: int = 64, epochs: int = 60, seed: int = 0) -> tuple[QuantMLP, dict]:
+class DigitsTest(TypedDict):
+    """The held-out split of `train_digits_mlp` and the float model's accuracy on it."""
+
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    float_accuracy: float
+
+
+def train_digits_mlp(hidden: int = 64, epochs: int = 60, seed: int = 0) -> tuple[QuantMLP, DigitsTest]:
     """Train a 64-hidden-64... MLP on scikit-learn's bundled digits set (nothing downloaded), quantize it.
 
     Returns the quantized model and a dict with the test split (x_test, y_test) and float accuracy.
@@ -72,19 +82,20 @@ def train_digits_mlp(hidden: int = 64, epochs: int = 60, seed: int = 0) -> tuple
     split = int(0.8 * len(x))
     tr, te = perm[:split], perm[split:]
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    lin1, lin2 = torch.nn.Linear(64, hidden), torch.nn.Linear(hidden, 10)
+    net = torch.nn.Sequential(lin1, torch.nn.ReLU(), lin2)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     for _ in range(epochs):
         for idx in torch.split(tr[torch.randperm(len(tr), generator=g)], 128):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
-            loss.backward()
+            torch.autograd.backward(loss)
             opt.step()
     with torch.no_grad():
         float_acc = float((net(x[te]).argmax(1) == y[te]).float().mean())
         layers = []
         h = x[tr]
-        for lin in (net[0], net[2]):
+        for lin in (lin1, lin2):
             w = lin.weight.detach().t().contiguous()
             ws = scale_for(w)
             xs = scale_for(h)

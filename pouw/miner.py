@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class PreparedJob:
     job: JobCommitment
     tree_a: MerkleTree
     tree_b: MerkleTree
-    _on: dict = field(default_factory=dict, repr=False)
+    _on: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device.type == "cpu":
@@ -45,7 +46,7 @@ class PreparedJob:
         return self._on[key]
 
 
-def prepare_job(a, b, params: PowParams) -> PreparedJob:
+def prepare_job(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, params: PowParams) -> PreparedJob:
     ta, tb = check_operands(a, b)
     params.check_shape(ta.shape[0], ta.shape[1], tb.shape[1])
     t_a, t_b = tree_a(ta), tree_b(tb)
@@ -107,7 +108,8 @@ def make_proof(prep: PreparedJob, job_key: bytes, ti: int, tj: int, ticket: byte
                      tuple(prep.tree_a.open_range(ti * h, h)), tuple(prep.tree_b.open_range(tj * w, w)))
 
 
-def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: PowParams,
+def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray,
+             target: int, params: PowParams,
              backend: Backend | None = None, prepared: PreparedJob | None = None,
              recover_c: bool = True, max_proofs: int = 8, stage_sync: bool = True) -> MiningResult:
     """Mine `job` (whose commitment is inside `template`) once; return C, all tickets and winning proofs.
@@ -122,7 +124,8 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
         raise JobError("operands do not match the job commitment in the template")
     backend = backend or get_backend("cpu")
     dev = backend.device
-    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" and stage_sync else (lambda: None)
+    sync: Callable[[], None] = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" and stage_sync \
+        else (lambda: None)
     m, k, n = job.m, job.k, job.n
     r, h, w = params.rank, params.tile_h, params.tile_w
     a_d, b_d = prep.on(dev)
@@ -136,17 +139,18 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     add_noise = caps.add_noise                          # fused path (native CPU kernel, Triton)
     reuse = caps.accepts_out                            # write into this thread's reused buffers
     if add_noise is not None:
-        kw = {}
         if reuse:
-            kw["out"] = (_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8))
-        a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps, **kw)
+            a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps,
+                               out=(_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8)))
+        else:
+            a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps)
     else:
         a2, b2 = noisy_operands(a_d, b_d, nz, backend.mm)
     sync()
     t2 = time.perf_counter()
     fused = caps.noisy_mm_recover if recover_c else None
     sub = caps.sub_correction
-    pairs = None
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []   # made only for the two paths below that use them
     if recover_c and (fused is not None or sub is not None):
         # the recovery's digit operands, made now while A and B' are still in cache (the GEMM evicts them)
         pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands)
@@ -167,12 +171,13 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     tickets = backend.tile_tickets(ticket_prefix(seeds.job_key), msgs)
     sync()
     t4 = time.perf_counter()
+    result: torch.Tensor | None = c
     if not recover_c:
-        c = None
+        result = None
     elif fused is None and sub is not None:
         sub(c, pairs)                                   # c -= sum_i 128^i U_i V_i in place: C' becomes C
     elif fused is None:
-        c = recover(c, a_d, b2, nz, backend.mm)
+        result = recover(c, a_d, b2, nz, backend.mm)
     sync()
     t5 = time.perf_counter()
     n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs)
@@ -181,4 +186,4 @@ def mine_job(template: bytes, job: JobCommitment, a, b, target: int, params: Pow
     t6 = time.perf_counter()
     timings = {"prepare": t1 - t0, "noise": t2 - t1, "operands": t2b - t2, "gemm": t3 - t2b, "tickets": t4 - t3,
                "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
-    return MiningResult(seeds.job_key, c, tickets, proofs, n_winners, timings)
+    return MiningResult(seeds.job_key, result, tickets, proofs, n_winners, timings)

@@ -12,6 +12,8 @@ All intermediates fit int32 for k <= MAX_K (see docs/protocol.md).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -28,9 +30,9 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
         v = x.numpy().astype(np.int32)
         digits = []
         while True:
-            d = ((v + 64) & 127) - 64
-            digits.append(torch.from_numpy(d.astype(np.int8)))
-            v = (v - d) >> 7
+            dv = ((v + 64) & 127) - 64
+            digits.append(torch.from_numpy(dv.astype(np.int8)))
+            v = (v - dv) >> 7
             if not v.any():
                 return digits
     x = x.to(torch.int32).clone()
@@ -44,7 +46,8 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
-                        native=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                        native: Callable[..., list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+                        ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous.
 
     `native(a, b_noisy, e_l, f_r, map_a, map_b)` (optional, a backend's `correction_operands`) returns the
