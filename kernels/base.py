@@ -102,6 +102,17 @@ class Backend(Protocol):
         ...
 
 
+def digit_count(lo: int, hi: int) -> int:
+    """The fewest signed base-128 digits (each in [-64, 63], at least one) that hold every value in [lo, hi].
+
+    D digits hold exactly [-64 S_D, 63 S_D] with S_D = (128^D - 1) / 127 = 1 + 128 + ... + 128^(D-1): adding 64 S_D
+    maps that range one to one onto the D-digit unsigned base-128 numbers [0, 128^D - 1] (digit d <-> d + 64)."""
+    d, top, bot = 1, 63, -64
+    while hi > top or lo < bot:
+        d, top, bot = d + 1, top * 128 + 63, bot * 128 - 64
+    return d
+
+
 class ShapeError(ValueError):
     """Operands that do not fit the kernel contract."""
 

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import torch
 
-from kernels.base import MSG_WORDS, ShapeError, check_operands
+from kernels.base import MSG_WORDS, ShapeError, check_operands, digit_count
 
 log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
@@ -883,14 +883,6 @@ def has_correction_operands() -> bool:
     lib = _get()
     return bool(requested_kernel() in ("auto", "vnni") and lib is not None and hasattr(lib, "pouw_correction_operands")
                 and lib.pouw_has_sub_correction())
-
-
-def digit_count(lo: int, hi: int) -> int:
-    """The fewest signed base-128 digits (each in [-64, 63], at least one) that hold every value in [lo, hi]."""
-    d, top, bot = 1, 63, -64
-    while hi > top or lo < bot:
-        d, top, bot = d + 1, top * 128 + 63, bot * 128 - 64
-    return d
 
 
 def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,

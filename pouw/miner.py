@@ -21,7 +21,7 @@ from pouw.noise import derive_seeds
 from pouw.noise_torch import full_noise, full_noise_on, noisy_operands
 from pouw.params import PowParams
 from pouw.proof import TileProof
-from pouw.recover import correction_operands, recover
+from pouw.recover import correction_operands, recover, recovery_digits
 from pouw.ticket import ticket_prefix, win_threshold, winning_tiles
 
 
@@ -152,8 +152,9 @@ def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, 
     sub = caps.sub_correction
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []   # made only for the two paths below that use them
     if recover_c and (fused is not None or sub is not None):
-        # the recovery's digit operands, made now while A and B' are still in cache (the GEMM evicts them)
-        pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands)
+        # the recovery's digit operands, made now while A and B' are still in cache (the GEMM evicts them); their
+        # count fixed from k and r (the operands are range-checked), so nothing here waits for a device
+        pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands, digits=recovery_digits(k, r))
     sync()
     t2b = time.perf_counter()
     if fused is not None:
