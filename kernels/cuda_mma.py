@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCHS", "DEFAULT", "GEOMETRIES", "MmaConfig", "VARIANTS", "config_from_env", "parse_config", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
+__all__ = ["ARCHS", "CUPY_MAJORS", "DEFAULT", "GEOMETRIES", "MmaConfig", "VARIANTS", "config_from_env", "cupy_wheel",
+           "import_cupy", "installed_cupy", "parse_config", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
            "nvcc_build", "parse_ptxas", "requested_kernel", "source", "unsupported_reason"]
 
 SRC_DIR = Path(__file__).resolve().parent / "cuda_src"
@@ -334,6 +335,51 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
 
 # ---------------------------------------------------------------- run time (NVRTC through CuPy)
 
+CUPY_MAJORS = (12, 13)   # CUDA major versions with a CuPy wheel and a pouw-node extra (pyproject.toml: cuda12, cuda13)
+
+
+def cupy_wheel(cuda_version: str | None) -> tuple[str, str]:
+    """(CuPy wheel, pouw-node extra) for torch's CUDA version (`torch.version.cuda`): "13.0" -> ("cupy-cuda13x",
+    "cuda13"). ValueError for None (a CPU build of torch) or a major version without a wheel."""
+    try:
+        major = int(str(cuda_version).split(".")[0])
+    except ValueError:
+        major = None
+    if cuda_version is None or major not in CUPY_MAJORS:
+        raise ValueError(f"no CuPy wheel for torch's CUDA version {cuda_version!r} "
+                         f"(wheels exist for CUDA {', '.join(map(str, CUPY_MAJORS))})")
+    return f"cupy-cuda{major}x", f"cuda{major}"
+
+
+def installed_cupy() -> list[str]:
+    """The installed distributions that provide the `cupy` module (e.g. ["cupy-cuda13x"]), read from package
+    metadata: nothing is imported and no CUDA library is loaded."""
+    from importlib.metadata import packages_distributions
+
+    return sorted(set(packages_distributions().get("cupy", [])))
+
+
+def import_cupy(cuda_version: str | None):
+    """CuPy, once it is known to be the wheel for torch's CUDA major (`cupy_wheel`). Raises ImportError, naming
+    the wheel and the extra to install, when CuPy is missing or only a wheel for another CUDA major is installed
+    (its NVRTC and runtime libraries are not the ones torch's CUDA brings); the caller then runs Triton."""
+    try:
+        wheel, extra = cupy_wheel(cuda_version)
+    except ValueError as e:
+        raise ImportError(f"the CUDA kernel cannot use CuPy: {e}") from e
+    have = installed_cupy()
+    others = [d for d in have if d.startswith("cupy-cuda") and d != wheel]
+    if others and wheel not in have:
+        raise ImportError(f"CuPy is installed as {', '.join(others)}, but torch runs CUDA {cuda_version}: "
+                          f"pip uninstall {' '.join(others)}; pip install {wheel} (pouw-node[{extra}])")
+    try:
+        import cupy
+    except ImportError as e:
+        raise ImportError(f"the CUDA kernel needs CuPy for CUDA {cuda_version}: pip install {wheel} "
+                          f"(pouw-node[{extra}])") from e
+    return cupy
+
+
 _mod_lock = threading.Lock()
 _modules: dict[tuple, object] = {}
 
@@ -348,10 +394,9 @@ def _module(tile_h: int, tile_w: int, cfg: MmaConfig, device_index: int):
                 from kernels.native_loader import cache_dir
 
                 os.environ["CUPY_CACHE_DIR"] = str(cache_dir() / "cupy")
-            try:
-                import cupy
-            except ImportError as e:
-                raise ImportError("the CUDA kernel needs CuPy (pip install cupy-cuda12x or cupy-cuda13x)") from e
+            import torch
+
+            cupy = import_cupy(torch.version.cuda)
             with cupy.cuda.Device(device_index):
                 mod = cupy.RawModule(code=source(), options=("-std=c++17",), backend="nvrtc",
                                      name_expressions=list(kernel_names(tile_h, tile_w, cfg).values()))

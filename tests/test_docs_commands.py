@@ -67,6 +67,11 @@ def check_gpu_line(line: str) -> str:
         r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         return "bash -n"
+    if m := re.fullmatch(r'\.venv/bin/python -m pip install -e "\.\[(\w+)\]"', cmd):
+        import tomllib
+        extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+        assert m.group(1) in extras, f"no extra {m.group(1)!r} in pyproject.toml"
+        return "extra exists"
     if cmd.startswith(("python3 -m venv", "bash scripts/setup.sh", ".venv/bin/python -c")):
         return "skipped: needs a CUDA build of torch and a GPU"
     raise AssertionError(f"no check for GPU command {cmd!r}")

@@ -122,3 +122,73 @@ def test_wheel_ships_no_test_helpers_and_bench_import_runs_from_it(tmp_path):
     zipfile.ZipFile(whl).extractall(site)
     rep = _bench_import_json(str(site))
     assert rep["blocks"] == 3 and rep["transactions"] > 0
+
+
+def test_gpu_extras_name_the_cupy_wheel_for_each_cuda_major():
+    """pyproject's GPU extras: cuda12 / cuda13 bring the CuPy wheel built for that CUDA major (what
+    kernels.cuda_mma.cupy_wheel names for a torch of that CUDA version) and triton; `cuda` stays cuda12."""
+    import tomllib
+
+    from kernels.cuda_mma import CUPY_MAJORS, cupy_wheel
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for major in CUPY_MAJORS:
+        wheel, extra = cupy_wheel(f"{major}.0")
+        assert (wheel, extra) == (f"cupy-cuda{major}x", f"cuda{major}")
+        names = [req.split(">")[0].split("=")[0].strip() for req in extras[extra]]
+        assert names == [wheel, "triton"], extras[extra]
+    assert extras["cuda"] == extras["cuda12"]
+    assert cupy_wheel("13.2") == ("cupy-cuda13x", "cuda13") and cupy_wheel("12.4") == ("cupy-cuda12x", "cuda12")
+    for bad in (None, "11.8", "x"):
+        with pytest.raises(ValueError, match="no CuPy wheel"):
+            cupy_wheel(bad)
+
+
+def test_import_cupy_names_the_wheel_torch_needs(monkeypatch):
+    """Missing CuPy, or only the other major's wheel: ImportError naming the wheel and extra for torch's CUDA (the
+    backend then runs Triton); a CPU build of torch (cuda None) gets an ImportError too, never a crash."""
+    import kernels.cuda_mma as mma
+
+    monkeypatch.setitem(sys.modules, "cupy", None)              # `import cupy` fails
+    monkeypatch.setattr(mma, "installed_cupy", lambda: [])
+    with pytest.raises(ImportError, match=r"pip install cupy-cuda13x \(pouw-node\[cuda13\]\)"):
+        mma.import_cupy("13.0")
+    monkeypatch.setattr(mma, "installed_cupy", lambda: ["cupy-cuda12x"])
+    with pytest.raises(ImportError, match=r"cupy-cuda12x, but torch runs CUDA 13.0: .*pip install cupy-cuda13x"):
+        mma.import_cupy("13.0")
+    with pytest.raises(ImportError, match="needs CuPy for CUDA 12.8: pip install cupy-cuda12x"):
+        mma.import_cupy("12.8")                                  # the right wheel's metadata, but no module
+    with pytest.raises(ImportError, match="no CuPy wheel"):
+        mma.import_cupy(None)
+    fake = type(sys)("cupy")
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(mma, "installed_cupy", lambda: ["cupy-cuda12x", "cupy-cuda13x"])
+    assert mma.import_cupy("13.0") is fake                       # the right one is there too: used
+
+
+def test_nothing_imports_cupy_without_cuda():
+    """On a machine without CUDA nothing asks for CuPy: the node's CLI, every kernel module and a whole CPU mining
+    pass run with `import cupy` made to fail, and none of them tried it."""
+    code = r"""
+import sys
+tried = []
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "cupy" or name.startswith("cupy."):
+            tried.append(name)
+            raise ImportError("cupy blocked")
+sys.meta_path.insert(0, Block())
+import node.cli, kernels, kernels.cuda, kernels.cuda_mma, pouw.miner
+from kernels import get_backend
+from pouw.miner import filler_operands, mine_job, prepare_job
+from pouw.params import PowParams
+P = PowParams(rank=8, tile_h=4, tile_w=4)
+a, b = filler_operands(b"nocupy", (8, 128, 8))
+prep = prepare_job(a, b, P)
+res = mine_job(b"tpl", prep.job, a, b, 1 << 250, P, get_backend("cpu"), prepared=prep)
+assert res.c is not None and not kernels.cuda.cuda_available()
+print("tried", tried, "loaded", "cupy" in sys.modules)
+"""
+    r = _run(code, str(ROOT), {"CUDA_VISIBLE_DEVICES": ""})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "tried [] loaded False", r.stdout
