@@ -139,8 +139,8 @@ class CudaBackend:
         with torch.cuda.device(self.device):
             a_d = _pad2d(a.to(self.device, non_blocking=True), mp, kp)
             b_d = b.to(self.device, non_blocking=True)
-            # cuBLASLt's int8 GEMM wants B column-major (measured on an H200 at 8192^3: 1.17 ms vs 8.7 ms for a
-            # row-major B), so B goes in as the transposed view of a K-major copy unless it already is one.
+            # cuBLASLt's fast int8 GEMM wants B column-major (K-major; a row-major B takes a far slower path:
+            # benchmarks/RESULTS.md), so B goes in as the transposed view of a K-major copy unless it already is one.
             if b_d.shape == (kp, np_) and b_d.t().is_contiguous():
                 b_col = b_d
             else:

@@ -75,17 +75,18 @@ def default_config(r: int, tile_h: int, tile_w: int, interpret: bool | None = No
         except ValueError:
             raise ValueError(f"POUW_TRITON_CONFIG={env!r}: expected six integers bm,bn,bk,warps,stages,split") from None
         return BlockConfig(bm, bn, min(bk, r), group_m=8, num_warps=nw, num_stages=ns, fold_split=bool(split))
-    # Measured on an H200 at 8192^3 with the transcript and the 3-digit recovery epilogue (benchmarks/RESULTS.md):
-    # 64x128 blocks, 4 warps, 4 stages: 2.73 ms; 128x128 with 8 warps: 2.95 ms; 128x128 with 4 warps spills the
-    # epilogue's second accumulator (7.65 ms). Small blocks keep several programs on each SM, so one program's
-    # fold overlaps another's tensor-core work (Triton waits for every MMA before the fold reads the accumulator).
+    # The fastest measured with the transcript and the recovery epilogue (benchmarks/RESULTS.md, the H200 table):
+    # 128x128 blocks with 4 warps spill the epilogue's second accumulator, and with 8 warps run slower. Small
+    # blocks keep several programs on each SM, so one program's fold overlaps another's tensor-core work (Triton
+    # waits for every MMA before the fold reads the accumulator).
     return BlockConfig(max(64, tile_h), max(128, tile_w), min(r, 64), group_m=8, num_warps=4, num_stages=4,
                        fold_split=True)
 
 
 def plain_config() -> BlockConfig:
-    """The fastest config measured for the kernel with transcript and recovery off (H200, 8192^3: 1.05 ms,
-    1,044 TOPS, against 1.16 ms for torch._int_mm): the benchmark's 'engine plain GEMM'."""
+    """The fastest config measured for the kernel with transcript and recovery off (benchmarks/RESULTS.md: on a
+    par with or faster than torch._int_mm): the benchmark's 'engine plain GEMM'. Without the fold the large block
+    has nothing to hide, and it reads each operand byte fewer times."""
     return BlockConfig(128, 128, 64, group_m=8, num_warps=4, num_stages=4, fold_split=True)
 
 

@@ -15,8 +15,8 @@ E_L (m x r) and F_R (r x n) are small and are read from cache.
     the block's p_A once. The noise block E_L[rows, :] · P[:, cols] is formed one of three ways
     (`NoiseConfig.a_mode`): "dot" (default) builds the block's r x BLOCK_K slice of the one-hot map in
     registers and multiplies it by the block's rows of E_L with an exact int8 `tl.dot` (tensor cores; the
-    E_L rows load coalesced); "gather" loads E_L[u, p_A(l)] entry by entry (byte gathers along k, ~4x slower
-    on an H200); "trans" gathers along u from a column-major copy of E_L and transposes the difference.
+    E_L rows load coalesced); "gather" loads E_L[u, p_A(l)] entry by entry (byte gathers along k: uncoalesced
+    byte loads, several times slower on a GPU); "trans" gathers along u from a column-major copy of E_L and transposes the difference.
   * B kernel: each program owns a BLOCK_K x BLOCK_N block of B (coalesced along n). The noise block is
     Q[rows, :] · F_R[:, cols] as a one-hot `tl.dot` ("dot", default) or the gathered rows F_R[p_B(l), v]
     ("gather", coalesced along v). The sum is stored transposed (`tl.trans`) into B'^T
@@ -79,11 +79,10 @@ class NoiseConfig:
 
 
 def default_noise_config(interpret: bool | None = None) -> NoiseConfig:
-    """On a GPU: 64x128 A blocks in "dot" mode, 64x128 B blocks in "gather" mode, 4 warps. On an H200 at
-    8192^3 (r = 64) the pair takes ~108 us (~2.5 TB/s counting bytes read and written; a plain copy of A
-    and B takes 71 us; noisy_operands with the CUDA backend's mm plus making B' K-major takes 1130 us).
-    Alternatives measured there, whole call: dot/dot with 128x64 B blocks 142-150 us, trans/gather 146 us;
-    A alone in "gather" mode 330 us (byte gathers along k), in "trans" 90-110 us, in "dot" 60-75 us.
+    """On a GPU: 64x128 A blocks in "dot" mode, 64x128 B blocks in "gather" mode, 4 warps: the fastest
+    combination measured (benchmarks/RESULTS.md, "Measurements moved out of the code"), close to a plain copy of
+    A and B. For A the one-hot tl.dot beats gathers (byte gathers along k are uncoalesced; "trans" pays for the
+    transpose); for B the gathered rows of F_R are already coalesced along n, so "dot" gains nothing there.
     In the interpreter: 16x32 / 32x16 blocks, so that small test shapes still span several ragged blocks."""
     if interpret is None:
         interpret = _INTERPRET
