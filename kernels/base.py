@@ -102,6 +102,17 @@ class Backend(Protocol):
         ...
 
 
+def upload(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A (small) host tensor copied to `device` without waiting for the device: on CUDA through pinned memory with
+    a non-blocking copy (a copy from pageable memory makes torch wait for every kernel already queued, a host round
+    trip; torch's pinned-memory cache keeps the staging buffer until the copy has run), elsewhere `.to(device)`."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def digit_count(lo: int, hi: int) -> int:
     """The fewest signed base-128 digits (each in [-64, 63], at least one) that hold every value in [lo, hi].
 

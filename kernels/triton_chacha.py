@@ -36,6 +36,7 @@ import sys
 
 import torch
 
+from kernels.base import upload
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["TritonUnavailableError", "chacha20_keystream_triton", "default_block", "interpreting",
@@ -52,7 +53,8 @@ _COUNTER_LIMIT = 1 << 32
 def _initial_state(key: bytes, nonce: bytes, counter: int, device: torch.device) -> torch.Tensor:
     """The 16 state words of block `counter` as an int32 tensor (uint32 bit patterns) on device."""
     words = _SIGMA + struct.unpack("<8I", key) + (counter,) + struct.unpack("<3I", nonce)
-    return torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words], dtype=torch.int32, device=device)
+    state = torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words], dtype=torch.int32)
+    return upload(state, device)      # no wait for the kernels already queued on the device
 
 
 def default_block(interpret: bool | None = None) -> int:

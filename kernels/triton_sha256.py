@@ -41,7 +41,7 @@ import sys
 
 import torch
 
-from kernels.base import MSG_WORDS
+from kernels.base import MSG_WORDS, upload
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = ["TritonUnavailableError", "default_block", "interpreting", "tail_layout", "tile_tickets_triton"]
@@ -115,7 +115,7 @@ def _constants(prefix: bytes, device: torch.device) -> tuple[int, int, torch.Ten
     r, nb, state, words = tail_layout(prefix)
     u32 = torch.tensor(_K + state + words, dtype=torch.int64)
     i32 = torch.where(u32 >= 2**31, u32 - 2**32, u32).to(torch.int32)
-    return r, nb, i32.to(device)
+    return r, nb, upload(i32, device)     # no wait for the kernels already queued on the device
 
 
 def default_block(interpret: bool | None = None) -> int:

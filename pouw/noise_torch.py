@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kernels.base import upload
 from pouw.noise import NONCE_E, NONCE_F, Seeds, left_factor_rows, noise_map, right_factor_cols
 
 
@@ -23,8 +24,8 @@ def map_matrix(mp: np.ndarray | torch.Tensor, r: int) -> torch.Tensor:
     mp = torch.as_tensor(mp)
     k = mp.shape[0]
     mat = torch.zeros((r, k), dtype=torch.int8, device=mp.device)
-    mat[mp, torch.arange(k, device=mp.device)] = 1
-    return mat
+    # scatter_ with a scalar: unlike `mat[mp, arange] = 1` no value tensor is copied host -> device (a wait there)
+    return mat.scatter_(0, mp.to(torch.int64).view(1, k), 1)
 
 
 @dataclass
@@ -69,7 +70,7 @@ def full_noise_on(seeds: Seeds, m: int, k: int, n: int, r: int, device: torch.de
     """`full_noise` built on `device`: the factors from `factor`, the maps uploaded once (one 2 x k copy; the map
     matrices, when used, are scattered there). `maps` holds the index tensors on the device. Same values as
     full_noise."""
-    idx = torch.from_numpy(np.stack([noise_map(seeds.seed_a, k, r), noise_map(seeds.seed_b, k, r)])).to(device)
+    idx = upload(torch.from_numpy(np.stack([noise_map(seeds.seed_a, k, r), noise_map(seeds.seed_b, k, r)])), device)
     e_l = factor(seeds.seed_a, NONCE_E, 0, m, r)
     f_r = factor(seeds.seed_b, NONCE_F, 0, n, r).t().contiguous()
     return Noise(e_l, f_r, (idx[0], idx[1]))

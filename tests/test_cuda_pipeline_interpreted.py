@@ -55,3 +55,87 @@ def test_cuda_pipeline_under_interpreter_matches_cpu() -> None:
                           timeout=600)
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
     assert proc.stdout.startswith("ok ")
+
+
+def _brute_winners(flat: list[bytes], thr: int) -> list[tuple[int, bytes]]:
+    return sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr), key=lambda p: (p[1], p[0]))
+
+
+def test_device_winner_filter_matches_brute_force() -> None:
+    """The CUDA pass's winner filter (`pouw.ticket._winners_device`: exact compare and top-`limit` on the device,
+    one fixed-size copy to the host), run here on CPU tensors with the same torch ops: the winner count and the best
+    `limit` tiles (by ticket, then index) equal brute force for thresholds at, below and above tickets, equal
+    tickets, equal 7-byte prefixes with other tails, no winner and every tile winning."""
+    import torch
+
+    from pouw.ticket import _winners_device, winning_tiles
+
+    g = torch.Generator().manual_seed(12)
+    t = torch.randint(0, 256, (9, 11, 32), generator=g, dtype=torch.uint8)
+    t[0, 1, :10] = 0                     # very low tickets, two of them equal
+    t[3, 3] = t[0, 1]
+    t[2, 5, :7] = 0
+    t[2, 5, 7:] = 255                    # same 7-byte prefix as a smaller threshold, but larger
+    t[4, 4, :7] = t[5, 5, :7] = 3        # a shared prefix with different tails
+    t[4, 4, 7:] = 9
+    t[5, 5, 7:] = 8
+    flat_t = t.reshape(-1, 32)
+    flat = [bytes(row.tolist()) for row in flat_t]
+    thresholds = [1, int.from_bytes(flat[1], "big"), int.from_bytes(flat[1], "big") + 1, (1 << 200) - 1,
+                  1 << 200, 1 << 250, 1 << 254, (1 << 256) - 1, 1 << 256, 1 << 300]
+    thresholds += [int.from_bytes(flat[i], "big") + d for i in (5, 17, 30, 4 * 11 + 4, 5 * 11 + 5) for d in (-1, 0, 1)]
+    for thr in thresholds:
+        want = _brute_winners(flat, thr)
+        for limit in (0, 1, 2, 3, 8, 99, 200):
+            got = _winners_device(flat_t, thr, limit)
+            if got is None:              # only where a winner left out shares the largest prefix taken
+                cut = want[limit - 1][1][:7]
+                assert limit < len(want) and want[limit][1][:7] == cut, (thr, limit)
+                continue
+            assert got == (len(want), want[:limit]), (thr, limit)
+            assert winning_tiles(t, thr, limit) == got
+    # ties across the cut: many winners with one prefix; the answer is exact or declined, never wrong
+    same = torch.zeros((40, 32), dtype=torch.uint8)
+    same[:, 7:] = torch.randint(0, 256, (40, 25), generator=g, dtype=torch.uint8)
+    rows = [bytes(r.tolist()) for r in same]
+    for limit in (1, 5, 39, 40, 41):
+        got = _winners_device(same, 1 << 250, limit)
+        want = _brute_winners(rows, 1 << 250)
+        assert got is None if limit < 40 else got == (40, want[:limit]), limit
+
+
+@pytest.mark.gpu
+def test_cuda_pass_waits_for_the_device_once() -> None:
+    """On a GPU: a mining pass with stage_sync=False synchronises with the host only at the end (the winner filter's
+    one copy), with torch's sync debug mode counting; results equal the CPU backend's. Needs a CUDA device."""
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from kernels.cpu import CpuBackend
+    from kernels.cuda import CudaBackend
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    from pouw.params import PowParams
+
+    P = PowParams()
+    m = k = n = 2048
+    a, b = filler_operands(b"sync", (m, k, n))
+    prep = prepare_job(a, b, P)
+    be = CudaBackend()
+    target = (1 << 256) // (P.tile_work(k) * 64)
+    mine_job(b"warm", prep.job, a, b, target, P, be, prepared=prep, stage_sync=False)   # compile, upload A and B
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = mine_job(b"tpl", prep.job, a, b, target, P, be, prepared=prep, stage_sync=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    want = mine_job(b"tpl", prep.job, a, b, target, P, CpuBackend(), prepared=prep)
+    assert torch.equal(got.c.cpu(), want.c) and got.winners == want.winners > 0
+    assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs]
+    assert len(syncs) <= 1, syncs
