@@ -108,8 +108,9 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     best: dict = {}
 
     def mine(stage_sync: bool) -> None:
+        # next_template: with pipelined passes (POUW_CUDA_ASYNC=1) the next pass's inputs are made during this one
         r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep, max_proofs=1,
-                     stage_sync=stage_sync)
+                     stage_sync=stage_sync, next_template=b"bench-template")
         if stage_sync and ("res" not in best or r.timings["total"] < best["res"].timings["total"]):
             best["res"] = r
 
@@ -163,12 +164,14 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "proof_bytes": len(proof.encode()),
         "kernel_config": _kernel_config(dev, rank, tile),
         "fused_kernel": backend.kernel_path,   # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL); CPU: as kernel_path
+        "async_pass": backend.caps.async_pass,  # pipelined passes (POUW_CUDA_ASYNC=1)
         "torch": torch.__version__,
         "commit": _commit(),
         "cpu_model": cpu.get("model"),
         "cpu_flags": cpu.get("flags"),
         "env": {k: os.environ[k] for k in ("POUW_NATIVE", "POUW_PORTABLE_GEMM", "ONEDNN_MAX_CPU_ISA",
-                                           "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY") if k in os.environ},
+                                           "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY", "POUW_CUDA_KERNEL",
+                                           "POUW_CUDA_ASYNC") if k in os.environ},
     }
 
 

@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # All the device work of issue 12 in one run of a few minutes, on a machine with an NVIDIA GPU:
-#   1. preflight: GPU, torch, triton, CuPy and its NVRTC (the hand-written kernel is built through them);
-#   2. the GPU tests (pytest -m gpu), the mma.sync kernel's against kernels.reference and Triton among them;
+#   1. preflight: GPU, torch, triton, CuPy and its NVRTC (the hand-written kernel is built through them), and
+#      whether the installed CuPy wheel is the one for torch's CUDA major (kernels.cuda_mma.cupy_wheel);
+#   2. the GPU tests (pytest -m gpu), the mma.sync kernel's against kernels.reference and Triton among them, and
+#      tests/test_cuda_pipeline_interpreted.py's count of host round trips in a pass (<= 3 by default, <= 1 with
+#      POUW_CUDA_ASYNC=1), each pass bit-identical to the CPU backend's;
 #   3. the fused kernels alone (benchmarks/bench_cuda_kernel.py): the CUDA kernel's bit-exactness against the CPU
 #      path and Triton, and the TOPS of torch._int_mm, Triton and the CUDA kernel (plain, transcript,
 #      transcript + recovery) at 4096^3, 8192^3 and 16384^3;
-#   4. the whole mining pass (benchmarks/bench_mining.py) at the same sizes with the Triton default and with
-#      POUW_CUDA_KERNEL=cuda;
+#   4. the whole mining pass (benchmarks/bench_mining.py) at the same sizes with the Triton default, with
+#      POUW_CUDA_KERNEL=cuda, and with the pipelined pass (POUW_CUDA_ASYNC=1: the next attempt's inputs on a second
+#      stream, winners in one copy; opt-in until this shows it faster, with the tests above showing it exact);
 #   5. summary.md: device name, TOPS of every kernel and pass, ratios, and each exact command.
 #   (EXPLORE=1 adds the Triton block-config exploration of benchmarks/gpu_explore.py.)
 # Usage: bash benchmarks/gpu_check.sh     results go to $OUT (if set) or benchmarks/results/gpu-<date>/
 # Each step has its own time limit (seconds: TESTS_S, KERNELS_S, BENCH_S), so one slow step cannot hide the others.
 # Uses .venv/bin/python when present, else python3. Wheels in .whl/ are installed into /tmp/site first. The lent
-# GPU machines (2026-11: Python 3.12, torch 2.11+cu130, triton 3.6) lack `cryptography` and CuPy; fetch them first:
+# GPU machines (2026-11: Python 3.12, torch 2.11+cu130, triton 3.6) lack `cryptography` and CuPy; fetch them first,
+# with the CuPy wheel of torch's CUDA major (pyproject's extras: cuda13 = cupy-cuda13x for a +cu13x torch, as on
+# the lent machines; cuda12 = cupy-cuda12x for +cu12x; the preflight says if the wrong one came along):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_28_x86_64 \
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl cryptography cffi pycparser \
@@ -46,27 +52,31 @@ try:
     print("triton", triton.__version__)
 except ImportError as e:
     print("triton MISSING:", e)
+from kernels.cuda_mma import cupy_wheel, import_cupy, installed_cupy
 try:
-    import cupy
+    print("cupy wheel for torch's CUDA", torch.version.cuda, "is", cupy_wheel(torch.version.cuda)[0],
+          "; installed:", installed_cupy() or "none")
+    cupy = import_cupy(torch.version.cuda)
     print("cupy", cupy.__version__, "nvrtc", cupy.cuda.nvrtc.getVersion())
 except Exception as e:  # the CUDA kernel's steps will report the same error
-    print("cupy/nvrtc MISSING:", type(e).__name__, e)
+    print("cupy/nvrtc MISSING or MISMATCHED:", type(e).__name__, e)
 PYEOF
 
 step "${TESTS_S:-150}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_cuda_mma.py \
   tests/test_pouw_engine.py tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py \
-  tests/test_triton_sha256.py} 2>&1 | tee "$RES/pytest.txt"
+  tests/test_triton_sha256.py tests/test_cuda_pipeline_interpreted.py} 2>&1 | tee "$RES/pytest.txt"
 
 step "${KERNELS_S:-240}" $PY -m benchmarks.bench_cuda_kernel --sizes "$(echo $SIZES | tr ' ' ,)" --out "$RES" 2>&1 \
   | tee "$RES/kernels.txt"
 
 for size in $SIZES; do
   reps=5; [ "$size" -ge 16384 ] && reps=3
-  for kernel in triton cuda; do
-    echo "POUW_CUDA_KERNEL=$kernel python -m benchmarks.bench_mining --device cuda --reps $reps --json --size $size" \
-      >> "$RES/command.txt"
-    POUW_CUDA_KERNEL=$kernel step "${BENCH_S:-100}" $PY -m benchmarks.bench_mining --device cuda --reps $reps --json \
-      --size "$size" 2> >(tee -a "$RES/mining.log" >&2) | tee -a "$RES/mining.jsonl"
+  for mode in triton:0 cuda:0 triton:1; do   # kernel:POUW_CUDA_ASYNC
+    kernel=${mode%:*} async=${mode#*:}
+    echo "POUW_CUDA_KERNEL=$kernel POUW_CUDA_ASYNC=$async python -m benchmarks.bench_mining --device cuda" \
+      "--reps $reps --json --size $size" >> "$RES/command.txt"
+    POUW_CUDA_KERNEL=$kernel POUW_CUDA_ASYNC=$async step "${BENCH_S:-100}" $PY -m benchmarks.bench_mining \
+      --device cuda --reps $reps --json --size "$size" 2> >(tee -a "$RES/mining.log" >&2) | tee -a "$RES/mining.jsonl"
   done
 done
 

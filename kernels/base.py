@@ -62,6 +62,10 @@ class Capabilities:
     accepts_out: bool = False
     """True when noisy_mm(..., out=(c, msgs)) and add_noise(..., out=(a2, b2)) write into caller-owned contiguous
     buffers (pouw.miner reuses per-thread buffers for everything a pass discards)."""
+    async_pass: bool = False
+    """True when the miner should pipeline its passes on this (asynchronous) device: the next attempt's noise, A',
+    B' and correction operands made on a second stream while this attempt's GEMM runs, and the winners found with
+    one fixed-size copy to the host (`pouw.miner.mine_job`'s next_template). Same results either way."""
 
 
 class Backend(Protocol):

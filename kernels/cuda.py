@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 
 import torch
 
 from kernels.base import Capabilities, ShapeError, check_operands, tile_tickets_reference
 from kernels.cuda_mma import requested_kernel, unsupported_reason
 
-__all__ = ["CudaBackend", "choose_kernel", "cuda_available"]
+__all__ = ["ASYNC_ENV", "CudaBackend", "async_requested", "choose_kernel", "cuda_available"]
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # fallback reasons already logged (once per process)
@@ -40,6 +41,23 @@ def cuda_available() -> bool:
         return False
     return importlib.util.find_spec("triton") is not None
 
+
+# ---------------------------------------------------------------- the pipelined pass (opt-in: POUW_CUDA_ASYNC=1)
+
+ASYNC_ENV = "POUW_CUDA_ASYNC"
+
+
+def async_requested() -> bool:
+    """$POUW_CUDA_ASYNC: "1" pipelines the mining passes (`Capabilities.async_pass`: the next attempt's inputs made
+    on a second stream while the GEMM runs, winners found with one fixed-size copy); "0" or unset: off, the default
+    until a device run (benchmarks/gpu_check.sh) has shown it bit-exact and faster."""
+    v = os.environ.get(ASYNC_ENV, "0").strip() or "0"
+    if v not in ("0", "1"):
+        raise ValueError(f"{ASYNC_ENV}={v!r}: expected 0 or 1")
+    return v == "1"
+
+
+# ----------------------------------------------------------------
 
 def choose_kernel(requested: str, r: int, tile_h: int, tile_w: int) -> tuple[str, str | None]:
     """The fused GEMM kernel to run: ("cuda", None) when the mma.sync kernel was requested and handles the
@@ -65,6 +83,7 @@ def _pad2d(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 class CudaBackend:
     """Exact int8 GEMM (+ fused mining transcript) on one CUDA device."""
+    async_pass = False  # pipelined passes (POUW_CUDA_ASYNC=1, `async_requested`)
 
     name = "cuda"
     kernel = "triton"  # the fused GEMM kernel asked for: "triton" (default) or "cuda" (POUW_CUDA_KERNEL)
@@ -86,6 +105,7 @@ class CudaBackend:
             raise ValueError(f"no such CUDA device: {device} ({torch.cuda.device_count()} visible)")
         self.device: torch.device = device
         self.kernel = requested_kernel()
+        self.async_pass = async_requested()
 
     def _fused(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +134,7 @@ class CudaBackend:
     def caps(self) -> Capabilities:
         """Every optional stage runs on the device; out= buffers are not taken."""
         return Capabilities(add_noise=self.add_noise, noisy_mm_recover=self.noisy_mm_recover,
-                            noise_factor=self.noise_factor)
+                            noise_factor=self.noise_factor, async_pass=self.async_pass)
 
     def __repr__(self) -> str:
         return f"CudaBackend({self.device})"

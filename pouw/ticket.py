@@ -65,8 +65,8 @@ def _candidates_device(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, 
     if threshold >= 1 << 256:
         cand = torch.arange(flat.shape[0], device=flat.device)
     else:
-        weights = torch.tensor([1 << (8 * (6 - i)) for i in range(7)], dtype=torch.int64, device=flat.device)
-        prefix = (flat[:, :7].to(torch.int64) * weights).sum(dim=1)           # < 2^56: no overflow
+        shifts = torch.arange(48, -1, -8, dtype=torch.int64, device=flat.device)   # made there: no upload
+        prefix = (flat[:, :7].to(torch.int64) << shifts).sum(dim=1)           # < 2^56: no overflow
         cand = torch.nonzero(prefix <= (threshold >> 200)).flatten()
     return cand.cpu().numpy(), np.ascontiguousarray(flat[cand].cpu().numpy())
 
@@ -118,13 +118,13 @@ def _winners_device(flat: torch.Tensor, threshold: int, limit: int) -> tuple[int
     return n_win, sorted(got, key=lambda p: (p[1], p[0]))
 
 
-def winning_tiles(tickets: torch.Tensor, threshold: int,
-                  limit: int | None = None) -> tuple[int, list[tuple[int, bytes]]]:
+def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = None,
+                  one_copy: bool = False) -> tuple[int, list[tuple[int, bytes]]]:
     """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
     lowest ticket first, ties by index).
 
-    `tickets` is (..., 32) uint8 on any device. On a device with a `limit` (the miner's case), `_winners_device`
-    answers with one fixed-size copy to the host. Otherwise a cheap pass keeps the tiles whose leading bytes are <= the
+    `tickets` is (..., 32) uint8 on any device. With one_copy and a `limit` (the pipelined miner, opt-in until a
+    device has confirmed it), `_winners_device` answers with one fixed-size copy to the host. Otherwise a cheap pass keeps the tiles whose leading bytes are <= the
     threshold's (a superset of the winners: a smaller number cannot have a larger prefix): on the CPU the first
     8 bytes as one big-endian u64 (numpy), on a device the first 7 as an int64 (a few elementwise ops there);
     only those candidates come to the host, where the exact 256-bit comparison and the sort run vectorized over
@@ -133,7 +133,7 @@ def winning_tiles(tickets: torch.Tensor, threshold: int,
     flat = tickets.reshape(-1, 32)
     if threshold <= 0:
         return 0, []
-    if flat.device.type != "cpu" and limit is not None:
+    if one_copy and limit is not None:
         best = _winners_device(flat, threshold, limit)
         if best is not None:
             return best

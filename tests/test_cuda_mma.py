@@ -304,7 +304,8 @@ def test_gpu_summary_of_a_run(tmp_path) -> None:
     bench_cuda_kernel.write_summary(tmp_path / "kernels.md", rows, "NVIDIA H200", "sm_90", "python -m x")
     mining = [{"size": 8192, "fused_kernel": k, "int_mm_ms": 1.2, "engine_gemm_ms": 1.1, "pouw_ms": ms,
                "pouw_tops": 1, "ratio": round(1.1 / ms, 3), "breakdown_ms": {"gemm": 1}, "verify_ms": 1.8}
-              for k, ms in (("triton", 5.0), ("cuda", 4.0))]
+              for k, ms in (("triton", 5.0), ("cuda", 4.0), ("triton", 4.0))]
+    mining[2]["async_pass"] = True                  # the pipelined pass (POUW_CUDA_ASYNC=1), Triton kernel
     (tmp_path / "mining.jsonl").write_text("[bench] noise\n" + "\n".join(json.dumps(r) for r in mining) + "\n")
     md = gpu_summary.summary(tmp_path)
     assert "NVIDIA H200" in md and "GPU tests: MISSING" in md
@@ -312,6 +313,8 @@ def test_gpu_summary_of_a_run(tmp_path) -> None:
     assert "| 8192 | cuda plain | 1.0 | 1099.5 | False | – |  |" in md
     assert "| 8192 | cuda transcript+recover | 1.6 | 687.2 | True | 0.750 | 1.500 |" in md
     assert "pass with the CUDA kernel / with Triton = 1.250× faster" in md
+    assert "| 8192 | triton + pipelined | 1.1 | 4.0 |" in md
+    assert "pipelined pass (POUW_CUDA_ASYNC=1) / default = 1.250× faster" in md
 
 
 def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

@@ -43,6 +43,26 @@ assert torch.equal(got.c, (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32
 assert np.array_equal(got.tickets, want.tickets), "tickets differ"
 assert got.winners == want.winners and got.winners > 0
 assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs], "proofs differ"
+
+# the pipelined pass (POUW_CUDA_ASYNC=1): each attempt's inputs made during the one before (next_template), the
+# winners found by the one-copy filter; every attempt equals the CPU backend's, with and without C
+be.async_pass = True
+calls = []
+be.add_noise = lambda *args: (calls.append(1), CudaBackend.add_noise(be, *args))[1]
+tpls = [b"tpl-%d" % i for i in range(4)]
+keep_c = [True, True, False, False]   # attempt 2 finds inputs staged with C and drops them; attempt 3 uses its own
+for i, t in enumerate(tpls):
+    nxt = tpls[i + 1] if i + 1 < len(tpls) else None
+    got = mine_job(t, prep.job, a, b, target, P, be, prepared=prep, max_proofs=3, next_template=nxt,
+                   recover_c=keep_c[i])
+    want = mine_job(t, prep.job, a, b, target, P, CpuBackend(native=False), prepared=prep, max_proofs=3,
+                    recover_c=keep_c[i])
+    assert (got.c is None) == (want.c is None) and (got.c is None or torch.equal(got.c, want.c)), ("C", i)
+    assert np.array_equal(got.tickets, want.tickets) and got.winners == want.winners, ("tickets", i)
+    assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs], ("proofs", i)
+    staged = prep._staged.get(str(be.device))
+    assert (staged is not None and staged.template == nxt) == (nxt is not None), ("staged", i)
+assert len(calls) == 5, calls   # A', B' made: 3 ahead (for attempts 1-3) + attempt 0 and the dropped attempt 2
 print("ok", got.winners)
 """
 
@@ -105,9 +125,12 @@ def test_device_winner_filter_matches_brute_force() -> None:
 
 
 @pytest.mark.gpu
-def test_cuda_pass_waits_for_the_device_once() -> None:
-    """On a GPU: a mining pass with stage_sync=False synchronises with the host only at the end (the winner filter's
-    one copy), with torch's sync debug mode counting; results equal the CPU backend's. Needs a CUDA device."""
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_cuda_pass_host_round_trips(pipelined: bool) -> None:
+    """On a GPU: how often a mining pass (stage_sync=False, as miners run it) makes the host wait for the device,
+    counted by torch's sync debug mode: at most 3 (the candidate winner search: nonzero and two copies) by default,
+    at most 1 (the one-copy winner filter) with the pipelined pass, whose next attempt's inputs are made on a
+    second stream meanwhile. Every attempt bit-identical to the CPU backend's."""
     import warnings
 
     import torch
@@ -124,18 +147,24 @@ def test_cuda_pass_waits_for_the_device_once() -> None:
     a, b = filler_operands(b"sync", (m, k, n))
     prep = prepare_job(a, b, P)
     be = CudaBackend()
+    be.async_pass = pipelined
     target = (1 << 256) // (P.tile_work(k) * 64)
-    mine_job(b"warm", prep.job, a, b, target, P, be, prepared=prep, stage_sync=False)   # compile, upload A and B
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            got = mine_job(b"tpl", prep.job, a, b, target, P, be, prepared=prep, stage_sync=False)
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
-    want = mine_job(b"tpl", prep.job, a, b, target, P, CpuBackend(), prepared=prep)
-    assert torch.equal(got.c.cpu(), want.c) and got.winners == want.winners > 0
-    assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs]
-    assert len(syncs) <= 1, syncs
+    tpls = [b"warm", b"tpl-0", b"tpl-1", b"tpl-2"]
+    for i, t in enumerate(tpls):
+        nxt = tpls[i + 1] if i + 1 < len(tpls) else None
+        if i == 0:                     # compile, upload A and B
+            mine_job(t, prep.job, a, b, target, P, be, prepared=prep, stage_sync=False, next_template=nxt)
+            torch.cuda.synchronize()
+            continue
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                got = mine_job(t, prep.job, a, b, target, P, be, prepared=prep, stage_sync=False, next_template=nxt)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+        want = mine_job(t, prep.job, a, b, target, P, CpuBackend(), prepared=prep)
+        assert torch.equal(got.c.cpu(), want.c) and got.winners == want.winners > 0, t
+        assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs], t
+        assert len(syncs) <= (1 if pipelined else 3), syncs
