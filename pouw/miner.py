@@ -148,7 +148,7 @@ def _stage(prep: PreparedJob, template: bytes, params: PowParams, backend: Backe
     if dev.type == "cuda":
         side = _side_streams.get(str(dev))
         if side is None:
-            side = _side_streams[str(dev)] = torch.cuda.Stream(device=dev)
+            side = _side_streams[str(dev)] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(dev))   # A, B and what the current pass queued so far
     with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
         nz = full_noise_on(derive_seeds(template, job), m, k, n, r, dev, caps.noise_factor)

@@ -65,7 +65,8 @@ def split128(x: torch.Tensor, digits: int) -> torch.Tensor:
     if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > 127 * s):
         raise ValueError(f"values outside [{-64 * s}, {63 * s}] do not fit {digits} base-128 digits")
     shifts = torch.arange(0, 7 * digits, 7, dtype=wide, device=x.device).view(digits, *([1] * x.dim()))
-    return (((y.unsqueeze(0) >> shifts) & 127) - 64).to(torch.int8)
+    out: torch.Tensor = ((y.unsqueeze(0) >> shifts) & 127) - 64     # (torch types `>>` as Any)
+    return out.to(torch.int8)
 
 
 def digits128(x: torch.Tensor) -> list[torch.Tensor]:
