@@ -59,9 +59,16 @@ def async_requested() -> bool:
 
 # ----------------------------------------------------------------
 
-def choose_kernel(requested: str, r: int, tile_h: int, tile_w: int) -> tuple[str, str | None]:
+def choose_kernel(requested: str, r: int, tile_h: int, tile_w: int,
+                  capability: tuple[int, int] | None = None) -> tuple[str, str | None]:
     """The fused GEMM kernel to run: ("cuda", None) when the mma.sync kernel was requested and handles the
-    shape, else ("triton", why the CUDA kernel does not run, or None when it was not requested)."""
+    shape, ("wgmma", None) likewise for the sm_90a kernel on a device of compute `capability` 9.0, else
+    ("triton", why the requested kernel does not run, or None when none was requested)."""
+    if requested == "wgmma":
+        from kernels import cuda_wgmma
+
+        reason = cuda_wgmma.device_reason(capability) or cuda_wgmma.unsupported_reason(r, tile_h, tile_w)
+        return ("triton", reason) if reason else ("wgmma", None)
     if requested != "cuda":
         return "triton", None
     reason = unsupported_reason(r, tile_h, tile_w)
@@ -86,7 +93,7 @@ class CudaBackend:
     async_pass = False  # pipelined passes (POUW_CUDA_ASYNC=1, `async_requested`)
 
     name = "cuda"
-    kernel = "triton"  # the fused GEMM kernel asked for: "triton" (default) or "cuda" (POUW_CUDA_KERNEL)
+    kernel = "triton"  # the fused GEMM kernel asked for (POUW_CUDA_KERNEL): "triton" (default), "cuda", "wgmma"
 
     def __init__(self, device: torch.device | str | int | None = None) -> None:
         if not torch.cuda.is_available():
@@ -110,17 +117,23 @@ class CudaBackend:
     def _fused(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused GEMM (+ transcript, + recovery epilogue) with the chosen kernel, on this device."""
-        kernel, why = choose_kernel(self.kernel, r, tile_h, tile_w)
-        if kernel == "cuda":
+        requested = self.kernel
+        cap = torch.cuda.get_device_capability(self.device) if requested == "wgmma" else None
+        kernel, why = choose_kernel(requested, r, tile_h, tile_w, cap)
+        if kernel in ("cuda", "wgmma"):
             try:
+                if kernel == "wgmma":
+                    from kernels.cuda_wgmma import noisy_matmul_wgmma
+
+                    return noisy_matmul_wgmma(a, b, r, tile_h, tile_w, correction=correction)
                 from kernels.cuda_mma import noisy_matmul_mma
 
                 return noisy_matmul_mma(a, b, r, tile_h, tile_w, correction=correction)
-            except ImportError as e:  # no CuPy: say so once, then Triton for good
+            except ImportError as e:  # no CuPy (or NVRTC): say so once, then Triton for good
                 why, self.kernel = str(e), "triton"
         if why and why not in _WARNED:
             _WARNED.add(why)
-            log.warning("POUW_CUDA_KERNEL=cuda: running the Triton kernel instead (%s)", why)
+            log.warning("POUW_CUDA_KERNEL=%s: running the Triton kernel instead (%s)", requested, why)
         from kernels.triton_kernel import noisy_matmul_triton
 
         return noisy_matmul_triton(a, b, r, tile_h, tile_w, correction=correction)

@@ -41,7 +41,7 @@ ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 KSTEP = 32          # k columns per mma.sync and per pipeline stage (mma_fold.h KSTEP)
 LDS = 48            # shared-memory bytes per tile row of a stage (mma_fold.h LDS)
 KERNEL_ENV = "POUW_CUDA_KERNEL"
-KERNELS = ("triton", "cuda")
+KERNELS = ("triton", "cuda", "wgmma")  # wgmma: kernels/cuda_wgmma.py, sm_90 only
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ def parse_config(text: str, what: str = "config") -> MmaConfig:
 
 
 def requested_kernel() -> str:
-    """The GEMM kernel the operator asked for: $POUW_CUDA_KERNEL, "triton" (default) or "cuda"."""
+    """The GEMM kernel the operator asked for: $POUW_CUDA_KERNEL, "triton" (default), "cuda" (mma.sync) or
+    "wgmma" (sm_90 only, kernels.cuda_wgmma)."""
     v = os.environ.get(KERNEL_ENV, "triton").strip().lower() or "triton"
     if v not in KERNELS:
         raise ValueError(f"{KERNEL_ENV}={v!r}: expected one of {', '.join(KERNELS)}")
@@ -219,15 +220,23 @@ def nvrtc_compile(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), c
                   lib: str | None = None) -> tuple[bool, str, dict[str, str]]:
     """Compile `source()` with NVRTC for `arch` (to a cubin, ptxas -v on) as CuPy does at run time, without a
     GPU: (success, program log, name expression -> lowered name). Raises FileNotFoundError without libnvrtc."""
+    names = [n for th, tw in tiles for n in kernel_names(th, tw, cfg).values()]
+    ok, log, lowered, _ = nvrtc_program(source(), "fused_mma.cu", names, arch, lib)
+    return ok, log, lowered
+
+
+def nvrtc_program(text: str, filename: str, names: list[str], arch: str,
+                  lib: str | None = None) -> tuple[bool, str, dict[str, str], bytes]:
+    """Compile `text` with NVRTC for `arch` to a cubin (ptxas -v on): (success, program log, name expression ->
+    lowered name, the cubin). Raises FileNotFoundError without libnvrtc."""
     path = lib or find_nvrtc()
     if not path:
         raise FileNotFoundError("libnvrtc not found (set POUW_NVRTC, or pip install nvidia-cuda-nvrtc)")
     nv = ctypes.CDLL(path)
     prog = ctypes.c_void_p()
-    if nv.nvrtcCreateProgram(ctypes.byref(prog), source().encode(), b"fused_mma.cu", 0, None, None):
+    if nv.nvrtcCreateProgram(ctypes.byref(prog), text.encode(), filename.encode(), 0, None, None):
         raise RuntimeError("nvrtcCreateProgram failed")
     try:
-        names = [n for th, tw in tiles for n in kernel_names(th, tw, cfg).values()]
         for n in names:
             nv.nvrtcAddNameExpression(prog, n.encode())
         opts = [b"-std=c++17", f"--gpu-architecture={arch}".encode(), b"--ptxas-options=-v"]
@@ -238,12 +247,17 @@ def nvrtc_compile(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), c
         nv.nvrtcGetProgramLog(prog, buf)
         log = buf.value.decode(errors="replace")
         lowered: dict[str, str] = {}
+        cubin = b""
         if rc == 0:
             for n in names:
                 out = ctypes.c_char_p()
                 if nv.nvrtcGetLoweredName(prog, n.encode(), ctypes.byref(out)) == 0 and out.value:
                     lowered[n] = out.value.decode()
-        return rc == 0, log, lowered
+            if nv.nvrtcGetCUBINSize(prog, ctypes.byref(size)) == 0:
+                bin_buf = ctypes.create_string_buffer(size.value)
+                if nv.nvrtcGetCUBIN(prog, bin_buf) == 0:
+                    cubin = bin_buf.raw
+        return rc == 0, log, lowered, cubin
     finally:
         nv.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -265,7 +279,7 @@ def _emulator() -> ctypes.CDLL:
         cxx = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("g++")
         if not cxx:
             raise RuntimeError("no C++ compiler (g++) for the CUDA kernel's host emulator")
-        files = [SRC_DIR / "mma_fold.h", SRC_DIR / "emulate.cpp"]
+        files = [SRC_DIR / "mma_fold.h", SRC_DIR / "wgmma_fold.h", SRC_DIR / "emulate.cpp"]
         key = hashlib.sha256(b"\0".join(f.read_bytes() for f in files) + cxx.encode()).hexdigest()[:20]
         out = cache_dir() / f"mma_emulate-{key}.so"
         if not out.exists():
@@ -281,6 +295,8 @@ def _emulator() -> ctypes.CDLL:
         vp, i = ctypes.c_void_p, ctypes.c_int
         lib.pouw_mma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i, i]
         lib.pouw_mma_emulate.restype = i
+        lib.pouw_wgmma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i, i]
+        lib.pouw_wgmma_emulate.restype = i
         _emu = lib
         return lib
 

@@ -269,3 +269,248 @@ extern "C" int pouw_mma_emulate(const int8_t* a, const int8_t* bt, int32_t* c, i
 #undef POUW_TILE
   return -1;  // tile not supported by the kernel
 }
+
+// ================================================================ the sm_90a wgmma kernel (fused_wgmma.cu)
+// Emulated per consumer warpgroup (128 threads), with the kernel's index maps, descriptors, wait points and fold
+// (wgmma_fold.h, mma_fold.h) and the hardware parts written here from the PTX ISA / CUDA driver documentation:
+// TMA's 2-D box copy with CU_TENSOR_MAP_SWIZZLE_128B and zero fill, the wgmma matrix descriptor's decoding
+// (K-major, 128-byte swizzle), the m64nNk32 s8 product and its accumulator fragment layout, shuffles. Not
+// emulated (they change no bits): the ping-pong order, mbarrier waits, asynchrony. Checked: a consumer never
+// reads a stage it has released, and releases each stage of a range exactly once.
+#include "wgmma_fold.h"
+
+namespace {
+
+// TMA (cp.async.bulk.tensor.2d, SWIZZLE_128B, box 128 bytes x rows): byte (row, col) of the box lands at
+// row * 128 + ((col / 16) ^ (row % 8)) * 16 + col % 16 from the 1024-aligned destination; outside the tensor,
+// zeros
+void isa_tma_box(unsigned char* dst, const int8_t* src, long long ld, int width, int height, int col0, int row0,
+                 int rows) {
+  for (int r = 0; r < rows; ++r)
+    for (int b = 0; b < 128; ++b) {
+      const int gr = row0 + r, gc = col0 + b;
+      const unsigned char v = (gr < height && gc < width) ? static_cast<unsigned char>(src[gr * ld + gc]) : 0;
+      dst[r * 128 + (((b >> 4) ^ (r & 7)) << 4) + (b & 15)] = v;
+    }
+}
+
+// wgmma operand element (row, k) (k a byte inside the instruction's 32) through a descriptor (PTX ISA, "Matrix
+// Descriptor Format" and "Shared Memory Matrix Layout", K-major, 128-byte swizzle): rows in groups of 8 at the
+// stride byte offset, 128 bytes a row inside a group, the swizzle XORing address bits 4..6 with bits 7..9
+int isa_desc_addr(unsigned long long desc, int row, int k, int& err) {
+  const int start = int(desc & 0x3FFF) << 4, sbo = int((desc >> 32) & 0x3FFF) << 4;
+  const int layout = int(desc >> 62), base_offset = int((desc >> 49) & 7);
+  if (layout != 1 || base_offset != 0) err = -5;
+  const int a = start + (row / 8) * sbo + (row % 8) * 128 + k;
+  return a ^ (((a >> 7) & 7) << 4);
+}
+
+// accumulator fragment of wgmma .m64nNk32 (PTX ISA figure "WGMMA .m64nNk32 register fragment layout for
+// accumulator matrix D"): thread t of the warpgroup, register v
+void isa_wg_d(int t, int v, int& row, int& col) {
+  row = 16 * (t / 32) + (t % 32) / 4 + 8 * ((v % 4) / 2);
+  col = 8 * (v / 4) + 2 * (t % 4) + (v % 2);
+}
+
+// the kernel's LaneFold over 32 lanes (fold_split, fold_mask of mma_fold.h; an emulated __shfl_xor_sync)
+template <int T, int N, int S>
+void wg_lane_fold(uint32_t (*v)[T], uint32_t* out) {
+  if constexpr (N == 1) {
+    uint32_t x[32];
+    for (int l = 0; l < 32; ++l) x[l] = v[l][0];
+    for (int s = S; s < 5; ++s) {
+      uint32_t y[32];
+      for (int l = 0; l < 32; ++l) y[l] = x[l] ^ x[l ^ fold_mask(s)];
+      std::memcpy(x, y, sizeof x);
+    }
+    std::memcpy(out, x, sizeof x);
+  } else {
+    uint32_t keep[32][T], send[32][T];
+    for (int l = 0; l < 32; ++l) fold_split<N>(l, S, v[l], keep[l], send[l]);
+    for (int l = 0; l < 32; ++l)
+      for (int i = 0; i < N / 2; ++i) keep[l][i] ^= send[l ^ fold_mask(S)][i];
+    wg_lane_fold<T, N / 2, S + 1>(keep, out);
+  }
+}
+
+template <int BN, int TW>
+struct WgEmu {
+  static constexpr int REGS = BN / 2, T = BN / TW, W = words_per_lane<T>();
+  static constexpr int STAGE_A = wg::BM * wg::KBOX, STAGE = STAGE_A + BN * wg::KBOX;
+  struct Thread {
+    uint32_t acc[REGS];
+    uint32_t msg[W];
+    uint32_t t[T];
+  };
+  int stages = 4;
+  std::vector<unsigned char> ring;
+  std::vector<int> slot_item;  // which item each ring slot holds
+  // the tensors of the current launch: 0 A, 1 B^T, 2 U, 3 V^T
+  const int8_t* src[4];
+  long long ld[4];
+  int width[4], height[4];
+  int m0 = 0, n0 = 0, main_items = 0, dig_items = 0, digits = 0, CW = 0;
+
+  // the producer's item -> (tensor pair, column) (fused_wgmma.cu) and TMA of both boxes into the item's slot
+  void load(int it) {
+    const int slot = it % stages;
+    if (slot_item[slot] == it) return;
+    int ma = 0, col = wg::KBOX * it;
+    if (it >= main_items) {
+      const int d = (it - main_items) / dig_items, j = (it - main_items) % dig_items;
+      ma = 2;
+      col = (digits - 1 - d) * CW + wg::KBOX * j;
+    }
+    unsigned char* dst = ring.data() + slot * STAGE;
+    isa_tma_box(dst, src[ma], ld[ma], width[ma], height[ma], col, m0, wg::BM);
+    isa_tma_box(dst + STAGE_A, src[ma + 1], ld[ma + 1], width[ma + 1], height[ma + 1], col, n0, BN);
+    slot_item[slot] = it;
+  }
+
+  // one wgmma of consumer w: operands through the kernel's descriptors, D through the ISA fragment layout
+  int wgmma(Thread* th, unsigned da, unsigned db) {
+    int err = 0;
+    int8_t A[64][32], B[BN][32];
+    const unsigned long long dA = wg::smem_desc(da), dB = wg::smem_desc(db);
+    for (int r = 0; r < 64; ++r)
+      for (int k = 0; k < 32; ++k) A[r][k] = int8_t(ring[isa_desc_addr(dA, r, k, err)]);
+    for (int r = 0; r < BN; ++r)
+      for (int k = 0; k < 32; ++k) B[r][k] = int8_t(ring[isa_desc_addr(dB, r, k, err)]);
+    for (int t = 0; t < 128; ++t)
+      for (int v = 0; v < REGS; ++v) {
+        int row, col;
+        isa_wg_d(t, v, row, col);
+        int32_t s = 0;
+        for (int k = 0; k < 32; ++k) s += int32_t(A[row][k]) * int32_t(B[col][k]);
+        th[t].acc[v] += uint32_t(s);
+      }
+    return err;
+  }
+
+  void fold_pending(Thread* th, int chunk) {
+    for (int q = 0; q < 4; ++q) {
+      uint32_t v[32][T], x[32];
+      for (int l = 0; l < 32; ++l) std::memcpy(v[l], th[32 * q + l].t, sizeof v[l]);
+      wg_lane_fold<T, T, 0>(v, x);
+      for (int l = 0; l < 32; ++l) msg_update<T>(th[32 * q + l].msg, l, chunk, x[l]);
+    }
+  }
+
+  // the kernel's consume_range for consumer w (128 threads)
+  int consume_range(Thread* th, int w, int item, int steps, int chunk_steps, bool fold) {
+    bool pending = false;
+    int released = 0, chunk = 0;
+    for (int s = 0; s < steps; ++s) {
+      const int it = item + s / wg::SUBSTEPS;
+      if (it - item < released) return -4;  // reads a stage it released
+      load(it);
+      const unsigned stage = unsigned((it % stages) * STAGE);
+      if (int e = wgmma(th, wg::operand_addr(stage, wg::WG_M * w, s % wg::SUBSTEPS),
+                        wg::operand_addr(stage + STAGE_A, 0, s % wg::SUBSTEPS)))
+        return e;
+      if (!wg::commits_after(s, steps, chunk_steps)) continue;
+      if (fold && pending) { fold_pending(th, chunk - 1); pending = false; }
+      const int rel = wg::released_after(s, steps, chunk_steps);
+      if (rel < released || rel > wg::stages_of(steps)) return -4;
+      if (wg::full_wait_after(s, steps, chunk_steps) && fold && (s + 1) % chunk_steps == 0) {
+        for (int x = 0; x < 128; ++x) {
+          for (int i = 0; i < T; ++i) th[x].t[i] = 0;
+          for (int v = 0; v < REGS; ++v) th[x].t[wg::tile_of_reg<BN, TW>(v)] ^= th[x].acc[v];
+        }
+        ++chunk;
+        pending = true;
+      }
+      released = rel;
+    }
+    if (fold && pending) fold_pending(th, chunk - 1);
+    return released == wg::stages_of(steps) ? 0 : -4;
+  }
+
+  static void store_c(const Thread* th, int32_t* c, int M, int N, int row0, int col0, bool sub) {
+    for (int x = 0; x < 128; ++x)
+      for (int v = 0; v < REGS; ++v) {
+        const int row = row0 + wg::d_row(x / 32, x % 32, v), col = col0 + wg::d_col(x % 32, v);
+        if (row < M && col < N) {
+          int32_t* p = c + (long long)row * N + col;
+          *p = sub ? int32_t(uint32_t(*p) - th[x].acc[v]) : int32_t(th[x].acc[v]);
+        }
+      }
+  }
+
+  int run(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u, const int8_t* vt, int M,
+          int N, int K, int R, int digits_, int CW_, bool transcript, bool recover, int stages_) {
+    stages = stages_;
+    digits = recover ? digits_ : 0;
+    CW = CW_;
+    ring.assign(size_t(stages) * STAGE, 0xA5);
+    const long long ldu = (long long)digits_ * CW_;
+    const int8_t* s4[4] = {a, bt, u, vt};
+    const long long l4[4] = {K, K, ldu, ldu};
+    const int w4[4] = {K, K, int(ldu), int(ldu)}, h4[4] = {M, N, M, N};
+    for (int i = 0; i < 4; ++i) { src[i] = s4[i]; ld[i] = l4[i]; width[i] = w4[i]; height[i] = h4[i]; }
+    const int ksteps = K / KSTEP, dsteps = CW / KSTEP;
+    main_items = wg::stages_of(ksteps);
+    dig_items = wg::stages_of(dsteps);
+    const int grid_m = (M + wg::BM - 1) / wg::BM, grid_n = (N + BN - 1) / BN;
+    std::vector<int> seen(grid_m * grid_n, 0);
+    std::vector<Thread> th(128);
+    for (int pid = 0; pid < grid_m * grid_n; ++pid) {
+      int pid_m, pid_n;
+      block_of(pid, grid_m, grid_n, pid_m, pid_n);
+      if (pid_m < 0 || pid_m >= grid_m || pid_n < 0 || pid_n >= grid_n || seen[pid_m * grid_n + pid_n]++) return -3;
+      m0 = pid_m * wg::BM;
+      n0 = pid_n * BN;
+      for (int w = 0; w < 2; ++w) {  // the two consumers, one after the other (they share the ring's items)
+        slot_item.assign(stages, -1);
+        std::memset(th.data(), 0, th.size() * sizeof(Thread));
+        if (int e = consume_range(th.data(), w, 0, ksteps, transcript ? R / KSTEP : ksteps, transcript)) return e;
+        const int row0 = m0 + wg::WG_M * w;
+        if (transcript)
+          for (int x = 0; x < 128; ++x) {
+            const int q = x / 32, l = x % 32, tiles_n = N / TW;
+            const int ti = (row0 + 16 * q) / wg::TH, tj = n0 / TW + owner_tile<T>(l);
+            if (ti < M / wg::TH && tj < tiles_n)
+              for (int i = 0; i < W; ++i)
+                msgs[((long long)ti * tiles_n + tj) * WORDS + owner_sub<T>(l) * W + i] = int32_t(th[x].msg[i]);
+          }
+        store_c(th.data(), c, M, N, row0, n0, false);
+        if (digits > 0) {
+          for (auto& x : th) std::memset(x.acc, 0, sizeof x.acc);
+          int item = main_items;
+          for (int d = 0; d < digits; ++d, item += dig_items) {
+            for (auto& x : th)
+              for (int v = 0; v < REGS; ++v) x.acc[v] <<= 7;
+            if (int e = consume_range(th.data(), w, item, dsteps, dsteps, false)) return e;
+          }
+          store_c(th.data(), c, M, N, row0, n0, true);
+        }
+      }
+    }
+    return 0;
+  }
+};
+
+template <int BN, int TW>
+int run_wg(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* m, const int8_t* u, const int8_t* vt, int M, int N,
+           int K, int R, int digits, int CW, bool tr, bool rec, int stages) {
+  if constexpr (BN % TW || BN / TW < 2 || BN / TW > 32) {
+    return -1;
+  } else {
+    static WgEmu<BN, TW> emu;
+    return emu.run(a, bt, c, m, u, vt, M, N, K, R, digits, CW, tr, rec, stages);
+  }
+}
+
+}  // namespace
+
+extern "C" int pouw_wgmma_emulate(const int8_t* a, const int8_t* bt, int32_t* c, int32_t* msgs, const int8_t* u,
+                                  const int8_t* vt, int M, int N, int K, int R, int digits, int CW, int tw,
+                                  int transcript, int bn, int stages, int recover) {
+  if (K % R || R % KSTEP || (digits > 0 && CW % KSTEP) || M % wg::TH || N % tw || stages < 2) return -2;
+  const bool tr = transcript != 0, rec = recover != 0 && digits > 0;
+#define POUW_WG(B, W_) if (bn == B && tw == W_) return run_wg<B, W_>(a, bt, c, msgs, u, vt, M, N, K, R, digits, CW, tr, rec, stages);
+  POUW_WG(128, 8) POUW_WG(128, 16) POUW_WG(128, 32) POUW_WG(128, 64)
+  POUW_WG(256, 8) POUW_WG(256, 16) POUW_WG(256, 32) POUW_WG(256, 64) POUW_WG(256, 128)
+#undef POUW_WG
+  return -1;
+}

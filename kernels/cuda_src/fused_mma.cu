@@ -43,27 +43,6 @@ __device__ __forceinline__ void mma_s8(int* d, const unsigned* a, const unsigned
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-// cross-lane part of the fold: N values (one per warp-local tile) -> this lane's tile XOR (mma_fold.h)
-template <int N, int S>
-struct LaneFold {
-  __device__ __forceinline__ static unsigned run(const unsigned* v, int lane) {
-    unsigned keep[N / 2], send[N / 2];
-    fold_split<N>(lane, S, v, keep, send);
-#pragma unroll
-    for (int i = 0; i < N / 2; ++i) keep[i] ^= __shfl_xor_sync(0xffffffffu, send[i], fold_mask(S));
-    return LaneFold<N / 2, S + 1>::run(keep, lane);
-  }
-};
-template <int S>
-struct LaneFold<1, S> {
-  __device__ __forceinline__ static unsigned run(const unsigned* v, int) {
-    unsigned x = v[0];
-#pragma unroll
-    for (int s = S; s < 5; ++s) x ^= __shfl_xor_sync(0xffffffffu, x, fold_mask(s));
-    return x;
-  }
-};
-
 template <int BM, int BN, int WM, int WN, int STAGES, int TH, int TW>
 struct Cfg {
   static constexpr int BM_ = BM, BN_ = BN, WN_ = WN, TH_ = TH, TW_ = TW, STAGES_ = STAGES;

@@ -111,4 +111,28 @@ POUW_HD void msg_update(unsigned* msg, int lane, int chunk, unsigned x) {
   }
 }
 
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// cross-lane part of the fold on the device: N values (one per warp-local tile) -> this lane's tile XOR (the
+// butterfly of fold_split / fold_mask; emulate.cpp runs the same stages with an emulated shuffle)
+template <int N, int S>
+struct LaneFold {
+  __device__ __forceinline__ static unsigned run(const unsigned* v, int lane) {
+    unsigned keep[N / 2], send[N / 2];
+    fold_split<N>(lane, S, v, keep, send);
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) keep[i] ^= __shfl_xor_sync(0xffffffffu, send[i], fold_mask(S));
+    return LaneFold<N / 2, S + 1>::run(keep, lane);
+  }
+};
+template <int S>
+struct LaneFold<1, S> {
+  __device__ __forceinline__ static unsigned run(const unsigned* v, int) {
+    unsigned x = v[0];
+#pragma unroll
+    for (int s = S; s < 5; ++s) x ^= __shfl_xor_sync(0xffffffffu, x, fold_mask(s));
+    return x;
+  }
+};
+#endif
+
 }  // namespace pouw
