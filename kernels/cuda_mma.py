@@ -297,6 +297,8 @@ def _emulator() -> ctypes.CDLL:
         lib.pouw_mma_emulate.restype = i
         lib.pouw_wgmma_emulate.argtypes = [vp, vp, vp, vp, vp, vp, i, i, i, i, i, i, i, i, i, i, i]
         lib.pouw_wgmma_emulate.restype = i
+        lib.pouw_wgmma_maps.argtypes = [i, vp, vp]
+        lib.pouw_wgmma_maps.restype = i
         _emu = lib
         return lib
 

@@ -67,6 +67,8 @@ VARIANTS = ((True, False), (True, True), (False, False))  # (transcript, recover
 
 def unsupported_reason(r: int, tile_h: int, tile_w: int, cfg: WgmmaConfig = DEFAULT) -> str | None:
     """None when the kernel handles chunk width r and h x w tiles with `cfg`, else why not."""
+    if cfg.bn not in BNS or not 2 <= cfg.stages or cfg.smem_bytes > SMEM_LIMIT:
+        return f"config {cfg}: bn one of {BNS}, 2 or more stages within {SMEM_LIMIT} bytes of shared memory"
     if r % KSTEP:
         return f"r={r} is not a multiple of {KSTEP}"
     if tile_h != TILE_H:
@@ -74,8 +76,6 @@ def unsupported_reason(r: int, tile_h: int, tile_w: int, cfg: WgmmaConfig = DEFA
     t = cfg.bn // tile_w if tile_w and cfg.bn % tile_w == 0 else 0
     if tile_w % 8 or not 2 <= t <= 32 or t & (t - 1):
         return f"tile width {tile_w}: needs 2 to 32 (a power of two) tiles in the {cfg.bn} columns of a block"
-    if cfg.bn not in BNS or not 2 <= cfg.stages or cfg.smem_bytes > SMEM_LIMIT:
-        return f"config {cfg}: bn one of {BNS}, 2 or more stages within {SMEM_LIMIT} bytes of shared memory"
     return None
 
 

@@ -514,3 +514,14 @@ extern "C" int pouw_wgmma_emulate(const int8_t* a, const int8_t* bt, int32_t* c,
 #undef POUW_WG
   return -1;
 }
+
+// the kernel's accumulator map (wgmma_fold.h d_row, d_col) for the tests: rows[128 * v + t], cols[...]
+extern "C" int pouw_wgmma_maps(int bn, int* rows, int* cols) {
+  if (bn != 128 && bn != 256) return -1;
+  for (int t = 0; t < 128; ++t)
+    for (int v = 0; v < bn / 2; ++v) {
+      rows[128 * v + t] = wg::d_row(t / 32, t % 32, v);
+      cols[128 * v + t] = wg::d_col(t % 32, v);
+    }
+  return 0;
+}
