@@ -11,7 +11,9 @@
 #   4. the whole mining pass (benchmarks/bench_mining.py) at the same sizes with the Triton default, with
 #      POUW_CUDA_KERNEL=cuda, and with the pipelined pass (POUW_CUDA_ASYNC=1: the next attempt's inputs on a second
 #      stream, winners in one copy; opt-in until this shows it faster, with the tests above showing it exact);
-#   5. summary.md: device name, TOPS of every kernel and pass, ratios, and each exact command.
+#   5. on sm_90 only, the wgmma kernel: its GPU tests and benchmarks/bench_wgmma.py (checks, TOPS, ratios;
+#      ONLY=wgmma runs just this and the preflight);
+#   6. summary.md: device name, TOPS of every kernel and pass, ratios, and each exact command.
 #   (EXPLORE=1 adds the Triton block-config exploration of benchmarks/gpu_explore.py.)
 # Usage: bash benchmarks/gpu_check.sh     results go to $OUT (if set) or benchmarks/results/gpu-<date>/
 # Each step has its own time limit (seconds: TESTS_S, KERNELS_S, BENCH_S), so one slow step cannot hide the others.
@@ -62,6 +64,25 @@ except Exception as e:  # the CUDA kernel's steps will report the same error
     print("cupy/nvrtc MISSING or MISMATCHED:", type(e).__name__, e)
 PYEOF
 
+# ---- the sm_90a wgmma kernel (kernels/cuda_wgmma.py; skipped below compute capability 9.0): its GPU tests, then
+# benchmarks/bench_wgmma.py (bit-exactness against the CPU path on shapes with tails, then TOPS and ratios of
+# wgmma, mma.sync, Triton and torch._int_mm at WGMMA_SIZES). Run last, so a hang in this never-run kernel costs
+# only its own time limits (WGMMA_TESTS_S, WGMMA_S); ONLY=wgmma runs this section alone (a few minutes).
+wgmma_section() {
+  echo "python -m pytest -q -m gpu tests/test_cuda_wgmma.py; python -m benchmarks.bench_wgmma --sizes ${WGMMA_SIZES:-4096,8192} --out $RES" >> "$RES/command.txt"
+  step "${WGMMA_TESTS_S:-90}" $PY -m pytest -q -m gpu -p no:cacheprovider tests/test_cuda_wgmma.py 2>&1 \
+    | tee "$RES/pytest_wgmma.txt"
+  step "${WGMMA_S:-180}" $PY -m benchmarks.bench_wgmma --sizes "${WGMMA_SIZES:-4096,8192}" --out "$RES" 2>&1 \
+    | tee "$RES/wgmma.txt"
+}
+if [ "${ONLY:-}" = wgmma ]; then
+  echo "(ONLY=wgmma: the preflight and this section only)" >> "$RES/command.txt"
+  wgmma_section
+  { cat "$RES/command.txt"; echo; cat "$RES/wgmma.md" 2>/dev/null || echo "no wgmma.md: see wgmma.txt"; } \
+    | tee "$RES/summary.md"
+  exit 0
+fi
+
 step "${TESTS_S:-150}" $PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_cuda_mma.py \
   tests/test_pouw_engine.py tests/test_triton_kernel.py tests/test_triton_chacha.py tests/test_triton_noise.py \
   tests/test_triton_sha256.py tests/test_cuda_pipeline_interpreted.py} 2>&1 | tee "$RES/pytest.txt"
@@ -85,4 +106,7 @@ if [ "${EXPLORE:-0}" = 1 ]; then
     --deadline $(( ${EXPLORE_S:-60} - 15 ))
 fi
 
+wgmma_section
+
 $PY -m benchmarks.gpu_summary "$RES" | tee "$RES/summary.md"
+[ -f "$RES/wgmma.md" ] && { echo; cat "$RES/wgmma.md"; } | tee -a "$RES/summary.md"

@@ -273,3 +273,33 @@ class TestOnDevice:
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), cfg
         c, msgs = cuda_wgmma.noisy_matmul_wgmma(a, b, 64, 16, 16, transcript=False)
         assert torch.equal(c, torch._int_mm(a, b)) and not msgs.any()
+
+
+# ---------------------------------------------------------------- the device benchmark, dry
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_benchmark_without_a_device(tmp_path, capsys) -> None:
+    from benchmarks import bench_wgmma
+
+    assert bench_wgmma.main(["--sizes", "256", "--out", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "python -m benchmarks.bench_wgmma --sizes 256" in captured.out and "needs a CUDA device" in captured.err
+    assert not (tmp_path / "wgmma.jsonl").exists()
+
+
+def test_benchmark_summary(tmp_path) -> None:
+    from benchmarks import bench_wgmma
+
+    rows = [dict(what="check", against="cpu backend", m=200, k=384, n=328, r=64, tile="16x8", bn=256,
+                 recover=False, exact=True),
+            dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
+            dict(what="time", kernel="wgmma plain", size=8192, ms=1.0, tops=1099.5, exact=True),
+            dict(what="time", kernel="triton transcript", size=8192, ms=2.2, tops=500.0, exact=None),
+            dict(what="time", kernel="cuda transcript", size=8192, ms=1.65, tops=666.4, exact=True),
+            dict(what="time", kernel="wgmma transcript", size=8192, ms=1.1, tops=999.5, exact=True),
+            dict(what="time", kernel="wgmma bn128 transcript", size=8192, ms=0.9, tops=1221.7, exact=False)]
+    bench_wgmma.write_summary(tmp_path / "wgmma.md", rows, "NVIDIA H200", "sm_90", "python -m x")
+    md = (tmp_path / "wgmma.md").read_text()
+    assert "NVIDIA H200 (sm_90)" in md and "`python -m x`" in md and "'tile': '16x8'" in md
+    assert "| 8192 | wgmma transcript | 1.1 | 999.5 | True | 0.909 | 2.000 | 1.500 |" in md
+    assert "| 8192 | wgmma bn128 transcript | 0.9 | 1221.7 | False | – |  |  |" in md  # not exact: no ratio

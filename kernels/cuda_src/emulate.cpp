@@ -399,10 +399,11 @@ struct WgEmu {
   // the kernel's consume_range for consumer w (128 threads)
   int consume_range(Thread* th, int w, int item, int steps, int chunk_steps, bool fold) {
     bool pending = false;
-    int released = 0, chunk = 0;
+    int released = 0, chunk = 0, group_first = item;  // the first item the newest wgmma group reads
     for (int s = 0; s < steps; ++s) {
       const int it = item + s / wg::SUBSTEPS;
       if (it - item < released) return -4;  // reads a stage it released
+      if (s > 0 && wg::commits_after(s - 1, steps, chunk_steps)) group_first = it;
       load(it);
       const unsigned stage = unsigned((it % stages) * STAGE);
       if (int e = wgmma(th, wg::operand_addr(stage, wg::WG_M * w, s % wg::SUBSTEPS),
@@ -412,6 +413,9 @@ struct WgEmu {
       if (fold && pending) { fold_pending(th, chunk - 1); pending = false; }
       const int rel = wg::released_after(s, steps, chunk_steps);
       if (rel < released || rel > wg::stages_of(steps)) return -4;
+      // a released stage is read by no wgmma still in flight (wait_group 1: the newest group) or to come
+      const bool stage_done = s + 1 == steps || (s + 1) % wg::SUBSTEPS == 0;
+      if (item + rel > (wg::full_wait_after(s, steps, chunk_steps) ? it + stage_done : group_first)) return -4;
       if (wg::full_wait_after(s, steps, chunk_steps) && fold && (s + 1) % chunk_steps == 0) {
         for (int x = 0; x < 128; ++x) {
           for (int i = 0; i < T; ++i) th[x].t[i] = 0;

@@ -29,10 +29,6 @@ constexpr int KBOX = 128;                  // k columns (bytes) per stage: the 1
 constexpr int SUBSTEPS = KBOX / KSTEP;     // k steps per stage
 constexpr int ATOM = 1024;                 // 8 rows x 128 bytes: one swizzle atom, the descriptors' SBO
 
-// ---- what TMA writes (CU_TENSOR_MAP_SWIZZLE_128B): 16-byte chunk c of a 128-byte row lands at chunk c ^ (row & 7)
-POUW_HD int sw128(int off) { return off ^ (((off >> 7) & 7) << 4); }
-POUW_HD int tile_offset(int row, int kbyte) { return sw128(row * KBOX + kbyte); }
-
 // ---- wgmma shared-memory matrix descriptor (PTX ISA, "Matrix Descriptor Format"): start address >> 4 in bits
 // 0..13, leading byte offset >> 4 in 16..29 (unused for swizzled K-major), stride byte offset >> 4 in 32..45 (one
 // 8-row atom: 1024), base offset 0 (tiles 1024-aligned), layout type in 62..63 (1: 128-byte swizzle)
