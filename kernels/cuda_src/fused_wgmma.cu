@@ -154,7 +154,7 @@ struct Cfg {
 // chunk into msg (chunks counted from 0). `item` is the range's first pipeline item; `pp` its ping-pong turns.
 template <class G, int BN, int STAGES, int TW, bool FOLD>
 __device__ __forceinline__ void consume_range(unsigned (&acc)[G::REGS], unsigned (&msg)[G::W], unsigned ring,
-                                              unsigned bars, int item, int steps, int chunk_steps, int w, int q,
+                                              unsigned bars, int item, int steps, int chunk_steps, int w,
                                               int lane, bool pp) {
   const int nchunks = FOLD ? steps / chunk_steps : 1;
   unsigned t[G::T];
@@ -171,6 +171,8 @@ __device__ __forceinline__ void consume_range(unsigned (&acc)[G::REGS], unsigned
                  smem_desc(operand_addr(stage + G::STAGE_A, 0, s % SUBSTEPS)));
     if (!commits_after(s, steps, chunk_steps)) continue;
     wgmma_commit();
+    const bool full = full_wait_after(s, steps, chunk_steps);
+    if (full && pp && (w == 0 || chunk + 1 < nchunks)) bar_arrive(PP + 1 - w);  // the other consumer's turn
     if (FOLD && pending) {  // previous chunk's cross-lane fold (reads t, not acc), behind this group's wgmmas
       msg_update<G::T>(msg, lane, chunk - 1, LaneFold<G::T, 0>::run(t, lane));
       pending = false;
@@ -178,8 +180,7 @@ __device__ __forceinline__ void consume_range(unsigned (&acc)[G::REGS], unsigned
     const int rel = released_after(s, steps, chunk_steps);
     // every read of acc sits in the branch that waited for all groups (ptxas's check is path-insensitive: an
     // acc read reachable from the wait_group 1 branch would make it serialise every wgmma)
-    if (full_wait_after(s, steps, chunk_steps)) {
-      if (pp && (w == 0 || chunk + 1 < nchunks)) bar_arrive(PP + 1 - w);  // the other consumer's turn
+    if (full) {
       wgmma_wait<0>();
       fence_acc(acc);
       if (lane == 0)
@@ -205,7 +206,6 @@ __device__ __forceinline__ void consume_range(unsigned (&acc)[G::REGS], unsigned
   wgmma_wait<0>();  // (a no-op: the last step waited for all; it tells ptxas so)
   fence_acc(acc);
   if (FOLD && pending) msg_update<G::T>(msg, lane, chunk - 1, LaneFold<G::T, 0>::run(t, lane));
-  (void)q;
 }
 
 // C[rows, cols of this thread's registers] = acc, or with SUB, C -= acc (registers 2h, 2h + 1: one row, two
@@ -296,7 +296,7 @@ __global__ void __launch_bounds__(384, 1)
   for (int i = 0; i < G::W; ++i) msg[i] = 0;
   if (w == 1 && TRANSCRIPT) bar_arrive(PP);  // consumer 0 issues first
   consume_range<G, BN, STAGES, TW, TRANSCRIPT>(acc, msg, ring, bars, 0, ksteps, TRANSCRIPT ? R / KSTEP : ksteps, w,
-                                               q, lane, TRANSCRIPT);
+                                               lane, TRANSCRIPT);
   const int row0 = m0 + WG_M * w;
   if (TRANSCRIPT) {
     const int tw = owner_tile<G::T>(lane), tiles_n = N / TW;
@@ -315,7 +315,7 @@ __global__ void __launch_bounds__(384, 1)
     for (int d = 0; d < digits; ++d, item += stages_of(dsteps)) {
 #pragma unroll
       for (int v = 0; v < G::REGS; ++v) acc[v] <<= 7;
-      consume_range<G, BN, STAGES, TW, false>(acc, msg, ring, bars, item, dsteps, dsteps, w, q, lane, false);
+      consume_range<G, BN, STAGES, TW, false>(acc, msg, ring, bars, item, dsteps, dsteps, w, lane, false);
     }
     store_c<BN, true>(acc, c, M, N, row0, n0, q, lane);
   }
