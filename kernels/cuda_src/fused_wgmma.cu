@@ -42,13 +42,23 @@ __device__ __forceinline__ void mbar_expect_tx(unsigned bar, unsigned bytes) {
 __device__ __forceinline__ void mbar_arrive(unsigned bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
+// waits for the phase of `parity` to complete; after 2^26 failed polls (each try_wait may suspend the thread up to
+// a hardware time limit: a second or more in all, where a correct pipeline waits microseconds) it traps, so a
+// fault in the pipeline ends the launch with an error instead of hanging the device check (in the asm: a
+// counter in C++ costs the heaviest instance registers and spills)
 __device__ __forceinline__ void mbar_wait(unsigned bar, unsigned parity) {
   asm volatile(
-      "{\n.reg .pred done;\n"
+      "{\n.reg .pred done;\n.reg .u32 n;\n"
+      "mov.u32 n, 0;\n"
       "WAIT_%=:\n"
       "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-      "@!done bra WAIT_%=;\n}\n" ::"r"(bar),
-      "r"(parity)
+      "@done bra DONE_%=;\n"
+      "add.u32 n, n, 1;\n"
+      "setp.lt.u32 done, n, %2;\n"
+      "@done bra WAIT_%=;\n"
+      "trap;\n"
+      "DONE_%=:\n}\n" ::"r"(bar),
+      "r"(parity), "n"(1 << 26)
       : "memory");
 }
 
