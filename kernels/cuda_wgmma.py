@@ -216,13 +216,12 @@ def _module(tile_w: int, cfg: WgmmaConfig, device_index: int):
         hit = _modules.get(key)
         if hit is not None:
             return hit
-        from kernels.cuda_mma import find_nvrtc
+        import torch
+
+        from kernels.cuda_mma import find_nvrtc, import_cupy
         from kernels.native_loader import cache_dir
 
-        try:
-            import cupy
-        except ImportError as e:
-            raise ImportError("the wgmma kernel needs CuPy (pip install cupy-cuda12x or cupy-cuda13x)") from e
+        cupy = import_cupy(torch.version.cuda)  # ImportError naming the wheel when missing or mismatched
         lib = find_nvrtc()
         if lib is None:
             raise ImportError("the wgmma kernel needs libnvrtc (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc)")
