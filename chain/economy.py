@@ -13,11 +13,18 @@ pair is a leaf ``shake_256("pouw/econ" ‖ u8(len(key)) ‖ key ‖ value)`` of 
     K issuer(20) owner(20)                encode(amount): the issuer's platform credits
     M issuer(20)                          encode([minted, burned]) of the issuer's credits
     O order_id(32)                        Order record (chain/market.py); B.. its book entry
-    S height(8) type(1) id                b"": the economy schedule (g grant end, v vintage, o order)
+    S height(8) type(1) id                b"": the economy schedule (g grant end, v vintage, o order,
+                                          x closed grant pruned)
     F job_id(32)                          encode([[source, id, amount]...]): a job's non-free funding
+    C job_id(32)                          b"": its result carried a valid work certificate (chain/workcert.py)
+    U height(8) job_key(32)               b"": a template a result certified with (the used set)
     Q                                     encode(next order sequence number)
     T window(8)                           encode([token volume, credit volume, trades, fees])
     R height(8) txid(32)                  encode([issuer, taker, taker_side, fills]): the trade log
+
+Pruned (`prune`, schedule type x): trade records after TRADES_KEPT blocks, volume windows after
+VOLUME_WINDOWS_KEPT windows, used templates after CERT_WINDOW blocks, closed grants once their last
+vintage expired; undo data restores them like any record.
 
 Invariants (asserted by `econ_totals` users after every test step):
 - tokens: Σ free + Σ spend-only + Σ vintage + Σ asks' locks + Σ deposits + Σ active grants' remaining
@@ -32,7 +39,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
                           KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
@@ -41,8 +48,13 @@ from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND
 from chain.encoding import U64_MAX, RecordMemo, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 
+if TYPE_CHECKING:
+    from chain.jobs import JobRecord
+
 DUE_PER_BLOCK = 256          # economy schedule entries settled per block at most (bounded work)
 VELOCITY_WINDOW = 100       # blocks per velocity window (volume is recorded per window)
+TRADES_KEPT = VELOCITY_WINDOW   # blocks of trade log (R records) kept in state
+VOLUME_WINDOWS_KEPT = 16    # velocity windows (T records) kept in state
 
 SRC_GRANT, SRC_VINTAGE, SRC_SPEND_ONLY = 0, 1, 2   # non-free sources of a job's escrow (spending order)
 SRC_NAMES = ("allocation", "vintage", "spend-only")
@@ -382,8 +394,9 @@ def spendable(led: Ledger, owner: bytes) -> list[tuple[int, bytes, int]]:
 
 
 def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[list], int]:
-    """Take `amount` from `owner` in the spending order. Returns (the non-free parts [[source, id, x]...],
-    the free part). Raises TxError('bad-txn-balance') if everything together is short."""
+    """Take `amount` from `owner` in the spending order. Returns (the non-free parts [[source, id, x]...]:
+    id = grant id ‖ issuer, issuer ‖ expiry(8) of a vintage, b"" for spend-only; the free part).
+    Raises TxError('bad-txn-balance') if everything together is short."""
     parts: list[list] = []
     left = amount
     for src, ident, have in spendable(led, owner):
@@ -391,15 +404,16 @@ def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[list], int]:
             break
         x = min(have, left)
         left -= x
-        parts.append([src, ident, x])
         if src == SRC_GRANT:
             g = led.grant(ident)
             assert g is not None
             led.put(k_grant(ident), replace(g, remaining=g.remaining - x, used=g.used + x).encode())
+            ident = ident + g.issuer  # the funding record names the issuer: a refund needs no grant record
         elif src == SRC_VINTAGE:
             led.add_int(k_vintage(owner, ident[:20], int.from_bytes(ident[20:], "big")), -x)
         else:
             led.add_int(k_spend_only(owner), -x)
+        parts.append([src, ident, x])
     if left > led.free(owner):
         raise TxError("bad-txn-balance", f"allocation, tokens and balance short of {amount}")
     led.add_free(owner, -left)
@@ -417,12 +431,12 @@ def restore(led: Ledger, owner: bytes, parts: list[list], amount: int) -> int:
             break
         done += y
         if src == SRC_GRANT:
-            g = led.grant(ident)
-            assert g is not None  # grant records are never deleted (a closed grant keeps its record)
-            if g.status == ACTIVE and g.end > led.height:
-                led.put(k_grant(ident), replace(g, remaining=g.remaining + y, used=g.used - min(y, g.used)).encode())
+            gid, issuer = ident[:32], ident[32:]
+            g = led.grant(gid)  # None once a closed grant's record was pruned
+            if g is not None and g.status == ACTIVE and g.end > led.height:
+                led.put(k_grant(gid), replace(g, remaining=g.remaining + y, used=g.used - min(y, g.used)).encode())
             else:
-                led.add_deposit(g.issuer, y)
+                led.add_deposit(issuer, y)
         elif src == SRC_VINTAGE:
             led.restore_vintage(owner, ident[:20], int.from_bytes(ident[20:], "big"), y)
         else:
@@ -448,22 +462,49 @@ def _parts(v: bytes) -> list[list]:
     return [[as_int(s), as_bytes(i), as_int(x)] for s, i, x in as_list(decode(v))]
 
 
-def job_closed(ov, height: int, cfg, closed: Iterable[tuple[bytes, bytes, int]]) -> list[tuple[bytes, int]]:
-    """Jobs that just closed: (job_id, client, what the client is credited now). A funded job's credit
-    goes back to its non-free sources first (no path turns allocation, vintage or spend-only tokens
-    into free tokens but a miner's release). Returns balance corrections [(client, −restored)]."""
+def job_closed(ov, height: int, cfg, closed: Iterable[tuple[bytes, "JobRecord", int]]) -> list[tuple[bytes, int]]:
+    """Jobs that just closed: (job_id, new record, what the client is credited now). A funded job's
+    credit goes back to its non-free sources first. A released funded job pays its miner the non-free
+    part in free tokens only if its result carried a valid work certificate (``C job_id``,
+    chain/workcert.py), else as spend-only tokens: no path turns allocation, vintage or spend-only tokens
+    into free tokens without a share of the job's work. Returns balance corrections [(address, −x)]."""
+    from chain.jobs import RELEASED
+    from chain.workcert import k_certified
     led = Ledger(ov, height, cfg)
     out = []
-    for jid, client, credited in closed:
+    for jid, rec, credited in closed:
         v = led.get(k_fund(jid))
+        certified = led.get(k_certified(jid)) is not None
+        if certified:
+            led.put(k_certified(jid), None)
         if v is None:
             continue
         led.put(k_fund(jid), None)
-        back = restore(led, client, _parts(v), credited)
+        parts = _parts(v)
+        if rec.status == RELEASED:
+            if not certified:
+                r = sum(x for _, _, x in parts)
+                led.add_int(k_spend_only(rec.miner), r)
+                out.append((rec.miner, -r))
+            continue
+        back = restore(led, rec.client, parts, credited)
         if back:
-            out.append((client, -back))
+            out.append((rec.client, -back))
     led.commit()
     return out
+
+
+def certify(ov, height: int, cfg, job_id: bytes, template_height: int, job_key: bytes) -> Ledger:
+    """Record a result's valid work certificate: its template joins the used set (`bad-cert-used` if an
+    earlier result used it) and a restricted-funded job is marked certified. Returns the Ledger to commit."""
+    from chain.workcert import k_certified, k_used
+    led = Ledger(ov, height, cfg)
+    if led.get(k_used(template_height, job_key)) is not None:
+        raise TxError("bad-cert-used", "this template already certified a result")
+    led.put(k_used(template_height, job_key), b"")
+    if led.get(k_fund(job_id)) is not None:
+        led.put(k_certified(job_id), b"")
+    return led
 
 
 # --- the schedule -------------------------------------------------------------------------------------------
@@ -494,8 +535,33 @@ def run_due(ov, height: int, cfg) -> list[tuple[bytes, str]]:
         elif typ == b"o":
             if market.expire(led, ident):
                 events.append((ident, "order-expired"))
+        elif typ == b"x":
+            if led.get(k_grant(ident)) is not None:
+                led.put(k_grant(ident), None)
+                events.append((ident, "grant-pruned"))
+    prune(led, height)
     led.commit()
     return events
+
+
+def prune(led: Ledger, height: int) -> None:
+    """Records nobody needs any more leave the state at the end of block `height` (deterministic, bounded
+    by what earlier blocks wrote): the trade log of blocks ≤ height − TRADES_KEPT, the volume windows
+    before the last VOLUME_WINDOWS_KEPT, and the work-certificate templates too old to be accepted
+    (chain/workcert.py). Closed grants leave through the schedule (type ``x``, `period_end`)."""
+    from chain.workcert import CERT_WINDOW
+    for prefix, below in ((b"R", height - TRADES_KEPT + 1),
+                          (b"T", height // VELOCITY_WINDOW - VOLUME_WINDOWS_KEPT + 1),
+                          (b"U", height + 1 - CERT_WINDOW)):
+        if below <= 0:
+            continue
+        dead = []
+        for key, _ in led.scan(prefix):
+            if int.from_bytes(key[1:9], "big") >= below:
+                break
+            dead.append(key)
+        for key in dead:
+            led.put(key, None)
 
 
 def period_end(led: Ledger, gid: bytes) -> str:
@@ -530,6 +596,8 @@ def period_end(led: Ledger, gid: bytes) -> str:
         led.add_deposit(g.issuer, carry)
     led.put(k_grant(gid), replace(g, remaining=0, status=CLOSED, minted=g.minted + minted).encode())
     led.put(k_subgrant(g.subscriber, gid), None)
+    # the closed record stays (API) until the last vintage it could have minted has expired
+    led.put(k_sched(g.end + iss.vintage_periods * g.period_blocks - 1, b"x", gid), b"")
     return "closed" if not g.periods_left else "lapsed"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from chain.config import ChainConfig, parse_config
 from chain.errors import TxError
+from chain.hashing import tagged_hash
 from chain.keys import PrivateKey
 from chain.state import BlockDiff, MemoryState, StateOverlay, apply_block, genesis_econ, genesis_state
 from chain.tx import Transaction, check_tx
@@ -34,7 +35,7 @@ class EconSim:
         self.miner = miner
         self.check = check
         accts, supply = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
-        self.st = MemoryState(accts, supply, econ=genesis_econ(cfg.genesis_issuers))
+        self.st = MemoryState(accts, supply, econ=genesis_econ(cfg.genesis_issuers), hashes=[self.block_id(0)])
         self.height = 0
         self.ov: StateOverlay | None = None
         self.txs: list[Transaction] = []
@@ -44,6 +45,11 @@ class EconSim:
         self.tx_count = 0
         self.record = False           # keep every block's transactions in `blocks` (to mine and import them)
         self.blocks: list[list[Transaction]] = []
+
+    @staticmethod
+    def block_id(height: int) -> bytes:
+        """The simulated chain's block "hash" at a height (challenges and work certificates read them)."""
+        return tagged_hash(b"econsim-block", height.to_bytes(8, "big"))
 
     @property
     def next_height(self) -> int:
@@ -83,6 +89,7 @@ class EconSim:
         diff = apply_block(self.st.get, self.st.supply, self.txs, self.miner, self.cfg.subsidy(h), height=h,
                            cfg=self.cfg, jobs=self.st)
         self.st.apply(diff)
+        self.st.hashes.append(self.block_id(h))
         self.transition_s += time.perf_counter() - t0
         self.tx_count += len(self.txs)
         if self.record:

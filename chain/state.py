@@ -31,7 +31,7 @@ from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
 from chain.errors import TxError
 from chain.hashing import tagged_hash, xof
 from chain.jobs import RELEASED, JobRecord, JobSource, due_effects, job_tx_effects
-from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, KIND_TRANSFER, Transaction
+from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, KIND_TRANSFER, JobResult, Transaction
 from chain import economy
 from chain.econtx import ECON_KINDS
 from chain.economy import EconSource
@@ -298,8 +298,21 @@ class StateOverlay:
                 continue
             old = self.get_job(j)
             if old is not None and old.live:
-                closed.append((j, r.client, old.escrow if r.status != RELEASED else 0))  # refunded to the client
+                closed.append((j, r, old.escrow if r.status != RELEASED else 0))  # refunded to the client
         return economy.job_closed(self, height, cfg, closed)
+
+    def _certify(self, tx: Transaction, source: JobSource, cfg: ChainConfig, height: int) -> economy.Ledger:
+        """A result's work certificate (chain/workcert.py): checked against the job, the claimer and this
+        chain, and against the used set; returns the Ledger that records it (committed with the result)."""
+        if self._econ_context() is None:
+            raise TxError("bad-txn-kind", "a work certificate needs the economy state")
+        from chain.workcert import check_certificate
+        p = tx.payload
+        assert isinstance(p, JobResult) and p.cert is not None
+        rec = self.get_job(p.job_id)
+        assert rec is not None  # the job rules accepted the result
+        th, jk = check_certificate(cfg, rec, tx.sender, p.cert, height, source.block_hash_at)
+        return economy.certify(self, height, cfg, p.job_id, th, jk)
 
     def get_job(self, job_id: bytes) -> JobRecord | None:
         if job_id in self.jobs:
@@ -331,6 +344,8 @@ class StateOverlay:
             raise TxError("bad-txn-kind", f"unknown transaction kind {tx.kind}")
         source, cfg, height = ctx
         credits, recs = job_tx_effects(self.get_job, tx, height, cfg, source.block_hash_at)
+        if isinstance(tx.payload, JobResult) and tx.payload.cert is not None:
+            self._certify(tx, source, cfg, height).commit()
         if funding is not None:
             funding.commit()
         else:

@@ -5,7 +5,7 @@ Encoding (msgpack array, fixed order)::
     tx       = [kind, chain_id, nonce, sender_pubkey(32), fee, payload, signature(64)]
     payload  = transfer:    [recipient(20), amount]                                          (kind 0)
                job submit:  [h_a(32), h_b(32), m, k, n, max_fee, deadline, blob_a(32), blob_b(32)] (kind 1)
-               job result:  [job_id(32), h_c(32), blob_c(32)]                                  (kind 2)
+               job result:  [job_id(32), h_c(32), blob_c(32) (, [template, tile_proof])]        (kind 2)
                job dispute: [job_id(32), [i, j, a_row, b_col, c_row, [path_a], [path_b], [path_c]]] (kind 3)
                job claim:   [job_id(32), bond]                                                 (kind 6)
                job challenge: [job_id(32)]                                                     (kind 7)
@@ -99,14 +99,37 @@ class JobClaim:
         return [self.job_id, self.bond]
 
 
+MAX_CERT_TEMPLATE = 1024    # bytes of a work certificate's header template (a header without proof is ~300)
+
+
+@dataclass(frozen=True)
+class WorkCert:
+    """A result's work certificate (docs/jobs.md): the header template the miner's pass ran under
+    (header.job = the job's commitment, header.miner = the claimer, prev = a recent block of this chain)
+    and a share of that pass (a pouw.proof.TileProof whose ticket is below pouw.share's threshold)."""
+
+    template: bytes
+    proof: bytes
+
+    def to_list(self) -> list[Obj]:
+        return [self.template, self.proof]
+
+
 @dataclass(frozen=True)
 class JobResult:
+    """H_C, the result blob's address, and optionally a work certificate (a 4th payload field, written
+    only when present: a result without one encodes as before)."""
+
     job_id: bytes
     h_c: bytes
     blob_c: bytes
+    cert: WorkCert | None = None
 
     def to_list(self) -> list[Obj]:
-        return [self.job_id, self.h_c, self.blob_c]
+        out: list[Obj] = [self.job_id, self.h_c, self.blob_c]
+        if self.cert is not None:
+            out.append(self.cert.to_list())
+        return out
 
 
 @dataclass(frozen=True)
@@ -168,8 +191,16 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
         p = as_list(payload, 2, what="job_claim")
         return JobClaim(_hash32(p[0], "claim.job_id"), as_int(p[1], what="claim.bond"))
     if kind == KIND_JOB_RESULT:
-        p = as_list(payload, 3, what="job_result")
-        return JobResult(_hash32(p[0], "result.job_id"), _hash32(p[1], "result.h_c"), _hash32(p[2], "result.blob_c"))
+        p = as_list(payload, what="job_result")
+        if len(p) not in (3, 4):
+            raise EncodingError("bad-encoding", f"job_result of {len(p)} fields")
+        cert = None
+        if len(p) == 4:
+            c = as_list(p[3], 2, what="result.cert")
+            cert = WorkCert(as_bytes(c[0], max_len=MAX_CERT_TEMPLATE, what="cert.template"),
+                            as_bytes(c[1], what="cert.proof"))
+        return JobResult(_hash32(p[0], "result.job_id"), _hash32(p[1], "result.h_c"), _hash32(p[2], "result.blob_c"),
+                         cert)
     if kind == KIND_JOB_DISPUTE:
         from pouw.freivalds import FraudProof
         p = as_list(payload, 2, what="job_dispute")
@@ -287,9 +318,11 @@ def make_job_claim(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, bo
 
 
 def make_job_result(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, h_c: bytes, blob_c: bytes,
-                    fee: int = 0) -> Transaction:
-    """A signed result: H_C (pouw.commit.commit_result of the exact int32 C) and the C blob's hash."""
-    return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee, JobResult(job_id, h_c, blob_c)).signed(key)
+                    fee: int = 0, cert: WorkCert | None = None) -> Transaction:
+    """A signed result: H_C (pouw.commit.commit_result of the exact int32 C), the C blob's hash and
+    optionally a work certificate (`WorkCert(header.template, tile_proof.encode())`)."""
+    return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee,
+                       JobResult(job_id, h_c, blob_c, cert)).signed(key)
 
 
 def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof: FraudProof,
@@ -340,6 +373,13 @@ def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bo
     elif tx.kind == KIND_JOB_RESULT:
         if tx.payload.blob_c != tx.payload.h_c:
             raise TxError("bad-job-blob", "the result blob's address is its commitment (blob_c = h_c)")
+        if tx.payload.cert is not None:
+            from pouw.errors import PowError
+            from pouw.proof import TileProof
+            try:
+                TileProof.decode(tx.payload.cert.proof)
+            except PowError as e:
+                raise TxError("bad-cert-encoding", e.detail) from e
     elif tx.kind == KIND_JOB_CLAIM:
         if not 0 < tx.payload.bond <= MAX_MONEY or tx.payload.bond + tx.fee > MAX_MONEY:
             raise TxError("bad-job-bond", "bond out of range")

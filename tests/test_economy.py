@@ -387,9 +387,11 @@ def test_one_hop_job_refund_returns_spend_only():
     assert hold(s, BUYER)["spend_only"] == 1000 and s.st.get(BUYER.address).balance == free
 
 
-def test_one_hop_self_mined_job_costs_a_bond_and_the_windows():
-    """The open path: pay a job with bought tokens and take it as its miner. The fee becomes free tokens
-    only through claim (bond locked), result and the challenge window; docs/economy.md says what it costs."""
+def test_one_hop_self_mined_job_without_work_stays_spend_only():
+    """The self-mining path: pay a job with bought tokens and take it as its miner, posting a result it never
+    computed. Without a work certificate (tests/test_workcert.py: a share of the job's work) the release
+    pays the bought part as spend-only tokens: nothing became transferable, and the claim locked a bond
+    through the windows."""
     s = new_sim(buyback_bps=0)
     _bought(s)
     tx, err = submit_job(s, BUYER, 1000, deadline=s.next_height + 20)
@@ -405,7 +407,9 @@ def test_one_hop_self_mined_job_costs_a_bond_and_the_windows():
     s.end_block()
     s.run(jc.challenge_window)
     assert s.st.get_job(tx.txid).status_name == "released"
-    assert s.st.get(ALT.address).balance == FUND + 1000 and hold(s, BUYER)["spend_only"] == 0
+    assert s.st.get(ALT.address).balance == FUND and hold(s, ALT)["spend_only"] == 1000
+    assert hold(s, BUYER)["spend_only"] == 0
+    assert s.submit(ALT, KIND_TRANSFER, Transfer(BUYER.address, FUND + 1)) == "bad-txn-balance"
 
 
 def test_credits_spend_burns():

@@ -1,10 +1,13 @@
 """Property tests of the economy: random interleavings of every economy transaction (and job
-submits paid from allocations) keep tokens and credits conserved after every block; each block's diff
+submits paid from allocations, claims, results with and without work certificates, releases) keep tokens
+and credits conserved after every block; each block's diff
 restores the exact pre-state; stored chains with forks, reorgs and invalidation agree with the control
 replay record for record (the undo data restores the economy exactly)."""
 from __future__ import annotations
 
+import functools
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,7 +25,8 @@ from chain.keys import PrivateKey, faucet_key
 from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
 from chain.state import MemoryState, StateOverlay
 from chain.synthetic import ChainBuilder
-from chain.tx import KIND_JOB_SUBMIT, KIND_TRANSFER, JobSubmit, Transaction, Transfer, check_tx
+from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, KIND_TRANSFER, JobClaim, JobResult, JobSubmit,
+                      Transaction, Transfer, WorkCert, check_tx)
 
 BASE = load_config("regtest")
 ISS = PrivateKey.from_phrase(b"prop issuer")
@@ -39,7 +43,8 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
     issuers = [ISS, ISS2]
     kind = rng.choice([KIND_GRANT, KIND_GRANT, KIND_ORDER_PLACE, KIND_ORDER_PLACE, KIND_ORDER_PLACE,
                        KIND_ORDER_CANCEL, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_ISSUER_REGISTER,
-                       KIND_ISSUER_DEPOSIT, KIND_ISSUER_WITHDRAW, KIND_JOB_SUBMIT, KIND_TRANSFER])
+                       KIND_ISSUER_DEPOSIT, KIND_ISSUER_WITHDRAW, KIND_JOB_SUBMIT, KIND_JOB_SUBMIT, KIND_JOB_CLAIM,
+                       KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_RESULT, KIND_TRANSFER])
     if kind == KIND_GRANT:
         return rng.choice(issuers), kind, Grant(rng.choice(USERS).address, rng.randint(1, 3_000_000),
                                                  rng.randint(1, 4), rng.randint(1, 3), rng.randint(0, 1))
@@ -68,9 +73,55 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
         cls = IssuerDeposit if kind == KIND_ISSUER_DEPOSIT else IssuerWithdraw
         return k, kind, cls(rng.randint(1, 10**6))
     if kind == KIND_JOB_SUBMIT:
-        return k, kind, JobSubmit(b"a" * 32, b"b" * 32, 16, 512, 16, rng.randint(1, 600),
-                                  height + rng.randint(1, 4), b"a" * 32, b"b" * 32)
+        j = real_job()[0].job if rng.random() < 0.5 else SimpleNamespace(h_a=b"a" * 32, h_b=b"b" * 32)
+        return k, kind, JobSubmit(j.h_a, j.h_b, 16, 512, 16, rng.randint(1, 600),
+                                  height + rng.randint(1, 8), j.h_a, j.h_b)
+    if kind == KIND_JOB_CLAIM:
+        open_ = [j for j, r in live_jobs(view).items() if r.status_name == "open"]
+        return k, kind, JobClaim(rng.choice(open_) if open_ else bytes(32), 10**3 + rng.randint(0, 100))
+    if kind == KIND_JOB_RESULT:
+        mine = [(j, r) for j, r in live_jobs(view).items() if r.status_name == "claimed" and r.miner == k.address]
+        if not mine:
+            return k, kind, JobResult(bytes(32), b"c" * 32, b"c" * 32)
+        jid, rec = rng.choice(mine)
+        prep, h_c = real_job()
+        cert = None
+        if rec.h_a == prep.job.h_a and rng.random() < 0.7:      # a real job: usually with a work certificate
+            cert = work_cert(view, height, k.address, rng.randrange(1 << 30))
+        return k, kind, JobResult(jid, h_c, h_c, cert)
     return k, kind, Transfer(rng.choice(ALL).address, rng.randint(1, 10**4))
+
+
+@functools.lru_cache(maxsize=1)
+def real_job():
+    """A 16x512x16 job with real operands (4 tiles of 8 x 8): its prepared operands and H_C."""
+    from testkit.jobs import job_operands
+    from pouw.commit import commit_result
+    from pouw.miner import prepare_job
+    a, b, c, _ = job_operands(11, 16, 512, 16)
+    return prepare_job(a, b, CFG.pow.params()), commit_result(c)
+
+
+def work_cert(view, height: int, miner: bytes, nonce: int) -> WorkCert | None:
+    """An honest pass over the real job under a template of this chain at `height`; its share, if any."""
+    from chain.block import Header
+    from chain.hashing import ZERO_HASH
+    from pouw.miner import mine_job
+    from pouw.share import best_share
+    prep = real_job()[0]
+    params = CFG.pow.params()
+    tpl = Header(CFG.version, CFG.chain_id, height, view.source.block_hash_at(height - 1), 0, 1, ZERO_HASH,
+                 ZERO_HASH, miner, prep.job, nonce).template
+    res = mine_job(tpl, prep.job, prep.a, prep.b, 1, params, prepared=prep, recover_c=False, max_proofs=0)
+    share = best_share(res, prep, params)
+    return WorkCert(tpl, share.encode()) if share is not None else None
+
+
+def live_jobs(view) -> dict:
+    """Live jobs of a StateOverlay over a MemoryState, the overlay's writes on top."""
+    out = {j: r for j, r in view.source.jobs.items() if r.live}
+    out.update({j: r for j, r in view.jobs.items()})
+    return {j: r for j, r in sorted(out.items()) if r.live}
 
 
 def fund_txs(view) -> list[Transaction]:
