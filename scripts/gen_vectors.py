@@ -10,7 +10,8 @@ deterministic), so two runs on any machine write identical files. The JSON conve
 tests/vectors/README.md.
 
 A transaction kind the chain accepts (`chain.tx.KNOWN_KINDS`) needs a sample payload in SAMPLE_PAYLOADS below;
-the generator stops and names any kind without one.
+the generator stops and names any kind without one. Further payload shapes of a kind (e.g. a result with a
+work certificate) go in EXTRA_PAYLOADS.
 """
 from __future__ import annotations
 
@@ -128,6 +129,24 @@ SAMPLE_PAYLOADS = {
 }
 
 
+def _cert_sample() -> T.WorkCert:
+    """A work certificate's shape (docs/jobs.md): a header template and a tile proof (8 x 8 tile, k = 16)."""
+    from pouw.job import JobCommitment
+    from pouw.proof import TileProof
+    hd = Header(REGTEST.version, REGTEST.chain_id, 5, H32(0x41), G + 25, 1 << 240, H32(0x42), H32(0x43), MINER,
+                JobCommitment(H32(0xA1), H32(0xB1), 16, 512, 32), 9)
+    proof = TileProof(H32(0x44), 1, 2, 8, 8, 16, H32(0x45), bytes(range(128)), bytes(range(128, 256)), (H32(1),),
+                      (H32(2), H32(3)))
+    return T.WorkCert(hd.template, proof.encode())
+
+
+# further payload shapes of a kind: (kind, name, payload)
+EXTRA_PAYLOADS = [
+    (T.KIND_JOB_RESULT, "job result with work certificate",
+     lambda: T.JobResult(H32(0x11), H32(0xC1), H32(0xC1), _cert_sample())),
+]
+
+
 def tx_vector(tx: T.Transaction, name: str, seed: bytes | None) -> dict:
     try:
         T.check_tx(tx, REGTEST.chain_id, REGTEST.max_tx_bytes)
@@ -149,6 +168,9 @@ def transactions() -> list[dict]:
     out = []
     for kind in sorted(T.KNOWN_KINDS):
         name, make = SAMPLE_PAYLOADS[kind]
+        tx = T.Transaction(kind, REGTEST.chain_id, 7, SENDER.pubkey, 2500, make()).signed(SENDER)
+        out.append(tx_vector(tx, name, SENDER.seed))
+    for kind, name, make in EXTRA_PAYLOADS:
         tx = T.Transaction(kind, REGTEST.chain_id, 7, SENDER.pubkey, 2500, make()).signed(SENDER)
         out.append(tx_vector(tx, name, SENDER.seed))
     return out
@@ -297,8 +319,25 @@ def noise_and_proof(blk: Block) -> tuple[dict, dict]:
              "decoded": {"job_key": p.job_key.hex(), "ti": p.ti, "tj": p.tj, "h": p.h, "w": p.w, "k": p.k,
                          "ticket": p.ticket.hex(), "path_a": [x.hex() for x in p.path_a],
                          "path_b": [x.hex() for x in p.path_b]},
-             "verdict": "ok", "ticket": ticket.hex(), "tile_work": params.tile_work(k), "tampered": tampered}
+             "verdict": "ok", "ticket": ticket.hex(), "tile_work": params.tile_work(k), "tampered": tampered,
+             "share": share_vector(h.template, job, p, params)}
     return noise, proof
+
+
+def share_vector(template: bytes, job, p, params) -> dict:
+    """The same tile as a work share (docs/protocol.md §10): threshold ⌊c·2^256/N⌋ and verdicts."""
+    from pouw.errors import PowError
+    from pouw.share import SHARE_EXPECTED, job_tiles, share_threshold, verify_share
+
+    def verdict(proof) -> str:
+        try:
+            verify_share(template, job, proof, params)
+            return "ok"
+        except PowError as e:
+            return e.reason
+    return {"expected": SHARE_EXPECTED, "tiles": job_tiles(job, params),
+            "threshold": "%064x" % share_threshold(job, params), "verdict": verdict(p),
+            "zero_ticket_verdict": verdict(replace(p, ticket=bytes(32)))}
 
 
 def generate() -> dict[str, dict]:

@@ -245,6 +245,18 @@ def test_ticket_and_proof():
           "path_a": [x.hex() for x in p.path_a], "path_b": [x.hex() for x in p.path_b]}, d, "proof.json decoded")
     same(p.encode(), raw, "proof.json proof re-encoded")
     same(verify_proof(template, job, p, target, params).hex(), v["ticket"], "proof.json ticket")
+    sv = v["share"]                                  # the tile as a work share (docs/protocol.md §10)
+    from dataclasses import replace as _replace
+    from pouw.share import SHARE_EXPECTED, job_tiles, share_threshold, verify_share
+    same((SHARE_EXPECTED, job_tiles(job, params), "%064x" % share_threshold(job, params)),
+         (sv["expected"], sv["tiles"], sv["threshold"]), "proof.json share threshold")
+    for proof_, want in ((p, sv["verdict"]), (_replace(p, ticket=bytes(32)), sv["zero_ticket_verdict"])):
+        try:
+            verify_share(template, job, proof_, params)
+            got = "ok"
+        except PowError as e:
+            got = e.reason
+        same(got, want, "proof.json share verdict")
     for c in v["tampered"]:
         bad = raw
         if "truncate" in c:

@@ -228,6 +228,14 @@ def test_one_template_certifies_one_job(ops):
     assert result(s, t2.txid, c, cert2) is None
     s.end_block()
     assert s.st.get_econ(k_certified(t1.txid)) is not None and s.st.get_econ(k_certified(t2.txid)) is not None
+    used = sorted(k for k in s.st.econ if k[:1] == b"U")
+    assert len(used) == 2
+    th = int.from_bytes(used[0][1:9], "big")
+    while s.next_height < th + CERT_WINDOW:                      # still acceptable at th + CERT_WINDOW: kept
+        s.end_block()
+        assert len([k for k in s.st.econ if k[:1] == b"U"]) == 2
+    s.end_block()                                                # too old for any later block: pruned
+    assert not [k for k in s.st.econ if k[:1] == b"U"]
 
 
 def test_zero_operand_shortcut_is_refused(ops):
