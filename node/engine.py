@@ -200,10 +200,17 @@ class Device:
 
 def mine_paid(cfg, params, backend, header, prep):
     """One useful-work pass over a paid job: the header's job is the client's commitment. Returns
-    (header with proof or None, MACs, exact C as a CPU int32 tensor). Blocking: run in a thread."""
+    (header with proof or None, MACs, exact C as a CPU int32 tensor, the pass's work certificate as
+    (chain.tx.WorkCert, template height) or None). The certificate (this template and the pass's lowest
+    ticket when it is a share, pouw.share) comes from the tickets the pass drew anyway: no extra pass.
+    Blocking: run in a thread."""
+    from chain.tx import WorkCert
     from pouw.miner import mine_job
+    from pouw.share import best_share
     h = replace(header, job=prep.job, proof=b"")
     res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
                    recover_c=True, max_proofs=1, stage_sync=False)
     c = res.c.cpu().contiguous()
-    return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs, c
+    share = best_share(res, prep, params)
+    cert = (WorkCert(h.template, share.encode()), h.height) if share is not None else None
+    return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs, c, cert

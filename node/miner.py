@@ -251,8 +251,8 @@ class Miner:
                 # opened in the mining thread: loading kernels and probing a device takes seconds (issue 16)
                 backend = self.device.backend or await loop.run_in_executor(self.executor, self.device.get)
                 if paid is not None:
-                    header, macs, c = await loop.run_in_executor(self.executor, mine_paid, cfg, params, backend,
-                                                                 w.template.header, paid.prepared)
+                    header, macs, c, paid.share = await loop.run_in_executor(
+                        self.executor, mine_paid, cfg, params, backend, w.template.header, paid.prepared)
                     self.paid_macs += macs
                     self.node.metrics.paid_macs.inc(macs)
                     self._mined(macs, paid.prepared.job.k)

@@ -11,8 +11,11 @@ One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step(
 2. fetching: both operand blobs are fetched by their addresses (= H_A, H_B: local store, else the
    peers' HTTP APIs; `BlobStore.put` checks each commits to its address), range-checked and prepared
    -> ``ready``. Operands nobody serves -> the job goes on the retry list (a later pass tries again).
-3. ready: the miner mines one pass with the job's A, B in the header template (`node.engine.mine_paid`): the same
-   GEMM draws the block lottery and yields the exact C (also while the miner waits out its block interval:
+3. ready: the miner mines one pass with the job's A, B in the header template (`node.engine.mine_paid`): the
+   same GEMM draws the block lottery, yields the exact C and, from the same tickets, the pass's work
+   certificate (pouw.share), attached to the result when the job's escrow holds restricted tokens
+   (allocation, vintage, spend-only: released free only with one); a pass without a share is followed by
+   another, at most CERT_PASSES in all (also while the miner waits out its block interval:
    `ready` wakes it, and a block found then is dropped, see node.miner). `finished` stores C (address H_C, served at
    once) and sends the claim and the result back to back (consecutive nonces: the mempool admits a
    claim on a pending submit and a result on a pending claim, and templates keep them in order, so
@@ -48,6 +51,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pouw.jobs")
 
+CERT_PASSES = 3      # passes over a restricted-funded job until one holds a work certificate (each ~86 %)
+
 
 @dataclass
 class Active:
@@ -59,6 +64,9 @@ class Active:
     prepared: object = None          # pouw.miner.PreparedJob
     result: bytes | None = None      # h_c once computed
     fetch_task: asyncio.Task | None = field(default=None, repr=False)
+    share: tuple | None = None       # the last pass's (WorkCert, template height), set by the miner
+    cert: tuple | None = None        # the certificate the result carries (WorkCert, template height)
+    passes: int = 0                  # passes run over this job
 
 
 def commit_c(c, cheat: bool):
@@ -94,6 +102,7 @@ class PaidJobs:
         self.cached: dict[tuple, bytes] = {}   # (h_a, h_b, m, k, n) -> h_c this node computed
         self.claims = 0
         self.reused = 0                        # repeated jobs answered from `cached` without a new pass
+        self.cert_passes = 0                   # extra passes run because a pass held no work certificate
         self.ready = asyncio.Event()           # set when a job turns ready: wakes a miner waiting out its interval
 
     @property
@@ -260,12 +269,43 @@ class PaidJobs:
             a.state = "ready"
             self.ready.set()
 
+    def restricted(self, job_id: bytes) -> bool:
+        """Does the job's escrow hold allocation, vintage or spend-only tokens (a funding record, at the
+        tip or in the pending state its submit leaves)? Their release is free only with a certificate."""
+        from chain.economy import k_fund
+        cs = self.node.chain
+        if cs.get_job(job_id) is not None:
+            return cs.get_econ(k_fund(job_id)) is not None
+        tx = self.node.mempool.get(job_id)
+        if tx is None:
+            return False
+        return self.node.mempool.pending_state(tx.sender, tx.nonce + 1).get_econ(k_fund(job_id)) is not None
+
+    def certifiable(self, rec: JobRecord) -> bool:
+        """This node's passes can certify the job: the template's miner (the mining address) is the claimer
+        (this node's key) and a certificate for the shape fits a transaction (chain.workcert)."""
+        from chain.workcert import cert_size_bound
+        return (self.node.mining_address == self.address
+                and cert_size_bound(self.node.cfg, rec.m, rec.k, rec.n) <= self.node.cfg.max_tx_bytes)
+
     async def finished(self, a: Active, c) -> None:
-        """C computed for `a`: commit, store the blob (served from now on), claim and post the result."""
+        """C computed for `a`: commit, store the blob (served from now on), claim and post the result. A job
+        paid with restricted tokens gets the pass's work certificate; a pass without a share is followed by
+        another (at most CERT_PASSES in all) before the result goes out without one."""
         loop = asyncio.get_running_loop()
         h_c, data = await loop.run_in_executor(None, commit_c, c, self.cheat)
         await loop.run_in_executor(None, lambda: self.node.blobs.put(data, expect=h_c))
         a.result = h_c
+        a.passes += 1
+        share, a.share = a.share, None
+        if self.restricted(a.job_id) and self.certifiable(a.rec):
+            if share is not None:
+                a.cert = share
+            elif a.passes < CERT_PASSES and self.active is a:
+                self.cert_passes += 1
+                log.info("job %s: pass %d held no share; another pass for the work certificate",
+                         a.job_id.hex()[:16], a.passes)
+                return                                  # still ready: the miner runs another pass
         a.prepared = None
         a.state = "posted"
         if not self.cheat:
@@ -294,8 +334,11 @@ class PaidJobs:
             self.claims += 1
             log.info("job %s: claimed (%dx%dx%d, fee %d, bond %d)", a.job_id.hex()[:16], rec.m, rec.k, rec.n,
                      rec.fee, bond)
+        from chain.workcert import CERT_WINDOW
+        if a.cert is not None and a.cert[1] < self.node.chain.height + 1 - CERT_WINDOW:
+            a.cert = None                               # too old for the next block: the result goes without
         tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result,
-                             self.tx_fee)
+                             self.tx_fee, a.cert[0] if a.cert is not None else None)
         if self._send(tx):
             a.result_txid = tx.txid
             if a.job_id not in self.done:
