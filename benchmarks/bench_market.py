@@ -72,6 +72,7 @@ class Run:
         self.cfg = with_issuer(base, ISS.address, 4 * n * periods * T, "mint" if market else "breakage", 2, 30,
                                9000 if market else 0)
         self.sim = EconSim(self.cfg, MINER.address, check=False)
+        self.sim.trade_log = {}    # every trade of the run (the state keeps the last TRADES_KEPT blocks only)
         self.n, self.periods, self.L = n, periods, L
         rng = random.Random(seed)
         self.subs = [PrivateKey.from_phrase(b"bench market sub %d" % i) for i in range(n)]
@@ -121,7 +122,8 @@ class Run:
     def trades(self, lo: int, hi: int) -> list[list]:
         """Fills in blocks lo..hi as [height, issuer, price, qty, payment, fee, buyer, seller]."""
         out = []
-        for key, v in self.sim.st.scan_econ(b"R"):
+        assert self.sim.trade_log is not None
+        for key, v in sorted(self.sim.trade_log.items()):
             h = int.from_bytes(key[1:9], "big")
             if lo <= h <= hi:
                 iss, taker, side, fills = as_list(decode(v), 4)

@@ -45,6 +45,8 @@ class EconSim:
         self.tx_count = 0
         self.record = False           # keep every block's transactions in `blocks` (to mine and import them)
         self.blocks: list[list[Transaction]] = []
+        self.trade_log: dict[bytes, bytes] | None = None   # when a dict: every trade record (R) any block wrote,
+        #                                                    kept here although the state prunes them
 
     @staticmethod
     def block_id(height: int) -> bytes:
@@ -90,6 +92,8 @@ class EconSim:
                            cfg=self.cfg, jobs=self.st)
         self.st.apply(diff)
         self.st.hashes.append(self.block_id(h))
+        if self.trade_log is not None:
+            self.trade_log.update((k, v) for k, v in diff.econ_after.items() if k[:1] == b"R" and v is not None)
         self.transition_s += time.perf_counter() - t0
         self.tx_count += len(self.txs)
         if self.record:
