@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import random
@@ -251,8 +252,12 @@ class Miner:
                 # opened in the mining thread: loading kernels and probing a device takes seconds (issue 16)
                 backend = self.device.backend or await loop.run_in_executor(self.executor, self.device.get)
                 if paid is not None:
+                    # a fresh nonce per paid pass: another pass over the same job (for its work certificate)
+                    # draws new tickets even while the tip stands still
+                    nonce = (nonce + 1) % (1 << 64)
                     header, macs, c, paid.share = await loop.run_in_executor(
-                        self.executor, mine_paid, cfg, params, backend, w.template.header, paid.prepared)
+                        self.executor, mine_paid, cfg, params, backend,
+                        dataclasses.replace(w.template.header, nonce=nonce), paid.prepared)
                     self.paid_macs += macs
                     self.node.metrics.paid_macs.inc(macs)
                     self._mined(macs, paid.prepared.job.k)
