@@ -17,8 +17,10 @@ def genesis_minted(cfg) -> int:
 
 def velocity(cs, windows: int = 10) -> list[dict]:
     """Per velocity window (VELOCITY_WINDOW blocks), newest first: token volume, trades, fees, the
-    average token supply over the window's blocks so far, and velocity = volume / average supply."""
+    average token supply over the window's blocks so far, and velocity = volume / average supply. At most
+    the VOLUME_WINDOWS_KEPT windows the state keeps (older ones are pruned, docs/economy.md)."""
     W = E.VELOCITY_WINDOW
+    windows = min(windows, E.VOLUME_WINDOWS_KEPT)
     cur = cs.height // W
     g = genesis_minted(cs.cfg)
     out = []
