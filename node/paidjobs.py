@@ -339,7 +339,13 @@ class PaidJobs:
             a.cert = None                               # too old for the next block: the result goes without
         tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result,
                              self.tx_fee, a.cert[0] if a.cert is not None else None)
-        if self._send(tx):
+        sent = self._send(tx)
+        if not sent and a.cert is not None:
+            a.cert = None   # the certificate no longer applies (e.g. a reorg took its template's prev): without
+            tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result,
+                                 a.result, self.tx_fee)
+            sent = self._send(tx)
+        if sent:
             a.result_txid = tx.txid
             if a.job_id not in self.done:
                 self.done.append(a.job_id)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from chain import economy as E
 from chain.econsim import issuer_key, with_issuer
 from chain.config import load_config
 from chain.econtx import KIND_GRANT, Grant
@@ -25,11 +26,21 @@ SUB = PrivateKey.from_phrase(b"workcert node subscriber")
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("first_pass_misses", [False, True])
-def test_node_miner_certifies_an_allocation_funded_job(tmp_path: Path, monkeypatch, first_pass_misses):
-    """With `first_pass_misses`, the first pass is made to hold no share: the node runs another pass (C is
-    served meanwhile) and posts the result with that pass's certificate."""
+@pytest.mark.parametrize("mode", ["plain", "first_pass_misses", "cert_refused"])
+def test_node_miner_certifies_an_allocation_funded_job(tmp_path: Path, monkeypatch, mode):
+    """`first_pass_misses`: the first pass is made to hold no share; the node runs another pass (C is served
+    meanwhile) and posts the result with that pass's certificate. `cert_refused`: the chain refuses every
+    certificate (as after a reorg that took a template's prev away); the node posts the result without
+    one and the allocation-funded fee reaches the miner as spend-only tokens."""
+    import chain.workcert
     import pouw.share
+    first_pass_misses = mode == "first_pass_misses"
+    if mode == "cert_refused":
+        from chain.errors import TxError
+
+        def refuse(*args):
+            raise TxError("bad-cert-stale", "refused by the test")
+        monkeypatch.setattr(chain.workcert, "check_certificate", refuse)
     if first_pass_misses:
         calls = []
         real = pouw.share.best_share
@@ -76,12 +87,16 @@ def test_node_miner_certifies_an_allocation_funded_job(tmp_path: Path, monkeypat
             blk = n.chain.get_block(n.chain.block_hash_at(rec.result_height))
             res = [t for t in blk.txs if t.kind == KIND_JOB_RESULT
                    and t.payload.job_id == tx.txid]
-            assert len(res) == 1 and res[0].payload.cert is not None            # the pass's certificate
-            if first_pass_misses:
-                assert n.paid_jobs.cert_passes >= 1                              # another pass was run
             assert n.paid_jobs.active is None or n.paid_jobs.active.job_id != tx.txid
-            # released free: nothing of the fee became spend-only for the miner
-            assert n.chain.get_econ(b"P" + n.node_key.address) is None
+            if mode == "cert_refused":
+                assert len(res) == 1 and res[0].payload.cert is None
+                assert E.holdings(n.chain, 0, n.node_key.address)["spend_only"] == fee
+            else:
+                assert len(res) == 1 and res[0].payload.cert is not None        # the pass's certificate
+                if first_pass_misses:
+                    assert n.paid_jobs.cert_passes >= 1                          # another pass was run
+                # released free: nothing of the fee became spend-only for the miner
+                assert n.chain.get_econ(b"P" + n.node_key.address) is None
             n.chain.check_conservation()
         finally:
             await n.stop()
