@@ -11,6 +11,7 @@ are added, and the tile XOR fold runs on that block after every chunk (halving X
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import threading
@@ -19,36 +20,56 @@ import time
 import numpy as np
 import torch
 
-from kernels.base import MSG_WORDS, ROT, Capabilities, ShapeError, check_operands, tile_tickets_reference
+from kernels.base import MSG_WORDS, ROT, Capabilities, ShapeError, check_operands
 
 log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
 
-def tile_xor(acc: np.ndarray, h: int, w: int) -> np.ndarray:
-    """XOR of each h x w tile of a (R x n) uint32 block -> (R/h x n/w) uint32."""
-    rows, cols = acc.shape
-    y = acc.reshape(rows // h, h, cols)
-    while y.shape[1] > 1:
-        half = y.shape[1] // 2
-        z = y[:, :half] ^ y[:, half:2 * half]
-        if y.shape[1] % 2:   # odd heights: the last row goes into the first
-            z[:, :1] ^= y[:, 2 * half:]
-        y = z
-    y = y.reshape(rows // h, cols // w, w)
-    while y.shape[2] > 1:
-        half = y.shape[2] // 2
-        z = y[:, :, :half] ^ y[:, :, half:2 * half]
-        if y.shape[2] % 2:
-            z[:, :, :1] ^= y[:, :, 2 * half:]
-        y = z
-    return y[:, :, 0]
+def xor_rows(acc: np.ndarray, h: int, out: np.ndarray) -> None:
+    """out = XOR of each run of h rows of `acc` (R x n uint32 -> R/h x n, R % h == 0): one pass over `acc` with
+    the output row in L1 (numpy's reduction over a middle axis XORs whole contiguous rows)."""
+    rows, n = acc.shape
+    np.bitwise_xor.reduce(acc.reshape(rows // h, h, n), axis=1, out=out)
 
 
-def fold_into(msgs: np.ndarray, x: np.ndarray, chunk: int) -> None:
-    """msgs[..., slot] = rotl32(msgs[..., slot], 13) ^ x  (uint32 arrays, in place)."""
-    slot = chunk % MSG_WORDS
-    cur = msgs[..., slot]
-    msgs[..., slot] = ((cur << np.uint32(ROT)) | (cur >> np.uint32(32 - ROT))) ^ x
+def _xor_last(y: torch.Tensor) -> torch.Tensor:
+    """XOR over the last axis of an integer tensor by halving (odd lengths: the last element goes into the
+    first): a few strided torch ops instead of numpy's slow reduction over a short contiguous axis."""
+    while y.shape[-1] > 1:
+        half = y.shape[-1] // 2
+        z = y[..., :half] ^ y[..., half:2 * half]
+        if y.shape[-1] % 2:
+            z[..., :1] ^= y[..., 2 * half:]
+        y = z
+    return y[..., 0]
+
+
+def xor_cols(x: np.ndarray, w: int) -> np.ndarray:
+    """XOR of each run of w adjacent words along the last axis: (..., n) uint32, C-contiguous -> (..., n/w).
+    An even w is XORed as w/2 64-bit words (a tile's pairs never straddle two tiles), then high ^ low half."""
+    *lead, n = x.shape
+    if w == 1:
+        return x.copy()
+    if w % 2 == 0:
+        y = torch.from_numpy(x.view(np.int64).reshape(*lead, n // w, w // 2))
+        z = _xor_last(y).numpy().view(np.uint64)
+        return (z ^ (z >> np.uint64(32))).astype(np.uint32)   # the low 32 bits: lo ^ hi
+    y = torch.from_numpy(x.view(np.int32).reshape(*lead, n // w, w))
+    return _xor_last(y).numpy().view(np.uint32)
+
+
+def fold_messages(xs: np.ndarray) -> np.ndarray:
+    """The transcript's messages from every chunk's tile XORs: xs (nc, T) uint32 -> (T, 16) uint32 with
+    msg[c % 16] = rotl32(msg[c % 16], ROT) ^ xs[c] for c = 0 .. nc - 1 (msg starts at zero), 16 chunks a step."""
+    nc, t = xs.shape
+    msg_t = np.zeros((MSG_WORDS, t), dtype=np.uint32)
+    for g in range(0, nc, MSG_WORDS):
+        cnt = min(MSG_WORDS, nc - g)
+        cur = msg_t[:cnt]
+        if g:
+            cur = (cur << np.uint32(ROT)) | (cur >> np.uint32(32 - ROT))
+        np.bitwise_xor(cur, xs[g:g + cnt], out=msg_t[:cnt])
+    return msg_t.T
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -83,28 +104,31 @@ _portable_choice: str | None = None
 _portable_times: dict[str, float] = {}
 
 
-def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int = 3) -> dict[str, float]:
+def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int = 5) -> dict[str, float]:
     """Best-of-`reps` seconds of each portable GEMM on one m x k x n product of full-range int8 operands (after a
     warm-up call that must be exact: a GEMM that is not, e.g. oneDNN's int8 GEMM saturating vpmaddubsw on AVX2,
-    gets infinity)."""
+    gets infinity). The GEMMs take turns, so a burst of load on a shared host slows both, not one."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
     a[0], b[:, 0] = 127, 127   # the largest pair sums a u8 x s8 multiply-add can meet
     want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
-    times = {}
+    times: dict[str, float | None] = {}
     for name, fn in PORTABLE_GEMMS.items():
-        if not torch.equal(fn(a, b), want):
+        exact = torch.equal(fn(a, b), want)
+        if not exact:
             log.warning("portable GEMM %s is not exact on this machine: not used", name)
-            times[name] = float("inf")
-            continue
-        best = float("inf")
-        for _ in range(reps):
+        times[name] = float("inf") if not exact else None
+    for _ in range(reps):
+        for name, fn in PORTABLE_GEMMS.items():
+            best = times[name]
+            if best == float("inf"):
+                continue
             t = time.perf_counter()
             fn(a, b)
-            best = min(best, time.perf_counter() - t)
-        times[name] = best
-    return times
+            dt = time.perf_counter() - t
+            times[name] = dt if best is None else min(best, dt)
+    return {name: float("inf") if v is None else v for name, v in times.items()}
 
 
 def portable_gemm() -> str:
@@ -170,42 +194,147 @@ def merge_digit_pairs(pairs) -> tuple[torch.Tensor, torch.Tensor] | None:
             torch.cat([f.to(torch.int16), y.to(torch.int16)], dim=0))
 
 
+class _ChunkGemm:
+    """Exact int8 products written into int32 buffers, on the portable GEMM `method`: torch._int_mm with out= (any
+    strides of A it takes; small shapes as int32 matmuls), or fp32 GEMM of pieces of at most FP32_EXACT_K into a
+    reused fp32 buffer, converted into the int32 one (exact: see fp32_mm). Operands go in through `prep` (fp32:
+    converted once), so that the chunk loop converts nothing."""
+
+    def __init__(self, method: str, rows: int, n: int) -> None:
+        self.fp32 = method == "fp32"
+        self._fbuf = torch.empty((rows, n), dtype=torch.float32) if self.fp32 else None
+
+    def prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float32) if self.fp32 else x
+
+    def into(self, dst: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """dst = x @ y exactly (x, y as `prep` returned them); returns dst."""
+        rows, k = x.shape
+        n = y.shape[1]
+        if self.fp32:
+            assert self._fbuf is not None
+            fbuf = self._fbuf[:rows]
+            if k == 0:
+                return dst.zero_()
+            for l0 in range(0, k, FP32_EXACT_K):
+                torch.mm(x[:, l0:l0 + FP32_EXACT_K], y[l0:l0 + FP32_EXACT_K], out=fbuf)
+                if l0 == 0:
+                    dst.copy_(fbuf)                 # integer-valued fp32 -> int32: exact
+                else:
+                    dst.add_(fbuf.to(torch.int32))
+            return dst
+        if rows > 16 and k % 8 == 0 and n % 8 == 0 and k >= 16:
+            return torch._int_mm(x, y, out=dst)
+        return dst.copy_(x.to(torch.int32) @ y.to(torch.int32))
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                       block_rows: int = 256, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       block_rows: int = 512, method: str | None = None,
+                       pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
-    GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`."""
+    GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`.
+
+    Row blocks of `block_rows` rows (a multiple of tile_h): the block's int32 accumulator is the block of C' itself
+    and stays in cache while its k/r chunk products are added; after each chunk its tile rows are XORed into one
+    row each (`xor_rows`), and after the block the tile columns of all its chunks at once (`xor_cols`); the
+    messages are folded from every chunk's tile XORs at the end (`fold_messages`). pairs=[(U_i, V_i)] (the
+    recovery's, `Capabilities.noisy_mm_recover`): each block then becomes C = C' - sum_i 128^i U_i V_i in place,
+    after its last chunk (C' is never written out whole). out=(c, msgs): contiguous buffers to write into."""
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
     method = method or portable_gemm()
     if method not in PORTABLE_GEMMS:
         raise ValueError(f"unknown portable GEMM {method!r}")
+    h, w = tile_h, tile_w
     a = a.contiguous()
     b = b.contiguous()
     nc = k // r
-    R = max(tile_h, (block_rows // tile_h) * tile_h)
-    out = torch.empty(m, n, dtype=torch.int32)
-    msgs = np.zeros((m // tile_h, n // tile_w, MSG_WORDS), dtype=np.uint32)
-    if method == "fp32":
-        b_chunks = [b[c * r:(c + 1) * r].to(torch.float32) for c in range(nc)]
-        pieces = [(l0, min(l0 + FP32_EXACT_K, r)) for l0 in range(0, r, FP32_EXACT_K)]
-    else:
-        b_chunks = [b[c * r:(c + 1) * r] for c in range(nc)]
+    R = max(h, (block_rows // h) * h)
+    c_out, msgs_out = out if out is not None else (torch.empty((m, n), dtype=torch.int32),
+                                                   torch.empty((m // h, n // w, MSG_WORDS), dtype=torch.int32))
+    if not (c_out.is_contiguous() and msgs_out.is_contiguous()):
+        raise ValueError("out= buffers must be contiguous")
+    gemm = _ChunkGemm(method, min(R, m), n)
+    b_g = gemm.prep(b)
+    pairs_g = [(u, gemm.prep(v)) for u, v in (pairs or [])]
+    xs = np.zeros((nc, m // h, n // w), dtype=np.uint32)
+    rowbuf = np.empty(nc * (min(R, m) // h) * n, dtype=np.uint32)
+    scratch = torch.empty((min(R, m), n), dtype=torch.int32) if nc > 1 or pairs_g else None
     for i in range(0, m, R):
         rows = min(R, m - i)
-        ablk = a[i:i + rows].view(rows, nc, r).transpose(0, 1).contiguous()
-        if method == "fp32":
-            ablk = ablk.to(torch.float32)
-        acc = torch.zeros(rows, n, dtype=torch.int32)
+        acc = c_out[i:i + rows]                       # contiguous rows of C'
         acc_np = acc.numpy().view(np.uint32)
-        blk_msgs = msgs[i // tile_h:(i + rows) // tile_h]
+        blk_rows = rowbuf[:nc * (rows // h) * n].reshape(nc, rows // h, n)
+        a_g = gemm.prep(a[i:i + rows])
+        if nc == 0:
+            acc.zero_()
         for c in range(nc):
-            if method == "fp32":
-                for l0, l1 in pieces:
-                    acc += (ablk[c][:, l0:l1] @ b_chunks[c][l0:l1]).to(torch.int32)
+            if c == 0:
+                gemm.into(acc, a_g[:, :r], b_g[:r])
             else:
-                acc += int_mm(ablk[c], b_chunks[c])
-            fold_into(blk_msgs, tile_xor(acc_np, tile_h, tile_w), c)
-        out[i:i + rows] = acc
-    return out, torch.from_numpy(msgs.view(np.int32))
+                assert scratch is not None
+                p = gemm.into(scratch[:rows], a_g[:, c * r:(c + 1) * r], b_g[c * r:(c + 1) * r])
+                np.add(acc_np, p.numpy().view(np.uint32), out=acc_np)    # numpy: no thread-pool wake-ups
+            xor_rows(acc_np, h, blk_rows[c])
+        if nc:
+            xs[:, i // h:(i + rows) // h] = xor_cols(blk_rows, w)
+        if pairs_g:
+            # C = C' - sum_i 128^i U_i V_i, one in-place pass per digit (int32 arithmetic mod 2^32)
+            assert scratch is not None
+            for d, (u, v) in enumerate(pairs_g):
+                acc.sub_(gemm.into(scratch[:rows], gemm.prep(u[i:i + rows]), v), alpha=128 ** d)
+    msgs_np = msgs_out.numpy().view(np.uint32).reshape(-1, MSG_WORDS)
+    msgs_np[:] = fold_messages(xs.reshape(nc, -1))
+    return c_out, msgs_out
+
+
+def add_noise_torch(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b,
+                    out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`Capabilities.add_noise` on torch gathers: A' = A + E_L[:, map_A], B' = B + F_R[map_B] (int8; bit for bit
+    `pouw.noise_torch.noisy_operands`, the sum wrapping mod 256 as its int32 -> int8 conversion does; operands in
+    the protocol's ranges never wrap). A gather writes E (F) straight into A' (B'), then A (B) is added in place:
+    no int32 pass over m x k or k x n."""
+    m, k = a.shape
+    n = b.shape[1]
+    ma = torch.as_tensor(np.asarray(map_a) if not isinstance(map_a, torch.Tensor) else map_a, dtype=torch.int64)
+    mb = torch.as_tensor(np.asarray(map_b) if not isinstance(map_b, torch.Tensor) else map_b, dtype=torch.int64)
+    a2 = out[0] if out is not None else torch.empty((m, k), dtype=torch.int8)
+    b2 = out[1] if out is not None else torch.empty((k, n), dtype=torch.int8)
+    torch.gather(e_l, 1, ma.view(1, k).expand(m, k), out=a2)
+    torch.index_select(f_r, 0, mb, out=b2)
+    return a2.add_(a), b2.add_(b)
+
+
+@functools.lru_cache(maxsize=8)
+def _tile_indices(ti_n: int, tj_n: int) -> np.ndarray:
+    """(ti_n * tj_n, 2) little-endian u32: (ti, tj) of every tile, row-major (read-only, cached per shape)."""
+    idx = np.empty((ti_n * tj_n, 2), dtype="<u4")
+    idx[:, 0] = np.repeat(np.arange(ti_n, dtype=np.uint32), tj_n)
+    idx[:, 1] = np.tile(np.arange(tj_n, dtype=np.uint32), ti_n)
+    idx.flags.writeable = False
+    return idx
+
+
+def tile_tickets_hashlib(prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
+    """`Backend.tile_tickets` on hashlib, bit for bit `kernels.base.tile_tickets_reference`: every tile's input
+    (prefix || u32 ti || u32 tj || 16 words LE) laid out in one buffer by numpy, then one sha256 call per slice
+    of it (no per-tile copies, concatenations or integer encodings in Python)."""
+    ti_n, tj_n, words = msgs.shape
+    if words != MSG_WORDS:
+        raise ShapeError(f"messages must have {MSG_WORDS} words, got {words}")
+    t = ti_n * tj_n
+    if t == 0:
+        return torch.zeros((ti_n, tj_n, 32), dtype=torch.uint8)
+    p = len(prefix)
+    size = p + 8 + 4 * MSG_WORDS
+    buf = np.empty((t, size), dtype=np.uint8)
+    buf[:, :p] = np.frombuffer(prefix, dtype=np.uint8)
+    buf[:, p:p + 8] = _tile_indices(ti_n, tj_n).view(np.uint8)
+    buf[:, p + 8:] = msgs.detach().cpu().contiguous().numpy().reshape(t, MSG_WORDS).astype("<u4").view(np.uint8)
+    raw = buf.tobytes()
+    sha = hashlib.sha256
+    out = b"".join([sha(raw[o:o + size]).digest() for o in range(0, t * size, size)])
+    return torch.frombuffer(bytearray(out), dtype=torch.uint8).reshape(ti_n, tj_n, 32)
 
 
 class CpuBackend:
@@ -247,7 +376,9 @@ class CpuBackend:
         noise, the digit operands and the one-pass recovery (AVX512-VNNI, or their AVX2 stand-ins when the AVX2
         kernel runs: an AVX2-only CPU uses no AVX-512 anywhere), out= buffers and the engine's plain GEMM."""
         if self._aux is None:
-            return Capabilities()
+            # the portable path: torch gathers for the noise, the recovery fused into the GEMM's row blocks
+            return Capabilities(add_noise=add_noise_torch, noisy_mm_recover=self._portable_noisy_mm_recover,
+                                accepts_out=True)
         aux = self._aux
         if self.kernel == "avx2":
             return Capabilities(add_noise=functools.partial(aux.add_noise, force_portable=True),
@@ -329,9 +460,15 @@ class CpuBackend:
                     return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out,
                                                      kernel=kern)
         # no fused kernel takes these parameters: the torch path beats the plain C one
-        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows)
+        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, out=out)
+
+    def _portable_noisy_mm_recover(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+                                   pairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """`Capabilities.noisy_mm_recover` on the portable path: each row block of C' is recovered in place after
+        its last chunk, while it is still in cache."""
+        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, pairs=list(pairs))
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         if self._native_tickets:
             return self._aux.tile_tickets(prefix, msgs)
-        return tile_tickets_reference(prefix, msgs)
+        return tile_tickets_hashlib(prefix, msgs)

@@ -6,6 +6,8 @@
 - The portable exact GEMMs (torch._int_mm, fp32 in k-chunks of at most 1024) and the transcript on them are
   bit-identical to the reference on random shapes, tails and -128 included.
 - A mining pass on each fused kernel the CPU runs equals the pure torch pass.
+- The portable path's own stages (noise by gathers, the recovery fused into its row blocks, batched hashlib
+  tickets) equal the generic paths and the references, on both portable GEMMs.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import pytest
 import torch
 
 from kernels import native_loader, reference
-from kernels.base import ShapeError
-from kernels.cpu import FP32_EXACT_K, CpuBackend, exact_mm, fp32_mm, int_mm, noisy_matmul_torch, portable_gemm
+from kernels.base import Capabilities, ShapeError, tile_tickets_reference
+from kernels.cpu import (FP32_EXACT_K, CpuBackend, add_noise_torch, exact_mm, fp32_mm, int_mm, noisy_matmul_torch,
+                         portable_gemm, tile_tickets_hashlib)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +98,9 @@ def test_fp32_chunks_at_the_exactness_edge():
 @pytest.mark.parametrize("m,k,n,r,h,w", [
     (16, 576, 16, 32, 16, 16), (12, 96, 20, 32, 4, 4), (8, 36, 8, 12, 2, 8), (6, 40, 10, 5, 3, 5),
     (8, 2560, 8, 2560, 4, 4),    # one chunk wider than FP32_EXACT_K: summed in int32 pieces
+    (10, 96, 12, 2, 5, 6),       # 48 chunks: three message rounds; odd tile height, even width of 3 word pairs
+    (4, 140, 6, 4, 1, 1),        # 35 chunks (a partial last round), 1 x 1 tiles
+    (20, 64, 24, 64, 4, 8),      # one chunk; more than 16 rows per block: torch._int_mm itself
 ])
 def test_portable_transcript_matches_reference(method, m, k, n, r, h, w):
     gen = torch.Generator().manual_seed(m + k + r)
@@ -251,3 +257,101 @@ def test_avx2_recovery_int16_merge(m, n, r, hi):
     # pairs of another shape (E differing between digits) are not merged
     pairs[0] = (torch.cat([dx[0], e + 1], 1), pairs[0][1])
     assert merge_digit_pairs(pairs) is None or d == 1
+
+
+class _Generic:
+    """The portable backend with no capabilities declared: mine_job's generic noise and recovery paths."""
+
+    name = "cpu"
+
+    def __init__(self) -> None:
+        inner = CpuBackend(native=False)
+        self.device, self.kernel_path = inner.device, inner.kernel_path
+        self.caps = Capabilities()
+        self.mm, self.noisy_mm, self.tile_tickets = inner.mm, inner.noisy_mm, inner.tile_tickets
+
+
+@pytest.mark.parametrize("method", ["int_mm", "fp32"])
+@pytest.mark.parametrize("shape,params,block_rows", [
+    ((64, 512, 48), (32, 8, 8), 256),
+    ((72, 32 * 35, 40), (32, 8, 8), 16),   # 35 chunks, 5 row blocks (the last one short), 2 digits per side
+    ((36, 8 * 20, 21), (8, 4, 1), 12),     # tiles one column wide, blocks of 12 rows
+])
+def test_portable_stages_match_the_generic_paths(monkeypatch, method, shape, params, block_rows):
+    """A mining pass on the portable backend's own stages (add_noise by gathers, the recovery fused into its
+    row blocks, out= buffers when C is not kept) gives the C, tickets and proofs of the generic paths."""
+    from pouw.miner import filler_operands, mine_job, prepare_job
+    from pouw.params import PowParams
+
+    monkeypatch.setenv("POUW_PORTABLE_GEMM", method)
+    pp = PowParams(rank=params[0], tile_h=params[1], tile_w=params[2])
+    a, b = filler_operands(b"portable-stages", shape)
+    prep = prepare_job(a, b, pp)
+    template = b"tpl-portable" + prep.job.h_a + prep.job.h_b
+    be = CpuBackend(native=False, block_rows=block_rows)
+    assert be.caps.add_noise is not None and be.caps.noisy_mm_recover is not None and be.caps.accepts_out
+    want = mine_job(template, prep.job, a, b, 1 << 252, pp, _Generic(), prepared=prep)
+    got = mine_job(template, prep.job, a, b, 1 << 252, pp, be, prepared=prep)
+    assert torch.equal(got.c, _exact(a, b)) and torch.equal(got.c, want.c)
+    assert np.array_equal(got.tickets, want.tickets)
+    assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs] and got.proofs
+    for _ in range(2):   # recover_c=False: C' and the messages into this thread's reused buffers
+        bare = mine_job(template, prep.job, a, b, 1 << 252, pp, be, prepared=prep, recover_c=False)
+        assert bare.c is None and np.array_equal(bare.tickets, want.tickets)
+
+
+@pytest.mark.parametrize("method", ["int_mm", "fp32"])
+@pytest.mark.parametrize("m,k,n,r,h,w,widths,block_rows", [
+    (48, 256, 40, 64, 8, 8, (128, 128), 16),        # the recovery's shape: 2 digits, 3 row blocks
+    (21, 60, 10, 12, 3, 5, (7, 1, 24), 6),          # 3 digits, odd widths, 4 short blocks
+    (16, 32, 8, 32, 16, 8, (40,), 256),            # one digit, one block
+])
+def test_portable_fused_recovery(method, m, k, n, r, h, w, widths, block_rows):
+    """noisy_matmul_torch(pairs=[(U_i, V_i)]) returns C' - sum_i 128^i U_i V_i (mod 2^32) and the messages of C'
+    itself, full-range int8 operands and digits included."""
+    gen = torch.Generator().manual_seed(m + k + len(widths))
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    pairs = [(torch.randint(-128, 128, (m, wd), generator=gen, dtype=torch.int8),
+              torch.randint(-128, 128, (wd, n), generator=gen, dtype=torch.int8)) for wd in widths]
+    c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
+    c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, pairs=pairs)
+    assert torch.equal(msgs, m_ref)
+    assert torch.equal(c, _sub_reference(c_ref, pairs))
+
+
+@pytest.mark.parametrize("m,k,n,r", [(33, 96, 17, 32), (7, 64, 129, 64), (130, 2048, 96, 64), (1, 8, 1, 8)])
+def test_portable_add_noise_matches_noisy_operands(m, k, n, r):
+    """add_noise_torch (gathers, int8 adds) is bit for bit noisy_operands (int32 GEMMs converted to int8), maps
+    as numpy arrays or tensors, full-range operands (wrapping mod 256) included; out= buffers are written."""
+    from pouw.noise_torch import Noise, noisy_operands
+
+    gen = torch.Generator().manual_seed(m * k + n)
+    a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+    e_l = torch.randint(-32, 32, (m, r), generator=gen, dtype=torch.int8)
+    f_r = torch.randint(-32, 32, (r, n), generator=gen, dtype=torch.int8)
+    maps = tuple(torch.cat([torch.randperm(r, generator=gen) for _ in range(k // r)]).numpy() for _ in range(2))
+    want = noisy_operands(a, b, Noise(e_l, f_r, maps), lambda x, y: exact_mm(x, y, "int_mm"))
+    for mp in (maps, tuple(torch.from_numpy(x) for x in maps)):
+        got = add_noise_torch(a, b, e_l, f_r, *mp)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    bufs = (torch.empty((m, k), dtype=torch.int8), torch.empty((k, n), dtype=torch.int8))
+    got = add_noise_torch(a, b, e_l, f_r, *maps, out=bufs)
+    assert got[0] is bufs[0] and got[1] is bufs[1] and torch.equal(bufs[0], want[0]) and torch.equal(bufs[1], want[1])
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (1, 1), (0, 3), (16, 2)])
+def test_portable_tickets_match_reference(shape):
+    """tile_tickets_hashlib (one buffer, one sha256 call per tile) is bit for bit the reference, for any prefix
+    length, non-contiguous messages and no tiles at all."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    msgs = torch.randint(-2 ** 31, 2 ** 31, (shape[1], shape[0], 16), generator=gen, dtype=torch.int32)
+    view = msgs.transpose(0, 1)
+    for prefix in (b"pouw/ticket\x00" + bytes(range(32)), b"", b"x" * 57):
+        got = tile_tickets_hashlib(prefix, view)
+        assert tuple(got.shape) == (*shape, 32) and got.dtype == torch.uint8
+        if shape[0] * shape[1]:
+            assert torch.equal(got, tile_tickets_reference(prefix, view))
+    assert torch.equal(CpuBackend(native=False).tile_tickets(b"q" * 44, view), tile_tickets_reference(b"q" * 44, view)) \
+        if shape[0] * shape[1] else True

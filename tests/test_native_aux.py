@@ -76,7 +76,8 @@ def test_backend_tickets_wiring():
     for be in (CpuBackend(), CpuBackend(native=False)):
         assert torch.equal(be.tile_tickets(b"q" * 44, msgs), ref)
     assert CpuBackend()._native_tickets == native_loader.has_tickets()
-    assert CpuBackend(native=False).caps.add_noise is None
+    from kernels.cpu import add_noise_torch
+    assert CpuBackend(native=False).caps.add_noise is add_noise_torch   # the portable path's torch gathers
     assert CpuBackend().caps.add_noise is not None
 
 
