@@ -5,11 +5,14 @@ The portable path (aarch64, no C compiler, POUW_NATIVE=off, or a CPU without AVX
 int8 GEMMs, picked by a short measurement the first time one is needed (or by $POUW_PORTABLE_GEMM=int_mm|fp32):
 `torch._int_mm`, or fp32 GEMM in k-chunks of at most FP32_EXACT_K (every partial sum of int8 products then has
 magnitude <= 128 * 128 * 1024 = 2^24, so fp32 holds it exactly; the chunks are added in int32). The transcript is
-folded per row block: row blocks of `block_rows` rows keep the int32 accumulator block in cache while the k chunks
-are added, and the tile XOR fold runs on that block after every chunk (halving XORs, contiguous slabs first).
+folded per row block (`noisy_matmul_torch`): the block of C' is the accumulator, each chunk product is added into
+it in place and its tile rows XORed while it is in cache, row blocks run on torch's thread count at once. The
+portable path also declares its own noise (torch gathers), the recovery fused into the row blocks, and tickets
+hashed from one buffer (`tile_tickets_hashlib`); all bit-identical to the generic paths and references.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import hashlib
 import logging
@@ -32,44 +35,27 @@ def xor_rows(acc: np.ndarray, h: int, out: np.ndarray) -> None:
     np.bitwise_xor.reduce(acc.reshape(rows // h, h, n), axis=1, out=out)
 
 
-def _xor_last(y: torch.Tensor) -> torch.Tensor:
-    """XOR over the last axis of an integer tensor by halving (odd lengths: the last element goes into the
-    first): a few strided torch ops instead of numpy's slow reduction over a short contiguous axis."""
-    while y.shape[-1] > 1:
-        half = y.shape[-1] // 2
-        z = y[..., :half] ^ y[..., half:2 * half]
-        if y.shape[-1] % 2:
-            z[..., :1] ^= y[..., 2 * half:]
-        y = z
-    return y[..., 0]
-
-
 def xor_cols(x: np.ndarray, w: int) -> np.ndarray:
     """XOR of each run of w adjacent words along the last axis: (..., n) uint32, C-contiguous -> (..., n/w).
-    An even w is XORed as w/2 64-bit words (a tile's pairs never straddle two tiles), then high ^ low half."""
+    One XOR per lane of a tile over strided views (numpy's reduction over a short contiguous axis is slower); an
+    even w runs as w/2 64-bit lanes (a word pair never straddles two tiles), then high half ^ low half."""
     *lead, n = x.shape
-    if w == 1:
-        return x.copy()
+    lanes = w // 2 if w % 2 == 0 else w
+    y = (x.view(np.uint64) if w % 2 == 0 else x).reshape(*lead, n // w, lanes)
+    z = y[..., 0].copy()
+    for j in range(1, lanes):
+        np.bitwise_xor(z, y[..., j], out=z)
     if w % 2 == 0:
-        y = torch.from_numpy(x.view(np.int64).reshape(*lead, n // w, w // 2))
-        z = _xor_last(y).numpy().view(np.uint64)
-        return (z ^ (z >> np.uint64(32))).astype(np.uint32)   # the low 32 bits: lo ^ hi
-    y = torch.from_numpy(x.view(np.int32).reshape(*lead, n // w, w))
-    return _xor_last(y).numpy().view(np.uint32)
+        z = (z ^ (z >> np.uint64(32))).astype(np.uint32)   # the low 32 bits: lo ^ hi
+    return z
 
 
-def fold_messages(xs: np.ndarray) -> np.ndarray:
-    """The transcript's messages from every chunk's tile XORs: xs (nc, T) uint32 -> (T, 16) uint32 with
-    msg[c % 16] = rotl32(msg[c % 16], ROT) ^ xs[c] for c = 0 .. nc - 1 (msg starts at zero), 16 chunks a step."""
-    nc, t = xs.shape
-    msg_t = np.zeros((MSG_WORDS, t), dtype=np.uint32)
-    for g in range(0, nc, MSG_WORDS):
-        cnt = min(MSG_WORDS, nc - g)
-        cur = msg_t[:cnt]
-        if g:
-            cur = (cur << np.uint32(ROT)) | (cur >> np.uint32(32 - ROT))
-        np.bitwise_xor(cur, xs[g:g + cnt], out=msg_t[:cnt])
-    return msg_t.T
+def fold_group(msg_t: np.ndarray, c0: int, xs: np.ndarray) -> None:
+    """Fold chunks c0 .. c0 + len(xs) - 1 (all in one round of MSG_WORDS chunks) into slot-major messages:
+    msg_t[c % 16] = rotl32(msg_t[c % 16], ROT) ^ xs[c - c0] (uint32 arrays, msg_t in place)."""
+    s0 = c0 % MSG_WORDS
+    cur = msg_t[s0:s0 + len(xs)]
+    np.bitwise_xor((cur << np.uint32(ROT)) | (cur >> np.uint32(32 - ROT)), xs, out=cur)
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -228,19 +214,36 @@ class _ChunkGemm:
         return dst.copy_(x.to(torch.int32) @ y.to(torch.int32))
 
 
+FOLD_GROUP = 8   # chunks whose tile rows a row block keeps before XORing their tile columns (divides MSG_WORDS)
+_pool_lock = threading.Lock()
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _workers() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that run row blocks beside the caller's (torch._int_mm, numpy and hashlib release the GIL)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
+                                                          thread_name_prefix="pouw-portable")
+        return _pool
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                        block_rows: int = 512, method: str | None = None,
                        pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                       out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
     GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`.
 
-    Row blocks of `block_rows` rows (a multiple of tile_h): the block's int32 accumulator is the block of C' itself
-    and stays in cache while its k/r chunk products are added; after each chunk its tile rows are XORed into one
-    row each (`xor_rows`), and after the block the tile columns of all its chunks at once (`xor_cols`); the
-    messages are folded from every chunk's tile XORs at the end (`fold_messages`). pairs=[(U_i, V_i)] (the
-    recovery's, `Capabilities.noisy_mm_recover`): each block then becomes C = C' - sum_i 128^i U_i V_i in place,
-    after its last chunk (C' is never written out whole). out=(c, msgs): contiguous buffers to write into."""
+    Row blocks of `block_rows` rows (a multiple of tile_h), `threads` of them at a time (default
+    torch.get_num_threads(); the caller's thread is one): a block's int32 accumulator is the block of C' itself
+    and stays in cache while its k/r chunk products are added (numpy, in place); after each chunk its tile rows
+    are XORed into one row each (`xor_rows`), after every FOLD_GROUP chunks their tile columns (`xor_cols`), which
+    go into the block's messages (`fold_group`). pairs=[(U_i, V_i)] (the recovery's,
+    `Capabilities.noisy_mm_recover`): each block then becomes C = C' - sum_i 128^i U_i V_i in place after its last
+    chunk (C' is never written out whole). out=(c, msgs): contiguous buffers to write into."""
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
     method = method or portable_gemm()
     if method not in PORTABLE_GEMMS:
@@ -254,37 +257,61 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
                                                    torch.empty((m // h, n // w, MSG_WORDS), dtype=torch.int32))
     if not (c_out.is_contiguous() and msgs_out.is_contiguous()):
         raise ValueError("out= buffers must be contiguous")
-    gemm = _ChunkGemm(method, min(R, m), n)
-    b_g = gemm.prep(b)
-    pairs_g = [(u, gemm.prep(v)) for u, v in (pairs or [])]
-    xs = np.zeros((nc, m // h, n // w), dtype=np.uint32)
-    rowbuf = np.empty(nc * (min(R, m) // h) * n, dtype=np.uint32)
-    scratch = torch.empty((min(R, m), n), dtype=torch.int32) if nc > 1 or pairs_g else None
-    for i in range(0, m, R):
-        rows = min(R, m - i)
-        acc = c_out[i:i + rows]                       # contiguous rows of C'
-        acc_np = acc.numpy().view(np.uint32)
-        blk_rows = rowbuf[:nc * (rows // h) * n].reshape(nc, rows // h, n)
-        a_g = gemm.prep(a[i:i + rows])
-        if nc == 0:
-            acc.zero_()
-        for c in range(nc):
-            if c == 0:
-                gemm.into(acc, a_g[:, :r], b_g[:r])
-            else:
-                assert scratch is not None
-                p = gemm.into(scratch[:rows], a_g[:, c * r:(c + 1) * r], b_g[c * r:(c + 1) * r])
-                np.add(acc_np, p.numpy().view(np.uint32), out=acc_np)    # numpy: no thread-pool wake-ups
-            xor_rows(acc_np, h, blk_rows[c])
-        if nc:
-            xs[:, i // h:(i + rows) // h] = xor_cols(blk_rows, w)
-        if pairs_g:
-            # C = C' - sum_i 128^i U_i V_i, one in-place pass per digit (int32 arithmetic mod 2^32)
-            assert scratch is not None
+    msgs_np = msgs_out.numpy().view(np.uint32)
+    fp32 = method == "fp32"
+    b_g = b.to(torch.float32) if fp32 else b
+    pairs_g = [(u, v.to(torch.float32) if fp32 else v) for u, v in (pairs or [])]
+    rb = min(R, m)
+    starts = iter(range(0, m, R))
+    lock = threading.Lock()
+
+    def next_block() -> int | None:
+        with lock:
+            return next(starts, None)
+
+    def work() -> None:
+        gemm = _ChunkGemm(method, rb, n)
+        scratch = torch.empty((rb, n), dtype=torch.int32) if nc > 1 or pairs_g else None
+        scratch_np = scratch.numpy().view(np.uint32) if scratch is not None else None
+        rowbuf = np.empty(min(FOLD_GROUP, nc) * (rb // h) * n, dtype=np.uint32)
+        while (i := next_block()) is not None:
+            rows = min(R, m - i)
+            th = rows // h
+            acc = c_out[i:i + rows]                       # contiguous rows of C'
+            acc_np = acc.numpy().view(np.uint32)
+            grp = rowbuf[:min(FOLD_GROUP, nc) * th * n].reshape(min(FOLD_GROUP, nc), th, n)
+            msg_t = np.zeros((MSG_WORDS, th, n // w), dtype=np.uint32)
+            a_g = gemm.prep(a[i:i + rows])
+            if nc == 0:
+                acc.zero_()
+            for c in range(nc):
+                if c == 0:
+                    gemm.into(acc, a_g[:, :r], b_g[:r])
+                else:
+                    assert scratch is not None and scratch_np is not None
+                    gemm.into(scratch[:rows], a_g[:, c * r:(c + 1) * r], b_g[c * r:(c + 1) * r])
+                    np.add(acc_np, scratch_np[:rows], out=acc_np)
+                g = c % FOLD_GROUP
+                xor_rows(acc_np, h, grp[g])
+                if g == FOLD_GROUP - 1 or c == nc - 1:
+                    fold_group(msg_t, c - g, xor_cols(grp[:g + 1], w))
+            msgs_np[i // h:(i + rows) // h] = msg_t.transpose(1, 2, 0)
             for d, (u, v) in enumerate(pairs_g):
-                acc.sub_(gemm.into(scratch[:rows], gemm.prep(u[i:i + rows]), v), alpha=128 ** d)
-    msgs_np = msgs_out.numpy().view(np.uint32).reshape(-1, MSG_WORDS)
-    msgs_np[:] = fold_messages(xs.reshape(nc, -1))
+                # C = C' - sum_d 128^d U_d V_d, in uint32 arithmetic (mod 2^32, as the contract says)
+                assert scratch is not None and scratch_np is not None
+                gemm.into(scratch[:rows], gemm.prep(u[i:i + rows]), v)
+                p = scratch_np[:rows]
+                if d:
+                    np.multiply(p, np.uint32(pow(128, d, 1 << 32)), out=p)
+                np.subtract(acc_np, p, out=acc_np)
+
+    nblocks = -(-m // R)
+    helpers = [_workers().submit(work) for _ in range(min(threads or torch.get_num_threads(), nblocks) - 1)]
+    try:
+        work()
+    finally:
+        for f in helpers:
+            f.result()
     return c_out, msgs_out
 
 
@@ -346,7 +373,7 @@ class CpuBackend:
 
     name = "cpu"
 
-    def __init__(self, native: bool | None = None, block_rows: int = 256, kernel: str | None = None) -> None:
+    def __init__(self, native: bool | None = None, block_rows: int = 512, kernel: str | None = None) -> None:
         self.device = torch.device("cpu")
         self.block_rows = block_rows
         self._native = None

@@ -114,8 +114,8 @@ def test_portable_transcript_matches_reference(method, m, k, n, r, h, w):
         m_ref[:, :, 0] = torch.from_numpy(x.view(np.int32))
     else:
         c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
-    for block_rows in (4, 256):
-        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method)
+    for block_rows, threads in ((4, 1), (4, 3), (256, None)):   # row blocks on 1 or 3 threads at a time
+        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, threads=threads)
         assert torch.equal(c, c_ref) and torch.equal(msgs, m_ref)
 
 
@@ -315,9 +315,11 @@ def test_portable_fused_recovery(method, m, k, n, r, h, w, widths, block_rows):
     pairs = [(torch.randint(-128, 128, (m, wd), generator=gen, dtype=torch.int8),
               torch.randint(-128, 128, (wd, n), generator=gen, dtype=torch.int8)) for wd in widths]
     c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
-    c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, pairs=pairs)
-    assert torch.equal(msgs, m_ref)
-    assert torch.equal(c, _sub_reference(c_ref, pairs))
+    for threads in (1, 2):
+        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, pairs=pairs,
+                                     threads=threads)
+        assert torch.equal(msgs, m_ref)
+        assert torch.equal(c, _sub_reference(c_ref, pairs))
 
 
 @pytest.mark.parametrize("m,k,n,r", [(33, 96, 17, 32), (7, 64, 129, 64), (130, 2048, 96, 64), (1, 8, 1, 8)])
