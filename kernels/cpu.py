@@ -229,6 +229,16 @@ def _workers() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
+def portable_threads() -> int:
+    """Row blocks the portable path runs at once: $POUW_PORTABLE_THREADS when set to a positive integer, else 1
+    (measured on a shared 2-core host: a second thread cut the wall time by a fifth but cost a third more CPU
+    time, and none at all when another process held a core)."""
+    try:
+        return max(1, int(os.environ.get("POUW_PORTABLE_THREADS", "1")))
+    except ValueError:
+        return 1
+
+
 def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                        block_rows: int = 512, method: str | None = None,
                        pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -238,7 +248,7 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
     GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`.
 
     Row blocks of `block_rows` rows (a multiple of tile_h), `threads` of them at a time (default
-    torch.get_num_threads(); the caller's thread is one): a block's int32 accumulator is the block of C' itself
+    `portable_threads()`; the caller's thread is one): a block's int32 accumulator is the block of C' itself
     and stays in cache while its k/r chunk products are added (numpy, in place); after each chunk its tile rows
     are XORed into one row each (`xor_rows`), after every FOLD_GROUP chunks their tile columns (`xor_cols`), which
     go into the block's messages (`fold_group`). pairs=[(U_i, V_i)] (the recovery's,
@@ -306,7 +316,7 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
                 np.subtract(acc_np, p, out=acc_np)
 
     nblocks = -(-m // R)
-    helpers = [_workers().submit(work) for _ in range(min(threads or torch.get_num_threads(), nblocks) - 1)]
+    helpers = [_workers().submit(work) for _ in range(min(threads or portable_threads(), nblocks) - 1)]
     try:
         work()
     finally:
@@ -487,13 +497,14 @@ class CpuBackend:
                     return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out,
                                                      kernel=kern)
         # no fused kernel takes these parameters: the torch path beats the plain C one
-        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, out=out)
+        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, out=out, threads=portable_threads())
 
     def _portable_noisy_mm_recover(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
                                    pairs) -> tuple[torch.Tensor, torch.Tensor]:
         """`Capabilities.noisy_mm_recover` on the portable path: each row block of C' is recovered in place after
         its last chunk, while it is still in cache."""
-        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, pairs=list(pairs))
+        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, pairs=list(pairs),
+                                  threads=portable_threads())
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         if self._native_tickets:
