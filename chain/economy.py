@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
 
 from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
                           KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
                           MODE_BREAKAGE, MODE_MINT, MODE_NAMES, MODE_ROLLOVER, CreditIssue, CreditSpend, Grant,
                           IssuerDeposit, IssuerRegister, IssuerWithdraw)
-from chain.encoding import U64_MAX, RecordMemo, as_bytes, as_int, as_list, decode, encode
+from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode,
+                            encode_record, evolve)
 from chain.errors import TxError
 
 if TYPE_CHECKING:
@@ -81,7 +82,10 @@ def k_volume(window: int) -> bytes: return b"T" + be8(window)
 K_SEQ = b"Q"
 
 
-_ISSUERS, _GRANTS = RecordMemo(1 << 10), RecordMemo()  # records by their canonical bytes (see RecordMemo)
+_ISSUERS: "RecordMemo[Issuer]" = RecordMemo(1 << 10)  # records by their canonical bytes (see RecordMemo)
+
+
+_GRANTS: "RecordMemo[GrantRec]" = RecordMemo()
 
 
 # --- records ------------------------------------------------------------------------------------------
@@ -95,7 +99,8 @@ class Issuer:
     height: int           # registration height
 
     def encode(self) -> bytes:
-        return encode([self.mode, self.vintage_periods, self.fee_bps, self.buyback_bps, self.deposit, self.height])
+        return cached_encoding(self, lambda: encode_record([self.mode, self.vintage_periods, self.fee_bps,
+                                                            self.buyback_bps, self.deposit, self.height]), _ISSUERS)
 
     @classmethod
     def decode(cls, b: bytes) -> "Issuer":
@@ -128,8 +133,9 @@ class GrantRec:
     minted: int = 0       # tokens minted to the subscriber at period ends
 
     def encode(self) -> bytes:
-        return encode([self.issuer, self.subscriber, self.allocation, self.per_period, self.period_blocks,
-                       self.periods_left, self.trial, self.remaining, self.end, self.status, self.used, self.minted])
+        return cached_encoding(self, lambda: encode_record([
+            self.issuer, self.subscriber, self.allocation, self.per_period, self.period_blocks, self.periods_left,
+            self.trial, self.remaining, self.end, self.status, self.used, self.minted]), _GRANTS)
 
     @classmethod
     def decode(cls, b: bytes) -> "GrantRec":
@@ -161,11 +167,28 @@ def credit_supply(v: bytes | None) -> tuple[int, int]:
 
 
 def enc_int(x: int) -> bytes:
-    return encode(x)
+    assert type(x) is int
+    return encode_record(x)
+
+
+_UINT = {0xcc: (2, 1 << 7), 0xcd: (3, 1 << 8), 0xce: (5, 1 << 16), 0xcf: (9, 1 << 32)}  # head: (size, least value)
 
 
 def dec_int(b: bytes | None) -> int:
-    return 0 if b is None else as_int(decode(b), what="amount")
+    """An amount record (a canonical msgpack uint, or absent: 0). Canonical fixint and uint8..64 forms are
+    read directly; anything else goes to the strict decoder, which accepts or rejects it the same way."""
+    if b is None:
+        return 0
+    if type(b) is bytes and b:
+        head = b[0]
+        if head < 0x80 and len(b) == 1:
+            return head
+        form = _UINT.get(head)
+        if form is not None and len(b) == form[0]:
+            x = int.from_bytes(b[1:], "big")
+            if x >= form[1]:
+                return x
+    return as_int(decode(b), what="amount")
 
 
 # --- the store a ledger reads -------------------------------------------------------------------------
@@ -250,7 +273,7 @@ class Ledger:
     def add_deposit(self, a: bytes, x: int) -> None:
         rec = self.issuer(a)
         assert rec is not None and rec.deposit + x >= 0
-        self.put_issuer(a, replace(rec, deposit=rec.deposit + x))
+        self.put_issuer(a, evolve(rec, deposit=rec.deposit + x))
 
     def grant(self, gid: bytes) -> GrantRec | None:
         v = self.get(k_grant(gid))
@@ -407,7 +430,7 @@ def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[list], int]:
         if src == SRC_GRANT:
             g = led.grant(ident)
             assert g is not None
-            led.put(k_grant(ident), replace(g, remaining=g.remaining - x, used=g.used + x).encode())
+            led.put(k_grant(ident), evolve(g, remaining=g.remaining - x, used=g.used + x).encode())
             ident = ident + g.issuer  # the funding record names the issuer: a refund needs no grant record
         elif src == SRC_VINTAGE:
             led.add_int(k_vintage(owner, ident[:20], int.from_bytes(ident[20:], "big")), -x)
@@ -434,7 +457,7 @@ def restore(led: Ledger, owner: bytes, parts: list[list], amount: int) -> int:
             gid, issuer = ident[:32], ident[32:]
             g = led.grant(gid)  # None once a closed grant's record was pruned
             if g is not None and g.status == ACTIVE and g.end > led.height:
-                led.put(k_grant(gid), replace(g, remaining=g.remaining + y, used=g.used - min(y, g.used)).encode())
+                led.put(k_grant(gid), evolve(g, remaining=g.remaining + y, used=g.used - min(y, g.used)).encode())
             else:
                 led.add_deposit(issuer, y)
         elif src == SRC_VINTAGE:
@@ -587,14 +610,14 @@ def period_end(led: Ledger, gid: bytes) -> str:
     assert iss is not None
     if g.periods_left and iss.deposit >= g.per_period:
         led.add_deposit(g.issuer, -g.per_period)
-        ng = replace(g, periods_left=g.periods_left - 1, remaining=g.per_period + carry,
+        ng = evolve(g, periods_left=g.periods_left - 1, remaining=g.per_period + carry,
                      end=g.end + g.period_blocks, minted=g.minted + minted)
         led.put(k_sched(ng.end - 1, b"g", gid), b"")
         led.put(k_grant(gid), ng.encode())
         return "renewed"
     if carry:
         led.add_deposit(g.issuer, carry)
-    led.put(k_grant(gid), replace(g, remaining=0, status=CLOSED, minted=g.minted + minted).encode())
+    led.put(k_grant(gid), evolve(g, remaining=0, status=CLOSED, minted=g.minted + minted).encode())
     led.put(k_subgrant(g.subscriber, gid), None)
     # the closed record stays (API) until the last vintage it could have minted has expired
     led.put(k_sched(g.end + iss.vintage_periods * g.period_blocks - 1, b"x", gid), b"")

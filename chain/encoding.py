@@ -56,6 +56,15 @@ def encode(obj: Obj) -> bytes:
     return out
 
 
+def encode_record(fields: Obj) -> bytes:
+    """Canonical bytes of a record the state transition built itself from typed fields (ints from checked
+    transactions and integer arithmetic, bytes): ``encode`` without its type walk, for the hot path. Never
+    for data from outside (decoded or user-built objects go through ``encode``, which rejects foreign
+    types). Equal to ``encode(fields)`` whenever that accepts ``fields`` (tests/test_record_memo.py)."""
+    out: bytes = msgpack.packb(fields, use_bin_type=True)
+    return out
+
+
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | None = None,
            max_array: int = 4096) -> Obj:
     """Strictly decode canonical bytes; raises EncodingError('bad-encoding') on anything else."""
@@ -140,11 +149,29 @@ class RecordMemo(Generic[R]):
         m[data] = rec
 
 
-def cached_encoding(rec: object, make: Callable[[], bytes]) -> bytes:
+def evolve(rec: R, **changes: Any) -> R:
+    """``dataclasses.replace`` for the frozen records of the state transition, without its per-call field
+    introspection and ``__init__``: a copy of ``rec`` with ``changes`` (field names only, else TypeError)
+    and without ``rec``'s cached encoding (``cached_encoding``), which describes the old fields. Only for
+    dataclasses with no ``__post_init__`` and no validation in ``__init__``."""
+    d = rec.__dict__.copy()
+    d.pop("_enc", None)
+    if not d.keys() >= changes.keys():
+        raise TypeError(f"{type(rec).__name__} has no field(s) {sorted(changes.keys() - d.keys())}")
+    d.update(changes)
+    new: R = object.__new__(type(rec))
+    new.__dict__.update(d)  # a frozen dataclass blocks __setattr__, not its __dict__
+    return new
+
+
+def cached_encoding(rec: R, make: Callable[[], bytes], memo: RecordMemo[R] | None = None) -> bytes:
     """``rec``'s canonical bytes, computed by ``make()`` once per instance of a frozen dataclass (kept in
-    its ``__dict__``, outside its fields: equality, hashing and ``replace`` ignore it)."""
+    its ``__dict__``, outside its fields: equality, hashing, ``replace`` and ``evolve`` ignore it). With
+    ``memo``, the new bytes are remembered as decoding to ``rec`` (the next block reads them for free)."""
     enc: bytes | None = rec.__dict__.get("_enc")
     if enc is None:
         enc = make()
         object.__setattr__(rec, "_enc", enc)
+        if memo is not None:
+            memo.remember(enc, rec)
     return enc

@@ -21,11 +21,12 @@ Every function here is pure: it reads a view and returns what changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterable, Protocol
 
-from chain.encoding import Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode
+from chain.encoding import (Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode_record,
+                            evolve)
 from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, ZERO_HASH, tagged_hash, u32
 from chain.keys import ADDRESS_LEN, ZERO_ADDRESS
@@ -83,7 +84,7 @@ class JobRecord:
         return out
 
     def encode(self) -> bytes:
-        return cached_encoding(self, lambda: encode(self.to_list()))
+        return cached_encoding(self, lambda: encode_record(self.to_list()))
 
     @classmethod
     def decode(cls, data: bytes) -> "JobRecord":
@@ -287,7 +288,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
         need = required_bond(cfg, rec.fee)
         if p.bond < need:
             raise TxError("bad-job-bond", f"bond {p.bond} < {need} (max(min_bond, fee * {jc.bond_num}/{jc.bond_den}))")
-        new = replace(rec, status=CLAIMED, miner=sender, bond=p.bond, claim_height=height,
+        new = evolve(rec, status=CLAIMED, miner=sender, bond=p.bond, claim_height=height,
                       due=min(rec.deadline, height + jc.claim_window - 1))
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_RESULT:
@@ -299,7 +300,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
             raise TxError("bad-job-state", f"job is {rec.status_name}")
         if sender != rec.miner:
             raise TxError("bad-job-not-claimer", "only the claimer may post the result")
-        new = replace(rec, status=RESULTED, h_c=p.h_c, blob_c=p.blob_c, result_height=height,
+        new = evolve(rec, status=RESULTED, h_c=p.h_c, blob_c=p.blob_c, result_height=height,
                       due=height + jc.challenge_window)
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_CANCEL:
@@ -309,7 +310,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
             raise TxError("bad-job-not-client", "only the job's client may cancel it")
         if rec.status != OPEN:
             raise TxError("bad-job-state", f"job is {rec.status_name}; only an unclaimed job can be cancelled")
-        new = replace(rec, status=CANCELLED, due=0, closed_height=height)
+        new = evolve(rec, status=CANCELLED, due=0, closed_height=height)
         return [(rec.client, rec.fee)], {p.job_id: new}
     if tx.kind == KIND_JOB_CHALLENGE:
         assert isinstance(p, JobRef)
@@ -322,7 +323,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
             raise TxError("bad-job-window", f"challenge window closed at height {rec.challenge_until(cfg)}")
         if rec.status != RESULTED:
             raise TxError("bad-job-state", f"job is {rec.status_name}")
-        new = replace(rec, status=CHALLENGED, challenge_height=height, due=height + jc.answer_window)
+        new = evolve(rec, status=CHALLENGED, challenge_height=height, due=height + jc.answer_window)
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_ANSWER:
         assert isinstance(p, JobAnswer)
@@ -343,7 +344,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
                 verify_range(TAG_C, rec.h_c, rec.m, 4 * rec.n, r.i, [r.c_row], r.path, "bad-answer-merkle")
             except PowError as e:
                 raise TxError(e.reason, f"row {r.i}: {e.detail}") from e
-        new = replace(rec, status=RESULTED, answer_height=height, due=height + jc.challenge_window)
+        new = evolve(rec, status=RESULTED, answer_height=height, due=height + jc.challenge_window)
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_DISPUTE:
         assert isinstance(p, JobDispute)
@@ -358,7 +359,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
             verify_fraud_proof(rec.commitment(), rec.h_c, p.proof)
         except PowError as e:
             raise TxError(e.reason, e.detail) from e
-        new = replace(rec, status=SLASHED, due=0, closed_height=height)
+        new = evolve(rec, status=SLASHED, due=0, closed_height=height)
         return [(rec.client, rec.fee + rec.bond)], {p.job_id: new}
     raise TxError("bad-txn-kind", f"not a job transaction kind {tx.kind}")
 
@@ -378,18 +379,18 @@ def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Cred
             continue
         if rec.status == RESULTED:
             credits.append((rec.miner, rec.fee + rec.bond))
-            out[jid] = replace(rec, status=RELEASED, due=0, closed_height=height)
+            out[jid] = evolve(rec, status=RELEASED, due=0, closed_height=height)
             events.append((jid, "released"))
         elif rec.status == CHALLENGED:
             credits.append((rec.client, rec.fee + rec.bond))
-            out[jid] = replace(rec, status=SLASHED, due=0, closed_height=height)
+            out[jid] = evolve(rec, status=SLASHED, due=0, closed_height=height)
             events.append((jid, "slashed"))
         elif rec.status == CLAIMED and height < rec.deadline:
             credits.append((rec.client, rec.bond))
-            out[jid] = replace(rec, status=OPEN, miner=ZERO_ADDRESS, bond=0, claim_height=0, due=rec.deadline)
+            out[jid] = evolve(rec, status=OPEN, miner=ZERO_ADDRESS, bond=0, claim_height=0, due=rec.deadline)
             events.append((jid, "reopened"))
         else:
             credits.append((rec.client, rec.fee + rec.bond_held))
-            out[jid] = replace(rec, status=REFUNDED, due=0, closed_height=height)
+            out[jid] = evolve(rec, status=REFUNDED, due=0, closed_height=height)
             events.append((jid, "refunded"))
     return credits, out, events

@@ -19,15 +19,17 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from chain.econtx import ASK, BID, BPS, GTC, IOC, SIDE_NAMES, SRC_FREE, OrderCancel, OrderPlace
 from chain.economy import (K_SEQ, VELOCITY_WINDOW, Ledger, be8, dec_int, enc_int, k_credit, k_sched, k_spend_only,
                            k_vintage, k_volume)
-from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
+from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode,
+                            encode_record, evolve)
 from chain.errors import TxError
 
 MAX_FILLS = 32
+_ORDERS = RecordMemo()  # order records by their canonical bytes (see RecordMemo)
 
 
 def value(q: int, p: int) -> int:
@@ -53,11 +55,17 @@ class Order:
     height: int
 
     def encode(self) -> bytes:
-        return encode([self.issuer, self.owner, self.side, self.price, self.qty, self.remaining, self.source,
-                       self.expires, self.seq, self.height])
+        return cached_encoding(self, lambda: encode_record([self.issuer, self.owner, self.side, self.price, self.qty,
+                                                            self.remaining, self.source, self.expires, self.seq,
+                                                            self.height]), _ORDERS)
 
     @classmethod
     def decode(cls, b: bytes) -> "Order":
+        """Strict decode (memoised: an order the transition wrote or read recently is not decoded again)."""
+        return _ORDERS.decode(b, cls._decode)
+
+    @classmethod
+    def _decode(cls, b: bytes) -> "Order":
         f = as_list(decode(b), 10, what="order")
         return cls(as_bytes(f[0], 20), as_bytes(f[1], 20), *(as_int(x, what="order") for x in f[2:]))
 
@@ -206,7 +214,7 @@ def place(led: Ledger, tx) -> None:
             led.add_int(k_spend_only(m.owner), f)
         fees += fee
         rem -= f
-        m2 = replace(m, remaining=m.remaining - f)
+        m2 = evolve(m, remaining=m.remaining - f)
         if m2.remaining:
             led.put(k_order(moid), m2.encode())
         else:
@@ -243,7 +251,7 @@ def place(led: Ledger, tx) -> None:
         led.add_credits(p.issuer, me, -need)
     seq = dec_int(led.get(K_SEQ))
     led.put(K_SEQ, enc_int(seq + 1))
-    o = replace(o, seq=seq)
+    o = evolve(o, seq=seq)
     led.put(k_order(oid), o.encode())
     led.put(o.book_key(oid), b"")
     if expires:

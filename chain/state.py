@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, runtim
 
 import numpy as np
 
-from chain.encoding import U64_MAX, as_bytes, as_int, as_list, decode, encode
+from chain.encoding import U64_MAX, as_bytes, as_int, as_list, cached_encoding, decode, encode, encode_record
 from chain.errors import TxError
 from chain.hashing import tagged_hash, xof
 from chain.jobs import RELEASED, JobRecord, JobSource, due_effects, job_tx_effects
@@ -53,7 +53,7 @@ class Account:
         return self.balance == 0 and self.nonce == 0
 
     def encode(self) -> bytes:
-        return encode([self.balance, self.nonce])
+        return cached_encoding(self, lambda: encode_record([self.balance, self.nonce]))
 
     @classmethod
     def decode(cls, data: bytes) -> "Account":
@@ -66,32 +66,35 @@ Getter = Callable[[bytes], Account]
 
 
 _LEAVES: OrderedDict[tuple[bytes, ...], np.ndarray] = OrderedDict()  # recent leaves by input: a record added in one block is subtracted later
-LEAVES_KEPT = 1 << 13  # 16 MiB of leaves; the oldest goes first
+LEAVES_KEPT = 1 << 15  # 64 MiB of leaves; the oldest goes first
 
 
-def lt_leaf(tag: bytes, *parts: bytes) -> np.ndarray:
-    """An LtHash leaf: XOF(tag, parts, 2048 bytes) as 1024 little-endian uint16 lanes (read-only)."""
+def lt_leaf(tag: bytes, *parts: bytes, keep: bool = True) -> np.ndarray:
+    """An LtHash leaf: XOF(tag, parts, 2048 bytes) as 1024 little-endian uint16 lanes (read-only). The
+    last LEAVES_KEPT leaves computed with ``keep`` are kept: the leaf of a value added to the state now is
+    needed again when that value is replaced (the leaf of a value being removed, ``keep=False``, is not)."""
     key = (tag, *parts)
     v = _LEAVES.get(key)
     if v is None:
         v = np.frombuffer(xof(tag, *parts, length=LT_BYTES), dtype="<u2")
-        if len(_LEAVES) >= LEAVES_KEPT:
-            _LEAVES.popitem(last=False)
-        _LEAVES[key] = v
+        if keep:
+            if len(_LEAVES) >= LEAVES_KEPT:
+                _LEAVES.popitem(last=False)
+            _LEAVES[key] = v
     return v
 
 
-def leaf_vector(address: bytes, acct: Account) -> np.ndarray:
-    return lt_leaf(b"acct", address, acct.encode())
+def leaf_vector(address: bytes, acct: Account, keep: bool = True) -> np.ndarray:
+    return lt_leaf(b"acct", address, acct.encode(), keep=keep)
 
 
-def job_leaf_vector(job_id: bytes, rec: JobRecord) -> np.ndarray:
-    return lt_leaf(b"job", job_id, rec.encode())
+def job_leaf_vector(job_id: bytes, rec: JobRecord, keep: bool = True) -> np.ndarray:
+    return lt_leaf(b"job", job_id, rec.encode(), keep=keep)
 
 
-def econ_leaf_vector(key: bytes, value: bytes) -> np.ndarray:
+def econ_leaf_vector(key: bytes, value: bytes, keep: bool = True) -> np.ndarray:
     """Leaf of an economy record: lt_leaf("econ", u8(len(key)), key, value) (every key is < 256 bytes)."""
-    return lt_leaf(b"econ", bytes([len(key)]), key, value)
+    return lt_leaf(b"econ", bytes([len(key)]), key, value, keep=keep)
 
 
 EconChanges = Iterable[tuple[bytes, "bytes | None", "bytes | None"]]
@@ -131,21 +134,21 @@ class Supply:
             if old == new:
                 continue
             if not old.empty:
-                acc -= leaf_vector(addr, old)
+                acc -= leaf_vector(addr, old, False)
             if not new.empty:
                 acc += leaf_vector(addr, new)
         for jid, jold, jnew in jobs:
             if jold == jnew:
                 continue
             if jold is not None:
-                acc -= job_leaf_vector(jid, jold)
+                acc -= job_leaf_vector(jid, jold, False)
             if jnew is not None:
                 acc += job_leaf_vector(jid, jnew)
         for key, eold, enew in econ:  # economy records (None = absent)
             if eold == enew:
                 continue
             if eold is not None:
-                acc -= econ_leaf_vector(key, eold)
+                acc -= econ_leaf_vector(key, eold, False)
             if enew is not None:
                 acc += econ_leaf_vector(key, enew)
         return Supply(self.minted + minted, self.burned + burned, acc.astype("<u2").tobytes())
@@ -201,6 +204,16 @@ class StateSource(JobSource, EconSource, Protocol):
     mempool's pending view): what an overlay needs for the economy's kinds."""
 
 
+@dataclass
+class _BookScan:
+    """One order book of the base as an overlay reads it: the entries scanned so far, the rest of the scan,
+    and the index of the first entry the overlay has not deleted."""
+
+    rest: Iterator[tuple[bytes, bytes]]
+    items: list[tuple[bytes, bytes]] = field(default_factory=list)
+    head: int = 0
+
+
 class StateOverlay:
     """Accounts and job records changed so far on top of a base state (reads fall through).
 
@@ -218,7 +231,12 @@ class StateOverlay:
         self.econ: dict[bytes, bytes | None] = {}  # economy records written (None: deleted)
         self.econ_source: EconSource | None = jobs if isinstance(jobs, StateSource) else None
         self._econ_keys: list[bytes] = []  # sorted keys of self.econ (for ordered scans)
-        self._book_skip: dict[bytes, bytes] = {}  # book prefix -> first base key not yet consumed here
+        # what the base held for every key read so far (the base does not change under an overlay): each
+        # key is read from the base once, and apply_block's before-values come from here
+        self.base_accts: dict[bytes, Account] = {}
+        self.base_jobs: dict[bytes, JobRecord | None] = {}
+        self.base_econ: dict[bytes, bytes | None] = {}
+        self._books: dict[bytes, _BookScan] = {}  # the base's order books, each scanned once (see _book_head)
 
     def _job_context(self) -> tuple[JobSource, ChainConfig, int] | None:
         """(source, cfg, height) when job transactions can apply, else None."""
@@ -241,12 +259,28 @@ class StateOverlay:
         return self._econ_context() is not None
 
     def get(self, a: bytes) -> Account:
-        return self.accts[a] if a in self.accts else self.base_get(a)
+        if a in self.accts:
+            return self.accts[a]
+        return self.base_account(a)
+
+    def base_account(self, a: bytes) -> Account:
+        """The base's account `a` (read once)."""
+        x = self.base_accts.get(a)
+        if x is None:
+            x = self.base_accts[a] = self.base_get(a)
+        return x
 
     def get_econ(self, key: bytes) -> bytes | None:
         if key in self.econ:
             return self.econ[key]
-        return self.econ_source.get_econ(key) if self.econ_source is not None else None
+        return self.base_econ_record(key)
+
+    def base_econ_record(self, key: bytes) -> bytes | None:
+        """The base's economy record `key` (read once)."""
+        if key in self.base_econ:
+            return self.base_econ[key]
+        v = self.base_econ[key] = self.econ_source.get_econ(key) if self.econ_source is not None else None
+        return v
 
     def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Economy records under `prefix` in key order, this overlay's writes on top (from the first key
@@ -259,23 +293,40 @@ class StateOverlay:
         elif prefix[:1] == b"B":  # an order book: skip its head of makers this block already removed
             base = self._book_head(self.econ_source, prefix)
         else:
-            base = self.econ_source.scan_econ(prefix)
+            base = self._recorded(self.econ_source.scan_econ(prefix))
         it = economy.merge_scan(base, self.econ, prefix, self._econ_keys)
         return it if start is None else ((k, v) for k, v in it if k >= start)
+
+    def _recorded(self, pairs: Iterable[tuple[bytes, bytes]]) -> Iterator[tuple[bytes, bytes]]:
+        """`pairs` of the base, remembered as read (apply_block's before-values need no second read)."""
+        be = self.base_econ
+        for k, v in pairs:
+            be[k] = v
+            yield k, v
 
     def _book_head(self, src: EconSource, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """The base's book entries under `prefix`, starting after the run of leading entries this overlay
         deleted (remembered per prefix). Book keys carry a unique sequence number and are never written
         again once deleted, so the run only grows: without this, every taker in a block would re-walk the
-        makers that earlier takers in the block consumed."""
-        start = self._book_skip.get(prefix)
-        head = True
-        for k, v in src.scan_econ(prefix, start):
-            if head:
-                if k in self.econ and self.econ[k] is None:
-                    self._book_skip[prefix] = k + b"\x00"
-                else:
-                    head = False
+        makers that earlier takers in the block consumed. The base's book is scanned once per overlay:
+        its takers share one scan, extended as far as the deepest of them reaches."""
+        book = self._books.get(prefix)
+        if book is None:
+            book = self._books[prefix] = _BookScan(self._recorded(src.scan_econ(prefix)))
+        items = book.items
+        i = book.head
+        while True:
+            if i < len(items):
+                k, v = items[i]
+            else:
+                nxt = next(book.rest, None)
+                if nxt is None:
+                    return
+                items.append(nxt)
+                k, v = nxt
+            if i == book.head and k in self.econ and self.econ[k] is None:
+                book.head = i + 1
+            i += 1
             yield k, v
 
     def commit_econ(self, kv: dict[bytes, bytes | None]) -> None:
@@ -317,7 +368,14 @@ class StateOverlay:
     def get_job(self, job_id: bytes) -> JobRecord | None:
         if job_id in self.jobs:
             return self.jobs[job_id]
-        return self.source.get_job(job_id) if self.source is not None else None
+        return self.base_job(job_id)
+
+    def base_job(self, job_id: bytes) -> JobRecord | None:
+        """The base's job record (read once)."""
+        if job_id in self.base_jobs:
+            return self.base_jobs[job_id]
+        r = self.base_jobs[job_id] = self.source.get_job(job_id) if self.source is not None else None
+        return r
 
     def credit(self, a: bytes, amount: int) -> None:
         if amount:
@@ -395,10 +453,9 @@ def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: 
         ov.accts[miner] = ov.get(miner)
     events = ov.run_schedule()
     after = ov.accts
-    before = {a: get(a) for a in after}
-    jobs_before = {j: (jobs.get_job(j) if jobs is not None else None) for j in ov.jobs}
-    src = ov.econ_source
-    econ_before = {k: (src.get_econ(k) if src is not None else None) for k in ov.econ}
+    before = {a: ov.base_account(a) for a in after}
+    jobs_before = {j: ov.base_job(j) for j in ov.jobs}
+    econ_before = {k: ov.base_econ_record(k) for k in ov.econ}
     econ_after = {k: v for k, v in ov.econ.items() if v != econ_before[k]}
     econ_before = {k: econ_before[k] for k in econ_after}
     new_supply = supply.updated(((a, before[a], after[a]) for a in after), minted=subsidy,
