@@ -29,7 +29,7 @@ from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cach
 from chain.errors import TxError
 
 MAX_FILLS = 32
-_ORDERS = RecordMemo()  # order records by their canonical bytes (see RecordMemo)
+_ORDERS: "RecordMemo[Order]" = RecordMemo()  # order records by their canonical bytes (see RecordMemo)
 
 
 def value(q: int, p: int) -> int:
