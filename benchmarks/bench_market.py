@@ -257,12 +257,22 @@ class Rate:
         return self.n / self.wall_s if self.wall_s else 0.0
 
 
+def _cold() -> None:
+    """Empty the process-wide caches (LtHash leaves, record memos) before a timed import: the simulation and
+    the mining that just made the chain in this process computed its leaves and decoded its records, which a
+    node importing blocks from its peers has not (left warm, the chain that fits the cache best wins)."""
+    from chain import encoding, state
+    state.clear_leaf_cache()
+    encoding.clear_memos()
+
+
 def _timed_import(cfg, raw_blocks: list[bytes], timestamp: int, counts: list[int],
                   market: list[bool] | None = None) -> tuple[Rate, Rate]:
     """Import encoded blocks (holding `counts` transactions) into a fresh datadir: (all blocks, the
     blocks flagged in `market`)."""
     import tempfile
     from chain.chainstate import ChainState
+    _cold()
     mkt_n, mkt_cpu, mkt_wall = 0, 0.0, 0.0
     with tempfile.TemporaryDirectory() as d:
         with ChainState.open(d, cfg, clock=lambda: timestamp) as cs:

@@ -120,6 +120,15 @@ def as_bytes(obj: Obj, n: int | None = None, max_len: int | None = None, reason:
 
 # --- decoded-record memo: the state transition re-reads the records it wrote a block ago ---------------
 
+_MEMOS: list["RecordMemo[Any]"] = []  # every memo (clear_memos)
+
+
+def clear_memos() -> None:
+    """Empty every record memo (benchmarks: time a cold import, as a node receiving new blocks sees it)."""
+    for m in _MEMOS:
+        m.clear()
+
+
 class RecordMemo(Generic[R]):
     """A bounded map from canonical bytes to the immutable record they decode to (frozen dataclasses, so
     one instance can be shared by every reader). ``decode(data, fn)`` runs ``fn`` only on bytes not seen
@@ -131,6 +140,10 @@ class RecordMemo(Generic[R]):
     def __init__(self, max_items: int = 1 << 15):
         self.max_items = max_items
         self._map: OrderedDict[bytes, R] = OrderedDict()
+        _MEMOS.append(self)
+
+    def clear(self) -> None:
+        self._map.clear()
 
     def decode(self, data: bytes, fn: Callable[[bytes], R]) -> R:
         if type(data) is not bytes:
