@@ -197,3 +197,17 @@ def test_overlay_reads_each_base_record_once_and_takers_share_one_book_scan():
     assert src.scans.count(book_prefix(iss.address, ASK)) == 1             # three takers, one scan of the book
     assert not any(k.startswith(b"B") for k in src.gets)                  # makers' before-values came from it
     s.st.check_conservation()
+
+
+def test_clearing_the_caches_changes_no_result():
+    from chain.encoding import clear_memos
+    g = GrantRec(b"\x08" * 20, b"\x09" * 20, 12, 5, 30, 2, 0, 5, 40, 0)
+    raw = g.encode()
+    assert GrantRec.decode(raw) is g
+    leaf = state.lt_leaf(b"econ", b"kc", raw).copy()
+    clear_memos()
+    state.clear_leaf_cache()
+    again = GrantRec.decode(raw)
+    assert again == g and again is not g                                 # decoded anew, equal
+    assert (b"econ", b"kc", raw) not in state._LEAVES
+    assert np.array_equal(state.lt_leaf(b"econ", b"kc", raw), leaf)
