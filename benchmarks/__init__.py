@@ -2,7 +2,7 @@
 in the wheel.
 
 Each benchmark is its own process, and this package is imported first by `python -m benchmarks.X`, before any
-torch import: the one place to set that process's OpenMP policy (as node/cli.py does for `pouw`). libgomp's
+torch import: the one place to set that process's OpenMP policy (as node/cli/__init__.py does for `pouw`). libgomp's
 default keeps torch's workers spinning after every parallel op, on the cores the native kernels' threads need
 next. An explicit setting wins.
 

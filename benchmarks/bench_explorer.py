@@ -35,7 +35,7 @@ def _time(fn, reps: int = 200) -> float:
 
 
 def _lookups(cs: ChainState, keys, txid: bytes) -> dict[str, float]:
-    from node.explorer_api import blockstats_json
+    from node.server.explorer_api import blockstats_json
 
     class _N:  # the part of a Node that the chart's lookup reads
         chain = cs

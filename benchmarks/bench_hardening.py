@@ -26,7 +26,7 @@ import asyncio, resource, sys, logging
 n = int(sys.argv[3]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 from pathlib import Path
-from node.node import Node, NodeConfig
+from node.server.node import Node, NodeConfig
 node = Node(NodeConfig(datadir=Path(sys.argv[1]), network="regtest", port=int(sys.argv[2])))
 asyncio.run(node.run_forever())
 """

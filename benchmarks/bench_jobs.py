@@ -1,7 +1,7 @@
 """`pouw bench jobs`: job latency on a 2-node devnet, from the client's side.
 
 Starts `pouw devnet --nodes N --network regtest` (child processes on 127.0.0.1, both mining and taking
-jobs), takes its funded wallet, and submits jobs one after another through the SDK (node.client) to node 0:
+jobs), takes its funded wallet, and submits jobs one after another through the SDK (node.client.sdk) to node 0:
 `--small` jobs of `--small-shape` and `--large` jobs of `--large-shape`, interleaved. A job's latency is
 the time from the submit call to a verified C in the client's hands (padding, upload, the chain's
 submit / claim / result, download, H_C and Freivalds check; the SDK hands C over as soon as it has checked
@@ -68,7 +68,7 @@ def _pct(xs: list[float], q: float) -> float | None:
 
 def run(args: argparse.Namespace) -> dict:
     from chain.keys import load_key
-    from node.client import Client, ClientError, JobFailed
+    from node.client.sdk import Client, ClientError, JobFailed
 
     say = (lambda *_: None) if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
     rng = np.random.default_rng(1)

@@ -123,7 +123,7 @@ async def run_node(toml_path: Path, datadir: Path, device: str, shape, bench: Be
                    seconds: float, rounds: int, bench_s: float, api_window: bool) -> dict:
     import aiohttp
 
-    from node.node import Node, NodeConfig
+    from node.server.node import Node, NodeConfig
     from testkit.nodes import wait_for
     from node.engine import WINDOW_S
 

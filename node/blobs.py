@@ -17,7 +17,7 @@ Format and address (docs/jobs-client.md, docs/api.md):
 
 Storage: ``<datadir>/blobs/<hex[:2]>/<hex>``, written to a temporary file, fsynced and renamed (atomic).
 
-Uploads through the API pass `node.blobgate` first (which blobs a node accepts, quotas, streaming to a
+Uploads through the API pass `node.server.blobgate` first (which blobs a node accepts, quotas, streaming to a
 temporary file that `BlobStore.put_file` verifies and moves into place).
 
 Retention (`BlobStore.prune`, run by the node every `PRUNE_EVERY_S`): a blob is kept while a live job

@@ -1,4 +1,4 @@
-"""The mining engine shared by the node's miner (node.miner) and remote workers (node.worker): filler
+"""The mining engine shared by the node's miner (node.server.miner) and remote workers (node.client.worker): filler
 attempts, one paid-job pass, the compute device with its fault handling, and the work rate.
 
 Attempts (`FillerMiner`): a filler job's operands A, B and their Merkle commitments are built once per

@@ -6,7 +6,7 @@ import socket
 import time
 from pathlib import Path
 
-from node.node import Node, NodeConfig
+from node.server.node import Node, NodeConfig
 
 
 def free_port() -> int:
@@ -39,7 +39,7 @@ def set_mining(nodes, on: bool) -> None:
 
 
 def record_writes(client) -> list[tuple[str, str]]:
-    """From now on, (method, path) of every request other than GET/HEAD that `client` (a node.client.Client) sends:
+    """From now on, (method, path) of every request other than GET/HEAD that `client` (a node.client.sdk.Client) sends:
     a call the SDK refuses must send nothing. The client's calls return once the node answered, so what the list
     lacks never reaches the node later (no sleep needed before asserting the node's state is unchanged)."""
     writes: list[tuple[str, str]] = []

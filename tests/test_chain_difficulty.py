@@ -97,7 +97,7 @@ def test_launch_dates_a_network_template(tmp_path):
 
 
 def test_devnet_network_file_is_shared(tmp_path):
-    from node.devnet import network_file
+    from node.cli.devnet import network_file
     assert network_file(tmp_path, "regtest", 100) == "regtest"             # dated networks are used as named
     p = network_file(tmp_path, "devnet", 1_800_000_000)
     assert load_config(p).genesis_timestamp == 1_800_000_000
@@ -127,7 +127,7 @@ def test_no_accepted_timestamps_beat_the_schedule(steps):
 def test_devnet_launch_calibrates_the_initial_difficulty(tmp_path):
     """A new devnet starts at the work this machine mines in one block time (so its first blocks are not
     many times faster than the config's block time while ASERT catches up); a restart keeps what was written."""
-    from node.devnet import calibrated_block_work, network_file
+    from node.cli.devnet import calibrated_block_work, network_file
     devnet = load_config("devnet")
     work = calibrated_block_work(devnet, "cpu", seconds=0.2)
     assert isinstance(work, int) and work >= devnet.min_block_work

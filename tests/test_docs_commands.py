@@ -28,9 +28,9 @@ from chain.errors import ValidationError
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from chain.validation import check_header_proof
-from node.client import Client
+from node.client.sdk import Client
 from testkit.nodes import free_port, start_node, wait_for
-from node.worker import ApiError, NodeClient
+from node.client.worker import ApiError, NodeClient
 from pouw.proof import TileProof
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,10 +149,10 @@ def test_every_command_in_the_doc_runs(doc, regtest_node, tmp_path):
 def doc_workdir(tmp_path: Path, port: int) -> Path:
     """A directory laid out like a checkout after the README's `bash scripts/run.sh`: .venv/bin/{python,pouw}
     (shims to this interpreter), docs/, benchmarks/, scripts/, and ./devnet-data/wallet, an unencrypted key
-    funded from the faucet like the devnet's client wallet (node/devnet.py)."""
+    funded from the faucet like the devnet's client wallet (node/cli/devnet.py)."""
     from chain.keys import save_key
-    from node.devnet import FUND_TOKENS
-    from node.wallet import UNIT, send
+    from node.cli.devnet import FUND_TOKENS
+    from node.client.wallet import UNIT, send
     work = tmp_path / "w"
     (work / ".venv" / "bin").mkdir(parents=True)
     for d in ("docs", "benchmarks", "scripts"):
@@ -221,7 +221,7 @@ def test_jobs_client_cli_synopsis_names_real_options():
 # operands and C, a blob the node stores (the job's A), fees for a batch.
 SDK_PREAMBLE = """
 import numpy as np
-from node.client import Client
+from node.client.sdk import Client
 from node.blobs import decode_array
 wallet = "devnet-data/wallet"
 _c = Client(URL)
@@ -253,7 +253,7 @@ SDK_REFUSED = {"c.cancel_job(wallet, job_id)": ("bad-job-state",),
 def run_statements(src: str, ns: dict, refused: dict[str, tuple]) -> list[str]:
     """Execute `src` statement by statement in `ns`; a statement named in `refused` must raise ClientError
     with one of its codes (None: it may also succeed). Returns the statements run."""
-    from node.client import ClientError
+    from node.client.sdk import ClientError
     ran = []
     tree = ast.parse(src)
     for stmt in tree.body:
@@ -273,8 +273,8 @@ def run_statements(src: str, ns: dict, refused: dict[str, tuple]) -> list[str]:
 
 @pytest.mark.timeout(240)
 def test_python_of_jobs_client_runs(regtest_node, tmp_path, monkeypatch):
-    from node.client import JobResult, Settlement
-    from node.quant import dequantize
+    from node.client.sdk import JobResult, Settlement
+    from node.client.quant import dequantize
     work = doc_workdir(tmp_path, regtest_node)
     monkeypatch.chdir(work)
     url = f"http://127.0.0.1:{regtest_node}"

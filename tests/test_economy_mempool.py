@@ -14,7 +14,7 @@ from chain.keys import PrivateKey, faucet_key
 from chain.synthetic import ChainBuilder
 from chain.tx import KIND_JOB_SUBMIT, JobSubmit, Transaction, make_transfer
 from chain import economy as E
-from node.mempool import Mempool
+from node.server.mempool import Mempool
 
 ISS = PrivateKey.from_phrase(b"mempool issuer")
 SUB = PrivateKey.from_phrase(b"mempool subscriber")

@@ -17,7 +17,7 @@ from chain.config import load_config
 from chain.econsim import issuer_key, with_issuer
 from chain.keys import PrivateKey, faucet_key, save_key
 from chain.tx import KIND_JOB_SUBMIT, JobSubmit, Transaction, make_transfer
-from node.node import Node, NodeConfig
+from node.server.node import Node, NodeConfig
 from testkit.nodes import wait_for
 
 BASE = load_config("regtest")
@@ -144,7 +144,7 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
 def test_every_economy_route_is_documented():
     import re
     root = Path(__file__).resolve().parents[1]
-    src = (root / "node" / "economy_api.py").read_text()
+    src = (root / "node" / "server" / "economy_api.py").read_text()
     spec = (root / "docs" / "openapi.yaml").read_text()
     doc = (root / "docs" / "api.md").read_text()
     routes = re.findall(r'r\.get\(API \+ "([^"]+)"\)', src)

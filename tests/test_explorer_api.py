@@ -1,4 +1,4 @@
-"""The explorer's page and lookups (node/explorer_api.py) on an in-process regtest node that mines a
+"""The explorer's page and lookups (node/server/explorer_api.py) on an in-process regtest node that mines a
 paid job: search resolves every kind of id, a block's proof is decoded (paid job vs filler, tile, ticket
 below the threshold) and re-verified on request (and a tampered header fails), address history chains
 balances, a block that leaves the active chain is shown as such and its transactions leave the index,
@@ -14,8 +14,8 @@ import pytest
 from chain import schema as S
 from chain.block import Block
 from chain.keys import PrivateKey
-from node import explorer_api
-from node.client import Client
+from node.server import explorer_api
+from node.client.sdk import Client
 from testkit.nodes import pause_mining, start_node, wait_for
 
 from test_jobs_e2e import fund, operands, run

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from chain.keys import PrivateKey, save_key
-from node.client import Client, ClientError, JobFailed
+from node.client.sdk import Client, ClientError, JobFailed
 from testkit.nodes import free_port, record_writes, wait_for
 from pouw.errors import JobError
 from tests.test_jobs_e2e import FUND, devnet, exact, fund, operands, run, stop_all
@@ -240,7 +240,7 @@ def test_every_job_command_fails_cleanly_without_a_node(tmp_path, capsys):
 def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
     """quant.matmul through a real node: C exact for the quantized operands, de-quantized close to x @ w;
     a batch with one bad operand pays for nothing; a batch result keeps each job's outcome."""
-    from node import quant
+    from node.client import quant
 
     async def main():
         nodes = await devnet(tmp_path, interval=0.25)
@@ -287,7 +287,7 @@ def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
 
 
 def test_quantize_ranges_scales_and_errors():
-    from node.quant import dequantize, quantize
+    from node.client.quant import dequantize, quantize
     rng = np.random.default_rng(5)
     x = rng.normal(size=(7, 33)) * rng.uniform(0.01, 100, size=(7, 1))
     x[3] = 0.0

@@ -1,4 +1,4 @@
-"""Compute jobs end to end on an in-process regtest devnet: SDK (node.client) -> node API -> mempool ->
+"""Compute jobs end to end on an in-process regtest devnet: SDK (node.client.sdk) -> node API -> mempool ->
 miners' paid-job path -> chain settlement, with real loopback sockets.
 
 The SDK is blocking (urllib), so tests call it through asyncio.to_thread while the nodes run in the loop.
@@ -14,7 +14,7 @@ import pytest
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node.blobs import blob_hash, encode_array
-from node.client import Client, JobFailed
+from node.client.sdk import Client, JobFailed
 from testkit.nodes import record_writes, start_node, wait_for
 from pouw.errors import JobError
 
@@ -248,7 +248,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
         try:
             good = encode_array(np.arange(12, dtype=np.int8).reshape(3, 4))
             h = blob_hash(good, "a").hex()   # its address as an A: H_A
-            # a node stores only blobs a job names: uploads carry a signed submit (node/blobgate.py)
+            # a node stores only blobs a job names: uploads carry a signed submit (node/server/blobgate.py)
             payer = PrivateKey.from_phrase(b"e2e blob payer")
             await fund(gw, payer)
             from types import SimpleNamespace
@@ -306,7 +306,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
 @pytest.mark.timeout(150)
 def test_inference_layers_as_jobs_identical_logits(tmp_path):
     import torch
-    from node.inference_demo import run_inference_jobs
+    from node.cli.inference_demo import run_inference_jobs
 
     async def main():
         nodes = await devnet(tmp_path, interval=0.1)

@@ -19,7 +19,7 @@ from chain.jobs import challenge_row_count, challenge_rows, required_bond
 from chain.keys import PrivateKey
 from chain.tx import make_job_answer, make_job_claim, make_job_result
 from node.blobs import encode_array
-from node.client import Client, JobFailed
+from node.client.sdk import Client, JobFailed
 from testkit.nodes import set_mining, start_node, wait_for
 from pouw.commit import commit_result, open_result_rows
 from tests.test_jobs_client import cli, wallet_file

@@ -8,7 +8,7 @@ import pytest
 from chain.errors import ValidationError
 from testkit.jobs import job_operands
 from chain.tx import make_job_cancel, make_job_result
-from node.mempool import Mempool
+from node.server.mempool import Mempool
 from pouw.commit import commit_result
 
 from test_jobs_core import CFG, CLIENT, COINBASE, M1, M2, OTHER, SHAPE, Net

@@ -15,7 +15,7 @@ from chain.jobs import job_price
 from chain.keys import PrivateKey
 from chain.tx import make_job_claim, make_job_result, make_job_submit
 from node.blobs import encode_array
-from node.client import Client
+from node.client.sdk import Client
 from testkit.nodes import pause_mining, set_mining, start_node, wait_for
 
 from test_jobs_e2e import FUND, exact, fund, job_status, operands, run, stop_all
@@ -245,7 +245,7 @@ def test_min_job_fee_rate_flag(tmp_path, capsys):
 
     from chain.config import load_config
     from node.cli import main
-    from node.jobinfo import fee_floor
+    from node.server.jobinfo import fee_floor
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "abc"]) == 2
     assert "--min-job-fee-rate 'abc'" in capsys.readouterr().err
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "-1"]) == 2

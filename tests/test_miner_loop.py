@@ -18,7 +18,7 @@ from chain.synthetic import ChainBuilder
 from chain.tx import make_transfer
 from chain.validation import check_header_proof
 from kernels import get_backend
-from node.client import Client
+from node.client.sdk import Client
 from testkit.nodes import start_node, wait_for
 from node.engine import FillerMiner, check_filler_shape, parse_shape
 
@@ -145,7 +145,7 @@ def test_the_device_is_opened_before_serving_and_reopened_off_the_event_loop(tmp
     import threading
 
     import kernels
-    from node.node import Node, NodeConfig
+    from node.server.node import Node, NodeConfig
 
     real = kernels.get_backend
     calls: list[tuple[bool, bool]] = []     # (on the event loop's thread, the node was serving)
@@ -234,7 +234,7 @@ def test_bench_node_measures_node_and_benchmark_in_one_run():
 
 @pytest.mark.timeout(90)
 def test_remote_worker_mines_the_filler_shape_the_node_advertises(tmp_path):
-    from node.worker import run_remote
+    from node.client.worker import run_remote
 
     async def main():
         shape = (64, 512, 32)

@@ -16,7 +16,7 @@ from kernels import DeviceError, parse_devices
 from kernels.base import Capabilities
 from node.cli import main as cli_main
 from testkit.nodes import start_node
-from node.worker import run_remote_devices
+from node.client.worker import run_remote_devices
 
 CFG = load_config("regtest")
 

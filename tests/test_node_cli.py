@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from testkit.nodes import free_port
-from node.worker import ApiError, NodeClient
+from node.client.worker import ApiError, NodeClient
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 
 from chain.keys import PrivateKey
-from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
-from node.netguard import RateLimitFilter, ban_key, is_loopback, netgroup
-from node.peers import MAX_BANS, Peer, PeerBook, select_eviction
+from node.server.messages import AGENT, PROTOCOL_VERSION, auth_payload
+from node.server.netguard import RateLimitFilter, ban_key, is_loopback, netgroup
+from node.server.peers import MAX_BANS, Peer, PeerBook, select_eviction
 from testkit.nodes import free_port, start_node, wait_for
 
 
@@ -117,7 +117,7 @@ import asyncio, resource, sys, logging
 resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), int(sys.argv[3])))
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 from pathlib import Path
-from node.node import Node, NodeConfig
+from node.server.node import Node, NodeConfig
 n = Node(NodeConfig(datadir=Path(sys.argv[1]), network="regtest", port=int(sys.argv[2]), header_timeout=60.0))
 asyncio.run(n.run_forever())
 """
@@ -236,7 +236,7 @@ class RawPeer:
 
 @pytest.mark.timeout(90)
 def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolute(tmp_path, monkeypatch):
-    monkeypatch.setattr("node.p2p.HANDSHAKE_TIMEOUT", 1.5)
+    monkeypatch.setattr("node.server.p2p.HANDSHAKE_TIMEOUT", 1.5)
 
     async def main():
         a = await start_node(tmp_path / "a", max_inbound=4, max_pending_peers=40, mine=True, interval=0.2)
@@ -339,7 +339,7 @@ def test_full_inbound_slots_evict_and_bans_hold_against_fresh_keys(tmp_path):
 
 @pytest.mark.timeout(60)
 def test_peer_claiming_a_chain_it_does_not_deliver_is_not_asked_forever(tmp_path, monkeypatch):
-    monkeypatch.setattr("node.sync.HEADERS_TIMEOUT", 1.0)
+    monkeypatch.setattr("node.server.sync.HEADERS_TIMEOUT", 1.0)
 
     async def main():
         a = await start_node(tmp_path / "a")
@@ -582,7 +582,7 @@ def _pids_with(arg: str) -> list[int]:
 @pytest.mark.timeout(240)
 def test_devnet_ready_means_funded_nodes_die_with_it_and_a_busy_datadir_is_refused(tmp_path):
     from chain.keys import load_key
-    from node.worker import NodeClient
+    from node.client.worker import NodeClient
     port = free_port()
     d = tmp_path / "dn"
     env = dict(os.environ, OMP_NUM_THREADS="1",
@@ -642,7 +642,7 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
     from chain.keys import faucet_key
     from chain.tx import make_job_submit, make_transfer
     from node.blobs import blob_hash, encode_array
-    from node.client import Client
+    from node.client.sdk import Client
 
     async def main():
         n = await start_node(tmp_path / "n", mine=True, interval=0.2, take_jobs=False,

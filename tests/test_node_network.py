@@ -12,7 +12,7 @@ import pytest
 from chain.block import Block
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
-from node.messages import AGENT, PROTOCOL_VERSION, auth_payload
+from node.server.messages import AGENT, PROTOCOL_VERSION, auth_payload
 from testkit.nodes import converge, pause_mining, set_mining, start_node, wait_for
 
 
@@ -243,7 +243,7 @@ def test_junk_peers_are_banned_while_others_are_served(tmp_path):
             assert doc["banned"] >= 4
         finally:
             await stop_all([b, a])
-        from node.peers import PeerBook  # bans survive a restart
+        from node.server.peers import PeerBook  # bans survive a restart
         book = PeerBook(tmp_path / "a" / "peers.json")
         assert book.banned(node_id=k1.pubkey) and book.banned(node_id=k4.pubkey)
         assert not book.banned(node_id=b.node_key.pubkey)
@@ -352,7 +352,7 @@ def test_low_work_chain_ignored_and_time_too_new_not_punished(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_sync_rerequests_from_another_peer_when_one_stalls(tmp_path, monkeypatch):
-    import node.sync as sync_mod
+    import node.server.sync as sync_mod
     monkeypatch.setattr(sync_mod, "BLOCK_TIMEOUT", 1.0)
 
     async def main():

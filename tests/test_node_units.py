@@ -17,10 +17,10 @@ from chain.keys import PrivateKey, faucet_key
 from chain.synthetic import ChainBuilder
 from chain.tx import make_transfer
 from node.engine import Device, WorkRate
-from node.mempool import Mempool, MempoolError
-from node.messages import Codec, MessageError
+from node.server.mempool import Mempool, MempoolError
+from node.server.messages import Codec, MessageError
 from testkit.nodes import start_node, wait_for
-from node.worker import run_remote
+from node.client.worker import run_remote
 
 CFG = load_config("regtest")
 F = faucet_key()
@@ -299,7 +299,7 @@ def test_every_api_route_is_documented():
     import re
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    # node/api.py and its route modules (the economy's and explorer's have their own tests)
+    # node/server/api.py and its route modules (the economy's and explorer's have their own tests)
     files = [p for p in sorted((root / "node").rglob("*api.py")) if p.name not in ("economy_api.py", "explorer_api.py")]
     assert {p.name for p in files} >= {"api.py", "status_api.py", "chain_api.py", "tx_api.py", "mining_api.py",
                                        "jobs_api.py", "blobs_api.py"}
@@ -339,10 +339,10 @@ def test_fuzz_codec_only_raises_message_error(data):
 
 @pytest.mark.timeout(60)
 def test_peer_message_table_covers_every_type_and_unhandled_types_ban(tmp_path):
-    """Every message type node.messages defines has exactly one registered handler; a type without one
+    """Every message type node.server.messages defines has exactly one registered handler; a type without one
     (or one the codec does not know) costs the peer BAN_SCORE and its connection, as before the table."""
-    from node.node import Node, NodeConfig
-    from node.peers import BAN_SCORE, Peer
+    from node.server.node import Node, NodeConfig
+    from node.server.peers import BAN_SCORE, Peer
 
     class FakeWS:
         async def close(self):
@@ -380,7 +380,7 @@ def test_peer_message_table_covers_every_type_and_unhandled_types_ban(tmp_path):
 def test_fuzz_message_handlers_never_crash(tmp_path):
     """Well-formed messages with garbage contents, straight into a ready peer's handlers."""
     import random
-    from node.peers import Peer
+    from node.server.peers import Peer
 
     class FakeWS:
         async def close(self):

@@ -18,7 +18,7 @@ from chain.config import load_config
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import make_transfer
 from node import logfmt
-from node.client import Client
+from node.client.sdk import Client
 from testkit.nodes import start_node, wait_for
 
 CFG = load_config("regtest")

@@ -32,14 +32,25 @@ def _run(code: str, path: str, env_extra: dict | None = None) -> subprocess.Comp
 
 
 def test_importing_node_sets_no_process_setting():
-    r = _run("import os, node, node.commands; print(os.environ.get('OMP_WAIT_POLICY'))", str(ROOT))
+    r = _run("import os, node, node.cli, node.cli.commands, node.server.node, node.client.sdk; "
+             "print(os.environ.get('OMP_WAIT_POLICY'))", str(ROOT))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "None"
-    r = _run("import os, node.cli; print(os.environ.get('OMP_WAIT_POLICY'))", str(ROOT))
-    assert r.stdout.strip() == "PASSIVE", r.stderr  # the entry point sets it, before torch loads
-    r = _run("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'; import node.cli; "
-             "print(os.environ['OMP_WAIT_POLICY'])", str(ROOT))
-    assert r.stdout.strip() == "ACTIVE", r.stderr  # an explicit setting wins
+    run_main = "import os, node.cli\ntry: node.cli.main(['--help'])\nexcept SystemExit: pass\n"
+    r = _run(run_main + "print(os.environ.get('OMP_WAIT_POLICY'))", str(ROOT))
+    assert r.stdout.strip().endswith("PASSIVE"), r.stderr  # the entry point sets it as the process starts
+    r = _run("import sys, node.cli; print('torch' in sys.modules)", str(ROOT))
+    assert r.stdout.strip() == "False", r.stderr  # so main's first line runs before torch loads
+    r = _run("import os; os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'\nimport node.cli\ntry: node.cli.main(['--help'])\n"
+             "except SystemExit: pass\nprint(os.environ['OMP_WAIT_POLICY'])", str(ROOT))
+    assert r.stdout.strip().endswith("ACTIVE"), r.stderr  # an explicit setting wins
+
+
+def test_python_m_node_cli_runs_the_entry_point():
+    r = subprocess.run([sys.executable, "-m", "node.cli", "--help"], capture_output=True, text=True, timeout=120,
+                       cwd=str(ROOT), env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    assert "usage: pouw" in r.stdout and "devnet" in r.stdout
 
 
 def test_bench_without_benchmarks_says_where_they_live():

@@ -1,5 +1,5 @@
 """The node's paid-job miner attaches a work certificate to the result of a job paid from an allocation
-(node/paidjobs.py): the certificate comes from the pass that computed C, the chain accepts it, and the
+(node/server/paidjobs.py): the certificate comes from the pass that computed C, the chain accepts it, and the
 release pays the miner free tokens. Conservation is asserted on the node's stored state."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from chain.jobs import job_price
 from chain.keys import PrivateKey, faucet_key
 from chain.tx import KIND_JOB_RESULT, Transaction, make_job_submit, make_transfer
 from node.blobs import encode_array
-from node.node import Node, NodeConfig
+from node.server.node import Node, NodeConfig
 from testkit.nodes import wait_for
 from pouw.commit import commit_job
 

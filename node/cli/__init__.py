@@ -1,13 +1,12 @@
-"""The `pouw` command line."""
+"""The `pouw` command line: `main` (the console script `pouw`, and `python -m node.cli`) parses the arguments and
+runs a command. The subcommands live beside it: the node, status and remote miner (node.cli.commands), the
+devnet (node.cli.devnet), the demos (node.cli.demo, node.cli.inference_demo); wallet, job and economy commands
+are the client side's (node.client). Importing this package changes no process-wide setting: `main` does, as the
+process starts."""
 from __future__ import annotations
 
-import os
-
-# libgomp's spinning workers (torch's OpenMP pool) steal a core from the native mining kernel's threads
-# right after a torch op; passive waiting costs torch nothing measurable. Must be set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -70,7 +69,7 @@ def _have_benchmarks() -> bool:
     except ImportError as e:
         if e.name != "benchmarks":  # a checkout's benchmark that fails to import: say so, do not hide it
             raise
-    checkout = Path(__file__).resolve().parents[1]
+    checkout = Path(__file__).resolve().parents[2]
     if not (checkout / "benchmarks" / "__init__.py").is_file() or str(checkout) in sys.path:
         return False
     sys.path.append(str(checkout))
@@ -99,7 +98,7 @@ def _add_bench_modules(bsub: argparse._SubParsersAction) -> None:
 
 
 def _mine_demo(args: argparse.Namespace) -> int:
-    from node import demo
+    from node.cli import demo
     return demo.run(args)
 
 
@@ -120,12 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from chain import commands as chain_commands
     chain_commands.register(sub)
-    from node import commands as node_commands
+    from node.cli import commands as node_commands
     node_commands.register(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    # libgomp's spinning workers (torch's OpenMP pool) steal a core from the native mining kernel's threads
+    # right after a torch op; passive waiting costs torch nothing measurable. Set before anything loads torch
+    # (nothing above imports it); an explicit setting in the environment wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     ap = build_parser()
     args, unknown = ap.parse_known_args(argv)
     if unknown and getattr(args, "func", None) is not _no_benchmarks:
@@ -146,6 +149,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pouw {args.command}: {e}", file=sys.stderr)
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

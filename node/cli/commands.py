@@ -15,7 +15,7 @@ from node.logfmt import add_log_json
 def cmd_init(args: argparse.Namespace) -> int:
     from chain.chainstate import ChainState
     from chain.config import load_config
-    from node.node import load_or_create_node_key
+    from node.server.node import load_or_create_node_key
     d = Path(args.datadir)
     d.mkdir(parents=True, exist_ok=True)
     try:
@@ -48,7 +48,7 @@ def _filler_shape(args: argparse.Namespace, what: str) -> tuple[int, int, int] |
 
 def cmd_node(args: argparse.Namespace) -> int:
     from chain.keys import parse_address
-    from node.node import Node, NodeConfig
+    from node.server.node import Node, NodeConfig
     from node.engine import check_filler_shape
     shape = _filler_shape(args, "node")
     conf = NodeConfig(datadir=Path(args.datadir), network=args.network, host=args.host, port=args.port,
@@ -109,7 +109,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.worker import ApiError, NodeClient
+    from node.client.worker import ApiError, NodeClient
     try:
         print(json.dumps(NodeClient(args.node).call("GET", "/api/v1/status"), indent=1))
     except (OSError, ApiError) as e:
@@ -120,7 +120,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_miner(args: argparse.Namespace) -> int:
     from kernels import DeviceError, parse_devices
-    from node.worker import run_remote_devices
+    from node.client.worker import run_remote_devices
     try:
         devices = parse_devices(args.device)
     except DeviceError as e:
@@ -228,17 +228,17 @@ def register(sub) -> None:
         p.set_defaults(func=cmd_miner)
 
     if "wallet" not in have:
-        from node import wallet
+        from node.client import wallet
         wallet.add_arguments(sub)
     if "devnet" not in have:
-        from node import devnet
+        from node.cli import devnet
         devnet.add_arguments(sub)
     if "job" not in have:
-        from node import jobcli
+        from node.client import jobcli
         jobcli.add_arguments(sub)
-    if "market" not in have:  # the economy: issuer, subscription, market (node/econcli.py)
-        from node import econcli
+    if "market" not in have:  # the economy: issuer, subscription, market (node/client/econcli.py)
+        from node.client import econcli
         econcli.add_arguments(sub)
     if "demo" not in have:
-        from node import inference_demo
+        from node.cli import inference_demo
         inference_demo.add_arguments(sub)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from chain.keys import PrivateKey, faucet_key, load_key, save_key
 from node.logfmt import add_log_json
-from node.wallet import UNIT, fmt_amount, send
-from node.worker import ApiError, NodeClient
+from node.client.wallet import UNIT, fmt_amount, send
+from node.client.worker import ApiError, NodeClient
 
 FUND_TOKENS = 1_000_000
 FUND_WAIT_S = 120.0
@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
         # share the cores between the nodes instead of oversubscribing them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nodes)))
         procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                      cwd=str(Path(__file__).resolve().parents[1]), env=env,
+                                      cwd=str(Path(__file__).resolve().parents[2]), env=env,
                                       preexec_fn=_die_with_parent))
         log.close()
     urls = [f"http://127.0.0.1:{p}" for p in ports]

@@ -2,7 +2,7 @@
 
 Trains pouw.inference's quantized MLP on scikit-learn's bundled digits (nothing downloaded), then runs
 the test split through it twice: locally (pouw.inference.local_matmul) and with every int8 product
-submitted as a job through the SDK (node.client.Client.submit_job: upload, pay, wait, verify C by H_C
+submitted as a job through the SDK (node.client.sdk.Client.submit_job: upload, pay, wait, verify C by H_C
 and Freivalds). Exact products mean the logits must be bit-identical; both accuracies are printed.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def run_inference_jobs(client, wallet, *, samples: int = 0, hidden: int = 64, ep
 
 
 def cmd_inference(args: argparse.Namespace) -> int:
-    from node.client import Client, ClientError, JobFailed
+    from node.client.sdk import Client, ClientError, JobFailed
     from pouw.errors import JobError
     client = Client(args.node)
 

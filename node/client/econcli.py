@@ -17,8 +17,8 @@ from chain.econtx import (ASK, BID, BPS, GTC, IOC, KIND_CREDIT_ISSUE, KIND_GRANT
                           OrderPlace)
 from chain.keys import PrivateKey, parse_address
 from chain.tx import Transaction
-from node.wallet import DEFAULT_NODE, fmt_amount, open_wallet, parse_amount
-from node.worker import ApiError, NodeClient
+from node.client.wallet import DEFAULT_NODE, fmt_amount, open_wallet, parse_amount
+from node.client.worker import ApiError, NodeClient
 
 
 def parse_price(text: str) -> int:

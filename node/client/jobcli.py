@@ -1,5 +1,5 @@
 """`pouw job submit|wait|fetch|status|progress|receipt|list|cancel|price`: compute jobs from the command line
-(through node.client.Client).
+(through node.client.sdk.Client).
 
 Exit codes (every `pouw job` command): 0 done (a verified C written, ...); 1 the node refused something or
 is unreachable (the message names the URL); 2 bad operands or arguments (nothing uploaded or paid);
@@ -120,7 +120,7 @@ def _report(outs: list, paths: list[str | None], cmd: str, settle: bool = False,
     """Write each verified C at once (it may come from a pending result, before the result is mined), then
     wait for the results to be mined (`settle`: for the jobs to settle), then print one JSON line (a
     single object for one job, {"jobs": [...]} for several); the exit code."""
-    from node.client import JobFailed
+    from node.client.sdk import JobFailed
     for o, p in zip(outs, paths):
         if not isinstance(o, JobFailed):
             _write(p, o.c)
@@ -164,7 +164,7 @@ def _outs(args, count: int) -> list[str | None]:
 
 # --- commands ---------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
-    from node.client import Client
+    from node.client.sdk import Client
     a_paths, b_paths = args.a or [], args.b or []
     if not a_paths or not b_paths:
         raise UsageError("give --a and --b (repeat them for a batch)")
@@ -199,7 +199,7 @@ def _wallet_for_dispute(args) -> str | None:
 
 
 def _wait_or_fetch(args: argparse.Namespace, fetch: bool) -> int:
-    from node.client import Client, JobFailed, _hexid
+    from node.client.sdk import Client, JobFailed, _hexid
     ids = [_hexid(j) for j in args.job_id]
     outs = _outs(args, len(ids))
     wallet = _wallet_for_dispute(args)
@@ -232,7 +232,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from node.client import Client, ClientError, _hexid
+    from node.client.sdk import Client, ClientError, _hexid
     c = Client(args.node)
     jid = _hexid(args.job_id)
     doc = c.job_status(jid)
@@ -245,20 +245,20 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_progress(args: argparse.Namespace) -> int:
-    from node.client import Client, _hexid
+    from node.client.sdk import Client, _hexid
     print(json.dumps(Client(args.node).job_progress(_hexid(args.job_id)), indent=1))
     return 0
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
-    from node.client import Client, _hexid
+    from node.client.sdk import Client, _hexid
     print(json.dumps(Client(args.node).receipt(_hexid(args.job_id)), indent=1))
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     from chain.keys import parse_address
-    from node.client import Client, _load_key
+    from node.client.sdk import Client, _load_key
     c = Client(args.node)
     if args.mine or args.client:
         if args.client:
@@ -276,7 +276,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from node.client import Client, _hexid
+    from node.client.sdk import Client, _hexid
     c = Client(args.node)
     jid = _hexid(args.job_id)
     txid = c.cancel_job(args.wallet, jid, tx_fee=args.tx_fee)
@@ -299,7 +299,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_price(args: argparse.Namespace) -> int:
-    from node.client import Client
+    from node.client.sdk import Client
     shape = _shape(args.shape, 3)
     c = Client(args.node)
     pm, pk, pn = c.job_shape(*shape)  # type: ignore[misc]
@@ -312,7 +312,7 @@ def cmd_price(args: argparse.Namespace) -> int:
 def guarded(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a `pouw job` command with every failure mapped to one stderr line and an exit code."""
     def run(args: argparse.Namespace) -> int:
-        from node.client import ClientError, JobFailed
+        from node.client.sdk import ClientError, JobFailed
         from pouw.errors import JobError
         try:
             return fn(args)

@@ -1,7 +1,7 @@
 """Float ↔ int8 for compute jobs (docs/jobs-client.md): symmetric quantization into the chain's operand
 range [-OPERAND_MAX, OPERAND_MAX] = [-64, 64] (docs/protocol.md), and the de-quantization of C.
 
-    from node.quant import quantize, dequantize
+    from node.client.quant import quantize, dequantize
     qa, sa = quantize(x, per="row")        # A: one scale per row      (x ≈ qa * sa[:, None])
     qb, sb = quantize(w, per="column")     # B: one scale per column   (w ≈ qb * sb[None, :])
     c = client.submit_job(wallet, qa, qb).c

@@ -1,6 +1,6 @@
 """Python SDK for compute jobs (docs/jobs-client.md): submit an exact int8 product to a node, wait, verify.
 
-    from node.client import Client
+    from node.client.sdk import Client
     c = Client("http://127.0.0.1:8545")
     res = c.submit_job("wallet.json", a, b)          # int8 numpy/torch, entries in [-64, 64]
     res.c, res.job_id, res.fee                         # exact A·B (int32), verified
@@ -28,7 +28,7 @@ nonces, one upload per distinct blob), `wait_job` / `fetch_job` for a job id sub
 are fetched from the node and checked against H_A / H_B), `jobs_of` (a wallet's jobs), `job_progress`
 (status, queue position, estimate), `receipt` (submit / claim / result txids and heights), `quote` (the
 going rate and the fees that recently cleared; the default max fee), `cancel_job`. Float operands:
-`node.quant` (quantize to the chain's int8 range and de-quantize C).
+`node.client.quant` (quantize to the chain's int8 range and de-quantize C).
 
 Stdlib HTTP only (urllib); safe to call from a thread. Every failure is a `ClientError` (the node's
 stable code, or `node-unreachable` naming the URL), a `pouw.errors.JobError` (bad operands, naming the
@@ -175,7 +175,7 @@ def _load_key(wallet):
     if isinstance(wallet, PrivateKey):
         return wallet
     from chain.errors import KeyFileError
-    from node.wallet import open_wallet
+    from node.client.wallet import open_wallet
     try:
         return open_wallet(str(wallet))
     except (OSError, ValueError, KeyFileError, EOFError) as e:  # missing file, bad JSON, wrong passphrase
@@ -249,7 +249,7 @@ class Client:
     def put_blob(self, data: bytes, address: bytes | str | None = None, job_tx=None) -> str:
         """Upload blob bytes (the node checks size, format and that they commit to `address`, e.g. the
         job's H_A / H_B; default: H_C of an int32 blob); returns the hex address. A node stores only blobs
-        a job names: `job_tx` is the signed submit that names this one (sent as X-Pouw-Job-Tx, node.blobgate)."""
+        a job names: `job_tx` is the signed submit that names this one (sent as X-Pouw-Job-Tx, node.server.blobgate)."""
         h = address.hex() if isinstance(address, bytes) else address or blob_hash(data).hex()
         extra = {"X-Pouw-Job-Tx": job_tx.encoded.hex()} if job_tx is not None else None
         _, raw = self._request("POST", f"/api/v1/blobs?hash={h}", data, "application/octet-stream", extra)
@@ -413,7 +413,7 @@ class Client:
                               f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
         deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
         nonce = acct["pending_nonce"]
-        # the submits are signed first: each upload carries the submit that names it (node.blobgate)
+        # the submits are signed first: each upload carries the submit that names it (node.server.blobgate)
         txs = [make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, job.h_a, job.h_b, tx_fee)
                for i, ((_, _, _, job), fee) in enumerate(zip(preps, fees))]
         sent: set[str] = set()

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 from chain.errors import KeyFileError
 from chain.keys import PrivateKey, load_key, parse_address, save_key
 from chain.tx import make_transfer
-from node.worker import ApiError, NodeClient
+from node.client.worker import ApiError, NodeClient
 
 UNIT = 10 ** 8
 DEFAULT_NODE = "http://127.0.0.1:8545"

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node.apiargs import API
-from node.apierror import ApiError
-from node.blobs_api import blob_routes
-from node.chain_api import chain_routes
-from node.economy_api import economy_routes
-from node.explorer_api import explorer_routes
-from node.jobs_api import job_routes
-from node.mining_api import mining_routes
-from node.status_api import status_routes
-from node.tx_api import tx_routes
+from node.server.apiargs import API
+from node.server.apierror import ApiError
+from node.server.blobs_api import blob_routes
+from node.server.chain_api import chain_routes
+from node.server.economy_api import economy_routes
+from node.server.explorer_api import explorer_routes
+from node.server.jobs_api import job_routes
+from node.server.mining_api import mining_routes
+from node.server.status_api import status_routes
+from node.server.tx_api import tx_routes
 
 if TYPE_CHECKING:
-    from node.interfaces import ApiGuardHost, ApiHost
+    from node.server.interfaces import ApiGuardHost, ApiHost
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -151,18 +151,18 @@ def make_p2p_app(node: ApiHost) -> web.Application:
 
 def make_app(node: ApiHost, p2p: bool = True) -> web.Application:
     """The API app; with `p2p` it also serves the peer websocket (one shared listener). Each area's routes live
-    in its own module and see the node through its own interface (node.interfaces)."""
+    in its own module and see the node through its own interface (node.server.interfaces)."""
     max_body = node.conf.api_max_body or (2 * node.cfg.max_header_bytes + 64 * 1024)
     app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node, max_body)])
     r = web.RouteTableDef()
-    status_routes(r, node)    # /status, /peers, /metrics: node/status_api.py
-    chain_routes(r, node)     # /network, /blocks, /chaintips: node/chain_api.py
-    tx_routes(r, node)        # transactions, accounts, mempool: node/tx_api.py
-    mining_routes(r, node)    # remote workers: node/mining_api.py
-    job_routes(r, node)       # compute jobs (docs/jobs-client.md): node/jobs_api.py
-    blob_routes(r, node)      # job operands and results: node/blobs_api.py
-    economy_routes(r, node)   # the economy's read-only endpoints (docs/api.md §Economy): node/economy_api.py
-    explorer_routes(r, node)  # the explorer page at / and its lookups (docs/api.md §Explorer): node/explorer_api.py
+    status_routes(r, node)    # /status, /peers, /metrics: node/server/status_api.py
+    chain_routes(r, node)     # /network, /blocks, /chaintips: node/server/chain_api.py
+    tx_routes(r, node)        # transactions, accounts, mempool: node/server/tx_api.py
+    mining_routes(r, node)    # remote workers: node/server/mining_api.py
+    job_routes(r, node)       # compute jobs (docs/jobs-client.md): node/server/jobs_api.py
+    blob_routes(r, node)      # job operands and results: node/server/blobs_api.py
+    economy_routes(r, node)   # the economy's read-only endpoints (docs/api.md §Economy): node/server/economy_api.py
+    explorer_routes(r, node)  # the explorer page at / and its lookups (docs/api.md §Explorer): node/server/explorer_api.py
     if p2p:
         @r.get("/p2p")
         async def p2p_ws(request):

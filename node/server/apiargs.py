@@ -1,4 +1,4 @@
-"""Request arguments and JSON shapes shared by the API's route modules (node.api, node.jobs_api, ...):
+"""Request arguments and JSON shapes shared by the API's route modules (node.server.api, node.server.jobs_api, ...):
 every bad argument is an ApiError 400 with a stable code."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from node.apierror import ApiError
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
     from chain.tx import Transaction

@@ -1,5 +1,5 @@
 """The HTTP API's error: status, a stable code, a message (docs/api.md §Errors). Its own module so that the
-route modules and node.blobgate raise it without importing node.api, which registers them."""
+route modules and node.server.blobgate raise it without importing node.server.api, which registers them."""
 from __future__ import annotations
 
 from aiohttp import web

@@ -40,7 +40,7 @@ from chain.errors import ValidationError
 from chain.tx import KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 
 if TYPE_CHECKING:
-    from node.interfaces import NodeView
+    from node.server.interfaces import NodeView
 
 UPLOADS_PER_IP = 2
 VERIFY_SLOTS = 2
@@ -92,7 +92,7 @@ class BlobGate:
     def voucher(self, raw_hex: str) -> Transaction:
         """The submit of X-Pouw-Job-Tx, checked: well formed and signed for this chain, a submit, its sender
         able to pay max fee + fee from its confirmed balance."""
-        from node.apierror import ApiError
+        from node.server.apierror import ApiError
         cfg = self.node.cfg
         try:
             tx = decode_tx(bytes.fromhex(raw_hex.strip()), cfg.max_tx_bytes)
@@ -139,14 +139,14 @@ class BlobGate:
 
     # --- the upload ------------------------------------------------------------------------------------
     def _too_many(self, code: str, message: str):
-        from node.apierror import ApiError
+        from node.server.apierror import ApiError
         self.refused[code] += 1
         err = ApiError(429, code, message)
         err.headers = {"Retry-After": str(RETRY_AFTER_S)}  # type: ignore[attr-defined]
         return err
 
     async def upload(self, request: web.Request) -> web.Response:
-        from node.apierror import ApiError
+        from node.server.apierror import ApiError
         from node.blobs import ROLES, BlobError
         store = self.node.blobs
         cap = store.max_bytes

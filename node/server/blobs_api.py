@@ -1,20 +1,20 @@
 """The blob endpoints of the HTTP API (docs/api.md §Blobs): uploads (admission, quotas and checks in
-node.blobgate) and downloads, from this node's store or fetched from its peers. Registered by node.api.make_app."""
+node.server.blobgate) and downloads, from this node's store or fetched from its peers. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from node.apiargs import API, hexarg
-from node.apierror import ApiError
+from node.server.apiargs import API, hexarg
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
-    from node.interfaces import BlobsHost
+    from node.server.interfaces import BlobsHost
 
 
 def blob_routes(r: web.RouteTableDef, node: BlobsHost) -> None:
-    async def put_blob(request):  # admission, quotas, streaming and checks: node/blobgate.py
+    async def put_blob(request):  # admission, quotas, streaming and checks: node/server/blobgate.py
         return await node.blobgate.upload(request)
 
     r.post(API + "/blobs")(put_blob)

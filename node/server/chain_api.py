@@ -1,5 +1,5 @@
 """The chain endpoints of the HTTP API (docs/api.md): the network's parameters, blocks by hash or height, the
-block list and the chain tips. Registered by node.api.make_app."""
+block list and the chain tips. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -8,12 +8,12 @@ from aiohttp import web
 
 from chain.block import Block
 from chain.difficulty import block_work
-from node.apiargs import API, UINT, hexarg, query_int, tx_json
-from node.apiargs import json_response as _json
-from node.apierror import ApiError
+from node.server.apiargs import API, UINT, hexarg, query_int, tx_json
+from node.server.apiargs import json_response as _json
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
-    from node.interfaces import NodeView
+    from node.server.interfaces import NodeView
 
 
 def block_json(node: NodeView, b: Block, with_txs: bool = True) -> dict:

@@ -1,6 +1,6 @@
 """Read-only HTTP endpoints of the compute-token economy (docs/api.md §Economy, docs/economy.md).
 
-Registered by node/api.py's `make_app` through `economy_routes(r, node)`. Everything here reads the
+Registered by node/server/api.py's `make_app` through `economy_routes(r, node)`. Everything here reads the
 tip state of `node.chain` (ChainState: get_econ / scan_econ); nothing writes.
 """
 from __future__ import annotations
@@ -13,16 +13,16 @@ from chain import economy as E
 from chain.econtx import ASK, BID, SIDE_NAMES
 from chain.encoding import as_list, decode
 from chain.market import Order, book_prefix, k_order
-from node.econstats import velocity
+from node.server.econstats import velocity
 
 if TYPE_CHECKING:
-    from node.interfaces import NodeView
+    from node.server.interfaces import NodeView
 
 API = "/api/v1"
 
 
 def _err(status: int, code: str, message: str):
-    from node.apierror import ApiError
+    from node.server.apierror import ApiError
     return ApiError(status, code, message)
 
 

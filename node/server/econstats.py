@@ -1,4 +1,4 @@
-"""The economy's read-only statistics that both the API (node.economy_api) and the metrics (node.metrics) report:
+"""The economy's read-only statistics that both the API (node.server.economy_api) and the metrics (node.server.metrics) report:
 token supply by height and market velocity per window, read from the chain state (docs/economy.md)."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The explorer: a page at ``/`` (plain HTML, CSS and JavaScript from node/explorer/static, nothing
+"""The explorer: a page at ``/`` (plain HTML, CSS and JavaScript from node/server/explorer/static, nothing
 fetched from elsewhere) and the read-only lookups it needs (docs/api.md §Explorer).
 
-Registered by node/api.py's `make_app` through `explorer_routes(r, node)`. Every lookup is answered
+Registered by node/server/api.py's `make_app` through `explorer_routes(r, node)`. Every lookup is answered
 from the in-memory block index or the persisted indexes (chain/indexes.py): no request scans the chain.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from chain.keys import parse_address
 from chain.tx import KIND_JOB_SUBMIT
 
 if TYPE_CHECKING:
-    from node.interfaces import NodeView
+    from node.server.interfaces import NodeView
 
 API = "/api/v1"
 STATIC = Path(__file__).parent / "explorer" / "static"
@@ -35,7 +35,7 @@ _HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
 
 
 def _err(status: int, code: str, message: str):
-    from node.apierror import ApiError
+    from node.server.apierror import ApiError
     return ApiError(status, code, message)
 
 

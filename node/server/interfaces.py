@@ -1,35 +1,35 @@
 """The narrow interfaces between the node's parts (typing.Protocol: checked by mypy, nothing at run time).
 
-A part takes the interface it needs instead of the whole `node.node.Node`, so it imports no sibling but
-this module and the leaves (`node.peers`, `node.messages`); tests/test_node_imports.py keeps `node/` free of
+A part takes the interface it needs instead of the whole `node.server.node.Node`, so it imports no sibling but
+this module and the leaves (`node.server.peers`, `node.server.messages`); tests/test_node_imports.py keeps `node/` free of
 import cycles. Who implements what:
 
-- `PeerHost`    what the peer layer reads of the node: identity, network, tip, address (node.node.Node)
-- `PeerNet`     the peer layer as sync and the block/tx handlers see it (node.p2p.P2P)
-- `PeerEvents`  what the peer layer tells sync about connections (node.sync.Sync)
-- `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.node.Node)
-- `JobsHost`    NodeView plus the fee floor and job long-polls, for node.jobs_api
-- `BlobsHost`   the blob store, upload gate and peer fetch, for node.blobs_api
-- `TxHost`      NodeView, the transaction sink and the tx index, for node.tx_api
+- `PeerHost`    what the peer layer reads of the node: identity, network, tip, address (node.server.node.Node)
+- `PeerNet`     the peer layer as sync and the block/tx handlers see it (node.server.p2p.P2P)
+- `PeerEvents`  what the peer layer tells sync about connections (node.server.sync.Sync)
+- `NodeView`    the chain and mempool as readers see them: API, job info, blob gate (node.server.node.Node)
+- `JobsHost`    NodeView plus the fee floor and job long-polls, for node.server.jobs_api
+- `BlobsHost`   the blob store, upload gate and peer fetch, for node.server.blobs_api
+- `TxHost`      NodeView, the transaction sink and the tx index, for node.server.tx_api
 - `StorageHost` what the storage watchdog needs: data directory, chain store, a miner to pause
-- `BlockSink`   where every block goes, whatever its source (node.node.Node.accept_block)
-- `TxSink`      where every transaction goes, API or peer (node.node.Node.add_tx)
+- `BlockSink`   where every block goes, whatever its source (node.server.node.Node.accept_block)
+- `TxSink`      where every transaction goes, API or peer (node.server.node.Node.add_tx)
 - `TipEvents`   a chain listener: blocks connected to / disconnected from the active chain (chain.ChainState
-                calls them; node.node.Node is one)
-- `SyncView`    sync as readers see it: syncing?, best header, progress (node.sync.Sync)
-- `PeerList`    the connected peers, read-only (node.p2p.P2P); `PeerListener` adds the inbound websocket
+                calls them; node.server.node.Node is one)
+- `SyncView`    sync as readers see it: syncing?, best header, progress (node.server.sync.Sync)
+- `PeerList`    the connected peers, read-only (node.server.p2p.P2P); `PeerListener` adds the inbound websocket
 - `MinerCounters`, `MinerStatus`, `PaidWork`, `TemplateSource`: the miner's counters, the miner as the status
-                and metrics read it (node.miner.Miner), the paid-job driver as the miner drives it
-                (node.paidjobs.PaidJobs), the block templates (node.miner.Templates)
-- `TemplatesHost` chain, mempool and the named remote workers, for node.miner.Templates
+                and metrics read it (node.server.miner.Miner), the paid-job driver as the miner drives it
+                (node.server.paidjobs.PaidJobs), the block templates (node.server.miner.Templates)
+- `TemplatesHost` chain, mempool and the named remote workers, for node.server.miner.Templates
 - `MinerHost`   what the mining loop uses: templates, the block sink, sync state, paid jobs, counters
-- `PaidJobsHost` TxHost plus the node's key and blob fetching, for node.paidjobs.PaidJobs
-- `MetricsHost` what node.metrics.Metrics reads at scrape time
+- `PaidJobsHost` TxHost plus the node's key and blob fetching, for node.server.paidjobs.PaidJobs
+- `MetricsHost` what node.server.metrics.Metrics reads at scrape time
 - `StatusHost`, `MiningHost`, `ApiGuardHost`, `ApiHost`: the status/peers/metrics routes, the remote-worker
-                routes, the request checks, and everything node.api.make_app assembles
+                routes, the request checks, and everything node.server.api.make_app assembles
 
-Nothing here imports a part of the node: only the leaves (`node.blobs`, `node.mempool`, `node.messages`,
-`node.peers`) and chain/, under TYPE_CHECKING.
+Nothing here imports a part of the node: only the leaves (`node.blobs`, `node.server.mempool`, `node.server.messages`,
+`node.server.peers`) and chain/, under TYPE_CHECKING.
 """
 from __future__ import annotations
 
@@ -52,9 +52,9 @@ if TYPE_CHECKING:
     from chain.mining import BlockTemplate
     from chain.tx import Transaction
     from node.blobs import BlobStore
-    from node.mempool import Mempool
-    from node.messages import Codec
-    from node.peers import Peer, PeerBook
+    from node.server.mempool import Mempool
+    from node.server.messages import Codec
+    from node.server.peers import Peer, PeerBook
 
 
 class PeerNet(Protocol):
@@ -142,7 +142,7 @@ class JobsHost(NodeView, Protocol):
 
 class BlobUploads(Protocol):
     async def upload(self, request: web.Request) -> web.Response:
-        """Admit, stream, check and store one upload (node.blobgate.BlobGate)."""
+        """Admit, stream, check and store one upload (node.server.blobgate.BlobGate)."""
 
 
 class BlobsHost(Protocol):
@@ -300,7 +300,7 @@ class PaidWork(Protocol):
 
 
 class WorkView(Protocol):
-    """One block template handed out (node.miner.Work)."""
+    """One block template handed out (node.server.miner.Work)."""
 
     @property
     def id(self) -> str: ...
@@ -441,7 +441,7 @@ class MiningConf(Protocol):
 
 
 class MiningHost(Protocol):
-    """The remote-worker endpoints' view (getblocktemplate pattern, node.worker)."""
+    """The remote-worker endpoints' view (getblocktemplate pattern, node.client.worker)."""
 
     @property
     def cfg(self) -> ChainConfig: ...
@@ -492,7 +492,7 @@ class ApiGuardHost(Protocol):
 
 
 class ApiHost(StatusHost, MiningHost, JobsHost, BlobsHost, TxHost, ApiGuardHost, Protocol):
-    """Everything node.api.make_app assembles: each route module takes its own narrower view."""
+    """Everything node.server.api.make_app assembles: each route module takes its own narrower view."""
 
     @property
     def conf(self) -> ApiConf: ...

@@ -1,7 +1,7 @@
 """Read-only views of compute jobs for the HTTP API (docs/api.md, docs/jobs-client.md): a job's progress
 (queue position, estimate), its receipt (the transactions that moved it), a wallet's jobs, and the price
 of a shape (going rate and the fees that recently cleared); and a node's fee floor for paid jobs (`fee_floor`,
-`floor_fee`, `below_floor`: its miner takes no job below it, node.paidjobs; the API shows it, node.jobs_api).
+`floor_fee`, `below_floor`: its miner takes no job below it, node.server.paidjobs; the API shows it, node.server.jobs_api).
 
 Everything here reads the chain state at the tip (and the mempool for pending submits) and changes
 nothing. Estimates use integer block heights and the headers' timestamps only; they are advice for a
@@ -19,7 +19,7 @@ from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT)
 
 if TYPE_CHECKING:
-    from node.interfaces import NodeView
+    from node.server.interfaces import NodeView
 
 def fee_floor(conf_rate: str | Fraction | None, cfg) -> Fraction:
     """A node's minimum fee per multiply-add: the configured rate (e.g. "1/10000" or "0.0001" base units

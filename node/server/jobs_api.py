@@ -1,5 +1,5 @@
 """The compute-job endpoints of the HTTP API (docs/api.md §Jobs, docs/jobs-client.md): prices, a job's record
-(with long-poll), progress and receipt, an account's jobs and the job lists. Registered by node.api.make_app."""
+(with long-poll), progress and receipt, an account's jobs and the job lists. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -7,22 +7,22 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from chain.keys import parse_address
-from node.apiargs import API, hexarg, query_int
-from node.apiargs import json_response as _json
-from node.apierror import ApiError
+from node.server.apiargs import API, hexarg, query_int
+from node.server.apiargs import json_response as _json
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
-    from node.interfaces import JobsHost
+    from node.server.interfaces import JobsHost
 
 JOB_WAIT_MAX_S = 30          # longest long-poll of GET /jobs/{id}?wait=
 
 
 def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
-    # client views (node/jobinfo.py); /jobs/price is registered before /jobs/{id} so it is not read as an id
+    # client views (node/server/jobinfo.py); /jobs/price is registered before /jobs/{id} so it is not read as an id
     @r.get(API + "/jobs/price")
     async def job_price_view(request):
         from chain.errors import TxError
-        from node import jobinfo
+        from node.server import jobinfo
         try:
             m, k, n = (int(request.query[x]) for x in ("m", "k", "n"))
             window = int(request.query.get("blocks", str(jobinfo.RECENT_BLOCKS)))
@@ -37,7 +37,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
 
     @r.get(API + "/jobs/{id}/progress")
     async def job_progress(request):
-        from node import jobinfo
+        from node.server import jobinfo
         jid = hexarg(request.match_info["id"], "job id", 32)
         out = jobinfo.progress(node, jid)
         if out is None:
@@ -46,7 +46,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
 
     @r.get(API + "/jobs/{id}/receipt")
     async def job_receipt(request):
-        from node import jobinfo
+        from node.server import jobinfo
         jid = hexarg(request.match_info["id"], "job id", 32)
         out = jobinfo.receipt(node, jid)
         if out is None:
@@ -56,7 +56,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     @r.get(API + "/accounts/{address}/jobs")
     async def account_jobs(request):
         from chain.jobs import STATUS_NAMES
-        from node import jobinfo
+        from node.server import jobinfo
         try:
             a = parse_address(request.match_info["address"])
         except ValueError as e:
@@ -73,7 +73,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     def job_json(jid: bytes, rec) -> dict:
         """A job record for the API, with this node's fee floor: `floor_fee` (the least fee its miner
         takes for this shape) and `below_floor` (true: this node's miner will not take it)."""
-        from node.jobinfo import below_floor, floor_fee
+        from node.server.jobinfo import below_floor, floor_fee
         d = rec.to_json(jid, node.cfg)
         rate = node.job_fee_floor
         d["floor_fee"] = floor_fee(rate, rec.macs)

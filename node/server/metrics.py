@@ -3,7 +3,7 @@
 Families (names as scraped; counters end in `_total`): chain (`pouw_chain_*`, `pouw_blocks_*`, `pouw_reorgs`),
 peers (`pouw_peers*`, `pouw_peer_*`), mempool (`pouw_mempool_*`), mining (`pouw_work_rate_*`, `pouw_*_macs`,
 `pouw_tickets_drawn`, `pouw_blocks_mined`, `pouw_device_faults`), jobs (`pouw_jobs{status}`, `pouw_jobs_*`,
-read from the chain state at the tip), the economy (node.econstats), and the process/guard collectors node.py registers.
+read from the chain state at the tip), the economy (node.server.econstats), and the process/guard collectors node.py registers.
 `promtool check metrics` accepts the exposition (tests/test_observability.py)."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from chain.jobs import SLASHED, STATUS_NAMES, JobRecord
 if TYPE_CHECKING:
     from chain.block import Block
     from chain.chainstate import ChainState
-    from node.interfaces import MetricsHost
+    from node.server.interfaces import MetricsHost
 
 
 def job_transitions(cs: ChainState, block: Block) -> list[tuple[bytes, JobRecord | None, JobRecord]]:
@@ -141,7 +141,7 @@ class Metrics:
         self.difficulty.set(block_work(expected_target(n.cfg, n.chain.next_parent_info())))
         self.sync_rate.set(n.sync.progress()["blocks_per_s"])
         self.useful_fraction.set(n.miner.useful_work()[2] if n.miner else 0.0)
-        from node.econstats import velocity
+        from node.server.econstats import velocity
         w = velocity(n.chain, 1)[0]
         self.velocity.set(w["velocity"])
         self.market_volume.set(w["volume"])

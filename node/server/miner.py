@@ -5,7 +5,7 @@ priority) and caches it; it is rebuilt when the tip changes, and when the mempoo
 template would pay more fees ("better-paying work", checked at most once a second). Every template
 gets an id; the last 64 are kept so remote workers can submit against them.
 
-Miner: one pass of a paid job (`node.paidjobs`: a claimed client job, its A·B as the header's job: the pass
+Miner: one pass of a paid job (`node.server.paidjobs`: a claimed client job, its A·B as the header's job: the pass
 yields C) or a batch of filler attempts (`node.engine.FillerMiner.run`: operands and commitments built once
 per template, then attempts until a win, a new tip, or `BATCH_S`) in a worker thread, so the event loop keeps
 serving; between batches it picks up a new template. Useful fraction: the MACs of paid passes over all MACs
@@ -36,7 +36,7 @@ from node.engine import Device, FillerMiner, WorkRate, mine_paid
 from node.logfmt import event
 
 if TYPE_CHECKING:
-    from node.interfaces import MinerHost, TemplatesHost, WorkView
+    from node.server.interfaces import MinerHost, TemplatesHost, WorkView
 
 log = logging.getLogger("pouw.miner")
 

@@ -1,6 +1,6 @@
-"""The remote-worker endpoints of the HTTP API (getblocktemplate pattern, node.worker; docs/api.md):
+"""The remote-worker endpoints of the HTTP API (getblocktemplate pattern, node.client.worker; docs/api.md):
 `/mining/work` hands out a block template (and records the worker's reported rate), `/mining/submit` takes a
-solved header for it. Registered by node.api.make_app."""
+solved header for it. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 import math
@@ -11,12 +11,12 @@ from aiohttp import web
 
 from chain.difficulty import block_work
 from chain.keys import parse_address
-from node.apiargs import API, body_json, hexarg
-from node.apiargs import json_response as _json
-from node.apierror import ApiError
+from node.server.apiargs import API, body_json, hexarg
+from node.server.apiargs import json_response as _json
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
-    from node.interfaces import MiningHost
+    from node.server.interfaces import MiningHost
 
 MAX_WORK_RATE = 1e21       # MAC/s a remote worker may report (far above any device; finite JSON)
 

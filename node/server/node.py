@@ -33,16 +33,16 @@ from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx)
 from node.blobs import PRUNE_EVERY_S, BlobError
 from node.logfmt import event
-from node.mempool import Mempool, MempoolError
-from node.messages import Codec
-from node.metrics import Metrics, job_transitions
-from node.miner import Miner, Templates
-from node.p2p import P2P
-from node.peers import BAN_SCORE, Peer, PeerBook
-from node.sync import Sync
+from node.server.mempool import Mempool, MempoolError
+from node.server.messages import Codec
+from node.server.metrics import Metrics, job_transitions
+from node.server.miner import Miner, Templates
+from node.server.p2p import P2P
+from node.server.peers import BAN_SCORE, Peer, PeerBook
+from node.server.sync import Sync
 
 if TYPE_CHECKING:
-    from node.paidjobs import PaidJobs
+    from node.server.paidjobs import PaidJobs
 
 log = logging.getLogger("pouw.node")
 
@@ -86,7 +86,7 @@ class NodeConfig:
     blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
     blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
     blob_grace_s: float = 600.0         # keep unreferenced blobs (uploads before their submit) this long
-    blob_account_quota: int = 2 << 30   # unreferenced upload bytes one paying account may hold (node.blobgate)
+    blob_account_quota: int = 2 << 30   # unreferenced upload bytes one paying account may hold (node.server.blobgate)
     blob_pending_max: int = 8 << 30     # unreferenced upload bytes of all accounts together
     blob_store_max: int = 64 << 30      # bytes of blobs on disk; uploads beyond get 429 blob-store-full
     # --- listeners and limits (docs/operations.md) ---
@@ -102,7 +102,7 @@ class NodeConfig:
     max_inbound_per_ip: int = 8         # authenticated inbound peers from one IP
     max_pending_peers: int = 16         # inbound connections still in the p2p handshake
     noban: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])  # IPs never banned by address
-    min_free_bytes: int = 256 << 20     # below this free space in the datadir: storage fault (node.storagehealth)
+    min_free_bytes: int = 256 << 20     # below this free space in the datadir: storage fault (node.server.storagehealth)
 
 
 def open_chain(datadir: Path, network: str | None) -> ChainState:
@@ -152,9 +152,9 @@ class Node:
         self.datadir = Path(conf.datadir)
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.chain = open_chain(self.datadir, conf.network)
-        from node.storagehealth import check_tip
+        from node.server.storagehealth import check_tip
         try:
-            check_tip(self.chain, self.datadir)  # a damaged database refuses to start (node.storagehealth)
+            check_tip(self.chain, self.datadir)  # a damaged database refuses to start (node.server.storagehealth)
         except StorageError:
             self.chain.close()
             raise
@@ -166,7 +166,7 @@ class Node:
             raise
         self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
         self.metrics = Metrics(self)
-        from node.storagehealth import StorageHealth
+        from node.server.storagehealth import StorageHealth
         self.storage = StorageHealth(self, conf.min_free_bytes)
         self.loop_lag = 0.0  # seconds the last 0.5 s tick ran late (event-loop lag, /metrics)
         self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
@@ -176,18 +176,18 @@ class Node:
         self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound,
                        max_inbound_per_ip=conf.max_inbound_per_ip, max_pending=conf.max_pending_peers,
                        noban=tuple(conf.noban))
-        from node.netguard import ConnectionGuard, GuardLimits, fd_budget
+        from node.server.netguard import ConnectionGuard, GuardLimits, fd_budget
         self.guard = ConnectionGuard(GuardLimits(
             max_conns=min(conf.max_conns, fd_budget()), max_per_ip=conf.max_conns_per_ip,
             header_timeout=conf.header_timeout, idle_timeout=conf.idle_timeout))
         self.api_port: int | None = conf.api_port
         from prometheus_client import ProcessCollector
-        from node.netguard import GuardCollector
+        from node.server.netguard import GuardCollector
         ProcessCollector(namespace="pouw", registry=self.metrics.registry)  # open fds, memory, CPU
         self.metrics.registry.register(GuardCollector(self))
         self.api_token: str | None = conf.api_token
         self.sync = Sync(self.chain, self.p2p, self.codec.max_msg, self.metrics.misbehaviour.inc)
-        self.p2p.register({  # the chain's peer messages and who handles them (node.messages lists them all)
+        self.p2p.register({  # the chain's peer messages and who handles them (node.server.messages lists them all)
             "block": self.on_block, "tx": self.on_tx,
             "getheaders": self.sync.on_getheaders, "headers": self.sync.on_headers,
             "getblocks": self.sync.on_getblocks, "notfound": self.sync.on_notfound,
@@ -203,7 +203,7 @@ class Node:
         cap = max_blob_bytes(self.cfg)
         self.blobs = BlobStore(self.datadir / BLOBS_DIR, min(cap, conf.blob_max_bytes or cap),
                                retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
-        from node.blobgate import BlobGate
+        from node.server.blobgate import BlobGate
         self.blobgate = BlobGate(self, account_quota=conf.blob_account_quota, pending_max=conf.blob_pending_max,
                                  store_max=conf.blob_store_max, grace_s=conf.blob_grace_s)
         self.paid_jobs: PaidJobs | None = None  # when mining with take_jobs
@@ -246,12 +246,12 @@ class Node:
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
-        from node.api import make_app
+        from node.server.api import make_app
         n = self.mempool.load(self.datadir / MEMPOOL_FILE)
         event(log, logging.INFO, "node starting", chain=self.cfg.name, chain_id=self.cfg.chain_id,
               height=self.chain.height, tip=self.chain.tip.hash.hex()[:16], mempool_restored=n,
               node_id=self.node_key.pubkey.hex()[:16])
-        from node.netguard import install_log_limits, is_loopback
+        from node.server.netguard import install_log_limits, is_loopback
         install_log_limits()
         api_public = not is_loopback(self.api_host)
         if api_public and not self.api_token:
@@ -263,7 +263,7 @@ class Node:
         if self.conf.api_port is None:
             self.port = await self._listen(make_app(self), self.conf.host, self.conf.port)
         else:
-            from node.api import make_p2p_app
+            from node.server.api import make_p2p_app
             self.port = await self._listen(make_p2p_app(self), self.conf.host, self.conf.port)
             self.api_port = await self._listen(make_app(self, p2p=False), self.api_host, self.conf.api_port)
         await self.guard.start()
@@ -278,7 +278,7 @@ class Node:
         self.scan_task = asyncio.ensure_future(self.storage.scan())
         if self.conf.mine:
             if self.conf.take_jobs:
-                from node.paidjobs import PaidJobs
+                from node.server.paidjobs import PaidJobs
                 cheat = self.conf.cheat_jobs
                 if cheat:
                     log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
@@ -290,7 +290,7 @@ class Node:
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         """Serve `app` on host:port through the connection guard; returns the bound port."""
-        from node.netguard import GuardedSite
+        from node.server.netguard import GuardedSite
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
                                keepalive_timeout=self.guard.limits.idle_timeout)
         await runner.setup()
@@ -535,7 +535,7 @@ class Node:
     @property
     def job_fee_floor(self):
         """This node's minimum fee per multiply-add for paid jobs (a Fraction)."""
-        from node.jobinfo import fee_floor
+        from node.server.jobinfo import fee_floor
         return fee_floor(self.conf.min_job_fee_rate, self.cfg)
 
     def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:

@@ -12,10 +12,10 @@ an absolute `HANDSHAKE_TIMEOUT` (pings do not extend it). A peer that authentica
 are full evicts one per `peers.select_eviction`, or is closed if all are protected; at most
 `max_inbound_per_ip` ready inbound peers share one IP (operator-trusted `noban` addresses, loopback by
 default, are exempt from the per-IP limits). Banned node ids and banned addresses (the IP of an
-inbound peer, see node.peers) are refused before the websocket upgrade where the address is known.
+inbound peer, see node.server.peers) are refused before the websocket upgrade where the address is known.
 
 Limits: websocket frames above `Codec.max_msg` are refused by aiohttp (`max_msg_size`) and the peer is
-banned; every message is decoded with explicit msgpack limits (node.messages); incoming messages pass a
+banned; every message is decoded with explicit msgpack limits (node.server.messages); incoming messages pass a
 token bucket (500/s, burst 2000); the send queue is bounded (a peer that does not read is dropped). Each
 connection has its own reader task, so a flooding peer costs only its own messages' decode time.
 """
@@ -34,11 +34,11 @@ from aiohttp import WSMsgType, web
 
 from chain.keys import verify_sig
 from node.logfmt import event
-from node.messages import AGENT, MAX_ADDRS, PROTOCOL_VERSION, MessageError, auth_payload
-from node.peers import BAN_SCORE, Peer, PeerBook, select_eviction
+from node.server.messages import AGENT, MAX_ADDRS, PROTOCOL_VERSION, MessageError, auth_payload
+from node.server.peers import BAN_SCORE, Peer, PeerBook, select_eviction
 
 if TYPE_CHECKING:
-    from node.interfaces import PeerHost
+    from node.server.interfaces import PeerHost
 
 log = logging.getLogger("pouw.p2p")
 
@@ -48,7 +48,7 @@ MAX_PENDING_PER_IP = 2
 
 Handler = Callable[..., "Awaitable[None] | None"]
 """A ready peer's message handler: called as ``handler(peer, **fields)`` with the decoded, schema-checked
-fields (node.messages); may be a coroutine function."""
+fields (node.server.messages); may be a coroutine function."""
 
 
 def _valid_addr(a: str) -> bool:
@@ -77,7 +77,7 @@ class P2P:
         self.banned_count = 0
         # message type -> handler, for ready peers. The connection's own messages are handled here; the
         # chain's (blocks, transactions, headers) are registered by their owners (Node.__init__). A type
-        # without a handler is misbehaviour; tests/test_node_units.py checks the table covers node.messages.
+        # without a handler is misbehaviour; tests/test_node_units.py checks the table covers node.server.messages.
         self.handlers: dict[str, Handler] = {
             "ping": self._on_ping, "pong": self._on_pong, "getaddr": self._on_getaddr, "addr": self._on_addr,
             "hello": functools.partial(self._on_repeat_handshake, "hello"),

@@ -16,7 +16,7 @@ One job at a time, driven by the mining loop (`Miner._run` calls `PaidJobs.step(
    certificate (pouw.share), attached to the result when the job's escrow holds restricted tokens
    (allocation, vintage, spend-only: released free only with one); a pass without a share is followed by
    another, at most CERT_PASSES in all (also while the miner waits out its block interval:
-   `ready` wakes it, and a block found then is dropped, see node.miner). `finished` stores C (address H_C, served at
+   `ready` wakes it, and a block found then is dropped, see node.server.miner). `finished` stores C (address H_C, served at
    once) and sends the claim and the result back to back (consecutive nonces: the mempool admits a
    claim on a pending submit and a result on a pending claim, and templates keep them in order, so
    submit, claim and result can share one block) -> ``posted``.
@@ -44,10 +44,10 @@ from chain.jobs import (CHALLENGED, CLAIMED, OPEN, RESULTED, JobRecord, challeng
                         required_bond)
 from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result)
 from node.blobs import BlobError, decode_array, encode_array
-from node.jobinfo import below_floor, fee_floor
+from node.server.jobinfo import below_floor, fee_floor
 
 if TYPE_CHECKING:
-    from node.interfaces import PaidJobsHost
+    from node.server.interfaces import PaidJobsHost
 
 log = logging.getLogger("pouw.jobs")
 

@@ -100,7 +100,7 @@ class PeerBook:
 
     @staticmethod
     def _keys(node_id: bytes | None, addr: str | None, ip: str | None) -> list[str]:
-        from node.netguard import ban_key
+        from node.server.netguard import ban_key
         return (([f"id:{node_id.hex()}"] if node_id else []) + ([f"addr:{addr}"] if addr else [])
                 + ([f"ip:{ban_key(ip)}"] if ip else []))
 
@@ -208,7 +208,7 @@ class Peer:
 
 def select_eviction(peers: list[Peer], secret: bytes, protect: int = 4) -> Peer | None:
     """The inbound peer to evict for a new one, or None when every candidate is protected (module docstring)."""
-    from node.netguard import netgroup
+    from node.server.netguard import netgroup
     cands = [p for p in peers if p.inbound and p.ready and not p.closed]
     group = {id(p): netgroup(p.remote_host or p.remote.rpartition(":")[0]) for p in cands}
 

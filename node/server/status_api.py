@@ -1,5 +1,5 @@
 """The node's own state over the HTTP API (docs/api.md): `/status` (chain, peers, mempool, mining, sync,
-storage), `/peers`, and the Prometheus text at `/metrics`. Registered by node.api.make_app."""
+storage), `/peers`, and the Prometheus text at `/metrics`. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 import time
@@ -9,11 +9,11 @@ from aiohttp import web
 
 from chain.difficulty import block_work
 from chain.validation import expected_target
-from node.apiargs import API
-from node.apiargs import json_response as _json
+from node.server.apiargs import API
+from node.server.apiargs import json_response as _json
 
 if TYPE_CHECKING:
-    from node.interfaces import StatusHost
+    from node.server.interfaces import StatusHost
 
 
 def status_json(node: StatusHost) -> dict:

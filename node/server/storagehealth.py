@@ -28,7 +28,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
-    from node.interfaces import StorageHost
+    from node.server.interfaces import StorageHost
 
 log = logging.getLogger("pouw.storage")
 

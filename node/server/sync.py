@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Callable
 from chain.block import Header
 from chain.errors import EncodingError, ValidationError
 from node.logfmt import event
-from node.messages import MAX_GETBLOCKS, MAX_HEADERS, MAX_LOCATOR
-from node.peers import BAN_SCORE, Peer
+from node.server.messages import MAX_GETBLOCKS, MAX_HEADERS, MAX_LOCATOR
+from node.server.peers import BAN_SCORE, Peer
 
 if TYPE_CHECKING:
     from chain.chainstate import ChainState
-    from node.interfaces import PeerNet
+    from node.server.interfaces import PeerNet
 
 log = logging.getLogger("pouw.sync")
 
@@ -39,7 +39,7 @@ PROGRESS_EVERY = 5.0
 
 
 class Sync:
-    """Implements node.interfaces.PeerEvents. Takes the chain, the peer layer (`PeerNet`), the largest message
+    """Implements node.server.interfaces.PeerEvents. Takes the chain, the peer layer (`PeerNet`), the largest message
     (`max_msg`, bounding a `headers` answer) and a callback counting misbehaviour; nothing else of the node."""
 
     def __init__(self, chain: ChainState, net: PeerNet, max_msg: int, on_misbehaviour: Callable[[], None]):

@@ -1,5 +1,5 @@
 """The transaction, account and mempool endpoints of the HTTP API (docs/api.md): look up and submit
-transactions, an account's balance and nonces, the mempool in mining order. Registered by node.api.make_app."""
+transactions, an account's balance and nonces, the mempool in mining order. Registered by node.server.api.make_app."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -9,12 +9,12 @@ from aiohttp import web
 from chain.errors import EncodingError, ValidationError
 from chain.keys import parse_address
 from chain.tx import decode_tx
-from node.apiargs import API, body_json, hexarg, query_int, tx_json
-from node.apiargs import json_response as _json
-from node.apierror import ApiError
+from node.server.apiargs import API, body_json, hexarg, query_int, tx_json
+from node.server.apiargs import json_response as _json
+from node.server.apierror import ApiError
 
 if TYPE_CHECKING:
-    from node.interfaces import TxHost
+    from node.server.interfaces import TxHost
 
 
 def tx_routes(r: web.RouteTableDef, node: TxHost) -> None:
