@@ -39,7 +39,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
 from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
                           KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
@@ -50,7 +50,10 @@ from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cach
 from chain.errors import TxError
 
 if TYPE_CHECKING:
+    from chain.config import ChainConfig
     from chain.jobs import JobRecord
+    from chain.state import Account, StateOverlay
+    from chain.tx import Transaction
 
 DUE_PER_BLOCK = 256          # economy schedule entries settled per block at most (bounded work)
 VELOCITY_WINDOW = 100       # blocks per velocity window (volume is recorded per window)
@@ -111,7 +114,7 @@ class Issuer:
         f = as_list(decode(b), 6, what="issuer")
         return cls(*(as_int(x, 0, (1 << 64) - 1, what="issuer") for x in f))
 
-    def to_json(self, addr: bytes) -> dict:
+    def to_json(self, addr: bytes) -> dict[str, Any]:
         return {"issuer": addr.hex(), "mode": MODE_NAMES[self.mode], "vintage_periods": self.vintage_periods,
                 "fee_bps": self.fee_bps, "buyback_bps": self.buyback_bps, "deposit": self.deposit,
                 "registered_height": self.height}
@@ -150,7 +153,7 @@ class GrantRec:
     def held(self) -> int:
         return self.remaining if self.status == ACTIVE else 0
 
-    def to_json(self, gid: bytes) -> dict:
+    def to_json(self, gid: bytes) -> dict[str, Any]:
         return {"grant_id": gid.hex(), "issuer": self.issuer.hex(), "subscriber": self.subscriber.hex(),
                 "allocation": self.allocation, "per_period": self.per_period, "period_blocks": self.period_blocks,
                 "periods_left": self.periods_left, "trial": bool(self.trial), "remaining": self.remaining,
@@ -224,15 +227,15 @@ class Ledger:
     """One transaction's (or the schedule's) view: reads fall through to a StateOverlay, writes are
     buffered and reach the overlay only by `commit()`, so a TxError leaves nothing changed."""
 
-    def __init__(self, ov, height: int, cfg):
+    def __init__(self, ov: StateOverlay, height: int, cfg: ChainConfig):
         self.ov = ov
         self.height = height
         self.cfg = cfg
-        self.accts: dict = {}
+        self.accts: dict[bytes, Account] = {}
         self.kv: dict[bytes, bytes | None] = {}
 
     # accounts (free balance)
-    def acct(self, a: bytes):
+    def acct(self, a: bytes) -> Account:
         return self.accts[a] if a in self.accts else self.ov.get(a)
 
     def free(self, a: bytes) -> int:
@@ -310,7 +313,7 @@ class Ledger:
 
 
 # --- the sender's envelope -------------------------------------------------------------------------------
-def take_envelope(led: Ledger, tx) -> None:
+def take_envelope(led: Ledger, tx: Transaction) -> None:
     """Nonce and fee: the fee is always paid in free tokens (never spend-only or vintage: no fee
     laundering through a block one mines)."""
     s = led.acct(tx.sender)
@@ -321,13 +324,13 @@ def take_envelope(led: Ledger, tx) -> None:
     led.accts[tx.sender] = type(s)(s.balance - tx.fee, s.nonce + 1)
 
 
-def grant_reserve(cfg, allocation: int) -> int:
+def grant_reserve(cfg: ChainConfig, allocation: int) -> int:
     """Tokens a grant reserves per period: ceil(allocation × rate_num / rate_den) (the issuer pays the rounding)."""
     j = cfg.jobs
     return -(-(allocation * j.rate_num) // j.rate_den)
 
 
-def apply_econ_tx(ov, tx, height: int, cfg) -> None:
+def apply_econ_tx(ov: StateOverlay, tx: Transaction, height: int, cfg: ChainConfig) -> None:
     """Check and apply one economy transaction on a StateOverlay (atomic: TxError changes nothing)."""
     from chain import market
     led = Ledger(ov, height, cfg)
@@ -398,7 +401,7 @@ def spendable(led: Ledger, owner: bytes) -> list[tuple[int, bytes, int]]:
     """What `owner` can pay a job with at led.height, in the spending order: active grants' allocation
     (earliest period end first, then grant id), vintages (earliest expiry first, then issuer),
     spend-only tokens. The free balance comes last and is not listed. Items: (source, id, amount)."""
-    out: list[tuple[int, tuple, bytes, int]] = []
+    out: list[tuple[int, tuple[int, bytes], bytes, int]] = []
     for key, _ in led.scan(b"g" + owner):
         gid = key[21:]
         g = led.grant(gid)
@@ -416,11 +419,14 @@ def spendable(led: Ledger, owner: bytes) -> list[tuple[int, bytes, int]]:
     return items
 
 
-def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[list], int]:
+FundPart = list[Any]   # [source (int), id (bytes), amount (int)]: a list, as the funding record encodes it
+
+
+def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[FundPart], int]:
     """Take `amount` from `owner` in the spending order. Returns (the non-free parts [[source, id, x]...]:
     id = grant id ‖ issuer, issuer ‖ expiry(8) of a vintage, b"" for spend-only; the free part).
     Raises TxError('bad-txn-balance') if everything together is short."""
-    parts: list[list] = []
+    parts: list[FundPart] = []
     left = amount
     for src, ident, have in spendable(led, owner):
         if not left:
@@ -443,7 +449,7 @@ def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[list], int]:
     return parts, left
 
 
-def restore(led: Ledger, owner: bytes, parts: list[list], amount: int) -> int:
+def restore(led: Ledger, owner: bytes, parts: list[FundPart], amount: int) -> int:
     """Give back up to `amount` to the non-free sources `parts` in the spending order; returns what
     was restored (the rest is the caller's to pay as free tokens). A grant that is no longer active
     and a vintage past its expiry pass the tokens to their issuer's deposit."""
@@ -468,7 +474,7 @@ def restore(led: Ledger, owner: bytes, parts: list[list], amount: int) -> int:
 
 
 # --- the job hooks (called by chain/state.py's StateOverlay) -----------------------------------------------
-def prepare_job_funding(ov, tx, height: int, cfg) -> Ledger:
+def prepare_job_funding(ov: StateOverlay, tx: Transaction, height: int, cfg: ChainConfig) -> Ledger:
     """A job submit's escrow (its max fee) drawn in the spending order: the fee and nonce from the free
     balance, the escrow from allocation, vintages, spend-only tokens, then free tokens; the funding
     record remembers the non-free parts. Raises TxError like a balance check; the caller commits the
@@ -481,11 +487,11 @@ def prepare_job_funding(ov, tx, height: int, cfg) -> Ledger:
     return led
 
 
-def _parts(v: bytes) -> list[list]:
+def _parts(v: bytes) -> list[FundPart]:
     return [[as_int(s), as_bytes(i), as_int(x)] for s, i, x in as_list(decode(v))]
 
 
-def job_closed(ov, height: int, cfg, closed: Iterable[tuple[bytes, "JobRecord", int]]) -> list[tuple[bytes, int]]:
+def job_closed(ov: StateOverlay, height: int, cfg: ChainConfig, closed: Iterable[tuple[bytes, "JobRecord", int]]) -> list[tuple[bytes, int]]:
     """Jobs that just closed: (job_id, new record, what the client is credited now). A funded job's
     credit goes back to its non-free sources first. A released funded job pays its miner the non-free
     part in free tokens only if its result carried a valid work certificate (``C job_id``,
@@ -517,7 +523,7 @@ def job_closed(ov, height: int, cfg, closed: Iterable[tuple[bytes, "JobRecord", 
     return out
 
 
-def certify(ov, height: int, cfg, job_id: bytes, template_height: int, job_key: bytes) -> Ledger:
+def certify(ov: StateOverlay, height: int, cfg: ChainConfig, job_id: bytes, template_height: int, job_key: bytes) -> Ledger:
     """Record a result's valid work certificate: its template joins the used set (`bad-cert-used` if an
     earlier result used it) and a restricted-funded job is marked certified. Returns the Ledger to commit."""
     from chain.workcert import k_certified, k_used
@@ -531,13 +537,13 @@ def certify(ov, height: int, cfg, job_id: bytes, template_height: int, job_key: 
 
 
 # --- the schedule -------------------------------------------------------------------------------------------
-def run_due(ov, height: int, cfg) -> list[tuple[bytes, str]]:
+def run_due(ov: StateOverlay, height: int, cfg: ChainConfig) -> list[tuple[bytes, str]]:
     """Settle at most DUE_PER_BLOCK economy schedule entries due at or before `height` (oldest first):
     grant period ends, vintage expiries and order expiries. Returns events [(id, what)]."""
     from chain import market
     led = Ledger(ov, height, cfg)
-    events = []
-    due = []
+    events: list[tuple[bytes, str]] = []
+    due: list[bytes] = []
     for key, _ in led.scan(b"S"):
         if int.from_bytes(key[1:9], "big") > height or len(due) >= DUE_PER_BLOCK:
             break
@@ -632,7 +638,7 @@ class EconTotals:
     ask_locked: int = 0
     deposits: int = 0
     grants: int = 0
-    credits: dict | None = None       # issuer -> [balances, bid locks, minted, burned]
+    credits: dict[bytes, list[int]] | None = None       # issuer -> [balances, bid locks, minted, burned]
 
     @property
     def tokens(self) -> int:
@@ -647,8 +653,8 @@ class EconTotals:
 def econ_totals(items: Iterable[tuple[bytes, bytes]]) -> EconTotals:
     """Where the economy's tokens and credits are, from all economy records."""
     from chain.market import Order
-    t = EconTotals(credits={})
-    cr = t.credits
+    cr: dict[bytes, list[int]] = {}
+    t = EconTotals(credits=cr)
     for key, v in items:
         tag = key[:1]
         if tag == b"P":
@@ -676,7 +682,7 @@ def econ_totals(items: Iterable[tuple[bytes, bytes]]) -> EconTotals:
 
 
 # --- read-only views (API, CLI, tests) -----------------------------------------------------------------
-def holdings(src, free: int, owner: bytes) -> dict:
+def holdings(src: EconSource, free: int, owner: bytes) -> dict[str, Any]:
     """An account's balances by kind at a state (`src`: anything with get_econ/scan_econ)."""
     vint = [{"issuer": k[21:41].hex(), "expiry": int.from_bytes(k[41:49], "big"), "amount": dec_int(v)}
             for k, v in src.scan_econ(b"V" + owner)]
@@ -690,5 +696,5 @@ def holdings(src, free: int, owner: bytes) -> dict:
             "allocation_tokens": sum(g["remaining"] for g in grants if g["status"] == "active"), "grants": grants}
 
 
-def credits_of(src, issuer: bytes, owner: bytes) -> int:
+def credits_of(src: EconSource, issuer: bytes, owner: bytes) -> int:
     return dec_int(src.get_econ(k_credit(issuer, owner)))

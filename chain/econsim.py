@@ -7,6 +7,7 @@ StateOverlay a miner's template uses) and keeps it only if it applies; `end_bloc
 from __future__ import annotations
 
 from chain.config import ChainConfig, parse_config
+from chain.encoding import Obj
 from chain.errors import TxError
 from chain.hashing import tagged_hash
 from chain.keys import PrivateKey
@@ -39,7 +40,7 @@ class EconSim:
         self.height = 0
         self.ov: StateOverlay | None = None
         self.txs: list[Transaction] = []
-        self.events: list = []
+        self.events: list[tuple[bytes, str]] = []
         self.verify_sigs = False      # end_block checks every signature too (as a block import does)
         self.transition_s = 0.0       # seconds spent in end_block (sigs if verify_sigs, apply_block, apply)
         self.tx_count = 0
@@ -62,11 +63,11 @@ class EconSim:
             self.ov = StateOverlay(self.st.get, self.st, self.cfg, self.next_height)
         return self.ov
 
-    def make(self, key: PrivateKey, kind: int, payload, fee: int = 0) -> Transaction:
+    def make(self, key: PrivateKey, kind: int, payload: Obj, fee: int = 0) -> Transaction:
         nonce = self._overlay().get(key.address).nonce
         return Transaction(kind, self.cfg.chain_id, nonce, key.pubkey, fee, payload).signed(key)
 
-    def submit(self, key: PrivateKey, kind: int, payload, fee: int = 0, *, sig: bool = False) -> str | None:
+    def submit(self, key: PrivateKey, kind: int, payload: Obj, fee: int = 0, *, sig: bool = False) -> str | None:
         """Sign and add a transaction to the block being built; returns None, or the reject reason
         (nothing changed then)."""
         tx = self.make(key, kind, payload, fee)

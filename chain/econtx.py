@@ -147,8 +147,12 @@ class CreditSpend:
 
 def decode_econ_payload(kind: int, payload: Obj) -> Obj:
     """The payload object of an economy kind; malformed fields raise EncodingError."""
-    a = lambda x, w: as_bytes(x, _ADDR, what=w)  # noqa: E731
-    i = lambda x, w: as_int(x, what=w)  # noqa: E731
+    def a(x: Obj, w: str) -> bytes:
+        return as_bytes(x, _ADDR, what=w)
+
+    def i(x: Obj, w: str) -> int:
+        return as_int(x, what=w)
+
     if kind == KIND_ORDER_PLACE:
         p = as_list(payload, 7, what="order_place")
         return OrderPlace(a(p[0], "order.issuer"), i(p[1], "order.side"), i(p[2], "order.price"),

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 from chain.encoding import (Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode_record,
                             evolve)
@@ -34,12 +34,16 @@ from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND
                       KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobAnswer, JobClaim, JobDispute, JobRef, JobResult, JobSubmit,
                       Transaction)
 
+if TYPE_CHECKING:  # annotations only
+    from chain.config import ChainConfig
+    from pouw.job import JobCommitment
+
 OPEN, CLAIMED, RESULTED, RELEASED, REFUNDED, SLASHED, CHALLENGED, CANCELLED = range(8)
 STATUS_NAMES = ("open", "claimed", "resulted", "released", "refunded", "slashed", "challenged", "cancelled")
 LIVE = frozenset({OPEN, CLAIMED, RESULTED, CHALLENGED})
 BONDED = frozenset({CLAIMED, RESULTED, CHALLENGED})
 RECORD_FIELDS = 22
-_MEMO = RecordMemo()  # job records by their canonical bytes (see RecordMemo)
+_MEMO: RecordMemo["JobRecord"] = RecordMemo()  # job records by their canonical bytes (see RecordMemo)
 
 
 
@@ -97,9 +101,15 @@ class JobRecord:
         if len(f) not in (20, RECORD_FIELDS) or (len(f) == RECORD_FIELDS and not (f[20] or f[21])):
             raise EncodingError("bad-encoding", f"job record of {len(f)} fields")
         f = f + [0, 0] if len(f) == 20 else f
-        h = lambda x: as_bytes(x, HASH_LEN, what="job hash")  # noqa: E731
-        a = lambda x: as_bytes(x, ADDRESS_LEN, what="job address")  # noqa: E731
-        i = lambda x: as_int(x, what="job int")  # noqa: E731
+        def h(x: Obj) -> bytes:
+            return as_bytes(x, HASH_LEN, what="job hash")
+
+        def a(x: Obj) -> bytes:
+            return as_bytes(x, ADDRESS_LEN, what="job address")
+
+        def i(x: Obj) -> int:
+            return as_int(x, what="job int")
+
         return cls(as_int(f[0], 0, len(STATUS_NAMES) - 1, what="job.status"), a(f[1]), h(f[2]), h(f[3]), i(f[4]),
                    i(f[5]), i(f[6]), i(f[7]), i(f[8]), h(f[9]), h(f[10]), i(f[11]), a(f[12]), i(f[13]), i(f[14]),
                    h(f[15]), h(f[16]), i(f[17]), i(f[18]), i(f[19]), i(f[20]), i(f[21]))
@@ -131,31 +141,31 @@ class JobRecord:
     def fee_per_mac(self) -> Fraction:
         return Fraction(self.fee, max(1, self.macs))
 
-    def commitment(self):
+    def commitment(self) -> JobCommitment:
         from pouw.job import JobCommitment
         return JobCommitment(self.h_a, self.h_b, self.m, self.k, self.n)
 
-    def claim_until(self, cfg) -> int:
+    def claim_until(self, cfg: ChainConfig) -> int:
         """Last height of the current claimer's exclusivity (0 when unclaimed)."""
         return self.claim_height + cfg.jobs.claim_window - 1 if self.status == CLAIMED else 0
 
-    def claimable_at(self, height: int, cfg) -> bool:
+    def claimable_at(self, height: int, cfg: ChainConfig) -> bool:
         """Would a claim in a block at `height` be accepted by the job rules (bond aside)? A lapsed claim
         reopens the job at the end of its last exclusive block, so only open jobs are claimable."""
         return height <= self.deadline and self.status == OPEN
 
-    def challenge_until(self, cfg) -> int:
+    def challenge_until(self, cfg: ChainConfig) -> int:
         """Last height at which a dispute or a challenge may be included (0 without a result): C blocks
         after the result, or after the answer to a challenge."""
         if not self.result_height:
             return 0
         return max(self.result_height, self.answer_height) + cfg.jobs.challenge_window
 
-    def answer_until(self, cfg) -> int:
+    def answer_until(self, cfg: ChainConfig) -> int:
         """Last height at which an answer to the challenge may be included (0 without a challenge)."""
         return self.challenge_height + cfg.jobs.answer_window if self.challenge_height else 0
 
-    def to_json(self, job_id: bytes, cfg) -> dict:
+    def to_json(self, job_id: bytes, cfg: ChainConfig) -> dict[str, Any]:
         """A JSON-friendly view for the node's API."""
         return {
             "job_id": job_id.hex(), "status": self.status_name, "client": self.client.hex(),
@@ -182,7 +192,7 @@ class JobSource(Protocol):
     def block_hash_at(self, height: int) -> bytes | None: ...   # the active chain's block at a height
 
 
-def required_bond(cfg, fee: int) -> int:
+def required_bond(cfg: ChainConfig, fee: int) -> int:
     """The smallest bond a claim on a job of max fee `fee` may post: max(min_bond, ceil(fee·bond_num/bond_den))."""
     j = cfg.jobs
     return max(j.min_bond, -(-(fee * j.bond_num) // j.bond_den))
@@ -190,7 +200,7 @@ def required_bond(cfg, fee: int) -> int:
 
 # --- data availability ------------------------------------------------------------------------------
 
-def challenge_row_count(cfg, m: int, n: int) -> int:
+def challenge_row_count(cfg: ChainConfig, m: int, n: int) -> int:
     """How many rows of C a challenge samples: challenge_rows, at most m, and no more than fit one answer
     transaction (row 4n bytes + its opening each; at least 1, since a fraud proof against the job fits)."""
     depth = max(0, (m - 1).bit_length())
@@ -215,7 +225,7 @@ def challenge_rows(seed: bytes, job_id: bytes, m: int, count: int) -> list[int]:
 
 # --- pricing ----------------------------------------------------------------------------------------
 
-def job_price(cfg, m: int, k: int, n: int) -> int:
+def job_price(cfg: ChainConfig, m: int, k: int, n: int) -> int:
     """The going-rate fee of an m×k×n job: ceil(m·k·n · rate_num / rate_den) base units, at least 1."""
     j = cfg.jobs
     return max(1, -(-(m * k * n * j.rate_num) // j.rate_den))
@@ -224,11 +234,13 @@ def job_price(cfg, m: int, k: int, n: int) -> int:
 def dispute_size_bound(m: int, k: int, n: int) -> int:
     """An upper bound on the encoded size of a dispute transaction against an m×k×n job: row A_i and
     column B_j (k bytes each), row C_i (4n bytes), three Merkle paths, and the transaction envelope."""
-    depth = lambda c: max(0, (c - 1).bit_length())  # noqa: E731
+    def depth(c: int) -> int:
+        return max(0, (c - 1).bit_length())
+
     return 2 * k + 4 * n + 34 * (2 * depth(m) + depth(n)) + 256
 
 
-def check_job_shape(cfg, m: int, k: int, n: int) -> None:
+def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int) -> None:
     """Raise TxError unless (m, k, n) is minable on this chain and a fraud proof against it fits a transaction."""
     from pouw.errors import JobError
     p = cfg.pow
@@ -257,7 +269,7 @@ def _known(job: JobGetter, job_id: bytes) -> JobRecord:
     return rec
 
 
-def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
+def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfig,
                    block_hash: Callable[[int], bytes | None] | None = None) -> tuple[Credits, dict[bytes, JobRecord]]:
     """Check a job transaction against the job state at `height` (the including block) and return what it
     does besides debiting the sender (amount + fee, nonce): balance credits and new job records.
@@ -364,7 +376,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg,
     raise TxError("bad-txn-kind", f"not a job transaction kind {tx.kind}")
 
 
-def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Credits, dict[bytes, JobRecord], list]:
+def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Credits, dict[bytes, JobRecord], list[tuple[bytes, str]]]:
     """The automatic transitions at the end of block `height` for the scheduled `ids`: release (resulted:
     fee + bond to the miner), slash (challenged and unanswered: fee + bond to the client), reopen (a claim
     whose exclusivity ends here before the deadline: its bond to the client, the job open again) or
@@ -372,7 +384,7 @@ def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Cred
     Returns credits, new records and events [(job_id, "released"|"slashed"|"reopened"|"refunded")]."""
     credits: Credits = []
     out: dict[bytes, JobRecord] = {}
-    events = []
+    events: list[tuple[bytes, str]] = []
     for jid in sorted(set(ids)):
         rec = job(jid)
         if rec is None or rec.due != height or not rec.live:

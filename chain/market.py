@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from chain.econtx import ASK, BID, BPS, GTC, IOC, SIDE_NAMES, SRC_FREE, OrderCancel, OrderPlace
 from chain.economy import (K_SEQ, VELOCITY_WINDOW, Ledger, be8, dec_int, enc_int, k_credit, k_sched, k_spend_only,
@@ -27,6 +28,9 @@ from chain.economy import (K_SEQ, VELOCITY_WINDOW, Ledger, be8, dec_int, enc_int
 from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode,
                             encode_record, evolve)
 from chain.errors import TxError
+
+if TYPE_CHECKING:
+    from chain.tx import Transaction
 
 MAX_FILLS = 32
 _ORDERS: "RecordMemo[Order]" = RecordMemo()  # order records by their canonical bytes (see RecordMemo)
@@ -82,7 +86,7 @@ class Order:
         pk = U64_MAX - self.price if self.is_bid else self.price
         return b"B" + self.issuer + bytes([self.side]) + be8(pk) + be8(self.seq) + oid
 
-    def to_json(self, oid: bytes) -> dict:
+    def to_json(self, oid: bytes) -> dict[str, Any]:
         return {"order_id": oid.hex(), "issuer": self.issuer.hex(), "owner": self.owner.hex(),
                 "side": SIDE_NAMES[self.side], "price": self.price, "qty": self.qty, "remaining": self.remaining,
                 "source": self.source, "expires": self.expires, "seq": self.seq, "height": self.height,
@@ -129,7 +133,7 @@ def expire(led: Ledger, oid: bytes) -> bool:
     return True
 
 
-def cancel(led: Ledger, tx) -> None:
+def cancel(led: Ledger, tx: Transaction) -> None:
     p = tx.payload
     assert isinstance(p, OrderCancel)
     o = get_order(led, p.order_id)
@@ -141,7 +145,10 @@ def cancel(led: Ledger, tx) -> None:
     _remove(led, p.order_id, o)
 
 
-def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_side: int, fills: list[list]) -> None:
+Fill = list[Any]   # [price, qty, payment, fee, maker]: a list, as the trade record encodes it
+
+
+def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_side: int, fills: list[Fill]) -> None:
     """One trade record per taker order (``R height txid``: [issuer, taker, taker_side, [[price, qty, payment,
     fee, maker]...]]) and the velocity window's totals."""
     if not fills:
@@ -154,7 +161,7 @@ def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_
                         vol[3] + sum(f[3] for f in fills)]))
 
 
-def place(led: Ledger, tx) -> None:
+def place(led: Ledger, tx: Transaction) -> None:
     """Check, match and (GTC) rest an order. Raises TxError; the caller's Ledger keeps it atomic."""
     p = tx.payload
     assert isinstance(p, OrderPlace)
@@ -181,7 +188,7 @@ def place(led: Ledger, tx) -> None:
     elif led.get_int(k_credit(p.issuer, me)) < value(p.qty, p.price):
         raise TxError("bad-order-funds", f"credits short of {value(p.qty, p.price)}")
     rem, work = p.qty, 0
-    fills: list[list] = []
+    fills: list[Fill] = []
     taker_bid = p.side == BID
     bb = iss.buyback_bps if (not taker_bid and iss.buyback_bps and me != p.issuer and iss.buyback_bps >= p.price) else 0
     # the taker's credits, spend-only tokens and the issuer's fees move once, after the loop

@@ -17,11 +17,15 @@ tokens, without it as spend-only tokens (chain/economy.py).
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from chain.encoding import decode, encode
 from chain.errors import EncodingError, TxError
 from chain.tx import WorkCert, MAX_CERT_TEMPLATE
+
+if TYPE_CHECKING:  # annotations only
+    from chain.config import ChainConfig
+    from chain.jobs import JobRecord
 
 CERT_WINDOW = 64            # blocks: a certificate's template height is at least h − CERT_WINDOW
 
@@ -36,7 +40,7 @@ def k_certified(job_id: bytes) -> bytes:
     return b"C" + job_id
 
 
-def check_certificate(cfg, rec, claimer: bytes, cert: WorkCert, height: int,
+def check_certificate(cfg: ChainConfig, rec: JobRecord, claimer: bytes, cert: WorkCert, height: int,
                       block_hash: Callable[[int], bytes | None] | None) -> tuple[int, bytes]:
     """Check `cert` for a result by `claimer` on the job `rec` (a chain.jobs.JobRecord) in the block at
     `height`; return (template height, job_key). Raises TxError with a stable reason (bad-cert-*). The used
@@ -73,13 +77,15 @@ def check_certificate(cfg, rec, claimer: bytes, cert: WorkCert, height: int,
     return hd.height, job_key(cert.template)
 
 
-def cert_size_bound(cfg, m: int, k: int, n: int) -> int:
+def cert_size_bound(cfg: ChainConfig, m: int, k: int, n: int) -> int:
     """An upper bound on the encoded size of a result transaction carrying a certificate for an m×k×n
     job: the tile proof ((h + w)·k opened bytes, the two Merkle paths, its header) and the rest (envelope,
     hashes, header template: < 640 bytes). A certificate can be attached iff this is <= max_tx_bytes."""
     from pouw.proof import _HEAD
     p = cfg.pow.params()
     h, w = p.tile_h, p.tile_w
-    depth = lambda c: max(0, (c - 1).bit_length())  # noqa: E731
+    def depth(c: int) -> int:
+        return max(0, (c - 1).bit_length())
+
     paths = depth(m) - (h.bit_length() - 1) + depth(n) - (w.bit_length() - 1)
     return _HEAD.size + (h + w) * k + 2 + 32 * max(0, paths) + 5 + 640
