@@ -15,6 +15,13 @@ import plyvel
 
 from chain.errors import StorageError
 
+WRITE_BUFFER_SIZE = 64 << 20
+"""LevelDB's memtable (its default is 4 MiB). Economy transactions write ~1.4 kB each (undo data included),
+so the default filled every few blocks and the compactions that followed took ~15 % of an import's CPU
+time (benchmarks/RESULTS.md, market). Memory: up to twice this per open database (the memtable being
+flushed and the new one), 128 MiB at most; a restart replays up to this much write-ahead log."""
+
+
 class _Deleted:
     """The overlay's mark for a key deleted earlier in the batch."""
 
@@ -66,7 +73,7 @@ class Store:
             raise StorageError(f"no database at {self.path}")
         try:
             self.db = plyvel.DB(str(self.path), create_if_missing=create and not exists,
-                                paranoid_checks=True)
+                                paranoid_checks=True, write_buffer_size=WRITE_BUFFER_SIZE)
         except plyvel.Error as e:
             raise StorageError(f"cannot open database at {self.path}: {e}") from e
         except OSError as e:
