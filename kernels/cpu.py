@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -128,7 +129,7 @@ def portable_gemm() -> str:
         with _portable_lock:
             if _portable_choice is None:
                 _portable_times.update(measure_portable_gemms())
-                _portable_choice = min(_portable_times, key=_portable_times.get)
+                _portable_choice = min(_portable_times, key=_portable_times.__getitem__)
                 log.info("portable exact GEMM: %s (%s)", _portable_choice,
                          ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in _portable_times.items()))
     return _portable_choice
@@ -386,9 +387,9 @@ class CpuBackend:
     def __init__(self, native: bool | None = None, block_rows: int = 512, kernel: str | None = None) -> None:
         self.device = torch.device("cpu")
         self.block_rows = block_rows
-        self._native = None
+        self._native: ModuleType | None = None   # native_loader when a fused kernel runs
         self.kernel: str | None = None   # the fused kernel in use
-        self._aux = None  # the native library for tile tickets / add_noise (any CPU: always faster than Python)
+        self._aux: ModuleType | None = None  # the native library for tile tickets / add_noise (any CPU: always faster than Python)
         if native is not False:
             try:
                 from kernels import native_loader
@@ -434,9 +435,11 @@ class CpuBackend:
         A·Q and P·B' as column and row sums (`native_loader.avx2_gather_cols` / `avx2_scatter_rows`: the maps
         have one 1 per column of P and row of Q, so no GEMM), the signed base-128 digits in numpy,
         U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]."""
+        aux = self._aux
+        assert aux is not None   # `_capabilities` installs this hook only with the native library
         r = e_l.shape[1]
-        da = digits128(self._aux.avx2_gather_cols(a, map_b, r))
-        db = digits128(self._aux.avx2_scatter_rows(b_noisy, map_a, r))
+        da = digits128(aux.avx2_gather_cols(a, map_b, r))
+        db = digits128(aux.avx2_scatter_rows(b_noisy, map_a, r))
         out = []
         for i in range(max(len(da), len(db))):
             u = torch.cat([da[i] if i < len(da) else torch.zeros_like(da[0]), e_l], dim=1).contiguous()
@@ -447,12 +450,14 @@ class CpuBackend:
     def _avx2_sub_correction(self, c: torch.Tensor, pairs) -> torch.Tensor:
         """c -= sum_i 128^i U_i V_i where m % 4 == 0: pairs shaped like the recovery's (`merge_digit_pairs`) as one
         int16 GEMM of half the multiply-adds, others as one AVX2 GEMM over all digits; else Horner on `mm`."""
+        aux = self._aux
+        assert aux is not None   # `_capabilities` installs this hook only with the native library
         pairs = list(pairs)
         try:
             merged = merge_digit_pairs(pairs) if c.shape[0] % 4 == 0 else None
             if merged is not None:
-                return self._aux.avx2_sub_i16(c, *merged)
-            return self._aux.avx2_sub_correction(c, pairs)
+                return aux.avx2_sub_i16(c, *merged)
+            return aux.avx2_sub_correction(c, pairs)
         except ShapeError:
             acc = None
             for u, v in reversed(list(pairs)):
@@ -468,7 +473,7 @@ class CpuBackend:
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Exact A @ B: the AVX2 or NEON kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no
         fast path there), torch._int_mm with AVX512-VNNI (oneDNN's is fast), else the portable exact GEMM."""
-        if self.kernel in ("avx2", "neon"):
+        if self.kernel in ("avx2", "neon") and self._native is not None:   # a fused kernel implies the library
             try:
                 return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel=self.kernel)
             except ShapeError:
@@ -507,6 +512,6 @@ class CpuBackend:
                                   threads=portable_threads())
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
-        if self._native_tickets:
+        if self._native_tickets and self._aux is not None:   # _native_tickets implies the library
             return self._aux.tile_tickets(prefix, msgs)
         return tile_tickets_hashlib(prefix, msgs)

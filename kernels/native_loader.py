@@ -453,7 +453,7 @@ def _out_buffer(t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dty
 
 def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
                  threads: int | None = None, force_portable: bool = False,
-                 out: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 out: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
                  transcript: bool = True, kernel: str | None = None,
                  loop: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base`, computed by the native kernel on CPU int8 tensors.
@@ -463,8 +463,8 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
     None (what $POUW_NATIVE selects). loop: the AVX2 kernel's inner loop, "int" or "fp32" (default `avx2_loop()`),
     or the NEON kernel's, "dot" or "mull" (default `neon_loop()`; "dot" on a CPU without dotprod runs the plain C
     path).
-    out: (C', messages) buffers to write into instead of new tensors (a miner reusing them across passes saves
-    the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
+    out: (C', messages) buffers to write into instead of new tensors (a None entry: a new tensor; a miner reusing
+    them across passes saves the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
     are left unspecified (the VNNI and AVX2 paths skip them; see `plain_matmul`).
     """
     lib = _get()
@@ -894,7 +894,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     the next native kernel runs). k must be a multiple of 4.
     Raises RuntimeError unless `has_correction_operands()`."""
     lib = _get()
-    if not has_correction_operands():
+    if lib is None or not has_correction_operands():   # has_correction_operands() is False when lib is None
         why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
         raise RuntimeError(f"native correction_operands unavailable: {why}")
     m, k, n, r = _noise_shapes(a, b_noisy, e_l, f_r, "b_noisy")
