@@ -389,7 +389,8 @@ class CpuBackend:
         self.block_rows = block_rows
         self._native: ModuleType | None = None   # native_loader when a fused kernel runs
         self.kernel: str | None = None   # the fused kernel in use
-        self._aux: ModuleType | None = None  # the native library for tile tickets / add_noise (any CPU: always faster than Python)
+        # the native library for tile tickets / add_noise (any CPU: always faster than Python)
+        self._aux: ModuleType | None = None
         if native is not False:
             try:
                 from kernels import native_loader

@@ -53,11 +53,17 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from kernels.base import MSG_WORDS, ShapeError, check_operands, digit_count
+
+if TYPE_CHECKING:   # numpy is imported where it is used: importing this module stays cheap
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
 
 log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
@@ -78,7 +84,8 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64")
 FILE_FLAGS = {"avx2_gemm.c": ("-mno-avx512f",)} if _X86 else {}
 KERNELS = ("vnni", "avx2", "neon")  # the fused kernels, best first
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
-VARIANTS = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
+Variant = tuple[str, tuple[str, ...], tuple[str, ...]]   # (name, compiler flags, linker flags)
+VARIANTS: tuple[Variant, ...] = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
 ABI_VERSION = 5
 _FLAG_FORCE_PORTABLE = 1
 _FLAG_NO_TRANSCRIPT = 2
@@ -135,7 +142,7 @@ def _machine_id() -> str:
     return "\n".join(parts)
 
 
-def _build_key(cc: str, sources: list[bytes], variant: tuple = VARIANTS[-1]) -> str:
+def _build_key(cc: str, sources: list[bytes], variant: Variant = VARIANTS[-1]) -> str:
     try:
         version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
@@ -183,7 +190,7 @@ def _build() -> Path:
     raise RuntimeError(errors[-1])
 
 
-def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
+def _compile(cc: str, sources: list[bytes], variant: Variant, name: str) -> Path:
     errors = []
     for out_dir in _cache_dirs():
         if (out_dir / name).is_file():
@@ -225,7 +232,7 @@ def _compile(cc: str, sources: list[bytes], variant: tuple, name: str) -> Path:
     return target
 
 
-def _build_commands(cc: str, sources: list[Path], variant: tuple, out: Path) -> list[list[str]]:
+def _build_commands(cc: str, sources: list[Path], variant: Variant, out: Path) -> list[list[str]]:
     """The compiler commands that build `sources` (copies of SOURCES) into the library `out`: one object per
     source, then the link."""
     _, defs, libs = variant
@@ -464,8 +471,8 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
     or the NEON kernel's, "dot" or "mull" (default `neon_loop()`; "dot" on a CPU without dotprod runs the plain C
     path).
     out: (C', messages) buffers to write into instead of new tensors (a None entry: a new tensor; a miner reusing
-    them across passes saves the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False: C' only, the messages
-    are left unspecified (the VNNI and AVX2 paths skip them; see `plain_matmul`).
+    them across passes saves the page faults of fresh allocations: ~4,000 per pass at 2048^3). transcript=False:
+    C' only, the messages are left unspecified (the VNNI and AVX2 paths skip them; see `plain_matmul`).
     """
     lib = _get()
     if lib is None:
@@ -591,7 +598,7 @@ def noise_path(r: int) -> str:
     return "vbmi" if lib.pouw_noise_path(int(r), 0) == 1 else "portable"
 
 
-def _index_array(x, k: int, name: str):
+def _index_array(x: ArrayLike, k: int, name: str) -> NDArray[np.int32]:
     import numpy as np
 
     if isinstance(x, torch.Tensor):
@@ -604,7 +611,8 @@ def _index_array(x, k: int, name: str):
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
-def _noise_shapes(a, b, e_l, f_r, b_name: str) -> tuple[int, int, int, int]:
+def _noise_shapes(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
+                  b_name: str) -> tuple[int, int, int, int]:
     """(m, k, n, r) of 2-D int8 CPU tensors a (m x k), b (k x n), e_l (m x r), f_r (r x n), r >= 1; else ShapeError."""
     for name, t in (("a", a), (b_name, b), ("e_l", e_l), ("f_r", f_r)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
@@ -620,8 +628,8 @@ def _noise_shapes(a, b, e_l, f_r, b_name: str) -> tuple[int, int, int, int]:
     return m, k, n, r
 
 
-def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b, *,
-              threads: int | None = None, force_portable: bool = False,
+def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a: ArrayLike,
+              map_b: ArrayLike, *, threads: int | None = None, force_portable: bool = False,
               out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(A', B') with A'[u][l] = a[u][l] + e_l[u][map_a[l]] and B'[l][v] = b[l][v] + f_r[map_b[l]][v], new int8
     CPU tensors (the optional `Backend.add_noise` of kernels/base.py). Arithmetic wraps mod 256, i.e. equals the
@@ -664,7 +672,8 @@ def has_sub_correction() -> bool:
     return bool(req in ("auto", "vnni") and _vnni_sub_correction(lib)) or bool(req in ("auto", "neon") and has_neon())
 
 
-def sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
+def sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                   threads: int | None = None) -> torch.Tensor:
     """The optional `Backend.sub_correction` of kernels/base.py: c -= sum_i 128^i * U_i @ V_i in place (int32,
     wrapping mod 2^32) in one pass over c. c: m x n int32 contiguous CPU tensor; pairs: [(U_i, V_i)] with U_i
     m x w_i and V_i w_i x n int8 CPU tensors (made contiguous; w_i not a multiple of 4 is zero-padded).
@@ -764,7 +773,8 @@ def _avx2_lib(what: str) -> ctypes.CDLL:
     return lib
 
 
-def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -> torch.Tensor:
+def avx2_sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                        threads: int | None = None) -> torch.Tensor:
     """`Backend.sub_correction` on the AVX2 kernel: c -= sum_i 128^i U_i @ V_i in place (int32, wrapping), one
     GEMM over the digits side by side (highest first, S = 128 S + U_i V_i at each digit boundary) that subtracts
     from c as it stores. c: m x n int32 contiguous, m % 4 == 0 (ShapeError otherwise); U_i m x w_i, V_i w_i x n
@@ -775,24 +785,24 @@ def avx2_sub_correction(c: torch.Tensor, pairs, *, threads: int | None = None) -
     if not c.is_contiguous():
         raise ShapeError("c must be contiguous (it is updated in place)")
     m, n = c.shape
-    pairs = [tuple(p) for p in pairs][:SUB_CORRECTION_MAX_PAIRS]   # 128^i vanishes mod 2^32 for i >= 5
-    if m == 0 or n == 0 or not pairs:
+    plist = [tuple(p) for p in pairs][:SUB_CORRECTION_MAX_PAIRS]   # 128^i vanishes mod 2^32 for i >= 5
+    if m == 0 or n == 0 or not plist:
         return c
     if m % 4:
         raise ShapeError(f"m={m} is not a multiple of 4")
-    for i, (u, v) in enumerate(pairs):
+    for i, (u, v) in enumerate(plist):
         if (u.dtype != torch.int8 or v.dtype != torch.int8 or u.dim() != 2 or v.dim() != 2 or u.shape[0] != m
                 or v.shape[1] != n or u.shape[1] != v.shape[0]):
             raise ShapeError(f"pair {i}: shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n}")
-    w = max(u.shape[1] for u, _ in pairs)
+    w = max(u.shape[1] for u, _ in plist)
     w += -w % 4
-    us = [torch.nn.functional.pad(u, (0, w - u.shape[1])) for u, _ in reversed(pairs)]
-    vs = [torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for _, v in reversed(pairs)]
+    us = [torch.nn.functional.pad(u, (0, w - u.shape[1])) for u, _ in reversed(plist)]
+    vs = [torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for _, v in reversed(plist)]
     u_cat = torch.cat(us, dim=1).contiguous()
     v_cat = torch.cat(vs, dim=0).contiguous()
     if threads is None:
         threads = torch.get_num_threads()
-    rc = lib.pouw_avx2_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(pairs), w,
+    rc = lib.pouw_avx2_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(plist), w,
                                       max(1, int(threads)))
     if rc == -1:
         raise ShapeError("avx2_sub_correction rejected its arguments")
@@ -831,7 +841,7 @@ def avx2_sub_i16(c: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, threads: 
     return c
 
 
-def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
+def avx2_scatter_rows(b: torch.Tensor, idx: ArrayLike, r: int, *, threads: int | None = None) -> torch.Tensor:
     """P·B without a GEMM: the r x n int32 sums out[j] = sum of the rows l of b (k x n int8) with idx[l] == j
     (idx: k integers in [0, r)). AVX2; RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
     lib = _avx2_lib("scatter")
@@ -855,7 +865,7 @@ def avx2_scatter_rows(b: torch.Tensor, idx, r: int, *, threads: int | None = Non
     return out
 
 
-def avx2_gather_cols(a: torch.Tensor, idx, r: int, *, threads: int | None = None) -> torch.Tensor:
+def avx2_gather_cols(a: torch.Tensor, idx: ArrayLike, r: int, *, threads: int | None = None) -> torch.Tensor:
     """A·Q without a GEMM: the m x r int32 sums out[:, j] = sum of the columns l of a (m x k int8) with
     idx[l] == j (idx: k integers in [0, r)). RuntimeError unless `has_avx2()`, ShapeError for bad arguments."""
     lib = _avx2_lib("gather")
@@ -886,7 +896,8 @@ def has_correction_operands() -> bool:
 
 
 def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                        map_a, map_b, *, threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                        map_a: ArrayLike, map_b: ArrayLike, *,
+                        threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The optional `Backend.correction_operands` of kernels/base.py: [(U_i, V_i)] with U_i = [AQ_i | e_l]
     (m x 2r) and V_i = [f_r ; PB_i] (2r x n), AQ_i and PB_i the signed base-128 digits of A·Q and P·B' for the maps
     map_a of P (P[j][l] = [map_a[l] == j]) and map_b of Q (Q[l][j] = [map_b[l] == j]); bit for bit
