@@ -9,6 +9,7 @@ next. An explicit setting wins.
 The checkout's root goes on the path too (appended: installed packages win): benchmarks use its testkit/ (the
 in-process nodes of `bench sync` and `bench node`), which the wheel does not ship either.
 """
+
 import os
 import sys
 from pathlib import Path

@@ -15,6 +15,7 @@ A kernel that is not bit-exact is reported as such and gets no ratio. Writes one
 DIR/kernels.jsonl and a table to DIR/kernels.md (device, TOPS of every kernel, ratios, this command). Exits 2
 with a message when there is no CUDA device, 3 when a check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,15 +49,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="4096,8192,16384")
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--exact-size", type=int, default=1024, help="m = k = n of the check against the CPU path")
-    ap.add_argument("--cuda-configs", default="128,128,64,32,4,2;128,128,32,64,4;64,128,32,64,4;64,128,32,64,4,2;"
-                    "128,128,64,32,3", help="other CUDA kernel configs bm,bn,wm,wn,stages[,recover];... timed with "
-                    "transcript + recovery (recover 2: C' stored, correction subtracted in place)")
+    ap.add_argument(
+        "--cuda-configs",
+        default="128,128,64,32,4,2;128,128,32,64,4;64,128,32,64,4;64,128,32,64,4,2;128,128,64,32,3",
+        help="other CUDA kernel configs bm,bn,wm,wn,stages[,recover];... timed with "
+        "transcript + recovery (recover 2: C' stored, correction subtracted in place)",
+    )
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     args = ap.parse_args(argv)
     command = "python -m benchmarks.bench_cuda_kernel " + shlex.join(argv if argv is not None else sys.argv[1:])
     if not torch.cuda.is_available():
-        print("bench_cuda_kernel: needs a CUDA device, and torch sees none (torch.cuda.is_available() is False); "
-              "nothing measured", file=sys.stderr)
+        print(
+            "bench_cuda_kernel: needs a CUDA device, and torch sees none (torch.cuda.is_available() is False); "
+            "nothing measured",
+            file=sys.stderr,
+        )
         return 2
     from kernels import cuda_mma
     from kernels.triton_kernel import default_config, noisy_matmul_triton, plain_config
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def one_size(size: int) -> bool:
         """Check and time every kernel at m = k = n = size; False when a check fails."""
-        ops = 2 * size ** 3
+        ops = 2 * size**3
         a, b, corr = operands(size, dev, size)
         kernels = {
             "int_mm": lambda: torch._int_mm(a, b),
@@ -113,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         for spec in filter(None, args.cuda_configs.split(";")):
             cfg = cuda_mma.parse_config(spec, "--cuda-configs")
-            kernels[f"cuda transcript+recover [{spec}]"] = (
-                lambda cfg=cfg: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, correction=corr, config=cfg))
+            kernels[f"cuda transcript+recover [{spec}]"] = lambda cfg=cfg: cuda_mma.noisy_matmul_mma(
+                a, b, R, TILE, TILE, correction=corr, config=cfg
+            )
         exact: dict[str, bool] = {}
         try:  # bit-exactness at this size: plain C against _int_mm, fused outputs against Triton's
             ref = torch._int_mm(a, b)
@@ -133,10 +141,21 @@ def main(argv: list[str] | None = None) -> int:
         for kname, fn in kernels.items():
             try:
                 ms = median_ms(fn, args.reps if size < 16384 else max(3, args.reps // 2))
-                emit(what="time", kernel=kname, size=size, ms=round(ms, 4), tops=round(ops / ms / 1e9, 1),
-                     exact=exact.get(kname), config=(repr(default_config(R, TILE, TILE)) if kname.startswith("triton t")
-                                                     else repr(cuda_mma.config_from_env()) if kname.startswith("cuda")
-                                                     and "[" not in kname else None))
+                emit(
+                    what="time",
+                    kernel=kname,
+                    size=size,
+                    ms=round(ms, 4),
+                    tops=round(ops / ms / 1e9, 1),
+                    exact=exact.get(kname),
+                    config=(
+                        repr(default_config(R, TILE, TILE))
+                        if kname.startswith("triton t")
+                        else repr(cuda_mma.config_from_env())
+                        if kname.startswith("cuda") and "[" not in kname
+                        else None
+                    ),
+                )
             except Exception as e:
                 traceback.print_exc()
                 emit(what="time", kernel=kname, size=size, error=f"{type(e).__name__}: {e}")
@@ -152,21 +171,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_summary(path: Path, rows: list[dict], name: str, cap: str, command: str) -> None:
-    lines = [f"# Fused mining GEMM kernels on {name} ({cap})", "", f"Command: `{command}`", "",
-             "r = 64, 16x16 tiles, 3 recovery digits; ms = median of CUDA-event-timed calls; "
-             "ratio = best plain GEMM (int_mm, Triton plain, CUDA plain) / kernel.", ""]
+    lines = [
+        f"# Fused mining GEMM kernels on {name} ({cap})",
+        "",
+        f"Command: `{command}`",
+        "",
+        "r = 64, 16x16 tiles, 3 recovery digits; ms = median of CUDA-event-timed calls; "
+        "ratio = best plain GEMM (int_mm, Triton plain, CUDA plain) / kernel.",
+        "",
+    ]
     for r in rows:
         if r["what"] == "check":
-            lines.append(f"- check {r.get('against', '')} size {r.get('size', '')}: "
-                         f"{r.get('exact', r.get('error'))}"
-                         + (f" (first call, NVRTC build included: {r['first_call_s']} s)" if "first_call_s" in r else ""))
-    lines += ["", "| size | kernel | ms | TOPS | bit-exact | ratio vs best plain | CUDA / Triton speed-up |",
-              "|---|---|---|---|---|---|---|"]
+            lines.append(
+                f"- check {r.get('against', '')} size {r.get('size', '')}: "
+                f"{r.get('exact', r.get('error'))}"
+                + (f" (first call, NVRTC build included: {r['first_call_s']} s)" if "first_call_s" in r else "")
+            )
+    lines += [
+        "",
+        "| size | kernel | ms | TOPS | bit-exact | ratio vs best plain | CUDA / Triton speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
     sizes = sorted({r["size"] for r in rows if r["what"] == "time"})
     for size in sizes:
         t = {r["kernel"]: r for r in rows if r["what"] == "time" and r["size"] == size and "ms" in r}
-        plain = min((t[k]["ms"] for k in ("int_mm", "triton plain", "cuda plain")
-                     if k in t and t[k].get("exact") is not False), default=None)
+        plain = min(
+            (t[k]["ms"] for k in ("int_mm", "triton plain", "cuda plain") if k in t and t[k].get("exact") is not False),
+            default=None,
+        )
         for kname, r in t.items():
             ratio = f"{plain / r['ms']:.3f}" if plain and r.get("exact") is not False else "–"
             speed = ""

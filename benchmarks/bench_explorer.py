@@ -11,6 +11,7 @@ storage, not proofs) and reports, all from this one run:
 - `old_startup_scan_s`: what the node's former in-memory tx index cost at every start (a read of every
   active block), against `ensure_s`, the check that replaced it (one key read).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,21 +42,30 @@ def _lookups(cs: ChainState, keys, txid: bytes) -> dict[str, float]:
         chain = cs
 
     addr = keys[1].address
-    return {"tx_block": _time(lambda: indexes.tx_block(cs.store, txid)),
-            "history_page": _time(lambda: [e for _, e in zip(range(50), indexes.history(cs.store, addr))]),
-            "unknown_id": _time(lambda: (b"\x01" * 32 in cs.index, cs.get_job(b"\x01" * 32),
-                                         indexes.tx_block(cs.store, b"\x01" * 32))),
-            "blockstats_120": _time(lambda: blockstats_json(_N, 120), 20)}
+    return {
+        "tx_block": _time(lambda: indexes.tx_block(cs.store, txid)),
+        "history_page": _time(lambda: [e for _, e in zip(range(50), indexes.history(cs.store, addr))]),
+        "unknown_id": _time(
+            lambda: (b"\x01" * 32 in cs.index, cs.get_job(b"\x01" * 32), indexes.tx_block(cs.store, b"\x01" * 32))
+        ),
+        "blockstats_120": _time(lambda: blockstats_json(_N, 120), 20),
+    }
 
 
 def run(blocks: int, txs: int) -> dict:
     cfg = load_config("regtest")
-    now = cfg.genesis_timestamp + 10 ** 8
+    now = cfg.genesis_timestamp + 10**8
     keys = make_keys(20)
     b = ChainBuilder(cfg)
     t0 = time.perf_counter()
-    chain = b.chain(b.genesis.hash, blocks, PrivateKey.from_phrase(b"bench miner").address, keys=keys,
-                    txs_per_block=txs, rng=random.Random(1))
+    chain = b.chain(
+        b.genesis.hash,
+        blocks,
+        PrivateKey.from_phrase(b"bench miner").address,
+        keys=keys,
+        txs_per_block=txs,
+        rng=random.Random(1),
+    )
     build_s = time.perf_counter() - t0
     small = min(blocks, max(200, blocks // 10))  # enough for a full chart window and history page
     real = indexes.write_connect
@@ -63,7 +73,10 @@ def run(blocks: int, txs: int) -> dict:
     def imp(on: bool, upto: int) -> float:
         indexes.write_connect = real if on else (lambda *a: None)
         try:
-            with tempfile.TemporaryDirectory() as d, ChainState.open(d, cfg, clock=lambda: now, check_proofs=False) as cs:
+            with (
+                tempfile.TemporaryDirectory() as d,
+                ChainState.open(d, cfg, clock=lambda: now, check_proofs=False) as cs,
+            ):
                 t = time.perf_counter()
                 for blk in chain[:upto]:
                     cs.submit_block(blk)
@@ -89,15 +102,22 @@ def run(blocks: int, txs: int) -> dict:
         old_scan = time.perf_counter() - t
         ensure_s = _time(lambda: indexes.ensure(cs), 50)
     ratios = {k: at_full[k] / at_small[k] for k in at_full}
-    return {"blocks": blocks, "txs_per_block": txs, "build_s": round(build_s, 1),
-            "import_blocks": part, "import_with_indexes_s": round(statistics.median(times[True]), 3),
-            "import_without_indexes_s": round(statistics.median(times[False]), 3),
-            "import_ratio": round(statistics.median(times[True]) / statistics.median(times[False]), 3),
-            "lookups_at_small_us": {k: round(v * 1e6, 1) for k, v in at_small.items()},
-            "lookups_at_full_us": {k: round(v * 1e6, 1) for k, v in at_full.items()},
-            "lookup_ratio": round(statistics.median(ratios.values()), 3),
-            "small_height": small, "old_startup_scan_s": round(old_scan, 3), "scanned_txs": n,
-            "ensure_s": round(ensure_s, 6)}
+    return {
+        "blocks": blocks,
+        "txs_per_block": txs,
+        "build_s": round(build_s, 1),
+        "import_blocks": part,
+        "import_with_indexes_s": round(statistics.median(times[True]), 3),
+        "import_without_indexes_s": round(statistics.median(times[False]), 3),
+        "import_ratio": round(statistics.median(times[True]) / statistics.median(times[False]), 3),
+        "lookups_at_small_us": {k: round(v * 1e6, 1) for k, v in at_small.items()},
+        "lookups_at_full_us": {k: round(v * 1e6, 1) for k, v in at_full.items()},
+        "lookup_ratio": round(statistics.median(ratios.values()), 3),
+        "small_height": small,
+        "old_startup_scan_s": round(old_scan, 3),
+        "scanned_txs": n,
+        "ensure_s": round(ensure_s, 6),
+    }
 
 
 def main(argv=None) -> None:

@@ -8,6 +8,7 @@ Starts one regtest node as a child process with RLIMIT_NOFILE = --fds, then meas
 websockets that never finish the p2p handshake are open. Reports p50 / p99 / max per phase, their ratio to
 the idle p99, the node's open fds and resident memory, and the bytes its log grew. Loopback only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,12 @@ def _status(port: int) -> float:
 
 def _measure(port: int, n: int) -> dict:
     lat = sorted(_status(port) for _ in range(n))
-    return {"p50_ms": round(1000 * statistics.median(lat), 2), "p99_ms": round(1000 * lat[int(0.99 * (n - 1))], 2),
-            "max_ms": round(1000 * lat[-1], 2), "n": n}
+    return {
+        "p50_ms": round(1000 * statistics.median(lat), 2),
+        "p99_ms": round(1000 * lat[int(0.99 * (n - 1))], 2),
+        "max_ms": round(1000 * lat[-1], 2),
+        "n": n,
+    }
 
 
 def _proc(pid: int) -> dict:
@@ -70,8 +75,11 @@ def main_args(args: argparse.Namespace) -> int:
     port = _free_port()
     logp = os.path.join(d, "node.log")
     logf = open(logp, "wb")
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, os.path.join(d, "n"), str(port), str(args.fds)],
-                            stdout=logf, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, os.path.join(d, "n"), str(port), str(args.fds)],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+    )
     out: dict = {"fds": args.fds, "loris": args.loris, "phases": {}}
     held: list[socket.socket] = []
     try:
@@ -90,8 +98,9 @@ def main_args(args: argparse.Namespace) -> int:
         # 1. slow-loris: partial request heads from 60 addresses, held open
         for i in range(args.loris):
             try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=5,
-                                             source_address=(f"127.0.2.{1 + i % 60}", 0))
+                s = socket.create_connection(
+                    ("127.0.0.1", port), timeout=5, source_address=(f"127.0.2.{1 + i % 60}", 0)
+                )
                 s.sendall(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
                 held.append(s)
             except OSError:
@@ -107,14 +116,18 @@ def main_args(args: argparse.Namespace) -> int:
             body = b"0" * (8 << 20)
             while not stop.is_set():
                 try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=10,
-                                                  source_address=(f"127.0.3.{1 + i}", 0)) as c:
-                        c.sendall(b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                                  b"Content-Length: %d\r\n\r\n" % len(body))
+                    with socket.create_connection(
+                        ("127.0.0.1", port), timeout=10, source_address=(f"127.0.3.{1 + i}", 0)
+                    ) as c:
+                        c.sendall(
+                            b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\n\r\n" % len(body)
+                        )
                         c.sendall(body)
                         c.recv(4096)
                 except OSError:
                     pass
+
         ts = [threading.Thread(target=poster, args=(i,), daemon=True) for i in range(40)]
         for t in ts:
             t.start()
@@ -127,9 +140,13 @@ def main_args(args: argparse.Namespace) -> int:
         key = "dGhlIHNhbXBsZSBub25jZQ=="
         for i in range(300):
             try:
-                s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(f"127.0.4.{1 + i % 150}", 0))
-                s.sendall(f"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                          f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+                s = socket.create_connection(
+                    ("127.0.0.1", port), timeout=5, source_address=(f"127.0.4.{1 + i % 150}", 0)
+                )
+                s.sendall(
+                    f"GET /p2p HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+                )
                 held.append(s)
             except OSError:
                 pass
@@ -151,8 +168,10 @@ def main_args(args: argparse.Namespace) -> int:
         print(json.dumps(out))
     else:
         for name, ph in out["phases"].items():
-            print(f"{name:16s} p50 {ph['p50_ms']:7.2f} ms  p99 {ph['p99_ms']:7.2f} ms  max {ph['max_ms']:7.2f} ms  "
-                  f"x{ph['p99_ratio_to_idle']}  fds {ph['open_fds']}  rss {ph['rss_mb']} MB")
+            print(
+                f"{name:16s} p50 {ph['p50_ms']:7.2f} ms  p99 {ph['p99_ms']:7.2f} ms  max {ph['max_ms']:7.2f} ms  "
+                f"x{ph['p99_ratio_to_idle']}  fds {ph['open_fds']}  rss {ph['rss_mb']} MB"
+            )
         print(f"log grew {out['log_bytes_during_attacks']} bytes during the attacks")
     return 0
 

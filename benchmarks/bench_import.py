@@ -3,6 +3,7 @@ bare pynacl signature verify. Generation (easy target) is not timed.
 
     .venv/bin/python benchmarks/bench_import.py --blocks 1000 --txs 100 --json
 """
+
 from __future__ import annotations
 
 import argparse

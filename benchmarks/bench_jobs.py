@@ -12,6 +12,7 @@ median number of blocks between the submit's and the result's block (0: submit, 
 block), c_before_result_mined (jobs whose C was checked while the node's tip was below the result's block)
 and after_post_p50_s / _p95_s (from the submit transaction sent, i.e. without padding and upload).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,10 +77,30 @@ def run(args: argparse.Namespace) -> dict:
         base = _free_base(args.nodes)
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         log = open(Path(d) / "devnet.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "node.cli", "devnet", "--nodes", str(args.nodes),
-                                 "--base-port", str(base), "--datadir", str(Path(d) / "dn"), "--network", "regtest",
-                                 "--block-interval", str(args.block_interval), "--status-every", "0"],
-                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "node.cli",
+                "devnet",
+                "--nodes",
+                str(args.nodes),
+                "--base-port",
+                str(base),
+                "--datadir",
+                str(Path(d) / "dn"),
+                "--network",
+                "regtest",
+                "--block-interval",
+                str(args.block_interval),
+                "--status-every",
+                "0",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             client = Client(f"http://127.0.0.1:{base}", timeout=60.0)
             end = time.monotonic() + 120
@@ -90,8 +111,11 @@ def run(args: argparse.Namespace) -> dict:
                 try:
                     if key is None and (Path(d) / "dn" / "wallet").exists():
                         key = load_key(str(Path(d) / "dn" / "wallet"))
-                    if key is not None and client.account(key.address)["balance"] > 0 \
-                            and client.status()["peers"] >= args.nodes - 1:
+                    if (
+                        key is not None
+                        and client.account(key.address)["balance"] > 0
+                        and client.status()["peers"] >= args.nodes - 1
+                    ):
                         break
                 except (ClientError, OSError, ValueError):
                     pass
@@ -110,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
                     order.append("small")
                     smalls -= 1
             lat: dict[str, list[float]] = {"small": [], "large": []}
-            posted: dict[str, list[float]] = {"small": [], "large": []}   # from the submit tx sent (after upload)
+            posted: dict[str, list[float]] = {"small": [], "large": []}  # from the submit tx sent (after upload)
             early: list[bool] = []  # C in hand while the chain's tip was below the result's block
             failures: list[str] = []
             chain_blocks: list[int] = []  # result height - submit height, from the receipts
@@ -122,20 +146,22 @@ def run(args: argparse.Namespace) -> dict:
                 t = time.monotonic()
                 try:
                     res = client.submit_job(key, a, b, None, True, timeout=args.job_timeout)
-                    took = time.monotonic() - t       # submit call -> a checked C in hand (the latency)
+                    took = time.monotonic() - t  # submit call -> a checked C in hand (the latency)
                     lat[cls].append(took)
                     if res.latency_s is not None:
                         posted[cls].append(res.latency_s)
-                    st = res.confirm(args.job_timeout)   # not timed: the result mined, for the receipt
+                    st = res.confirm(args.job_timeout)  # not timed: the result mined, for the receipt
                     if st.outcome != "confirmed":
                         raise JobFailed(res.job_id, st.outcome, st.message)
                     rc = res.receipt or {}
                     if rc.get("submit") and rc.get("result"):
                         chain_blocks.append(rc["result"]["height"] - rc["submit"]["height"])
                         early.append(res.height is not None and res.height < rc["result"]["height"])
-                    say(f"job {i} {cls} {m}x{k}x{n}: {took:.2f} s (C in hand at height {res.height}, job "
+                    say(
+                        f"job {i} {cls} {m}x{k}x{n}: {took:.2f} s (C in hand at height {res.height}, job "
                         f"{res.status if res.confirmed else 'not yet resulted'}; receipt heights: submit "
-                        f"{(rc.get('submit') or {}).get('height')}, result {(rc.get('result') or {}).get('height')})")
+                        f"{(rc.get('submit') or {}).get('height')}, result {(rc.get('result') or {}).get('height')})"
+                    )
                 except (JobFailed, ClientError) as e:
                     failures.append(f"{cls}: {e}")
                     say(f"job {i} {cls}: FAILED {e}")
@@ -149,19 +175,37 @@ def run(args: argparse.Namespace) -> dict:
             log.close()
     every = lat["small"] + lat["large"]
     blocks = h1 - h0
-    per = {c: {"shape": list(args.small_shape if c == "small" else args.large_shape), "jobs": len(v),
-               "p50_s": _pct(v, 50), "p95_s": _pct(v, 95), "mean_s": round(sum(v) / len(v), 3) if v else None}
-           for c, v in lat.items()}
-    return {"benchmark": "jobs", "network": "regtest", "nodes": args.nodes,
-            "block_interval_setting_s": args.block_interval,
-            "jobs": len(every), "failed": len(failures), "failures": failures[:5],
-            "latency_p50_s": _pct(every, 50), "latency_p95_s": _pct(every, 95),
-            "block_interval_s": round((t1 - t0) / blocks, 3) if blocks > 0 else None,
-            "blocks": blocks, "wall_s": round(t1 - t0, 1), "small": per["small"], "large": per["large"],
-            "result_minus_submit_blocks_p50": _pct([float(x) for x in chain_blocks], 50),
-            "c_before_result_mined": sum(early), "after_post_p50_s": _pct(posted["small"] + posted["large"], 50),
-            "after_post_p95_s": _pct(posted["small"] + posted["large"], 95),
-            "latency_in_blocks_p50": round(_pct(every, 50) / ((t1 - t0) / blocks), 2) if blocks > 0 and every else None}
+    per = {
+        c: {
+            "shape": list(args.small_shape if c == "small" else args.large_shape),
+            "jobs": len(v),
+            "p50_s": _pct(v, 50),
+            "p95_s": _pct(v, 95),
+            "mean_s": round(sum(v) / len(v), 3) if v else None,
+        }
+        for c, v in lat.items()
+    }
+    return {
+        "benchmark": "jobs",
+        "network": "regtest",
+        "nodes": args.nodes,
+        "block_interval_setting_s": args.block_interval,
+        "jobs": len(every),
+        "failed": len(failures),
+        "failures": failures[:5],
+        "latency_p50_s": _pct(every, 50),
+        "latency_p95_s": _pct(every, 95),
+        "block_interval_s": round((t1 - t0) / blocks, 3) if blocks > 0 else None,
+        "blocks": blocks,
+        "wall_s": round(t1 - t0, 1),
+        "small": per["small"],
+        "large": per["large"],
+        "result_minus_submit_blocks_p50": _pct([float(x) for x in chain_blocks], 50),
+        "c_before_result_mined": sum(early),
+        "after_post_p50_s": _pct(posted["small"] + posted["large"], 50),
+        "after_post_p95_s": _pct(posted["small"] + posted["large"], 95),
+        "latency_in_blocks_p50": round(_pct(every, 50) / ((t1 - t0) / blocks), 2) if blocks > 0 and every else None,
+    }
 
 
 def main_args(args: argparse.Namespace) -> int:

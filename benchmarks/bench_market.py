@@ -31,6 +31,7 @@ Definitions (all in token base units at face value):
 
     pouw bench market --subscribers 1000 --periods 6 --json --plot market.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,22 +41,42 @@ import time
 
 from chain.config import load_config
 from chain.econsim import EconSim, with_issuer
-from chain.econtx import (ASK, BID, GTC, IOC, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ORDER_CANCEL,
-                          KIND_ORDER_PLACE, CreditIssue, Grant, OrderPlace)
+from chain.econtx import (
+    ASK,
+    BID,
+    GTC,
+    IOC,
+    KIND_CREDIT_ISSUE,
+    KIND_CREDIT_SPEND,
+    KIND_GRANT,
+    KIND_ORDER_CANCEL,
+    KIND_ORDER_PLACE,
+    CreditIssue,
+    Grant,
+    OrderPlace,
+)
 from chain.economy import Issuer, dec_int, k_issuer, k_spend_only
 from chain.encoding import as_list, decode
 from chain.jobs import required_bond
 from chain.keys import PrivateKey, faucet_key
-from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, KIND_TRANSFER, JobClaim, JobResult,
-                      JobSubmit, Transfer)
+from chain.tx import (
+    KIND_JOB_CLAIM,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    KIND_TRANSFER,
+    JobClaim,
+    JobResult,
+    JobSubmit,
+    Transfer,
+)
 
 ISS = PrivateKey.from_phrase(b"bench market issuer")
 MINER = PrivateKey.from_phrase(b"bench market miner")
-T = 1_000_000             # tokens (base units) of allocation per subscriber per period
-SIGNUP = 12               # blocks over which the subscribers sign up (spreads the schedule's work)
-JOBS_AT = 18              # block of each round (from its period's start) at which the jobs are submitted
-FREE_PERIODS = 4          # free tokens each subscriber starts with: FREE_PERIODS · T per period simulated (enough
-                          # that no job is refused for funds, so both runs use exactly the same compute)
+T = 1_000_000  # tokens (base units) of allocation per subscriber per period
+SIGNUP = 12  # blocks over which the subscribers sign up (spreads the schedule's work)
+JOBS_AT = 18  # block of each round (from its period's start) at which the jobs are submitted
+FREE_PERIODS = 4  # free tokens each subscriber starts with: FREE_PERIODS · T per period simulated (enough
+# that no job is refused for funds, so both runs use exactly the same compute)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,16 +94,17 @@ class Run:
     def __init__(self, n: int, periods: int, L: int, seed: int, market: bool):
         base = load_config("regtest")
         self.market = market
-        self.cfg = with_issuer(base, ISS.address, 4 * n * periods * T, "mint" if market else "breakage", 2, 30,
-                               9000 if market else 0)
+        self.cfg = with_issuer(
+            base, ISS.address, 4 * n * periods * T, "mint" if market else "breakage", 2, 30, 9000 if market else 0
+        )
         self.sim = EconSim(self.cfg, MINER.address, check=False)
-        self.sim.trade_log = {}    # every trade of the run (the state keeps the last TRADES_KEPT blocks only)
+        self.sim.trade_log = {}  # every trade of the run (the state keeps the last TRADES_KEPT blocks only)
         self.n, self.periods, self.L = n, periods, L
         rng = random.Random(seed)
         self.subs = [PrivateKey.from_phrase(b"bench market sub %d" % i) for i in range(n)]
         self.usage = [min(4.0, rng.lognormvariate(-1.0, 1.0)) for _ in range(n)]  # share of the allocation used
-        self.rng = random.Random(seed + 1)       # market decisions
-        self.job_rng = random.Random(seed + 2)   # job sizes: the same draws in both runs
+        self.rng = random.Random(seed + 1)  # market decisions
+        self.job_rng = random.Random(seed + 2)  # job sizes: the same draws in both runs
         self.alloc = T * self.cfg.jobs.rate_den // self.cfg.jobs.rate_num  # MACs worth T tokens
         self.series: list[dict] = []
 
@@ -99,7 +121,9 @@ class Run:
         return Issuer.decode(self.sim.st.get_econ(k_issuer(ISS.address))).deposit
 
     def vintages(self, who: bytes) -> list[tuple[int, int]]:
-        return [(int.from_bytes(k[41:49], "big"), dec_int(v)) for k, v in self.sim.st.scan_econ(b"V" + who + ISS.address)]
+        return [
+            (int.from_bytes(k[41:49], "big"), dec_int(v)) for k, v in self.sim.st.scan_econ(b"V" + who + ISS.address)
+        ]
 
     def holdings(self) -> int:
         st = self.sim.st
@@ -139,7 +163,9 @@ class Run:
     def go(self) -> dict:
         s, fk = self.sim, faucet_key()
         for k in self.subs + [MINER]:
-            self.push(fk, KIND_TRANSFER, Transfer(k.address, FREE_PERIODS * T * self.periods if k is not MINER else 10**12))
+            self.push(
+                fk, KIND_TRANSFER, Transfer(k.address, FREE_PERIODS * T * self.periods if k is not MINER else 10**12)
+            )
         self.close()
         # subscribers sign up over SIGNUP blocks (so period ends are spread out); with S = the first of them,
         # subscriber j's period q (q = 1, 2, ...) is usable in [S + j + (q-1)L, S + j + qL), j < SIGNUP. Round p
@@ -211,11 +237,22 @@ class Run:
             # deposit change = −next reserve + returns (breakage / expiries) + tokens bought back
             nxt = reserves if p + 1 < self.periods else 0
             returned = dep1 - dep0 + nxt - bb_qty
-            minted = sum(dec_int(v) for k, v in s.st.scan_econ(b"V") if int.from_bytes(k[41:49], "big") > p_hi) \
-                if self.market else 0
-            row = {"period": p + 1, "end_height": p_hi, "volume": vol, "fees": fees, "trades": len(tr),
-                   "avg_price": (sum(t[2] * t[3] for t in tr) / vol / 10_000) if vol else None,
-                   "buyback_qty": bb_qty, "holdings": self.holdings(), "economy_tokens": self.econ_tokens()}
+            minted = (
+                sum(dec_int(v) for k, v in s.st.scan_econ(b"V") if int.from_bytes(k[41:49], "big") > p_hi)
+                if self.market
+                else 0
+            )
+            row = {
+                "period": p + 1,
+                "end_height": p_hi,
+                "volume": vol,
+                "fees": fees,
+                "trades": len(tr),
+                "avg_price": (sum(t[2] * t[3] for t in tr) / vol / 10_000) if vol else None,
+                "buyback_qty": bb_qty,
+                "holdings": self.holdings(),
+                "economy_tokens": self.econ_tokens(),
+            }
             if self.market:
                 row["expired"] = returned
                 row["revenue"] = fees + (bb_qty - bb_paid) + returned
@@ -235,6 +272,7 @@ class Run:
 
     def sim_grants_minted(self):
         from chain.economy import GrantRec
+
         for _, v in self.sim.st.scan_econ(b"G"):
             yield GrantRec.decode(v).minted
 
@@ -262,16 +300,19 @@ def _cold() -> None:
     the mining that just made the chain in this process computed its leaves and decoded its records, which a
     node importing blocks from its peers has not (left warm, the chain that fits the cache best wins)."""
     from chain import encoding, state
+
     state.clear_leaf_cache()
     encoding.clear_memos()
 
 
-def _timed_import(cfg, raw_blocks: list[bytes], timestamp: int, counts: list[int],
-                  market: list[bool] | None = None) -> tuple[Rate, Rate]:
+def _timed_import(
+    cfg, raw_blocks: list[bytes], timestamp: int, counts: list[int], market: list[bool] | None = None
+) -> tuple[Rate, Rate]:
     """Import encoded blocks (holding `counts` transactions) into a fresh datadir: (all blocks, the
     blocks flagged in `market`)."""
     import tempfile
     from chain.chainstate import ChainState
+
     _cold()
     mkt_n, mkt_cpu, mkt_wall = 0, 0.0, 0.0
     with tempfile.TemporaryDirectory() as d:
@@ -293,29 +334,39 @@ def import_rate(cfg, blocks_txs: list, miner: bytes) -> tuple[Rate, Rate]:
     """Mine the given blocks (untimed) and time importing them into a fresh datadir, as `pouw bench import`
     does: (all transactions, the blocks that hold only market transactions: orders and credits)."""
     from chain.synthetic import ChainBuilder
+
     b = ChainBuilder(cfg)
     parent, out = b.genesis.hash, []
     for txs in blocks_txs:
         blk = b.mine(parent, miner, txs)
         out.append(blk.encoded)
         parent = blk.hash
-    return _timed_import(cfg, out, b.blocks[parent].header.timestamp, [len(txs) for txs in blocks_txs],
-                         [bool(txs) and all(t.kind in MARKET_KINDS for t in txs) for txs in blocks_txs])
+    return _timed_import(
+        cfg,
+        out,
+        b.blocks[parent].header.timestamp,
+        [len(txs) for txs in blocks_txs],
+        [bool(txs) and all(t.kind in MARKET_KINDS for t in txs) for txs in blocks_txs],
+    )
 
 
 def transfer_import_rate(blocks: int, txs: int) -> Rate:
     """`pouw bench import`'s measurement (transfers), here and now."""
     from chain.synthetic import generate_chain
+
     cfg = load_config("regtest")
     _, chain_blocks = generate_chain(cfg, blocks, txs, 1)
-    return _timed_import(cfg, [b.encoded for b in chain_blocks], chain_blocks[-1].header.timestamp,
-                         [len(b.txs) for b in chain_blocks])[0]
+    return _timed_import(
+        cfg, [b.encoded for b in chain_blocks], chain_blocks[-1].header.timestamp, [len(b.txs) for b in chain_blocks]
+    )[0]
 
 
 def plot(path: str, with_m: list[dict], without_m: list[dict]) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     x = [r["period"] for r in with_m]
     fig, ax = plt.subplots(2, 2, figsize=(10, 7))
     ax[0][0].plot(x, [r["economy_tokens"] / 1e8 for r in with_m], "o-", label="with market")
@@ -352,23 +403,36 @@ def run(args: argparse.Namespace) -> dict:
     circ = [r["economy_tokens"] for r in m.series]
     chain_supply = m.sim.st.supply.minted - m.sim.st.supply.burned
     rep = {
-        "subscribers": args.subscribers, "periods": args.periods, "period_blocks": args.period_blocks,
-        "heavy_users": sum(u > 1 for u in m.usage), "mean_usage": round(sum(m.usage) / len(m.usage), 3),
-        "minted": tm["minted"], "volume": tm["volume"], "fees": tm["fees"],
-        "buyback_qty": tm["buyback_qty"], "expired": tm["expired"],
+        "subscribers": args.subscribers,
+        "periods": args.periods,
+        "period_blocks": args.period_blocks,
+        "heavy_users": sum(u > 1 for u in m.usage),
+        "mean_usage": round(sum(m.usage) / len(m.usage), 3),
+        "minted": tm["minted"],
+        "volume": tm["volume"],
+        "fees": tm["fees"],
+        "buyback_qty": tm["buyback_qty"],
+        "expired": tm["expired"],
         "velocity": tm["volume"] / (sum(circ) / len(circ)) if sum(circ) else 0.0,
         "velocity_chain": tm["volume"] / chain_supply,
         "revenue_with_market": tm["fees"] + tm["buyback_qty"] - tm["buyback_paid"] + tm["expired"],
         "revenue_without_market": tb["breakage"],
         "subscriber_value": tm["minted"] - tm["expired"],
-        "transactions": mk.n, "blocks": m.sim.height,
-        "tx_per_s": round(mk.wall, 1), "tx_per_s_cpu": round(mk.cpu, 1),
-        "import_tx_per_s": round(tr.wall, 1), "import_tx_per_s_cpu": round(tr.cpu, 1),
-        "ratio": round(mk.cpu / tr.cpu, 3), "ratio_wall": round(mk.wall / tr.wall, 3),
+        "transactions": mk.n,
+        "blocks": m.sim.height,
+        "tx_per_s": round(mk.wall, 1),
+        "tx_per_s_cpu": round(mk.cpu, 1),
+        "import_tx_per_s": round(tr.wall, 1),
+        "import_tx_per_s_cpu": round(tr.cpu, 1),
+        "ratio": round(mk.cpu / tr.cpu, 3),
+        "ratio_wall": round(mk.wall / tr.wall, 3),
         "ratio_clock": "process CPU time (ratio_wall: wall time)",
-        "market_tx_per_s": round(mkt.cpu, 1), "market_ratio": round(mkt.cpu / tr.cpu, 3),
-        "simulate_s": round(sim_s, 1), "wall_s": round(time.perf_counter() - t0, 1),
-        "per_period": m.series, "per_period_breakage": b.series,
+        "market_tx_per_s": round(mkt.cpu, 1),
+        "market_ratio": round(mkt.cpu / tr.cpu, 3),
+        "simulate_s": round(sim_s, 1),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "per_period": m.series,
+        "per_period_breakage": b.series,
     }
     if args.plot:
         plot(args.plot, m.series, b.series)

@@ -9,6 +9,7 @@ off; a candidate whose product is not exact (oneDNN's AVX2 int8 GEMM saturates v
 under "inexact" and not counted. `baseline` names the winner, `kernel_path` the GEMM the miner ran ("vnni",
 "avx2" or "portable:<gemm>"), and the record carries the commit, the CPU model and its flags.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ from pouw.params import PowParams, largest_rank
 from pouw.verify import verify_proof
 
 
-def best_of(fn: Callable[[], object], reps: int, sync: Callable[[], None], warmup: int = 1,
-            cpu_out: list[float] | None = None) -> float:
+def best_of(
+    fn: Callable[[], object], reps: int, sync: Callable[[], None], warmup: int = 1, cpu_out: list[float] | None = None
+) -> float:
     """Best wall-clock seconds of `reps` calls after `warmup`; cpu_out gets the best process CPU seconds (all
     threads), which a busy shared host inflates far less than wall time."""
     for _ in range(warmup):
@@ -64,7 +66,7 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
 
     a, b = filler_operands(b"bench", (m, k, n))
     a_dev, b_dev = a.to(dev), b.to(dev)
-    b_col = b_dev.t().contiguous().t()    # the same B, column-major
+    b_col = b_dev.t().contiguous().t()  # the same B, column-major
     say(f"device={dev} size={size} r={rank} tile={tile}x{tile}")
     # torch._int_mm with whichever layout of B it runs faster on (cuBLASLt wants B column-major), the
     # layout change not timed: the baseline is the best plain GEMM, not a handicapped one.
@@ -72,16 +74,21 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     t_intmm_row = best_of(lambda: torch._int_mm(a_dev, b_dev), reps, sync, cpu_out=cpu_s["torch._int_mm"])
     t_intmm_col = best_of(lambda: torch._int_mm(a_dev, b_col), reps, sync, cpu_out=cpu_s["torch._int_mm"])
     t_intmm = min(t_intmm_row, t_intmm_col)
-    say(f"torch._int_mm: {t_intmm * 1e3:.2f} ms ({ops / t_intmm / 1e12:.2f} TOPS; B row-major "
-        f"{t_intmm_row * 1e3:.2f} ms, column-major {t_intmm_col * 1e3:.2f} ms)")
+    say(
+        f"torch._int_mm: {t_intmm * 1e3:.2f} ms ({ops / t_intmm / 1e12:.2f} TOPS; B row-major "
+        f"{t_intmm_row * 1e3:.2f} ms, column-major {t_intmm_col * 1e3:.2f} ms)"
+    )
     baselines = {"torch._int_mm": t_intmm}
     inexact: list[str] = []
     if dev.type == "cuda":
         # The engine's own kernel with noise, transcript and recovery switched off.
         from kernels.triton_kernel import noisy_matmul_triton, plain_config
 
-        t_kernel = best_of(lambda: noisy_matmul_triton(a_dev, b_col, rank, tile, tile, config=plain_config(),
-                                                       transcript=False), reps, sync)
+        t_kernel = best_of(
+            lambda: noisy_matmul_triton(a_dev, b_col, rank, tile, tile, config=plain_config(), transcript=False),
+            reps,
+            sync,
+        )
         baselines["engine_plain"] = t_kernel
     else:
         from kernels.cpu import fp32_mm
@@ -104,13 +111,24 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     t0 = time.perf_counter()
     prep = prepare_job(a, b, params)
     t_commit = time.perf_counter() - t0
-    target = (1 << 256) // (params.tile_work(k) * 64)   # ~1 winning tile in 64, so there is a proof
+    target = (1 << 256) // (params.tile_work(k) * 64)  # ~1 winning tile in 64, so there is a proof
     best: dict = {}
 
     def mine(stage_sync: bool) -> None:
         # next_template: with pipelined passes (POUW_CUDA_ASYNC=1) the next pass's inputs are made during this one
-        r = mine_job(b"bench-template", prep.job, a, b, target, params, backend, prepared=prep, max_proofs=1,
-                     stage_sync=stage_sync, next_template=b"bench-template")
+        r = mine_job(
+            b"bench-template",
+            prep.job,
+            a,
+            b,
+            target,
+            params,
+            backend,
+            prepared=prep,
+            max_proofs=1,
+            stage_sync=stage_sync,
+            next_template=b"bench-template",
+        )
         if stage_sync and ("res" not in best or r.timings["total"] < best["res"].timings["total"]):
             best["res"] = r
 
@@ -122,25 +140,33 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
     for _ in range(max(1, min(reps, 3))):
         mine(True)
     res = best["res"]
-    say(f"useful-work mining: {t_mine * 1e3:.2f} ms; breakdown(ms) "
-        + ", ".join(f"{k}={v * 1e3:.1f}" for k, v in res.timings.items()))
+    say(
+        f"useful-work mining: {t_mine * 1e3:.2f} ms; breakdown(ms) "
+        + ", ".join(f"{k}={v * 1e3:.1f}" for k, v in res.timings.items())
+    )
     if not torch.equal(res.c, backend.mm(a_dev, b_dev)):
         raise SystemExit("recovered C differs from plain GEMM: refusing to report")
     proof = res.proofs[0]
-    t_verify = best_of(lambda: verify_proof(b"bench-template", prep.job, proof, target, params), max(reps, 20),
-                       lambda: None)
+    t_verify = best_of(
+        lambda: verify_proof(b"bench-template", prep.job, proof, target, params), max(reps, 20), lambda: None
+    )
     say(f"verify one proof: {t_verify * 1e3:.3f} ms")
     cpu = _cpu_info() if dev.type == "cpu" else {}
     return {
         "device": str(dev),
-        "device_name": (torch.cuda.get_device_name(dev) if dev.type == "cuda"
-                        else cpu.get("model") or platform.processor() or platform.machine()),
+        "device_name": (
+            torch.cuda.get_device_name(dev)
+            if dev.type == "cuda"
+            else cpu.get("model") or platform.processor() or platform.machine()
+        ),
         "backend": backend.name + ("+native" if backend.kernel_path in NATIVE_KERNELS else ""),
         "kernel_path": backend.kernel_path,
         "avx2_loop": _avx2_loop(backend),
-        "neon_loop": _neon_loop(backend),   # aarch64: "dot" (SDOT) or "mull" (vmull_s8)
+        "neon_loop": _neon_loop(backend),  # aarch64: "dot" (SDOT) or "mull" (vmull_s8)
         "threads": torch.get_num_threads(),
-        "size": size, "rank": rank, "tile": [tile, tile],
+        "size": size,
+        "rank": rank,
+        "tile": [tile, tile],
         "baseline": baseline,
         "baselines_ms": {k: round(v * 1e3, 3) for k, v in baselines.items()},
         "inexact": inexact,
@@ -163,15 +189,25 @@ def run(device: str, size: int, rank: int, tile: int, reps: int, progress: bool 
         "verify_speedup": round(t_mine / t_verify, 1),
         "proof_bytes": len(proof.encode()),
         "kernel_config": _kernel_config(dev, rank, tile),
-        "fused_kernel": backend.kernel_path,   # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL); CPU: as kernel_path
+        "fused_kernel": backend.kernel_path,  # CUDA: "triton" or "cuda" (POUW_CUDA_KERNEL); CPU: as kernel_path
         "async_pass": backend.caps.async_pass,  # pipelined passes (POUW_CUDA_ASYNC=1)
         "torch": torch.__version__,
         "commit": _commit(),
         "cpu_model": cpu.get("model"),
         "cpu_flags": cpu.get("flags"),
-        "env": {k: os.environ[k] for k in ("POUW_NATIVE", "POUW_PORTABLE_GEMM", "ONEDNN_MAX_CPU_ISA",
-                                           "MKL_ENABLE_INSTRUCTIONS", "OMP_WAIT_POLICY", "POUW_CUDA_KERNEL",
-                                           "POUW_CUDA_ASYNC") if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in (
+                "POUW_NATIVE",
+                "POUW_PORTABLE_GEMM",
+                "ONEDNN_MAX_CPU_ISA",
+                "MKL_ENABLE_INSTRUCTIONS",
+                "OMP_WAIT_POLICY",
+                "POUW_CUDA_KERNEL",
+                "POUW_CUDA_ASYNC",
+            )
+            if k in os.environ
+        },
     }
 
 
@@ -179,8 +215,11 @@ def _cpu_ratio(cpu_s: dict[str, list[float]], inexact: list[str]) -> dict:
     base = {k: min(v) for k, v in cpu_s.items() if k != "mining" and v and k not in inexact}
     name = min(base, key=base.get)
     mine = min(cpu_s["mining"])
-    return {"cpu_baseline": name, "cpu_ms": {k: round(v * 1e3, 3) for k, v in base.items()} | {
-        "mining": round(mine * 1e3, 3)}, "ratio_cpu": round(base[name] / mine, 4)}
+    return {
+        "cpu_baseline": name,
+        "cpu_ms": {k: round(v * 1e3, 3) for k, v in base.items()} | {"mining": round(mine * 1e3, 3)},
+        "ratio_cpu": round(base[name] / mine, 4),
+    }
 
 
 def inexact_gemms(gemms: dict[str, Callable], k: int, seed: int = 0) -> list[str]:
@@ -207,7 +246,7 @@ def _cpu_info() -> dict:
                 key, _, val = line.partition(":")
                 key = key.strip()
                 if not key and info["flags"] is not None:
-                    break                                  # the end of the first processor's block
+                    break  # the end of the first processor's block
                 if key == "model name" and info["flags"] is None:
                     info["model"] = val.strip()
                 elif key in ("flags", "Features") and info["flags"] is None:
@@ -217,8 +256,9 @@ def _cpu_info() -> dict:
     except OSError:
         pass
     if arm and info["model"] in ("", platform.machine(), platform.processor()):
-        info["model"] = (f"{platform.machine()} implementer {arm.get('CPU implementer', '?')} "
-                         f"part {arm.get('CPU part', '?')}")
+        info["model"] = (
+            f"{platform.machine()} implementer {arm.get('CPU implementer', '?')} part {arm.get('CPU part', '?')}"
+        )
     return info
 
 
@@ -227,8 +267,13 @@ def _commit() -> str | None:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:

@@ -21,6 +21,7 @@ GEMM part.
 (r = 64, 16x16 tiles) and without (the plain GEMM, r = 1024), rounds interleaved so host drift hits both alike;
 every product checked exact. (On an AVX-512 machine the AVX2 code is the same: it is compiled with -mno-avx512f.)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,7 +68,7 @@ def bench_aux(a: torch.Tensor, b: torch.Tensor, threads: int, repeats: int) -> d
     out: dict = {}
     gen = torch.Generator().manual_seed(1)
     tiles = max(1, n // 16)
-    msgs = torch.randint(-2**31, 2**31 - 1, (tiles, tiles, 16), generator=gen, dtype=torch.int32)
+    msgs = torch.randint(-(2**31), 2**31 - 1, (tiles, tiles, 16), generator=gen, dtype=torch.int32)
     prefix = bytes(range(44))
     t_ref = best_of(lambda: tile_tickets_reference(prefix, msgs), 1)
     tk = {"tiles": tiles * tiles, "hashlib_ms": round(t_ref * 1e3, 3)}
@@ -84,12 +85,21 @@ def bench_aux(a: torch.Tensor, b: torch.Tensor, threads: int, repeats: int) -> d
     a64 = (a >> 1).contiguous()  # operands in [-64, 63], as the contract wants
     b64 = (b >> 1).contiguous()
     want = noisy_operands(a64, b64, nz, int_mm)
-    run = lambda fp: native_loader.add_noise(a64, b64, nz.e_l, nz.f_r, *nz.maps, threads=threads,  # noqa: E731
-                                             force_portable=fp)
+    run = lambda fp: native_loader.add_noise(
+        a64,
+        b64,
+        nz.e_l,
+        nz.f_r,
+        *nz.maps,
+        threads=threads,  # noqa: E731
+        force_portable=fp,
+    )
     got, got_p = run(False), run(True)
     exact = all(torch.equal(x, y) for x, y in zip((*got, *got_p), (*want, *want)))
     out["add_noise"] = {
-        "r": r, "path": native_loader.noise_path(r), "exact": exact,
+        "r": r,
+        "path": native_loader.noise_path(r),
+        "exact": exact,
         "native_ms": round(best_of(lambda: run(False), repeats * 4) * 1e3, 3),
         "portable_ms": round(best_of(lambda: run(True), repeats) * 1e3, 3),
         "torch_gemm_ms": round(best_of(lambda: noisy_operands(a64, b64, nz, int_mm), repeats) * 1e3, 3),
@@ -107,28 +117,32 @@ def bench_recover(a64: torch.Tensor, b_noisy: torch.Tensor, nz, threads: int, re
     pairs = correction_operands(a64, b_noisy, nz, int_mm)
     m, n = a64.shape[0], b_noisy.shape[1]
     gen = torch.Generator().manual_seed(2)
-    c0 = torch.randint(-2**30, 2**30, (m, n), generator=gen, dtype=torch.int32)
+    c0 = torch.randint(-(2**30), 2**30, (m, n), generator=gen, dtype=torch.int32)
 
     def torch_path(c):
         total = None
         for i, (u, v) in enumerate(pairs):
             term = int_mm(u, v)
-            total = term if total is None else total.add_(term, alpha=128 ** i)
+            total = term if total is None else total.add_(term, alpha=128**i)
         return c.sub_(total)
 
-    rec: dict = {"pairs": len(pairs), "w": [int(u.shape[1]) for u, _ in pairs],
-                 "operands_ms": round(best_of(lambda: correction_operands(a64, b_noisy, nz, int_mm), repeats) * 1e3,
-                                      3)}
+    rec: dict = {
+        "pairs": len(pairs),
+        "w": [int(u.shape[1]) for u, _ in pairs],
+        "operands_ms": round(best_of(lambda: correction_operands(a64, b_noisy, nz, int_mm), repeats) * 1e3, 3),
+    }
     c = c0.clone()
     rec["torch_ms"] = round(best_of(lambda: torch_path(c), repeats * 2) * 1e3, 3)
     if native_loader.has_sub_correction():
         want = torch_path(c0.clone())
         got = native_loader.sub_correction(c0.clone(), pairs, threads=threads)
         rec["exact"] = bool(torch.equal(got, want))
-        rec["native_ms"] = round(best_of(lambda: native_loader.sub_correction(c, pairs, threads=threads),
-                                         repeats * 4) * 1e3, 3)
-        rec["native_1thread_ms"] = round(best_of(lambda: native_loader.sub_correction(c, pairs, threads=1),
-                                                 repeats * 2) * 1e3, 3)
+        rec["native_ms"] = round(
+            best_of(lambda: native_loader.sub_correction(c, pairs, threads=threads), repeats * 4) * 1e3, 3
+        )
+        rec["native_1thread_ms"] = round(
+            best_of(lambda: native_loader.sub_correction(c, pairs, threads=1), repeats * 2) * 1e3, 3
+        )
         macs = sum(m * int(u.shape[1]) * n for u, _ in pairs)
         rec["native_gops"] = round(2 * macs / (rec["native_ms"] * 1e-3) / 1e9, 1)
     else:
@@ -142,9 +156,15 @@ def bench_avx2_loops(n: int, threads: int, repeats: int, rounds: int = 3) -> dic
     a = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
     b = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
     want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
-    cases = {f"{loop}_{kind}": (lambda loop=loop, r=r, tr=tr: native_loader.noisy_matmul(
-        a, b, r, 16, 16, kernel="avx2", loop=loop, threads=threads, transcript=tr))
-        for loop in ("int", "fp32") for kind, r, tr in (("fused", 64, True), ("plain", 1024, False))}
+    cases = {
+        f"{loop}_{kind}": (
+            lambda loop=loop, r=r, tr=tr: native_loader.noisy_matmul(
+                a, b, r, 16, 16, kernel="avx2", loop=loop, threads=threads, transcript=tr
+            )
+        )
+        for loop in ("int", "fp32")
+        for kind, r, tr in (("fused", 64, True), ("plain", 1024, False))
+    }
     best = {k: float("inf") for k in cases}
     best_cpu = dict(best)
     exact = {}
@@ -156,12 +176,19 @@ def bench_avx2_loops(n: int, threads: int, repeats: int, rounds: int = 3) -> dic
                 fn()
                 best[name] = min(best[name], time.perf_counter() - t0)
                 best_cpu[name] = min(best_cpu[name], time.process_time() - c0)
-    ops = 2.0 * n ** 3
+    ops = 2.0 * n**3
     # gops_per_cpu_s: per CPU-second of all threads, times the thread count (= GOPS on an idle host, robust on
     # a busy one)
-    return {name: {"ms": round(t * 1e3, 3), "gops": round(ops / t / 1e9, 1), "cpu_ms": round(best_cpu[name] * 1e3, 3),
-                   "gops_per_cpu_s_x_threads": round(ops / best_cpu[name] * threads / 1e9, 1), "exact": exact[name]}
-            for name, t in best.items()} | {"default_loop": native_loader.avx2_loop()}
+    return {
+        name: {
+            "ms": round(t * 1e3, 3),
+            "gops": round(ops / t / 1e9, 1),
+            "cpu_ms": round(best_cpu[name] * 1e3, 3),
+            "gops_per_cpu_s_x_threads": round(ops / best_cpu[name] * threads / 1e9, 1),
+            "exact": exact[name],
+        }
+        for name, t in best.items()
+    } | {"default_loop": native_loader.avx2_loop()}
 
 
 def main() -> int:
@@ -179,8 +206,17 @@ def main() -> int:
     threads = torch.get_num_threads()
     if args.avx2_loops:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        print(json.dumps({"size": args.size, "threads": threads, "loadavg_before": load,
-                          "avx2": bench_avx2_loops(args.size, threads, args.repeats)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "size": args.size,
+                    "threads": threads,
+                    "loadavg_before": load,
+                    "avx2": bench_avx2_loops(args.size, threads, args.repeats),
+                },
+                indent=2,
+            )
+        )
         return 0
     n = args.size
     configs = CONFIGS
@@ -218,8 +254,15 @@ def main() -> int:
             c, _ = kern()
             exact = bool(torch.equal(c, c_ref))  # C' must equal the plain product
             t = best_of(kern, args.repeats)
-            runs.append({"r": r, "tile": f"{h}x{w}", "ms": round(t * 1e3, 3), "gops": round(ops / t / 1e9, 1),
-                         "c_matches_int_mm": exact})
+            runs.append(
+                {
+                    "r": r,
+                    "tile": f"{h}x{w}",
+                    "ms": round(t * 1e3, 3),
+                    "gops": round(ops / t / 1e9, 1),
+                    "c_matches_int_mm": exact,
+                }
+            )
         t_base = min(t_base, best_of(base, args.repeats))
         for run in runs:
             run["ratio_vs_int_mm"] = round(t_base * 1e3 / run["ms"], 3)
@@ -229,8 +272,12 @@ def main() -> int:
         for _ in range(args.repeats):
             base()
             t_after = min(t_after, timed(lambda: native_loader.noisy_matmul(a, b, r, h, w, threads=threads)))
-        result["after_int_mm"] = {"r": r, "tile": f"{h}x{w}", "ms": round(t_after * 1e3, 3),
-                                  "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
+        result["after_int_mm"] = {
+            "r": r,
+            "tile": f"{h}x{w}",
+            "ms": round(t_after * 1e3, 3),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        }
     if not args.no_gemm:
         result["int_mm"] = {"ms": round(t_base * 1e3, 3), "gops": round(ops / t_base / 1e9, 1)}
     result["loadavg_before"] = load_before

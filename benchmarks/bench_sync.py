@@ -5,6 +5,7 @@ A regtest chain of N blocks (empty by default, `--txs` transfers per block other
 with the source as its only peer and timed from start until its tip equals the source's. Both nodes run
 in this process (one event loop, real loopback websockets), so the figure includes both sides' work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,10 +54,18 @@ async def _run(blocks: int, txs: int) -> dict:
                 await dst.stop()
         finally:
             await src.stop()
-    return {"benchmark": "sync", "network": cfg.name, "blocks": blocks, "txs_per_block": txs,
-            "chain_bytes": nbytes, "generate_s": round(gen_s, 3), "sync_s": round(sync_s, 3),
-            "first_block_s": round(first[0], 3) if first else None,
-            "blocks_per_s": round(blocks / sync_s, 1), "mb_per_s": round(nbytes / sync_s / 1e6, 2)}
+    return {
+        "benchmark": "sync",
+        "network": cfg.name,
+        "blocks": blocks,
+        "txs_per_block": txs,
+        "chain_bytes": nbytes,
+        "generate_s": round(gen_s, 3),
+        "sync_s": round(sync_s, 3),
+        "first_block_s": round(first[0], 3) if first else None,
+        "blocks_per_s": round(blocks / sync_s, 1),
+        "mb_per_s": round(nbytes / sync_s / 1e6, 2),
+    }
 
 
 def main_args(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ Writes one JSON line per result to DIR/wgmma.jsonl and a table to DIR/wgmma.md (
 best exact plain GEMM, speed-up over Triton and mma.sync, this command). Exits 2 without a compute capability 9.0
 device, 3 when a check fails.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,10 +31,15 @@ import torch
 
 R, TILE, DIGITS = 64, 16, 3
 # (m, k, n, r, tile_w, bn, recover): tails in m and n, r splitting / filling / straddling a 128-column stage
-CHECKS = ((128, 32 * 17, 256, 32, 16, 256, False), (200, 64 * 6, 328, 64, 8, 256, False),
-          (336, 96 * 4, 264, 96, 8, 128, False), (1040, 256 * 4, 1000, 256, 8, 256, False),
-          (144, 64 * 3, 176, 64, 16, 128, True), (1000, 64 * 16, 1040, 64, 16, 256, True),
-          (64, 128 * 2, 384, 128, 32, 256, True))
+CHECKS = (
+    (128, 32 * 17, 256, 32, 16, 256, False),
+    (200, 64 * 6, 328, 64, 8, 256, False),
+    (336, 96 * 4, 264, 96, 8, 128, False),
+    (1040, 256 * 4, 1000, 256, 8, 256, False),
+    (144, 64 * 3, 176, 64, 16, 128, True),
+    (1000, 64 * 16, 1040, 64, 16, 256, True),
+    (64, 128 * 2, 384, 128, 32, 256, True),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             u = torch.randint(-64, 64, (m, DIGITS * 2 * r), dtype=torch.int8, generator=g)
             vt = torch.randint(-64, 64, (n, DIGITS * 2 * r), dtype=torch.int8, generator=g)
             t_call = time.perf_counter()
-            got = cuda_wgmma.noisy_matmul_wgmma(a.to(dev), b.to(dev), r, 16, tw, config=cfg,
-                                                correction=(u.to(dev), vt.to(dev), DIGITS) if rec else None)
+            got = cuda_wgmma.noisy_matmul_wgmma(
+                a.to(dev), b.to(dev), r, 16, tw, config=cfg, correction=(u.to(dev), vt.to(dev), DIGITS) if rec else None
+            )
             torch.cuda.synchronize()
             t_call = time.perf_counter() - t_call
             want_c, want_m = cpu.noisy_mm(a, b, r, 16, tw)
@@ -97,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
             if rec:
                 cw = 2 * r
                 for d in range(DIGITS):
-                    want_c -= (128 ** d) * (u[:, d * cw:(d + 1) * cw].to(torch.int64)
-                                            @ vt[:, d * cw:(d + 1) * cw].to(torch.int64).t())
-            want_c = ((want_c + 2 ** 31) % 2 ** 32 - 2 ** 31).to(torch.int32)
+                    want_c -= (128**d) * (
+                        u[:, d * cw : (d + 1) * cw].to(torch.int64) @ vt[:, d * cw : (d + 1) * cw].to(torch.int64).t()
+                    )
+            want_c = ((want_c + 2**31) % 2**32 - 2**31).to(torch.int32)
             exact = torch.equal(got[0].cpu(), want_c) and torch.equal(got[1].cpu(), want_m.cpu())
             emit(what="check", against="cpu backend", **shape, exact=exact, call_s=round(t_call, 2))
             failed |= not exact
@@ -114,20 +122,26 @@ def main(argv: list[str] | None = None) -> int:
     def one_size(size: int) -> bool:
         """Check the wgmma kernels against Triton / _int_mm at m = k = n = size, then time every kernel; False
         when a wgmma check fails."""
-        ops = 2 * size ** 3
+        ops = 2 * size**3
         g = torch.Generator(device=dev).manual_seed(size)
         a = torch.randint(-96, 96, (size, size), dtype=torch.int8, device=dev, generator=g)
         b = torch.randint(-96, 96, (size, size), dtype=torch.int8, device=dev, generator=g).t()  # K-major B'
-        corr = (torch.randint(-64, 64, (size, DIGITS * 2 * R), dtype=torch.int8, device=dev, generator=g),
-                torch.randint(-64, 64, (size, DIGITS * 2 * R), dtype=torch.int8, device=dev, generator=g), DIGITS)
+        corr = (
+            torch.randint(-64, 64, (size, DIGITS * 2 * R), dtype=torch.int8, device=dev, generator=g),
+            torch.randint(-64, 64, (size, DIGITS * 2 * R), dtype=torch.int8, device=dev, generator=g),
+            DIGITS,
+        )
         kernels = {"int_mm": lambda: torch._int_mm(a, b)}
-        fused = {"triton": lambda tr, c: noisy_matmul_triton(a, b, R, TILE, TILE, transcript=tr, correction=c,
-                                                             **({} if tr else {"config": plain_config()})),
-                 "cuda": lambda tr, c: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, transcript=tr, correction=c),
-                 "wgmma": lambda tr, c: cuda_wgmma.noisy_matmul_wgmma(a, b, R, TILE, TILE, transcript=tr,
-                                                                      correction=c),
-                 "wgmma bn128": lambda tr, c: cuda_wgmma.noisy_matmul_wgmma(a, b, R, TILE, TILE, transcript=tr,
-                                                                            correction=c, config=small)}
+        fused = {
+            "triton": lambda tr, c: noisy_matmul_triton(
+                a, b, R, TILE, TILE, transcript=tr, correction=c, **({} if tr else {"config": plain_config()})
+            ),
+            "cuda": lambda tr, c: cuda_mma.noisy_matmul_mma(a, b, R, TILE, TILE, transcript=tr, correction=c),
+            "wgmma": lambda tr, c: cuda_wgmma.noisy_matmul_wgmma(a, b, R, TILE, TILE, transcript=tr, correction=c),
+            "wgmma bn128": lambda tr, c: cuda_wgmma.noisy_matmul_wgmma(
+                a, b, R, TILE, TILE, transcript=tr, correction=c, config=small
+            ),
+        }
         for kname, fn in fused.items():
             kernels[f"{kname} plain"] = lambda fn=fn: fn(False, None)
             kernels[f"{kname} transcript"] = lambda fn=fn: fn(True, None)
@@ -141,8 +155,11 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         got = kernels[kname]()
                         v = kname.split()[-1]
-                        exact[kname] = (torch.equal(got[0], ref) if v == "plain"
-                                        else torch.equal(got[0], want[v][0]) and torch.equal(got[1], want[v][1]))
+                        exact[kname] = (
+                            torch.equal(got[0], ref)
+                            if v == "plain"
+                            else torch.equal(got[0], want[v][0]) and torch.equal(got[1], want[v][1])
+                        )
                     except Exception as e:
                         traceback.print_exc()
                         emit(what="check", kernel=kname, size=size, error=f"{type(e).__name__}: {e}")
@@ -157,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 ms = median_ms(fn, args.reps)
-                emit(what="time", kernel=kname, size=size, ms=round(ms, 4), tops=round(ops / ms / 1e9, 1),
-                     exact=exact.get(kname))
+                emit(
+                    what="time",
+                    kernel=kname,
+                    size=size,
+                    ms=round(ms, 4),
+                    tops=round(ops / ms / 1e9, 1),
+                    exact=exact.get(kname),
+                )
             except Exception as e:
                 traceback.print_exc()
                 emit(what="time", kernel=kname, size=size, error=f"{type(e).__name__}: {e}")
@@ -177,19 +200,30 @@ def main(argv: list[str] | None = None) -> int:
 def write_summary(path: Path, rows: list[dict], name: str, cap: str, command: str) -> None:
     """The checks, then per size every kernel's ms, TOPS, bit-exactness, ratio against the best exact plain GEMM,
     and the wgmma kernels' speed-up over Triton and mma.sync with the same outputs."""
-    lines = [f"# wgmma kernel on {name} ({cap})", "", f"Command: `{command}`", "",
-             "r = 64, 16x16 tiles, 3 recovery digits; ms = median of CUDA-event-timed calls; ratio = best exact "
-             "plain GEMM (int_mm, Triton / mma.sync / wgmma plain) / kernel.", ""]
+    lines = [
+        f"# wgmma kernel on {name} ({cap})",
+        "",
+        f"Command: `{command}`",
+        "",
+        "r = 64, 16x16 tiles, 3 recovery digits; ms = median of CUDA-event-timed calls; ratio = best exact "
+        "plain GEMM (int_mm, Triton / mma.sync / wgmma plain) / kernel.",
+        "",
+    ]
     for r in rows:
         if r["what"] == "check":
             what = {k: r[k] for k in ("m", "k", "n", "r", "tile", "bn", "recover", "kernel", "size") if k in r}
             lines.append(f"- check {what}: {r.get('exact', r.get('error'))}")
-    lines += ["", "| size | kernel | ms | TOPS | bit-exact | ratio vs best plain | / Triton | / mma.sync |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| size | kernel | ms | TOPS | bit-exact | ratio vs best plain | / Triton | / mma.sync |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for size in sorted({r["size"] for r in rows if r["what"] == "time"}):
         t = {r["kernel"]: r for r in rows if r["what"] == "time" and r["size"] == size and "ms" in r}
-        plain = min((r["ms"] for k, r in t.items() if (k == "int_mm" or k.endswith(" plain"))
-                     and r.get("exact") is not False), default=None)
+        plain = min(
+            (r["ms"] for k, r in t.items() if (k == "int_mm" or k.endswith(" plain")) and r.get("exact") is not False),
+            default=None,
+        )
         for kname, r in t.items():
             ok = r.get("exact") is not False
             ratio = f"{plain / r['ms']:.3f}" if plain and ok else "–"

@@ -11,6 +11,7 @@ With DISABLE_MMA_V3=1 in the environment Triton builds the kernels with Ampere-s
 asynchronous wgmma; every record says which ("mma": "v2" | "v3"). On wgmma Triton waits for each MMA before the
 fold reads the accumulator; mma.sync instructions interleave with the fold's ALU work across warps instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,12 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=8192)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--out", default=os.path.join(os.environ.get("OUT", "."), "explore.jsonl"))
-    ap.add_argument("--configs", default="128,128,64,8,3,1;128,128,64,4,4,1;64,128,64,4,4,1;64,128,64,4,3,1;"
-                    "64,128,32,4,4,1;128,128,32,8,3,1;64,256,64,4,3,1",
-                    help="bm,bn,bk,warps,stages,fold_split;...")
+    ap.add_argument(
+        "--configs",
+        default="128,128,64,8,3,1;128,128,64,4,4,1;64,128,64,4,4,1;64,128,64,4,3,1;"
+        "64,128,32,4,4,1;128,128,32,8,3,1;64,256,64,4,3,1",
+        help="bm,bn,bk,warps,stages,fold_split;...",
+    )
     ap.add_argument("--digits", type=int, default=3, help="recovery digits for the fused-epilogue variant")
     ap.add_argument("--deadline", type=float, default=1e9, help="seconds; stop starting new measurements after")
     args = ap.parse_args()
@@ -68,8 +72,14 @@ def main() -> int:
     from kernels.triton_kernel import BlockConfig, noisy_matmul_triton
 
     mma = "v2" if os.environ.get("DISABLE_MMA_V3", "0") not in ("", "0") else "v3"
-    emit(what="env", gpu=torch.cuda.get_device_name(dev), torch=torch.__version__, triton=triton.__version__,
-         sms=torch.cuda.get_device_properties(dev).multi_processor_count, mma=mma)
+    emit(
+        what="env",
+        gpu=torch.cuda.get_device_name(dev),
+        torch=torch.__version__,
+        triton=triton.__version__,
+        sms=torch.cuda.get_device_properties(dev).multi_processor_count,
+        mma=mma,
+    )
     s = args.size
     m = k = n = s
     ops = 2 * m * k * n
@@ -89,7 +99,7 @@ def main() -> int:
     u = torch.randint(-64, 64, (m, args.digits * 2 * r), device=dev, dtype=torch.int8, generator=g2)
     vt = torch.randint(-64, 64, (n, args.digits * 2 * r), device=dev, dtype=torch.int8, generator=g2)
     corr = (u, vt, args.digits)
-    b_col = bt.t()            # B as the transposed view of a K-major buffer: the kernel needs no copy
+    b_col = bt.t()  # B as the transposed view of a K-major buffer: the kernel needs no copy
     for spec in args.configs.split(";"):
         if late():
             emit(what="skipped", reason="deadline", config=spec)
@@ -112,8 +122,18 @@ def main() -> int:
                         want_msgs = msgs.clone()
                     same_msgs = bool(torch.equal(msgs, want_msgs))
                 ms = median_ms(lambda: noisy_matmul_triton(a, b_col, r, 16, 16, **kw), args.reps)
-                emit(what="triton", config=spec, mode=mode, mma=mma, size=s, ms=round(ms, 4),
-                     tops=round(ops / ms / 1e9, 1), exact_c=exact, same_msgs=same_msgs, compile_s=round(compile_s, 1))
+                emit(
+                    what="triton",
+                    config=spec,
+                    mode=mode,
+                    mma=mma,
+                    size=s,
+                    ms=round(ms, 4),
+                    tops=round(ops / ms / 1e9, 1),
+                    exact_c=exact,
+                    same_msgs=same_msgs,
+                    compile_s=round(compile_s, 1),
+                )
             except Exception as exc:  # keep going: one failing config must not hide the others
                 emit(what="triton", config=spec, mode=mode, error=repr(exc)[:400], tb=traceback.format_exc()[-1500:])
     # The recovered C of the default config, checked once against C' - sum 128^i U_i V_i computed with _int_mm.
@@ -121,9 +141,9 @@ def main() -> int:
         c, _ = noisy_matmul_triton(a, b_col, r, 16, 16, correction=corr)
         want = ref.clone()
         for i in range(args.digits):
-            ui = u[:, i * 2 * r:(i + 1) * 2 * r].contiguous()
-            vi = vt[:, i * 2 * r:(i + 1) * 2 * r].contiguous().t()
-            want -= torch._int_mm(ui, vi) * (128 ** i)
+            ui = u[:, i * 2 * r : (i + 1) * 2 * r].contiguous()
+            vi = vt[:, i * 2 * r : (i + 1) * 2 * r].contiguous().t()
+            want -= torch._int_mm(ui, vi) * (128**i)
         emit(what="recover_check", exact=bool(torch.equal(c, want)))
     except Exception as exc:
         emit(what="recover_check", error=repr(exc)[:400], tb=traceback.format_exc()[-1500:])
@@ -135,7 +155,7 @@ def main() -> int:
         e_l = torch.randint(-32, 32, (m, r), device=dev, dtype=torch.int8, generator=g2)
         f_r = torch.randint(-32, 32, (r, n), device=dev, dtype=torch.int8, generator=g2)
         rng = np.random.default_rng(3)
-        p = np.concatenate([rng.permutation(r) for _ in range(-(-k // r))])[:k]   # per-chunk permutations
+        p = np.concatenate([rng.permutation(r) for _ in range(-(-k // r))])[:k]  # per-chunk permutations
         a64 = torch.randint(-64, 65, (m, k), device=dev, dtype=torch.int8, generator=g2)
         b64 = torch.randint(-64, 65, (k, n), device=dev, dtype=torch.int8, generator=g2)
         ms = median_ms(lambda: add_noise_triton(a64, b64, e_l, f_r, p, p), args.reps)

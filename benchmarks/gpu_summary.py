@@ -6,6 +6,7 @@ Reads what the run left in RESULTS_DIR: gpu.txt, preflight.txt, command.txt, pyt
 benchmarks/bench_cuda_kernel.py) and mining.jsonl (benchmarks/bench_mining.py --json lines, each carrying
 "fused_kernel": the kernel that actually ran). Missing pieces are reported as missing, never guessed.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,25 +52,33 @@ def summary(res: Path) -> str:
     if not rows:
         out.append("MISSING (mining.jsonl)")
     else:
-        out += ["| size | fused kernel | plain GEMM ms | pass ms | pass TOPS | ratio | gemm stage ms | verify ms |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "| size | fused kernel | plain GEMM ms | pass ms | pass TOPS | ratio | gemm stage ms | verify ms |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for r in sorted(rows, key=lambda r: (r.get("size", 0), str(r.get("fused_kernel")), bool(r.get("async_pass")))):
             plain = min(r.get("int_mm_ms", float("inf")), r.get("engine_gemm_ms", float("inf")))
             kernel = f"{r.get('fused_kernel')}{' + pipelined' if r.get('async_pass') else ''}"
-            out.append(f"| {r.get('size')} | {kernel} | {plain} | {r.get('pouw_ms')} | "
-                       f"{r.get('pouw_tops')} | {r.get('ratio')} | {r.get('breakdown_ms', {}).get('gemm')} | "
-                       f"{r.get('verify_ms')} |")
+            out.append(
+                f"| {r.get('size')} | {kernel} | {plain} | {r.get('pouw_ms')} | "
+                f"{r.get('pouw_tops')} | {r.get('ratio')} | {r.get('breakdown_ms', {}).get('gemm')} | "
+                f"{r.get('verify_ms')} |"
+            )
         by = {(r.get("size"), r.get("fused_kernel")): r for r in rows if not r.get("async_pass")}
         piped = {(r.get("size"), r.get("fused_kernel")): r for r in rows if r.get("async_pass")}
         for size in sorted({r.get("size") for r in rows}):
             t, c = by.get((size, "triton")), by.get((size, "cuda"))
             if t and c:
-                out.append(f"\n{size}³: pass with the CUDA kernel / with Triton = "
-                           f"{t['pouw_ms'] / c['pouw_ms']:.3f}× faster (ratios {c['ratio']} vs {t['ratio']})")
+                out.append(
+                    f"\n{size}³: pass with the CUDA kernel / with Triton = "
+                    f"{t['pouw_ms'] / c['pouw_ms']:.3f}× faster (ratios {c['ratio']} vs {t['ratio']})"
+                )
             p = piped.get((size, "triton"))
-            if t and p:   # POUW_CUDA_ASYNC=1 becomes the default only if this is > 1 and the GPU tests pass
-                out.append(f"\n{size}³: pipelined pass (POUW_CUDA_ASYNC=1) / default = "
-                           f"{t['pouw_ms'] / p['pouw_ms']:.3f}× faster (ratios {p['ratio']} vs {t['ratio']})")
+            if t and p:  # POUW_CUDA_ASYNC=1 becomes the default only if this is > 1 and the GPU tests pass
+                out.append(
+                    f"\n{size}³: pipelined pass (POUW_CUDA_ASYNC=1) / default = "
+                    f"{t['pouw_ms'] / p['pouw_ms']:.3f}× faster (ratios {p['ratio']} vs {t['ratio']})"
+                )
     return "\n".join(out) + "\n"
 
 

@@ -14,6 +14,7 @@ Encoding (msgpack arrays, fixed order)::
 - The miner (coinbase) address receives subsidy + fees; there is no coinbase transaction.
 - Genesis: height 0, prev = 32 zero bytes, job = zeros with shape (0, 0, 0), nonce 0, empty proof.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -31,9 +32,13 @@ def job_from_list(obj: Obj) -> JobCommitment:
     """Strict decoding of a header's job = [h_a(32), h_b(32), m, k, n] (each dimension at most 2^32). The
     header's job is pouw's JobCommitment itself: one type for the chain and the useful-work protocol."""
     f = as_list(obj, 5, what="job")
-    return JobCommitment(as_bytes(f[0], HASH_LEN, what="job.h_a"), as_bytes(f[1], HASH_LEN, what="job.h_b"),
-                         as_int(f[2], 0, 1 << 32, what="job.m"), as_int(f[3], 0, 1 << 32, what="job.k"),
-                         as_int(f[4], 0, 1 << 32, what="job.n"))
+    return JobCommitment(
+        as_bytes(f[0], HASH_LEN, what="job.h_a"),
+        as_bytes(f[1], HASH_LEN, what="job.h_b"),
+        as_int(f[2], 0, 1 << 32, what="job.m"),
+        as_int(f[3], 0, 1 << 32, what="job.k"),
+        as_int(f[4], 0, 1 << 32, what="job.n"),
+    )
 
 
 NULL_JOB = JobCommitment(ZERO_HASH, ZERO_HASH, 0, 0, 0)
@@ -55,9 +60,19 @@ class Header:
     proof: bytes = b""
 
     def template_list(self) -> list[Obj]:
-        return [self.version, self.chain_id, self.height, self.prev_hash, self.timestamp,
-                self.target.to_bytes(32, "big"), self.tx_root, self.state_root, self.miner, self.job.to_list(),
-                self.nonce]
+        return [
+            self.version,
+            self.chain_id,
+            self.height,
+            self.prev_hash,
+            self.timestamp,
+            self.target.to_bytes(32, "big"),
+            self.tx_root,
+            self.state_root,
+            self.miner,
+            self.job.to_list(),
+            self.nonce,
+        ]
 
     def to_list(self) -> list[Obj]:
         return self.template_list() + [self.proof]
@@ -83,12 +98,16 @@ class Header:
         f = as_list(obj, 12, what="header")
         target_b = as_bytes(f[5], 32, what="header.target")
         return cls(
-            version=as_int(f[0], what="header.version"), chain_id=as_int(f[1], what="header.chain_id"),
-            height=as_int(f[2], what="header.height"), prev_hash=as_bytes(f[3], HASH_LEN, what="header.prev"),
-            timestamp=as_int(f[4], what="header.timestamp"), target=int.from_bytes(target_b, "big"),
+            version=as_int(f[0], what="header.version"),
+            chain_id=as_int(f[1], what="header.chain_id"),
+            height=as_int(f[2], what="header.height"),
+            prev_hash=as_bytes(f[3], HASH_LEN, what="header.prev"),
+            timestamp=as_int(f[4], what="header.timestamp"),
+            target=int.from_bytes(target_b, "big"),
             tx_root=as_bytes(f[6], HASH_LEN, what="header.tx_root"),
             state_root=as_bytes(f[7], HASH_LEN, what="header.state_root"),
-            miner=as_bytes(f[8], ADDRESS_LEN, what="header.miner"), job=job_from_list(f[9]),
+            miner=as_bytes(f[8], ADDRESS_LEN, what="header.miner"),
+            job=job_from_list(f[9]),
             nonce=as_int(f[10], what="header.nonce"),
             proof=as_bytes(f[11], max_len=max_proof, what="header.proof"),
         )

@@ -11,6 +11,7 @@ Invariants:
 - The in-memory index changes only after the batch that stores the change commits: a failed write
   (disk full, LevelDB error) leaves memory as it was, so the node never believes it holds data it did not store.
 """
+
 from __future__ import annotations
 
 import time
@@ -28,12 +29,10 @@ from chain.errors import BlockError, EncodingError, StorageError, ValidationErro
 from chain.hashing import ZERO_HASH
 from chain.keys import ZERO_ADDRESS
 from chain.jobs import JobRecord
-from chain.state import (EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, genesis_econ,
-                         genesis_state)
+from chain.state import EMPTY, Account, BlockDiff, MemoryState, StateOverlay, Supply, genesis_econ, genesis_state
 from chain.store import Batch, Store
 from chain.tx import Transaction, check_tx
-from chain.transition import (CONTEXT, LAYERS, MUTATION_REASONS, SANITY, STATE, PreState, parent_info,
-                              validate_and_apply)
+from chain.transition import CONTEXT, LAYERS, MUTATION_REASONS, SANITY, STATE, PreState, parent_info, validate_and_apply
 from chain.undo import Undo
 from chain.validation import ParentInfo
 
@@ -57,8 +56,20 @@ def _stored(value: T | None, store: Store, what: str) -> T:
 def make_genesis(cfg: ChainConfig) -> Block:
     """The genesis block implied by a config (no proof; its hash identifies the chain)."""
     _, supply = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
-    h = Header(cfg.version, cfg.chain_id, 0, ZERO_HASH, cfg.genesis_timestamp, cfg.initial_target,
-               tx_root([]), supply.root, ZERO_ADDRESS, NULL_JOB, nonce=0, proof=b"")
+    h = Header(
+        cfg.version,
+        cfg.chain_id,
+        0,
+        ZERO_HASH,
+        cfg.genesis_timestamp,
+        cfg.initial_target,
+        tx_root([]),
+        supply.root,
+        ZERO_ADDRESS,
+        NULL_JOB,
+        nonce=0,
+        proof=b"",
+    )
     return Block(h, ())
 
 
@@ -118,8 +129,13 @@ JOB_RECORDS_KEPT = 1 << 16  # decoded job records ChainState keeps between block
 class _BatchJobs:
     """Job records and schedule as seen through a write batch (reads see the batch's own writes)."""
 
-    def __init__(self, store: Store, b: Batch, block_hash_at: Callable[[int], bytes | None],
-                 decoded: dict[bytes, tuple[bytes, JobRecord]] | None = None):
+    def __init__(
+        self,
+        store: Store,
+        b: Batch,
+        block_hash_at: Callable[[int], bytes | None],
+        decoded: dict[bytes, tuple[bytes, JobRecord]] | None = None,
+    ):
         self.store = store
         self.b = b
         self.block_hash_at = block_hash_at  # the active chain below the block being connected
@@ -140,7 +156,7 @@ class _BatchJobs:
 
     def due_jobs(self, height: int) -> list[bytes]:
         pre = S.sched_prefix(height)
-        return [k[len(pre):] for k, _ in self.store.iterate(pre)]  # no batch writes the schedule before this
+        return [k[len(pre) :] for k, _ in self.store.iterate(pre)]  # no batch writes the schedule before this
 
     def get_econ(self, key: bytes) -> bytes | None:
         return self.b.get(S.econ_key(key))
@@ -177,8 +193,9 @@ class ChainTip:
 class ChainState:
     """A chain stored in ``<datadir>/chaindata``. Use ``ChainState.open``."""
 
-    def __init__(self, store: Store, cfg: ChainConfig, *, clock: Callable[[], float] = time.time,
-                 check_proofs: bool = True):
+    def __init__(
+        self, store: Store, cfg: ChainConfig, *, clock: Callable[[], float] = time.time, check_proofs: bool = True
+    ):
         self.store = store
         self.cfg = cfg
         self.clock = clock
@@ -186,7 +203,7 @@ class ChainState:
         self._params: PowParams | None = None
         self.index: dict[bytes, IndexEntry] = {}
         self.children: dict[bytes, list[bytes]] = {}
-        self.chain: list[bytes] = []          # active chain hashes by height
+        self.chain: list[bytes] = []  # active chain hashes by height
         self.candidates: set[bytes] = set()
         self.listeners: list[ChainListener] = []
         self.genesis = make_genesis(cfg)
@@ -196,8 +213,16 @@ class ChainState:
 
     # --- opening -------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, datadir: str | Path, cfg: ChainConfig | None = None, *, create: bool = True,
-             clock: Callable[[], float] = time.time, check_proofs: bool = True, sync: bool = False) -> "ChainState":
+    def open(
+        cls,
+        datadir: str | Path,
+        cfg: ChainConfig | None = None,
+        *,
+        create: bool = True,
+        clock: Callable[[], float] = time.time,
+        check_proofs: bool = True,
+        sync: bool = False,
+    ) -> "ChainState":
         """Open (or, with create and a config, initialise) the chain in datadir.
 
         Raises StorageError naming the problem for a missing, damaged or foreign database."""
@@ -249,8 +274,10 @@ class ChainState:
             cfg = launch(cfg, stored_cfg.genesis_timestamp)  # the same network template, launched earlier
         g = make_genesis(cfg).hash
         if g != genesis:
-            raise StorageError(f"database at {store.path} holds chain {stored_cfg.name!r} (genesis {genesis.hex()[:16]}), "
-                               f"not {cfg.name!r} (genesis {g.hex()[:16]})")
+            raise StorageError(
+                f"database at {store.path} holds chain {stored_cfg.name!r} (genesis {genesis.hex()[:16]}), "
+                f"not {cfg.name!r} (genesis {g.hex()[:16]})"
+            )
         cid = store.get(S.META_CHAIN_ID)
         if cid is None or decode(cid) != cfg.chain_id:
             raise StorageError(f"database at {store.path}: chain id marker missing or different")
@@ -260,8 +287,16 @@ class ChainState:
         g = self.genesis
         accounts, supply = genesis_state(self.cfg.genesis_alloc, self.cfg.genesis_issuers)
         work = block_work(g.header.target)
-        e = IndexEntry(g.hash, ZERO_HASH, 0, g.header.timestamp, g.header.target, work,
-                       S.HEADER_VALID | S.HAVE_DATA | S.VALID_STATE, 0)
+        e = IndexEntry(
+            g.hash,
+            ZERO_HASH,
+            0,
+            g.header.timestamp,
+            g.header.target,
+            work,
+            S.HEADER_VALID | S.HAVE_DATA | S.VALID_STATE,
+            0,
+        )
         with self.store.batch() as b:
             b.put(S.META_SCHEMA, encode(S.SCHEMA_VERSION))
             b.put(S.META_GENESIS, g.hash)
@@ -295,15 +330,26 @@ class ChainState:
                 raise StorageError(f"database at {p} is corrupted: bad header or index record {h.hex()[:16]}") from e
             if hdr.hash != h:
                 raise StorageError(f"database at {p} is corrupted: header {h.hex()[:16]} does not hash to its key")
-            self.index[h] = IndexEntry(h, hdr.prev_hash, hdr.height, hdr.timestamp, hdr.target,
-                                       int.from_bytes(cw, "big"), status, seq, reason.decode(errors="replace"))
+            self.index[h] = IndexEntry(
+                h,
+                hdr.prev_hash,
+                hdr.height,
+                hdr.timestamp,
+                hdr.target,
+                int.from_bytes(cw, "big"),
+                status,
+                seq,
+                reason.decode(errors="replace"),
+            )
         g = self.index.get(self.genesis.hash)
         if g is None:
             raise StorageError(f"database at {p} is missing its genesis block")
         for ent in self.index.values():
             if ent.hash != g.hash:
                 if ent.prev not in self.index:
-                    raise StorageError(f"database at {p} is inconsistent: block {ent.hash.hex()[:16]} has no parent entry")
+                    raise StorageError(
+                        f"database at {p} is inconsistent: block {ent.hash.hex()[:16]} has no parent entry"
+                    )
                 self.children.setdefault(ent.prev, []).append(ent.hash)
         for ent in sorted(self.index.values(), key=lambda x: x.height):
             ent.chain_data = bool(ent.status & S.HAVE_DATA) and (ent.hash == g.hash or self.index[ent.prev].chain_data)
@@ -323,13 +369,18 @@ class ChainState:
             chain.append(h)
             ent = self.index[h]
             if self.store.get(S.height_key(ent.height)) != h:
-                raise StorageError(f"database at {p} is inconsistent: height index at {ent.height} disagrees with the tip's chain")
+                raise StorageError(
+                    f"database at {p} is inconsistent: height index at {ent.height} disagrees with the tip's chain"
+                )
             if ent.height == 0:
                 break
             h = ent.prev
         te = self.index[tip]
-        if not te.status & S.HAVE_DATA or self.store.get(S.body_key(tip)) is None or (
-                te.height > 0 and self.store.get(S.undo_key(tip)) is None):
+        if (
+            not te.status & S.HAVE_DATA
+            or self.store.get(S.body_key(tip)) is None
+            or (te.height > 0 and self.store.get(S.undo_key(tip)) is None)
+        ):
             raise StorageError(f"database at {p} is inconsistent: the tip's body or undo data is missing")
         if self.store.get(S.height_key(len(chain))) is not None:
             raise StorageError(f"database at {p} is inconsistent: height index extends past the tip")
@@ -427,7 +478,7 @@ class ChainState:
     def due_jobs(self, height: int) -> list[bytes]:
         """Ids of live jobs whose next automatic transition (release / refund) runs at the end of `height`."""
         pre = S.sched_prefix(height)
-        return [k[len(pre):] for k, _ in self.store.iterate(pre)]
+        return [k[len(pre) :] for k, _ in self.store.iterate(pre)]
 
     def schedule(self) -> list[tuple[int, bytes]]:
         """The whole schedule: (height, job_id) of every live job, in height order."""
@@ -469,15 +520,17 @@ class ChainState:
     def next_parent_info(self) -> ParentInfo:
         return self.parent_info(self.tip.hash)
 
-    def validate_tx(self, tx: Transaction, get: Callable[[bytes], Account] | None = None,
-                    jobs: JobSource | None = None) -> None:
+    def validate_tx(
+        self, tx: Transaction, get: Callable[[bytes], Account] | None = None, jobs: JobSource | None = None
+    ) -> None:
         """Mempool admission check against the tip state (or a given account view): raises TxError.
         Job transactions are also checked against the job state at the tip (or the given job source,
         e.g. the tip plus pending job transactions), as if included in the next block (`bad-job-*` and
         fraud-proof reasons)."""
         check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)
-        StateOverlay(get or self.get_account, jobs if jobs is not None else self, self.cfg,
-                     self.height + 1).apply_tx(tx)
+        StateOverlay(get or self.get_account, jobs if jobs is not None else self, self.cfg, self.height + 1).apply_tx(
+            tx
+        )
 
     def chain_tips(self) -> list[ChainTip]:
         """Every block without children (and the active tip), like Bitcoin's getchaintips."""
@@ -518,6 +571,7 @@ class ChainState:
     def _pre_state(self, b: Batch) -> PreState:
         """The tip's state as read through batch `b` (reads see the batch's own writes; a batch never committed
         is a plain reader)."""
+
         def get(a: bytes) -> Account:
             v = b.get(S.account_key(a))
             return Account.decode(v) if v is not None else EMPTY
@@ -534,11 +588,22 @@ class ChainState:
         h = block.header if isinstance(block, Block) else block
         layers = (SANITY, STATE) if known is not None else LAYERS if self.check_proofs else (SANITY, CONTEXT, STATE)
         try:
-            return validate_and_apply(block, lambda: self.parent_info(self._parent_entry(h).hash), pre, self.cfg,
-                                      self._now(), params=self.params, layers=layers)
+            return validate_and_apply(
+                block,
+                lambda: self.parent_info(self._parent_entry(h).hash),
+                pre,
+                self.cfg,
+                self._now(),
+                params=self.params,
+                layers=layers,
+            )
         except ValidationError as err:
-            if err.layer in (SANITY, CONTEXT) and not err.retry_later and err.reason not in MUTATION_REASONS \
-                    and h.prev_hash in self.index:
+            if (
+                err.layer in (SANITY, CONTEXT)
+                and not err.retry_later
+                and err.reason not in MUTATION_REASONS
+                and h.prev_hash in self.index
+            ):
                 if known is None:
                     self._store_failed_header(h, self.index[h.prev_hash], err.reason)
                 else:
@@ -546,8 +611,17 @@ class ChainState:
             raise
 
     def _new_entry(self, h: Header, parent: IndexEntry, status: int, reason: str = "") -> IndexEntry:
-        return IndexEntry(h.hash, h.prev_hash, h.height, h.timestamp, h.target,
-                          parent.chainwork + block_work(h.target), status, 0, reason)
+        return IndexEntry(
+            h.hash,
+            h.prev_hash,
+            h.height,
+            h.timestamp,
+            h.target,
+            parent.chainwork + block_work(h.target),
+            status,
+            0,
+            reason,
+        )
 
     def _store_failed_header(self, h: Header, parent: IndexEntry, reason: str) -> None:
         e = self._new_entry(h, parent, S.FAILED, reason)
@@ -582,8 +656,11 @@ class ChainState:
         Raises ValidationError(reason) if the block is invalid (check `.punish`/`.retry_later`);
         otherwise returns an ImportResult with the net change of the active chain."""
         if isinstance(block, (bytes, bytearray, memoryview)):
-            block = Block.decode(bytes(block), max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,
-                                 max_txs=self.cfg.max_block_txs)
+            block = Block.decode(
+                bytes(block),
+                max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,
+                max_txs=self.cfg.max_block_txs,
+            )
         h = block.header
         bh = block.hash
         if len(self._recent) > 64:
@@ -662,8 +739,9 @@ class ChainState:
         if e.failed:
             raise BlockError(e.reason or "invalid", "block failed to connect")
         status = "active" if self.is_active(bh) else "side"
-        return ImportResult(bh, status, new_tip, [self._stored_block(h) for h in conn],
-                            [self._stored_block(h) for h in disc][::-1])
+        return ImportResult(
+            bh, status, new_tip, [self._stored_block(h) for h in conn], [self._stored_block(h) for h in disc][::-1]
+        )
 
     def _stored_block(self, h: bytes) -> Block:
         """A block of the active chain or a branch it left (its data is stored)."""
@@ -787,8 +865,9 @@ class ChainState:
     # --- fork choice -----------------------------------------------------------------------------------
     def _rebuild_candidates(self) -> None:
         tip_work = self.tip.chainwork
-        self.candidates = {e.hash for e in self.index.values()
-                           if e.chain_data and not e.failed and e.chainwork >= tip_work}
+        self.candidates = {
+            e.hash for e in self.index.values() if e.chain_data and not e.failed and e.chainwork >= tip_work
+        }
         self.candidates.add(self.tip.hash)
 
     def _best_candidate(self) -> IndexEntry:
@@ -862,8 +941,11 @@ class ChainState:
         while x.height > 0:
             x = self.index[x.prev]
             todo.append(x.hash)
-        staged = [(ce, replace(ce, status=ce.status & ~S.FAILED_MASK, reason=""))
-                  for ce in (self.index[c] for c in todo) if ce.failed]
+        staged = [
+            (ce, replace(ce, status=ce.status & ~S.FAILED_MASK, reason=""))
+            for ce in (self.index[c] for c in todo)
+            if ce.failed
+        ]
         with self.store.batch() as b:
             for cur, new in staged:
                 b.put(S.index_key(new.hash), new.record())

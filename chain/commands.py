@@ -1,9 +1,10 @@
 """Command-line entry points of the chain layer, registered into the node's `pouw` CLI:
 
-    pouw verify  --datadir D [--config NAME|PATH]   exit 0 if the stored chain and state re-validate
-    pouw reindex --datadir D [--config NAME|PATH]   rebuild state from stored blocks, then verify
-    pouw bench import [--blocks N] [--txs N] [--json]  (via bench_import(args))
+pouw verify  --datadir D [--config NAME|PATH]   exit 0 if the stored chain and state re-validate
+pouw reindex --datadir D [--config NAME|PATH]   rebuild state from stored blocks, then verify
+pouw bench import [--blocks N] [--txs N] [--json]  (via bench_import(args))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,13 @@ if TYPE_CHECKING:  # annotations only: each command imports what it runs
 
 def _cfg(args: argparse.Namespace) -> ChainConfig | None:
     from chain.config import load_config
+
     return load_config(args.config) if getattr(args, "config", None) else None
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from chain.maintenance import verify_datadir
+
     try:
         rep = verify_datadir(args.datadir, _cfg(args), check_proofs=not getattr(args, "no_proofs", False))
     except (ChainError, ValueError, OSError) as e:
@@ -37,6 +40,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     from chain.maintenance import reindex_datadir
+
     try:
         rep = reindex_datadir(args.datadir, _cfg(args))
     except (ChainError, ValueError, OSError) as e:
@@ -48,8 +52,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `verify` and `reindex` to an argparse subparsers object (handlers set as `func`)."""
-    for name, fn, doc in (("verify", cmd_verify, "re-validate the stored chain and state from genesis"),
-                          ("reindex", cmd_reindex, "rebuild the state from stored blocks")):
+    for name, fn, doc in (
+        ("verify", cmd_verify, "re-validate the stored chain and state from genesis"),
+        ("reindex", cmd_reindex, "rebuild the state from stored blocks"),
+    ):
         p = subparsers.add_parser(name, help=doc, description=doc)
         p.add_argument("--datadir", required=True)
         p.add_argument("--config", default=None, help="config name or path (default: the one stored in the DB)")
@@ -73,6 +79,7 @@ def bench_import(args: argparse.Namespace) -> dict[str, float]:
     from chain.chainstate import ChainState
     from chain.config import load_config
     from chain.synthetic import generate_chain
+
     cfg = load_config(getattr(args, "config", None) or "regtest")
     n_blocks, n_txs = getattr(args, "blocks", 1000), getattr(args, "txs", 100)
     t0 = time.perf_counter()
@@ -104,11 +111,17 @@ def bench_import(args: argparse.Namespace) -> dict[str, float]:
     sig_s = (time.perf_counter() - t3) / len(msgs)
     per_tx_s = max(0.0, import_s - per_block_s * n_blocks) / max(1, total_txs)
     rep = {
-        "blocks": n_blocks, "txs_per_block": n_txs, "transactions": total_txs,
-        "generate_s": round(gen_s, 3), "import_s": round(import_s, 3),
-        "blocks_per_s": round(n_blocks / import_s, 2), "txs_per_s": round(total_txs / import_s, 1),
-        "per_block_overhead_us": round(per_block_s * 1e6, 1), "per_tx_us": round(per_tx_s * 1e6, 1),
-        "sig_verify_us": round(sig_s * 1e6, 1), "per_tx_over_sig_verify": round(per_tx_s / sig_s, 2),
+        "blocks": n_blocks,
+        "txs_per_block": n_txs,
+        "transactions": total_txs,
+        "generate_s": round(gen_s, 3),
+        "import_s": round(import_s, 3),
+        "blocks_per_s": round(n_blocks / import_s, 2),
+        "txs_per_s": round(total_txs / import_s, 1),
+        "per_block_overhead_us": round(per_block_s * 1e6, 1),
+        "per_tx_us": round(per_tx_s * 1e6, 1),
+        "sig_verify_us": round(sig_s * 1e6, 1),
+        "per_tx_over_sig_verify": round(per_tx_s / sig_s, 2),
     }
     if getattr(args, "json", False):
         print(json.dumps(rep))

@@ -3,6 +3,7 @@
 ``load_config("devnet")`` finds ``configs/devnet.toml`` at the repository root (or inside the
 installed package); a path to any .toml file also works.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,6 +38,7 @@ class PowConfig:
     def params(self) -> PowParams:
         """The pouw.params.PowParams these settings describe."""
         from pouw.params import PowParams
+
         return PowParams(rank=self.rank, tile_h=self.tile_h, tile_w=self.tile_w)
 
 
@@ -46,15 +48,15 @@ class JobConfig:
 
     The going rate is ``rate_num / rate_den`` base units per int8 multiply-add (``chain.jobs.job_price``)."""
 
-    claim_window: int = 12          # blocks of exclusivity a claim buys
-    challenge_window: int = 60      # blocks after a result during which a dispute may be filed
-    min_bond: int = 1_000_000       # smallest bond a claim may post
-    max_deadline: int = 17_280      # a deadline may lie at most this many blocks after the submit's block
-    rate_num: int = 1               # going rate: rate_num / rate_den base units per multiply-add
-    rate_den: int = 10_000          # (1 token = 10**8 base units = 10**12 MACs)
-    answer_window: int = 12         # blocks a miner has to answer a data-availability challenge
-    challenge_rows: int = 8         # rows of C a challenge samples (fewer when they would not fit a tx)
-    bond_num: int = 1               # a claim's bond >= max(min_bond, ceil(fee * bond_num / bond_den))
+    claim_window: int = 12  # blocks of exclusivity a claim buys
+    challenge_window: int = 60  # blocks after a result during which a dispute may be filed
+    min_bond: int = 1_000_000  # smallest bond a claim may post
+    max_deadline: int = 17_280  # a deadline may lie at most this many blocks after the submit's block
+    rate_num: int = 1  # going rate: rate_num / rate_den base units per multiply-add
+    rate_den: int = 10_000  # (1 token = 10**8 base units = 10**12 MACs)
+    answer_window: int = 12  # blocks a miner has to answer a data-availability challenge
+    challenge_rows: int = 8  # rows of C a challenge samples (fewer when they would not fit a tx)
+    bond_num: int = 1  # a claim's bond >= max(min_bond, ceil(fee * bond_num / bond_den))
     bond_den: int = 10
 
 
@@ -148,17 +150,29 @@ def parse_config(text: str) -> ChainConfig:
             alloc.append((a, amount))
         issuers = _parse_issuers(doc.get("genesis", {}).get("issuers", {}))
         cfg = ChainConfig(
-            name=str(c["name"]), chain_id=int(c["chain_id"]), version=int(c["version"]),
-            genesis_timestamp=int(c["genesis_timestamp"]), target_block_time=int(c["target_block_time"]),
-            asert_half_life=int(c["asert_half_life"]), initial_block_work=int(c["initial_block_work"]),
-            min_block_work=int(c["min_block_work"]), max_future_drift=int(c["max_future_drift"]),
-            mtp_window=int(c["mtp_window"]), initial_subsidy=int(s["initial"]),
+            name=str(c["name"]),
+            chain_id=int(c["chain_id"]),
+            version=int(c["version"]),
+            genesis_timestamp=int(c["genesis_timestamp"]),
+            target_block_time=int(c["target_block_time"]),
+            asert_half_life=int(c["asert_half_life"]),
+            initial_block_work=int(c["initial_block_work"]),
+            min_block_work=int(c["min_block_work"]),
+            max_future_drift=int(c["max_future_drift"]),
+            mtp_window=int(c["mtp_window"]),
+            initial_subsidy=int(s["initial"]),
             halving_interval=int(s["halving_interval"]),
             pow=PowConfig(**{k: int(p[k]) for k in PowConfig.__dataclass_fields__}),
-            max_block_bytes=int(lim["max_block_bytes"]), max_block_txs=int(lim["max_block_txs"]),
-            max_tx_bytes=int(lim["max_tx_bytes"]), max_header_bytes=int(lim["max_header_bytes"]),
-            genesis_alloc=tuple(alloc), source=text, genesis_issuers=issuers,
-            jobs=JobConfig(**{k: int(v) for k, v in doc.get("jobs", {}).items() if k in JobConfig.__dataclass_fields__}),
+            max_block_bytes=int(lim["max_block_bytes"]),
+            max_block_txs=int(lim["max_block_txs"]),
+            max_tx_bytes=int(lim["max_tx_bytes"]),
+            max_header_bytes=int(lim["max_header_bytes"]),
+            genesis_alloc=tuple(alloc),
+            source=text,
+            genesis_issuers=issuers,
+            jobs=JobConfig(
+                **{k: int(v) for k, v in doc.get("jobs", {}).items() if k in JobConfig.__dataclass_fields__}
+            ),
         )
     except KeyError as e:
         raise ValueError(f"config is missing field {e}") from e
@@ -169,10 +183,25 @@ def parse_config(text: str) -> ChainConfig:
     j = cfg.jobs
     if unknown := set(doc.get("jobs", {})) - set(JobConfig.__dataclass_fields__):
         raise ValueError(f"unknown [jobs] keys {sorted(unknown)}")
-    if min(j.claim_window, j.challenge_window, j.min_bond, j.max_deadline, j.rate_den, j.answer_window,
-           j.challenge_rows, j.bond_den) < 1 or j.rate_num < 0 or j.bond_num < 0:
-        raise ValueError("jobs: windows, min_bond, max_deadline, challenge_rows and the denominators must be "
-                         "positive, rate_num and bond_num >= 0")
+    if (
+        min(
+            j.claim_window,
+            j.challenge_window,
+            j.min_bond,
+            j.max_deadline,
+            j.rate_den,
+            j.answer_window,
+            j.challenge_rows,
+            j.bond_den,
+        )
+        < 1
+        or j.rate_num < 0
+        or j.bond_num < 0
+    ):
+        raise ValueError(
+            "jobs: windows, min_bond, max_deadline, challenge_rows and the denominators must be "
+            "positive, rate_num and bond_num >= 0"
+        )
     if j.challenge_rows > 16:
         raise ValueError("jobs: challenge_rows must be at most 16 (one answer transaction)")
     if cfg.pow.min_k < 16 * cfg.pow.rank:
@@ -192,13 +221,15 @@ def launch(cfg: ChainConfig, timestamp: int) -> ChainConfig:
     if timestamp <= 0:
         raise ValueError("launch timestamp must be positive")
     import datetime
+
     when = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     text, n = _GENESIS_TS.subn(lambda m: f"{m.group(1)}{timestamp}   # launched {when}", cfg.source, count=1)
     if n != 1:
         raise ValueError("config text has no genesis_timestamp line to date")
     out = parse_config(text)
-    assert out.genesis_timestamp == timestamp and replace(out, genesis_timestamp=0, source="") == \
-        replace(cfg, source=""), "launching changed more than the genesis timestamp"
+    assert out.genesis_timestamp == timestamp and replace(out, genesis_timestamp=0, source="") == replace(
+        cfg, source=""
+    ), "launching changed more than the genesis timestamp"
     return out
 
 
@@ -207,13 +238,27 @@ def _parse_issuers(tbl: dict[str, Any]) -> tuple[GenesisIssuer, ...]:
     out = []
     for addr, d in sorted(tbl.items()):
         a = bytes.fromhex(addr.removeprefix("0x"))
-        if len(a) != 20 or not isinstance(d, dict) or set(d) - {"deposit", "mode", "vintage_periods", "fee_bps",
-                                                                   "buyback_bps"}:
+        if (
+            len(a) != 20
+            or not isinstance(d, dict)
+            or set(d) - {"deposit", "mode", "vintage_periods", "fee_bps", "buyback_bps"}
+        ):
             raise ValueError(f"bad genesis issuer {addr}")
-        gi = GenesisIssuer(a, int(d.get("deposit", 0)), modes.get(str(d.get("mode", "mint")), -1),
-                           int(d.get("vintage_periods", 3)), int(d.get("fee_bps", 30)), int(d.get("buyback_bps", 9000)))
-        if gi.deposit < 0 or gi.mode < 0 or not 1 <= gi.vintage_periods <= 1000 or not 0 <= gi.fee_bps <= 10000 \
-                or not 0 <= gi.buyback_bps <= 10000:
+        gi = GenesisIssuer(
+            a,
+            int(d.get("deposit", 0)),
+            modes.get(str(d.get("mode", "mint")), -1),
+            int(d.get("vintage_periods", 3)),
+            int(d.get("fee_bps", 30)),
+            int(d.get("buyback_bps", 9000)),
+        )
+        if (
+            gi.deposit < 0
+            or gi.mode < 0
+            or not 1 <= gi.vintage_periods <= 1000
+            or not 0 <= gi.fee_bps <= 10000
+            or not 0 <= gi.buyback_bps <= 10000
+        ):
             raise ValueError(f"bad genesis issuer {addr}: {d}")
         out.append(gi)
     return tuple(out)

@@ -17,6 +17,7 @@ for the real time since launch plus ``max_future_drift``.
 The cubic approximates 2**16 * 2**(frac / 2**16) (Bitcoin Cash, aserti3-2d). Each half-life of
 schedule lag doubles (or halves) the target.
 """
+
 from __future__ import annotations
 
 RADIX = 1 << 16
@@ -27,8 +28,9 @@ def _div_trunc(a: int, b: int) -> int:
     return q if (a >= 0) == (b > 0) else -q
 
 
-def asert_target(anchor_target: int, time_diff: int, height_diff: int, target_spacing: int, half_life: int,
-                 pow_limit: int) -> int:
+def asert_target(
+    anchor_target: int, time_diff: int, height_diff: int, target_spacing: int, half_life: int, pow_limit: int
+) -> int:
     """Target of the block after one that is `height_diff` blocks and `time_diff` seconds past the anchor."""
     exponent = _div_trunc((time_diff - target_spacing * height_diff) * RADIX, half_life)
     shifts = exponent >> 16

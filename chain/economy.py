@@ -34,6 +34,7 @@ Invariants (asserted by `econ_totals` users after every test step):
 order expiry: a transaction at height h ≥ E cannot use the thing, and the schedule settles it at the end
 of block E − 1, or of the first later block with room (at most DUE_PER_BLOCK entries per block).
 """
+
 from __future__ import annotations
 
 import bisect
@@ -41,12 +42,38 @@ import heapq
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Protocol
 
-from chain.econtx import (KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
-                          KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
-                          MODE_BREAKAGE, MODE_MINT, MODE_NAMES, MODE_ROLLOVER, CreditIssue, CreditSpend, Grant,
-                          IssuerDeposit, IssuerRegister, IssuerWithdraw)
-from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode,
-                            encode_record, evolve)
+from chain.econtx import (
+    KIND_CREDIT_ISSUE,
+    KIND_CREDIT_SPEND,
+    KIND_GRANT,
+    KIND_ISSUER_DEPOSIT,
+    KIND_ISSUER_REGISTER,
+    KIND_ISSUER_WITHDRAW,
+    KIND_ORDER_CANCEL,
+    KIND_ORDER_PLACE,
+    MODE_BREAKAGE,
+    MODE_MINT,
+    MODE_NAMES,
+    MODE_ROLLOVER,
+    CreditIssue,
+    CreditSpend,
+    Grant,
+    IssuerDeposit,
+    IssuerRegister,
+    IssuerWithdraw,
+)
+from chain.encoding import (
+    U64_MAX,
+    RecordMemo,
+    as_bytes,
+    as_int,
+    as_list,
+    cached_encoding,
+    decode,
+    encode,
+    encode_record,
+    evolve,
+)
 from chain.errors import TxError
 
 if TYPE_CHECKING:
@@ -55,12 +82,12 @@ if TYPE_CHECKING:
     from chain.state import Account, StateOverlay
     from chain.tx import Transaction
 
-DUE_PER_BLOCK = 256          # economy schedule entries settled per block at most (bounded work)
-VELOCITY_WINDOW = 100       # blocks per velocity window (volume is recorded per window)
-TRADES_KEPT = VELOCITY_WINDOW   # blocks of trade log (R records) kept in state
-VOLUME_WINDOWS_KEPT = 16    # velocity windows (T records) kept in state
+DUE_PER_BLOCK = 256  # economy schedule entries settled per block at most (bounded work)
+VELOCITY_WINDOW = 100  # blocks per velocity window (volume is recorded per window)
+TRADES_KEPT = VELOCITY_WINDOW  # blocks of trade log (R records) kept in state
+VOLUME_WINDOWS_KEPT = 16  # velocity windows (T records) kept in state
 
-SRC_GRANT, SRC_VINTAGE, SRC_SPEND_ONLY = 0, 1, 2   # non-free sources of a job's escrow (spending order)
+SRC_GRANT, SRC_VINTAGE, SRC_SPEND_ONLY = 0, 1, 2  # non-free sources of a job's escrow (spending order)
 SRC_NAMES = ("allocation", "vintage", "spend-only")
 ACTIVE, CLOSED = 0, 1
 
@@ -70,16 +97,44 @@ def be8(x: int) -> bytes:
 
 
 # --- keys ---------------------------------------------------------------------------------------------
-def k_issuer(a: bytes) -> bytes: return b"I" + a
-def k_grant(gid: bytes) -> bytes: return b"G" + gid
-def k_subgrant(sub: bytes, gid: bytes) -> bytes: return b"g" + sub + gid
-def k_vintage(owner: bytes, issuer: bytes, expiry: int) -> bytes: return b"V" + owner + issuer + be8(expiry)
-def k_spend_only(owner: bytes) -> bytes: return b"P" + owner
-def k_credit(issuer: bytes, owner: bytes) -> bytes: return b"K" + issuer + owner
-def k_csupply(issuer: bytes) -> bytes: return b"M" + issuer
-def k_sched(height: int, typ: bytes, ident: bytes) -> bytes: return b"S" + be8(height) + typ + ident
-def k_fund(job_id: bytes) -> bytes: return b"F" + job_id
-def k_volume(window: int) -> bytes: return b"T" + be8(window)
+def k_issuer(a: bytes) -> bytes:
+    return b"I" + a
+
+
+def k_grant(gid: bytes) -> bytes:
+    return b"G" + gid
+
+
+def k_subgrant(sub: bytes, gid: bytes) -> bytes:
+    return b"g" + sub + gid
+
+
+def k_vintage(owner: bytes, issuer: bytes, expiry: int) -> bytes:
+    return b"V" + owner + issuer + be8(expiry)
+
+
+def k_spend_only(owner: bytes) -> bytes:
+    return b"P" + owner
+
+
+def k_credit(issuer: bytes, owner: bytes) -> bytes:
+    return b"K" + issuer + owner
+
+
+def k_csupply(issuer: bytes) -> bytes:
+    return b"M" + issuer
+
+
+def k_sched(height: int, typ: bytes, ident: bytes) -> bytes:
+    return b"S" + be8(height) + typ + ident
+
+
+def k_fund(job_id: bytes) -> bytes:
+    return b"F" + job_id
+
+
+def k_volume(window: int) -> bytes:
+    return b"T" + be8(window)
 
 
 K_SEQ = b"Q"
@@ -98,12 +153,17 @@ class Issuer:
     vintage_periods: int
     fee_bps: int
     buyback_bps: int
-    deposit: int          # tokens not reserved by a grant
-    height: int           # registration height
+    deposit: int  # tokens not reserved by a grant
+    height: int  # registration height
 
     def encode(self) -> bytes:
-        return cached_encoding(self, lambda: encode_record([self.mode, self.vintage_periods, self.fee_bps,
-                                                            self.buyback_bps, self.deposit, self.height]), _ISSUERS)
+        return cached_encoding(
+            self,
+            lambda: encode_record(
+                [self.mode, self.vintage_periods, self.fee_bps, self.buyback_bps, self.deposit, self.height]
+            ),
+            _ISSUERS,
+        )
 
     @classmethod
     def decode(cls, b: bytes) -> "Issuer":
@@ -115,30 +175,53 @@ class Issuer:
         return cls(*(as_int(x, 0, (1 << 64) - 1, what="issuer") for x in f))
 
     def to_json(self, addr: bytes) -> dict[str, Any]:
-        return {"issuer": addr.hex(), "mode": MODE_NAMES[self.mode], "vintage_periods": self.vintage_periods,
-                "fee_bps": self.fee_bps, "buyback_bps": self.buyback_bps, "deposit": self.deposit,
-                "registered_height": self.height}
+        return {
+            "issuer": addr.hex(),
+            "mode": MODE_NAMES[self.mode],
+            "vintage_periods": self.vintage_periods,
+            "fee_bps": self.fee_bps,
+            "buyback_bps": self.buyback_bps,
+            "deposit": self.deposit,
+            "registered_height": self.height,
+        }
 
 
 @dataclass(frozen=True)
 class GrantRec:
     issuer: bytes
     subscriber: bytes
-    allocation: int       # multiply-adds per period
-    per_period: int       # tokens reserved per period = ceil(allocation × rate)
+    allocation: int  # multiply-adds per period
+    per_period: int  # tokens reserved per period = ceil(allocation × rate)
     period_blocks: int
-    periods_left: int     # periods after the current one
+    periods_left: int  # periods after the current one
     trial: int
-    remaining: int        # tokens of the current period not drawn yet (held by the grant)
-    end: int              # the current period is usable below this height
+    remaining: int  # tokens of the current period not drawn yet (held by the grant)
+    end: int  # the current period is usable below this height
     status: int
-    used: int = 0         # tokens drawn by jobs over the grant's life
-    minted: int = 0       # tokens minted to the subscriber at period ends
+    used: int = 0  # tokens drawn by jobs over the grant's life
+    minted: int = 0  # tokens minted to the subscriber at period ends
 
     def encode(self) -> bytes:
-        return cached_encoding(self, lambda: encode_record([
-            self.issuer, self.subscriber, self.allocation, self.per_period, self.period_blocks, self.periods_left,
-            self.trial, self.remaining, self.end, self.status, self.used, self.minted]), _GRANTS)
+        return cached_encoding(
+            self,
+            lambda: encode_record(
+                [
+                    self.issuer,
+                    self.subscriber,
+                    self.allocation,
+                    self.per_period,
+                    self.period_blocks,
+                    self.periods_left,
+                    self.trial,
+                    self.remaining,
+                    self.end,
+                    self.status,
+                    self.used,
+                    self.minted,
+                ]
+            ),
+            _GRANTS,
+        )
 
     @classmethod
     def decode(cls, b: bytes) -> "GrantRec":
@@ -154,11 +237,21 @@ class GrantRec:
         return self.remaining if self.status == ACTIVE else 0
 
     def to_json(self, gid: bytes) -> dict[str, Any]:
-        return {"grant_id": gid.hex(), "issuer": self.issuer.hex(), "subscriber": self.subscriber.hex(),
-                "allocation": self.allocation, "per_period": self.per_period, "period_blocks": self.period_blocks,
-                "periods_left": self.periods_left, "trial": bool(self.trial), "remaining": self.remaining,
-                "period_end": self.end, "status": ("active", "closed")[self.status], "used": self.used,
-                "minted": self.minted}
+        return {
+            "grant_id": gid.hex(),
+            "issuer": self.issuer.hex(),
+            "subscriber": self.subscriber.hex(),
+            "allocation": self.allocation,
+            "per_period": self.per_period,
+            "period_blocks": self.period_blocks,
+            "periods_left": self.periods_left,
+            "trial": bool(self.trial),
+            "remaining": self.remaining,
+            "period_end": self.end,
+            "status": ("active", "closed")[self.status],
+            "used": self.used,
+            "minted": self.minted,
+        }
 
 
 def credit_supply(v: bytes | None) -> tuple[int, int]:
@@ -174,7 +267,7 @@ def enc_int(x: int) -> bytes:
     return encode_record(x)
 
 
-_UINT = {0xcc: (2, 1 << 7), 0xcd: (3, 1 << 8), 0xce: (5, 1 << 16), 0xcf: (9, 1 << 32)}  # head: (size, least value)
+_UINT = {0xCC: (2, 1 << 7), 0xCD: (3, 1 << 8), 0xCE: (5, 1 << 16), 0xCF: (9, 1 << 32)}  # head: (size, least value)
 
 
 def dec_int(b: bytes | None) -> int:
@@ -202,8 +295,12 @@ class EconSource(Protocol):
     def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]: ...
 
 
-def merge_scan(base: Iterable[tuple[bytes, bytes]], writes: dict[bytes, bytes | None],
-               prefix: bytes, keys: list[bytes] | None = None) -> Iterator[tuple[bytes, bytes]]:
+def merge_scan(
+    base: Iterable[tuple[bytes, bytes]],
+    writes: dict[bytes, bytes | None],
+    prefix: bytes,
+    keys: list[bytes] | None = None,
+) -> Iterator[tuple[bytes, bytes]]:
     """Key-ordered pairs under `prefix` of `base` with `writes` on top (None = deleted). `keys`, when
     given, is the sorted list of `writes`' keys (saves filtering every write)."""
     if keys is None:
@@ -333,6 +430,7 @@ def grant_reserve(cfg: ChainConfig, allocation: int) -> int:
 def apply_econ_tx(ov: StateOverlay, tx: Transaction, height: int, cfg: ChainConfig) -> None:
     """Check and apply one economy transaction on a StateOverlay (atomic: TxError changes nothing)."""
     from chain import market
+
     led = Ledger(ov, height, cfg)
     take_envelope(led, tx)
     p = tx.payload
@@ -371,8 +469,18 @@ def apply_econ_tx(ov: StateOverlay, tx: Transaction, height: int, cfg: ChainConf
             if led.get(k_grant(tx.txid)) is not None:
                 raise TxError("bad-grant-exists", "grant id already used")
             led.add_deposit(me, -need)
-            g = GrantRec(me, p.subscriber, p.allocation, need, p.period_blocks, p.periods - 1, p.trial, need,
-                         height + p.period_blocks, ACTIVE)
+            g = GrantRec(
+                me,
+                p.subscriber,
+                p.allocation,
+                need,
+                p.period_blocks,
+                p.periods - 1,
+                p.trial,
+                need,
+                height + p.period_blocks,
+                ACTIVE,
+            )
             led.put(k_grant(tx.txid), g.encode())
             led.put(k_subgrant(p.subscriber, tx.txid), b"")
             led.put(k_sched(g.end - 1, b"g", tx.txid), b"")
@@ -419,7 +527,7 @@ def spendable(led: Ledger, owner: bytes) -> list[tuple[int, bytes, int]]:
     return items
 
 
-FundPart = list[Any]   # [source (int), id (bytes), amount (int)]: a list, as the funding record encodes it
+FundPart = list[Any]  # [source (int), id (bytes), amount (int)]: a list, as the funding record encodes it
 
 
 def draw(led: Ledger, owner: bytes, amount: int) -> tuple[list[FundPart], int]:
@@ -491,7 +599,9 @@ def _parts(v: bytes) -> list[FundPart]:
     return [[as_int(s), as_bytes(i), as_int(x)] for s, i, x in as_list(decode(v))]
 
 
-def job_closed(ov: StateOverlay, height: int, cfg: ChainConfig, closed: Iterable[tuple[bytes, "JobRecord", int]]) -> list[tuple[bytes, int]]:
+def job_closed(
+    ov: StateOverlay, height: int, cfg: ChainConfig, closed: Iterable[tuple[bytes, "JobRecord", int]]
+) -> list[tuple[bytes, int]]:
     """Jobs that just closed: (job_id, new record, what the client is credited now). A funded job's
     credit goes back to its non-free sources first. A released funded job pays its miner the non-free
     part in free tokens only if its result carried a valid work certificate (``C job_id``,
@@ -499,6 +609,7 @@ def job_closed(ov: StateOverlay, height: int, cfg: ChainConfig, closed: Iterable
     into free tokens without a share of the job's work. Returns balance corrections [(address, −x)]."""
     from chain.jobs import RELEASED
     from chain.workcert import k_certified
+
     led = Ledger(ov, height, cfg)
     out = []
     for jid, rec, credited in closed:
@@ -523,10 +634,13 @@ def job_closed(ov: StateOverlay, height: int, cfg: ChainConfig, closed: Iterable
     return out
 
 
-def certify(ov: StateOverlay, height: int, cfg: ChainConfig, job_id: bytes, template_height: int, job_key: bytes) -> Ledger:
+def certify(
+    ov: StateOverlay, height: int, cfg: ChainConfig, job_id: bytes, template_height: int, job_key: bytes
+) -> Ledger:
     """Record a result's valid work certificate: its template joins the used set (`bad-cert-used` if an
     earlier result used it) and a restricted-funded job is marked certified. Returns the Ledger to commit."""
     from chain.workcert import k_certified, k_used
+
     led = Ledger(ov, height, cfg)
     if led.get(k_used(template_height, job_key)) is not None:
         raise TxError("bad-cert-used", "this template already certified a result")
@@ -541,6 +655,7 @@ def run_due(ov: StateOverlay, height: int, cfg: ChainConfig) -> list[tuple[bytes
     """Settle at most DUE_PER_BLOCK economy schedule entries due at or before `height` (oldest first):
     grant period ends, vintage expiries and order expiries. Returns events [(id, what)]."""
     from chain import market
+
     led = Ledger(ov, height, cfg)
     events: list[tuple[bytes, str]] = []
     due: list[bytes] = []
@@ -579,9 +694,12 @@ def prune(led: Ledger, height: int) -> None:
     before the last VOLUME_WINDOWS_KEPT, and the work-certificate templates too old to be accepted
     (chain/workcert.py). Closed grants leave through the schedule (type ``x``, `period_end`)."""
     from chain.workcert import CERT_WINDOW
-    for prefix, below in ((b"R", height - TRADES_KEPT + 1),
-                          (b"T", height // VELOCITY_WINDOW - VOLUME_WINDOWS_KEPT + 1),
-                          (b"U", height + 1 - CERT_WINDOW)):
+
+    for prefix, below in (
+        (b"R", height - TRADES_KEPT + 1),
+        (b"T", height // VELOCITY_WINDOW - VOLUME_WINDOWS_KEPT + 1),
+        (b"U", height + 1 - CERT_WINDOW),
+    ):
         if below <= 0:
             continue
         dead = []
@@ -616,8 +734,13 @@ def period_end(led: Ledger, gid: bytes) -> str:
     assert iss is not None
     if g.periods_left and iss.deposit >= g.per_period:
         led.add_deposit(g.issuer, -g.per_period)
-        ng = evolve(g, periods_left=g.periods_left - 1, remaining=g.per_period + carry,
-                     end=g.end + g.period_blocks, minted=g.minted + minted)
+        ng = evolve(
+            g,
+            periods_left=g.periods_left - 1,
+            remaining=g.per_period + carry,
+            end=g.end + g.period_blocks,
+            minted=g.minted + minted,
+        )
         led.put(k_sched(ng.end - 1, b"g", gid), b"")
         led.put(k_grant(gid), ng.encode())
         return "renewed"
@@ -638,7 +761,7 @@ class EconTotals:
     ask_locked: int = 0
     deposits: int = 0
     grants: int = 0
-    credits: dict[bytes, list[int]] | None = None       # issuer -> [balances, bid locks, minted, burned]
+    credits: dict[bytes, list[int]] | None = None  # issuer -> [balances, bid locks, minted, burned]
 
     @property
     def tokens(self) -> int:
@@ -653,6 +776,7 @@ class EconTotals:
 def econ_totals(items: Iterable[tuple[bytes, bytes]]) -> EconTotals:
     """Where the economy's tokens and credits are, from all economy records."""
     from chain.market import Order
+
     cr: dict[bytes, list[int]] = {}
     t = EconTotals(credits=cr)
     for key, v in items:
@@ -684,16 +808,24 @@ def econ_totals(items: Iterable[tuple[bytes, bytes]]) -> EconTotals:
 # --- read-only views (API, CLI, tests) -----------------------------------------------------------------
 def holdings(src: EconSource, free: int, owner: bytes) -> dict[str, Any]:
     """An account's balances by kind at a state (`src`: anything with get_econ/scan_econ)."""
-    vint = [{"issuer": k[21:41].hex(), "expiry": int.from_bytes(k[41:49], "big"), "amount": dec_int(v)}
-            for k, v in src.scan_econ(b"V" + owner)]
+    vint = [
+        {"issuer": k[21:41].hex(), "expiry": int.from_bytes(k[41:49], "big"), "amount": dec_int(v)}
+        for k, v in src.scan_econ(b"V" + owner)
+    ]
     grants = []
     for k, _ in src.scan_econ(b"g" + owner):
         v = src.get_econ(k_grant(k[21:]))
         if v is not None:
             grants.append(GrantRec.decode(v).to_json(k[21:]))
-    return {"address": owner.hex(), "free": free, "spend_only": dec_int(src.get_econ(k_spend_only(owner))),
-            "vintages": vint, "vintage_total": sum(x["amount"] for x in vint),
-            "allocation_tokens": sum(g["remaining"] for g in grants if g["status"] == "active"), "grants": grants}
+    return {
+        "address": owner.hex(),
+        "free": free,
+        "spend_only": dec_int(src.get_econ(k_spend_only(owner))),
+        "vintages": vint,
+        "vintage_total": sum(x["amount"] for x in vint),
+        "allocation_tokens": sum(g["remaining"] for g in grants if g["status"] == "active"),
+        "grants": grants,
+    }
 
 
 def credits_of(src: EconSource, issuer: bytes, owner: bytes) -> int:

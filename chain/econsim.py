@@ -4,6 +4,7 @@
 StateOverlay a miner's template uses) and keeps it only if it applies; `end_block` runs
 ``apply_block`` over the kept transactions, applies the diff and asserts conservation.
 """
+
 from __future__ import annotations
 
 from chain.config import ChainConfig, parse_config
@@ -22,11 +23,20 @@ def issuer_key() -> PrivateKey:
     return PrivateKey.from_phrase(ISSUER_PHRASE)
 
 
-def with_issuer(cfg: ChainConfig, address: bytes, deposit: int, mode: str = "mint", vintage_periods: int = 3,
-                fee_bps: int = 30, buyback_bps: int = 9000) -> ChainConfig:
+def with_issuer(
+    cfg: ChainConfig,
+    address: bytes,
+    deposit: int,
+    mode: str = "mint",
+    vintage_periods: int = 3,
+    fee_bps: int = 30,
+    buyback_bps: int = 9000,
+) -> ChainConfig:
     """`cfg` with one more genesis issuer, written into its TOML source (so a datadir reopens with it)."""
-    text = cfg.source + (f'\n[genesis.issuers."{address.hex()}"]\ndeposit = {deposit}\nmode = "{mode}"\n'
-                         f"vintage_periods = {vintage_periods}\nfee_bps = {fee_bps}\nbuyback_bps = {buyback_bps}\n")
+    text = cfg.source + (
+        f'\n[genesis.issuers."{address.hex()}"]\ndeposit = {deposit}\nmode = "{mode}"\n'
+        f"vintage_periods = {vintage_periods}\nfee_bps = {fee_bps}\nbuyback_bps = {buyback_bps}\n"
+    )
     return parse_config(text)
 
 
@@ -41,12 +51,12 @@ class EconSim:
         self.ov: StateOverlay | None = None
         self.txs: list[Transaction] = []
         self.events: list[tuple[bytes, str]] = []
-        self.verify_sigs = False      # end_block checks every signature too (as a block import does)
-        self.transition_s = 0.0       # seconds spent in end_block (sigs if verify_sigs, apply_block, apply)
+        self.verify_sigs = False  # end_block checks every signature too (as a block import does)
+        self.transition_s = 0.0  # seconds spent in end_block (sigs if verify_sigs, apply_block, apply)
         self.tx_count = 0
-        self.record = False           # keep every block's transactions in `blocks` (to mine and import them)
+        self.record = False  # keep every block's transactions in `blocks` (to mine and import them)
         self.blocks: list[list[Transaction]] = []
-        self.trade_log: dict[bytes, bytes] | None = None   # when a dict: every trade record (R) any block wrote,
+        self.trade_log: dict[bytes, bytes] | None = None  # when a dict: every trade record (R) any block wrote,
         #                                                    kept here although the state prunes them
 
     @staticmethod
@@ -84,13 +94,15 @@ class EconSim:
 
     def end_block(self) -> BlockDiff:
         import time
+
         h = self.next_height
         t0 = time.perf_counter()
         if self.verify_sigs:
             for tx in self.txs:
                 check_tx(tx, self.cfg.chain_id, self.cfg.max_tx_bytes)
-        diff = apply_block(self.st.get, self.st.supply, self.txs, self.miner, self.cfg.subsidy(h), height=h,
-                           cfg=self.cfg, jobs=self.st)
+        diff = apply_block(
+            self.st.get, self.st.supply, self.txs, self.miner, self.cfg.subsidy(h), height=h, cfg=self.cfg, jobs=self.st
+        )
         self.st.apply(diff)
         self.st.hashes.append(self.block_id(h))
         if self.trade_log is not None:

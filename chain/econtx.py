@@ -13,6 +13,7 @@ Encodings (msgpack arrays, fixed order; the envelope is chain/tx.py's)::
 
 This module depends on the encoding only (chain/tx.py imports it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,18 @@ KIND_ISSUER_WITHDRAW = 12
 KIND_GRANT = 13
 KIND_CREDIT_ISSUE = 14
 KIND_CREDIT_SPEND = 15
-ECON_KINDS = frozenset({KIND_ORDER_PLACE, KIND_ORDER_CANCEL, KIND_ISSUER_REGISTER, KIND_ISSUER_DEPOSIT,
-                        KIND_ISSUER_WITHDRAW, KIND_GRANT, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND})
+ECON_KINDS = frozenset(
+    {
+        KIND_ORDER_PLACE,
+        KIND_ORDER_CANCEL,
+        KIND_ISSUER_REGISTER,
+        KIND_ISSUER_DEPOSIT,
+        KIND_ISSUER_WITHDRAW,
+        KIND_GRANT,
+        KIND_CREDIT_ISSUE,
+        KIND_CREDIT_SPEND,
+    }
+)
 
 MODE_MINT, MODE_ROLLOVER, MODE_BREAKAGE = 0, 1, 2
 MODE_NAMES = ("mint", "rollover", "breakage")
@@ -37,15 +48,15 @@ BID, ASK = 0, 1
 SIDE_NAMES = ("bid", "ask")
 GTC, IOC = 0, 1
 TIF_NAMES = ("gtc", "ioc")
-SRC_FREE, SRC_SPEND_ONLY = 0, 1   # an ask's source; any value >= 2 names a vintage by its expiry height
+SRC_FREE, SRC_SPEND_ONLY = 0, 1  # an ask's source; any value >= 2 names a vintage by its expiry height
 
-BPS = 10_000                      # basis points: fees, buyback and prices are in units of 1/10,000
-MAX_PRICE = 1_000_000_000         # 100,000x face value
+BPS = 10_000  # basis points: fees, buyback and prices are in units of 1/10,000
+MAX_PRICE = 1_000_000_000  # 100,000x face value
 MAX_AMOUNT = (1 << 63) - 1
 MAX_VINTAGE_PERIODS = 1_000
 MAX_PERIOD_BLOCKS = 10_000_000
 MAX_PERIODS = 10_000
-MAX_ALLOCATION = 1 << 80          # multiply-adds per period
+MAX_ALLOCATION = 1 << 80  # multiply-adds per period
 
 _ADDR = 20
 
@@ -147,6 +158,7 @@ class CreditSpend:
 
 def decode_econ_payload(kind: int, payload: Obj) -> Obj:
     """The payload object of an economy kind; malformed fields raise EncodingError."""
+
     def a(x: Obj, w: str) -> bytes:
         return as_bytes(x, _ADDR, what=w)
 
@@ -155,22 +167,38 @@ def decode_econ_payload(kind: int, payload: Obj) -> Obj:
 
     if kind == KIND_ORDER_PLACE:
         p = as_list(payload, 7, what="order_place")
-        return OrderPlace(a(p[0], "order.issuer"), i(p[1], "order.side"), i(p[2], "order.price"),
-                          i(p[3], "order.qty"), i(p[4], "order.tif"), i(p[5], "order.expires"), i(p[6], "order.source"))
+        return OrderPlace(
+            a(p[0], "order.issuer"),
+            i(p[1], "order.side"),
+            i(p[2], "order.price"),
+            i(p[3], "order.qty"),
+            i(p[4], "order.tif"),
+            i(p[5], "order.expires"),
+            i(p[6], "order.source"),
+        )
     if kind == KIND_ORDER_CANCEL:
         p = as_list(payload, 1, what="order_cancel")
         return OrderCancel(as_bytes(p[0], 32, what="cancel.order_id"))
     if kind == KIND_ISSUER_REGISTER:
         p = as_list(payload, 4, what="issuer_register")
-        return IssuerRegister(i(p[0], "issuer.mode"), i(p[1], "issuer.vintage_periods"), i(p[2], "issuer.fee_bps"),
-                              i(p[3], "issuer.buyback_bps"))
+        return IssuerRegister(
+            i(p[0], "issuer.mode"),
+            i(p[1], "issuer.vintage_periods"),
+            i(p[2], "issuer.fee_bps"),
+            i(p[3], "issuer.buyback_bps"),
+        )
     if kind in (KIND_ISSUER_DEPOSIT, KIND_ISSUER_WITHDRAW):
         p = as_list(payload, 1, what="issuer_amount")
         return (IssuerDeposit if kind == KIND_ISSUER_DEPOSIT else IssuerWithdraw)(i(p[0], "issuer.amount"))
     if kind == KIND_GRANT:
         p = as_list(payload, 5, what="grant")
-        return Grant(a(p[0], "grant.subscriber"), as_int(p[1], 0, MAX_ALLOCATION, what="grant.allocation"),
-                     i(p[2], "grant.period_blocks"), i(p[3], "grant.periods"), i(p[4], "grant.trial"))
+        return Grant(
+            a(p[0], "grant.subscriber"),
+            as_int(p[1], 0, MAX_ALLOCATION, what="grant.allocation"),
+            i(p[2], "grant.period_blocks"),
+            i(p[3], "grant.periods"),
+            i(p[4], "grant.trial"),
+        )
     if kind == KIND_CREDIT_ISSUE:
         p = as_list(payload, 2, what="credit_issue")
         return CreditIssue(a(p[0], "credit.recipient"), i(p[1], "credit.amount"))
@@ -182,6 +210,7 @@ def decode_econ_payload(kind: int, payload: Obj) -> Obj:
 
 def check_econ_payload(kind: int, p: Obj) -> None:
     """Context-free range checks of an economy payload: raise TxError(reason)."""
+
     def amount(x: int, reason: str) -> None:
         if not 0 < x <= MAX_AMOUNT:
             raise TxError(reason, "amount out of range")

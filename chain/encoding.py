@@ -6,6 +6,7 @@ Invariants:
   rejects every non-canonical form: over-long ints/lengths, trailing bytes, foreign types).
 - Every decode runs with explicit size limits.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -65,8 +66,9 @@ def encode_record(fields: Obj) -> bytes:
     return out
 
 
-def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | None = None,
-           max_array: int = 4096) -> Obj:
+def decode(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | None = None, max_array: int = 4096
+) -> Obj:
     """Strictly decode canonical bytes; raises EncodingError('bad-encoding') on anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise EncodingError("bad-encoding", "not bytes")
@@ -75,9 +77,15 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | No
         raise EncodingError("bad-encoding", f"{len(data)} bytes exceeds limit {max_bytes}")
     try:
         obj = msgpack.unpackb(
-            data, raw=False, use_list=True, strict_map_key=True,
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
             max_bin_len=max_bytes if max_bin is None else max_bin,
-            max_str_len=0, max_array_len=max_array, max_map_len=0, max_ext_len=0,
+            max_str_len=0,
+            max_array_len=max_array,
+            max_map_len=0,
+            max_ext_len=0,
         )
     except msgpack.ExtraData as e:
         raise EncodingError("bad-encoding", "trailing bytes") from e
@@ -90,6 +98,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES, max_bin: int | No
 
 
 # --- field helpers for decoders: each raises EncodingError with the given reason -------------------
+
 
 def as_list(obj: Obj, n: int | None = None, reason: str = "bad-encoding", what: str = "struct") -> list[Obj]:
     if not isinstance(obj, list):
@@ -107,8 +116,9 @@ def as_int(obj: Obj, lo: int = 0, hi: int = U64_MAX, reason: str = "bad-encoding
     return obj
 
 
-def as_bytes(obj: Obj, n: int | None = None, max_len: int | None = None, reason: str = "bad-encoding",
-             what: str = "bytes") -> bytes:
+def as_bytes(
+    obj: Obj, n: int | None = None, max_len: int | None = None, reason: str = "bad-encoding", what: str = "bytes"
+) -> bytes:
     if not isinstance(obj, bytes):
         raise EncodingError(reason, f"{what}: expected bytes")
     if n is not None and len(obj) != n:

@@ -1,4 +1,5 @@
 """Exceptions of the chain layer. Every rejection carries a short, stable reason string."""
+
 from __future__ import annotations
 
 

@@ -7,6 +7,7 @@ Tags are ASCII without 0x00, so no two uses collide. Integers hashed as raw byte
 little-endian (``u32``, ``u64``); structures are hashed as their canonical encoding (chain/encoding.py).
 Every tag the chain uses is in ``CHAIN_TAGS`` (docs/chain.md lists them with their inputs).
 """
+
 from __future__ import annotations
 
 from pouw.hashing import HASH_LEN, tagged_hash, u32, u64, xof
@@ -16,8 +17,22 @@ __all__ = ["HASH_LEN", "ZERO_HASH", "CHAIN_TAGS", "tagged_hash", "xof", "u32", "
 ZERO_HASH = b"\x00" * HASH_LEN
 
 TXROOT = b"txroot"
-CHAIN_TAGS = (b"block", b"tx-sig", b"addr", b"state", b"acct", b"job", b"econ", b"filler", b"p2p-auth", b"challenge",
-              TXROOT + b"/leaf", TXROOT + b"/node", TXROOT + b"/root", TXROOT + b"/empty")
+CHAIN_TAGS = (
+    b"block",
+    b"tx-sig",
+    b"addr",
+    b"state",
+    b"acct",
+    b"job",
+    b"econ",
+    b"filler",
+    b"p2p-auth",
+    b"challenge",
+    TXROOT + b"/leaf",
+    TXROOT + b"/node",
+    TXROOT + b"/root",
+    TXROOT + b"/empty",
+)
 
 
 def merkle_root(leaves: list[bytes], tag: bytes = TXROOT) -> bytes:

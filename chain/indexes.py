@@ -10,6 +10,7 @@ Invariants:
 - `ensure` builds them once for a datadir made before they existed (no ``m/indexes`` marker), from
   the stored blocks and undo data; `pouw reindex` wipes and rebuilds them with the state.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,9 +50,13 @@ class HistoryEntry:
     @classmethod
     def decode(cls, height: int, raw: bytes) -> "HistoryEntry":
         f = as_list(decode(raw), 4, what="history entry")
-        return cls(height, as_int(f[0], 0, 1 << 64, what="balance"), as_int(f[1], 0, 1 << 64, what="balance"),
-                   as_int(f[2], 0, 1 << 64, what="nonce"),
-                   tuple(as_bytes(t, 32, what="txid") for t in as_list(f[3], what="txids")))
+        return cls(
+            height,
+            as_int(f[0], 0, 1 << 64, what="balance"),
+            as_int(f[1], 0, 1 << 64, what="balance"),
+            as_int(f[2], 0, 1 << 64, what="nonce"),
+            tuple(as_bytes(t, 32, what="txid") for t in as_list(f[3], what="txids")),
+        )
 
 
 def tx_addresses(tx: Transaction) -> set[bytes]:
@@ -74,8 +79,9 @@ def _named(block: Block) -> dict[bytes, list[bytes]]:
     return out
 
 
-def block_entries(block: Block, before: dict[bytes, Account], after: Callable[[bytes], Account],
-                  new_jobs: dict[bytes, JobRecord]) -> dict[bytes, bytes]:
+def block_entries(
+    block: Block, before: dict[bytes, Account], after: Callable[[bytes], Account], new_jobs: dict[bytes, JobRecord]
+) -> dict[bytes, bytes]:
     """The index entries of one active block (`before`: the accounts it changed, as they were before;
     `after`: any account after it; `new_jobs`: the jobs it created)."""
     out: dict[bytes, bytes] = {}
@@ -85,8 +91,9 @@ def block_entries(block: Block, before: dict[bytes, Account], after: Callable[[b
     for a in sorted(set(before) | set(named)):
         acct = after(a)
         old = before.get(a, acct)
-        out[S.addrhist_key(a, block.height)] = HistoryEntry(block.height, old.balance, acct.balance, acct.nonce,
-                                                            tuple(named.get(a, ()))).encode()
+        out[S.addrhist_key(a, block.height)] = HistoryEntry(
+            block.height, old.balance, acct.balance, acct.nonce, tuple(named.get(a, ()))
+        ).encode()
     for j, rec in new_jobs.items():
         out[S.commit_key(rec.h_a, rec.h_b) + j] = b""
     return out
@@ -101,8 +108,10 @@ def diff_entries(block: Block, diff: BlockDiff, get: Callable[[bytes], Account])
 def genesis_entries(cfg: ChainConfig) -> dict[bytes, bytes]:
     """Genesis allocations: history entries at height 0."""
     accts, _ = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
-    return {S.addrhist_key(a, 0): HistoryEntry(0, 0, acct.balance, acct.nonce, ()).encode()
-            for a, acct in sorted(accts.items())}
+    return {
+        S.addrhist_key(a, 0): HistoryEntry(0, 0, acct.balance, acct.nonce, ()).encode()
+        for a, acct in sorted(accts.items())
+    }
 
 
 def _put_all(b: Batch, entries: dict[bytes, bytes]) -> None:
@@ -151,7 +160,7 @@ def rebuild(cs: "ChainState", batch_blocks: int = 500) -> None:
         for p in PREFIXES:
             for k, _ in store.iterate(p):
                 b.delete(k)
-    cur: dict[bytes, Account] = {}   # account after the block being indexed (below: before the next)
+    cur: dict[bytes, Account] = {}  # account after the block being indexed (below: before the next)
     todo = list(cs.chain[1:])
     while todo:
         with store.batch() as b:
@@ -160,6 +169,7 @@ def rebuild(cs: "ChainState", batch_blocks: int = 500) -> None:
                 raw = store.get(S.undo_key(h))
                 if block is None or raw is None:
                     from chain.errors import StorageError
+
                     raise StorageError(f"active block {h.hex()[:16]}: body or undo data missing")
                 undo = Undo.decode(raw, f"undo data of block {h.hex()[:16]}")
                 before = dict(undo.accounts)
@@ -198,7 +208,7 @@ def history(store: Store, addr: bytes, before: int | None = None) -> Iterator[Hi
 def jobs_with_operands(store: Store, h_a: bytes, h_b: bytes) -> list[bytes]:
     """Ids of the active chain's jobs whose operand commitments are (h_a, h_b)."""
     pre = S.commit_key(h_a, h_b)
-    return [k[len(pre):] for k, _ in store.iterate(pre)]
+    return [k[len(pre) :] for k, _ in store.iterate(pre)]
 
 
 class TxIndex:

@@ -19,20 +19,33 @@ record's ``due`` field equals the block's height (the schedule). R = answer_wind
 
 Every function here is pure: it reads a view and returns what changes.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from chain.encoding import (Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode_record,
-                            evolve)
+from chain.encoding import Obj, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode_record, evolve
 from chain.errors import EncodingError, TxError
 from chain.hashing import HASH_LEN, ZERO_HASH, tagged_hash, u32
 from chain.keys import ADDRESS_LEN, ZERO_ADDRESS
-from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
-                      KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobAnswer, JobClaim, JobDispute, JobRef, JobResult, JobSubmit,
-                      Transaction)
+from chain.tx import (
+    KIND_JOB_ANSWER,
+    KIND_JOB_CANCEL,
+    KIND_JOB_CHALLENGE,
+    KIND_JOB_CLAIM,
+    KIND_JOB_DISPUTE,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    JobAnswer,
+    JobClaim,
+    JobDispute,
+    JobRef,
+    JobResult,
+    JobSubmit,
+    Transaction,
+)
 
 if TYPE_CHECKING:  # annotations only
     from chain.config import ChainConfig
@@ -44,7 +57,6 @@ LIVE = frozenset({OPEN, CLAIMED, RESULTED, CHALLENGED})
 BONDED = frozenset({CLAIMED, RESULTED, CHALLENGED})
 RECORD_FIELDS = 22
 _MEMO: RecordMemo["JobRecord"] = RecordMemo()  # job records by their canonical bytes (see RecordMemo)
-
 
 
 @dataclass(frozen=True)
@@ -63,26 +75,45 @@ class JobRecord:
     m: int
     k: int
     n: int
-    fee: int                 # the escrowed max fee (paid in full to the miner on release)
+    fee: int  # the escrowed max fee (paid in full to the miner on release)
     deadline: int
     blob_a: bytes
     blob_b: bytes
     submit_height: int
     miner: bytes = ZERO_ADDRESS
-    bond: int = 0            # the current claimer's bond
+    bond: int = 0  # the current claimer's bond
     claim_height: int = 0
     h_c: bytes = ZERO_HASH
     blob_c: bytes = ZERO_HASH
     result_height: int = 0
-    due: int = 0             # height at whose end the next automatic transition runs; 0 once closed
+    due: int = 0  # height at whose end the next automatic transition runs; 0 once closed
     closed_height: int = 0
     challenge_height: int = 0  # block that included the client's challenge (its hash seeds the sampled rows)
-    answer_height: int = 0     # block that included the answer
+    answer_height: int = 0  # block that included the answer
 
     def to_list(self) -> list[Obj]:
-        out: list[Obj] = [self.status, self.client, self.h_a, self.h_b, self.m, self.k, self.n, self.fee,
-                          self.deadline, self.blob_a, self.blob_b, self.submit_height, self.miner, self.bond,
-                          self.claim_height, self.h_c, self.blob_c, self.result_height, self.due, self.closed_height]
+        out: list[Obj] = [
+            self.status,
+            self.client,
+            self.h_a,
+            self.h_b,
+            self.m,
+            self.k,
+            self.n,
+            self.fee,
+            self.deadline,
+            self.blob_a,
+            self.blob_b,
+            self.submit_height,
+            self.miner,
+            self.bond,
+            self.claim_height,
+            self.h_c,
+            self.blob_c,
+            self.result_height,
+            self.due,
+            self.closed_height,
+        ]
         if self.challenge_height or self.answer_height:
             out += [self.challenge_height, self.answer_height]
         return out
@@ -101,6 +132,7 @@ class JobRecord:
         if len(f) not in (20, RECORD_FIELDS) or (len(f) == RECORD_FIELDS and not (f[20] or f[21])):
             raise EncodingError("bad-encoding", f"job record of {len(f)} fields")
         f = f + [0, 0] if len(f) == 20 else f
+
         def h(x: Obj) -> bytes:
             return as_bytes(x, HASH_LEN, what="job hash")
 
@@ -110,9 +142,30 @@ class JobRecord:
         def i(x: Obj) -> int:
             return as_int(x, what="job int")
 
-        return cls(as_int(f[0], 0, len(STATUS_NAMES) - 1, what="job.status"), a(f[1]), h(f[2]), h(f[3]), i(f[4]),
-                   i(f[5]), i(f[6]), i(f[7]), i(f[8]), h(f[9]), h(f[10]), i(f[11]), a(f[12]), i(f[13]), i(f[14]),
-                   h(f[15]), h(f[16]), i(f[17]), i(f[18]), i(f[19]), i(f[20]), i(f[21]))
+        return cls(
+            as_int(f[0], 0, len(STATUS_NAMES) - 1, what="job.status"),
+            a(f[1]),
+            h(f[2]),
+            h(f[3]),
+            i(f[4]),
+            i(f[5]),
+            i(f[6]),
+            i(f[7]),
+            i(f[8]),
+            h(f[9]),
+            h(f[10]),
+            i(f[11]),
+            a(f[12]),
+            i(f[13]),
+            i(f[14]),
+            h(f[15]),
+            h(f[16]),
+            i(f[17]),
+            i(f[18]),
+            i(f[19]),
+            i(f[20]),
+            i(f[21]),
+        )
 
     # --- derived --------------------------------------------------------------------------------------
     @property
@@ -143,6 +196,7 @@ class JobRecord:
 
     def commitment(self) -> JobCommitment:
         from pouw.job import JobCommitment
+
         return JobCommitment(self.h_a, self.h_b, self.m, self.k, self.n)
 
     def claim_until(self, cfg: ChainConfig) -> int:
@@ -168,19 +222,36 @@ class JobRecord:
     def to_json(self, job_id: bytes, cfg: ChainConfig) -> dict[str, Any]:
         """A JSON-friendly view for the node's API."""
         return {
-            "job_id": job_id.hex(), "status": self.status_name, "client": self.client.hex(),
-            "h_a": self.h_a.hex(), "h_b": self.h_b.hex(), "m": self.m, "k": self.k, "n": self.n,
-            "macs": self.macs, "fee": self.fee, "deadline": self.deadline, "blob_a": self.blob_a.hex(),
-            "blob_b": self.blob_b.hex(), "submit_height": self.submit_height,
-            "miner": self.miner.hex() if self.miner != ZERO_ADDRESS else None, "bond": self.bond,
-            "claim_height": self.claim_height, "claim_until": self.claim_until(cfg),
+            "job_id": job_id.hex(),
+            "status": self.status_name,
+            "client": self.client.hex(),
+            "h_a": self.h_a.hex(),
+            "h_b": self.h_b.hex(),
+            "m": self.m,
+            "k": self.k,
+            "n": self.n,
+            "macs": self.macs,
+            "fee": self.fee,
+            "deadline": self.deadline,
+            "blob_a": self.blob_a.hex(),
+            "blob_b": self.blob_b.hex(),
+            "submit_height": self.submit_height,
+            "miner": self.miner.hex() if self.miner != ZERO_ADDRESS else None,
+            "bond": self.bond,
+            "claim_height": self.claim_height,
+            "claim_until": self.claim_until(cfg),
             "h_c": self.h_c.hex() if self.result_height else None,
             "blob_c": self.blob_c.hex() if self.result_height else None,
-            "result_height": self.result_height, "challenge_until": self.challenge_until(cfg),
-            "challenge_height": self.challenge_height, "answer_until": self.answer_until(cfg),
-            "answer_height": self.answer_height, "required_bond": required_bond(cfg, self.fee),
-            "due": self.due, "closed_height": self.closed_height,
-            "escrow": self.escrow, "bond_held": self.bond_held,
+            "result_height": self.result_height,
+            "challenge_until": self.challenge_until(cfg),
+            "challenge_height": self.challenge_height,
+            "answer_until": self.answer_until(cfg),
+            "answer_height": self.answer_height,
+            "required_bond": required_bond(cfg, self.fee),
+            "due": self.due,
+            "closed_height": self.closed_height,
+            "escrow": self.escrow,
+            "bond_held": self.bond_held,
         }
 
 
@@ -189,7 +260,7 @@ class JobSource(Protocol):
 
     def get_job(self, job_id: bytes) -> JobRecord | None: ...
     def due_jobs(self, height: int) -> Iterable[bytes]: ...
-    def block_hash_at(self, height: int) -> bytes | None: ...   # the active chain's block at a height
+    def block_hash_at(self, height: int) -> bytes | None: ...  # the active chain's block at a height
 
 
 def required_bond(cfg: ChainConfig, fee: int) -> int:
@@ -199,6 +270,7 @@ def required_bond(cfg: ChainConfig, fee: int) -> int:
 
 
 # --- data availability ------------------------------------------------------------------------------
+
 
 def challenge_row_count(cfg: ChainConfig, m: int, n: int) -> int:
     """How many rows of C a challenge samples: challenge_rows, at most m, and no more than fit one answer
@@ -225,6 +297,7 @@ def challenge_rows(seed: bytes, job_id: bytes, m: int, count: int) -> list[int]:
 
 # --- pricing ----------------------------------------------------------------------------------------
 
+
 def job_price(cfg: ChainConfig, m: int, k: int, n: int) -> int:
     """The going-rate fee of an m×k×n job: ceil(m·k·n · rate_num / rate_den) base units, at least 1."""
     j = cfg.jobs
@@ -234,6 +307,7 @@ def job_price(cfg: ChainConfig, m: int, k: int, n: int) -> int:
 def dispute_size_bound(m: int, k: int, n: int) -> int:
     """An upper bound on the encoded size of a dispute transaction against an m×k×n job: row A_i and
     column B_j (k bytes each), row C_i (4n bytes), three Merkle paths, and the transaction envelope."""
+
     def depth(c: int) -> int:
         return max(0, (c - 1).bit_length())
 
@@ -243,6 +317,7 @@ def dispute_size_bound(m: int, k: int, n: int) -> int:
 def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int) -> None:
     """Raise TxError unless (m, k, n) is minable on this chain and a fraud proof against it fits a transaction."""
     from pouw.errors import JobError
+
     p = cfg.pow
     if k < p.min_k or max(m, k, n) > p.max_dim:
         raise TxError("bad-job-shape", f"job shape {m}x{k}x{n} outside limits")
@@ -269,8 +344,13 @@ def _known(job: JobGetter, job_id: bytes) -> JobRecord:
     return rec
 
 
-def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfig,
-                   block_hash: Callable[[int], bytes | None] | None = None) -> tuple[Credits, dict[bytes, JobRecord]]:
+def job_tx_effects(
+    job: JobGetter,
+    tx: Transaction,
+    height: int,
+    cfg: ChainConfig,
+    block_hash: Callable[[int], bytes | None] | None = None,
+) -> tuple[Credits, dict[bytes, JobRecord]]:
     """Check a job transaction against the job state at `height` (the including block) and return what it
     does besides debiting the sender (amount + fee, nonce): balance credits and new job records.
     `block_hash(h)` gives the hash of this chain's block at an earlier height (answers need it).
@@ -285,8 +365,9 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
             raise TxError("bad-job-deadline", f"deadline {p.deadline} not in ({height}, {height + jc.max_deadline}]")
         if job(tx.txid) is not None:
             raise TxError("bad-job-state", "job id already used")
-        rec = JobRecord(OPEN, sender, p.h_a, p.h_b, p.m, p.k, p.n, p.max_fee, p.deadline, p.blob_a, p.blob_b,
-                        height, due=p.deadline)
+        rec = JobRecord(
+            OPEN, sender, p.h_a, p.h_b, p.m, p.k, p.n, p.max_fee, p.deadline, p.blob_a, p.blob_b, height, due=p.deadline
+        )
         return [], {tx.txid: rec}
     if tx.kind == KIND_JOB_CLAIM:
         assert isinstance(p, JobClaim)
@@ -300,8 +381,14 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
         need = required_bond(cfg, rec.fee)
         if p.bond < need:
             raise TxError("bad-job-bond", f"bond {p.bond} < {need} (max(min_bond, fee * {jc.bond_num}/{jc.bond_den}))")
-        new = evolve(rec, status=CLAIMED, miner=sender, bond=p.bond, claim_height=height,
-                      due=min(rec.deadline, height + jc.claim_window - 1))
+        new = evolve(
+            rec,
+            status=CLAIMED,
+            miner=sender,
+            bond=p.bond,
+            claim_height=height,
+            due=min(rec.deadline, height + jc.claim_window - 1),
+        )
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_RESULT:
         assert isinstance(p, JobResult)
@@ -312,8 +399,9 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
             raise TxError("bad-job-state", f"job is {rec.status_name}")
         if sender != rec.miner:
             raise TxError("bad-job-not-claimer", "only the claimer may post the result")
-        new = evolve(rec, status=RESULTED, h_c=p.h_c, blob_c=p.blob_c, result_height=height,
-                      due=height + jc.challenge_window)
+        new = evolve(
+            rec, status=RESULTED, h_c=p.h_c, blob_c=p.blob_c, result_height=height, due=height + jc.challenge_window
+        )
         return [], {p.job_id: new}
     if tx.kind == KIND_JOB_CANCEL:
         assert isinstance(p, JobRef)
@@ -351,6 +439,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
         from pouw.commit import TAG_C
         from pouw.errors import PowError
         from pouw.merkle import verify_range
+
         for r in p.rows:
             try:
                 verify_range(TAG_C, rec.h_c, rec.m, 4 * rec.n, r.i, [r.c_row], r.path, "bad-answer-merkle")
@@ -367,6 +456,7 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
             raise TxError("bad-job-state", f"job is {rec.status_name}")
         from pouw.errors import PowError
         from pouw.freivalds import verify_fraud_proof
+
         try:
             verify_fraud_proof(rec.commitment(), rec.h_c, p.proof)
         except PowError as e:
@@ -376,7 +466,9 @@ def job_tx_effects(job: JobGetter, tx: Transaction, height: int, cfg: ChainConfi
     raise TxError("bad-txn-kind", f"not a job transaction kind {tx.kind}")
 
 
-def due_effects(job: JobGetter, ids: Iterable[bytes], height: int) -> tuple[Credits, dict[bytes, JobRecord], list[tuple[bytes, str]]]:
+def due_effects(
+    job: JobGetter, ids: Iterable[bytes], height: int
+) -> tuple[Credits, dict[bytes, JobRecord], list[tuple[bytes, str]]]:
     """The automatic transitions at the end of block `height` for the scheduled `ids`: release (resulted:
     fee + bond to the miner), slash (challenged and unanswered: fee + bond to the client), reopen (a claim
     whose exclusivity ends here before the deadline: its bond to the client, the job open again) or

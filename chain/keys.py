@@ -6,6 +6,7 @@
   explicitly (devnet), ``{"version": 1, "kdf": "none", "seed": hex}``.
 - The devnet faucet key is derived from the documented seed ``sha256(b"pouw devnet faucet")``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,13 @@ def verify_sig(pubkey: bytes, message: bytes, signature: bytes) -> bool:
     try:
         nacl.signing.VerifyKey(pubkey).verify(message, signature)
         return True
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, nacl.exceptions.TypeError,
-            ValueError, TypeError):
+    except (
+        nacl.exceptions.BadSignatureError,
+        nacl.exceptions.ValueError,
+        nacl.exceptions.TypeError,
+        ValueError,
+        TypeError,
+    ):
         return False
 
 
@@ -104,8 +110,14 @@ def _kdf(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
 
 
-def save_key(path: str | Path, key: PrivateKey, passphrase: str | None, *, allow_unencrypted: bool = False,
-             scrypt_n: int = SCRYPT_N) -> None:
+def save_key(
+    path: str | Path,
+    key: PrivateKey,
+    passphrase: str | None,
+    *,
+    allow_unencrypted: bool = False,
+    scrypt_n: int = SCRYPT_N,
+) -> None:
     """Write a key file (mode 0600). Without a passphrase, requires allow_unencrypted=True."""
     if passphrase is None:
         if not allow_unencrypted:
@@ -115,8 +127,17 @@ def save_key(path: str | Path, key: PrivateKey, passphrase: str | None, *, allow
         salt, nonce = os.urandom(16), os.urandom(12)
         k = _kdf(passphrase, salt, scrypt_n, SCRYPT_R, SCRYPT_P)
         ct = AESGCM(k).encrypt(nonce, key.seed, b"pouw-key-v1")
-        doc = {"version": 1, "kdf": "scrypt", "n": scrypt_n, "r": SCRYPT_R, "p": SCRYPT_P,
-               "address": key.address.hex(), "salt": salt.hex(), "nonce": nonce.hex(), "ciphertext": ct.hex()}
+        doc = {
+            "version": 1,
+            "kdf": "scrypt",
+            "n": scrypt_n,
+            "r": SCRYPT_R,
+            "p": SCRYPT_P,
+            "address": key.address.hex(),
+            "salt": salt.hex(),
+            "nonce": nonce.hex(),
+            "ciphertext": ct.hex(),
+        }
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -138,8 +159,9 @@ def load_key(path: str | Path, passphrase: str | None = None) -> PrivateKey:
                 raise KeyFileError(f"{path}: key file is encrypted; a passphrase is required")
             n, r, p = int(doc["n"]), int(doc["r"]), int(doc["p"])
             if n < 2 or n & (n - 1) or r < 1 or p < 1 or n * r * p > SCRYPT_MAX_COST:
-                raise KeyFileError(f"{path}: scrypt parameters out of range (n={n}, r={r}, p={p}; "
-                                   f"n·r·p at most {SCRYPT_MAX_COST})")
+                raise KeyFileError(
+                    f"{path}: scrypt parameters out of range (n={n}, r={r}, p={p}; n·r·p at most {SCRYPT_MAX_COST})"
+                )
             k = _kdf(passphrase, bytes.fromhex(doc["salt"]), n, r, p)
             try:
                 seed = AESGCM(k).decrypt(bytes.fromhex(doc["nonce"]), bytes.fromhex(doc["ciphertext"]), b"pouw-key-v1")

@@ -1,5 +1,6 @@
 """Offline checks of a datadir: verify (re-validate everything from genesis) and reindex (rebuild
 state from stored blocks). Both run with the node stopped."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -78,10 +79,16 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
             if store.get(S.undo_key(h)) is None:
                 raise VerifyError("missing-undo", f"active block {h.hex()[:16]} has no undo data")
             try:
-                diff = validate_and_apply(blk, cs.parent_info(prev.hash), PreState(st.get, st.supply, st), cs.cfg,
-                                          FAR_FUTURE, params=cs.params,
-                                          layers=LAYERS if check_proofs else (SANITY, CONTEXT, STATE),
-                                          check_sigs=check_proofs)
+                diff = validate_and_apply(
+                    blk,
+                    cs.parent_info(prev.hash),
+                    PreState(st.get, st.supply, st),
+                    cs.cfg,
+                    FAR_FUTURE,
+                    params=cs.params,
+                    layers=LAYERS if check_proofs else (SANITY, CONTEXT, STATE),
+                    check_sigs=check_proofs,
+                )
                 assert diff is not None
             except ValidationError as err:
                 raise VerifyError(err.reason, f"block {h.hex()[:16]} at height {height}: {err}") from err
@@ -106,8 +113,10 @@ def verify_datadir(datadir: str | Path, cfg: ChainConfig | None = None, *, check
         if cs.supply != st.supply:
             raise VerifyError("bad-supply", "stored supply record differs from the replay")
         if store.get(S.META_INDEXES) == indexes.MARKER and indexes.stored(store) != want_idx:
-            raise VerifyError("bad-indexes", "stored tx / address / job lookup indexes differ from the replay "
-                                             "(pouw reindex rebuilds them)")
+            raise VerifyError(
+                "bad-indexes",
+                "stored tx / address / job lookup indexes differ from the replay (pouw reindex rebuilds them)",
+            )
         try:
             st.check_conservation()
         except AssertionError as e:
@@ -130,8 +139,17 @@ def reindex_datadir(datadir: str | Path, cfg: ChainConfig | None = None) -> Veri
         g = cs.genesis
         with store.batch() as b:
             b.delete(S.META_INDEXES)  # tx / address / job indexes: rebuilt as the chain reconnects
-            for prefix in (S.P_ACCOUNT, S.P_UNDO, S.P_HEIGHT, S.P_JOB, S.P_SCHED, S.P_ECON,
-                           S.P_TXINDEX, S.P_ADDRHIST, S.P_COMMIT):
+            for prefix in (
+                S.P_ACCOUNT,
+                S.P_UNDO,
+                S.P_HEIGHT,
+                S.P_JOB,
+                S.P_SCHED,
+                S.P_ECON,
+                S.P_TXINDEX,
+                S.P_ADDRHIST,
+                S.P_COMMIT,
+            ):
                 for k, _ in store.iterate(prefix):
                     b.delete(k)
             for a, acct in accts.items():

@@ -17,16 +17,38 @@
 - The one-hop rule: bought tokens are credited as spend-only (``P`` records); an ask's source is free
   tokens or a vintage of this issuer, never spend-only tokens.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chain.econtx import ASK, BID, BPS, GTC, IOC, SIDE_NAMES, SRC_FREE, OrderCancel, OrderPlace
-from chain.economy import (K_SEQ, VELOCITY_WINDOW, Ledger, be8, dec_int, enc_int, k_credit, k_sched, k_spend_only,
-                           k_vintage, k_volume)
-from chain.encoding import (U64_MAX, RecordMemo, as_bytes, as_int, as_list, cached_encoding, decode, encode,
-                            encode_record, evolve)
+from chain.economy import (
+    K_SEQ,
+    VELOCITY_WINDOW,
+    Ledger,
+    be8,
+    dec_int,
+    enc_int,
+    k_credit,
+    k_sched,
+    k_spend_only,
+    k_vintage,
+    k_volume,
+)
+from chain.encoding import (
+    U64_MAX,
+    RecordMemo,
+    as_bytes,
+    as_int,
+    as_list,
+    cached_encoding,
+    decode,
+    encode,
+    encode_record,
+    evolve,
+)
 from chain.errors import TxError
 
 if TYPE_CHECKING:
@@ -54,14 +76,29 @@ class Order:
     qty: int
     remaining: int
     source: int
-    expires: int          # 0 = none; else usable below this height
+    expires: int  # 0 = none; else usable below this height
     seq: int
     height: int
 
     def encode(self) -> bytes:
-        return cached_encoding(self, lambda: encode_record([self.issuer, self.owner, self.side, self.price, self.qty,
-                                                            self.remaining, self.source, self.expires, self.seq,
-                                                            self.height]), _ORDERS)
+        return cached_encoding(
+            self,
+            lambda: encode_record(
+                [
+                    self.issuer,
+                    self.owner,
+                    self.side,
+                    self.price,
+                    self.qty,
+                    self.remaining,
+                    self.source,
+                    self.expires,
+                    self.seq,
+                    self.height,
+                ]
+            ),
+            _ORDERS,
+        )
 
     @classmethod
     def decode(cls, b: bytes) -> "Order":
@@ -87,10 +124,20 @@ class Order:
         return b"B" + self.issuer + bytes([self.side]) + be8(pk) + be8(self.seq) + oid
 
     def to_json(self, oid: bytes) -> dict[str, Any]:
-        return {"order_id": oid.hex(), "issuer": self.issuer.hex(), "owner": self.owner.hex(),
-                "side": SIDE_NAMES[self.side], "price": self.price, "qty": self.qty, "remaining": self.remaining,
-                "source": self.source, "expires": self.expires, "seq": self.seq, "height": self.height,
-                "locked": self.locked}
+        return {
+            "order_id": oid.hex(),
+            "issuer": self.issuer.hex(),
+            "owner": self.owner.hex(),
+            "side": SIDE_NAMES[self.side],
+            "price": self.price,
+            "qty": self.qty,
+            "remaining": self.remaining,
+            "source": self.source,
+            "expires": self.expires,
+            "seq": self.seq,
+            "height": self.height,
+            "locked": self.locked,
+        }
 
 
 def k_order(oid: bytes) -> bytes:
@@ -145,7 +192,7 @@ def cancel(led: Ledger, tx: Transaction) -> None:
     _remove(led, p.order_id, o)
 
 
-Fill = list[Any]   # [price, qty, payment, fee, maker]: a list, as the trade record encodes it
+Fill = list[Any]  # [price, qty, payment, fee, maker]: a list, as the trade record encodes it
 
 
 def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_side: int, fills: list[Fill]) -> None:
@@ -157,8 +204,17 @@ def _record_trades(led: Ledger, txid: bytes, issuer: bytes, taker: bytes, taker_
     vk = k_volume(led.height // VELOCITY_WINDOW)
     v = led.get(vk)
     vol = [as_int(x) for x in as_list(decode(v), 4)] if v is not None else [0, 0, 0, 0]
-    led.put(vk, encode([vol[0] + sum(f[1] for f in fills), vol[1] + sum(f[2] for f in fills), vol[2] + len(fills),
-                        vol[3] + sum(f[3] for f in fills)]))
+    led.put(
+        vk,
+        encode(
+            [
+                vol[0] + sum(f[1] for f in fills),
+                vol[1] + sum(f[2] for f in fills),
+                vol[2] + len(fills),
+                vol[3] + sum(f[3] for f in fills),
+            ]
+        ),
+    )
 
 
 def place(led: Ledger, tx: Transaction) -> None:
@@ -263,4 +319,3 @@ def place(led: Ledger, tx: Transaction) -> None:
     led.put(o.book_key(oid), b"")
     if expires:
         led.put(k_sched(expires - 1, b"o", oid), b"")
-

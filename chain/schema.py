@@ -31,6 +31,7 @@ key                    value                                       meaning
 ``c`` + h_a + h_b      32-byte job id                              job commitment -> job (paid blocks)
 =====================  ==========================================  ===================================
 """
+
 from __future__ import annotations
 
 SCHEMA_VERSION = 1
@@ -60,11 +61,11 @@ P_ADDRHIST = b"x"
 P_COMMIT = b"c"
 
 # Block status flags (stored in the index record).
-HEADER_VALID = 1     # proof and header context checked
-HAVE_DATA = 2        # body stored and passed sanity checks
-VALID_STATE = 4      # connected successfully at least once (state transition valid)
-FAILED = 8           # the block itself is invalid (or invalidated by hand)
-FAILED_CHILD = 16    # descends from a failed block
+HEADER_VALID = 1  # proof and header context checked
+HAVE_DATA = 2  # body stored and passed sanity checks
+VALID_STATE = 4  # connected successfully at least once (state transition valid)
+FAILED = 8  # the block itself is invalid (or invalidated by hand)
+FAILED_CHILD = 16  # descends from a failed block
 FAILED_MASK = FAILED | FAILED_CHILD
 
 
@@ -131,4 +132,4 @@ def commit_key(h_a: bytes, h_b: bytes) -> bytes:
 
 def strip(prefix: bytes, key: bytes) -> bytes:
     assert key.startswith(prefix)
-    return key[len(prefix):]
+    return key[len(prefix) :]

@@ -19,6 +19,7 @@
   mutates anything; it raises TxError(reason) on the first failing transaction. Order: transactions,
   then subsidy + fees to the miner, then the jobs scheduled at this height (release / refund).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -65,7 +66,9 @@ EMPTY = Account()
 Getter = Callable[[bytes], Account]
 
 
-_LEAVES: OrderedDict[tuple[bytes, ...], np.ndarray] = OrderedDict()  # recent leaves by input: a record added in one block is subtracted later
+_LEAVES: OrderedDict[tuple[bytes, ...], np.ndarray] = (
+    OrderedDict()
+)  # recent leaves by input: a record added in one block is subtracted later
 LEAVES_KEPT = 1 << 15  # 64 MiB of leaves; the oldest goes first
 
 
@@ -129,9 +132,14 @@ class Supply:
     def root(self) -> bytes:
         return tagged_hash(b"state", self.encode())
 
-    def updated(self, changes: Iterable[tuple[bytes, Account, Account]], minted: int = 0, burned: int = 0,
-                jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = (),
-                econ: EconChanges = ()) -> "Supply":
+    def updated(
+        self,
+        changes: Iterable[tuple[bytes, Account, Account]],
+        minted: int = 0,
+        burned: int = 0,
+        jobs: Iterable[tuple[bytes, JobRecord | None, JobRecord | None]] = (),
+        econ: EconChanges = (),
+    ) -> "Supply":
         """Supply after replacing, for each (address, old, new), the old account by the new one (and,
         for each (job_id, old, new), the old job record by the new one; None = absent)."""
         acc = np.frombuffer(self.lthash, dtype="<u2").copy()
@@ -225,8 +233,9 @@ class StateOverlay:
     `apply_tx` checks and applies one transaction atomically: on TxError nothing changed. Without a
     job source and config, job kinds are rejected with ``bad-txn-kind``."""
 
-    def __init__(self, get: Getter, jobs: JobSource | None = None, cfg: ChainConfig | None = None,
-                 height: int | None = None):
+    def __init__(
+        self, get: Getter, jobs: JobSource | None = None, cfg: ChainConfig | None = None, height: int | None = None
+    ):
         self.base_get = get
         self.source = jobs
         self.cfg = cfg
@@ -337,6 +346,7 @@ class StateOverlay:
     def commit_econ(self, kv: dict[bytes, bytes | None]) -> None:
         """Write economy records (None = delete) into the overlay."""
         import bisect
+
         for k in kv:
             if k not in self.econ:
                 bisect.insort(self._econ_keys, k)
@@ -363,6 +373,7 @@ class StateOverlay:
         if self._econ_context() is None:
             raise TxError("bad-txn-kind", "a work certificate needs the economy state")
         from chain.workcert import check_certificate
+
         p = tx.payload
         assert isinstance(p, JobResult) and p.cert is not None
         rec = self.get_job(p.job_id)
@@ -444,8 +455,17 @@ def job_source_of(get: Getter) -> StateSource | None:
     return owner if isinstance(owner, StateSource) else None
 
 
-def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: bytes, subsidy: int, *,
-                height: int | None = None, cfg: ChainConfig | None = None, jobs: JobSource | None = None) -> BlockDiff:
+def apply_block(
+    get: Getter,
+    supply: Supply,
+    txs: Iterable[Transaction],
+    miner: bytes,
+    subsidy: int,
+    *,
+    height: int | None = None,
+    cfg: ChainConfig | None = None,
+    jobs: JobSource | None = None,
+) -> BlockDiff:
     """Apply txs in order, pay subsidy + fees to the miner, then run the job schedule of `height`.
     Pure: `get` and `jobs` are only read. Job transactions and the schedule need height, cfg and jobs."""
     ov = StateOverlay(get, jobs, cfg, height)
@@ -463,37 +483,63 @@ def apply_block(get: Getter, supply: Supply, txs: Iterable[Transaction], miner: 
     econ_before = {k: ov.base_econ_record(k) for k in ov.econ}
     econ_after = {k: v for k, v in ov.econ.items() if v != econ_before[k]}
     econ_before = {k: econ_before[k] for k in econ_after}
-    new_supply = supply.updated(((a, before[a], after[a]) for a in after), minted=subsidy,
-                                jobs=((j, jobs_before[j], r) for j, r in ov.jobs.items()),
-                                econ=((k, econ_before[k], v) for k, v in econ_after.items()))
-    return BlockDiff(before, after, supply, new_supply, fees, subsidy, jobs_before, dict(ov.jobs), tuple(events),
-                     econ_before, econ_after)
+    new_supply = supply.updated(
+        ((a, before[a], after[a]) for a in after),
+        minted=subsidy,
+        jobs=((j, jobs_before[j], r) for j, r in ov.jobs.items()),
+        econ=((k, econ_before[k], v) for k, v in econ_after.items()),
+    )
+    return BlockDiff(
+        before,
+        after,
+        supply,
+        new_supply,
+        fees,
+        subsidy,
+        jobs_before,
+        dict(ov.jobs),
+        tuple(events),
+        econ_before,
+        econ_after,
+    )
 
 
-def genesis_state(alloc: Iterable[tuple[bytes, int]],
-                  issuers: Iterable[GenesisIssuer] = ()) -> tuple[dict[bytes, Account], Supply]:
+def genesis_state(
+    alloc: Iterable[tuple[bytes, int]], issuers: Iterable[GenesisIssuer] = ()
+) -> tuple[dict[bytes, Account], Supply]:
     """Genesis accounts and supply. `issuers` (cfg.genesis_issuers) are registered with their deposits
     minted at genesis; their records are `genesis_econ(issuers)`."""
     accounts = {a: Account(v, 0) for a, v in alloc}
     econ = genesis_econ(issuers)
     minted = sum(v for _, v in alloc) + sum(i.deposit for i in issuers)
-    supply = Supply.zero().updated(((a, EMPTY, acct) for a, acct in accounts.items()), minted=minted,
-                                   econ=((k, None, v) for k, v in econ.items()))
+    supply = Supply.zero().updated(
+        ((a, EMPTY, acct) for a, acct in accounts.items()), minted=minted, econ=((k, None, v) for k, v in econ.items())
+    )
     return accounts, supply
 
 
 def genesis_econ(issuers: Iterable[GenesisIssuer]) -> dict[bytes, bytes]:
     """The economy records of the genesis issuers (each has address, mode, vintage_periods, fee_bps,
     buyback_bps, deposit)."""
-    return {economy.k_issuer(i.address): economy.Issuer(i.mode, i.vintage_periods, i.fee_bps, i.buyback_bps,
-                                                        i.deposit, 0).encode() for i in issuers}
+    return {
+        economy.k_issuer(i.address): economy.Issuer(
+            i.mode, i.vintage_periods, i.fee_bps, i.buyback_bps, i.deposit, 0
+        ).encode()
+        for i in issuers
+    }
 
 
 class MemoryState:
     """A dict-backed state (control replays, verify, tests): accounts, job records and the schedule."""
 
-    def __init__(self, accounts: dict[bytes, Account], supply: Supply, jobs: dict[bytes, JobRecord] | None = None,
-                 hashes: list[bytes] | None = None, econ: dict[bytes, bytes] | None = None):
+    def __init__(
+        self,
+        accounts: dict[bytes, Account],
+        supply: Supply,
+        jobs: dict[bytes, JobRecord] | None = None,
+        hashes: list[bytes] | None = None,
+        econ: dict[bytes, bytes] | None = None,
+    ):
         self.accounts = dict(accounts)
         self.supply = supply
         self.jobs: dict[bytes, JobRecord] = dict(jobs or {})
@@ -514,6 +560,7 @@ class MemoryState:
     def scan_econ(self, prefix: bytes, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         """Economy records under `prefix`, in key order (from the first key >= `start`)."""
         import bisect
+
         i = bisect.bisect_left(self._econ_keys, max(prefix, start) if start is not None else prefix)
         keys = self._econ_keys
         while i < len(keys) and keys[i].startswith(prefix):
@@ -547,6 +594,7 @@ class MemoryState:
             if rec.due:
                 self._due.setdefault(rec.due, set()).add(j)
         import bisect
+
         for k, v in diff.econ_after.items():
             if v is None:
                 if self.econ.pop(k, None) is not None:
@@ -569,6 +617,8 @@ class MemoryState:
         et = economy.econ_totals(self.econ.items())
         total = self.total_balance() + escrow + bonds + et.tokens
         if total != self.supply.minted - self.supply.burned:
-            raise AssertionError(f"conservation broken: {self.total_balance()} + escrow {escrow} + bonds {bonds} "
-                                 f"+ economy {et} != {self.supply.minted} - {self.supply.burned}")
+            raise AssertionError(
+                f"conservation broken: {self.total_balance()} + escrow {escrow} + bonds {bonds} "
+                f"+ economy {et} != {self.supply.minted} - {self.supply.burned}"
+            )
         et.check_credits()

@@ -5,6 +5,7 @@ Invariant: every change to the chain database goes through one ``Batch`` that co
 (LevelDB write batch) or not at all. A process killed at any moment leaves the last committed batch.
 ``sync=True`` also survives power loss (fsync per batch); the default survives process crashes.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -72,8 +73,12 @@ class Store:
                 raise StorageError(f"database at {self.path} is damaged: its CURRENT file is missing")
             raise StorageError(f"no database at {self.path}")
         try:
-            self.db = plyvel.DB(str(self.path), create_if_missing=create and not exists,
-                                paranoid_checks=True, write_buffer_size=WRITE_BUFFER_SIZE)
+            self.db = plyvel.DB(
+                str(self.path),
+                create_if_missing=create and not exists,
+                paranoid_checks=True,
+                write_buffer_size=WRITE_BUFFER_SIZE,
+            )
         except plyvel.Error as e:
             raise StorageError(f"cannot open database at {self.path}: {e}") from e
         except OSError as e:

@@ -1,6 +1,7 @@
 """Synthetic chains mined in memory (no database): the workload of `pouw bench import`, and the chains that
 tests, benchmarks and the crash soak build. The control state after every block is kept, and each mined
 block goes through validate_and_apply, so a builder's chain is valid by the same code that imports it."""
+
 from __future__ import annotations
 
 import random
@@ -32,17 +33,27 @@ class ChainBuilder:
         self.genesis = g
         self.blocks: dict[bytes, Block] = {g.hash: g}
         accts, supply = genesis_state(cfg.genesis_alloc, cfg.genesis_issuers)
-        self.states: dict[bytes, MemoryState] = {g.hash: MemoryState(accts, supply, hashes=[g.hash],
-                                                                     econ=genesis_econ(cfg.genesis_issuers))}
+        self.states: dict[bytes, MemoryState] = {
+            g.hash: MemoryState(accts, supply, hashes=[g.hash], econ=genesis_econ(cfg.genesis_issuers))
+        }
 
     def parent_info(self, h: bytes) -> ParentInfo:
         def lookup(x: bytes) -> tuple[int, int, bytes]:
             hd = self.blocks[x].header
             return hd.height, hd.timestamp, hd.prev_hash
+
         return parent_info(h, lookup, self.cfg.mtp_window)
 
-    def mine(self, parent: bytes, miner: bytes, txs: Iterable[Transaction] = (), timestamp: int | None = None, *,
-             select: bool = False, nonce: int = 0) -> Block:
+    def mine(
+        self,
+        parent: bytes,
+        miner: bytes,
+        txs: Iterable[Transaction] = (),
+        timestamp: int | None = None,
+        *,
+        select: bool = False,
+        nonce: int = 0,
+    ) -> Block:
         pinfo = self.parent_info(parent)
         if timestamp is None:
             timestamp = pinfo.timestamp + self.cfg.target_block_time
@@ -52,8 +63,9 @@ class ChainBuilder:
         assert h is not None
         blk = Block(h, tpl.txs)
         # the control state goes through the one state transition, as every node's import does
-        diff = validate_and_apply(blk, pinfo, PreState(st.get, st.supply, st), self.cfg, h.timestamp,
-                                  params=self.params)
+        diff = validate_and_apply(
+            blk, pinfo, PreState(st.get, st.supply, st), self.cfg, h.timestamp, params=self.params
+        )
         assert diff is not None and diff.state_root == tpl.diff.state_root
         new = st.copy()
         new.apply(diff)
@@ -68,8 +80,9 @@ class ChainBuilder:
         assert h is not None
         return h
 
-    def random_transfers(self, parent: bytes, keys: list[PrivateKey], n: int, rng: random.Random,
-                         max_amount: int = 10_000) -> list[Transaction]:
+    def random_transfers(
+        self, parent: bytes, keys: list[PrivateKey], n: int, rng: random.Random, max_amount: int = 10_000
+    ) -> list[Transaction]:
         """n valid transfers among keys (senders need funds in the parent's state)."""
         st = self.states[parent]
         nonces = {k.address: st.get(k.address).nonce for k in keys}
@@ -88,8 +101,17 @@ class ChainBuilder:
             bal[r.address] += amt
         return out
 
-    def chain(self, parent: bytes, n: int, miner: bytes, *, keys: list[PrivateKey] | None = None,
-              txs_per_block: int = 0, rng: random.Random | None = None, time_step: int | None = None) -> list[Block]:
+    def chain(
+        self,
+        parent: bytes,
+        n: int,
+        miner: bytes,
+        *,
+        keys: list[PrivateKey] | None = None,
+        txs_per_block: int = 0,
+        rng: random.Random | None = None,
+        time_step: int | None = None,
+    ) -> list[Block]:
         rng = rng or random.Random(0)
         out: list[Block] = []
         for _ in range(n):
@@ -118,7 +140,7 @@ def generate_chain(cfg: ChainConfig, blocks: int, txs: int, seed: int = 1) -> tu
     fk, nonce = keys[0], 0
     pending = keys[1:]
     while pending and len(out) < blocks:
-        batch, pending = pending[:max(1, txs)], pending[max(1, txs):]
+        batch, pending = pending[: max(1, txs)], pending[max(1, txs) :]
         fund = [make_transfer(fk, cfg.chain_id, nonce + i, k.address, 10**12, 1) for i, k in enumerate(batch)]
         nonce += len(fund)
         blk = b.mine(parent, miner, fund)

@@ -12,6 +12,7 @@ Every block pipeline calls it and no caller runs a layer itself: ChainState's im
 submit_header) and connect, reindex and `pouw verify` (chain/maintenance.py), and the test chain builder's
 control state (chain/synthetic.py). The parent context is built by `parent_info` only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,16 +66,25 @@ def apply_state(block: Block, pre: PreState, cfg: ChainConfig) -> BlockDiff:
     height, applied to `pre` (TxError reasons such as `bad-txn-nonce`); then `bad-state-root` unless the
     resulting root is the header's."""
     h = block.header
-    diff = apply_block(pre.get, pre.supply, block.txs, h.miner, cfg.subsidy(h.height), height=h.height, cfg=cfg,
-                       jobs=pre.jobs)
+    diff = apply_block(
+        pre.get, pre.supply, block.txs, h.miner, cfg.subsidy(h.height), height=h.height, cfg=cfg, jobs=pre.jobs
+    )
     if diff.state_root != h.state_root:
         raise BlockError("bad-state-root", "state root mismatch")
     return diff
 
 
-def validate_and_apply(block: Block | Header, parent: ParentInfo | Callable[[], ParentInfo] | None,
-                       pre: PreState | None, cfg: ChainConfig, now: int, *, params: PowParams | None = None,
-                       layers: Collection[str] = LAYERS, check_sigs: bool = True) -> BlockDiff | None:
+def validate_and_apply(
+    block: Block | Header,
+    parent: ParentInfo | Callable[[], ParentInfo] | None,
+    pre: PreState | None,
+    cfg: ChainConfig,
+    now: int,
+    *,
+    params: PowParams | None = None,
+    layers: Collection[str] = LAYERS,
+    check_sigs: bool = True,
+) -> BlockDiff | None:
     """Every consensus check of `block` as the child of `parent` whose state is `pre`, cheapest first, and the
     change it makes. `now` is the validating clock (future drift). A rejection is a ValidationError whose
     `layer` names the layer that raised it (PROOF, SANITY, CONTEXT or STATE): callers record what a failure

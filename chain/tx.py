@@ -19,6 +19,7 @@ Encoding (msgpack array, fixed order)::
   the full encoding, signature included.
 - Unknown kinds decode (so the reason is reported) but are rejected with ``bad-txn-kind``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -44,11 +45,20 @@ KIND_JOB_DISPUTE = 3
 KIND_ORDER_PLACE = 4
 KIND_ORDER_CANCEL = 5
 KIND_JOB_CLAIM = 6
-KIND_JOB_CHALLENGE = 7   # the client asks the miner to open sampled rows of C on chain (data availability)
-KIND_JOB_ANSWER = 8      # the sampled rows of C with their openings against H_C
-KIND_JOB_CANCEL = 9      # the client withdraws an unclaimed job (escrow refunded)
-JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE, KIND_JOB_CHALLENGE,
-                       KIND_JOB_ANSWER, KIND_JOB_CANCEL})
+KIND_JOB_CHALLENGE = 7  # the client asks the miner to open sampled rows of C on chain (data availability)
+KIND_JOB_ANSWER = 8  # the sampled rows of C with their openings against H_C
+KIND_JOB_CANCEL = 9  # the client withdraws an unclaimed job (escrow refunded)
+JOB_KINDS = frozenset(
+    {
+        KIND_JOB_SUBMIT,
+        KIND_JOB_CLAIM,
+        KIND_JOB_RESULT,
+        KIND_JOB_DISPUTE,
+        KIND_JOB_CHALLENGE,
+        KIND_JOB_ANSWER,
+        KIND_JOB_CANCEL,
+    }
+)
 KNOWN_KINDS = frozenset({KIND_TRANSFER}) | JOB_KINDS | ECON_KINDS
 
 MAX_MONEY = (1 << 63) - 1
@@ -87,6 +97,7 @@ class JobSubmit:
 
     def commitment(self) -> JobCommitment:
         from pouw.job import JobCommitment
+
         return JobCommitment(self.h_a, self.h_b, self.m, self.k, self.n)
 
 
@@ -99,7 +110,7 @@ class JobClaim:
         return [self.job_id, self.bond]
 
 
-MAX_CERT_TEMPLATE = 1024    # bytes of a work certificate's header template (a header without proof is ~300)
+MAX_CERT_TEMPLATE = 1024  # bytes of a work certificate's header template (a header without proof is ~300)
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,8 @@ class JobRef:
 @dataclass(frozen=True)
 class AnsweredRow:
     i: int
-    c_row: bytes                 # n int32 little-endian
-    path: tuple[bytes, ...]      # opening of row i against H_C
+    c_row: bytes  # n int32 little-endian
+    path: tuple[bytes, ...]  # opening of row i against H_C
 
     def to_list(self) -> list[Obj]:
         return [self.i, self.c_row, list(self.path)]
@@ -182,11 +193,17 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
         return Transfer(as_bytes(p[0], ADDRESS_LEN, what="transfer.recipient"), as_int(p[1], what="transfer.amount"))
     if kind == KIND_JOB_SUBMIT:
         p = as_list(payload, 9, what="job_submit")
-        return JobSubmit(_hash32(p[0], "submit.h_a"), _hash32(p[1], "submit.h_b"),
-                         as_int(p[2], 0, 1 << 32, what="submit.m"), as_int(p[3], 0, 1 << 32, what="submit.k"),
-                         as_int(p[4], 0, 1 << 32, what="submit.n"), as_int(p[5], what="submit.max_fee"),
-                         as_int(p[6], what="submit.deadline"), _hash32(p[7], "submit.blob_a"),
-                         _hash32(p[8], "submit.blob_b"))
+        return JobSubmit(
+            _hash32(p[0], "submit.h_a"),
+            _hash32(p[1], "submit.h_b"),
+            as_int(p[2], 0, 1 << 32, what="submit.m"),
+            as_int(p[3], 0, 1 << 32, what="submit.k"),
+            as_int(p[4], 0, 1 << 32, what="submit.n"),
+            as_int(p[5], what="submit.max_fee"),
+            as_int(p[6], what="submit.deadline"),
+            _hash32(p[7], "submit.blob_a"),
+            _hash32(p[8], "submit.blob_b"),
+        )
     if kind == KIND_JOB_CLAIM:
         p = as_list(payload, 2, what="job_claim")
         return JobClaim(_hash32(p[0], "claim.job_id"), as_int(p[1], what="claim.bond"))
@@ -197,19 +214,28 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
         cert = None
         if len(p) == 4:
             c = as_list(p[3], 2, what="result.cert")
-            cert = WorkCert(as_bytes(c[0], max_len=MAX_CERT_TEMPLATE, what="cert.template"),
-                            as_bytes(c[1], what="cert.proof"))
-        return JobResult(_hash32(p[0], "result.job_id"), _hash32(p[1], "result.h_c"), _hash32(p[2], "result.blob_c"),
-                         cert)
+            cert = WorkCert(
+                as_bytes(c[0], max_len=MAX_CERT_TEMPLATE, what="cert.template"), as_bytes(c[1], what="cert.proof")
+            )
+        return JobResult(
+            _hash32(p[0], "result.job_id"), _hash32(p[1], "result.h_c"), _hash32(p[2], "result.blob_c"), cert
+        )
     if kind == KIND_JOB_DISPUTE:
         from pouw.freivalds import FraudProof
+
         p = as_list(payload, 2, what="job_dispute")
         f = as_list(p[1], 8, what="fraud_proof")
-        paths = tuple(tuple(_hash32(h, "fraud_proof.path") for h in as_list(x, what="fraud_proof.path"))
-                      for x in f[5:8])
-        proof = FraudProof(as_int(f[0], 0, 1 << 32, what="fraud.i"), as_int(f[1], 0, 1 << 32, what="fraud.j"),
-                           as_bytes(f[2], what="fraud.a_row"), as_bytes(f[3], what="fraud.b_col"),
-                           as_bytes(f[4], what="fraud.c_row"), *paths)
+        paths = tuple(
+            tuple(_hash32(h, "fraud_proof.path") for h in as_list(x, what="fraud_proof.path")) for x in f[5:8]
+        )
+        proof = FraudProof(
+            as_int(f[0], 0, 1 << 32, what="fraud.i"),
+            as_int(f[1], 0, 1 << 32, what="fraud.j"),
+            as_bytes(f[2], what="fraud.a_row"),
+            as_bytes(f[3], what="fraud.b_col"),
+            as_bytes(f[4], what="fraud.c_row"),
+            *paths,
+        )
         return JobDispute(_hash32(p[0], "dispute.job_id"), proof)
     if kind in (KIND_JOB_CHALLENGE, KIND_JOB_CANCEL):
         p = as_list(payload, 1, what="job_ref")
@@ -219,8 +245,13 @@ def _decode_payload(kind: int, payload: Obj) -> Obj:
         rows = []
         for r in as_list(p[1], what="answer.rows"):
             f = as_list(r, 3, what="answer.row")
-            rows.append(AnsweredRow(as_int(f[0], 0, 1 << 32, what="answer.i"), as_bytes(f[1], what="answer.c_row"),
-                                    tuple(_hash32(h, "answer.path") for h in as_list(f[2], what="answer.path"))))
+            rows.append(
+                AnsweredRow(
+                    as_int(f[0], 0, 1 << 32, what="answer.i"),
+                    as_bytes(f[1], what="answer.c_row"),
+                    tuple(_hash32(h, "answer.path") for h in as_list(f[2], what="answer.path")),
+                )
+            )
         return JobAnswer(_hash32(p[0], "answer.job_id"), tuple(rows))
     if kind in ECON_KINDS:
         return decode_econ_payload(kind, payload)
@@ -279,8 +310,9 @@ class Transaction:
     def signed(self, key: PrivateKey) -> "Transaction":
         if key.pubkey != self.sender_pubkey:
             raise ValueError("key does not match sender_pubkey")
-        return Transaction(self.kind, self.chain_id, self.nonce, self.sender_pubkey, self.fee, self.payload,
-                           key.sign(self.sighash))
+        return Transaction(
+            self.kind, self.chain_id, self.nonce, self.sender_pubkey, self.fee, self.payload, key.sign(self.sighash)
+        )
 
     @classmethod
     def from_list(cls, obj: Obj) -> "Transaction":
@@ -299,13 +331,24 @@ class Transaction:
         return cls.from_list(decode(data, max_bytes=max_bytes, max_array=16))
 
 
-def make_transfer(key: PrivateKey, chain_id: int, nonce: int, recipient: bytes, amount: int, fee: int = 0) -> Transaction:
+def make_transfer(
+    key: PrivateKey, chain_id: int, nonce: int, recipient: bytes, amount: int, fee: int = 0
+) -> Transaction:
     """A signed transfer of `amount` from key's address to `recipient`."""
     return Transaction(KIND_TRANSFER, chain_id, nonce, key.pubkey, fee, Transfer(recipient, amount)).signed(key)
 
 
-def make_job_submit(key: PrivateKey, chain_id: int, nonce: int, job: JobCommitment, max_fee: int, deadline: int,
-                    blob_a: bytes, blob_b: bytes, fee: int = 0) -> Transaction:
+def make_job_submit(
+    key: PrivateKey,
+    chain_id: int,
+    nonce: int,
+    job: JobCommitment,
+    max_fee: int,
+    deadline: int,
+    blob_a: bytes,
+    blob_b: bytes,
+    fee: int = 0,
+) -> Transaction:
     """A signed job submit of the job `job` commits to;
     `max_fee` is escrowed from the sender; the job's id is the returned transaction's txid."""
     p = JobSubmit(job.h_a, job.h_b, job.m, job.k, job.n, max_fee, deadline, blob_a, blob_b)
@@ -317,16 +360,26 @@ def make_job_claim(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, bo
     return Transaction(KIND_JOB_CLAIM, chain_id, nonce, key.pubkey, fee, JobClaim(job_id, bond)).signed(key)
 
 
-def make_job_result(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, h_c: bytes, blob_c: bytes,
-                    fee: int = 0, cert: WorkCert | None = None) -> Transaction:
+def make_job_result(
+    key: PrivateKey,
+    chain_id: int,
+    nonce: int,
+    job_id: bytes,
+    h_c: bytes,
+    blob_c: bytes,
+    fee: int = 0,
+    cert: WorkCert | None = None,
+) -> Transaction:
     """A signed result: H_C (pouw.commit.commit_result of the exact int32 C), the C blob's hash and
     optionally a work certificate (`WorkCert(header.template, tile_proof.encode())`)."""
-    return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee,
-                       JobResult(job_id, h_c, blob_c, cert)).signed(key)
+    return Transaction(KIND_JOB_RESULT, chain_id, nonce, key.pubkey, fee, JobResult(job_id, h_c, blob_c, cert)).signed(
+        key
+    )
 
 
-def make_job_dispute(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof: FraudProof,
-                     fee: int = 0) -> Transaction:
+def make_job_dispute(
+    key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, proof: FraudProof, fee: int = 0
+) -> Transaction:
     """A signed dispute carrying a pouw.freivalds.FraudProof against the job's posted H_C."""
     return Transaction(KIND_JOB_DISPUTE, chain_id, nonce, key.pubkey, fee, JobDispute(job_id, proof)).signed(key)
 
@@ -336,8 +389,14 @@ def make_job_challenge(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes
     return Transaction(KIND_JOB_CHALLENGE, chain_id, nonce, key.pubkey, fee, JobRef(job_id)).signed(key)
 
 
-def make_job_answer(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes,
-                    rows: Iterable[AnsweredRow | tuple[int, bytes, Iterable[bytes]]], fee: int = 0) -> Transaction:
+def make_job_answer(
+    key: PrivateKey,
+    chain_id: int,
+    nonce: int,
+    job_id: bytes,
+    rows: Iterable[AnsweredRow | tuple[int, bytes, Iterable[bytes]]],
+    fee: int = 0,
+) -> Transaction:
     """A signed answer to a challenge: `rows` are AnsweredRow (or (i, c_row, path) triples) in sampled order."""
     rs = tuple(r if isinstance(r, AnsweredRow) else AnsweredRow(r[0], r[1], tuple(r[2])) for r in rows)
     return Transaction(KIND_JOB_ANSWER, chain_id, nonce, key.pubkey, fee, JobAnswer(job_id, rs)).signed(key)
@@ -349,6 +408,7 @@ def make_job_cancel(key: PrivateKey, chain_id: int, nonce: int, job_id: bytes, f
 
 
 # --- context-free checks (the "sanity" layer for one transaction) -----------------------------------
+
 
 def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bool = True) -> None:
     """Raise TxError(reason) unless tx is well formed for this chain: known kind, chain id, ranges,
@@ -376,6 +436,7 @@ def check_tx(tx: Transaction, chain_id: int, max_tx_bytes: int, *, check_sig: bo
         if tx.payload.cert is not None:
             from pouw.errors import PowError
             from pouw.proof import TileProof
+
             try:
                 TileProof.decode(tx.payload.cert.proof)
             except PowError as e:

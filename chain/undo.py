@@ -10,6 +10,7 @@
 Each list is sorted by its key. `Undo.of(diff)` builds it from a BlockDiff, `encode`/`decode` are exact
 inverses (decoding is strict: anything else raises StorageError), and ChainState restores from it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,15 +25,19 @@ from chain.state import Account, BlockDiff, Supply
 
 @dataclass(frozen=True)
 class Undo:
-    supply: Supply                                       # the supply record before the block
-    accounts: tuple[tuple[bytes, Account], ...]          # (address, account before), sorted
-    jobs: tuple[tuple[bytes, JobRecord | None], ...] = ()    # (job_id, record before or None), sorted
-    econ: tuple[tuple[bytes, bytes | None], ...] = ()        # (key, value before or None), sorted
+    supply: Supply  # the supply record before the block
+    accounts: tuple[tuple[bytes, Account], ...]  # (address, account before), sorted
+    jobs: tuple[tuple[bytes, JobRecord | None], ...] = ()  # (job_id, record before or None), sorted
+    econ: tuple[tuple[bytes, bytes | None], ...] = ()  # (key, value before or None), sorted
 
     @classmethod
     def of(cls, diff: BlockDiff) -> "Undo":
-        return cls(diff.supply_before, tuple(sorted(diff.before.items())), tuple(sorted(diff.jobs_before.items())),
-                   tuple(sorted(diff.econ_before.items())))
+        return cls(
+            diff.supply_before,
+            tuple(sorted(diff.before.items())),
+            tuple(sorted(diff.jobs_before.items())),
+            tuple(sorted(diff.econ_before.items())),
+        )
 
     def encode(self) -> bytes:
         out: list[Obj] = [self.supply.encode(), [[a, acct.encode()] for a, acct in self.accounts]]
@@ -49,17 +54,30 @@ class Undo:
             if len(f) not in (2, 3, 4):
                 raise EncodingError("bad-encoding", f"{len(f)} fields")
             supply = Supply.decode(as_bytes(f[0], what="undo.supply"))
-            accounts = tuple((as_bytes(a, ADDRESS_LEN, what="undo.address"), Account.decode(as_bytes(v, what="undo.account")))
-                             for a, v in (as_list(x, 2, what="undo.account") for x in as_list(f[1], what="undo.accounts")))
-            jobs = tuple((as_bytes(j, HASH_LEN, what="undo.job_id"), JobRecord.decode(r) if as_bytes(r, what="undo.job") else None)
-                         for j, r in (as_list(x, 2, what="undo.job") for x in (as_list(f[2], what="undo.jobs") if len(f) > 2 else [])))
+            accounts = tuple(
+                (as_bytes(a, ADDRESS_LEN, what="undo.address"), Account.decode(as_bytes(v, what="undo.account")))
+                for a, v in (as_list(x, 2, what="undo.account") for x in as_list(f[1], what="undo.accounts"))
+            )
+            jobs = tuple(
+                (
+                    as_bytes(j, HASH_LEN, what="undo.job_id"),
+                    JobRecord.decode(r) if as_bytes(r, what="undo.job") else None,
+                )
+                for j, r in (
+                    as_list(x, 2, what="undo.job") for x in (as_list(f[2], what="undo.jobs") if len(f) > 2 else [])
+                )
+            )
             econ = []
-            for x in (as_list(f[3], what="undo.econ") if len(f) > 3 else []):
+            for x in as_list(f[3], what="undo.econ") if len(f) > 3 else []:
                 item = as_list(x, what="undo.econ_item")
                 if len(item) not in (1, 2):
                     raise EncodingError("bad-encoding", "economy undo item")
-                econ.append((as_bytes(item[0], what="undo.econ_key"), as_bytes(item[1], what="undo.econ_value")
-                             if len(item) == 2 else None))
+                econ.append(
+                    (
+                        as_bytes(item[0], what="undo.econ_key"),
+                        as_bytes(item[1], what="undo.econ_value") if len(item) == 2 else None,
+                    )
+                )
             out = cls(supply, accounts, jobs, tuple(econ))
         except (EncodingError, ValueError) as e:
             raise StorageError(f"{what} is malformed: {e}") from e

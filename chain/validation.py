@@ -11,6 +11,7 @@
 ``chain.transition.validate_and_apply`` runs them, tagging a rejection with its layer; every block
 pipeline calls it rather than a layer (the parent's existence and validity are the caller's lookup).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ def check_job_shape(cfg: ChainConfig, m: int, k: int, n: int, params: PowParams 
     if m * k * n < cfg.pow.min_job_macs:
         raise BlockError("bad-job-size", f"job of {m * k * n} MACs < {cfg.pow.min_job_macs}")
     from pouw.errors import JobError
+
     try:
         (params or cfg.pow.params()).check_shape(m, k, n)
     except JobError as e:
@@ -64,6 +66,7 @@ def check_header_proof(h: Header, cfg: ChainConfig, params: PowParams | None = N
     from pouw.errors import PowError
     from pouw.proof import TileProof
     from pouw.verify import verify_proof
+
     try:
         proof = TileProof.decode(h.proof)
         verify_proof(h.template, job, proof, h.target, params)
@@ -93,8 +96,14 @@ def expected_target(cfg: ChainConfig, parent: ParentInfo) -> int:
     which is dated at the network's launch): block 1 has the initial target, and no miner's timestamp is
     an anchor. Timestamps are bounded above by the future-drift rule, so a miner can make the chain look
     at most `max_future_drift` seconds later than it really is; dating blocks earlier only makes it harder."""
-    return asert_target(cfg.initial_target, parent.timestamp - cfg.genesis_timestamp, parent.height,
-                        cfg.target_block_time, cfg.asert_half_life, cfg.pow_limit)
+    return asert_target(
+        cfg.initial_target,
+        parent.timestamp - cfg.genesis_timestamp,
+        parent.height,
+        cfg.target_block_time,
+        cfg.asert_half_life,
+        cfg.pow_limit,
+    )
 
 
 def check_header_context(h: Header, parent: ParentInfo, cfg: ChainConfig, now: int) -> None:
@@ -107,5 +116,6 @@ def check_header_context(h: Header, parent: ParentInfo, cfg: ChainConfig, now: i
     if h.timestamp <= median_time_past(list(parent.recent_timestamps)):
         raise BlockError("time-too-old", "timestamp not above median time past")
     if h.timestamp > now + cfg.max_future_drift:
-        raise BlockError("time-too-new", f"timestamp {h.timestamp - now}s in the future",
-                         punish=False, retry_later=True)
+        raise BlockError(
+            "time-too-new", f"timestamp {h.timestamp - now}s in the future", punish=False, retry_later=True
+        )

@@ -15,6 +15,7 @@ Only the release of a job's restricted escrow (allocation, vintage, spend-only: 
 ``F``) depends on it: with a valid certificate (flag ``C job_id``) that part is paid to the miner in free
 tokens, without it as spend-only tokens (chain/economy.py).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # annotations only
     from chain.config import ChainConfig
     from chain.jobs import JobRecord
 
-CERT_WINDOW = 64            # blocks: a certificate's template height is at least h − CERT_WINDOW
+CERT_WINDOW = 64  # blocks: a certificate's template height is at least h − CERT_WINDOW
 
 
 def k_used(template_height: int, job_key: bytes) -> bytes:
@@ -40,8 +41,14 @@ def k_certified(job_id: bytes) -> bytes:
     return b"C" + job_id
 
 
-def check_certificate(cfg: ChainConfig, rec: JobRecord, claimer: bytes, cert: WorkCert, height: int,
-                      block_hash: Callable[[int], bytes | None] | None) -> tuple[int, bytes]:
+def check_certificate(
+    cfg: ChainConfig,
+    rec: JobRecord,
+    claimer: bytes,
+    cert: WorkCert,
+    height: int,
+    block_hash: Callable[[int], bytes | None] | None,
+) -> tuple[int, bytes]:
     """Check `cert` for a result by `claimer` on the job `rec` (a chain.jobs.JobRecord) in the block at
     `height`; return (template height, job_key). Raises TxError with a stable reason (bad-cert-*). The used
     set is the caller's (it lives in the economy records)."""
@@ -50,6 +57,7 @@ def check_certificate(cfg: ChainConfig, rec: JobRecord, claimer: bytes, cert: Wo
     from pouw.noise import job_key
     from pouw.proof import TileProof
     from pouw.share import verify_share
+
     try:
         fields = decode(cert.template, max_bytes=MAX_CERT_TEMPLATE, max_array=16)
         if not isinstance(fields, list) or len(fields) != 11:
@@ -68,8 +76,10 @@ def check_certificate(cfg: ChainConfig, rec: JobRecord, claimer: bytes, cert: Wo
         raise TxError("bad-cert-miner", "the template's miner is not the claimer")
     prev = block_hash(hd.height - 1) if block_hash is not None and 1 <= hd.height <= height else None
     if hd.height < height - CERT_WINDOW or prev is None or prev != hd.prev_hash:
-        raise TxError("bad-cert-stale", f"template at height {hd.height} is not on this chain within "
-                                        f"{CERT_WINDOW} blocks of {height}")
+        raise TxError(
+            "bad-cert-stale",
+            f"template at height {hd.height} is not on this chain within {CERT_WINDOW} blocks of {height}",
+        )
     try:
         verify_share(cert.template, hd.job, proof, cfg.pow.params())
     except PowError as e:
@@ -82,8 +92,10 @@ def cert_size_bound(cfg: ChainConfig, m: int, k: int, n: int) -> int:
     job: the tile proof ((h + w)·k opened bytes, the two Merkle paths, its header) and the rest (envelope,
     hashes, header template: < 640 bytes). A certificate can be attached iff this is <= max_tx_bytes."""
     from pouw.proof import _HEAD
+
     p = cfg.pow.params()
     h, w = p.tile_h, p.tile_w
+
     def depth(c: int) -> int:
         return max(0, (c - 1).bit_length())
 

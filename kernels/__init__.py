@@ -4,6 +4,7 @@
 `parse_devices` reads a miner's device list ("cuda:0,cuda:1", "cuda:all").
 Importing the package does not import torch (a validator reads only `kernels.base`'s fold constants).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
@@ -74,8 +75,10 @@ def get_backend(spec: str = "auto", **kwargs) -> Backend:
     dev = parse_device(spec)
     if dev.type == "cpu":
         from kernels.cpu import CpuBackend
+
         return CpuBackend(**kwargs)
     from kernels.cuda import CudaBackend
+
     return CudaBackend(dev, **kwargs)
 
 

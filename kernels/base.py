@@ -19,6 +19,7 @@ Backends know nothing of seeds, noise, tickets or blocks.
 This module imports torch only inside the functions that take tensors: a validator that needs just the fold's
 constants (pouw.transcript) imports it without torch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -90,7 +91,12 @@ class Backend(Protocol):
         ...
 
     def noisy_mm(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        r: int,
+        tile_h: int,
+        tile_w: int,
         out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C', messages) as described in this module's docstring. A backend declaring `caps.accepts_out` writes
@@ -186,7 +192,7 @@ def tile_tickets_reference(prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
         pre = ti.to_bytes(4, "little")
         for tj in range(tj_n):
             h = base.copy()
-            h.update(pre + tj.to_bytes(4, "little") + raw[64 * t:64 * t + 64])
-            out[32 * t:32 * t + 32] = h.digest()
+            h.update(pre + tj.to_bytes(4, "little") + raw[64 * t : 64 * t + 64])
+            out[32 * t : 32 * t + 32] = h.digest()
             t += 1
     return torch.frombuffer(out, dtype=torch.uint8).reshape(ti_n, tj_n, 32).clone()

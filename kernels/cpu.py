@@ -10,6 +10,7 @@ it in place and its tile rows XORed while it is in cache, row blocks run on torc
 portable path also declares its own noise (torch gathers), the recovery fused into the row blocks, and tickets
 hashed from one buffer (`tile_tickets_hashlib`); all bit-identical to the generic paths and references.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -47,7 +48,7 @@ def xor_cols(x: np.ndarray, w: int) -> np.ndarray:
     for j in range(1, lanes):
         np.bitwise_xor(z, y[..., j], out=z)
     if w % 2 == 0:
-        z = (z ^ (z >> np.uint64(32))).astype(np.uint32)   # the low 32 bits: lo ^ hi
+        z = (z ^ (z >> np.uint64(32))).astype(np.uint32)  # the low 32 bits: lo ^ hi
     return z
 
 
@@ -55,7 +56,7 @@ def fold_group(msg_t: np.ndarray, c0: int, xs: np.ndarray) -> None:
     """Fold chunks c0 .. c0 + len(xs) - 1 (all in one round of MSG_WORDS chunks) into slot-major messages:
     msg_t[c % 16] = rotl32(msg_t[c % 16], ROT) ^ xs[c - c0] (uint32 arrays, msg_t in place)."""
     s0 = c0 % MSG_WORDS
-    cur = msg_t[s0:s0 + len(xs)]
+    cur = msg_t[s0 : s0 + len(xs)]
     np.bitwise_xor((cur << np.uint32(ROT)) | (cur >> np.uint32(32 - ROT)), xs, out=cur)
 
 
@@ -65,10 +66,10 @@ def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     n = b.shape[1]
     if m > 16 and k % 8 == 0 and n % 8 == 0 and k >= 16:
         return torch._int_mm(a, b)
-    return (a.to(torch.int32) @ b.to(torch.int32))
+    return a.to(torch.int32) @ b.to(torch.int32)
 
 
-FP32_EXACT_K = 1024   # 128 * 128 * 1024 = 2^24: every partial sum of a chunk this wide is an exact fp32 integer
+FP32_EXACT_K = 1024  # 128 * 128 * 1024 = 2^24: every partial sum of a chunk this wide is an exact fp32 integer
 
 
 def fp32_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,7 +79,7 @@ def fp32_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     af, bf = a.to(torch.float32), b.to(torch.float32)
     out = None
     for l0 in range(0, k, FP32_EXACT_K):
-        part = (af[:, l0:l0 + FP32_EXACT_K] @ bf[l0:l0 + FP32_EXACT_K]).to(torch.int32)
+        part = (af[:, l0 : l0 + FP32_EXACT_K] @ bf[l0 : l0 + FP32_EXACT_K]).to(torch.int32)
         out = part if out is None else out.add_(part)
     if out is None:
         return torch.zeros((a.shape[0], b.shape[1]), dtype=torch.int32)
@@ -98,7 +99,7 @@ def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int 
     gen = torch.Generator().manual_seed(0)
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
-    a[0], b[:, 0] = 127, 127   # the largest pair sums a u8 x s8 multiply-add can meet
+    a[0], b[:, 0] = 127, 127  # the largest pair sums a u8 x s8 multiply-add can meet
     want = (a.to(torch.float64) @ b.to(torch.float64)).to(torch.int32)
     times: dict[str, float | None] = {}
     for name, fn in PORTABLE_GEMMS.items():
@@ -130,8 +131,11 @@ def portable_gemm() -> str:
             if _portable_choice is None:
                 _portable_times.update(measure_portable_gemms())
                 _portable_choice = min(_portable_times, key=_portable_times.__getitem__)
-                log.info("portable exact GEMM: %s (%s)", _portable_choice,
-                         ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in _portable_times.items()))
+                log.info(
+                    "portable exact GEMM: %s (%s)",
+                    _portable_choice,
+                    ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in _portable_times.items()),
+                )
     return _portable_choice
 
 
@@ -169,16 +173,22 @@ def merge_digit_pairs(pairs) -> tuple[torch.Tensor, torch.Tensor] | None:
     x = torch.zeros((pairs[0][0].shape[0], h), dtype=torch.int64)
     y = torch.zeros((h, pairs[0][1].shape[1]), dtype=torch.int64)
     for i, (u, v) in enumerate(pairs):
-        if i >= 3:     # 128^3 * 64 > 2^15: a fourth digit cannot fit int16
+        if i >= 3:  # 128^3 * 64 > 2^15: a fourth digit cannot fit int16
             return None
         x += u[:, :h].to(torch.int64) << (7 * i)
         y += v[h:].to(torch.int64) << (7 * i)
     lim = 1 << 15
-    if x.numel() and (int(x.min()) < -lim or int(x.max()) >= lim) or y.numel() and (int(y.min()) < -lim or
-                                                                                    int(y.max()) >= lim):
+    if (
+        x.numel()
+        and (int(x.min()) < -lim or int(x.max()) >= lim)
+        or y.numel()
+        and (int(y.min()) < -lim or int(y.max()) >= lim)
+    ):
         return None
-    return (torch.cat([x.to(torch.int16), e.to(torch.int16)], dim=1),
-            torch.cat([f.to(torch.int16), y.to(torch.int16)], dim=0))
+    return (
+        torch.cat([x.to(torch.int16), e.to(torch.int16)], dim=1),
+        torch.cat([f.to(torch.int16), y.to(torch.int16)], dim=0),
+    )
 
 
 class _ChunkGemm:
@@ -204,9 +214,9 @@ class _ChunkGemm:
             if k == 0:
                 return dst.zero_()
             for l0 in range(0, k, FP32_EXACT_K):
-                torch.mm(x[:, l0:l0 + FP32_EXACT_K], y[l0:l0 + FP32_EXACT_K], out=fbuf)
+                torch.mm(x[:, l0 : l0 + FP32_EXACT_K], y[l0 : l0 + FP32_EXACT_K], out=fbuf)
                 if l0 == 0:
-                    dst.copy_(fbuf)                 # integer-valued fp32 -> int32: exact
+                    dst.copy_(fbuf)  # integer-valued fp32 -> int32: exact
                 else:
                     dst.add_(fbuf.to(torch.int32))
             return dst
@@ -215,7 +225,7 @@ class _ChunkGemm:
         return dst.copy_(x.to(torch.int32) @ y.to(torch.int32))
 
 
-FOLD_GROUP = 8   # chunks whose tile rows a row block keeps before XORing their tile columns (divides MSG_WORDS)
+FOLD_GROUP = 8  # chunks whose tile rows a row block keeps before XORing their tile columns (divides MSG_WORDS)
 _pool_lock = threading.Lock()
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -225,8 +235,9 @@ def _workers() -> concurrent.futures.ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
-                                                          thread_name_prefix="pouw-portable")
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max(1, (os.cpu_count() or 1) - 1), thread_name_prefix="pouw-portable"
+            )
         return _pool
 
 
@@ -240,11 +251,18 @@ def portable_threads() -> int:
         return 1
 
 
-def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                       block_rows: int = 512, method: str | None = None,
-                       pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                       out: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_matmul_torch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    block_rows: int = 512,
+    method: str | None = None,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    threads: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The contract of kernels.base on torch GEMMs: `method` "int_mm" (torch._int_mm per chunk) or "fp32" (fp32
     GEMM per chunk, or per piece of at most FP32_EXACT_K of a wider chunk; exact), default `portable_gemm()`.
 
@@ -264,8 +282,11 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
     b = b.contiguous()
     nc = k // r
     R = max(h, (block_rows // h) * h)
-    c_out, msgs_out = out if out is not None else (torch.empty((m, n), dtype=torch.int32),
-                                                   torch.empty((m // h, n // w, MSG_WORDS), dtype=torch.int32))
+    c_out, msgs_out = (
+        out
+        if out is not None
+        else (torch.empty((m, n), dtype=torch.int32), torch.empty((m // h, n // w, MSG_WORDS), dtype=torch.int32))
+    )
     if not (c_out.is_contiguous() and msgs_out.is_contiguous()):
         raise ValueError("out= buffers must be contiguous")
     msgs_np = msgs_out.numpy().view(np.uint32)
@@ -288,11 +309,11 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
         while (i := next_block()) is not None:
             rows = min(R, m - i)
             th = rows // h
-            acc = c_out[i:i + rows]                       # contiguous rows of C'
+            acc = c_out[i : i + rows]  # contiguous rows of C'
             acc_np = acc.numpy().view(np.uint32)
-            grp = rowbuf[:min(FOLD_GROUP, nc) * th * n].reshape(min(FOLD_GROUP, nc), th, n)
+            grp = rowbuf[: min(FOLD_GROUP, nc) * th * n].reshape(min(FOLD_GROUP, nc), th, n)
             msg_t = np.zeros((MSG_WORDS, th, n // w), dtype=np.uint32)
-            a_g = gemm.prep(a[i:i + rows])
+            a_g = gemm.prep(a[i : i + rows])
             if nc == 0:
                 acc.zero_()
             for c in range(nc):
@@ -300,17 +321,17 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
                     gemm.into(acc, a_g[:, :r], b_g[:r])
                 else:
                     assert scratch is not None and scratch_np is not None
-                    gemm.into(scratch[:rows], a_g[:, c * r:(c + 1) * r], b_g[c * r:(c + 1) * r])
+                    gemm.into(scratch[:rows], a_g[:, c * r : (c + 1) * r], b_g[c * r : (c + 1) * r])
                     np.add(acc_np, scratch_np[:rows], out=acc_np)
                 g = c % FOLD_GROUP
                 xor_rows(acc_np, h, grp[g])
                 if g == FOLD_GROUP - 1 or c == nc - 1:
-                    fold_group(msg_t, c - g, xor_cols(grp[:g + 1], w))
-            msgs_np[i // h:(i + rows) // h] = msg_t.transpose(1, 2, 0)
+                    fold_group(msg_t, c - g, xor_cols(grp[: g + 1], w))
+            msgs_np[i // h : (i + rows) // h] = msg_t.transpose(1, 2, 0)
             for d, (u, v) in enumerate(pairs_g):
                 # C = C' - sum_d 128^d U_d V_d, in uint32 arithmetic (mod 2^32, as the contract says)
                 assert scratch is not None and scratch_np is not None
-                gemm.into(scratch[:rows], gemm.prep(u[i:i + rows]), v)
+                gemm.into(scratch[:rows], gemm.prep(u[i : i + rows]), v)
                 p = scratch_np[:rows]
                 if d:
                     np.multiply(p, np.uint32(pow(128, d, 1 << 32)), out=p)
@@ -326,8 +347,15 @@ def noisy_matmul_torch(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
     return c_out, msgs_out
 
 
-def add_noise_torch(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b,
-                    out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def add_noise_torch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    e_l: torch.Tensor,
+    f_r: torch.Tensor,
+    map_a,
+    map_b,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`Capabilities.add_noise` on torch gathers: A' = A + E_L[:, map_A], B' = B + F_R[map_B] (int8; bit for bit
     `pouw.noise_torch.noisy_operands`, the sum wrapping mod 256 as its int32 -> int8 conversion does; operands in
     the protocol's ranges never wrap). A gather writes E (F) straight into A' (B'), then A (B) is added in place:
@@ -367,11 +395,11 @@ def tile_tickets_hashlib(prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
     size = p + 8 + 4 * MSG_WORDS
     buf = np.empty((t, size), dtype=np.uint8)
     buf[:, :p] = np.frombuffer(prefix, dtype=np.uint8)
-    buf[:, p:p + 8] = _tile_indices(ti_n, tj_n).view(np.uint8)
-    buf[:, p + 8:] = msgs.detach().cpu().contiguous().numpy().reshape(t, MSG_WORDS).astype("<u4").view(np.uint8)
+    buf[:, p : p + 8] = _tile_indices(ti_n, tj_n).view(np.uint8)
+    buf[:, p + 8 :] = msgs.detach().cpu().contiguous().numpy().reshape(t, MSG_WORDS).astype("<u4").view(np.uint8)
     raw = buf.tobytes()
     sha = hashlib.sha256
-    out = b"".join([sha(raw[o:o + size]).digest() for o in range(0, t * size, size)])
+    out = b"".join([sha(raw[o : o + size]).digest() for o in range(0, t * size, size)])
     return torch.frombuffer(bytearray(out), dtype=torch.uint8).reshape(ti_n, tj_n, 32)
 
 
@@ -387,13 +415,14 @@ class CpuBackend:
     def __init__(self, native: bool | None = None, block_rows: int = 512, kernel: str | None = None) -> None:
         self.device = torch.device("cpu")
         self.block_rows = block_rows
-        self._native: ModuleType | None = None   # native_loader when a fused kernel runs
-        self.kernel: str | None = None   # the fused kernel in use
+        self._native: ModuleType | None = None  # native_loader when a fused kernel runs
+        self.kernel: str | None = None  # the fused kernel in use
         # the native library for tile tickets / add_noise (any CPU: always faster than Python)
         self._aux: ModuleType | None = None
         if native is not False:
             try:
                 from kernels import native_loader
+
                 if native_loader.available():
                     self._aux = native_loader
                     self.kernel = native_loader.gemm_kernel() if kernel is None else kernel
@@ -401,8 +430,9 @@ class CpuBackend:
                         raise RuntimeError(f"native kernel {kernel!r} does not run on this CPU")
                     if self.kernel is not None:
                         self._native = native_loader
-                        self._kernels = [self.kernel] + (["avx2"] if self.kernel == "vnni" and native_loader.has_avx2()
-                                                         else [])
+                        self._kernels = [self.kernel] + (
+                            ["avx2"] if self.kernel == "vnni" and native_loader.has_avx2() else []
+                        )
             except ImportError:
                 self._native = None
             if (native or kernel) and self._native is None:
@@ -416,28 +446,35 @@ class CpuBackend:
         kernel runs: an AVX2-only CPU uses no AVX-512 anywhere), out= buffers and the engine's plain GEMM."""
         if self._aux is None:
             # the portable path: torch gathers for the noise, the recovery fused into the GEMM's row blocks
-            return Capabilities(add_noise=add_noise_torch, noisy_mm_recover=self._portable_noisy_mm_recover,
-                                accepts_out=True)
+            return Capabilities(
+                add_noise=add_noise_torch, noisy_mm_recover=self._portable_noisy_mm_recover, accepts_out=True
+            )
         aux = self._aux
         if self.kernel == "avx2":
-            return Capabilities(add_noise=functools.partial(aux.add_noise, force_portable=True),
-                                sub_correction=self._avx2_sub_correction,
-                                correction_operands=self._avx2_correction_operands,
-                                plain_mm=self.plain_mm, accepts_out=True)
-        return Capabilities(add_noise=aux.add_noise,
-                            sub_correction=aux.sub_correction if aux.has_sub_correction() else None,
-                            correction_operands=aux.correction_operands if aux.has_correction_operands() else None,
-                            plain_mm=self.plain_mm if self._native is not None else None,
-                            accepts_out=self._native is not None)
+            return Capabilities(
+                add_noise=functools.partial(aux.add_noise, force_portable=True),
+                sub_correction=self._avx2_sub_correction,
+                correction_operands=self._avx2_correction_operands,
+                plain_mm=self.plain_mm,
+                accepts_out=True,
+            )
+        return Capabilities(
+            add_noise=aux.add_noise,
+            sub_correction=aux.sub_correction if aux.has_sub_correction() else None,
+            correction_operands=aux.correction_operands if aux.has_correction_operands() else None,
+            plain_mm=self.plain_mm if self._native is not None else None,
+            accepts_out=self._native is not None,
+        )
 
-    def _avx2_correction_operands(self, a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor,
-                                  f_r: torch.Tensor, map_a, map_b) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def _avx2_correction_operands(
+        self, a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`Backend.correction_operands` with the AVX2 kernel, bit for bit `pouw.recover.correction_operands`:
         A·Q and P·B' as column and row sums (`native_loader.avx2_gather_cols` / `avx2_scatter_rows`: the maps
         have one 1 per column of P and row of Q, so no GEMM), the signed base-128 digits in numpy,
         U_i = [AQ_i | e_l], V_i = [f_r ; PB_i]."""
         aux = self._aux
-        assert aux is not None   # `_capabilities` installs this hook only with the native library
+        assert aux is not None  # `_capabilities` installs this hook only with the native library
         r = e_l.shape[1]
         da = digits128(aux.avx2_gather_cols(a, map_b, r))
         db = digits128(aux.avx2_scatter_rows(b_noisy, map_a, r))
@@ -452,7 +489,7 @@ class CpuBackend:
         """c -= sum_i 128^i U_i V_i where m % 4 == 0: pairs shaped like the recovery's (`merge_digit_pairs`) as one
         int16 GEMM of half the multiply-adds, others as one AVX2 GEMM over all digits; else Horner on `mm`."""
         aux = self._aux
-        assert aux is not None   # `_capabilities` installs this hook only with the native library
+        assert aux is not None  # `_capabilities` installs this hook only with the native library
         pairs = list(pairs)
         try:
             merged = merge_digit_pairs(pairs) if c.shape[0] % 4 == 0 else None
@@ -474,7 +511,7 @@ class CpuBackend:
     def mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Exact A @ B: the AVX2 or NEON kernel's plain GEMM where it runs and the shape fits (torch._int_mm has no
         fast path there), torch._int_mm with AVX512-VNNI (oneDNN's is fast), else the portable exact GEMM."""
-        if self.kernel in ("avx2", "neon") and self._native is not None:   # a fused kernel implies the library
+        if self.kernel in ("avx2", "neon") and self._native is not None:  # a fused kernel implies the library
             try:
                 return self._native.plain_matmul(a.contiguous(), b.contiguous(), kernel=self.kernel)
             except ShapeError:
@@ -494,25 +531,35 @@ class CpuBackend:
                 pass
         return self.mm(a, b)
 
-    def noisy_mm(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                 out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def noisy_mm(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        r: int,
+        tile_h: int,
+        tile_w: int,
+        out: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self._native is not None:
             m, k = a.shape
-            for kern in self._kernels:   # VNNI first; AVX2 takes some parameters VNNI does not
+            for kern in self._kernels:  # VNNI first; AVX2 takes some parameters VNNI does not
                 if self._native.kernel_path(m, k, b.shape[1], r, tile_h, tile_w, kernel=kern) != "portable":
-                    return self._native.noisy_matmul(a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out,
-                                                     kernel=kern)
+                    return self._native.noisy_matmul(
+                        a.contiguous(), b.contiguous(), r, tile_h, tile_w, out=out, kernel=kern
+                    )
         # no fused kernel takes these parameters: the torch path beats the plain C one
         return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, out=out, threads=portable_threads())
 
-    def _portable_noisy_mm_recover(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-                                   pairs) -> tuple[torch.Tensor, torch.Tensor]:
+    def _portable_noisy_mm_recover(
+        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, pairs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`Capabilities.noisy_mm_recover` on the portable path: each row block of C' is recovered in place after
         its last chunk, while it is still in cache."""
-        return noisy_matmul_torch(a, b, r, tile_h, tile_w, self.block_rows, pairs=list(pairs),
-                                  threads=portable_threads())
+        return noisy_matmul_torch(
+            a, b, r, tile_h, tile_w, self.block_rows, pairs=list(pairs), threads=portable_threads()
+        )
 
     def tile_tickets(self, prefix: bytes, msgs: torch.Tensor) -> torch.Tensor:
-        if self._native_tickets and self._aux is not None:   # _native_tickets implies the library
+        if self._native_tickets and self._aux is not None:  # _native_tickets implies the library
             return self._aux.tile_tickets(prefix, msgs)
         return tile_tickets_hashlib(prefix, msgs)

@@ -11,6 +11,7 @@ and every other backend. Inputs may live anywhere; every result stays on the dev
 
 Importing this module does not import triton (it is imported on the first `noisy_mm`); CuPy is never needed.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -59,8 +60,10 @@ def async_requested() -> bool:
 
 # ----------------------------------------------------------------
 
-def choose_kernel(requested: str, r: int, tile_h: int, tile_w: int,
-                  capability: tuple[int, int] | None = None) -> tuple[str, str | None]:
+
+def choose_kernel(
+    requested: str, r: int, tile_h: int, tile_w: int, capability: tuple[int, int] | None = None
+) -> tuple[str, str | None]:
     """The fused GEMM kernel to run: ("cuda", None) when the mma.sync kernel was requested and handles the
     shape, ("wgmma", None) likewise for the sm_90a kernel on a device of compute `capability` 9.0, else
     ("triton", why the requested kernel does not run, or None when none was requested)."""
@@ -90,6 +93,7 @@ def _pad2d(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 class CudaBackend:
     """Exact int8 GEMM (+ fused mining transcript) on one CUDA device."""
+
     async_pass = False  # pipelined passes (POUW_CUDA_ASYNC=1, `async_requested`)
 
     name = "cuda"
@@ -114,8 +118,15 @@ class CudaBackend:
         self.kernel = requested_kernel()
         self.async_pass = async_requested()
 
-    def _fused(self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
-               correction: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fused(
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        r: int,
+        tile_h: int,
+        tile_w: int,
+        correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The fused GEMM (+ transcript, + recovery epilogue) with the chosen kernel, on this device."""
         requested = self.kernel
         cap = torch.cuda.get_device_capability(self.device) if requested == "wgmma" else None
@@ -146,8 +157,12 @@ class CudaBackend:
     @property
     def caps(self) -> Capabilities:
         """Every optional stage runs on the device; out= buffers are not taken."""
-        return Capabilities(add_noise=self.add_noise, noisy_mm_recover=self.noisy_mm_recover,
-                            noise_factor=self.noise_factor, async_pass=self.async_pass)
+        return Capabilities(
+            add_noise=self.add_noise,
+            noisy_mm_recover=self.noisy_mm_recover,
+            noise_factor=self.noise_factor,
+            async_pass=self.async_pass,
+        )
 
     def __repr__(self) -> str:
         return f"CudaBackend({self.device})"
@@ -182,7 +197,12 @@ class CudaBackend:
             return c[:m, :n] if (mp, np_) != (m, n) else c
 
     def noisy_mm(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        r: int,
+        tile_h: int,
+        tile_w: int,
         out: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C', messages) per `kernels.base`, via the fused kernel (`_fused`), on this backend's device."""
@@ -199,8 +219,9 @@ class CudaBackend:
         with torch.cuda.device(self.device):
             return noise_factor_triton(key, nonce, first_row, rows, r, self.device)
 
-    def add_noise(self, a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                  map_a, map_b) -> tuple[torch.Tensor, torch.Tensor]:
+    def add_noise(
+        self, a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a, map_b
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(A', B') per the `kernels.base` contract, in one memory pass on the device (Triton). B' comes back as
         the transposed view of a K-major buffer, which is the layout the fused GEMM reads without a copy."""
         from kernels.triton_noise import add_noise_triton
@@ -210,7 +231,12 @@ class CudaBackend:
             return add_noise_triton(a.to(dev), b.to(dev), e_l.to(dev), f_r.to(dev), map_a, map_b)
 
     def noisy_mm_recover(
-        self, a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int,
+        self,
+        a: torch.Tensor,
+        b: torch.Tensor,
+        r: int,
+        tile_h: int,
+        tile_w: int,
         pairs: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(C, messages): the messages of C' = A'B' and C = C' - sum_i 128^i U_i V_i, in one kernel (the recovery

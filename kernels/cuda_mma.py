@@ -15,6 +15,7 @@ Build paths, all from the same source text (`source()`: fused_mma.cu with mma_fo
 
 Importing this module imports neither torch nor CuPy.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,14 +33,33 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCHS", "CUPY_MAJORS", "DEFAULT", "GEOMETRIES", "MmaConfig", "VARIANTS", "config_from_env", "cupy_wheel",
-           "import_cupy", "installed_cupy", "parse_config", "PtxasInfo", "emulate", "kernel_names", "noisy_matmul_mma",
-           "nvcc_build", "parse_ptxas", "requested_kernel", "source", "unsupported_reason"]
+__all__ = [
+    "ARCHS",
+    "CUPY_MAJORS",
+    "DEFAULT",
+    "GEOMETRIES",
+    "MmaConfig",
+    "VARIANTS",
+    "config_from_env",
+    "cupy_wheel",
+    "import_cupy",
+    "installed_cupy",
+    "parse_config",
+    "PtxasInfo",
+    "emulate",
+    "kernel_names",
+    "noisy_matmul_mma",
+    "nvcc_build",
+    "parse_ptxas",
+    "requested_kernel",
+    "source",
+    "unsupported_reason",
+]
 
 SRC_DIR = Path(__file__).resolve().parent / "cuda_src"
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
-KSTEP = 32          # k columns per mma.sync and per pipeline stage (mma_fold.h KSTEP)
-LDS = 48            # shared-memory bytes per tile row of a stage (mma_fold.h LDS)
+KSTEP = 32  # k columns per mma.sync and per pipeline stage (mma_fold.h KSTEP)
+LDS = 48  # shared-memory bytes per tile row of a stage (mma_fold.h LDS)
 KERNEL_ENV = "POUW_CUDA_KERNEL"
 KERNELS = ("triton", "cuda", "wgmma")  # wgmma: kernels/cuda_wgmma.py, sm_90 only
 
@@ -80,7 +100,7 @@ def config_from_env() -> MmaConfig:
 
 
 def parse_config(text: str, what: str = "config") -> MmaConfig:
-    """"bm,bn,wm,wn,stages[,recover]" -> MmaConfig, checked against GEOMETRIES (ValueError naming `what`)."""
+    """ "bm,bn,wm,wn,stages[,recover]" -> MmaConfig, checked against GEOMETRIES (ValueError naming `what`)."""
     try:
         vals = [int(v) for v in text.split(",")]
     except ValueError:
@@ -89,8 +109,9 @@ def parse_config(text: str, what: str = "config") -> MmaConfig:
         raise ValueError(f"{what}={text!r}: expected integers bm,bn,wm,wn,stages[,recover]")
     cfg = MmaConfig(*vals)
     if tuple(vals[:4]) not in GEOMETRIES or not 2 <= cfg.stages <= 6 or cfg.recover not in (1, 2):
-        raise ValueError(f"{what}={text!r}: block/warp geometry must be one of {GEOMETRIES}, stages 2..6, "
-                         "recover 1 or 2")
+        raise ValueError(
+            f"{what}={text!r}: block/warp geometry must be one of {GEOMETRIES}, stages 2..6, recover 1 or 2"
+        )
     return cfg
 
 
@@ -120,9 +141,13 @@ VARIANTS = ((True, 0), (True, 1), (True, 2), (False, 0))  # (transcript, recover
 
 def kernel_names(tile_h: int, tile_w: int, cfg: MmaConfig = DEFAULT) -> dict[tuple[bool, int], str]:
     """(transcript, recover mode: 0 none, 1, 2 as MmaConfig.recover) -> the template instance's name expression."""
-    return {(tr, rc): (f"pouw_fused_mma<{cfg.block_m}, {cfg.block_n}, {cfg.warp_m}, {cfg.warp_n}, {cfg.stages}, "
-                       f"{tile_h}, {tile_w}, {str(tr).lower()}, {rc}>")
-            for tr, rc in VARIANTS}
+    return {
+        (tr, rc): (
+            f"pouw_fused_mma<{cfg.block_m}, {cfg.block_n}, {cfg.warp_m}, {cfg.warp_n}, {cfg.stages}, "
+            f"{tile_h}, {tile_w}, {str(tr).lower()}, {rc}>"
+        )
+        for tr, rc in VARIANTS
+    }
 
 
 def source() -> str:
@@ -133,6 +158,7 @@ def source() -> str:
 
 
 # ---------------------------------------------------------------- offline build (nvcc) and its ptxas report
+
 
 @dataclass(frozen=True)
 class PtxasInfo:
@@ -165,20 +191,32 @@ def parse_ptxas(log: str) -> list[PtxasInfo]:
     return out
 
 
-def instantiation_unit(tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT,
-                       variants: tuple[tuple[bool, int], ...] | None = None) -> str:
+def instantiation_unit(
+    tiles: tuple[tuple[int, int], ...], cfg: MmaConfig = DEFAULT, variants: tuple[tuple[bool, int], ...] | None = None
+) -> str:
     """source() plus explicit instantiations of the (transcript, recover mode) `variants` (default: all of
     VARIANTS) for `tiles`."""
-    sig = ("(const signed char*, const signed char*, int*, int*, const signed char*, const signed char*, "
-           "int, int, int, int, int, int)")
-    lines = [f"template __global__ void {name}{sig};"
-             for th, tw in tiles for v, name in kernel_names(th, tw, cfg).items() if variants is None or v in variants]
+    sig = (
+        "(const signed char*, const signed char*, int*, int*, const signed char*, const signed char*, "
+        "int, int, int, int, int, int)"
+    )
+    lines = [
+        f"template __global__ void {name}{sig};"
+        for th, tw in tiles
+        for v, name in kernel_names(th, tw, cfg).items()
+        if variants is None or v in variants
+    ]
     return source() + "\n" + "\n".join(lines) + "\n"
 
 
-def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
-               nvcc: str | None = None, timeout: float = 120,
-               more: tuple[MmaConfig, ...] = ()) -> tuple[int, str]:
+def nvcc_build(
+    arch: str,
+    tiles: tuple[tuple[int, int], ...] = ((16, 16),),
+    cfg: MmaConfig = DEFAULT,
+    nvcc: str | None = None,
+    timeout: float = 120,
+    more: tuple[MmaConfig, ...] = (),
+) -> tuple[int, str]:
     """Compile the kernels of `cfg` (and the transcript + recovery kernels of the configs in `more`) for `arch` to
     a cubin with nvcc -Xptxas -v; (return code, compiler output)."""
     nvcc = nvcc or shutil.which("nvcc")
@@ -186,10 +224,21 @@ def nvcc_build(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg:
         raise FileNotFoundError("nvcc not found on PATH")
     with tempfile.TemporaryDirectory(prefix="pouw-nvcc-") as tmp:
         src = Path(tmp) / "fused_mma_inst.cu"
-        src.write_text(instantiation_unit(tiles, cfg) + "".join(
-            instantiation_unit(tiles, c, ((True, 1), (True, 2))).removeprefix(source()) for c in more))
-        cmd = [nvcc, "-std=c++17", f"-arch={arch}", "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin"),
-               str(src)]
+        src.write_text(
+            instantiation_unit(tiles, cfg)
+            + "".join(instantiation_unit(tiles, c, ((True, 1), (True, 2))).removeprefix(source()) for c in more)
+        )
+        cmd = [
+            nvcc,
+            "-std=c++17",
+            f"-arch={arch}",
+            "-cubin",
+            "-Xptxas",
+            "-v",
+            "-o",
+            str(Path(tmp) / "k.cubin"),
+            str(src),
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         return p.returncode, p.stdout + p.stderr
 
@@ -216,8 +265,9 @@ def find_nvrtc() -> str | None:
     return ctypes.util.find_library("nvrtc")
 
 
-def nvrtc_compile(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT,
-                  lib: str | None = None) -> tuple[bool, str, dict[str, str]]:
+def nvrtc_compile(
+    arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), cfg: MmaConfig = DEFAULT, lib: str | None = None
+) -> tuple[bool, str, dict[str, str]]:
     """Compile `source()` with NVRTC for `arch` (to a cubin, ptxas -v on) as CuPy does at run time, without a
     GPU: (success, program log, name expression -> lowered name). Raises FileNotFoundError without libnvrtc."""
     names = [n for th, tw in tiles for n in kernel_names(th, tw, cfg).values()]
@@ -225,8 +275,9 @@ def nvrtc_compile(arch: str, tiles: tuple[tuple[int, int], ...] = ((16, 16),), c
     return ok, log, lowered
 
 
-def nvrtc_program(text: str, filename: str, names: list[str], arch: str,
-                  lib: str | None = None) -> tuple[bool, str, dict[str, str], bytes]:
+def nvrtc_program(
+    text: str, filename: str, names: list[str], arch: str, lib: str | None = None
+) -> tuple[bool, str, dict[str, str], bytes]:
     """Compile `text` with NVRTC for `arch` to a cubin (ptxas -v on): (success, program log, name expression ->
     lowered name, the cubin). Raises FileNotFoundError without libnvrtc."""
     path = lib or find_nvrtc()
@@ -285,8 +336,18 @@ def _emulator() -> ctypes.CDLL:
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_suffix(f".{os.getpid()}.tmp")
-            cmd = [cxx, "-std=c++17", "-O2", "-shared", "-fPIC", "-Wno-unknown-pragmas", f"-I{SRC_DIR}",
-                   str(SRC_DIR / "emulate.cpp"), "-o", str(tmp)]
+            cmd = [
+                cxx,
+                "-std=c++17",
+                "-O2",
+                "-shared",
+                "-fPIC",
+                "-Wno-unknown-pragmas",
+                f"-I{SRC_DIR}",
+                str(SRC_DIR / "emulate.cpp"),
+                "-o",
+                str(tmp),
+            ]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
             if p.returncode:
                 raise RuntimeError(f"building the emulator failed:\n{p.stderr[-2000:]}")
@@ -310,17 +371,27 @@ def _check_correction(correction, m: int, n: int, device) -> tuple:
     if u.dtype != torch.int8 or vt.dtype != torch.int8 or u.device != device or vt.device != device:
         raise ValueError("correction operands must be int8 tensors on the operands' device")
     if u.shape[0] != m or vt.shape[0] != n or u.shape[1] != vt.shape[1] or digits <= 0 or u.shape[1] % digits:
-        raise ValueError(f"correction operands {tuple(u.shape)}, {tuple(vt.shape)} with {digits} digits "
-                         f"do not fit a {m} x {n} product")
+        raise ValueError(
+            f"correction operands {tuple(u.shape)}, {tuple(vt.shape)} with {digits} digits "
+            f"do not fit a {m} x {n} product"
+        )
     cw = u.shape[1] // digits
     if cw % KSTEP:
         raise ValueError(f"correction width {cw} is not a multiple of {KSTEP}")
     return u.contiguous(), vt.contiguous(), digits, cw
 
 
-def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *, transcript: bool = True,
-            correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-            config: MmaConfig = DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
+def emulate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    *,
+    transcript: bool = True,
+    correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    config: MmaConfig = DEFAULT,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C' or C, messages) as the CUDA kernel computes them with `config` (one of GEOMETRIES; the pipeline depth
     changes no bits), emulated on the host (CPU tensors)."""
     import torch
@@ -342,9 +413,25 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
         u, vt, digits, cw = _check_correction(correction, m, n, a.device)
     else:
         u, vt, digits, cw = a, bt, 0, KSTEP
-    rc = _emulator().pouw_mma_emulate(a.data_ptr(), bt.data_ptr(), c.data_ptr(), msgs.data_ptr(), u.data_ptr(),
-                                      vt.data_ptr(), m, n, k, r, digits, cw, tile_h, tile_w, int(transcript),
-                                      GEOMETRIES.index(geometry), config.recover)
+    rc = _emulator().pouw_mma_emulate(
+        a.data_ptr(),
+        bt.data_ptr(),
+        c.data_ptr(),
+        msgs.data_ptr(),
+        u.data_ptr(),
+        vt.data_ptr(),
+        m,
+        n,
+        k,
+        r,
+        digits,
+        cw,
+        tile_h,
+        tile_w,
+        int(transcript),
+        GEOMETRIES.index(geometry),
+        config.recover,
+    )
     if rc:
         why = {-1: "tile not instantiated", -2: "shape", -3: "the block order repeats or misses a block"}
         raise ValueError(f"emulator refused the launch: {why.get(rc, rc)}")
@@ -353,7 +440,7 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
 
 # ---------------------------------------------------------------- run time (NVRTC through CuPy)
 
-CUPY_MAJORS = (12, 13)   # CUDA major versions with a CuPy wheel and a pouw-node extra (pyproject.toml: cuda12, cuda13)
+CUPY_MAJORS = (12, 13)  # CUDA major versions with a CuPy wheel and a pouw-node extra (pyproject.toml: cuda12, cuda13)
 
 
 def cupy_wheel(cuda_version: str | None) -> tuple[str, str]:
@@ -364,8 +451,10 @@ def cupy_wheel(cuda_version: str | None) -> tuple[str, str]:
     except ValueError:
         major = None
     if cuda_version is None or major not in CUPY_MAJORS:
-        raise ValueError(f"no CuPy wheel for torch's CUDA version {cuda_version!r} "
-                         f"(wheels exist for CUDA {', '.join(map(str, CUPY_MAJORS))})")
+        raise ValueError(
+            f"no CuPy wheel for torch's CUDA version {cuda_version!r} "
+            f"(wheels exist for CUDA {', '.join(map(str, CUPY_MAJORS))})"
+        )
     return f"cupy-cuda{major}x", f"cuda{major}"
 
 
@@ -388,13 +477,16 @@ def import_cupy(cuda_version: str | None):
     have = installed_cupy()
     others = [d for d in have if d.startswith("cupy-cuda") and d != wheel]
     if others and wheel not in have:
-        raise ImportError(f"CuPy is installed as {', '.join(others)}, but torch runs CUDA {cuda_version}: "
-                          f"pip uninstall {' '.join(others)}; pip install {wheel} (pouw-node[{extra}])")
+        raise ImportError(
+            f"CuPy is installed as {', '.join(others)}, but torch runs CUDA {cuda_version}: "
+            f"pip uninstall {' '.join(others)}; pip install {wheel} (pouw-node[{extra}])"
+        )
     try:
         import cupy
     except ImportError as e:
-        raise ImportError(f"the CUDA kernel needs CuPy for CUDA {cuda_version}: pip install {wheel} "
-                          f"(pouw-node[{extra}])") from e
+        raise ImportError(
+            f"the CUDA kernel needs CuPy for CUDA {cuda_version}: pip install {wheel} (pouw-node[{extra}])"
+        ) from e
     return cupy
 
 
@@ -416,8 +508,12 @@ def _module(tile_h: int, tile_w: int, cfg: MmaConfig, device_index: int):
 
             cupy = import_cupy(torch.version.cuda)
             with cupy.cuda.Device(device_index):
-                mod = cupy.RawModule(code=source(), options=("-std=c++17",), backend="nvrtc",
-                                     name_expressions=list(kernel_names(tile_h, tile_w, cfg).values()))
+                mod = cupy.RawModule(
+                    code=source(),
+                    options=("-std=c++17",),
+                    backend="nvrtc",
+                    name_expressions=list(kernel_names(tile_h, tile_w, cfg).values()),
+                )
                 mod.compile()
             _modules[key] = mod
         return mod
@@ -428,9 +524,17 @@ def _aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
-                     transcript: bool = True, correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-                     config: MmaConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_matmul_mma(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    *,
+    transcript: bool = True,
+    correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    config: MmaConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base` (or C with `correction`, as `noisy_matmul_triton`), on a's CUDA device,
     with `config` (default: `config_from_env()`).
 
@@ -476,8 +580,18 @@ def noisy_matmul_mma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile
     with cupy.cuda.Device(a.device.index or 0):
         # torch's current stream, so the launch is ordered with the torch work around it; pointers by value
         with cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream):
-            fn((grid,), (config.threads,),
-               (*(np.uint64(t.data_ptr()) for t in (a, bt, c, msgs, u, vt)), np.int32(m), np.int32(n), np.int32(k),
-                np.int32(r), np.int32(digits), np.int32(cw)),
-               shared_mem=config.smem_bytes)
+            fn(
+                (grid,),
+                (config.threads,),
+                (
+                    *(np.uint64(t.data_ptr()) for t in (a, bt, c, msgs, u, vt)),
+                    np.int32(m),
+                    np.int32(n),
+                    np.int32(k),
+                    np.int32(r),
+                    np.int32(digits),
+                    np.int32(cw),
+                ),
+                shared_mem=config.smem_bytes,
+            )
     return c, msgs

@@ -18,6 +18,7 @@ Build paths, all from the same text (`source()`: fused_wgmma.cu with wgmma_fold.
 Operands reach the kernel as TMA tensor maps (`tensor_maps`, cuTensorMapEncodeTiled from libcuda through
 ctypes), 128 bytes each, copied to device memory. Importing this module imports neither torch nor CuPy.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -36,15 +37,28 @@ from kernels.cuda_mma import KSTEP, SRC_DIR, _aligned, _check_correction, _emula
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ARCH", "DEFAULT", "VARIANTS", "WgmmaConfig", "device_reason", "emulate", "kernel_names",
-           "noisy_matmul_wgmma", "nvcc_build", "serialised", "source", "tensor_maps", "unsupported_reason"]
+__all__ = [
+    "ARCH",
+    "DEFAULT",
+    "VARIANTS",
+    "WgmmaConfig",
+    "device_reason",
+    "emulate",
+    "kernel_names",
+    "noisy_matmul_wgmma",
+    "nvcc_build",
+    "serialised",
+    "source",
+    "tensor_maps",
+    "unsupported_reason",
+]
 
 ARCH = "sm_90a"
-BM = 128             # rows of C per CTA (two consumer warpgroups x 64; wgmma_fold.h BM)
-KBOX = 128           # k columns per stage (wgmma_fold.h KBOX)
-TILE_H = 16          # the only protocol tile height: one warp's 16 accumulator rows
-THREADS = 384        # producer + two consumer warpgroups
-BNS = (128, 256)     # wgmma N instantiated (emulate.cpp instantiates these with tile widths 8 .. BN/2)
+BM = 128  # rows of C per CTA (two consumer warpgroups x 64; wgmma_fold.h BM)
+KBOX = 128  # k columns per stage (wgmma_fold.h KBOX)
+TILE_H = 16  # the only protocol tile height: one warp's 16 accumulator rows
+THREADS = 384  # producer + two consumer warpgroups
+BNS = (128, 256)  # wgmma N instantiated (emulate.cpp instantiates these with tile widths 8 .. BN/2)
 
 
 @dataclass(frozen=True)
@@ -89,28 +103,42 @@ def device_reason(capability: tuple[int, int] | None) -> str | None:
 
 def kernel_names(tile_w: int, cfg: WgmmaConfig = DEFAULT) -> dict[tuple[bool, bool], str]:
     """(transcript, recovery epilogue) -> the template instance's name expression."""
-    return {(tr, rc): f"pouw_fused_wgmma<{cfg.bn}, {cfg.stages}, {tile_w}, {str(tr).lower()}, {str(rc).lower()}>"
-            for tr, rc in VARIANTS}
+    return {
+        (tr, rc): f"pouw_fused_wgmma<{cfg.bn}, {cfg.stages}, {tile_w}, {str(tr).lower()}, {str(rc).lower()}>"
+        for tr, rc in VARIANTS
+    }
 
 
 def source() -> str:
     """fused_wgmma.cu with wgmma_fold.h and mma_fold.h inlined (one self-contained text for NVRTC)."""
     fold = (SRC_DIR / "mma_fold.h").read_text().replace("#pragma once\n", "", 1)
-    wg = (SRC_DIR / "wgmma_fold.h").read_text().replace("#pragma once\n", "", 1).replace('#include "mma_fold.h"',
-                                                                                        fold, 1)
+    wg = (
+        (SRC_DIR / "wgmma_fold.h")
+        .read_text()
+        .replace("#pragma once\n", "", 1)
+        .replace('#include "mma_fold.h"', fold, 1)
+    )
     return (SRC_DIR / "fused_wgmma.cu").read_text().replace('#include "wgmma_fold.h"', wg, 1)
 
 
 def instantiation_unit(tile_ws: tuple[int, ...], cfgs: tuple[WgmmaConfig, ...] = (DEFAULT,)) -> str:
     """source() plus explicit instantiations of every variant for each tile width and config."""
     sig = "(const void*, int*, int*, int, int, int, int, int, int)"
-    lines = [f"template __global__ void {name}{sig};"
-             for cfg in cfgs for tw in tile_ws for name in kernel_names(tw, cfg).values()]
+    lines = [
+        f"template __global__ void {name}{sig};"
+        for cfg in cfgs
+        for tw in tile_ws
+        for name in kernel_names(tw, cfg).values()
+    ]
     return source() + "\n" + "\n".join(lines) + "\n"
 
 
-def nvcc_build(tile_ws: tuple[int, ...] = (16,), cfgs: tuple[WgmmaConfig, ...] = (DEFAULT,),
-               nvcc: str | None = None, timeout: float = 300) -> tuple[int, str]:
+def nvcc_build(
+    tile_ws: tuple[int, ...] = (16,),
+    cfgs: tuple[WgmmaConfig, ...] = (DEFAULT,),
+    nvcc: str | None = None,
+    timeout: float = 300,
+) -> tuple[int, str]:
     """Compile the kernels for sm_90a to a cubin with nvcc -Werror all-warnings -Xptxas -v; (return code,
     compiler output)."""
     nvcc = nvcc or shutil.which("nvcc")
@@ -120,8 +148,19 @@ def nvcc_build(tile_ws: tuple[int, ...] = (16,), cfgs: tuple[WgmmaConfig, ...] =
         src = os.path.join(tmp, "fused_wgmma_inst.cu")
         with open(src, "w") as f:
             f.write(instantiation_unit(tile_ws, cfgs))
-        cmd = [nvcc, "-std=c++17", f"-arch={ARCH}", "-cubin", "-Werror", "all-warnings", "-Xptxas", "-v",
-               "-o", os.path.join(tmp, "k.cubin"), src]
+        cmd = [
+            nvcc,
+            "-std=c++17",
+            f"-arch={ARCH}",
+            "-cubin",
+            "-Werror",
+            "all-warnings",
+            "-Xptxas",
+            "-v",
+            "-o",
+            os.path.join(tmp, "k.cubin"),
+            src,
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         return p.returncode, p.stdout + p.stderr
 
@@ -133,9 +172,18 @@ def serialised(log: str) -> list[str]:
 
 # ---------------------------------------------------------------- host emulator (g++)
 
-def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *, transcript: bool = True,
-            correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-            config: WgmmaConfig = DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
+
+def emulate(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    *,
+    transcript: bool = True,
+    correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    config: WgmmaConfig = DEFAULT,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C' or C, messages) as the wgmma kernel computes them with `config`, emulated on the host (CPU tensors)."""
     import torch
 
@@ -153,13 +201,33 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
         u, vt, digits, cw = _check_correction(correction, m, n, a.device)
     else:
         u, vt, digits, cw = a, bt, 0, KSTEP
-    rc = _emulator().pouw_wgmma_emulate(a.data_ptr(), bt.data_ptr(), c.data_ptr(), msgs.data_ptr(), u.data_ptr(),
-                                        vt.data_ptr(), m, n, k, r, digits, cw, tile_w, int(transcript), config.bn,
-                                        config.stages, int(correction is not None))
+    rc = _emulator().pouw_wgmma_emulate(
+        a.data_ptr(),
+        bt.data_ptr(),
+        c.data_ptr(),
+        msgs.data_ptr(),
+        u.data_ptr(),
+        vt.data_ptr(),
+        m,
+        n,
+        k,
+        r,
+        digits,
+        cw,
+        tile_w,
+        int(transcript),
+        config.bn,
+        config.stages,
+        int(correction is not None),
+    )
     if rc:
-        why = {-1: "tile not instantiated", -2: "shape", -3: "the block order repeats or misses a block",
-               -4: "a consumer reads a released stage or releases stages wrongly",
-               -5: "a descriptor is not a 128-byte-swizzle descriptor with base offset 0"}
+        why = {
+            -1: "tile not instantiated",
+            -2: "shape",
+            -3: "the block order repeats or misses a block",
+            -4: "a consumer reads a released stage or releases stages wrongly",
+            -5: "a descriptor is not a 128-byte-swizzle descriptor with base offset 0",
+        }
         raise ValueError(f"emulator refused the launch: {why.get(rc, rc)}")
     return c, msgs
 
@@ -168,8 +236,8 @@ def emulate(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, 
 
 _lock = threading.Lock()
 _cuda: ctypes.CDLL | None = None
-_maps: dict[tuple, object] = {}       # (device, operands' pointers and shapes, bn) -> device tensor of 4 maps
-_modules: dict[tuple, tuple] = {}     # (tile_w, config, device) -> (RawModule, name expression -> lowered name)
+_maps: dict[tuple, object] = {}  # (device, operands' pointers and shapes, bn) -> device tensor of 4 maps
+_modules: dict[tuple, tuple] = {}  # (tile_w, config, device) -> (RawModule, name expression -> lowered name)
 
 
 def _encode(t: torch.Tensor, rows_box: int) -> bytes:
@@ -185,8 +253,9 @@ def _encode(t: torch.Tensor, rows_box: int) -> bytes:
     dims, strides = (u64 * 2)(cols, rows), (u64 * 1)(t.stride(0))
     box, elem = (u32 * 2)(KBOX, rows_box), (u32 * 2)(1, 1)
     # UINT8 = 0, INTERLEAVE_NONE = 0, SWIZZLE_128B = 3, L2_PROMOTION_L2_128B = 2, FLOAT_OOB_FILL_NONE = 0 (zeros)
-    rc = _cuda.cuTensorMapEncodeTiled(ctypes.c_void_p(addr), 0, 2, ctypes.c_void_p(t.data_ptr()), dims, strides, box,
-                                      elem, 0, 3, 2, 0)
+    rc = _cuda.cuTensorMapEncodeTiled(
+        ctypes.c_void_p(addr), 0, 2, ctypes.c_void_p(t.data_ptr()), dims, strides, box, elem, 0, 3, 2, 0
+    )
     if rc:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed (CUresult {rc}) for a {rows} x {cols} operand")
     return ctypes.string_at(addr, 128)
@@ -246,9 +315,17 @@ def _module(tile_w: int, cfg: WgmmaConfig, device_index: int):
         return mod, lowered
 
 
-def noisy_matmul_wgmma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
-                       transcript: bool = True, correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
-                       config: WgmmaConfig = DEFAULT) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_matmul_wgmma(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    *,
+    transcript: bool = True,
+    correction: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+    config: WgmmaConfig = DEFAULT,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base` (or C with `correction`, as `noisy_matmul_triton`) on a's CUDA device,
     which must be of compute capability 9.0.
 
@@ -262,8 +339,7 @@ def noisy_matmul_wgmma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
     if a.device.type != "cuda" or b.device != a.device:
         raise ValueError(f"the wgmma kernel needs both operands on one CUDA device, got {a.device}, {b.device}")
-    reason = unsupported_reason(r, tile_h, tile_w, config) or device_reason(
-        torch.cuda.get_device_capability(a.device))
+    reason = unsupported_reason(r, tile_h, tile_w, config) or device_reason(torch.cuda.get_device_capability(a.device))
     if reason:
         raise ValueError(reason)
     c = torch.empty((m, n), dtype=torch.int32, device=a.device)
@@ -293,8 +369,20 @@ def noisy_matmul_wgmma(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, ti
     grid = (-(-m // BM)) * (-(-n // config.bn))
     with cupy.cuda.Device(idx):
         with cupy.cuda.ExternalStream(torch.cuda.current_stream(a.device).cuda_stream):
-            fn((grid,), (THREADS,),
-               (np.uint64(maps.data_ptr()), np.uint64(c.data_ptr()), np.uint64(msgs.data_ptr()), np.int32(m),
-                np.int32(n), np.int32(k), np.int32(r), np.int32(digits), np.int32(cw)),
-               shared_mem=config.smem_bytes)
+            fn(
+                (grid,),
+                (THREADS,),
+                (
+                    np.uint64(maps.data_ptr()),
+                    np.uint64(c.data_ptr()),
+                    np.uint64(msgs.data_ptr()),
+                    np.int32(m),
+                    np.int32(n),
+                    np.int32(k),
+                    np.int32(r),
+                    np.int32(digits),
+                    np.int32(cw),
+                ),
+                shared_mem=config.smem_bytes,
+            )
     return c, msgs

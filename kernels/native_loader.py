@@ -42,6 +42,7 @@ runtime (libgomp) keeps its workers spinning for a few milliseconds after every 
 core away from this kernel when it runs right after one (benchmarks/RESULTS.md, "Measurements moved out of the
 code"); start the process with OMP_WAIT_POLICY=passive (read when torch is imported) to avoid that.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -61,7 +62,7 @@ import torch
 
 from kernels.base import MSG_WORDS, ShapeError, check_operands, digit_count
 
-if TYPE_CHECKING:   # numpy is imported where it is used: importing this module stays cheap
+if TYPE_CHECKING:  # numpy is imported where it is used: importing this module stays cheap
     import numpy as np
     from numpy.typing import ArrayLike, NDArray
 
@@ -69,9 +70,20 @@ log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hi
 
 NATIVE_DIR = Path(__file__).resolve().parent / "native"
 # compiled into one library; fused_gemm.c holds the ABI and the dispatch, one file per GEMM instruction set
-SOURCES = tuple(NATIVE_DIR / name for name in (
-    "fused_gemm.c", "pool.c", "workspace.c", "portable_gemm.c", "vnni_gemm.c", "avx2_gemm.c", "neon_gemm.c", "aux.c",
-    "recover.c"))
+SOURCES = tuple(
+    NATIVE_DIR / name
+    for name in (
+        "fused_gemm.c",
+        "pool.c",
+        "workspace.c",
+        "portable_gemm.c",
+        "vnni_gemm.c",
+        "avx2_gemm.c",
+        "neon_gemm.c",
+        "aux.c",
+        "recover.c",
+    )
+)
 # included by the sources: hashed and copied, not compiled
 HEADERS = tuple(NATIVE_DIR / name for name in ("pouw_native.h", "pool.h", "workspace.h", "vnni_pack.h"))
 SOURCE = SOURCES[0]
@@ -84,7 +96,7 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64")
 FILE_FLAGS = {"avx2_gemm.c": ("-mno-avx512f",)} if _X86 else {}
 KERNELS = ("vnni", "avx2", "neon")  # the fused kernels, best first
 # build variants, tried in this order: (name, extra flags before the sources, libraries after them)
-Variant = tuple[str, tuple[str, ...], tuple[str, ...]]   # (name, compiler flags, linker flags)
+Variant = tuple[str, tuple[str, ...], tuple[str, ...]]  # (name, compiler flags, linker flags)
 VARIANTS: tuple[Variant, ...] = (("ossl", ("-DPOUW_WITH_OPENSSL",), ("-lcrypto",)), ("plain", (), ()))
 ABI_VERSION = 5
 _FLAG_FORCE_PORTABLE = 1
@@ -133,8 +145,10 @@ def _machine_id() -> str:
             seen = set()
             for line in fh:
                 key = line.split(":", 1)[0].strip()
-                if key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part") \
-                        and key not in seen:
+                if (
+                    key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
+                    and key not in seen
+                ):
                     seen.add(key)
                     parts.append(line.strip())
     except OSError:
@@ -148,10 +162,17 @@ def _build_key(cc: str, sources: list[bytes], variant: Variant = VARIANTS[-1]) -
     except (OSError, subprocess.SubprocessError):
         version = "?"
     h = hashlib.sha256()
-    items = [*sources, cc.encode(), version.encode(), " ".join(CFLAGS).encode(),
-             repr(sorted(FILE_FLAGS.items())).encode(),
-             _machine_id().encode(),
-             str(ABI_VERSION).encode(), variant[0].encode(), " ".join((*variant[1], *variant[2])).encode()]
+    items = [
+        *sources,
+        cc.encode(),
+        version.encode(),
+        " ".join(CFLAGS).encode(),
+        repr(sorted(FILE_FLAGS.items())).encode(),
+        _machine_id().encode(),
+        str(ABI_VERSION).encode(),
+        variant[0].encode(),
+        " ".join((*variant[1], *variant[2])).encode(),
+    ]
     for item in items:
         h.update(item)
         h.update(b"\0")
@@ -221,8 +242,9 @@ def _compile(cc: str, sources: list[bytes], variant: Variant, name: str) -> Path
                 except (OSError, subprocess.SubprocessError) as exc:
                     raise RuntimeError(f"running {cc} failed: {exc}") from exc
                 if proc.returncode != 0:
-                    raise RuntimeError(f"compiling the native kernels failed ({' '.join(cmd)}):\n"
-                                       f"{proc.stderr.strip()[-4000:]}")
+                    raise RuntimeError(
+                        f"compiling the native kernels failed ({' '.join(cmd)}):\n{proc.stderr.strip()[-4000:]}"
+                    )
         os.chmod(tmp, 0o755)
         os.replace(tmp, target)  # atomic: a concurrent builder just replaces an identical file
     finally:
@@ -236,8 +258,9 @@ def _build_commands(cc: str, sources: list[Path], variant: Variant, out: Path) -
     """The compiler commands that build `sources` (copies of SOURCES) into the library `out`: one object per
     source, then the link."""
     _, defs, libs = variant
-    cmds = [[cc, *CFLAGS, *defs, *FILE_FLAGS.get(src.name, ()), "-c", str(src), "-o", str(src) + ".o"]
-            for src in sources]
+    cmds = [
+        [cc, *CFLAGS, *defs, *FILE_FLAGS.get(src.name, ()), "-c", str(src), "-o", str(src) + ".o"] for src in sources
+    ]
     cmds.append([cc, "-shared", "-pthread", *(str(src) + ".o" for src in sources), "-o", str(out), *libs])
     return cmds
 
@@ -285,8 +308,23 @@ def _load() -> ctypes.CDLL:
         lib.pouw_sub_correction.argtypes = [vp, i64, i64, i32, vp, vp, vp, i32]
         lib.pouw_sub_correction.restype = i32
     if hasattr(lib, "pouw_correction_operands"):
-        lib.pouw_correction_operands.argtypes = [vp, vp, vp, vp, vp, vp, i64, i64, i64, i64, vp, vp, i64,
-                                                 ctypes.POINTER(i64), i32]
+        lib.pouw_correction_operands.argtypes = [
+            vp,
+            vp,
+            vp,
+            vp,
+            vp,
+            vp,
+            i64,
+            i64,
+            i64,
+            i64,
+            vp,
+            vp,
+            i64,
+            ctypes.POINTER(i64),
+            i32,
+        ]
         lib.pouw_correction_operands.restype = i32
     if lib.pouw_has_tickets():
         lib.pouw_tile_tickets.argtypes = [ctypes.c_char_p, i64, vp, i64, i64, vp, i32]
@@ -398,8 +436,11 @@ def gemm_kernel() -> str | None:
         return req
     if req != "off" and not _warned_kernel:
         _warned_kernel = True
-        log.warning("POUW_NATIVE=%s but this CPU (or the native build) does not run it: %s", req,
-                    unavailable_reason() or "CPU flags")
+        log.warning(
+            "POUW_NATIVE=%s but this CPU (or the native build) does not run it: %s",
+            req,
+            unavailable_reason() or "CPU flags",
+        )
     return None
 
 
@@ -452,17 +493,31 @@ def _out_buffer(t: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dty
     tensor when it is None; anything else is an error."""
     if t is None:
         return torch.empty(shape, dtype=dtype)
-    if (not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape or t.device.type != "cpu"
-            or not t.is_contiguous()):
+    if (
+        not isinstance(t, torch.Tensor)
+        or t.dtype != dtype
+        or tuple(t.shape) != shape
+        or t.device.type != "cpu"
+        or not t.is_contiguous()
+    ):
         raise ShapeError(f"out buffer {name} must be a contiguous CPU {dtype} tensor of shape {shape}")
     return t
 
 
-def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int, *,
-                 threads: int | None = None, force_portable: bool = False,
-                 out: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
-                 transcript: bool = True, kernel: str | None = None,
-                 loop: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    r: int,
+    tile_h: int,
+    tile_w: int,
+    *,
+    threads: int | None = None,
+    force_portable: bool = False,
+    out: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+    transcript: bool = True,
+    kernel: str | None = None,
+    loop: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(C', messages) per `kernels.base`, computed by the native kernel on CPU int8 tensors.
 
     threads: worker threads (default torch.get_num_threads()). kernel: "vnni", "avx2" or "neon" (that kernel where
@@ -500,8 +555,20 @@ def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: 
         flags |= loops[loop]
     if not transcript:
         flags |= _FLAG_NO_TRANSCRIPT
-    rc = lib.pouw_noisy_gemm_ex(a.data_ptr(), b.data_ptr(), m, k, n, int(r), int(tile_h), int(tile_w),
-                                c.data_ptr(), msgs.data_ptr(), max(1, int(threads)), flags)
+    rc = lib.pouw_noisy_gemm_ex(
+        a.data_ptr(),
+        b.data_ptr(),
+        m,
+        k,
+        n,
+        int(r),
+        int(tile_h),
+        int(tile_w),
+        c.data_ptr(),
+        msgs.data_ptr(),
+        max(1, int(threads)),
+        flags,
+    )
     if rc == -1:
         raise ShapeError(f"shape m={m} k={k} n={n} r={r} tile={tile_h}x{tile_w} rejected by the native kernel")
     if rc != 0:
@@ -525,8 +592,14 @@ def _plain_chunk_avx2(k: int) -> int:
     return next(d for d in range(min(k, 1024) // step * step, 0, -step) if k % d == 0)
 
 
-def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None,
-                 out: torch.Tensor | None = None, kernel: str | None = None) -> torch.Tensor:
+def plain_matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    threads: int | None = None,
+    out: torch.Tensor | None = None,
+    kernel: str | None = None,
+) -> torch.Tensor:
     """Exact int8 A @ B -> int32 on the engine's own kernel with the transcript switched off (no messages, a few
     wide chunks): what the mining benchmark's "engine plain GEMM" times on a CPU. kernel: "vnni", "avx2", "neon" or
     None (`gemm_kernel()`); RuntimeError when that kernel does not run here. VNNI needs k and m multiples of 4 and n
@@ -534,8 +607,9 @@ def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None
     (ShapeError otherwise)."""
     kernel = kernel or gemm_kernel()
     if kernel not in supported_kernels():
-        raise RuntimeError(f"the native plain GEMM needs a fused kernel (asked: {kernel}, this CPU runs: "
-                           f"{supported_kernels()})")
+        raise RuntimeError(
+            f"the native plain GEMM needs a fused kernel (asked: {kernel}, this CPU runs: {supported_kernels()})"
+        )
     m, k = a.shape
     n = b.shape[1]
     if threads is None:
@@ -554,7 +628,7 @@ def plain_matmul(a: torch.Tensor, b: torch.Tensor, *, threads: int | None = None
             raise ShapeError(f"shape {m}x{k}x{n} does not fit the native plain GEMM")
         r = _plain_chunk_avx2(k)
         th, tw = 4, next(w for w in (16, 8, 4, 2, 1) if n % w == 0)
-    msgs = torch.empty((m // th, n // tw, MSG_WORDS), dtype=torch.int32)   # required by the ABI, never written
+    msgs = torch.empty((m // th, n // tw, MSG_WORDS), dtype=torch.int32)  # required by the ABI, never written
     c, _ = noisy_matmul(a, b, r, th, tw, threads=threads, out=(out, msgs), transcript=False, kernel=kernel)
     return c
 
@@ -611,8 +685,9 @@ def _index_array(x: ArrayLike, k: int, name: str) -> NDArray[np.int32]:
     return np.ascontiguousarray(arr, dtype=np.int32)
 
 
-def _noise_shapes(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                  b_name: str) -> tuple[int, int, int, int]:
+def _noise_shapes(
+    a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, b_name: str
+) -> tuple[int, int, int, int]:
     """(m, k, n, r) of 2-D int8 CPU tensors a (m x k), b (k x n), e_l (m x r), f_r (r x n), r >= 1; else ShapeError."""
     for name, t in (("a", a), (b_name, b), ("e_l", e_l), ("f_r", f_r)):
         if not isinstance(t, torch.Tensor) or t.dtype != torch.int8 or t.dim() != 2:
@@ -623,14 +698,25 @@ def _noise_shapes(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torc
     k2, n = b.shape
     r = e_l.shape[1]
     if k2 != k or e_l.shape[0] != m or tuple(f_r.shape) != (r, n) or r < 1:
-        raise ShapeError(f"shapes disagree: a {tuple(a.shape)}, {b_name} {tuple(b.shape)}, e_l {tuple(e_l.shape)}, "
-                         f"f_r {tuple(f_r.shape)}")
+        raise ShapeError(
+            f"shapes disagree: a {tuple(a.shape)}, {b_name} {tuple(b.shape)}, e_l {tuple(e_l.shape)}, "
+            f"f_r {tuple(f_r.shape)}"
+        )
     return m, k, n, r
 
 
-def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor, map_a: ArrayLike,
-              map_b: ArrayLike, *, threads: int | None = None, force_portable: bool = False,
-              out: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def add_noise(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    e_l: torch.Tensor,
+    f_r: torch.Tensor,
+    map_a: ArrayLike,
+    map_b: ArrayLike,
+    *,
+    threads: int | None = None,
+    force_portable: bool = False,
+    out: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(A', B') with A'[u][l] = a[u][l] + e_l[u][map_a[l]] and B'[l][v] = b[l][v] + f_r[map_b[l]][v], new int8
     CPU tensors (the optional `Backend.add_noise` of kernels/base.py). Arithmetic wraps mod 256, i.e. equals the
     exact sum converted to int8 (exact within the contract, whose sums stay in [-96, 95]). map_a, map_b: k indices
@@ -646,9 +732,21 @@ def add_noise(a: torch.Tensor, b: torch.Tensor, e_l: torch.Tensor, f_r: torch.Te
     b_out = _out_buffer(out[1] if out else None, (k, n), torch.int8, "b")
     if threads is None:
         threads = torch.get_num_threads()
-    rc = lib.pouw_add_noise(a.data_ptr(), b.data_ptr(), e_l.data_ptr(), f_r.data_ptr(),
-                            *(x.ctypes.data for x in idx), m, k, n, r, a_out.data_ptr(), b_out.data_ptr(),
-                            max(1, int(threads)), _FLAG_FORCE_PORTABLE if force_portable else 0)
+    rc = lib.pouw_add_noise(
+        a.data_ptr(),
+        b.data_ptr(),
+        e_l.data_ptr(),
+        f_r.data_ptr(),
+        *(x.ctypes.data for x in idx),
+        m,
+        k,
+        n,
+        r,
+        a_out.data_ptr(),
+        b_out.data_ptr(),
+        max(1, int(threads)),
+        _FLAG_FORCE_PORTABLE if force_portable else 0,
+    )
     if rc == -1:
         raise ShapeError(f"add_noise rejected its arguments (an index outside [0, {r})?)")
     if rc != 0:
@@ -672,8 +770,9 @@ def has_sub_correction() -> bool:
     return bool(req in ("auto", "vnni") and _vnni_sub_correction(lib)) or bool(req in ("auto", "neon") and has_neon())
 
 
-def sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                   threads: int | None = None) -> torch.Tensor:
+def sub_correction(
+    c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *, threads: int | None = None
+) -> torch.Tensor:
     """The optional `Backend.sub_correction` of kernels/base.py: c -= sum_i 128^i * U_i @ V_i in place (int32,
     wrapping mod 2^32) in one pass over c. c: m x n int32 contiguous CPU tensor; pairs: [(U_i, V_i)] with U_i
     m x w_i and V_i w_i x n int8 CPU tensors (made contiguous; w_i not a multiple of 4 is zero-padded).
@@ -740,13 +839,13 @@ def digits_side_by_side(us: list[torch.Tensor], vs: list[torch.Tensor]) -> tuple
     S = 128 S + U_i V_i at each chunk boundary (Horner) the GEMM gives sum_i 128^i U_i V_i."""
     w = max(u.shape[1] for u in us)
     u_cat = torch.cat([torch.nn.functional.pad(u, (0, w - u.shape[1])) for u in reversed(us)], dim=1).contiguous()
-    v_cat = torch.cat([torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for v in reversed(vs)],
-                      dim=0).contiguous()
+    v_cat = torch.cat([torch.nn.functional.pad(v, (0, 0, 0, w - v.shape[0])) for v in reversed(vs)], dim=0).contiguous()
     return u_cat, v_cat, w
 
 
-def _neon_sub_correction(lib: ctypes.CDLL, c: torch.Tensor, us: list[torch.Tensor], vs: list[torch.Tensor],
-                         threads: int) -> torch.Tensor:
+def _neon_sub_correction(
+    lib: ctypes.CDLL, c: torch.Tensor, us: list[torch.Tensor], vs: list[torch.Tensor], threads: int
+) -> torch.Tensor:
     """sub_correction's checked, 4-padded pairs on the NEON kernel: one GEMM over `digits_side_by_side` (int32
     stays exact while d * w <= 65536; wider ones, far beyond the protocol's ranks, run Horner in torch)."""
     m, n = c.shape
@@ -756,8 +855,9 @@ def _neon_sub_correction(lib: ctypes.CDLL, c: torch.Tensor, us: list[torch.Tenso
         for u, v in zip(reversed(us), reversed(vs)):
             acc = acc * 128 + u.to(torch.int32) @ v.to(torch.int32)
         return c.sub_(acc)
-    rc = lib.pouw_neon_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(us), w,
-                                      max(1, int(threads)))
+    rc = lib.pouw_neon_sub_correction(
+        c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(us), w, max(1, int(threads))
+    )
     if rc == -1:
         raise ShapeError("sub_correction rejected its arguments")
     if rc != 0:
@@ -773,8 +873,9 @@ def _avx2_lib(what: str) -> ctypes.CDLL:
     return lib
 
 
-def avx2_sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
-                        threads: int | None = None) -> torch.Tensor:
+def avx2_sub_correction(
+    c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], *, threads: int | None = None
+) -> torch.Tensor:
     """`Backend.sub_correction` on the AVX2 kernel: c -= sum_i 128^i U_i @ V_i in place (int32, wrapping), one
     GEMM over the digits side by side (highest first, S = 128 S + U_i V_i at each digit boundary) that subtracts
     from c as it stores. c: m x n int32 contiguous, m % 4 == 0 (ShapeError otherwise); U_i m x w_i, V_i w_i x n
@@ -785,14 +886,21 @@ def avx2_sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, tor
     if not c.is_contiguous():
         raise ShapeError("c must be contiguous (it is updated in place)")
     m, n = c.shape
-    plist = [tuple(p) for p in pairs][:SUB_CORRECTION_MAX_PAIRS]   # 128^i vanishes mod 2^32 for i >= 5
+    plist = [tuple(p) for p in pairs][:SUB_CORRECTION_MAX_PAIRS]  # 128^i vanishes mod 2^32 for i >= 5
     if m == 0 or n == 0 or not plist:
         return c
     if m % 4:
         raise ShapeError(f"m={m} is not a multiple of 4")
     for i, (u, v) in enumerate(plist):
-        if (u.dtype != torch.int8 or v.dtype != torch.int8 or u.dim() != 2 or v.dim() != 2 or u.shape[0] != m
-                or v.shape[1] != n or u.shape[1] != v.shape[0]):
+        if (
+            u.dtype != torch.int8
+            or v.dtype != torch.int8
+            or u.dim() != 2
+            or v.dim() != 2
+            or u.shape[0] != m
+            or v.shape[1] != n
+            or u.shape[1] != v.shape[0]
+        ):
             raise ShapeError(f"pair {i}: shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n}")
     w = max(u.shape[1] for u, _ in plist)
     w += -w % 4
@@ -802,8 +910,9 @@ def avx2_sub_correction(c: torch.Tensor, pairs: Iterable[tuple[torch.Tensor, tor
     v_cat = torch.cat(vs, dim=0).contiguous()
     if threads is None:
         threads = torch.get_num_threads()
-    rc = lib.pouw_avx2_sub_correction(c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(plist), w,
-                                      max(1, int(threads)))
+    rc = lib.pouw_avx2_sub_correction(
+        c.data_ptr(), u_cat.data_ptr(), v_cat.data_ptr(), m, n, len(plist), w, max(1, int(threads))
+    )
     if rc == -1:
         raise ShapeError("avx2_sub_correction rejected its arguments")
     if rc != 0:
@@ -816,12 +925,24 @@ def avx2_sub_i16(c: torch.Tensor, u: torch.Tensor, v: torch.Tensor, *, threads: 
     the recovery with A·Q and P·B' whole instead of in base-128 digits. m % 4 == 0 (ShapeError otherwise); an odd
     k is zero-padded. RuntimeError unless `has_avx2()`."""
     lib = _avx2_lib("sub_i16")
-    if not isinstance(c, torch.Tensor) or c.dtype != torch.int32 or c.dim() != 2 or c.device.type != "cpu" \
-            or not c.is_contiguous():
+    if (
+        not isinstance(c, torch.Tensor)
+        or c.dtype != torch.int32
+        or c.dim() != 2
+        or c.device.type != "cpu"
+        or not c.is_contiguous()
+    ):
         raise ShapeError("c must be a contiguous 2-D int32 CPU tensor")
     m, n = c.shape
-    if u.dtype != torch.int16 or v.dtype != torch.int16 or u.dim() != 2 or v.dim() != 2 or u.shape[0] != m \
-            or v.shape[1] != n or u.shape[1] != v.shape[0]:
+    if (
+        u.dtype != torch.int16
+        or v.dtype != torch.int16
+        or u.dim() != 2
+        or v.dim() != 2
+        or u.shape[0] != m
+        or v.shape[1] != n
+        or u.shape[1] != v.shape[0]
+    ):
         raise ShapeError(f"shapes U {tuple(u.shape)}, V {tuple(v.shape)} do not fit c {m}x{n} (int16)")
     if m % 4:
         raise ShapeError(f"m={m} is not a multiple of 4")
@@ -891,13 +1012,24 @@ def has_correction_operands() -> bool:
     """True when `correction_operands` runs natively (library loaded, CPU with AVX512-VNNI, $POUW_NATIVE "auto" or
     "vnni"). Never raises."""
     lib = _get()
-    return bool(requested_kernel() in ("auto", "vnni") and lib is not None and hasattr(lib, "pouw_correction_operands")
-                and lib.pouw_has_sub_correction())
+    return bool(
+        requested_kernel() in ("auto", "vnni")
+        and lib is not None
+        and hasattr(lib, "pouw_correction_operands")
+        and lib.pouw_has_sub_correction()
+    )
 
 
-def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tensor, f_r: torch.Tensor,
-                        map_a: ArrayLike, map_b: ArrayLike, *,
-                        threads: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def correction_operands(
+    a: torch.Tensor,
+    b_noisy: torch.Tensor,
+    e_l: torch.Tensor,
+    f_r: torch.Tensor,
+    map_a: ArrayLike,
+    map_b: ArrayLike,
+    *,
+    threads: int | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The optional `Backend.correction_operands` of kernels/base.py: [(U_i, V_i)] with U_i = [AQ_i | e_l]
     (m x 2r) and V_i = [f_r ; PB_i] (2r x n), AQ_i and PB_i the signed base-128 digits of A·Q and P·B' for the maps
     map_a of P (P[j][l] = [map_a[l] == j]) and map_b of Q (Q[l][j] = [map_b[l] == j]); bit for bit
@@ -905,7 +1037,7 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     the next native kernel runs). k must be a multiple of 4.
     Raises RuntimeError unless `has_correction_operands()`."""
     lib = _get()
-    if lib is None or not has_correction_operands():   # has_correction_operands() is False when lib is None
+    if lib is None or not has_correction_operands():  # has_correction_operands() is False when lib is None
         why = unavailable_reason() if lib is None else "CPU without AVX512-VNNI"
         raise RuntimeError(f"native correction_operands unavailable: {why}")
     m, k, n, r = _noise_shapes(a, b_noisy, e_l, f_r, "b_noisy")
@@ -915,15 +1047,28 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
         raise ShapeError(f"k={k} is not a multiple of 4")
     idx = [_index_array(x, k, name) for name, x in (("map_a", map_a), ("map_b", map_b))]
     a, b_noisy, e_l, f_r = a.contiguous(), b_noisy.contiguous(), e_l.contiguous(), f_r.contiguous()
-    dmax = digit_count(-128 * k, 128 * k)          # |A·Q|, |P·B'| <= 128 k for any int8 operands
+    dmax = digit_count(-128 * k, 128 * k)  # |A·Q|, |P·B'| <= 128 k for any int8 operands
     u = torch.empty((dmax, m, 2 * r), dtype=torch.int8)
     v = torch.empty((dmax, 2 * r, n), dtype=torch.int8)
     if threads is None:
         threads = torch.get_num_threads()
     digits = ctypes.c_int64(0)
-    rc = lib.pouw_correction_operands(a.data_ptr(), b_noisy.data_ptr(), e_l.data_ptr(), f_r.data_ptr(),
-                                      *(x.ctypes.data for x in idx), m, k, n, r, u.data_ptr(), v.data_ptr(), dmax,
-                                      ctypes.byref(digits), max(1, int(threads)))
+    rc = lib.pouw_correction_operands(
+        a.data_ptr(),
+        b_noisy.data_ptr(),
+        e_l.data_ptr(),
+        f_r.data_ptr(),
+        *(x.ctypes.data for x in idx),
+        m,
+        k,
+        n,
+        r,
+        u.data_ptr(),
+        v.data_ptr(),
+        dmax,
+        ctypes.byref(digits),
+        max(1, int(threads)),
+    )
     if rc == -1:
         raise ShapeError(f"correction_operands rejected its arguments (an index outside [0, {r})?)")
     if rc != 0:
@@ -931,10 +1076,38 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, e_l: torch.Tenso
     return [(u[i], v[i]) for i in range(digits.value)]
 
 
-__all__ = ["KERNELS", "add_noise", "available", "avx2_gather_cols", "avx2_loop", "avx2_scatter_rows", "avx2_sub_i16",
-           "avx2_sub_correction", "cache_dir", "correction_operands", "cpu_flags", "cpu_kernels", "digit_count",
-           "digits_side_by_side",
-           "gemm_kernel", "has_avx2", "has_correction_operands", "has_neon", "has_sub_correction", "has_tickets",
-           "has_vnni", "kernel_path", "kernels_for_flags", "neon_loop", "noise_path", "noisy_matmul", "plain_chunk",
-           "plain_matmul", "requested_kernel", "sub_correction", "supported_kernels", "tile_tickets",
-           "unavailable_reason"]
+__all__ = [
+    "KERNELS",
+    "add_noise",
+    "available",
+    "avx2_gather_cols",
+    "avx2_loop",
+    "avx2_scatter_rows",
+    "avx2_sub_i16",
+    "avx2_sub_correction",
+    "cache_dir",
+    "correction_operands",
+    "cpu_flags",
+    "cpu_kernels",
+    "digit_count",
+    "digits_side_by_side",
+    "gemm_kernel",
+    "has_avx2",
+    "has_correction_operands",
+    "has_neon",
+    "has_sub_correction",
+    "has_tickets",
+    "has_vnni",
+    "kernel_path",
+    "kernels_for_flags",
+    "neon_loop",
+    "noise_path",
+    "noisy_matmul",
+    "plain_chunk",
+    "plain_matmul",
+    "requested_kernel",
+    "sub_correction",
+    "supported_kernels",
+    "tile_tickets",
+    "unavailable_reason",
+]

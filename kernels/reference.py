@@ -2,6 +2,7 @@
 
 Use only on small shapes: it exists so tests can compare every fast backend against it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,9 @@ def _rotl(x: int, s: int = ROT) -> int:
     return ((x << s) | (x >> (32 - s))) & 0xFFFFFFFF
 
 
-def noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_matmul(
+    a: torch.Tensor, b: torch.Tensor, r: int, tile_h: int, tile_w: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     m, k, n = check_operands(a, b, r, tile_h, tile_w)
     A = a.tolist()
     B = b.tolist()

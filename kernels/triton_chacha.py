@@ -29,6 +29,7 @@ word at once: ((w & 0x3F3F3F3F) + 0x60606060) ^ 0x80808080 (no byte carries: 0x3
 Importing this module imports triton; it raises `TritonUnavailableError` (an ImportError) only when triton is
 not installed. Set TRITON_INTERPRET=1 before importing it to run the kernel on CPU tensors.
 """
+
 from __future__ import annotations
 
 import struct
@@ -39,8 +40,13 @@ import torch
 from kernels.base import upload
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
-__all__ = ["TritonUnavailableError", "chacha20_keystream_triton", "default_block", "interpreting",
-           "noise_factor_triton"]
+__all__ = [
+    "TritonUnavailableError",
+    "chacha20_keystream_triton",
+    "default_block",
+    "interpreting",
+    "noise_factor_triton",
+]
 
 
 _INTERPRET = interpreting()
@@ -54,7 +60,7 @@ def _initial_state(key: bytes, nonce: bytes, counter: int, device: torch.device)
     """The 16 state words of block `counter` as an int32 tensor (uint32 bit patterns) on device."""
     words = _SIGMA + struct.unpack("<8I", key) + (counter,) + struct.unpack("<3I", nonce)
     state = torch.tensor([w - (1 << 32) if w >= 1 << 31 else w for w in words], dtype=torch.int32)
-    return upload(state, device)      # no wait for the kernels already queued on the device
+    return upload(state, device)  # no wait for the kernels already queued on the device
 
 
 def default_block(interpret: bool | None = None) -> int:
@@ -220,8 +226,16 @@ def _check_key_nonce(key: bytes, nonce: bytes) -> tuple[bytes, bytes]:
     return bytes(key), bytes(nonce)
 
 
-def _blocks(key: bytes, nonce: bytes, first_block: int, n_blocks: int, device: torch.device | str,
-            small: bool, block: int | None, num_warps: int | None) -> torch.Tensor:
+def _blocks(
+    key: bytes,
+    nonce: bytes,
+    first_block: int,
+    n_blocks: int,
+    device: torch.device | str,
+    small: bool,
+    block: int | None,
+    num_warps: int | None,
+) -> torch.Tensor:
     """uint8 (n_blocks * 64,) keystream of blocks [first_block, first_block + n_blocks), optionally mapped."""
     key, nonce = _check_key_nonce(key, nonce)
     first_block, n_blocks = int(first_block), int(n_blocks)
@@ -250,9 +264,16 @@ def _blocks(key: bytes, nonce: bytes, first_block: int, n_blocks: int, device: t
     return out
 
 
-def chacha20_keystream_triton(key: bytes, nonce: bytes, first_block: int, n_blocks: int,
-                              device: torch.device | str, *, block: int | None = None,
-                              num_warps: int | None = None) -> torch.Tensor:
+def chacha20_keystream_triton(
+    key: bytes,
+    nonce: bytes,
+    first_block: int,
+    n_blocks: int,
+    device: torch.device | str,
+    *,
+    block: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
     """ChaCha20 keystream blocks [first_block, first_block + n_blocks) as uint8 (n_blocks * 64,) on device.
 
     key: 32 bytes; nonce: 12 bytes (RFC 7539 layout: block counter in word 12, nonce in words 13..15). Equal to
@@ -263,9 +284,17 @@ def chacha20_keystream_triton(key: bytes, nonce: bytes, first_block: int, n_bloc
     return _blocks(key, nonce, first_block, n_blocks, device, False, block, num_warps)
 
 
-def noise_factor_triton(key: bytes, nonce: bytes, first_row: int, rows: int, r: int,
-                        device: torch.device | str, *, block: int | None = None,
-                        num_warps: int | None = None) -> torch.Tensor:
+def noise_factor_triton(
+    key: bytes,
+    nonce: bytes,
+    first_row: int,
+    rows: int,
+    r: int,
+    device: torch.device | str,
+    *,
+    block: int | None = None,
+    num_warps: int | None = None,
+) -> torch.Tensor:
     """Rows [first_row, first_row + rows) of a dense noise factor as int8 (rows, r) on device.
 
     Equal to `pouw.noise._factor(key, nonce, range(first_row, first_row + rows), r)` (as int8): keystream bytes
@@ -280,4 +309,4 @@ def noise_factor_triton(key: bytes, nonce: bytes, first_row: int, rows: int, r: 
     first_block, skip = divmod(start, BLOCK_BYTES)
     n_blocks = -(-(skip + length) // BLOCK_BYTES) if length else 0  # no rows: nothing to generate or check
     buf = _blocks(key, nonce, first_block, n_blocks, device, True, block, num_warps)
-    return buf[skip:skip + length].view(torch.int8).view(rows, r)
+    return buf[skip : skip + length].view(torch.int8).view(rows, r)

@@ -18,6 +18,7 @@ Invariants relied upon:
 Importing this module imports triton; it raises `TritonUnavailableError` (an ImportError) only when triton is
 not installed. Set TRITON_INTERPRET=1 before importing it to run the kernel on CPU tensors.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,15 @@ import torch
 from kernels.base import MSG_WORDS, ROT, check_operands
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
-__all__ = ["BlockConfig", "TritonUnavailableError", "default_config", "interpreting", "noisy_matmul_triton",
-           "pack_correction", "plain_config"]
+__all__ = [
+    "BlockConfig",
+    "TritonUnavailableError",
+    "default_config",
+    "interpreting",
+    "noisy_matmul_triton",
+    "pack_correction",
+    "plain_config",
+]
 
 
 _INTERPRET = interpreting()
@@ -79,8 +87,9 @@ def default_config(r: int, tile_h: int, tile_w: int, interpret: bool | None = No
     # 128x128 blocks with 4 warps spill the epilogue's second accumulator, and with 8 warps run slower. Small
     # blocks keep several programs on each SM, so one program's fold overlaps another's tensor-core work (Triton
     # waits for every MMA before the fold reads the accumulator).
-    return BlockConfig(max(64, tile_h), max(128, tile_w), min(r, 64), group_m=8, num_warps=4, num_stages=4,
-                       fold_split=True)
+    return BlockConfig(
+        max(64, tile_h), max(128, tile_w), min(r, 64), group_m=8, num_warps=4, num_stages=4, fold_split=True
+    )
 
 
 def plain_config() -> BlockConfig:
@@ -96,8 +105,15 @@ def _xor_combine(x, y):
 
 
 @triton.jit
-def _tile_xor(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr,
-              TILE_LOG2: tl.constexpr, FOLD: tl.constexpr):
+def _tile_xor(
+    acc,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+    TILE_LOG2: tl.constexpr,
+    FOLD: tl.constexpr,
+):
     """XOR of every TILE_H x TILE_W tile of acc (BLOCK_M, BLOCK_N): shape (tiles,), tiles row-major.
 
     FOLD picks the order of the XORs (all give identical bits, XOR being associative and commutative):
@@ -114,7 +130,7 @@ def _tile_xor(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_H: tl.cons
         x = tl.reshape(acc, (BLOCK_M // TILE_H, TILE_H // 8, 8, BLOCK_N // TILE_W, TILE_W // 8, 4, 2))
         x = tl.reduce(x, 6, _xor_combine)
         x = tl.reduce(x, 4, _xor_combine)
-        x = tl.reduce(x, 1, _xor_combine)   # (BM/TH, 8, BN/TW, 4)
+        x = tl.reduce(x, 1, _xor_combine)  # (BM/TH, 8, BN/TW, 4)
         x = tl.reduce(x, 3, _xor_combine)
         x = tl.reduce(x, 1, _xor_combine)
     elif FOLD == 1:
@@ -122,8 +138,10 @@ def _tile_xor(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_H: tl.cons
         x = tl.reduce(x, 3, _xor_combine)
         x = tl.reduce(x, 1, _xor_combine)
     else:
-        x = tl.reshape(tl.permute(tl.reshape(acc, (BLOCK_M // TILE_H, TILE_H, BLOCK_N // TILE_W, TILE_W)),
-                                  (0, 2, 1, 3)), (TILES, TILE_H * TILE_W))
+        x = tl.reshape(
+            tl.permute(tl.reshape(acc, (BLOCK_M // TILE_H, TILE_H, BLOCK_N // TILE_W, TILE_W)), (0, 2, 1, 3)),
+            (TILES, TILE_H * TILE_W),
+        )
         for i in tl.static_range(TILE_LOG2):
             lo, hi = tl.split(tl.reshape(x, (TILES, (TILE_H * TILE_W) >> (i + 1), 2)))
             x = lo ^ hi
@@ -132,13 +150,34 @@ def _tile_xor(acc, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TILE_H: tl.cons
 
 @triton.jit
 def _noisy_matmul_kernel(
-    a_ptr, bt_ptr, c_ptr, msg_ptr, u_ptr, vt_ptr,
-    M, N, K,
-    stride_am, stride_btn, stride_cm, stride_um, stride_vtn,
-    R: tl.constexpr, TILE_H: tl.constexpr, TILE_W: tl.constexpr, ROT_BITS: tl.constexpr, WORDS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
-    TILE_LOG2: tl.constexpr, FOLD: tl.constexpr, TRANSCRIPT: tl.constexpr,
-    DIGITS: tl.constexpr, CW: tl.constexpr,
+    a_ptr,
+    bt_ptr,
+    c_ptr,
+    msg_ptr,
+    u_ptr,
+    vt_ptr,
+    M,
+    N,
+    K,
+    stride_am,
+    stride_btn,
+    stride_cm,
+    stride_um,
+    stride_vtn,
+    R: tl.constexpr,
+    TILE_H: tl.constexpr,
+    TILE_W: tl.constexpr,
+    ROT_BITS: tl.constexpr,
+    WORDS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    TILE_LOG2: tl.constexpr,
+    FOLD: tl.constexpr,
+    TRANSCRIPT: tl.constexpr,
+    DIGITS: tl.constexpr,
+    CW: tl.constexpr,
 ):
     """One BLOCK_M x BLOCK_N block of C' and its tiles' messages.
 
@@ -214,8 +253,7 @@ def _noisy_matmul_kernel(
         tiles_n_total = N // TILE_W
         tile_off = (ti.to(tl.int64) * tiles_n_total + tj) * WORDS
         tile_ok = (ti < M // TILE_H) & (tj < tiles_n_total)
-        tl.store(msg_ptr + tile_off[:, None] + slots[None, :], msgs.to(tl.int32, bitcast=True),
-                 mask=tile_ok[:, None])
+        tl.store(msg_ptr + tile_off[:, None] + slots[None, :], msgs.to(tl.int32, bitcast=True), mask=tile_ok[:, None])
 
 
 def _is_pow2(v: int) -> bool:
@@ -279,8 +317,10 @@ def noisy_matmul_triton(
         if u.dtype != torch.int8 or vt.dtype != torch.int8 or u.device != a.device or vt.device != a.device:
             raise ValueError("correction operands must be int8 tensors on the operands' device")
         if u.shape[0] != m or vt.shape[0] != n or u.shape[1] != vt.shape[1] or digits <= 0 or u.shape[1] % digits:
-            raise ValueError(f"correction operands {tuple(u.shape)}, {tuple(vt.shape)} with {digits} digits "
-                             f"do not fit a {m} x {n} product")
+            raise ValueError(
+                f"correction operands {tuple(u.shape)}, {tuple(vt.shape)} with {digits} digits "
+                f"do not fit a {m} x {n} product"
+            )
         cw = u.shape[1] // digits
         if cw % cfg.block_k:
             raise ValueError(f"correction width {cw} is not a multiple of block_k={cfg.block_k}")
@@ -289,14 +329,36 @@ def noisy_matmul_triton(
         u, vt, digits, cw = a, bt, 0, cfg.block_k
     grid = (triton.cdiv(m, cfg.block_m) * triton.cdiv(n, cfg.block_n),)
     _noisy_matmul_kernel[grid](
-        a, bt, c, msgs, u, vt,
-        m, n, k,
-        a.stride(0), bt.stride(0), c.stride(0), u.stride(0), vt.stride(0),
-        R=r, TILE_H=tile_h, TILE_W=tile_w, ROT_BITS=ROT, WORDS=MSG_WORDS,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, GROUP_M=cfg.group_m,
-        TILE_LOG2=(tile_h * tile_w).bit_length() - 1, FOLD=cfg.fold_mode(tile_h, tile_w), TRANSCRIPT=transcript,
-        DIGITS=digits, CW=cw,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        a,
+        bt,
+        c,
+        msgs,
+        u,
+        vt,
+        m,
+        n,
+        k,
+        a.stride(0),
+        bt.stride(0),
+        c.stride(0),
+        u.stride(0),
+        vt.stride(0),
+        R=r,
+        TILE_H=tile_h,
+        TILE_W=tile_w,
+        ROT_BITS=ROT,
+        WORDS=MSG_WORDS,
+        BLOCK_M=cfg.block_m,
+        BLOCK_N=cfg.block_n,
+        BLOCK_K=cfg.block_k,
+        GROUP_M=cfg.group_m,
+        TILE_LOG2=(tile_h * tile_w).bit_length() - 1,
+        FOLD=cfg.fold_mode(tile_h, tile_w),
+        TRANSCRIPT=transcript,
+        DIGITS=digits,
+        CW=cw,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
     )
     return c, msgs
 

@@ -34,6 +34,7 @@ Programs are numbered on a 1-D grid (no 65535 limit on grid axes 1 and 2).
 Importing this module imports triton; it raises `TritonUnavailableError` (an ImportError) only when triton is
 not installed. Set TRITON_INTERPRET=1 before importing it to run the kernels on CPU tensors.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,7 +46,12 @@ from kernels.base import ShapeError
 from kernels.triton_support import TritonUnavailableError, interpreting, tl, triton
 
 __all__ = [
-    "NoiseConfig", "ShapeError", "TritonUnavailableError", "add_noise_triton", "default_noise_config", "interpreting",
+    "NoiseConfig",
+    "ShapeError",
+    "TritonUnavailableError",
+    "add_noise_triton",
+    "default_noise_config",
+    "interpreting",
 ]
 
 
@@ -93,10 +99,22 @@ def default_noise_config(interpret: bool | None = None) -> NoiseConfig:
 
 @triton.jit
 def _noise_a_kernel(
-    a_ptr, e_ptr, p_ptr, out_ptr,
-    M, K, R,
-    stride_am, stride_ak, stride_em, stride_er, stride_om,
-    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, R_PAD: tl.constexpr, MODE: tl.constexpr,
+    a_ptr,
+    e_ptr,
+    p_ptr,
+    out_ptr,
+    M,
+    K,
+    R,
+    stride_am,
+    stride_ak,
+    stride_em,
+    stride_er,
+    stride_om,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    R_PAD: tl.constexpr,
+    MODE: tl.constexpr,
 ):
     """out[u, l] = a[u, l] + e[u, p[l]] for one BLOCK_M x BLOCK_K block (out row-major).
 
@@ -131,8 +149,11 @@ def _noise_a_kernel(
         out = (a.to(tl.int16) + d.to(tl.int16)).to(tl.int8)
     else:
         offs_r = tl.arange(0, R_PAD)
-        e = tl.load(e_base + offs_m[:, None] * stride_em + offs_r[None, :] * stride_er,
-                    mask=mask_m[:, None] & (offs_r[None, :] < R), other=0)
+        e = tl.load(
+            e_base + offs_m[:, None] * stride_em + offs_r[None, :] * stride_er,
+            mask=mask_m[:, None] & (offs_r[None, :] < R),
+            other=0,
+        )
         onehot = (offs_r[:, None] == p[None, :]).to(tl.int8)
         noise = tl.dot(e, onehot, out_dtype=tl.int32)  # exact: |entries| <= 128
         out = (a.to(tl.int32) + noise).to(tl.int8)
@@ -141,10 +162,22 @@ def _noise_a_kernel(
 
 @triton.jit
 def _noise_bt_kernel(
-    b_ptr, f_ptr, p_ptr, bt_ptr,
-    K, N, R,
-    stride_bk, stride_bn, stride_fr, stride_fn, stride_btn,
-    BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, R_PAD: tl.constexpr, MODE: tl.constexpr,
+    b_ptr,
+    f_ptr,
+    p_ptr,
+    bt_ptr,
+    K,
+    N,
+    R,
+    stride_bk,
+    stride_bn,
+    stride_fr,
+    stride_fn,
+    stride_btn,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    R_PAD: tl.constexpr,
+    MODE: tl.constexpr,
 ):
     """bt[v, l] = b[l, v] + f[p[l], v] for one BLOCK_K x BLOCK_N block of b (bt row-major n x k).
 
@@ -274,10 +307,12 @@ def add_noise_triton(
         if not _is_pow2(getattr(cfg, name)):
             raise ValueError(f"{name}={getattr(cfg, name)} must be a power of two")
     if cfg.a_mode not in A_MODES or cfg.b_mode not in B_MODES:
-        raise ValueError(f"a_mode must be one of {A_MODES} and b_mode one of {B_MODES}, "
-                         f"got {cfg.a_mode!r}, {cfg.b_mode!r}")
+        raise ValueError(
+            f"a_mode must be one of {A_MODES} and b_mode one of {B_MODES}, got {cfg.a_mode!r}, {cfg.b_mode!r}"
+        )
     if (cfg.a_mode == "dot" and min(cfg.a_block_m, cfg.a_block_k) < 16) or (
-            cfg.b_mode == "dot" and min(cfg.b_block_k, cfg.b_block_n) < 16):
+        cfg.b_mode == "dot" and min(cfg.b_block_k, cfg.b_block_n) < 16
+    ):
         raise ValueError("the dot modes need blocks with sides >= 16")
     idx = [_check_index(name, t, k, r) for name, t in (("p_a", p_a), ("p_b", p_b))]
     if a.device.type != "cuda" and not _INTERPRET:
@@ -294,19 +329,43 @@ def add_noise_triton(
             e_l = e_l.t().contiguous().t()  # column-major: m * r bytes, negligible
         grid = (triton.cdiv(m, cfg.a_block_m) * triton.cdiv(k, cfg.a_block_k),)
         _noise_a_kernel[grid](
-            a, e_l, p_a_t, a2,
-            m, k, r,
-            a.stride(0), a.stride(1), e_l.stride(0), e_l.stride(1), a2.stride(0),
-            BLOCK_M=cfg.a_block_m, BLOCK_K=cfg.a_block_k, R_PAD=r_pad, MODE=A_MODES.index(cfg.a_mode),
+            a,
+            e_l,
+            p_a_t,
+            a2,
+            m,
+            k,
+            r,
+            a.stride(0),
+            a.stride(1),
+            e_l.stride(0),
+            e_l.stride(1),
+            a2.stride(0),
+            BLOCK_M=cfg.a_block_m,
+            BLOCK_K=cfg.a_block_k,
+            R_PAD=r_pad,
+            MODE=A_MODES.index(cfg.a_mode),
             num_warps=cfg.num_warps,
         )
     if n > 0:
         grid = (triton.cdiv(k, cfg.b_block_k) * triton.cdiv(n, cfg.b_block_n),)
         _noise_bt_kernel[grid](
-            b, f_r, p_b_t, bt,
-            k, n, r,
-            b.stride(0), b.stride(1), f_r.stride(0), f_r.stride(1), bt.stride(0),
-            BLOCK_K=cfg.b_block_k, BLOCK_N=cfg.b_block_n, R_PAD=r_pad, MODE=2 if cfg.b_mode == "dot" else 0,
+            b,
+            f_r,
+            p_b_t,
+            bt,
+            k,
+            n,
+            r,
+            b.stride(0),
+            b.stride(1),
+            f_r.stride(0),
+            f_r.stride(1),
+            bt.stride(0),
+            BLOCK_K=cfg.b_block_k,
+            BLOCK_N=cfg.b_block_n,
+            R_PAD=r_pad,
+            MODE=2 if cfg.b_mode == "dot" else 0,
             num_warps=cfg.num_warps,
         )
     return a2, bt.t()

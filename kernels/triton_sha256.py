@@ -33,6 +33,7 @@ CUDA device, and the x86/ARM hosts the interpreter runs on).
 Importing this module imports triton; it raises `TritonUnavailableError` (an ImportError) only when triton is
 not installed. Set TRITON_INTERPRET=1 before importing it to run the kernel on CPU tensors.
 """
+
 from __future__ import annotations
 
 import functools
@@ -54,14 +55,70 @@ TILE_WORDS = TILE_BYTES // 4  # 18
 
 # FIPS 180-4 constants.
 _K = (
-    0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
-    0xD807AA98, 0x12835B01, 0x243185BE, 0x550C7DC3, 0x72BE5D74, 0x80DEB1FE, 0x9BDC06A7, 0xC19BF174,
-    0xE49B69C1, 0xEFBE4786, 0x0FC19DC6, 0x240CA1CC, 0x2DE92C6F, 0x4A7484AA, 0x5CB0A9DC, 0x76F988DA,
-    0x983E5152, 0xA831C66D, 0xB00327C8, 0xBF597FC7, 0xC6E00BF3, 0xD5A79147, 0x06CA6351, 0x14292967,
-    0x27B70A85, 0x2E1B2138, 0x4D2C6DFC, 0x53380D13, 0x650A7354, 0x766A0ABB, 0x81C2C92E, 0x92722C85,
-    0xA2BFE8A1, 0xA81A664B, 0xC24B8B70, 0xC76C51A3, 0xD192E819, 0xD6990624, 0xF40E3585, 0x106AA070,
-    0x19A4C116, 0x1E376C08, 0x2748774C, 0x34B0BCB5, 0x391C0CB3, 0x4ED8AA4A, 0x5B9CCA4F, 0x682E6FF3,
-    0x748F82EE, 0x78A5636F, 0x84C87814, 0x8CC70208, 0x90BEFFFA, 0xA4506CEB, 0xBEF9A3F7, 0xC67178F2,
+    0x428A2F98,
+    0x71374491,
+    0xB5C0FBCF,
+    0xE9B5DBA5,
+    0x3956C25B,
+    0x59F111F1,
+    0x923F82A4,
+    0xAB1C5ED5,
+    0xD807AA98,
+    0x12835B01,
+    0x243185BE,
+    0x550C7DC3,
+    0x72BE5D74,
+    0x80DEB1FE,
+    0x9BDC06A7,
+    0xC19BF174,
+    0xE49B69C1,
+    0xEFBE4786,
+    0x0FC19DC6,
+    0x240CA1CC,
+    0x2DE92C6F,
+    0x4A7484AA,
+    0x5CB0A9DC,
+    0x76F988DA,
+    0x983E5152,
+    0xA831C66D,
+    0xB00327C8,
+    0xBF597FC7,
+    0xC6E00BF3,
+    0xD5A79147,
+    0x06CA6351,
+    0x14292967,
+    0x27B70A85,
+    0x2E1B2138,
+    0x4D2C6DFC,
+    0x53380D13,
+    0x650A7354,
+    0x766A0ABB,
+    0x81C2C92E,
+    0x92722C85,
+    0xA2BFE8A1,
+    0xA81A664B,
+    0xC24B8B70,
+    0xC76C51A3,
+    0xD192E819,
+    0xD6990624,
+    0xF40E3585,
+    0x106AA070,
+    0x19A4C116,
+    0x1E376C08,
+    0x2748774C,
+    0x34B0BCB5,
+    0x391C0CB3,
+    0x4ED8AA4A,
+    0x5B9CCA4F,
+    0x682E6FF3,
+    0x748F82EE,
+    0x78A5636F,
+    0x84C87814,
+    0x8CC70208,
+    0x90BEFFFA,
+    0xA4506CEB,
+    0xBEF9A3F7,
+    0xC67178F2,
 )
 _IV = (0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19)
 
@@ -102,7 +159,7 @@ def tail_layout(prefix: bytes) -> tuple[int, int, tuple[int, ...], tuple[int, ..
     full = len(prefix) // 64 * 64
     state: tuple[int, ...] = _IV
     for off in range(0, full, 64):
-        state = _sha256_compress(state, prefix[off:off + 64])
+        state = _sha256_compress(state, prefix[off : off + 64])
     r = len(prefix) - full
     nb = -(-(r + TILE_BYTES + 9) // 64)
     tail = bytearray(prefix[full:]) + bytes(TILE_BYTES) + b"\x80"
@@ -115,7 +172,7 @@ def _constants(prefix: bytes, device: torch.device) -> tuple[int, int, torch.Ten
     r, nb, state, words = tail_layout(prefix)
     u32 = torch.tensor(_K + state + words, dtype=torch.int64)
     i32 = torch.where(u32 >= 2**31, u32 - 2**32, u32).to(torch.int32)
-    return r, nb, upload(i32, device)     # no wait for the kernels already queued on the device
+    return r, nb, upload(i32, device)  # no wait for the kernels already queued on the device
 
 
 def default_block(interpret: bool | None = None) -> int:
@@ -191,9 +248,35 @@ def _tail_word(k: tl.constexpr, R: tl.constexpr, TILE_W: tl.constexpr, const_ptr
 
 
 @triton.jit
-def _rounds16(a, b, c, d, e, f, g, h,
-              w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15,
-              const_ptr, base, SCHEDULE: tl.constexpr):
+def _rounds16(
+    a,
+    b,
+    c,
+    d,
+    e,
+    f,
+    g,
+    h,
+    w0,
+    w1,
+    w2,
+    w3,
+    w4,
+    w5,
+    w6,
+    w7,
+    w8,
+    w9,
+    w10,
+    w11,
+    w12,
+    w13,
+    w14,
+    w15,
+    const_ptr,
+    base,
+    SCHEDULE: tl.constexpr,
+):
     """Rounds base .. base + 15 (w0..w15 = W[base .. base + 15]); with SCHEDULE, also W[base + 16 .. base + 31].
 
     The schedule rolls: after round j, w0..w14 = w1..w15 and w15 = W[base + j + 16]; after 16 rounds the 16
@@ -218,16 +301,16 @@ def _rounds16(a, b, c, d, e, f, g, h,
         # W[j + 16] = s1(W[j + 14]) + W[j + 9] + s0(W[j + 1]) + W[j]
         nw = w0
         if SCHEDULE:
-            nw = (nw + (_rotr(w14, 17) ^ _rotr(w14, 19) ^ (w14 >> 10)) + w9
-                  + (_rotr(w1, 7) ^ _rotr(w1, 18) ^ (w1 >> 3)))
+            nw = nw + (_rotr(w14, 17) ^ _rotr(w14, 19) ^ (w14 >> 10)) + w9 + (_rotr(w1, 7) ^ _rotr(w1, 18) ^ (w1 >> 3))
         w0, w1, w2, w3, w4, w5, w6, w7 = w1, w2, w3, w4, w5, w6, w7, w8
         w8, w9, w10, w11, w12, w13, w14, w15 = w9, w10, w11, w12, w13, w14, w15, nw
     return a, b, c, d, e, f, g, h, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15
 
 
 @triton.jit
-def _compress(h0, h1, h2, h3, h4, h5, h6, h7,
-              w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15, const_ptr):
+def _compress(
+    h0, h1, h2, h3, h4, h5, h6, h7, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15, const_ptr
+):
     """One SHA-256 compression of the block w0..w15 into state h0..h7 (uint32 vectors).
 
     Rounds 0..47 run as a runtime loop over three unrolled 16-round groups (keeping the IR small: Triton's
@@ -244,18 +327,79 @@ def _compress(h0, h1, h2, h3, h4, h5, h6, h7,
     h = h7
     for base in range(0, 48, 16):
         a, b, c, d, e, f, g, h, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15 = _rounds16(
-            a, b, c, d, e, f, g, h, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15,
-            const_ptr, base, True)
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            g,
+            h,
+            w0,
+            w1,
+            w2,
+            w3,
+            w4,
+            w5,
+            w6,
+            w7,
+            w8,
+            w9,
+            w10,
+            w11,
+            w12,
+            w13,
+            w14,
+            w15,
+            const_ptr,
+            base,
+            True,
+        )
     a, b, c, d, e, f, g, h, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15 = _rounds16(
-        a, b, c, d, e, f, g, h, w0, w1, w2, w3, w4, w5, w6, w7, w8, w9, w10, w11, w12, w13, w14, w15,
-        const_ptr, 48, False)
+        a,
+        b,
+        c,
+        d,
+        e,
+        f,
+        g,
+        h,
+        w0,
+        w1,
+        w2,
+        w3,
+        w4,
+        w5,
+        w6,
+        w7,
+        w8,
+        w9,
+        w10,
+        w11,
+        w12,
+        w13,
+        w14,
+        w15,
+        const_ptr,
+        48,
+        False,
+    )
     return h0 + a, h1 + b, h2 + c, h3 + d, h4 + e, h5 + f, h6 + g, h7 + h
 
 
 @triton.jit
-def _tile_tickets_kernel(msg_ptr, const_ptr, out_ptr, n_tiles, tiles_j,
-                         R: tl.constexpr, NB: tl.constexpr, TILE_W: tl.constexpr, WORDS: tl.constexpr,
-                         BLOCK: tl.constexpr):
+def _tile_tickets_kernel(
+    msg_ptr,
+    const_ptr,
+    out_ptr,
+    n_tiles,
+    tiles_j,
+    R: tl.constexpr,
+    NB: tl.constexpr,
+    TILE_W: tl.constexpr,
+    WORDS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """Digests of tiles [pid * BLOCK, (pid + 1) * BLOCK): msgs (n_tiles, WORDS) int32 -> out (n_tiles, 8) int32."""
     pid = tl.program_id(0)
     t = pid * BLOCK + tl.arange(0, BLOCK)
@@ -268,10 +412,28 @@ def _tile_tickets_kernel(msg_ptr, const_ptr, out_ptr, n_tiles, tiles_j,
     cols = tl.arange(0, WORDS)
     m = tl.load(msg_ptr + t64[:, None] * WORDS + cols[None, :], mask=mask[:, None], other=0)
     m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15 = _columns16(
-        m.to(tl.uint32, bitcast=True), BLOCK)
-    words = (_bswap(ti), _bswap(tj), _bswap(m0), _bswap(m1), _bswap(m2), _bswap(m3), _bswap(m4), _bswap(m5),
-             _bswap(m6), _bswap(m7), _bswap(m8), _bswap(m9), _bswap(m10), _bswap(m11), _bswap(m12),
-             _bswap(m13), _bswap(m14), _bswap(m15))
+        m.to(tl.uint32, bitcast=True), BLOCK
+    )
+    words = (
+        _bswap(ti),
+        _bswap(tj),
+        _bswap(m0),
+        _bswap(m1),
+        _bswap(m2),
+        _bswap(m3),
+        _bswap(m4),
+        _bswap(m5),
+        _bswap(m6),
+        _bswap(m7),
+        _bswap(m8),
+        _bswap(m9),
+        _bswap(m10),
+        _bswap(m11),
+        _bswap(m12),
+        _bswap(m13),
+        _bswap(m14),
+        _bswap(m15),
+    )
 
     h0 = zero | tl.load(const_ptr + (_H_OFF + 0)).to(tl.uint32, bitcast=True)
     h1 = zero | tl.load(const_ptr + (_H_OFF + 1)).to(tl.uint32, bitcast=True)
@@ -284,7 +446,14 @@ def _tile_tickets_kernel(msg_ptr, const_ptr, out_ptr, n_tiles, tiles_j,
 
     for blk in tl.static_range(NB):
         h0, h1, h2, h3, h4, h5, h6, h7 = _compress(
-            h0, h1, h2, h3, h4, h5, h6, h7,
+            h0,
+            h1,
+            h2,
+            h3,
+            h4,
+            h5,
+            h6,
+            h7,
             _tail_word(blk * 16 + 0, R, TILE_W, const_ptr, zero, words),
             _tail_word(blk * 16 + 1, R, TILE_W, const_ptr, zero, words),
             _tail_word(blk * 16 + 2, R, TILE_W, const_ptr, zero, words),
@@ -306,8 +475,9 @@ def _tile_tickets_kernel(msg_ptr, const_ptr, out_ptr, n_tiles, tiles_j,
 
     # Big-endian digest words, byte-swapped so the little-endian int32 store lays the bytes out in digest order;
     # one (BLOCK, 8) store, 32 contiguous bytes per tile.
-    digest = _rows8(_bswap(h0), _bswap(h1), _bswap(h2), _bswap(h3), _bswap(h4), _bswap(h5), _bswap(h6),
-                    _bswap(h7), BLOCK)
+    digest = _rows8(
+        _bswap(h0), _bswap(h1), _bswap(h2), _bswap(h3), _bswap(h4), _bswap(h5), _bswap(h6), _bswap(h7), BLOCK
+    )
     rows = tl.arange(0, 8)
     tl.store(out_ptr + t64[:, None] * 8 + rows[None, :], digest.to(tl.int32, bitcast=True), mask=mask[:, None])
 
@@ -316,8 +486,9 @@ def _tile_tickets_kernel(msg_ptr, const_ptr, out_ptr, n_tiles, tiles_j,
 # Host entry point
 
 
-def tile_tickets_triton(prefix: bytes, msgs: torch.Tensor, *, block: int | None = None,
-                        num_warps: int | None = None) -> torch.Tensor:
+def tile_tickets_triton(
+    prefix: bytes, msgs: torch.Tensor, *, block: int | None = None, num_warps: int | None = None
+) -> torch.Tensor:
     """SHA-256(prefix || u32_le(ti) || u32_le(tj) || msgs[ti, tj] as 16 u32 LE) for every tile, on msgs' device.
 
     msgs: int32 (TI, TJ, 16) holding uint32 bit patterns, on CUDA (or the CPU under TRITON_INTERPRET=1).
@@ -356,8 +527,16 @@ def tile_tickets_triton(prefix: bytes, msgs: torch.Tensor, *, block: int | None 
         num_warps = 1 if _INTERPRET else max(1, min(8, block // 32))
     grid = (triton.cdiv(n_tiles, block),)
     _tile_tickets_kernel[grid](
-        msgs, consts, out.view(torch.int32), n_tiles, tj_n,
-        R=r, NB=nb, TILE_W=TILE_WORDS, WORDS=MSG_WORDS, BLOCK=block,
+        msgs,
+        consts,
+        out.view(torch.int32),
+        n_tiles,
+        tj_n,
+        R=r,
+        NB=nb,
+        TILE_W=TILE_WORDS,
+        WORDS=MSG_WORDS,
+        BLOCK=block,
         num_warps=num_warps,
     )
     return out

@@ -3,6 +3,7 @@
 Importing this module imports triton; it raises `TritonUnavailableError` (an ImportError) only when triton is
 not installed. TRITON_INTERPRET=1 set before the import runs kernels on CPU tensors in Triton's interpreter.
 """
+
 from __future__ import annotations
 
 import os

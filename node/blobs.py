@@ -25,6 +25,7 @@ references it (as A, B or C), for ``retention_blocks`` blocks after the job sett
 and, when no job references it, for ``orphan_grace_s`` seconds after it was written (a client uploads its
 operands before the submit is mined). Everything else is deleted.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,6 +59,7 @@ def array_address(x: np.ndarray, role: str) -> bytes:
     c: rows of an int32 C)."""
     import torch
     from pouw.commit import commit_result, tree_a, tree_b
+
     t = torch.from_numpy(np.ascontiguousarray(x))
     if role == "c":
         if x.dtype != np.dtype("<i4"):
@@ -88,7 +90,7 @@ def blob_role(data: bytes, h: bytes) -> str | None:
         x = decode_array(data)
     except BlobError:
         return None
-    for role in (("c",) if x.dtype != np.int8 else ("a", "b")):
+    for role in ("c",) if x.dtype != np.int8 else ("a", "b"):
         if array_address(x, role) == h:
             return role
     return None
@@ -125,8 +127,10 @@ def decode_array(data: bytes, dtype=None, shape: tuple[int, int] | None = None) 
     except Exception as e:  # ValueError, EOFError, OSError ... : anything that is not a plain .npy
         raise BlobError("bad-blob", f"not a .npy array ({type(e).__name__}: {e})") from None
     if not isinstance(x, np.ndarray) or x.ndim != 2 or x.dtype not in (np.dtype(np.int8), np.dtype("<i4")):
-        raise BlobError("bad-blob", f"a blob holds a 2-D int8 or int32 array, got {getattr(x, 'dtype', '?')} "
-                                    f"{getattr(x, 'ndim', '?')}-D")
+        raise BlobError(
+            "bad-blob",
+            f"a blob holds a 2-D int8 or int32 array, got {getattr(x, 'dtype', '?')} {getattr(x, 'ndim', '?')}-D",
+        )
     if dtype is not None and x.dtype != np.dtype(dtype):
         raise BlobError("bad-blob", f"expected dtype {np.dtype(dtype)}, got {x.dtype}")
     if shape is not None and tuple(x.shape) != tuple(shape):
@@ -135,8 +139,15 @@ def decode_array(data: bytes, dtype=None, shape: tuple[int, int] | None = None) 
 
 
 class BlobStore:
-    def __init__(self, root: str | Path, max_bytes: int, *, retention_blocks: int = 1000,
-                 orphan_grace_s: float = 3600.0, clock=time.time):
+    def __init__(
+        self,
+        root: str | Path,
+        max_bytes: int,
+        *,
+        retention_blocks: int = 1000,
+        orphan_grace_s: float = 3600.0,
+        clock=time.time,
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_bytes = max_bytes
@@ -176,8 +187,10 @@ class BlobStore:
         for r in roles:
             if array_address(x, r) == expect:
                 return expect
-        raise BlobError("blob-hash-mismatch", f"the blob does not commit to {expect.hex()} "
-                                              f"(as {' or '.join('H_' + r.upper() for r in roles)})")
+        raise BlobError(
+            "blob-hash-mismatch",
+            f"the blob does not commit to {expect.hex()} (as {' or '.join('H_' + r.upper() for r in roles)})",
+        )
 
     def put(self, data: bytes, expect: bytes | None = None, role: str | None = None) -> bytes:
         """Verify and store atomically; returns the address. Idempotent."""

@@ -14,6 +14,7 @@ transcript were completed, summed over the last `WINDOW_S` seconds, divided by t
 time since the first job when that is shorter). The node's `work_rate` is its own miner's rate plus the
 rates its remote workers report with each work request; a worker prints the same figure it reports.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from kernels.base import Backend
     from pouw.miner import PreparedJob
 
-log = logging.getLogger("pouw.worker")   # device faults: the name they always had (docs/operations.md)
+log = logging.getLogger("pouw.worker")  # device faults: the name they always had (docs/operations.md)
 
 WINDOW_S = 60.0
 
@@ -82,6 +83,7 @@ def check_filler_shape(cfg: ChainConfig, shape: tuple[int, int, int]) -> tuple[i
     """`shape` if blocks mined on it pass the chain's job-shape rules, else ValueError."""
     from chain.errors import BlockError
     from chain.validation import check_job_shape
+
     m, k, n = shape
     try:
         check_job_shape(cfg, m, k, n)
@@ -103,7 +105,7 @@ class FillerMiner:
         self.shape = check_filler_shape(cfg, (m, k, n))
         self._seed: bytes | None = None
         self._prep: PreparedJob | None = None
-        self.builds = 0        # operand sets built (A, B, their Merkle trees)
+        self.builds = 0  # operand sets built (A, B, their Merkle trees)
         self.attempts = 0
 
     @property
@@ -116,7 +118,8 @@ class FillerMiner:
         seed = filler_seed(header)
         if seed != self._seed:
             from pouw.miner import filler_operands, prepare_job
-            self._prep = None                  # the old trees go before the new ones are built
+
+            self._prep = None  # the old trees go before the new ones are built
             a, b = filler_operands(seed, self.shape)
             self._prep = prepare_job(a, b, self.params)
             self._seed = seed
@@ -125,14 +128,22 @@ class FillerMiner:
 
     def attempt(self, backend, header: Header, nonce: int) -> Header | None:
         """One attempt: `header` with its filler job under `nonce`, mined once; the header with a proof or None."""
-        found, _ = mine_filler_once(self.cfg, header, self.params, backend, nonce & NONCE_MAX,
-                                    prepared=self.prepared(header))
+        found, _ = mine_filler_once(
+            self.cfg, header, self.params, backend, nonce & NONCE_MAX, prepared=self.prepared(header)
+        )
         self.attempts += 1
         return found
 
-    def run(self, backend, header: Header, nonce: int, *, budget_s: float = 0.25,
-            stop: Callable[[], bool] = lambda: False,
-            on_attempt: Callable[[int], None] = lambda macs: None) -> tuple[Header | None, int]:
+    def run(
+        self,
+        backend,
+        header: Header,
+        nonce: int,
+        *,
+        budget_s: float = 0.25,
+        stop: Callable[[], bool] = lambda: False,
+        on_attempt: Callable[[int], None] = lambda macs: None,
+    ) -> tuple[Header | None, int]:
         """Attempts at nonce, nonce + 1, ... (mod 2^64) until one wins, `stop()` is true or `budget_s` has
         passed (at least one attempt). Calls on_attempt(macs) after each. Returns (winning header or None,
         the next nonce). Blocking: run it in the mining thread."""
@@ -164,6 +175,7 @@ class Device:
         """The backend (created lazily); raises on a device that cannot be opened."""
         if self.backend is None:
             from kernels import get_backend
+
             self.backend = get_backend(self.spec)
         return self.backend
 
@@ -180,14 +192,16 @@ class Device:
         self.backend = None  # re-create on retry (a CUDA context may be unusable)
         try:
             import torch
+
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
         except Exception:
             pass
         if self.failures >= self.max_failures:
             self.dropped = True
-            log.error("device %s dropped after %d consecutive faults (last: %s)", self.spec, self.failures,
-                      self.last_error)
+            log.error(
+                "device %s dropped after %d consecutive faults (last: %s)", self.spec, self.failures, self.last_error
+            )
         else:
             delay = min(60.0, 2.0 ** (self.failures - 1))
             self.retry_at = self.clock() + delay
@@ -207,9 +221,21 @@ def mine_paid(cfg, params, backend, header, prep):
     from chain.tx import WorkCert
     from pouw.miner import mine_job
     from pouw.share import best_share
+
     h = replace(header, job=prep.job, proof=b"")
-    res = mine_job(h.template, prep.job, prep.a, prep.b, h.target, params, backend, prepared=prep,
-                   recover_c=True, max_proofs=1, stage_sync=False)
+    res = mine_job(
+        h.template,
+        prep.job,
+        prep.a,
+        prep.b,
+        h.target,
+        params,
+        backend,
+        prepared=prep,
+        recover_c=True,
+        max_proofs=1,
+        stage_sync=False,
+    )
     c = res.c.cpu().contiguous()
     share = best_share(res, prep, params)
     cert = (WorkCert(h.template, share.encode()), h.height) if share is not None else None

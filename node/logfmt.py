@@ -11,6 +11,7 @@ Default line:  `2026-11-30T22:11:30.123Z INFO  pouw.node block connected height=
 Values with spaces, quotes or `=` are double-quoted (JSON string escaping) in the key=value form.
 `add_log_json` adds the `--log-json` switch to a subcommand (node, devnet, miner).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-FIELDS = "pouw_fields"          # LogRecord attribute holding an event's fields
+FIELDS = "pouw_fields"  # LogRecord attribute holding an event's fields
 _BARE = re.compile(r"[^\s\"=]+")
 _RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
 
@@ -74,8 +75,12 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, msg, the event's fields, and exc (a traceback) if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"ts": _ts(record), "level": record.levelname.lower(), "logger": record.name,
-                               "msg": record.getMessage()}
+        doc: dict[str, Any] = {
+            "ts": _ts(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
         for k, v in (getattr(record, FIELDS, None) or {}).items():
             doc[k if k not in _RESERVED else f"field_{k}"] = _json_value(v)
         if record.exc_info:
@@ -110,5 +115,9 @@ def setup(*, verbose: bool = False, as_json: bool = False, stream=None) -> None:
 
 def add_log_json(p: argparse.ArgumentParser) -> None:
     """`--log-json` after the subcommand too (`pouw node --log-json`); SUPPRESS keeps `pouw --log-json node`."""
-    p.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS,
-                   help="log one JSON object per line (default: key=value lines)")
+    p.add_argument(
+        "--log-json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log one JSON object per line (default: key=value lines)",
+    )

@@ -2,6 +2,7 @@
 
 Matrices may be numpy arrays or CPU torch tensors (read through numpy); this module does not import torch.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Errors of the useful-work protocol. Every rejection carries a short, stable reason string."""
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ sum is below 2^31 * 2^16 * 2^16 = 2^63.
 
 Matrices may be numpy arrays or CPU torch tensors (read through numpy); this module does not import torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ def _matvec_mod_int64(m: np.ndarray, x: list[int]) -> list[int]:
     """(m @ x) mod p with 16-bit limbs in int64: exact for |entries| < 2^31 and at most 2^16 columns."""
     m64 = m.astype(np.int64, copy=False)
     acc = [0] * m.shape[0]
-    for i in range(4):   # 4 limbs of 16 bits cover 61 bits
+    for i in range(4):  # 4 limbs of 16 bits cover 61 bits
         limb = np.array([(v >> (_LIMB * i)) & 0xFFFF for v in x], dtype=np.int64)
         part = m64 @ limb
         scale = 1 << (_LIMB * i)
@@ -73,7 +74,7 @@ def matvec_mod_many(mat: Any, xs: list[list[int]]) -> list[list[int]]:
         xa = np.array(x, dtype=np.uint64)
         for i in range(nl):
             limbs[:, v * nl + i] = (xa >> np.uint64(w * i)) & mask
-    part = (m.astype(np.float64) @ limbs).astype(np.int64)   # exact integers below 2^53
+    part = (m.astype(np.float64) @ limbs).astype(np.int64)  # exact integers below 2^53
     out = []
     for v in range(len(xs)):
         acc = [0] * rows
@@ -97,8 +98,7 @@ def freivalds_check(a: Any, b: Any, c: Any, x: list[int]) -> list[int]:
     return [i for i, (u, v) in enumerate(zip(abx, cx)) if u != v]
 
 
-def freivalds(a: Any, b: Any, c: Any, job: JobCommitment, h_c: bytes,
-              rounds: int = 1) -> list[int]:
+def freivalds(a: Any, b: Any, c: Any, job: JobCommitment, h_c: bytes, rounds: int = 1) -> list[int]:
     """Freivalds with challenge vectors derived from H_C and the job; returns the rows that disagree.
     All rounds share one pass over each matrix (matvec_mod_many)."""
     xs = [challenge_vector(h_c, job, b.shape[1], rnd) for rnd in range(rounds)]
@@ -113,16 +113,24 @@ class FraudProof:
 
     i: int
     j: int
-    a_row: bytes          # k int8
-    b_col: bytes          # k int8
-    c_row: bytes          # n int32 little-endian
+    a_row: bytes  # k int8
+    b_col: bytes  # k int8
+    c_row: bytes  # n int32 little-endian
     path_a: tuple[bytes, ...]
     path_b: tuple[bytes, ...]
     path_c: tuple[bytes, ...]
 
     def to_list(self) -> list[Any]:
-        return [self.i, self.j, self.a_row, self.b_col, self.c_row,
-                list(self.path_a), list(self.path_b), list(self.path_c)]
+        return [
+            self.i,
+            self.j,
+            self.a_row,
+            self.b_col,
+            self.c_row,
+            list(self.path_a),
+            list(self.path_b),
+            list(self.path_c),
+        ]
 
     @classmethod
     def from_list(cls, items: list[Any]) -> "FraudProof":
@@ -152,11 +160,15 @@ def build_fraud_proof(a: Any, b: Any, c: Any, i: int, j: int) -> FraudProof:
     ta, tb, tc = tree_a(a), tree_b(b), tree_c(c)
     a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
     return FraudProof(
-        i, j,
+        i,
+        j,
         a[i].tobytes(),
         np.ascontiguousarray(b[:, j]).tobytes(),
         c[i].astype("<i4").tobytes(),
-        tuple(ta.open_range(i, 1)), tuple(tb.open_range(j, 1)), tuple(tc.open_range(i, 1)))
+        tuple(ta.open_range(i, 1)),
+        tuple(tb.open_range(j, 1)),
+        tuple(tc.open_range(i, 1)),
+    )
 
 
 def verify_fraud_proof(job: JobCommitment, h_c: bytes, proof: FraudProof) -> None:

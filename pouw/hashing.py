@@ -1,4 +1,5 @@
 """Domain-separated hashing. Every use of SHA-256 / SHAKE-256 in the protocol goes through a tag here."""
+
 from __future__ import annotations
 
 import hashlib

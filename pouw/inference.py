@@ -5,6 +5,7 @@ acc = X_q · W_q exactly (int32) with any `matmul` (local, or a job settled on c
 y = acc * (s_x * s_w) + b in float32, ReLU, requantise. Because acc is exact whatever computed it, logits are
 bit-identical between local int8 inference and the same layers run as jobs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import torch
 
 from pouw.params import OPERAND_MAX
 
-MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # int8 (m,k) x int8 (k,n) -> int32 (m,n)
+MatMul = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # int8 (m,k) x int8 (k,n) -> int32 (m,n)
 
 
 def quantize(x: torch.Tensor, scale: float) -> torch.Tensor:
@@ -34,10 +35,10 @@ def local_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class QuantLayer:
-    w_q: torch.Tensor      # (in, out) int8 in [-64, 64]
+    w_q: torch.Tensor  # (in, out) int8 in [-64, 64]
     w_scale: float
-    bias: torch.Tensor     # (out,) float32
-    x_scale: float         # calibrated scale of this layer's input activations
+    bias: torch.Tensor  # (out,) float32
+    x_scale: float  # calibrated scale of this layer's input activations
 
 
 @dataclass
@@ -72,7 +73,7 @@ def train_digits_mlp(hidden: int = 64, epochs: int = 60, seed: int = 0) -> tuple
 
     Returns the quantized model and a dict with the test split (x_test, y_test) and float accuracy.
     """
-    from sklearn.datasets import load_digits   # optional dependency (extra "demo")
+    from sklearn.datasets import load_digits  # optional dependency (extra "demo")
 
     d = load_digits()
     x = torch.tensor(d.data, dtype=torch.float32) / 16.0

@@ -3,6 +3,7 @@
 `JobCommitment` is validation-side (no torch); the operand checks, which return torch tensors for the miner and
 the client, import torch when called.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ and the leaf size:  root = tagged_hash("commit/" + tag, u64 count, u64 leaf_len,
 An opening of 2^j consecutive leaves starting at a multiple of 2^j is the list of sibling hashes from that
 subtree's root up to the tree root: ceil(log2(count)) - j hashes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -80,8 +81,16 @@ def subtree_root(leaves: Sequence[bytes]) -> bytes:
     return level[0]
 
 
-def verify_range(tag: bytes, root: bytes, count: int, leaf_len: int, start: int,
-                 leaves: Sequence[bytes], path: Sequence[bytes], reason: str) -> None:
+def verify_range(
+    tag: bytes,
+    root: bytes,
+    count: int,
+    leaf_len: int,
+    start: int,
+    leaves: Sequence[bytes],
+    path: Sequence[bytes],
+    reason: str,
+) -> None:
     """Check that `leaves` sit at [start, start+len) of the committed tree; raise PowError(reason) if not."""
     size = len(leaves)
     if size == 0 or size & (size - 1) or start % size or start + size > count:

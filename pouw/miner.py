@@ -1,5 +1,6 @@
 """Mining one job: noise from the template, one noisy GEMM with the transcript fused in, tickets for every
 tile, proofs for the winning tiles, and the client's exact C recovered from the same pass."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,7 +38,7 @@ class PreparedJob:
     tree_a: MerkleTree
     tree_b: MerkleTree
     _on: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
-    _staged: dict[str, _Staged] = field(default_factory=dict, repr=False)   # device -> the next attempt's inputs
+    _staged: dict[str, _Staged] = field(default_factory=dict, repr=False)  # device -> the next attempt's inputs
 
     def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device.type == "cpu":
@@ -59,10 +60,10 @@ def prepare_job(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray, para
 @dataclass
 class MiningResult:
     job_key: bytes
-    c: torch.Tensor | None                    # exact A·B (int32, on the backend's device), None if skipped
-    tickets_t: torch.Tensor                   # (m/h, n/w, 32) uint8, every tile's ticket, on the backend's device
-    proofs: list[TileProof]                   # winning tiles, lowest ticket first (at most max_proofs)
-    winners: int                              # number of winning tiles
+    c: torch.Tensor | None  # exact A·B (int32, on the backend's device), None if skipped
+    tickets_t: torch.Tensor  # (m/h, n/w, 32) uint8, every tile's ticket, on the backend's device
+    proofs: list[TileProof]  # winning tiles, lowest ticket first (at most max_proofs)
+    winners: int  # number of winning tiles
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -82,7 +83,7 @@ def filler_operands(job_seed: bytes, shape: tuple[int, int, int]) -> tuple[torch
 
 
 _scratch = threading.local()
-SCRATCH_MAX_BYTES = 32 << 20   # larger buffers are not kept: a thread holds at most a few of these between passes
+SCRATCH_MAX_BYTES = 32 << 20  # larger buffers are not kept: a thread holds at most a few of these between passes
 
 
 def _scratch_buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -103,14 +104,26 @@ def _scratch_buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> to
 
 def make_proof(prep: PreparedJob, job_key: bytes, ti: int, tj: int, ticket: bytes, params: PowParams) -> TileProof:
     h, w, k = params.tile_h, params.tile_w, prep.job.k
-    a_rows = prep.a[ti * h:(ti + 1) * h].contiguous().numpy().tobytes()
+    a_rows = prep.a[ti * h : (ti + 1) * h].contiguous().numpy().tobytes()
     # the w columns as rows: gathered as a k x w block first, then transposed (4x faster than a strided transpose)
-    b_cols = np.ascontiguousarray(prep.b.numpy()[:, tj * w:(tj + 1) * w]).T.copy().tobytes()
-    return TileProof(job_key, ti, tj, h, w, k, ticket, a_rows, b_cols,
-                     tuple(prep.tree_a.open_range(ti * h, h)), tuple(prep.tree_b.open_range(tj * w, w)))
+    b_cols = np.ascontiguousarray(prep.b.numpy()[:, tj * w : (tj + 1) * w]).T.copy().tobytes()
+    return TileProof(
+        job_key,
+        ti,
+        tj,
+        h,
+        w,
+        k,
+        ticket,
+        a_rows,
+        b_cols,
+        tuple(prep.tree_a.open_range(ti * h, h)),
+        tuple(prep.tree_b.open_range(tj * w, w)),
+    )
 
 
 # ---------------------------------------------------------------- the pipelined pass (Capabilities.async_pass)
+
 
 @dataclass
 class _Staged:
@@ -132,8 +145,9 @@ _side_streams: dict[str, torch.cuda.Stream] = {}
 def _pipelined(caps: Capabilities) -> bool:
     """Whether passes on this backend are pipelined: asked for (`Capabilities.async_pass`, POUW_CUDA_ASYNC=1) and
     a backend whose noise and A', B' are made on its device."""
-    return bool(caps.async_pass and caps.noise_factor is not None and caps.add_noise is not None
-                and not caps.accepts_out)
+    return bool(
+        caps.async_pass and caps.noise_factor is not None and caps.add_noise is not None and not caps.accepts_out
+    )
 
 
 def _stage(prep: PreparedJob, template: bytes, params: PowParams, backend: Backend, recover_c: bool) -> None:
@@ -141,7 +155,7 @@ def _stage(prep: PreparedJob, template: bytes, params: PowParams, backend: Backe
     CUDA device, so they are computed while the GEMM queued next on the current stream runs; `mine_job` for that
     template takes them (`_take_staged`). The same calls as mine_job's own stages, so the same values."""
     dev, caps, job = backend.device, backend.caps, prep.job
-    assert caps.noise_factor is not None and caps.add_noise is not None   # `_pipelined`
+    assert caps.noise_factor is not None and caps.add_noise is not None  # `_pipelined`
     m, k, n, r = job.m, job.k, job.n, params.rank
     a_d, b_d = prep.on(dev)
     side = None
@@ -149,16 +163,15 @@ def _stage(prep: PreparedJob, template: bytes, params: PowParams, backend: Backe
         side = _side_streams.get(str(dev))
         if side is None:
             side = _side_streams[str(dev)] = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
-        side.wait_stream(torch.cuda.current_stream(dev))   # A, B and what the current pass queued so far
+        side.wait_stream(torch.cuda.current_stream(dev))  # A, B and what the current pass queued so far
     with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
         nz = full_noise_on(derive_seeds(template, job), m, k, n, r, dev, caps.noise_factor)
         a2, b2 = caps.add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps)
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         if recover_c and (caps.noisy_mm_recover is not None or caps.sub_correction is not None):
-            pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands,
-                                        digits=recovery_digits(k, r))
+            pairs = correction_operands(a_d, b2, nz, backend.mm, caps.correction_operands, digits=recovery_digits(k, r))
         done = side.record_event() if side is not None else None
-    if side is not None:   # made on the side stream, used and freed on the current one: tell the allocator
+    if side is not None:  # made on the side stream, used and freed on the current one: tell the allocator
         main = torch.cuda.current_stream(dev)
         for t in (a2, b2, nz.e_l, nz.f_r, *nz.maps, *nz.__dict__.values(), *(x for p in pairs for x in p)):
             if isinstance(t, torch.Tensor):
@@ -179,11 +192,21 @@ def _take_staged(prep: PreparedJob, dev: torch.device, template: bytes, recover_
 
 # ----------------------------------------------------------------
 
-def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray,
-             target: int, params: PowParams,
-             backend: Backend | None = None, prepared: PreparedJob | None = None,
-             recover_c: bool = True, max_proofs: int = 8, stage_sync: bool = True,
-             next_template: bytes | None = None) -> MiningResult:
+
+def mine_job(
+    template: bytes,
+    job: JobCommitment,
+    a: torch.Tensor | np.ndarray,
+    b: torch.Tensor | np.ndarray,
+    target: int,
+    params: PowParams,
+    backend: Backend | None = None,
+    prepared: PreparedJob | None = None,
+    recover_c: bool = True,
+    max_proofs: int = 8,
+    stage_sync: bool = True,
+    next_template: bytes | None = None,
+) -> MiningResult:
     """Mine `job` (whose commitment is inside `template`) once; return C, all tickets and winning proofs.
 
     stage_sync=True waits for the device after every stage so that `timings` splits the pass truthfully;
@@ -200,8 +223,9 @@ def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, 
         raise JobError("operands do not match the job commitment in the template")
     backend = backend or get_backend("cpu")
     dev = backend.device
-    sync: Callable[[], None] = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" and stage_sync \
-        else (lambda: None)
+    sync: Callable[[], None] = (
+        (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" and stage_sync else (lambda: None)
+    )
     m, k, n = job.m, job.k, job.n
     r, h, w = params.rank, params.tile_h, params.tile_w
     a_d, b_d = prep.on(dev)
@@ -210,18 +234,24 @@ def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, 
     caps = backend.caps
     pipelined = _pipelined(caps)
     staged = _take_staged(prep, dev, template, recover_c) if pipelined else None
-    if staged is not None:                              # made during the previous pass, on a second stream
+    if staged is not None:  # made during the previous pass, on a second stream
         nz, a2, b2 = staged.nz, staged.a2, staged.b2
-    elif caps.noise_factor is not None:                 # factors generated on the device
+    elif caps.noise_factor is not None:  # factors generated on the device
         nz = full_noise_on(seeds, m, k, n, r, dev, caps.noise_factor)
     else:
         nz = full_noise(seeds, m, k, n, r).to(dev)
-    add_noise = caps.add_noise                          # fused path (native CPU kernel, Triton)
-    reuse = caps.accepts_out                            # write into this thread's reused buffers
+    add_noise = caps.add_noise  # fused path (native CPU kernel, Triton)
+    reuse = caps.accepts_out  # write into this thread's reused buffers
     if staged is None and add_noise is not None:
         if reuse:
-            a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps,
-                               out=(_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8)))
+            a2, b2 = add_noise(
+                a_d,
+                b_d,
+                nz.e_l,
+                nz.f_r,
+                *nz.maps,
+                out=(_scratch_buffer("a2", (m, k), torch.int8), _scratch_buffer("b2", (k, n), torch.int8)),
+            )
         else:
             a2, b2 = add_noise(a_d, b_d, nz.e_l, nz.f_r, *nz.maps)
     elif staged is None:
@@ -239,7 +269,7 @@ def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, 
     sync()
     t2b = time.perf_counter()
     if pipelined and next_template is not None:
-        _stage(prep, next_template, params, backend, recover_c)   # runs beside the GEMM queued below
+        _stage(prep, next_template, params, backend, recover_c)  # runs beside the GEMM queued below
     if fused is not None:
         # Recovery fused into the GEMM's epilogue: the kernel returns C itself, C' never reaches memory.
         c, msgs = fused(a2, b2, r, h, w, pairs)
@@ -259,16 +289,23 @@ def mine_job(template: bytes, job: JobCommitment, a: torch.Tensor | np.ndarray, 
     if not recover_c:
         result = None
     elif fused is None and sub is not None:
-        sub(c, pairs)                                   # c -= sum_i 128^i U_i V_i in place: C' becomes C
+        sub(c, pairs)  # c -= sum_i 128^i U_i V_i in place: C' becomes C
     elif fused is None:
         result = recover(c, a_d, b2, nz, backend.mm)
     sync()
     t5 = time.perf_counter()
-    n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs,
-                                    one_copy=pipelined)
+    n_winners, best = winning_tiles(tickets, win_threshold(target, params.tile_work(k)), max_proofs, one_copy=pipelined)
     tj_n = n // w
     proofs = [make_proof(prep, seeds.job_key, i // tj_n, i % tj_n, t, params) for i, t in best]
     t6 = time.perf_counter()
-    timings = {"prepare": t1 - t0, "noise": t2 - t1, "operands": t2b - t2, "gemm": t3 - t2b, "tickets": t4 - t3,
-               "recover": t5 - t4, "proofs": t6 - t5, "total": t6 - t0}
+    timings = {
+        "prepare": t1 - t0,
+        "noise": t2 - t1,
+        "operands": t2b - t2,
+        "gemm": t3 - t2b,
+        "tickets": t4 - t3,
+        "recover": t5 - t4,
+        "proofs": t6 - t5,
+        "total": t6 - t0,
+    }
     return MiningResult(seeds.job_key, result, tickets, proofs, n_winners, timings)

@@ -17,6 +17,7 @@ F_R[j][v] = (ChaCha20(key=seed_B, nonce=b"pouw-F_R" + 4 zero bytes)[v*r + j] & 6
 E[u][l] = E_L[u][map_A(l)]          (E = E_L · P,  P[j][l] = [map_A(l) == j])      in [-32, 31]
 F[l][v] = F_R[map_B(l)][v]          (F = Q · F_R,  Q[l][j] = [map_B(l) == j])      in [-32, 31]
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -87,7 +88,7 @@ def _factor(key: bytes, nonce: bytes, idx: Iterable[int], r: int) -> np.ndarray:
         first, count = (idx[0] if idx else 0), len(idx)
         contiguous = bool(idx) and idx == list(range(first, first + count))
     if contiguous and count:
-        buf = keystream(key, nonce, first * r, count * r)       # one call for a run of rows
+        buf = keystream(key, nonce, first * r, count * r)  # one call for a run of rows
     else:
         buf = b"".join(keystream(key, nonce, i * r, r) for i in idx)
     return _small(buf).reshape(count, r)

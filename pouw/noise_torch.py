@@ -3,6 +3,7 @@
 The protocol's definitions (seeds, maps, factors) are in `pouw.noise` (numpy only); everything here is built from
 them and equals them entry for entry.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,9 +36,11 @@ class Noise:
     The dense map matrices P and Q are built on first use, on the factors' device: a backend with its own noise
     and recovery kernels (native CPU) never needs them."""
 
-    e_l: torch.Tensor   # m x r int8, entries in [-32, 31]
-    f_r: torch.Tensor   # r x n int8, entries in [-32, 31]
-    maps: tuple[Any, Any]  # (map_A, map_B) int64 indices in [0, r): numpy arrays, or tensors on the device (full_noise_on)
+    e_l: torch.Tensor  # m x r int8, entries in [-32, 31]
+    f_r: torch.Tensor  # r x n int8, entries in [-32, 31]
+    maps: tuple[
+        Any, Any
+    ]  # (map_A, map_B) int64 indices in [0, r): numpy arrays, or tensors on the device (full_noise_on)
 
     @cached_property
     def p_mat(self) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 Zero rows/columns change nothing in the product: crop(C_padded) == A·B exactly.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,14 +1,15 @@
 """Protocol parameters of the useful-work lottery (per network; see docs/protocol.md)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from pouw.errors import JobError
 
-OPERAND_MAX = 64            # client operands live in [-64, 64]
-NOISE_MAX = 32              # noise entries live in [-32, 31], so A + E stays in [-96, 95]
-MAX_K = 1 << 16             # |C'| <= 96^2 * k < 2^30 and every recovery intermediate fits int32
-MAX_DIM = 1 << 16           # m, n upper bound
+OPERAND_MAX = 64  # client operands live in [-64, 64]
+NOISE_MAX = 32  # noise entries live in [-32, 31], so A + E stays in [-96, 95]
+MAX_K = 1 << 16  # |C'| <= 96^2 * k < 2^30 and every recovery intermediate fits int32
+MAX_DIM = 1 << 16  # m, n upper bound
 
 
 def _pow2(x: int) -> bool:

@@ -6,6 +6,7 @@ Binary layout (all integers little-endian), version 1:
   | u8 len_a | len_a * 32 path A | u8 len_b | len_b * 32 path B
 Decoding is strict: exact length, known version, bounded sizes; anything else is `bad-pow-encoding`.
 """
+
 from __future__ import annotations
 
 import struct
@@ -39,9 +40,12 @@ class TileProof:
             raise ValueError("opened rows/columns do not match h, w, k")
         parts = [
             _HEAD.pack(VERSION, self.job_key, self.ti, self.tj, self.h, self.w, self.k, self.ticket),
-            self.a_rows, self.b_cols,
-            bytes([len(self.path_a)]), *self.path_a,
-            bytes([len(self.path_b)]), *self.path_b,
+            self.a_rows,
+            self.b_cols,
+            bytes([len(self.path_a)]),
+            *self.path_a,
+            bytes([len(self.path_b)]),
+            *self.path_b,
         ]
         return b"".join(parts)
 
@@ -61,8 +65,8 @@ class TileProof:
         end = pos + h * k + w * k
         if len(data) < end + 1:
             raise PowError("bad-pow-encoding", "truncated operands")
-        a_rows = data[pos:pos + h * k]
-        b_cols = data[pos + h * k:end]
+        a_rows = data[pos : pos + h * k]
+        b_cols = data[pos + h * k : end]
         pos = end
         paths: list[tuple[bytes, ...]] = []
         for _ in range(2):
@@ -72,7 +76,7 @@ class TileProof:
             pos += 1
             if n > MAX_PATH or pos + 32 * n > len(data):
                 raise PowError("bad-pow-encoding", "truncated or oversized path")
-            paths.append(tuple(data[pos + 32 * i:pos + 32 * (i + 1)] for i in range(n)))
+            paths.append(tuple(data[pos + 32 * i : pos + 32 * (i + 1)] for i in range(n)))
             pos += 32 * n
         if pos != len(data):
             raise PowError("bad-pow-encoding", "trailing bytes")

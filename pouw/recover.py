@@ -12,6 +12,7 @@ The miner fixes the number of digits from k, r and those bounds (`recovery_digit
 device, finding the data's count costs a host round trip per digit, and a fused kernel compiles the count in.
 All intermediates fit int32 for k <= MAX_K (see docs/protocol.md).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -59,13 +60,13 @@ def split128(x: torch.Tensor, digits: int) -> torch.Tensor:
     (`recovery_digits`)."""
     if digits < 1:
         raise ValueError(f"digits={digits} must be at least 1")
-    s = (128 ** digits - 1) // 127
-    wide = torch.int32 if digits <= 4 else torch.int64    # 128^4 < 2^31: x + 64 S and its shifts fit int32
+    s = (128**digits - 1) // 127
+    wide = torch.int32 if digits <= 4 else torch.int64  # 128^4 < 2^31: x + 64 S and its shifts fit int32
     y = x.to(wide) + 64 * s
     if y.device.type == "cpu" and y.numel() and (int(y.min()) < 0 or int(y.max()) > 127 * s):
         raise ValueError(f"values outside [{-64 * s}, {63 * s}] do not fit {digits} base-128 digits")
     shifts = torch.arange(0, 7 * digits, 7, dtype=wide, device=x.device).view(digits, *([1] * x.dim()))
-    out: torch.Tensor = ((y.unsqueeze(0) >> shifts) & 127) - 64     # (torch types `>>` as Any)
+    out: torch.Tensor = ((y.unsqueeze(0) >> shifts) & 127) - 64  # (torch types `>>` as Any)
     return out.to(torch.int8)
 
 
@@ -94,9 +95,14 @@ def digits128(x: torch.Tensor) -> list[torch.Tensor]:
             return out
 
 
-def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul,
-                        native: Callable[..., list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
-                        digits: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def correction_operands(
+    a: torch.Tensor,
+    b_noisy: torch.Tensor,
+    nz: Noise,
+    matmul: MatMul,
+    native: Callable[..., list[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+    digits: int | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """[(U_i, V_i)] with A·F + E·B' = sum_i 128^i · U_i · V_i; U_i (m x 2r), V_i (2r x n) int8, contiguous.
 
     digits: how many pairs: exactly that many (`recovery_digits(k, r)`, which the miner passes: no data-dependent
@@ -106,12 +112,14 @@ def correction_operands(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmu
     sum computed its own way, with the data's count (found in the same pass over A and B', on the host)."""
     if native is not None:
         return native(a, b_noisy, nz.e_l, nz.f_r, *nz.maps)
-    aq = matmul(a, nz.q_mat)                                     # m x r, = A·Q
-    pb = matmul(nz.p_mat, b_noisy)                               # r x n, = P·B'
+    aq = matmul(a, nz.q_mat)  # m x r, = A·Q
+    pb = matmul(nz.p_mat, b_noisy)  # r x n, = P·B'
     if digits is not None:
         da, db = split128(aq, digits), split128(pb, digits)
-        return [(torch.cat([da[i], nz.e_l], dim=1).contiguous(), torch.cat([nz.f_r, db[i]], dim=0).contiguous())
-                for i in range(digits)]
+        return [
+            (torch.cat([da[i], nz.e_l], dim=1).contiguous(), torch.cat([nz.f_r, db[i]], dim=0).contiguous())
+            for i in range(digits)
+        ]
     dl, dr = digits128(aq), digits128(pb)
     zero_a = torch.zeros_like(dl[0])
     zero_b = torch.zeros_like(dr[0])
@@ -129,9 +137,9 @@ def correction(a: torch.Tensor, b_noisy: torch.Tensor, nz: Noise, matmul: MatMul
     for i, (u, v) in enumerate(correction_operands(a, b_noisy, nz, matmul)):
         term = matmul(u, v)
         if total is None:
-            total = term if i == 0 else term.mul_(128 ** i)
+            total = term if i == 0 else term.mul_(128**i)
         else:
-            total.add_(term, alpha=128 ** i)
+            total.add_(term, alpha=128**i)
     assert total is not None
     return total
 

@@ -8,6 +8,7 @@ full pass holds a share (its best ticket is below it) with probability 1 − (1 
 ≤ 1 − (1 − c/N)^(fN) ≤ c·f. Each attempt (a fresh template) costs f·W multiply-adds (W = m·k·n), so the
 expected work per share is ≥ W / c, whatever strategy (fractions, retries) is used.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from pouw.verify import verify_tile
 if TYPE_CHECKING:
     from pouw.miner import MiningResult, PreparedJob
 
-SHARE_EXPECTED = 2          # c: expected tickets below the share threshold in one full pass
+SHARE_EXPECTED = 2  # c: expected tickets below the share threshold in one full pass
 
 
 def job_tiles(job: JobCommitment, params: PowParams) -> int:
@@ -39,14 +40,16 @@ def verify_share(template: bytes, job: JobCommitment, proof: TileProof, params: 
     threshold; return the ticket. Raises PowError: bad-cert-shape, bad-cert-tile, bad-cert-template,
     bad-cert-share (ticket not below the threshold), bad-cert-range, bad-cert-merkle-a, bad-cert-merkle-b,
     bad-cert-ticket (the replayed transcript gives another ticket: a forged or cheaply made ticket)."""
-    return verify_tile(template, job, proof, share_threshold(job, params), params, pfx="bad-cert",
-                       high="bad-cert-share")
+    return verify_tile(
+        template, job, proof, share_threshold(job, params), params, pfx="bad-cert", high="bad-cert-share"
+    )
 
 
 def best_share(res: "MiningResult", prep: "PreparedJob", params: PowParams) -> TileProof | None:
     """The share of a finished pass (its lowest ticket, with its tile proof) or None when the pass
     holds none. Uses the tickets the pass already drew: no extra work beyond one tile proof."""
     from pouw.miner import make_proof
+
     _, best = winning_tiles(res.tickets_t, share_threshold(prep.job, params), 1)
     if not best:
         return None

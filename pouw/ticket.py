@@ -5,6 +5,7 @@ block's expected work is 2^256 / target multiply-adds whatever the job's shape.
 
 Imports torch only where the miner's tickets live on a device (`_candidates_device`): validation needs none.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,13 +66,13 @@ def _candidates_device(flat: torch.Tensor, threshold: int) -> tuple[np.ndarray, 
     if threshold >= 1 << 256:
         cand = torch.arange(flat.shape[0], device=flat.device)
     else:
-        shifts = torch.arange(48, -1, -8, dtype=torch.int64, device=flat.device)   # made there: no upload
-        prefix = (flat[:, :7].to(torch.int64) << shifts).sum(dim=1)           # < 2^56: no overflow
+        shifts = torch.arange(48, -1, -8, dtype=torch.int64, device=flat.device)  # made there: no upload
+        prefix = (flat[:, :7].to(torch.int64) << shifts).sum(dim=1)  # < 2^56: no overflow
         cand = torch.nonzero(prefix <= (threshold >> 200)).flatten()
     return cand.cpu().numpy(), np.ascontiguousarray(flat[cand].cpu().numpy())
 
 
-_NOT_A_WINNER = 1 << 62   # a key above every 7-byte prefix (< 2^56)
+_NOT_A_WINNER = 1 << 62  # a key above every 7-byte prefix (< 2^56)
 
 
 def _winners_device(flat: torch.Tensor, threshold: int, limit: int) -> tuple[int, list[tuple[int, bytes]]] | None:
@@ -95,31 +96,32 @@ def _winners_device(flat: torch.Tensor, threshold: int, limit: int) -> tuple[int
     else:
         thr = upload(torch.frombuffer(bytearray(threshold.to_bytes(32, "big")), dtype=torch.uint8), dev)
         diff = flat != thr
-        first = diff.to(torch.int32).argmax(dim=1)          # the first differing byte (0 where all are equal)
+        first = diff.to(torch.int32).argmax(dim=1)  # the first differing byte (0 where all are equal)
         win = diff.any(dim=1) & (flat.gather(1, first[:, None]).squeeze(1) < thr[first])
     shifts = torch.arange(48, -1, -8, dtype=torch.int64, device=dev)
-    prefix = (flat[:, :7].to(torch.int64) << shifts).sum(dim=1)   # big-endian first 7 bytes, < 2^56
+    prefix = (flat[:, :7].to(torch.int64) << shifts).sum(dim=1)  # big-endian first 7 bytes, < 2^56
     key = torch.where(win, prefix, torch.full_like(prefix, _NOT_A_WINNER))
     take = min(limit, n)
     count = win.sum().view(1)
     if take == 0:
         return int(count.cpu()[0]), []
     vals, idx = torch.topk(key, take, largest=False, sorted=True)
-    tied = ((key == vals[-1]) & win).sum().view(1)          # winners sharing the largest prefix taken
-    host = torch.cat([count, tied, idx, flat[idx].to(torch.int64).flatten()]).cpu().numpy()   # the one copy
+    tied = ((key == vals[-1]) & win).sum().view(1)  # winners sharing the largest prefix taken
+    host = torch.cat([count, tied, idx, flat[idx].to(torch.int64).flatten()]).cpu().numpy()  # the one copy
     n_win, n_tied = int(host[0]), int(host[1])
-    idx_h = host[2:2 + take]
-    rows = host[2 + take:].astype(np.uint8).reshape(take, 32)
+    idx_h = host[2 : 2 + take]
+    rows = host[2 + take :].astype(np.uint8).reshape(take, 32)
     got = [(int(i), row.tobytes()) for i, row in zip(idx_h, rows) if int.from_bytes(row.tobytes(), "big") < threshold]
-    if len(got) == take:                                     # all taken are winners: was the cut unambiguous?
+    if len(got) == take:  # all taken are winners: was the cut unambiguous?
         last = rows[-1, :7].tobytes()
         if sum(row[:7].tobytes() == last for row in rows) != n_tied:
             return None
     return n_win, sorted(got, key=lambda p: (p[1], p[0]))
 
 
-def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = None,
-                  one_copy: bool = False) -> tuple[int, list[tuple[int, bytes]]]:
+def winning_tiles(
+    tickets: torch.Tensor, threshold: int, limit: int | None = None, one_copy: bool = False
+) -> tuple[int, list[tuple[int, bytes]]]:
     """(number of tickets < threshold, [(flat tile index, ticket)] of the lowest `limit` of them (all if None),
     lowest ticket first, ties by index).
 
@@ -138,7 +140,7 @@ def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = Non
         if best is not None:
             return best
     idx, rows = (_candidates_host if flat.device.type == "cpu" else _candidates_device)(flat, threshold)
-    w = rows.view(">u8").astype(np.uint64)                 # four big-endian 64-bit words per ticket
+    w = rows.view(">u8").astype(np.uint64)  # four big-endian 64-bit words per ticket
     if threshold < 1 << 256:
         # exact 256-bit compare, vectorized: the four words, lexicographically
         t = [np.uint64((threshold >> (64 * (3 - j))) & (2**64 - 1)) for j in range(4)]
@@ -146,5 +148,5 @@ def winning_tiles(tickets: torch.Tensor, threshold: int, limit: int | None = Non
         for j in (2, 1, 0):
             keep = (w[:, j] < t[j]) | ((w[:, j] == t[j]) & keep)
         rows, idx, w = rows[keep], idx[keep], w[keep]
-    order = np.lexsort((idx, w[:, 3], w[:, 2], w[:, 1], w[:, 0]))[:limit]   # by ticket, ties by tile index
+    order = np.lexsort((idx, w[:, 3], w[:, 2], w[:, 1], w[:, 0]))[:limit]  # by ticket, ties by tile index
     return len(idx), list(zip(idx[order].tolist(), (row.tobytes() for row in rows[order])))

@@ -1,4 +1,5 @@
 """Replay of one tile's transcript from its opened rows and columns (what a verifier computes)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,10 +24,10 @@ def tile_message(a_rows: np.ndarray, b_cols: np.ndarray, r: int) -> np.ndarray:
     nc = k // r
     bound = _max_abs(a_rows) * _max_abs(b_cols) * r
     ft = np.float32 if bound < 1 << 24 else np.float64
-    a3 = a_rows.astype(ft).reshape(h, nc, r).transpose(1, 0, 2)        # nc, h, r
-    b3 = b_cols.astype(ft).reshape(w, nc, r).transpose(1, 2, 0)        # nc, r, w
-    prods = np.matmul(a3, b3).astype(np.int64)                                 # nc, h, w
-    sums = np.cumsum(prods, axis=0).astype(np.uint32).reshape(nc, h * w)       # wraps mod 2^32
+    a3 = a_rows.astype(ft).reshape(h, nc, r).transpose(1, 0, 2)  # nc, h, r
+    b3 = b_cols.astype(ft).reshape(w, nc, r).transpose(1, 2, 0)  # nc, r, w
+    prods = np.matmul(a3, b3).astype(np.int64)  # nc, h, w
+    sums = np.cumsum(prods, axis=0).astype(np.uint32).reshape(nc, h * w)  # wraps mod 2^32
     xs = np.bitwise_xor.reduce(sums, axis=1)
     msg = [0] * MSG_WORDS
     for c in range(nc):

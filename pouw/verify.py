@@ -3,6 +3,7 @@
 Reject reasons (stable): bad-pow-encoding, bad-pow-shape, bad-pow-tile, bad-pow-target, bad-pow-template,
 high-ticket, bad-pow-range, bad-pow-merkle-a, bad-pow-merkle-b, bad-pow-ticket.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,16 @@ def _check_fit(job: JobCommitment, proof: TileProof, params: PowParams, pfx: str
         raise PowError(f"{pfx}-tile", f"tile ({proof.ti}, {proof.tj}) outside the job")
 
 
-def verify_tile(template: bytes, job: JobCommitment, proof: TileProof, threshold: int, params: PowParams, *,
-                pfx: str = "bad-pow", high: str = "high-ticket") -> bytes:
+def verify_tile(
+    template: bytes,
+    job: JobCommitment,
+    proof: TileProof,
+    threshold: int,
+    params: PowParams,
+    *,
+    pfx: str = "bad-pow",
+    high: str = "high-ticket",
+) -> bytes:
     """Check that `proof` is a tile of `job` mined under `template` whose ticket is below `threshold`
     (the block's work-scaled target, or a work certificate's share threshold, pouw.share); return the
     ticket. Reasons are `pfx`-shape, -tile, -template, `high`, -range, -merkle-a, -merkle-b, -ticket."""
@@ -57,13 +66,33 @@ def verify_tile(template: bytes, job: JobCommitment, proof: TileProof, threshold
         raise PowError(high, "ticket is not below the threshold")
     a_rows = np.frombuffer(proof.a_rows, dtype=np.int8).reshape(h, k)
     b_cols = np.frombuffer(proof.b_cols, dtype=np.int8).reshape(w, k)
-    if (a_rows.min() < -OPERAND_MAX or a_rows.max() > OPERAND_MAX
-            or b_cols.min() < -OPERAND_MAX or b_cols.max() > OPERAND_MAX):
+    if (
+        a_rows.min() < -OPERAND_MAX
+        or a_rows.max() > OPERAND_MAX
+        or b_cols.min() < -OPERAND_MAX
+        or b_cols.max() > OPERAND_MAX
+    ):
         raise PowError(f"{pfx}-range", f"opened entry outside [-{OPERAND_MAX}, {OPERAND_MAX}]")
-    verify_range(TAG_A, job.h_a, job.m, k, proof.ti * h,
-                 [proof.a_rows[i * k:(i + 1) * k] for i in range(h)], proof.path_a, f"{pfx}-merkle-a")
-    verify_range(TAG_B, job.h_b, job.n, k, proof.tj * w,
-                 [proof.b_cols[i * k:(i + 1) * k] for i in range(w)], proof.path_b, f"{pfx}-merkle-b")
+    verify_range(
+        TAG_A,
+        job.h_a,
+        job.m,
+        k,
+        proof.ti * h,
+        [proof.a_rows[i * k : (i + 1) * k] for i in range(h)],
+        proof.path_a,
+        f"{pfx}-merkle-a",
+    )
+    verify_range(
+        TAG_B,
+        job.h_b,
+        job.n,
+        k,
+        proof.tj * w,
+        [proof.b_cols[i * k : (i + 1) * k] for i in range(w)],
+        proof.path_b,
+        f"{pfx}-merkle-b",
+    )
     r = params.rank
     a_noisy = a_rows.astype(np.int16) + noise_rows(seeds, range(proof.ti * h, (proof.ti + 1) * h), k, r)
     b_noisy = b_cols.astype(np.int16) + noise_cols(seeds, range(proof.tj * w, (proof.tj + 1) * w), k, r)

@@ -4,6 +4,7 @@ datadir after each kill. See testkit/crashtest.py.
 
     .venv/bin/python scripts/soak_dbcrash.py --rounds 300 [--proofs] [--max-delay 0.5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,12 @@ if __name__ == "__main__":
     p.add_argument("--proofs", action="store_true", help="worker also verifies useful-work proofs (slower start)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        res = run_rounds(Path(d), a.rounds, seed=a.seed, max_delay=a.max_delay, check_proofs=a.proofs,
-                         log=lambda s: print(s, flush=True))
+        res = run_rounds(
+            Path(d),
+            a.rounds,
+            seed=a.seed,
+            max_delay=a.max_delay,
+            check_proofs=a.proofs,
+            log=lambda s: print(s, flush=True),
+        )
     print(f"ok: {res}")

@@ -7,6 +7,7 @@ the control replay of the stored tip, and that the tip's cumulative work never w
 Used by tests/test_chain_storage.py (short) and scripts/soak_dbcrash.py (long); the worker runs as
 `python -c "from testkit.crashtest import worker; ..."` with the checkout on PYTHONPATH.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,6 +40,7 @@ def make_sequence(cfg: ChainConfig, n_main: int = 40, txs: int = 30, seed: int =
 
 def worker(datadir: str, blocks_file: str, config: str, check_proofs: bool) -> int:
     from chain.chainstate import ChainState
+
     cfg = load_config(config)
     blocks = msgpack.unpackb(Path(blocks_file).read_bytes())
     with ChainState.open(datadir, cfg, clock=lambda: 1 << 40, check_proofs=check_proofs) as cs:
@@ -52,6 +54,7 @@ def worker(datadir: str, blocks_file: str, config: str, check_proofs: bool) -> i
 def check_datadir(datadir: Path, builder: ChainBuilder) -> tuple[int, bytes]:
     """Verify the datadir as the crash left it; returns (tip chainwork, tip hash)."""
     from chain.maintenance import _open_raw, verify_datadir
+
     verify_datadir(datadir, builder.cfg)
     store, cs = _open_raw(datadir, builder.cfg)
     try:
@@ -67,6 +70,7 @@ def check_datadir(datadir: Path, builder: ChainBuilder) -> tuple[int, bytes]:
 def reopen(datadir: Path, builder: ChainBuilder) -> tuple[int, bytes]:
     """Open as the node would at start-up (finishing an interrupted reorg); check state vs control."""
     from chain.chainstate import ChainState
+
     with ChainState.open(datadir, builder.cfg, create=False, clock=lambda: 1 << 40, check_proofs=False) as cs:
         tip = cs.tip
         ctrl = builder.states[tip.hash]
@@ -76,8 +80,16 @@ def reopen(datadir: Path, builder: ChainBuilder) -> tuple[int, bytes]:
         return tip.chainwork, tip.hash
 
 
-def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regtest", max_delay: float = 0.25,
-               check_proofs: bool = False, log=lambda s: None) -> dict:
+def run_rounds(
+    workdir: Path,
+    rounds: int,
+    *,
+    seed: int = 0,
+    config: str = "regtest",
+    max_delay: float = 0.25,
+    check_proofs: bool = False,
+    log=lambda s: None,
+) -> dict:
     """Kill the worker `rounds` times; returns counters. Raises AssertionError/ChainError on failure."""
     cfg = load_config(config)
     rng = random.Random(seed)
@@ -92,9 +104,12 @@ def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regt
     env = dict(os.environ, PYTHONPATH=str(root))
     span = max_delay  # calibrated to the worker's import time after its first complete run
     while kills < rounds:
-        cmd = [sys.executable, "-c",
-               "import sys; from testkit.crashtest import worker; "
-               f"sys.exit(worker({str(datadir)!r}, {str(blocks_file)!r}, {config!r}, {check_proofs!r}))"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from testkit.crashtest import worker; "
+            f"sys.exit(worker({str(datadir)!r}, {str(blocks_file)!r}, {config!r}, {check_proofs!r}))",
+        ]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         assert p.stdout is not None and p.stderr is not None  # both piped
         line = p.stdout.readline()
@@ -113,9 +128,10 @@ def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regt
         p.wait()
         if p.returncode not in (0, -signal.SIGKILL):
             raise AssertionError(f"worker exited {p.returncode}: {p.stderr.read().decode()[-2000:]}")
-        p.stdout.close(); p.stderr.close()
-        check_datadir(datadir, builder)          # as the crash left it (maybe mid-reorg)
-        work, tip = reopen(datadir, builder)     # after restart: resumes the best chain
+        p.stdout.close()
+        p.stderr.close()
+        check_datadir(datadir, builder)  # as the crash left it (maybe mid-reorg)
+        work, tip = reopen(datadir, builder)  # after restart: resumes the best chain
         if work < last_work:
             raise AssertionError("tip chainwork went backwards after a crash: a committed write was lost")
         last_work = work
@@ -125,6 +141,7 @@ def run_rounds(workdir: Path, rounds: int, *, seed: int = 0, config: str = "regt
             if tip != best:
                 raise AssertionError("completed import did not end on the best block")
             import shutil
+
             shutil.rmtree(datadir)
             last_work = 0
     return {"kills": kills, "completions": completions}

@@ -1,4 +1,5 @@
 """Deterministic client operands for tests of job settlement."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """In-process nodes on loopback ports (real sockets) with the regtest chain, for tests and benchmarks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,8 +17,16 @@ def free_port() -> int:
 
 
 async def start_node(datadir: Path, *, peers=(), mine=False, interval=0.0, port=None, **kw) -> Node:
-    conf = NodeConfig(datadir=Path(datadir), network="regtest", port=0 if port is None else port, peers=list(peers),
-                      mine=mine, device="cpu", mine_interval=interval, **kw)
+    conf = NodeConfig(
+        datadir=Path(datadir),
+        network="regtest",
+        port=0 if port is None else port,
+        peers=list(peers),
+        mine=mine,
+        device="cpu",
+        mine_interval=interval,
+        **kw,
+    )
     n = Node(conf)
     await n.start()
     return n
@@ -49,6 +58,7 @@ def record_writes(client) -> list[tuple[str, str]]:
         if method not in ("GET", "HEAD"):
             writes.append((method, path))
         return send(method, path, *a, **kw)
+
     client._request = recording
     return writes
 
@@ -58,8 +68,9 @@ async def pause_mining(nodes, timeout: float = 10.0) -> None:
     ended and a block it found was dropped, so from here on no node's tip moves by its own miner. (Instead of a
     fixed sleep before asserting that nothing changes.)"""
     set_mining(nodes, False)
-    await wait_for(lambda: all(n.miner is None or n.miner.state == "paused" for n in nodes), timeout,
-                   what="miners paused")
+    await wait_for(
+        lambda: all(n.miner is None or n.miner.state == "paused" for n in nodes), timeout, what="miners paused"
+    )
 
 
 async def converge(nodes, timeout: float = 30.0) -> None:

@@ -3,6 +3,7 @@ launch with a fresh profile, navigate, evaluate JavaScript, wait for conditions,
 
 `find_chromium()` returns the browser's path or None; tests skip with a reason when it is missing
 (scripts/setup.sh installs Debian's `chromium` where apt is available)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -16,9 +17,19 @@ from pathlib import Path
 
 import aiohttp
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-dev-shm-usage",
-         "--hide-scrollbars", "--window-size=1280,1000", "--remote-debugging-port=0"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--window-size=1280,1000",
+    "--remote-debugging-port=0",
+]
 
 
 def find_chromium() -> str | None:
@@ -31,17 +42,23 @@ def find_chromium() -> str | None:
 class Browser:
     """One page of a headless Chromium. Use `async with Browser.launch(path, profile_dir) as b`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, session: aiohttp.ClientSession,
-                 ws: aiohttp.ClientWebSocketResponse):
+    def __init__(
+        self, proc: asyncio.subprocess.Process, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse
+    ):
         self.proc, self.session, self.ws = proc, session, ws
         self._ids = itertools.count(1)
 
     @classmethod
     async def launch(cls, path: str, profile: Path, timeout: float = 30.0) -> "Browser":
         profile.mkdir(parents=True, exist_ok=True)
-        proc = await asyncio.create_subprocess_exec(path, *FLAGS, f"--user-data-dir={profile}", "about:blank",
-                                                    stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            path,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            "about:blank",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         port_file = profile / "DevToolsActivePort"
         end = time.monotonic() + timeout
         while not (port_file.exists() and port_file.read_text().strip()):
@@ -100,8 +117,10 @@ class Browser:
     async def eval(self, expr: str):
         r = await self.send("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in r:
-            raise RuntimeError(f"page error in {expr!r}: {r['exceptionDetails'].get('text')} "
-                               f"{r['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise RuntimeError(
+                f"page error in {expr!r}: {r['exceptionDetails'].get('text')} "
+                f"{r['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return r["result"].get("value")
 
     async def goto(self, url: str) -> None:

@@ -1,5 +1,6 @@
 """A slow, obviously-correct reimplementation of the protocol's noise, transcript and tickets, written from
 docs/protocol.md with plain Python integers and hashlib only. Tests compare the fast path against it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ def seeds(template: bytes, h_a: bytes, h_b: bytes) -> tuple[bytes, bytes, bytes]
 def noise_map(seed: bytes, k: int, r: int) -> list[int]:
     """docs/protocol.md §3: chunk c's permutation lists the positions i in ascending order of (w[c·r + i], i)."""
     raw = X(b"noise-perm", seed, length=4 * k)
-    w = [int.from_bytes(raw[4 * l:4 * l + 4], "little") for l in range(k)]
+    w = [int.from_bytes(raw[4 * l : 4 * l + 4], "little") for l in range(k)]
     out = []
     for c in range(k // r):
         out += [i for _, i in sorted((w[c * r + i], i) for i in range(r))]
@@ -32,21 +33,32 @@ def noise_map(seed: bytes, k: int, r: int) -> list[int]:
 
 def chacha20_block(key: bytes, counter: int, nonce: bytes) -> bytes:
     """RFC 7539 section 2.3, written out with Python integers."""
+
     def rotl(v: int, c: int) -> int:
         return ((v << c) | (v >> (32 - c))) & 0xFFFFFFFF
 
     def qr(s: list[int], a: int, b: int, c: int, d: int) -> None:
-        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 16)
-        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 12)
-        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 8)
-        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 7)
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF
+        s[d] = rotl(s[d] ^ s[a], 16)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF
+        s[b] = rotl(s[b] ^ s[c], 12)
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF
+        s[d] = rotl(s[d] ^ s[a], 8)
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF
+        s[b] = rotl(s[b] ^ s[c], 7)
 
-    words = lambda b: [int.from_bytes(b[i:i + 4], "little") for i in range(0, len(b), 4)]  # noqa: E731
+    words = lambda b: [int.from_bytes(b[i : i + 4], "little") for i in range(0, len(b), 4)]  # noqa: E731
     init = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574] + words(key) + [counter] + words(nonce)
     s = list(init)
     for _ in range(10):
-        qr(s, 0, 4, 8, 12); qr(s, 1, 5, 9, 13); qr(s, 2, 6, 10, 14); qr(s, 3, 7, 11, 15)
-        qr(s, 0, 5, 10, 15); qr(s, 1, 6, 11, 12); qr(s, 2, 7, 8, 13); qr(s, 3, 4, 9, 14)
+        qr(s, 0, 4, 8, 12)
+        qr(s, 1, 5, 9, 13)
+        qr(s, 2, 6, 10, 14)
+        qr(s, 3, 7, 11, 15)
+        qr(s, 0, 5, 10, 15)
+        qr(s, 1, 6, 11, 12)
+        qr(s, 2, 7, 8, 13)
+        qr(s, 3, 4, 9, 14)
     return b"".join(((x + y) & 0xFFFFFFFF).to_bytes(4, "little") for x, y in zip(s, init))
 
 
@@ -56,7 +68,7 @@ def stream_bytes(key: bytes, nonce: bytes, offset: int, length: int) -> bytes:
     while len(out) < offset % 64 + length:
         out += chacha20_block(key, block, nonce)
         block += 1
-    return out[offset % 64: offset % 64 + length]
+    return out[offset % 64 : offset % 64 + length]
 
 
 def factor(tag: bytes, seed: bytes, idx: int, r: int) -> list[int]:

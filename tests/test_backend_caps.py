@@ -3,6 +3,7 @@
 A backend whose record declares nothing gets the generic paths; each declared hook is the one `mine_job` calls;
 both give the same C, tickets and proofs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,7 @@ def _mine(backend):
     a, b = filler_operands(b"caps", SHAPE)
     prep = prepare_job(a, b, P)
     target = (1 << 256) // (P.tile_work(SHAPE[1]) * 4)
-    return mine_job(b"caps-template" + prep.job.h_a + prep.job.h_b, prep.job, a, b, target, P, backend,
-                    prepared=prep)
+    return mine_job(b"caps-template" + prep.job.h_a + prep.job.h_b, prep.job, a, b, target, P, backend, prepared=prep)
 
 
 def _same(x, y) -> None:
@@ -76,7 +76,7 @@ def test_miner_calls_the_declared_hooks_and_only_those() -> None:
     def sub_correction(c, pairs):
         calls.append("sub_correction")
         for i, (u, v) in enumerate(pairs):
-            c.sub_(mm(u, v) * (128 ** i))
+            c.sub_(mm(u, v) * (128**i))
         return c
 
     got = _mine(Declared(Capabilities(add_noise=add_noise, sub_correction=sub_correction)))

@@ -1,4 +1,5 @@
 """Chain core: import, fork choice, reorgs with undo, invalidate/reconsider, chain tips, headers-only forks."""
+
 from __future__ import annotations
 
 import random
@@ -49,7 +50,8 @@ def test_genesis_and_linear_import(cs, builder):
     assert_matches(cs, builder)
     assert cs.submit_block(blocks[-1]).status == "duplicate"
     assert cs.get_account(MINER_A).balance == sum(CFG.subsidy(h) for h in range(1, 6)) + sum(
-        t.fee for b in blocks for t in b.txs)
+        t.fee for b in blocks for t in b.txs
+    )
 
 
 @pytest.mark.parametrize("depth", [2, 10])
@@ -66,15 +68,19 @@ def test_reorg(cs, builder, depth):
     disconnected_seen = []
 
     class L:
-        def block_connected(self, b): pass
-        def block_disconnected(self, b): disconnected_seen.append(b.hash)
+        def block_connected(self, b):
+            pass
+
+        def block_disconnected(self, b):
+            disconnected_seen.append(b.hash)
+
     cs.add_listener(L())
     results = [cs.submit_block(blk) for blk in fork]
     assert all(r.status == "side" for r in results[:-1])
     r = results[-1]
     assert r.status == "active" and cs.tip.hash == fork[-1].hash
     assert [b.hash for b in r.disconnected] == [b.hash for b in reversed(main)]
-    assert disconnected_seen == [b.hash for b in reversed(main)]   # reverse order
+    assert disconnected_seen == [b.hash for b in reversed(main)]  # reverse order
     assert [b.hash for b in r.connected] == [b.hash for b in fork]
     fork_txids = {t.txid for b in fork for t in b.txs}
     assert {t.txid for t in r.disconnected_txs} == {t.txid for b in main for t in b.txs} - fork_txids
@@ -101,7 +107,7 @@ def test_equal_work_first_seen_wins(tmp_path, builder):
             assert c.tip.hash == first.hash
             tips = {t.hash: t.status for t in c.chain_tips()}
             assert tips == {first.hash: "active", second.hash: "valid-headers"}
-        with ChainState.open(d, None, clock=lambda: NOW) as c:   # still first after restart
+        with ChainState.open(d, None, clock=lambda: NOW) as c:  # still first after restart
             assert c.tip.hash == first.hash
 
 
@@ -112,7 +118,7 @@ def test_invalidate_and_reconsider(cs, builder):
         cs.submit_block(blk)
     assert cs.tip.hash == a[-1].hash
     r = cs.invalidate_block(a[1].hash)
-    assert cs.tip.hash == b[-1].hash          # best remaining chain
+    assert cs.tip.hash == b[-1].hash  # best remaining chain
     assert [x.hash for x in r.disconnected] == [x.hash for x in reversed(a[1:])]
     assert_matches(cs, builder)
     tips = {t.hash: t.status for t in cs.chain_tips()}
@@ -134,7 +140,7 @@ def test_headers_only_fork_and_late_bodies(cs, builder):
         cs.submit_block(blk)
     for blk in fork:
         cs.submit_header(blk.header)
-    assert cs.tip.hash == main[-1].hash     # more work, but no bodies: headers only
+    assert cs.tip.hash == main[-1].hash  # more work, but no bodies: headers only
     tips = {t.hash: t.status for t in cs.chain_tips()}
     assert tips[fork[-1].hash] == "headers-only"
     # bodies arrive out of order: the last one first, then the rest
@@ -160,6 +166,7 @@ def test_restart_keeps_chain(tmp_path, builder):
 def test_mine_block_on_chainstate(cs, builder):
     from chain.mining import mine_block
     from chain.tx import make_transfer
+
     txs = [make_transfer(KEYS[0], CFG.chain_id, n, KEYS[1].address, 5, 1) for n in range(3)]
     bad = make_transfer(KEYS[1], CFG.chain_id, 7, KEYS[2].address, 5, 1)  # wrong nonce: skipped
     blk = mine_block(cs, MINER_A, txs + [bad], CFG.genesis_timestamp + 5)
@@ -176,9 +183,9 @@ def test_asert_follows_block_times(tmp_path):
     fast = b.chain(b.genesis.hash, 8, MINER_A, time_step=1)
     slow = b.chain(fast[-1].hash, 4, MINER_A, time_step=60)
     targets = [x.header.target for x in fast + slow]
-    assert targets[0] == cfg.initial_target              # block 1: the schedule starts at genesis
-    assert targets[7] < targets[2] < targets[1] < targets[0]   # ahead of schedule: harder
-    assert targets[-1] > targets[7]                       # behind schedule: easier
+    assert targets[0] == cfg.initial_target  # block 1: the schedule starts at genesis
+    assert targets[7] < targets[2] < targets[1] < targets[0]  # ahead of schedule: harder
+    assert targets[-1] > targets[7]  # behind schedule: easier
     with ChainState.open(tmp_path, cfg, clock=lambda: NOW) as c:
         for blk in fast + slow:
             assert c.submit_block(blk).status == "active"

@@ -1,6 +1,7 @@
 """The persisted lookup indexes (chain/indexes.py): tx id -> block, address -> history, job
 commitment -> job. They follow the active chain through reorgs, are rebuilt identically for an old
 datadir without them and by `pouw reindex`, and history pages newest first."""
+
 from __future__ import annotations
 
 import random
@@ -49,8 +50,8 @@ def expected(cs: ChainState, b: ChainBuilder) -> dict[bytes, bytes]:
                 named.setdefault(a, []).append(t.txid)
         for a in touched | set(named):
             out[S.addrhist_key(a, height)] = indexes.HistoryEntry(
-                height, before.get(a).balance, after.get(a).balance, after.get(a).nonce,
-                tuple(named.get(a, ()))).encode()
+                height, before.get(a).balance, after.get(a).balance, after.get(a).nonce, tuple(named.get(a, ()))
+            ).encode()
     return out
 
 
@@ -60,7 +61,7 @@ def test_indexes_follow_reorgs_and_rebuild(tmp_path, builder):
     main = builder.chain(base[-1].hash, 3, MINER_A, keys=KEYS, txs_per_block=4, rng=rng)
     fork = builder.chain(base[-1].hash, 4, MINER_B, keys=KEYS, txs_per_block=4, rng=random.Random(77))
     with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:
-        assert index_dump(cs) == expected(cs, builder)            # genesis allocations only
+        assert index_dump(cs) == expected(cs, builder)  # genesis allocations only
         for blk in base + main:
             cs.submit_block(blk)
         assert index_dump(cs) == expected(cs, builder)
@@ -70,7 +71,7 @@ def test_indexes_follow_reorgs_and_rebuild(tmp_path, builder):
             cs.submit_block(blk)
         assert cs.tip.hash == fork[-1].hash
         want = expected(cs, builder)
-        assert index_dump(cs) == want                             # main's entries gone, fork's present
+        assert index_dump(cs) == want  # main's entries gone, fork's present
         gone = {t.txid for b in main for t in b.txs} - {t.txid for b in fork for t in b.txs}
         assert gone and all(indexes.tx_block(cs.store, t) is None for t in gone)
         assert indexes.tx_block(cs.store, fork[0].txs[0].txid) == fork[0].hash
@@ -85,12 +86,12 @@ def test_indexes_follow_reorgs_and_rebuild(tmp_path, builder):
         # a stray entry is wiped by a rebuild
         with cs.store.batch() as b:
             b.put(S.txindex_key(b"\x01" * 32), b"\x02" * 32)
-    reindex_datadir(tmp_path, CFG)                                # ends with verify_datadir: indexes checked
+    reindex_datadir(tmp_path, CFG)  # ends with verify_datadir: indexes checked
     with ChainState.open(tmp_path, CFG, clock=lambda: NOW) as cs:
         assert index_dump(cs) == want
         k = S.addrhist_key(KEYS[1].address, fork[0].height)
         good = cs.store.get(k)
-        with cs.store.batch() as b:                               # a forged history entry
+        with cs.store.batch() as b:  # a forged history entry
             b.put(k, indexes.HistoryEntry(fork[0].height, 0, 10**9, 0, ()).encode())
     with pytest.raises(VerifyError) as e:
         verify_datadir(tmp_path, CFG)
@@ -107,10 +108,10 @@ def test_history_newest_first_and_paged(tmp_path, builder):
         for blk in blocks:
             cs.submit_block(blk)
         hist = list(indexes.history(cs.store, MINER_A))
-        assert [e.height for e in hist] == [6, 5, 4, 3, 2, 1]     # the coinbase changes it every block
+        assert [e.height for e in hist] == [6, 5, 4, 3, 2, 1]  # the coinbase changes it every block
         assert hist[0].balance_after == cs.get_account(MINER_A).balance
         for newer, older in zip(hist, hist[1:]):
-            assert older.balance_after == newer.balance_before   # a chain of balances, nothing missed
+            assert older.balance_after == newer.balance_before  # a chain of balances, nothing missed
         assert [e.height for e in indexes.history(cs.store, MINER_A, before=4)] == [3, 2, 1]
         assert list(indexes.history(cs.store, MINER_A, before=1)) == []
         assert list(indexes.history(cs.store, b"\x07" * 20)) == []
@@ -123,6 +124,7 @@ def test_history_newest_first_and_paged(tmp_path, builder):
 def test_bench_explorer_runs():
     """The benchmark still runs (numbers are in benchmarks/RESULTS.md, not asserted here)."""
     from benchmarks.bench_explorer import run
+
     out = run(220, 2)
     assert out["blocks"] == 220 and out["small_height"] == 200 and out["scanned_txs"] == 440
     assert set(out["lookups_at_full_us"]) == {"tx_block", "history_page", "unknown_id", "blockstats_120"}

@@ -1,4 +1,5 @@
 """Invalid-block catalogue: one test per reject reason (feature_block style)."""
+
 from __future__ import annotations
 
 import random
@@ -63,11 +64,15 @@ def test_good_block_accepted(cs, env):
 
 # --- header proof layer -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field,value,reason", [
-    ("version", 1, "bad-version"),
-    ("chain_id", 1, "bad-chainid"),
-    ("target", CFG.pow_limit + 1, "bad-target-range"),
-])
+
+@pytest.mark.parametrize(
+    "field,value,reason",
+    [
+        ("version", 1, "bad-version"),
+        ("chain_id", 1, "bad-chainid"),
+        ("target", CFG.pow_limit + 1, "bad-target-range"),
+    ],
+)
 def test_header_fields(cs, env, field, value, reason):
     b, _, good = env
     rejects(cs, Block(b.remine(good.header, **{field: value}), good.txs), reason)
@@ -82,7 +87,7 @@ def test_nonce_is_bound_by_the_proof(cs, env):
 def test_nonce_outside_u64_is_not_canonical(cs, env):
     _, _, good = env
     lst = good.header.to_list()
-    lst[10] = -1                   # msgpack has no integer above 2^64 - 1; a negative one is not a u64
+    lst[10] = -1  # msgpack has no integer above 2^64 - 1; a negative one is not a u64
     rejects(cs, encode([lst, [t.to_list() for t in good.txs]]), "bad-blk-encoding")
 
 
@@ -91,6 +96,7 @@ def test_nonce_changes_noise_not_operands(env):
     transactions) while each nonce draws a new job_key, hence new noise and tickets."""
     from chain.mining import filler_job, filler_seed, mine_filler_once
     from pouw.noise import job_key
+
     b, _, good = env
     h0 = good.header
     h1 = replace(h0, nonce=h0.nonce + 7, timestamp=h0.timestamp + 1, tx_root=bytes(32))
@@ -132,12 +138,14 @@ def test_pow_truncated_proof(cs, env):
 
 def _tamper(proof_bytes: bytes, **changes) -> bytes:
     from pouw.proof import TileProof
+
     return replace(TileProof.decode(proof_bytes), **changes).encode()
 
 
 def test_pow_tampered_ticket(cs, env):
     _, _, good = env
     from pouw.proof import TileProof
+
     p = TileProof.decode(good.header.proof)
     t = (int.from_bytes(p.ticket, "big") // 2).to_bytes(32, "big")
     rejects(cs, Block(good.header.with_proof(_tamper(good.header.proof, ticket=t)), good.txs), "bad-pow-ticket")
@@ -146,6 +154,7 @@ def test_pow_tampered_ticket(cs, env):
 def test_pow_tampered_rows(cs, env):
     _, _, good = env
     from pouw.proof import TileProof
+
     p = TileProof.decode(good.header.proof)
     rows = bytes([(p.a_rows[0] + 1) % 64]) + p.a_rows[1:]
     rejects(cs, Block(good.header.with_proof(_tamper(good.header.proof, a_rows=rows)), good.txs), "bad-pow-merkle-a")
@@ -156,16 +165,19 @@ def test_pow_high_ticket(cs, env):
     b, _, good = env
     from pouw.miner import filler_operands, mine_job, prepare_job
     from chain.mining import filler_seed
+
     hard = replace(good.header, target=good.header.target >> 40)
     a, bb = filler_operands(filler_seed(hard), CFG.pow.filler_shape)
     prep = prepare_job(a, bb, b.params)
     hard = replace(hard, job=prep.job)
-    res = mine_job(hard.template, prep.job, a, bb, good.header.target, b.params, prepared=prep,
-                   recover_c=False, max_proofs=1)
+    res = mine_job(
+        hard.template, prep.job, a, bb, good.header.target, b.params, prepared=prep, recover_c=False, max_proofs=1
+    )
     rejects(cs, Block(hard.with_proof(res.proofs[0].encode()), good.txs), "high-ticket")
 
 
 # --- block sanity layer -----------------------------------------------------------------------------
+
 
 def test_bad_encoding(cs, env):
     _, _, good = env
@@ -186,7 +198,7 @@ def test_bad_tx_root_is_not_cached(cs, env):
     b, _, good = env
     mutated = Block(good.header, good.txs[:-1])
     rejects(cs, mutated, "bad-txnmrklroot")
-    assert cs.submit_block(good).status == "active"   # the real block is still accepted
+    assert cs.submit_block(good).status == "active"  # the real block is still accepted
 
 
 def test_duplicate_txs(cs, env):
@@ -219,6 +231,7 @@ def test_zero_amount(cs, env):
 
 
 # --- context layer ----------------------------------------------------------------------------------
+
 
 def test_unknown_parent(cs, env):
     b, _, good = env
@@ -260,10 +273,11 @@ def test_time_too_new_is_not_punished(tmp_path, env):
         e = rejects(c, good, "time-too-new")
         assert e.retry_later and not e.punish
         clock[0] += 1
-        assert c.submit_block(good).status == "active"   # not cached as invalid
+        assert c.submit_block(good).status == "active"  # not cached as invalid
 
 
 # --- state layer ------------------------------------------------------------------------------------
+
 
 def test_bad_nonce(cs, env):
     b, base, _ = env
@@ -296,18 +310,23 @@ def test_extra_subsidy(cs, env):
     b, base, good = env
     st = b.states[base[-1].hash]
     from chain.state import apply_block
+
     diff = apply_block(st.get, st.supply, good.txs, MINER, CFG.subsidy(good.height) + 1)
     rejects(cs, Block(b.remine(good.header, state_root=diff.state_root), good.txs), "bad-state-root")
 
 
-@pytest.mark.parametrize("change,reason", [
-    (lambda p: {"a_rows": bytes([100]) + p.a_rows[1:]}, "bad-pow-range"),
-    (lambda p: {"ti": 1000}, "bad-pow-tile"),
-    (lambda p: {"b_cols": bytes([(p.b_cols[0] + 1) % 64]) + p.b_cols[1:]}, "bad-pow-merkle-b"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        (lambda p: {"a_rows": bytes([100]) + p.a_rows[1:]}, "bad-pow-range"),
+        (lambda p: {"ti": 1000}, "bad-pow-tile"),
+        (lambda p: {"b_cols": bytes([(p.b_cols[0] + 1) % 64]) + p.b_cols[1:]}, "bad-pow-merkle-b"),
+    ],
+)
 def test_pow_tampered_fields(cs, env, change, reason):
     _, _, good = env
     from pouw.proof import TileProof
+
     p = TileProof.decode(good.header.proof)
     proof = _tamper(good.header.proof, **change(p))
     rejects(cs, Block(good.header.with_proof(proof), good.txs), reason)

@@ -1,4 +1,5 @@
 """Keys and key files, config loading, ASERT difficulty, subsidy schedule."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +22,7 @@ def test_faucet_is_funded_in_devnet():
 
 def test_config_by_path_and_errors(tmp_path):
     from chain.config import CONFIG_DIRS
+
     p = CONFIG_DIRS[0] / "regtest.toml"
     assert load_config(str(p)) == load_config("regtest")
     with pytest.raises(FileNotFoundError):
@@ -84,17 +86,17 @@ def test_signatures():
 def test_asert():
     L = (1 << 256) - 1
     t0 = 1 << 200
-    assert asert_target(t0, 0, 0, 5, 600, L) == t0                       # on schedule
-    assert asert_target(t0, 600, 0, 5, 600, L) == 2 * t0                 # one half-life behind: 2x easier
-    assert asert_target(t0, 5 * 120, 120, 5, 600, L) == t0               # exactly on schedule later on
-    assert asert_target(t0, 0, 120, 5, 600, L) == t0 // 2                # one half-life ahead: 2x harder
+    assert asert_target(t0, 0, 0, 5, 600, L) == t0  # on schedule
+    assert asert_target(t0, 600, 0, 5, 600, L) == 2 * t0  # one half-life behind: 2x easier
+    assert asert_target(t0, 5 * 120, 120, 5, 600, L) == t0  # exactly on schedule later on
+    assert asert_target(t0, 0, 120, 5, 600, L) == t0 // 2  # one half-life ahead: 2x harder
     prev = 0
-    for td in range(-3000, 3000, 37):                                    # monotone in elapsed time
+    for td in range(-3000, 3000, 37):  # monotone in elapsed time
         t = asert_target(t0, td, 0, 5, 600, L)
         assert t >= prev
         prev = t
-    assert asert_target(t0, 10**9, 0, 5, 600, L) == L                    # clamped at the pow limit
-    assert asert_target(t0, -10**9, 0, 5, 600, L) == 1                   # never zero
+    assert asert_target(t0, 10**9, 0, 5, 600, L) == L  # clamped at the pow limit
+    assert asert_target(t0, -(10**9), 0, 5, 600, L) == 1  # never zero
     assert block_work(t0) == 1 << 56
 
 
@@ -127,7 +129,7 @@ def test_hashes_as_docs_write_them():
     assert k.address == H(b"addr", k.pubkey)[:20]
     xs = [bytes([i]) * (i + 1) for i in range(3)]
     leaf = [H(b"txroot/leaf", x) for x in xs]
-    top = H(b"txroot/node", H(b"txroot/node", leaf[0], leaf[1]), leaf[2])   # the odd leaf 2 is carried up
+    top = H(b"txroot/node", H(b"txroot/node", leaf[0], leaf[1]), leaf[2])  # the odd leaf 2 is carried up
     assert merkle_root(xs) == H(b"txroot/root", (3).to_bytes(8, "little"), top)
     assert merkle_root(xs[:1]) == H(b"txroot/root", (1).to_bytes(8, "little"), leaf[0])
     assert merkle_root([]) == H(b"txroot/empty")

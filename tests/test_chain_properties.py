@@ -1,5 +1,6 @@
 """Property tests: canonical encoding, conservation across random transfers and reorgs, replay and
 cross-chain rejection."""
+
 from __future__ import annotations
 
 import random
@@ -40,10 +41,10 @@ def _noncanonical(obj) -> list[bytes]:
     """Other msgpack encodings of the same value (over-long forms, strings, trailing bytes)."""
     out = [encode(obj) + b"\x00"]
     if isinstance(obj, int) and 0 <= obj < 2**32:
-        out.append(b"\xcf" + struct.pack(">Q", obj))          # uint64 form of a small int
+        out.append(b"\xcf" + struct.pack(">Q", obj))  # uint64 form of a small int
     if isinstance(obj, bytes) and len(obj) < 256:
         out.append(b"\xc5" + struct.pack(">H", len(obj)) + obj)  # bin16 for a short string
-        out.append(msgpack.packb(obj, use_bin_type=False))       # raw/str type
+        out.append(msgpack.packb(obj, use_bin_type=False))  # raw/str type
     if isinstance(obj, list) and len(obj) < 16:
         out.append(b"\xdc" + struct.pack(">H", len(obj)) + b"".join(encode(x) for x in obj))  # array16
     return out
@@ -78,8 +79,13 @@ def test_foreign_types_rejected():
 
 
 @SETTINGS
-@given(st.integers(0, 2**64 - 1), st.integers(0, 2**63 - 1), st.integers(1, 2**63 - 1), st.integers(0, 2**32),
-       st.integers(0, 4))
+@given(
+    st.integers(0, 2**64 - 1),
+    st.integers(0, 2**63 - 1),
+    st.integers(1, 2**63 - 1),
+    st.integers(0, 2**32),
+    st.integers(0, 4),
+)
 def test_tx_roundtrip_and_mutation(nonce, fee, amount, chain_id, k):
     key = KEYS[k]
     tx = Transaction(0, chain_id, nonce, key.pubkey, fee, Transfer(KEYS[0].address, amount)).signed(key)
@@ -88,6 +94,7 @@ def test_tx_roundtrip_and_mutation(nonce, fee, amount, chain_id, k):
     # flipping any byte gives either a decode error or a transaction whose signature fails
     rng = random.Random(nonce ^ amount)
     from chain.tx import check_tx
+
     for _ in range(5):
         i = rng.randrange(len(tx.encoded))
         mut = bytearray(tx.encoded)
@@ -162,8 +169,15 @@ def test_replay_and_cross_chain_rejected(builder, tmp_path_factory, seed, other_
             cs.validate_tx(foreign)
         assert ei.value.reason == "bad-txn-chainid"
         # re-labelled to this chain without re-signing: the signature no longer verifies
-        relabelled = Transaction(foreign.kind, CFG.chain_id, foreign.nonce, foreign.sender_pubkey, foreign.fee,
-                                 foreign.payload, foreign.signature)
+        relabelled = Transaction(
+            foreign.kind,
+            CFG.chain_id,
+            foreign.nonce,
+            foreign.sender_pubkey,
+            foreign.fee,
+            foreign.payload,
+            foreign.signature,
+        )
         with pytest.raises(ValidationError) as ei:
             cs.validate_tx(relabelled)
         assert ei.value.reason == "bad-txn-sig"
@@ -196,7 +210,7 @@ def test_fuzz_block_decoder(fuzz_env, data):
         elif op == "set":
             raw[i] = data.draw(st.integers(0, 255))
         elif op == "cut":
-            del raw[i:i + data.draw(st.integers(1, 40))]
+            del raw[i : i + data.draw(st.integers(1, 40))]
         else:
             raw[i:i] = data.draw(st.binary(min_size=1, max_size=8))
     tip = cs.tip.hash

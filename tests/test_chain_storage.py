@@ -1,4 +1,5 @@
 """Storage: crash safety under SIGKILL, corrupted/missing files at start-up, verify and reindex."""
+
 from __future__ import annotations
 
 import random
@@ -57,7 +58,7 @@ def _raw(datadir: Path):
 
 def test_verify_detects_tampered_account(datadir, chain_blocks, capsys):
     db = _raw(datadir)
-    db.put(S.account_key(MINER), b"\x92\x01\x00")   # balance 1, nonce 0
+    db.put(S.account_key(MINER), b"\x92\x01\x00")  # balance 1, nonce 0
     db.close()
     with pytest.raises(VerifyError) as ei:
         verify_datadir(datadir)

@@ -1,4 +1,5 @@
 """chain.transition: the block state transition as one pure function, agreeing with ChainState's import."""
+
 from __future__ import annotations
 
 import copy
@@ -24,12 +25,26 @@ STORAGE_REASONS = {"prev-blk-not-found", "bad-prevblk", "duplicate-invalid", "ba
 
 
 # the layer each reject vector's reason comes from (docs/chain.md, "Validation layers and reject reasons")
-LAYER_OF = {**dict.fromkeys(["bad-version", "bad-chainid", "bad-target-range", "bad-job-size", "bad-job-shape",
-                             "bad-pow-template", "bad-pow-encoding"], PROOF),
-            **dict.fromkeys(["bad-txnmrklroot", "bad-txns-duplicate", "bad-txn-sig", "bad-txn-chainid", "bad-txn-kind",
-                             "bad-txn-amount"], SANITY),
-            **dict.fromkeys(["bad-height", "bad-diffbits", "time-too-old", "time-too-new"], CONTEXT),
-            **dict.fromkeys(["bad-txn-nonce", "bad-txn-balance", "bad-state-root"], STATE)}
+LAYER_OF = {
+    **dict.fromkeys(
+        [
+            "bad-version",
+            "bad-chainid",
+            "bad-target-range",
+            "bad-job-size",
+            "bad-job-shape",
+            "bad-pow-template",
+            "bad-pow-encoding",
+        ],
+        PROOF,
+    ),
+    **dict.fromkeys(
+        ["bad-txnmrklroot", "bad-txns-duplicate", "bad-txn-sig", "bad-txn-chainid", "bad-txn-kind", "bad-txn-amount"],
+        SANITY,
+    ),
+    **dict.fromkeys(["bad-height", "bad-diffbits", "time-too-old", "time-too-new"], CONTEXT),
+    **dict.fromkeys(["bad-txn-nonce", "bad-txn-balance", "bad-state-root"], STATE),
+}
 
 
 def snapshot(st: MemoryState):
@@ -44,8 +59,14 @@ def replay(blocks: list[Block], now: int) -> MemoryState:
     for blk in blocks:
         builder.blocks[blk.hash] = blk
         before = snapshot(st)
-        diff = validate_and_apply(blk, builder.parent_info(blk.header.prev_hash), PreState(st.get, st.supply, st), CFG,
-                                  now, params=builder.params)
+        diff = validate_and_apply(
+            blk,
+            builder.parent_info(blk.header.prev_hash),
+            PreState(st.get, st.supply, st),
+            CFG,
+            now,
+            params=builder.params,
+        )
         assert snapshot(st) == before, "validate_and_apply mutated its pre-state"
         st.apply(diff)
         st.hashes.append(blk.hash)
@@ -99,6 +120,7 @@ def test_parent_info_is_built_once():
     main = b.chain(b.genesis.hash, 14, miner, keys=make_keys(2), txs_per_block=1, rng=random.Random(3))
     fork = b.chain(main[3].hash, 3, miner, time_step=7)
     import tempfile
+
     with tempfile.TemporaryDirectory() as d, ChainState.open(d, CFG, clock=lambda: CFG.genesis_timestamp + 10**6) as cs:
         for blk in main + fork:
             cs.submit_block(blk)
@@ -107,8 +129,12 @@ def test_parent_info_is_built_once():
             want = b.parent_info(blk.hash)
             assert cs.parent_info(blk.hash) == want
             headers = {x.hash: x.header for x in [b.genesis] + main + fork}
-            assert parent_info(blk.hash, lambda x: (headers[x].height, headers[x].timestamp, headers[x].prev_hash),
-                               CFG.mtp_window) == want
+            assert (
+                parent_info(
+                    blk.hash, lambda x: (headers[x].height, headers[x].timestamp, headers[x].prev_hash), CFG.mtp_window
+                )
+                == want
+            )
             assert len(want.recent_timestamps) == min(CFG.mtp_window, hd.height + 1)
             assert want.recent_timestamps[-1] == hd.timestamp
 
@@ -121,6 +147,7 @@ def test_undo_is_what_import_stores_and_decodes_strictly(tmp_path):
     from chain.errors import StorageError
     from chain.state import Account, Supply
     from chain.undo import Undo
+
     chain = json.loads((VEC / "chain.json").read_text())
     blocks = [Block.decode(bytes.fromhex(b["encoded"])) for b in chain["blocks"]]
     builder = ChainBuilder(CFG)
@@ -130,24 +157,38 @@ def test_undo_is_what_import_stores_and_decodes_strictly(tmp_path):
         for blk in blocks:
             cs.submit_block(blk)
             builder.blocks[blk.hash] = blk
-            diff = validate_and_apply(blk, builder.parent_info(blk.header.prev_hash), PreState(st.get, st.supply, st),
-                                      CFG, chain["now"], params=builder.params)
+            diff = validate_and_apply(
+                blk,
+                builder.parent_info(blk.header.prev_hash),
+                PreState(st.get, st.supply, st),
+                CFG,
+                chain["now"],
+                params=builder.params,
+            )
             raw = cs.store.get(S.undo_key(blk.hash))
             assert raw == Undo.of(diff).encode() and Undo.decode(raw) == Undo.of(diff)
             st.apply(diff)
             st.hashes.append(blk.hash)
     sup = Supply.zero()
     a = (bytes(20), Account(5, 1))
-    forms = [Undo(sup, (a,)), Undo(sup, (a,), ((bytes(32), None),)), Undo(sup, (a,), (), ((b"k1", None), (b"k2", b"v"))),
-             Undo(sup, (), ((bytes(32), None),), ((b"k", b"v"),))]
+    forms = [
+        Undo(sup, (a,)),
+        Undo(sup, (a,), ((bytes(32), None),)),
+        Undo(sup, (a,), (), ((b"k1", None), (b"k2", b"v"))),
+        Undo(sup, (), ((bytes(32), None),), ((b"k", b"v"),)),
+    ]
     assert [len(__import__("msgpack").unpackb(u.encode())) for u in forms] == [2, 3, 4, 4]
     for u in forms:
         assert Undo.decode(u.encode()) == u
-    for bad in (encode([sup.encode()]), encode([sup.encode(), [], [], [], []]), encode([b"x", []]),
-                encode([sup.encode(), [[bytes(19), Account(1, 0).encode()]]]),
-                encode([sup.encode(), [], [], [[b"k", b"v", b"w"]]]),
-                encode([sup.encode(), [], []]),                   # jobs list present but empty: not canonical
-                Undo(sup, (a,)).encode() + b"\x00"):
+    for bad in (
+        encode([sup.encode()]),
+        encode([sup.encode(), [], [], [], []]),
+        encode([b"x", []]),
+        encode([sup.encode(), [[bytes(19), Account(1, 0).encode()]]]),
+        encode([sup.encode(), [], [], [[b"k", b"v", b"w"]]]),
+        encode([sup.encode(), [], []]),  # jobs list present but empty: not canonical
+        Undo(sup, (a,)).encode() + b"\x00",
+    ):
         with pytest.raises(StorageError):
             Undo.decode(bad)
 
@@ -160,6 +201,7 @@ def _inject(datadir, blocks: list[Block], *, active: bool) -> None:
     from chain.chainstate import IndexEntry
     from chain.difficulty import block_work
     from chain.undo import Undo
+
     with ChainState.open(datadir, CFG, create=False) as cs:
         work = cs.tip.chainwork
         undo = Undo(cs.supply, ()).encode()
@@ -170,8 +212,12 @@ def _inject(datadir, blocks: list[Block], *, active: bool) -> None:
                 status = S.HEADER_VALID | S.HAVE_DATA | (S.VALID_STATE if active else 0)
                 b.put(S.header_key(blk.hash), h.encoded)
                 b.put(S.body_key(blk.hash), blk.body_encoded)
-                b.put(S.index_key(blk.hash), IndexEntry(blk.hash, h.prev_hash, h.height, h.timestamp, h.target, work,
-                                                        status, cs._seq + i).record())
+                b.put(
+                    S.index_key(blk.hash),
+                    IndexEntry(
+                        blk.hash, h.prev_hash, h.height, h.timestamp, h.target, work, status, cs._seq + i
+                    ).record(),
+                )
                 if active:
                     b.put(S.height_key(cs.height + 1 + i), blk.hash)
                     b.put(S.undo_key(blk.hash), undo)
@@ -184,6 +230,7 @@ def _through_each(tmp_path, base, blocks: list[Block], now: int, lookup, name: s
     agree with import, and return import's reasons."""
     import shutil
     from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
+
     reasons, layers = [], []
     shutil.copytree(base, tmp_path / "import")
     with ChainState.open(tmp_path / "import", CFG, clock=lambda: now) as cs:
@@ -200,8 +247,14 @@ def _through_each(tmp_path, base, blocks: list[Block], now: int, lookup, name: s
     for i in range(1, len(blocks)):
         if layers[i - 1] == STATE:
             try:
-                validate_and_apply(blocks[i], parent_info(blocks[i].header.prev_hash, lookup, CFG.mtp_window), None,
-                                   CFG, 1 << 62, params=CFG.pow.params())
+                validate_and_apply(
+                    blocks[i],
+                    parent_info(blocks[i].header.prev_hash, lookup, CFG.mtp_window),
+                    None,
+                    CFG,
+                    1 << 62,
+                    params=CFG.pow.params(),
+                )
             except ValidationError as err:
                 want_reindex[i] = err.reason
     if "bad-height" not in reasons:  # a wrong height cannot sit on the active chain: the datadir refuses to open
@@ -231,13 +284,21 @@ def test_verify_and_reindex_reject_like_import(tmp_path):
     with ChainState.open(base, CFG, clock=lambda: chain["now"]) as cs:
         for b in chain["blocks"]:
             cs.submit_block(bytes.fromhex(b["encoded"]))
-    headers = {blk.header.hash: blk.header for blk in [ChainBuilder(CFG).genesis] + [
-        Block.decode(bytes.fromhex(b["encoded"])) for b in chain["blocks"]] + [
-        Block.decode(bytes.fromhex(x)) for c in rej["blocks"] if c["reason"] != "bad-blk-encoding"
-        for x in c["pre"] + [c["block"]]]}
+    headers = {
+        blk.header.hash: blk.header
+        for blk in [ChainBuilder(CFG).genesis]
+        + [Block.decode(bytes.fromhex(b["encoded"])) for b in chain["blocks"]]
+        + [
+            Block.decode(bytes.fromhex(x))
+            for c in rej["blocks"]
+            if c["reason"] != "bad-blk-encoding"
+            for x in c["pre"] + [c["block"]]
+        ]
+    }
 
     def lookup(h: bytes) -> tuple[int, int, bytes]:
         return headers[h].height, headers[h].timestamp, headers[h].prev_hash
+
     # not stored anywhere import could put them: undecodable, no parent, only too new for now, a resubmission
     skip = {"bad-blk-encoding", "prev-blk-not-found", "time-too-new", "duplicate-invalid"}
     seen = set()
@@ -246,8 +307,19 @@ def test_verify_and_reindex_reject_like_import(tmp_path):
             blocks = [Block.decode(bytes.fromhex(x)) for x in c["pre"] + [c["block"]]]
             assert _through_each(tmp_path / str(n), base, blocks, rej["now"], lookup, c["name"])[-1] == c["reason"]
             seen.add(c["reason"])
-    assert len(seen) >= 18 and {"bad-pow-template", "bad-txnmrklroot", "bad-txn-sig", "time-too-old",
-                                "bad-txn-nonce", "bad-state-root", "bad-prevblk"} <= seen
+    assert (
+        len(seen) >= 18
+        and {
+            "bad-pow-template",
+            "bad-txnmrklroot",
+            "bad-txn-sig",
+            "time-too-old",
+            "bad-txn-nonce",
+            "bad-state-root",
+            "bad-prevblk",
+        }
+        <= seen
+    )
 
 
 def test_children_of_invalid_blocks_agree(tmp_path):
@@ -257,6 +329,7 @@ def test_children_of_invalid_blocks_agree(tmp_path):
 
     from chain.block import tx_root
     from chain.difficulty import median_time_past
+
     b = ChainBuilder(CFG)
     miner = PrivateKey.from_phrase(b"transition miner").address
     keys = make_keys(2)
@@ -269,8 +342,9 @@ def test_children_of_invalid_blocks_agree(tmp_path):
     tip = main[-1]
     ok = b.mine(tip.hash, miner, b.random_transfers(tip.hash, keys, 2, random.Random(6)))
     bad_state = Block(b.remine(ok.header, state_root=bytes(32)), ok.txs)
-    bad_time = Block(b.remine(ok.header, timestamp=median_time_past(list(b.parent_info(tip.hash).recent_timestamps))),
-                     ok.txs)
+    bad_time = Block(
+        b.remine(ok.header, timestamp=median_time_past(list(b.parent_info(tip.hash).recent_timestamps))), ok.txs
+    )
     forged = (ok.txs[0], replace(ok.txs[1], signature=bytes(64)))
     bad_sig = Block(b.remine(ok.header, tx_root=tx_root(list(forged))), forged)
     got = {}
@@ -280,5 +354,8 @@ def test_children_of_invalid_blocks_agree(tmp_path):
         child = b.mine(parent.hash, miner)
         lookup = lambda h: (b.blocks[h].header.height, b.blocks[h].header.timestamp, b.blocks[h].header.prev_hash)
         got[name] = _through_each(tmp_path / name, base, [parent, child], now, lookup, name)
-    assert got == {"state": ["bad-state-root", "bad-prevblk"], "context": ["time-too-old", "bad-prevblk"],
-                   "sanity": ["bad-txn-sig", "bad-prevblk"]}
+    assert got == {
+        "state": ["bad-state-root", "bad-prevblk"],
+        "context": ["time-too-old", "bad-prevblk"],
+        "sanity": ["bad-txn-sig", "bad-prevblk"],
+    }

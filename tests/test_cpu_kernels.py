@@ -9,6 +9,7 @@
 - The portable path's own stages (noise by gathers, the recovery fused into its row blocks, batched hashlib
   tickets) equal the generic paths and the references, on both portable GEMMs.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,16 +23,26 @@ import torch
 
 from kernels import native_loader, reference
 from kernels.base import Capabilities, ShapeError, tile_tickets_reference
-from kernels.cpu import (FP32_EXACT_K, CpuBackend, add_noise_torch, exact_mm, fp32_mm, int_mm, noisy_matmul_torch,
-                         portable_gemm, tile_tickets_hashlib)
+from kernels.cpu import (
+    FP32_EXACT_K,
+    CpuBackend,
+    add_noise_torch,
+    exact_mm,
+    fp32_mm,
+    int_mm,
+    noisy_matmul_torch,
+    portable_gemm,
+    tile_tickets_hashlib,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run_py(code: str, env: dict) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=ROOT,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=300
+    )
 
 
 def _exact(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -56,20 +67,26 @@ def test_build_runs_every_kernel_the_cpu_has():
 
 
 def test_env_forces_the_kernel(tmp_path):
-    code = ("from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
-            "be = CpuBackend()\n"
-            "sub = be.caps.sub_correction\n"
-            "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, sub is not None and sub == n.sub_correction)")
+    code = (
+        "from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
+        "be = CpuBackend()\n"
+        "sub = be.caps.sub_correction\n"
+        "print(n.requested_kernel(), n.gemm_kernel(), be.kernel_path, sub is not None and sub == n.sub_correction)"
+    )
     cpu = native_loader.cpu_kernels()
-    for env, want_kernel in (("avx2", "avx2" if "avx2" in cpu else None), ("vnni", "vnni" if "vnni" in cpu else None),
-                             ("neon", "neon" if "neon" in cpu else None), ("off", None)):
+    for env, want_kernel in (
+        ("avx2", "avx2" if "avx2" in cpu else None),
+        ("vnni", "vnni" if "vnni" in cpu else None),
+        ("neon", "neon" if "neon" in cpu else None),
+        ("off", None),
+    ):
         res = _run_py(code, {"POUW_NATIVE": env, "POUW_PORTABLE_GEMM": "fp32"})
         assert res.returncode == 0, res.stderr
         req, kern, path, has_sub = res.stdout.split()
         assert req == env and kern == str(want_kernel)
         assert path == (want_kernel or "portable:fp32")
         if env == "avx2":
-            assert has_sub == "False"      # the AVX2 stand-in uses no AVX512-VNNI recovery either
+            assert has_sub == "False"  # the AVX2 stand-in uses no AVX512-VNNI recovery either
     res = _run_py("from kernels import native_loader as n; print(n.available())", {"POUW_NATIVE": "off"})
     assert res.stdout.strip() == "False"
 
@@ -95,13 +112,19 @@ def test_fp32_chunks_at_the_exactness_edge():
 
 
 @pytest.mark.parametrize("method", ["int_mm", "fp32"])
-@pytest.mark.parametrize("m,k,n,r,h,w", [
-    (16, 576, 16, 32, 16, 16), (12, 96, 20, 32, 4, 4), (8, 36, 8, 12, 2, 8), (6, 40, 10, 5, 3, 5),
-    (8, 2560, 8, 2560, 4, 4),    # one chunk wider than FP32_EXACT_K: summed in int32 pieces
-    (10, 96, 12, 2, 5, 6),       # 48 chunks: three message rounds; odd tile height, even width of 3 word pairs
-    (4, 140, 6, 4, 1, 1),        # 35 chunks (a partial last round), 1 x 1 tiles
-    (20, 64, 24, 64, 4, 8),      # one chunk; more than 16 rows per block: torch._int_mm itself
-])
+@pytest.mark.parametrize(
+    "m,k,n,r,h,w",
+    [
+        (16, 576, 16, 32, 16, 16),
+        (12, 96, 20, 32, 4, 4),
+        (8, 36, 8, 12, 2, 8),
+        (6, 40, 10, 5, 3, 5),
+        (8, 2560, 8, 2560, 4, 4),  # one chunk wider than FP32_EXACT_K: summed in int32 pieces
+        (10, 96, 12, 2, 5, 6),  # 48 chunks: three message rounds; odd tile height, even width of 3 word pairs
+        (4, 140, 6, 4, 1, 1),  # 35 chunks (a partial last round), 1 x 1 tiles
+        (20, 64, 24, 64, 4, 8),  # one chunk; more than 16 rows per block: torch._int_mm itself
+    ],
+)
 def test_portable_transcript_matches_reference(method, m, k, n, r, h, w):
     gen = torch.Generator().manual_seed(m + k + r)
     a = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8)
@@ -114,7 +137,7 @@ def test_portable_transcript_matches_reference(method, m, k, n, r, h, w):
         m_ref[:, :, 0] = torch.from_numpy(x.view(np.int32))
     else:
         c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
-    for block_rows, threads in ((4, 1), (4, 3), (256, None)):   # row blocks on 1 or 3 threads at a time
+    for block_rows, threads in ((4, 1), (4, 3), (256, None)):  # row blocks on 1 or 3 threads at a time
         c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, threads=threads)
         assert torch.equal(c, c_ref) and torch.equal(msgs, m_ref)
 
@@ -156,34 +179,46 @@ def test_mine_job_on_each_kernel_matches_torch(kernel):
 def _sub_reference(c: torch.Tensor, pairs) -> torch.Tensor:
     total = c.to(torch.int64)
     for i, (u, v) in enumerate(pairs):
-        total -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+        total -= (128**i) * (u.to(torch.int64) @ v.to(torch.int64))
     total &= 0xFFFFFFFF
-    return torch.where(total >= 2 ** 31, total - 2 ** 32, total).to(torch.int32)
+    return torch.where(total >= 2**31, total - 2**32, total).to(torch.int32)
 
 
-@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
-                    reason="CPU without AVX2, or POUW_NATIVE=off")
-@pytest.mark.parametrize("m,n,widths,lo", [
-    (64, 48, [128, 128, 128], -64),      # the recovery's shape: digits in [-64, 63], width 2r
-    (12, 20, [8, 4, 6], -64),            # unequal widths (zero-padded), n not a multiple of 8
-    (8, 16, [64] * 9, -128),             # -128 (the fp32 loop) and more pairs than matter mod 2^32
-    (4, 3, [1100], -64),                 # one digit wider than 1024 (the int loop only)
-])
+@pytest.mark.skipif(
+    "avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+    reason="CPU without AVX2, or POUW_NATIVE=off",
+)
+@pytest.mark.parametrize(
+    "m,n,widths,lo",
+    [
+        (64, 48, [128, 128, 128], -64),  # the recovery's shape: digits in [-64, 63], width 2r
+        (12, 20, [8, 4, 6], -64),  # unequal widths (zero-padded), n not a multiple of 8
+        (8, 16, [64] * 9, -128),  # -128 (the fp32 loop) and more pairs than matter mod 2^32
+        (4, 3, [1100], -64),  # one digit wider than 1024 (the int loop only)
+    ],
+)
 def test_avx2_sub_correction(m, n, widths, lo):
     gen = torch.Generator().manual_seed(m + n + len(widths))
-    c = torch.randint(-2 ** 31, 2 ** 31 - 1, (m, n), generator=gen, dtype=torch.int32)
-    pairs = [(torch.randint(lo, 64, (m, w), generator=gen, dtype=torch.int8),
-              torch.randint(lo, 64, (w, n), generator=gen, dtype=torch.int8)) for w in widths]
+    c = torch.randint(-(2**31), 2**31 - 1, (m, n), generator=gen, dtype=torch.int32)
+    pairs = [
+        (
+            torch.randint(lo, 64, (m, w), generator=gen, dtype=torch.int8),
+            torch.randint(lo, 64, (w, n), generator=gen, dtype=torch.int8),
+        )
+        for w in widths
+    ]
     want = _sub_reference(c, pairs)
     got = native_loader.avx2_sub_correction(c.clone(), pairs)
     assert torch.equal(got, want)
     be = CpuBackend(kernel="avx2")
     assert torch.equal(be.caps.sub_correction(c.clone(), pairs), want)
     # m % 4 != 0: the backend's Horner fallback on its GEMM
-    assert torch.equal(be.caps.sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs]),
-                       _sub_reference(c[:m - 1], [(u[:m - 1], v) for u, v in pairs]))
+    assert torch.equal(
+        be.caps.sub_correction(c[: m - 1].clone(), [(u[: m - 1], v) for u, v in pairs]),
+        _sub_reference(c[: m - 1], [(u[: m - 1], v) for u, v in pairs]),
+    )
     with pytest.raises(ShapeError):
-        native_loader.avx2_sub_correction(c[:m - 1].clone(), [(u[:m - 1], v) for u, v in pairs])
+        native_loader.avx2_sub_correction(c[: m - 1].clone(), [(u[: m - 1], v) for u, v in pairs])
 
 
 def test_bench_counts_only_exact_baselines():
@@ -191,7 +226,7 @@ def test_bench_counts_only_exact_baselines():
     ones are not (oneDNN's AVX2 int8 GEMM saturates vpmaddubsw on large pair sums: such a GEMM is no baseline)."""
     from benchmarks.bench_mining import inexact_gemms
 
-    def saturating(a, b):   # what a u8 x s8 pair-sum clamp to int16 does to a + 128 against b
+    def saturating(a, b):  # what a u8 x s8 pair-sum clamp to int16 does to a + 128 against b
         au = (a.to(torch.int32) + 128).reshape(a.shape[0], -1, 2)
         bb = b.to(torch.int32).reshape(-1, 2, b.shape[1])
         pairs = torch.einsum("mkp,kpn->mkn", au, bb).clamp(-32768, 32767)
@@ -201,8 +236,10 @@ def test_bench_counts_only_exact_baselines():
     assert inexact_gemms(gemms, 64) == ["saturating"]
 
 
-@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
-                    reason="CPU without AVX2, or POUW_NATIVE=off")
+@pytest.mark.skipif(
+    "avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+    reason="CPU without AVX2, or POUW_NATIVE=off",
+)
 @pytest.mark.parametrize("m,k,n,r", [(64, 512, 48, 32), (20, 256, 70, 64), (8, 1024, 200, 16)])
 def test_avx2_correction_operands_match_generic(m, k, n, r):
     """The AVX2 backend's correction operands (A·Q and P·B' as column and row sums) equal pouw.recover's, and
@@ -220,17 +257,20 @@ def test_avx2_correction_operands_match_generic(m, k, n, r):
     want = correction_operands(a, b2, nz, _exact)
     be = CpuBackend(kernel="avx2")
     got = correction_operands(a, b2, nz, be.mm, be.caps.correction_operands)
-    assert len(got) == len(want) and all(torch.equal(u, wu) and torch.equal(v, wv)
-                                         for (u, v), (wu, wv) in zip(got, want))
+    assert len(got) == len(want) and all(
+        torch.equal(u, wu) and torch.equal(v, wv) for (u, v), (wu, wv) in zip(got, want)
+    )
     assert torch.equal(native_loader.avx2_scatter_rows(b2, nz.maps[0], r), _exact(nz.p_mat, b2))
     assert torch.equal(native_loader.avx2_gather_cols(a, nz.maps[1], r), _exact(a, nz.q_mat))
     for fn, x in ((native_loader.avx2_scatter_rows, b2), (native_loader.avx2_gather_cols, a)):
         with pytest.raises(ShapeError):
-            fn(x, np.full(k, r), r)      # an index outside [0, r)
+            fn(x, np.full(k, r), r)  # an index outside [0, r)
 
 
-@pytest.mark.skipif("avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
-                    reason="CPU without AVX2, or POUW_NATIVE=off")
+@pytest.mark.skipif(
+    "avx2" not in native_loader.cpu_kernels() or native_loader.requested_kernel() == "off",
+    reason="CPU without AVX2, or POUW_NATIVE=off",
+)
 @pytest.mark.parametrize("m,n,r,hi", [(64, 48, 64, 2048), (12, 20, 4, 30000), (8, 70, 16, 200000)])
 def test_avx2_recovery_int16_merge(m, n, r, hi):
     """Pairs shaped like the recovery's (U_i = [X_i | E], V_i = [F ; Y_i]) merge into one int16 GEMM where the
@@ -249,7 +289,7 @@ def test_avx2_recovery_int16_merge(m, n, r, hi):
     pairs = [(torch.cat([dx[i], e], 1), torch.cat([f, dy[i]], 0)) for i in range(d)]
     merged = merge_digit_pairs(pairs)
     assert (merged is not None) == (hi <= 32767)
-    c = torch.randint(-2 ** 31, 2 ** 31 - 1, (m, n), generator=gen, dtype=torch.int32)
+    c = torch.randint(-(2**31), 2**31 - 1, (m, n), generator=gen, dtype=torch.int32)
     want = _sub_reference(c, pairs)
     assert torch.equal(CpuBackend(kernel="avx2").caps.sub_correction(c.clone(), pairs), want)
     if merged is not None:
@@ -272,11 +312,14 @@ class _Generic:
 
 
 @pytest.mark.parametrize("method", ["int_mm", "fp32"])
-@pytest.mark.parametrize("shape,params,block_rows", [
-    ((64, 512, 48), (32, 8, 8), 256),
-    ((72, 32 * 35, 40), (32, 8, 8), 16),   # 35 chunks, 5 row blocks (the last one short), 2 digits per side
-    ((36, 8 * 20, 21), (8, 4, 1), 12),     # tiles one column wide, blocks of 12 rows
-])
+@pytest.mark.parametrize(
+    "shape,params,block_rows",
+    [
+        ((64, 512, 48), (32, 8, 8), 256),
+        ((72, 32 * 35, 40), (32, 8, 8), 16),  # 35 chunks, 5 row blocks (the last one short), 2 digits per side
+        ((36, 8 * 20, 21), (8, 4, 1), 12),  # tiles one column wide, blocks of 12 rows
+    ],
+)
 def test_portable_stages_match_the_generic_paths(monkeypatch, method, shape, params, block_rows):
     """A mining pass on the portable backend's own stages (add_noise by gathers, the recovery fused into its
     row blocks, out= buffers when C is not kept) gives the C, tickets and proofs of the generic paths."""
@@ -295,29 +338,36 @@ def test_portable_stages_match_the_generic_paths(monkeypatch, method, shape, par
     assert torch.equal(got.c, _exact(a, b)) and torch.equal(got.c, want.c)
     assert np.array_equal(got.tickets, want.tickets)
     assert [p.encode() for p in got.proofs] == [p.encode() for p in want.proofs] and got.proofs
-    for _ in range(2):   # recover_c=False: C' and the messages into this thread's reused buffers
+    for _ in range(2):  # recover_c=False: C' and the messages into this thread's reused buffers
         bare = mine_job(template, prep.job, a, b, 1 << 252, pp, be, prepared=prep, recover_c=False)
         assert bare.c is None and np.array_equal(bare.tickets, want.tickets)
 
 
 @pytest.mark.parametrize("method", ["int_mm", "fp32"])
-@pytest.mark.parametrize("m,k,n,r,h,w,widths,block_rows", [
-    (48, 256, 40, 64, 8, 8, (128, 128), 16),        # the recovery's shape: 2 digits, 3 row blocks
-    (21, 60, 10, 12, 3, 5, (7, 1, 24), 6),          # 3 digits, odd widths, 4 short blocks
-    (16, 32, 8, 32, 16, 8, (40,), 256),            # one digit, one block
-])
+@pytest.mark.parametrize(
+    "m,k,n,r,h,w,widths,block_rows",
+    [
+        (48, 256, 40, 64, 8, 8, (128, 128), 16),  # the recovery's shape: 2 digits, 3 row blocks
+        (21, 60, 10, 12, 3, 5, (7, 1, 24), 6),  # 3 digits, odd widths, 4 short blocks
+        (16, 32, 8, 32, 16, 8, (40,), 256),  # one digit, one block
+    ],
+)
 def test_portable_fused_recovery(method, m, k, n, r, h, w, widths, block_rows):
     """noisy_matmul_torch(pairs=[(U_i, V_i)]) returns C' - sum_i 128^i U_i V_i (mod 2^32) and the messages of C'
     itself, full-range int8 operands and digits included."""
     gen = torch.Generator().manual_seed(m + k + len(widths))
     a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
     b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
-    pairs = [(torch.randint(-128, 128, (m, wd), generator=gen, dtype=torch.int8),
-              torch.randint(-128, 128, (wd, n), generator=gen, dtype=torch.int8)) for wd in widths]
+    pairs = [
+        (
+            torch.randint(-128, 128, (m, wd), generator=gen, dtype=torch.int8),
+            torch.randint(-128, 128, (wd, n), generator=gen, dtype=torch.int8),
+        )
+        for wd in widths
+    ]
     c_ref, m_ref = reference.noisy_matmul(a, b, r, h, w)
     for threads in (1, 2):
-        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, pairs=pairs,
-                                     threads=threads)
+        c, msgs = noisy_matmul_torch(a, b, r, h, w, block_rows=block_rows, method=method, pairs=pairs, threads=threads)
         assert torch.equal(msgs, m_ref)
         assert torch.equal(c, _sub_reference(c_ref, pairs))
 
@@ -348,12 +398,15 @@ def test_portable_tickets_match_reference(shape):
     """tile_tickets_hashlib (one buffer, one sha256 call per tile) is bit for bit the reference, for any prefix
     length, non-contiguous messages and no tiles at all."""
     gen = torch.Generator().manual_seed(sum(shape))
-    msgs = torch.randint(-2 ** 31, 2 ** 31, (shape[1], shape[0], 16), generator=gen, dtype=torch.int32)
+    msgs = torch.randint(-(2**31), 2**31, (shape[1], shape[0], 16), generator=gen, dtype=torch.int32)
     view = msgs.transpose(0, 1)
     for prefix in (b"pouw/ticket\x00" + bytes(range(32)), b"", b"x" * 57):
         got = tile_tickets_hashlib(prefix, view)
         assert tuple(got.shape) == (*shape, 32) and got.dtype == torch.uint8
         if shape[0] * shape[1]:
             assert torch.equal(got, tile_tickets_reference(prefix, view))
-    assert torch.equal(CpuBackend(native=False).tile_tickets(b"q" * 44, view), tile_tickets_reference(b"q" * 44, view)) \
-        if shape[0] * shape[1] else True
+    assert (
+        torch.equal(CpuBackend(native=False).tile_tickets(b"q" * 44, view), tile_tickets_reference(b"q" * 44, view))
+        if shape[0] * shape[1]
+        else True
+    )

@@ -6,6 +6,7 @@ mma_fold.h, the hardware's fragment layouts and shuffles from the PTX ISA) repro
 messages bit for bit, and the recovery epilogue's C; (3) the backend's kernel choice (POUW_CUDA_KERNEL).
 With a GPU (marked gpu): the kernel itself against the reference and against the Triton kernel.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,8 @@ def recovered(c_noisy: torch.Tensor, u: torch.Tensor, vt: torch.Tensor, digits: 
     cw = u.shape[1] // digits
     c = c_noisy.to(torch.int64)
     for i in range(digits):
-        ui, vi = u[:, i * cw:(i + 1) * cw].to(torch.int64), vt[:, i * cw:(i + 1) * cw].to(torch.int64)
-        c -= (128 ** i) * (ui @ vi.t())
+        ui, vi = u[:, i * cw : (i + 1) * cw].to(torch.int64), vt[:, i * cw : (i + 1) * cw].to(torch.int64)
+        c -= (128**i) * (ui @ vi.t())
     return to_i32(c)
 
 
@@ -50,7 +51,7 @@ def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> 
     s = torch.zeros((m, n), dtype=torch.int64)
     msgs = np.zeros((m // h, n // w, 16), dtype=np.uint32)
     for c in range(k // r):
-        s += a[:, c * r:(c + 1) * r].to(torch.int64) @ b[c * r:(c + 1) * r].to(torch.int64)
+        s += a[:, c * r : (c + 1) * r].to(torch.int64) @ b[c * r : (c + 1) * r].to(torch.int64)
         x = (s & 0xFFFFFFFF).numpy().astype(np.uint32).reshape(m // h, h, n // w, w)
         x = np.bitwise_xor.reduce(np.bitwise_xor.reduce(x, axis=3), axis=1)
         word = msgs[:, :, c % 16]
@@ -59,6 +60,7 @@ def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> 
 
 
 # ---------------------------------------------------------------- offline build
+
 
 @pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found: the offline CUDA build check needs the CUDA toolkit")
 def test_nvcc_builds_every_arch_without_spills() -> None:
@@ -105,6 +107,7 @@ def test_source_is_self_contained() -> None:
 
 # ---------------------------------------------------------------- which kernel runs
 
+
 def test_requested_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("POUW_CUDA_KERNEL", raising=False)
     assert cuda_mma.requested_kernel() == "triton"
@@ -116,25 +119,34 @@ def test_requested_kernel_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_choose_kernel() -> None:
-    assert choose_kernel("triton", 64, 16, 16) == ("triton", None)          # the default until a device says so
+    assert choose_kernel("triton", 64, 16, 16) == ("triton", None)  # the default until a device says so
     assert choose_kernel("cuda", 64, 16, 16) == ("cuda", None)
-    for r, h, w, why in [(16, 16, 16, "multiple of 32"), (64, 8, 8, "does not tile"), (64, 4, 8, "does not tile"),
-                         (64, 64, 32, "1 tiles per warp"), (64, 16, 24, "does not tile")]:
+    for r, h, w, why in [
+        (16, 16, 16, "multiple of 32"),
+        (64, 8, 8, "does not tile"),
+        (64, 4, 8, "does not tile"),
+        (64, 64, 32, "1 tiles per warp"),
+        (64, 16, 24, "does not tile"),
+    ]:
         kernel, reason = choose_kernel("cuda", r, h, w)
         assert kernel == "triton" and why in reason
 
 
 # ---------------------------------------------------------------- the emulated kernel against the reference
 
+
 @needs_gxx
-@pytest.mark.parametrize("m,k,n,r,h,w,seed", [
-    (128, 32 * 17, 128, 32, 16, 16, 1),     # one block; 17 chunks wrap the 16 message slots
-    (144, 64 * 3, 200, 64, 16, 8, 2),        # partial blocks in m and n; 16 tiles per warp
-    (192, 128 * 2, 160, 128, 32, 16, 3),     # several k steps per chunk
-    (64, 64 * 5, 96, 64, 16, 32, 4),
-    (128, 32 * 3, 160, 32, 32, 32, 5),       # 2 tiles per warp: 16 lanes per tile, one word each
-    (64, 32 * 4, 64, 32, 64, 16, 6),
-])
+@pytest.mark.parametrize(
+    "m,k,n,r,h,w,seed",
+    [
+        (128, 32 * 17, 128, 32, 16, 16, 1),  # one block; 17 chunks wrap the 16 message slots
+        (144, 64 * 3, 200, 64, 16, 8, 2),  # partial blocks in m and n; 16 tiles per warp
+        (192, 128 * 2, 160, 128, 32, 16, 3),  # several k steps per chunk
+        (64, 64 * 5, 96, 64, 16, 32, 4),
+        (128, 32 * 3, 160, 32, 32, 32, 5),  # 2 tiles per warp: 16 lanes per tile, one word each
+        (64, 32 * 4, 64, 32, 64, 16, 6),
+    ],
+)
 def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, h: int, w: int, seed: int) -> None:
     a, b = operands(m, k, n, seed)
     c, msgs = cuda_mma.emulate(a, b, r, h, w)
@@ -194,8 +206,9 @@ def test_emulated_kernel_extreme_operands() -> None:
     a = torch.full((m, k), -128, dtype=torch.int8)
     b = torch.full((k, n), 127, dtype=torch.int8)
     a[::3] = 127
-    assert [torch.equal(x, y) for x, y in zip(cuda_mma.emulate(a, b, r, 16, 16), reference.noisy_matmul(a, b, r, 16, 16))] \
-        == [True, True]
+    assert [
+        torch.equal(x, y) for x, y in zip(cuda_mma.emulate(a, b, r, 16, 16), reference.noisy_matmul(a, b, r, 16, 16))
+    ] == [True, True]
 
 
 @needs_gxx
@@ -214,8 +227,7 @@ def test_emulated_recovery_epilogue(digits: int, recover: int) -> None:
     g = torch.Generator().manual_seed(9)
     u = torch.randint(-64, 64, (m, digits * 2 * r), dtype=torch.int8, generator=g)
     vt = torch.randint(-64, 64, (n, digits * 2 * r), dtype=torch.int8, generator=g)
-    c, msgs = cuda_mma.emulate(a, b, r, 16, 16, correction=(u, vt, digits),
-                               config=cuda_mma.MmaConfig(recover=recover))
+    c, msgs = cuda_mma.emulate(a, b, r, 16, 16, correction=(u, vt, digits), config=cuda_mma.MmaConfig(recover=recover))
     c_noisy, want_msgs = reference.noisy_matmul(a, b, r, 16, 16)
     assert torch.equal(c, recovered(c_noisy, u, vt, digits))
     assert torch.equal(msgs, want_msgs)
@@ -228,6 +240,7 @@ def test_emulate_refuses_unsupported_shapes() -> None:
 
 
 # ---------------------------------------------------------------- on a GPU
+
 
 def _cuda_kernel_runnable() -> str | None:
     if not torch.cuda.is_available():
@@ -242,8 +255,15 @@ def _cuda_kernel_runnable() -> str | None:
 @pytest.mark.gpu
 @pytest.mark.skipif(_cuda_kernel_runnable() is not None, reason=str(_cuda_kernel_runnable()))
 class TestOnDevice:
-    @pytest.mark.parametrize("m,k,n,r,h,w", [(128, 32 * 17, 128, 32, 16, 16), (144, 64 * 3, 200, 64, 16, 8),
-                                             (64, 32 * 4, 64, 32, 64, 16), (264, 64 * 20, 200, 64, 16, 16)])
+    @pytest.mark.parametrize(
+        "m,k,n,r,h,w",
+        [
+            (128, 32 * 17, 128, 32, 16, 16),
+            (144, 64 * 3, 200, 64, 16, 8),
+            (64, 32 * 4, 64, 32, 64, 16),
+            (264, 64 * 20, 200, 64, 16, 16),
+        ],
+    )
     def test_against_reference(self, m: int, k: int, n: int, r: int, h: int, w: int) -> None:
         a, b = operands(m, k, n, m + k + n)
         c, msgs = cuda_mma.noisy_matmul_mma(a.cuda(), b.cuda(), r, h, w)
@@ -258,9 +278,12 @@ class TestOnDevice:
         g = torch.Generator().manual_seed(12)
         u = torch.randint(-64, 64, (m, 3 * 128), dtype=torch.int8, generator=g).cuda()
         vt = torch.randint(-64, 64, (n, 3 * 128), dtype=torch.int8, generator=g).cuda()
-        for corr, cfg in ((None, cuda_mma.DEFAULT), ((u, vt, 3), cuda_mma.DEFAULT),
-                          ((u, vt, 3), cuda_mma.MmaConfig(recover=2)),
-                          ((u, vt, 3), cuda_mma.MmaConfig(64, 128, 32, 64, 3, recover=2))):
+        for corr, cfg in (
+            (None, cuda_mma.DEFAULT),
+            ((u, vt, 3), cuda_mma.DEFAULT),
+            ((u, vt, 3), cuda_mma.MmaConfig(recover=2)),
+            ((u, vt, 3), cuda_mma.MmaConfig(64, 128, 32, 64, 3, recover=2)),
+        ):
             got = cuda_mma.noisy_matmul_mma(a, b, 64, 16, 16, correction=corr, config=cfg)
             want = noisy_matmul_triton(a, b, 64, 16, 16, correction=corr)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), cfg
@@ -279,8 +302,14 @@ def test_gpu_check_script_parses_and_fails_cleanly_without_a_gpu(tmp_path) -> No
     assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks/gpu_check.sh")], check=False).returncode == 0
     if shutil.which("nvidia-smi"):
         pytest.skip("nvidia-smi present: the no-GPU path is not reachable here")
-    p = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_check.sh")], env={**__import__("os").environ,
-                       "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=60, check=False)
+    p = subprocess.run(
+        ["bash", str(ROOT / "benchmarks/gpu_check.sh")],
+        env={**__import__("os").environ, "OUT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert p.returncode == 2 and "no NVIDIA GPU here" in (tmp_path / "summary.md").read_text()
 
 
@@ -297,15 +326,28 @@ def test_gpu_summary_of_a_run(tmp_path) -> None:
     from benchmarks import bench_cuda_kernel, gpu_summary
 
     (tmp_path / "gpu.txt").write_text("NVIDIA H200, 580.1, 143771 MiB\n")
-    rows = [dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
-            dict(what="time", kernel="triton transcript+recover", size=8192, ms=2.4, tops=458.1, exact=None),
-            dict(what="time", kernel="cuda transcript+recover", size=8192, ms=1.6, tops=687.2, exact=True),
-            dict(what="time", kernel="cuda plain", size=8192, ms=1.0, tops=1099.5, exact=False)]
+    rows = [
+        dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
+        dict(what="time", kernel="triton transcript+recover", size=8192, ms=2.4, tops=458.1, exact=None),
+        dict(what="time", kernel="cuda transcript+recover", size=8192, ms=1.6, tops=687.2, exact=True),
+        dict(what="time", kernel="cuda plain", size=8192, ms=1.0, tops=1099.5, exact=False),
+    ]
     bench_cuda_kernel.write_summary(tmp_path / "kernels.md", rows, "NVIDIA H200", "sm_90", "python -m x")
-    mining = [{"size": 8192, "fused_kernel": k, "int_mm_ms": 1.2, "engine_gemm_ms": 1.1, "pouw_ms": ms,
-               "pouw_tops": 1, "ratio": round(1.1 / ms, 3), "breakdown_ms": {"gemm": 1}, "verify_ms": 1.8}
-              for k, ms in (("triton", 5.0), ("cuda", 4.0), ("triton", 4.0))]
-    mining[2]["async_pass"] = True                  # the pipelined pass (POUW_CUDA_ASYNC=1), Triton kernel
+    mining = [
+        {
+            "size": 8192,
+            "fused_kernel": k,
+            "int_mm_ms": 1.2,
+            "engine_gemm_ms": 1.1,
+            "pouw_ms": ms,
+            "pouw_tops": 1,
+            "ratio": round(1.1 / ms, 3),
+            "breakdown_ms": {"gemm": 1},
+            "verify_ms": 1.8,
+        }
+        for k, ms in (("triton", 5.0), ("cuda", 4.0), ("triton", 4.0))
+    ]
+    mining[2]["async_pass"] = True  # the pipelined pass (POUW_CUDA_ASYNC=1), Triton kernel
     (tmp_path / "mining.jsonl").write_text("[bench] noise\n" + "\n".join(json.dumps(r) for r in mining) + "\n")
     md = gpu_summary.summary(tmp_path)
     assert "NVIDIA H200" in md and "GPU tests: MISSING" in md
@@ -345,7 +387,7 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
     be._fused(None, None, 64, 16, 16, correction="corr")
     be._fused(None, None, 64, 8, 8)
     be._fused(None, None, 64, 8, 8)
-    be._fused(None, None, 128, 16, 16)   # CuPy "missing": Triton from now on
+    be._fused(None, None, 128, 16, 16)  # CuPy "missing": Triton from now on
     be._fused(None, None, 64, 16, 16)
     assert [c[0] for c in calls] == ["triton", "cuda", "triton", "triton", "cuda", "triton", "triton"]
     assert calls[1] == ("cuda", 64, 16, 16, "corr") and be.kernel == "triton"
@@ -353,9 +395,11 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
     assert len(warnings) == 2 and "does not tile" in warnings[0] and "needs CuPy" in warnings[1]
 
 
-@pytest.mark.skipif(cuda_mma.find_nvrtc() is None,
-                    reason="libnvrtc not found (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc): the run-time "
-                           "compile path is checked on the device only")
+@pytest.mark.skipif(
+    cuda_mma.find_nvrtc() is None,
+    reason="libnvrtc not found (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc): the run-time "
+    "compile path is checked on the device only",
+)
 def test_nvrtc_compiles_like_the_runtime() -> None:
     """The exact text CuPy hands NVRTC at run time compiles for sm_80 and sm_90, every instance's name lowers,
     and ptxas (through NVRTC) reports no spills."""

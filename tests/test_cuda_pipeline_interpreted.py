@@ -5,6 +5,7 @@ the CPU backend: same C, tickets and proofs. This checks the GPU pipeline's logi
 The child process sets TRITON_INTERPRET=1 before importing triton, builds a CudaBackend on the CPU device (its
 methods only need `torch.cuda.device` to be a no-op there) and mines a small job.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -71,8 +72,9 @@ print("ok", got.winners)
 def test_cuda_pipeline_under_interpreter_matches_cpu() -> None:
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run([sys.executable, "-c", _CHILD], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
     assert proc.stdout.startswith("ok ")
 
@@ -92,23 +94,33 @@ def test_device_winner_filter_matches_brute_force() -> None:
 
     g = torch.Generator().manual_seed(12)
     t = torch.randint(0, 256, (9, 11, 32), generator=g, dtype=torch.uint8)
-    t[0, 1, :10] = 0                     # very low tickets, two of them equal
+    t[0, 1, :10] = 0  # very low tickets, two of them equal
     t[3, 3] = t[0, 1]
     t[2, 5, :7] = 0
-    t[2, 5, 7:] = 255                    # same 7-byte prefix as a smaller threshold, but larger
-    t[4, 4, :7] = t[5, 5, :7] = 3        # a shared prefix with different tails
+    t[2, 5, 7:] = 255  # same 7-byte prefix as a smaller threshold, but larger
+    t[4, 4, :7] = t[5, 5, :7] = 3  # a shared prefix with different tails
     t[4, 4, 7:] = 9
     t[5, 5, 7:] = 8
     flat_t = t.reshape(-1, 32)
     flat = [bytes(row.tolist()) for row in flat_t]
-    thresholds = [1, int.from_bytes(flat[1], "big"), int.from_bytes(flat[1], "big") + 1, (1 << 200) - 1,
-                  1 << 200, 1 << 250, 1 << 254, (1 << 256) - 1, 1 << 256, 1 << 300]
+    thresholds = [
+        1,
+        int.from_bytes(flat[1], "big"),
+        int.from_bytes(flat[1], "big") + 1,
+        (1 << 200) - 1,
+        1 << 200,
+        1 << 250,
+        1 << 254,
+        (1 << 256) - 1,
+        1 << 256,
+        1 << 300,
+    ]
     thresholds += [int.from_bytes(flat[i], "big") + d for i in (5, 17, 30, 4 * 11 + 4, 5 * 11 + 5) for d in (-1, 0, 1)]
     for thr in thresholds:
         want = _brute_winners(flat, thr)
         for limit in (0, 1, 2, 3, 8, 99, 200):
             got = _winners_device(flat_t, thr, limit)
-            if got is None:              # only where a winner left out shares the largest prefix taken
+            if got is None:  # only where a winner left out shares the largest prefix taken
                 cut = want[limit - 1][1][:7]
                 assert limit < len(want) and want[limit][1][:7] == cut, (thr, limit)
                 continue
@@ -152,7 +164,7 @@ def test_cuda_pass_host_round_trips(pipelined: bool) -> None:
     tpls = [b"warm", b"tpl-0", b"tpl-1", b"tpl-2"]
     for i, t in enumerate(tpls):
         nxt = tpls[i + 1] if i + 1 < len(tpls) else None
-        if i == 0:                     # compile, upload A and B
+        if i == 0:  # compile, upload A and B
             mine_job(t, prep.job, a, b, target, P, be, prepared=prep, stage_sync=False, next_template=nxt)
             torch.cuda.synchronize()
             continue

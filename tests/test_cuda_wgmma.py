@@ -9,6 +9,7 @@ from the PTX ISA) reproduces kernels.reference's C' and messages bit for bit, wi
 alignment and the recovery epilogue; (4) POUW_CUDA_KERNEL=wgmma picks it on compute capability 9.0 only.
 With a GPU of compute capability 9.0 (marked gpu): the kernel itself against the reference, Triton and _int_mm.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -30,6 +31,7 @@ SMALL = WgmmaConfig(128, 6)
 
 # ---------------------------------------------------------------- offline build
 
+
 @pytest.mark.skipif(not HAVE_NVCC, reason="nvcc not found: the offline CUDA build check needs the CUDA toolkit")
 def test_nvcc_builds_sm90a_without_spills_or_serialisation() -> None:
     tile_ws, cfgs = (16, 8, 32), (cuda_wgmma.DEFAULT, SMALL)
@@ -44,20 +46,23 @@ def test_nvcc_builds_sm90a_without_spills_or_serialisation() -> None:
 
 
 def test_serialised_reads_ptxas_c7514() -> None:
-    log = ("ptxas info    : (C7514) Potential Performance Loss: wgmma.mma_async instructions are serialized due to "
-           "non wgmma instructions reading accumulator registers of  a wgmma between start and end of the pipeline "
-           "stage in the function '_Z3fooPv'\nptxas info    : (C7519) warpgroup.arrive is injected in around line 3 "
-           "by compiler to allow use of registers in GMMA in function '_Z3barPv'\n")
+    log = (
+        "ptxas info    : (C7514) Potential Performance Loss: wgmma.mma_async instructions are serialized due to "
+        "non wgmma instructions reading accumulator registers of  a wgmma between start and end of the pipeline "
+        "stage in the function '_Z3fooPv'\nptxas info    : (C7519) warpgroup.arrive is injected in around line 3 "
+        "by compiler to allow use of registers in GMMA in function '_Z3barPv'\n"
+    )
     assert cuda_wgmma.serialised(log) == ["_Z3fooPv"]
 
 
-@pytest.mark.skipif(cuda_mma.find_nvrtc() is None,
-                    reason="libnvrtc not found (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc): the run-time "
-                           "compile path is checked on the device only")
+@pytest.mark.skipif(
+    cuda_mma.find_nvrtc() is None,
+    reason="libnvrtc not found (POUW_NVRTC=path, or pip install nvidia-cuda-nvrtc): the run-time "
+    "compile path is checked on the device only",
+)
 def test_nvrtc_builds_the_runtime_text_for_sm90a() -> None:
     names = list(cuda_wgmma.kernel_names(16).values())
-    ok, log, lowered, cubin = cuda_mma.nvrtc_program(cuda_wgmma.source(), "fused_wgmma.cu", names,
-                                                     cuda_wgmma.ARCH)
+    ok, log, lowered, cubin = cuda_mma.nvrtc_program(cuda_wgmma.source(), "fused_wgmma.cu", names, cuda_wgmma.ARCH)
     assert ok, log[-3000:]
     assert set(lowered) == set(names) and cubin[:4] == b"\x7fELF"
     infos = cuda_mma.parse_ptxas(log)
@@ -72,6 +77,7 @@ def test_source_is_self_contained() -> None:
 
 
 # ---------------------------------------------------------------- index maps as pure functions
+
 
 def _cute_clayout_64xn(n: int) -> dict[tuple[int, int], tuple[int, int]]:
     """CuTe's CLayout_64xN (cute/atom/mma_traits_sm90_gmma.hpp): (thread, value) -> column-major index into the
@@ -98,17 +104,20 @@ def test_accumulator_map_is_cutes_layout(bn: int) -> None:
 
 # ---------------------------------------------------------------- the emulated kernel against the reference
 
+
 @needs_gxx
-@pytest.mark.parametrize("m,k,n,r,w,cfg,seed", [
-    (128, 32 * 17, 256, 32, 16, cuda_wgmma.DEFAULT, 1),   # one block; 17 chunks wrap the 16 message slots
-    (144, 64 * 3, 200, 64, 8, WgmmaConfig(128, 3), 2),    # tails in m and n; 2 chunks a stage; 16 tiles a warp
-    (64, 96 * 4, 256, 96, 32, cuda_wgmma.DEFAULT, 3),     # chunks straddle stages (96 of 128 columns)
-    (272, 256 * 2, 136, 256, 8, WgmmaConfig(128, 2), 4),  # 2 stages a chunk, ring of 2 reused; 3 x 2 blocks
-    (96, 32 * 5, 128, 32, 64, SMALL, 5),                  # 2 tiles a warp: 16 lanes a tile, one word each
-    (48, 128 * 2, 384, 128, 128, cuda_wgmma.DEFAULT, 6),  # 128-wide tiles, K a whole number of stages
-])
-def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, w: int, cfg: WgmmaConfig,
-                                           seed: int) -> None:
+@pytest.mark.parametrize(
+    "m,k,n,r,w,cfg,seed",
+    [
+        (128, 32 * 17, 256, 32, 16, cuda_wgmma.DEFAULT, 1),  # one block; 17 chunks wrap the 16 message slots
+        (144, 64 * 3, 200, 64, 8, WgmmaConfig(128, 3), 2),  # tails in m and n; 2 chunks a stage; 16 tiles a warp
+        (64, 96 * 4, 256, 96, 32, cuda_wgmma.DEFAULT, 3),  # chunks straddle stages (96 of 128 columns)
+        (272, 256 * 2, 136, 256, 8, WgmmaConfig(128, 2), 4),  # 2 stages a chunk, ring of 2 reused; 3 x 2 blocks
+        (96, 32 * 5, 128, 32, 64, SMALL, 5),  # 2 tiles a warp: 16 lanes a tile, one word each
+        (48, 128 * 2, 384, 128, 128, cuda_wgmma.DEFAULT, 6),  # 128-wide tiles, K a whole number of stages
+    ],
+)
+def test_emulated_kernel_matches_reference(m: int, k: int, n: int, r: int, w: int, cfg: WgmmaConfig, seed: int) -> None:
     a, b = operands(m, k, n, seed)
     c, msgs = cuda_wgmma.emulate(a, b, r, 16, w, config=cfg)
     want = reference.noisy_matmul(a, b, r, 16, w) if m * n * k < 5e6 else fast_reference(a, b, r, 16, w)
@@ -158,13 +167,15 @@ def test_emulated_recovery_epilogue(digits: int, cw: int) -> None:
 
 def test_unsupported_shapes_and_configs() -> None:
     assert cuda_wgmma.unsupported_reason(64, 16, 16) is None
-    for r, h, w, cfg, why in [(16, 16, 16, cuda_wgmma.DEFAULT, "multiple of 32"),
-                              (64, 32, 16, cuda_wgmma.DEFAULT, "16-row tiles only"),
-                              (64, 16, 4, cuda_wgmma.DEFAULT, "tile width 4"),
-                              (64, 16, 256, cuda_wgmma.DEFAULT, "tile width 256"),
-                              (64, 16, 24, cuda_wgmma.DEFAULT, "tile width 24"),
-                              (64, 16, 16, WgmmaConfig(256, 5), "shared memory"),
-                              (64, 16, 16, WgmmaConfig(192, 4), "bn one of")]:
+    for r, h, w, cfg, why in [
+        (16, 16, 16, cuda_wgmma.DEFAULT, "multiple of 32"),
+        (64, 32, 16, cuda_wgmma.DEFAULT, "16-row tiles only"),
+        (64, 16, 4, cuda_wgmma.DEFAULT, "tile width 4"),
+        (64, 16, 256, cuda_wgmma.DEFAULT, "tile width 256"),
+        (64, 16, 24, cuda_wgmma.DEFAULT, "tile width 24"),
+        (64, 16, 16, WgmmaConfig(256, 5), "shared memory"),
+        (64, 16, 16, WgmmaConfig(192, 4), "bn one of"),
+    ]:
         reason = cuda_wgmma.unsupported_reason(r, h, w, cfg)
         assert reason is not None and why in reason
     a, b = operands(32, 64, 32, 1)
@@ -175,12 +186,16 @@ def test_unsupported_shapes_and_configs() -> None:
 
 # ---------------------------------------------------------------- which kernel runs
 
+
 def test_choose_wgmma_on_sm90_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POUW_CUDA_KERNEL", "WGMMA")
     assert cuda_mma.requested_kernel() == "wgmma"
     assert choose_kernel("wgmma", 64, 16, 16, (9, 0)) == ("wgmma", None)
-    for cap, why in [((8, 9), "compute capability 8.9"), ((10, 0), "compute capability 10.0"),
-                     (None, "no CUDA device")]:
+    for cap, why in [
+        ((8, 9), "compute capability 8.9"),
+        ((10, 0), "compute capability 10.0"),
+        (None, "no CUDA device"),
+    ]:
         kernel, reason = choose_kernel("wgmma", 64, 16, 16, cap)
         assert kernel == "triton" and reason is not None and why in reason and "sm_90a" in reason
     kernel, reason = choose_kernel("wgmma", 64, 32, 32, (9, 0))
@@ -232,6 +247,7 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
 
 # ---------------------------------------------------------------- on a GPU
 
+
 def _runnable() -> str | None:
     if not torch.cuda.is_available():
         return "no CUDA device"
@@ -248,11 +264,16 @@ def _runnable() -> str | None:
 @pytest.mark.gpu
 @pytest.mark.skipif(_runnable() is not None, reason=str(_runnable()))
 class TestOnDevice:
-    @pytest.mark.parametrize("m,k,n,r,w,cfg", [(128, 32 * 17, 256, 32, 16, cuda_wgmma.DEFAULT),
-                                               (144, 64 * 3, 200, 64, 8, WgmmaConfig(128, 3)),
-                                               (64, 96 * 4, 256, 96, 32, cuda_wgmma.DEFAULT),
-                                               (264, 64 * 20, 200, 64, 16, cuda_wgmma.DEFAULT),
-                                               (272, 256 * 2, 136, 256, 8, WgmmaConfig(128, 2))])
+    @pytest.mark.parametrize(
+        "m,k,n,r,w,cfg",
+        [
+            (128, 32 * 17, 256, 32, 16, cuda_wgmma.DEFAULT),
+            (144, 64 * 3, 200, 64, 8, WgmmaConfig(128, 3)),
+            (64, 96 * 4, 256, 96, 32, cuda_wgmma.DEFAULT),
+            (264, 64 * 20, 200, 64, 16, cuda_wgmma.DEFAULT),
+            (272, 256 * 2, 136, 256, 8, WgmmaConfig(128, 2)),
+        ],
+    )
     def test_against_reference(self, m: int, k: int, n: int, r: int, w: int, cfg: WgmmaConfig) -> None:
         a, b = operands(m, k, n, m + k + n)
         c, msgs = cuda_wgmma.noisy_matmul_wgmma(a.cuda(), b.cuda(), r, 16, w, config=cfg)
@@ -277,6 +298,7 @@ class TestOnDevice:
 
 # ---------------------------------------------------------------- the device benchmark, dry
 
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
 def test_benchmark_without_a_device(tmp_path, capsys) -> None:
     from benchmarks import bench_wgmma
@@ -290,14 +312,26 @@ def test_benchmark_without_a_device(tmp_path, capsys) -> None:
 def test_benchmark_summary(tmp_path) -> None:
     from benchmarks import bench_wgmma
 
-    rows = [dict(what="check", against="cpu backend", m=200, k=384, n=328, r=64, tile="16x8", bn=256,
-                 recover=False, exact=True),
-            dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
-            dict(what="time", kernel="wgmma plain", size=8192, ms=1.0, tops=1099.5, exact=True),
-            dict(what="time", kernel="triton transcript", size=8192, ms=2.2, tops=500.0, exact=None),
-            dict(what="time", kernel="cuda transcript", size=8192, ms=1.65, tops=666.4, exact=True),
-            dict(what="time", kernel="wgmma transcript", size=8192, ms=1.1, tops=999.5, exact=True),
-            dict(what="time", kernel="wgmma bn128 transcript", size=8192, ms=0.9, tops=1221.7, exact=False)]
+    rows = [
+        dict(
+            what="check",
+            against="cpu backend",
+            m=200,
+            k=384,
+            n=328,
+            r=64,
+            tile="16x8",
+            bn=256,
+            recover=False,
+            exact=True,
+        ),
+        dict(what="time", kernel="int_mm", size=8192, ms=1.2, tops=916.3, exact=None),
+        dict(what="time", kernel="wgmma plain", size=8192, ms=1.0, tops=1099.5, exact=True),
+        dict(what="time", kernel="triton transcript", size=8192, ms=2.2, tops=500.0, exact=None),
+        dict(what="time", kernel="cuda transcript", size=8192, ms=1.65, tops=666.4, exact=True),
+        dict(what="time", kernel="wgmma transcript", size=8192, ms=1.1, tops=999.5, exact=True),
+        dict(what="time", kernel="wgmma bn128 transcript", size=8192, ms=0.9, tops=1221.7, exact=False),
+    ]
     bench_wgmma.write_summary(tmp_path / "wgmma.md", rows, "NVIDIA H200", "sm_90", "python -m x")
     md = (tmp_path / "wgmma.md").read_text()
     assert "NVIDIA H200 (sm_90)" in md and "`python -m x`" in md and "'tile': '16x8'" in md

@@ -4,6 +4,7 @@ parsing only (no device here). The Python blocks of docs/jobs-client.md (the fiv
 quantized float layer, the SDK reference) run too, the reference's placeholders bound by a small preamble.
 And docs/examples/verify_block.py, written from the docs alone, agrees with the node on real blocks
 (transfers, a paid job) and rejects tampered ones with the node's reasons."""
+
 from __future__ import annotations
 
 import ast
@@ -36,7 +37,7 @@ from pouw.proof import TileProof
 ROOT = Path(__file__).resolve().parents[1]
 CFG = load_config("regtest")
 DOCS = ("docs/mining.md", "docs/validating.md", "docs/jobs-client.md")
-STAND_IN = ("bash scripts/run.sh",)   # the README's devnet: the regtest node and a funded wallet stand in
+STAND_IN = ("bash scripts/run.sh",)  # the README's devnet: the regtest node and a funded wallet stand in
 
 
 def code_blocks(path: Path, lang: str) -> list[str]:
@@ -56,10 +57,11 @@ def bash_blocks(path: Path) -> list[list[str]]:
 def check_gpu_line(line: str) -> str:
     """A `# GPU` command: parse it as far as can be done without a device. Returns what was checked."""
     from node.cli import build_parser
+
     cmd = line.split("# GPU")[0].strip().replace('"$ADDR"', "00" * 20)
     if cmd.startswith(".venv/bin/pouw "):
         argv = shlex.split(cmd)[1:]
-        args = build_parser().parse_args(argv)          # SystemExit(2) on a bad option
+        args = build_parser().parse_args(argv)  # SystemExit(2) on a bad option
         assert callable(args.func), cmd
         return "parsed"
     if cmd.startswith("bash ") and cmd.endswith(".sh"):
@@ -69,6 +71,7 @@ def check_gpu_line(line: str) -> str:
         return "bash -n"
     if m := re.fullmatch(r'\.venv/bin/python -m pip install -e "\.\[(\w+)\]"', cmd):
         import tomllib
+
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         assert m.group(1) in extras, f"no extra {m.group(1)!r} in pyproject.toml"
         return "extra exists"
@@ -84,9 +87,27 @@ def regtest_node(tmp_path_factory):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     log = open(d / "node.log", "w")
-    p = subprocess.Popen([sys.executable, "-m", "node.cli", "node", "--datadir", str(d / "data"), "--network",
-                          "regtest", "--port", str(port), "--mine", "--mine-interval", "0.3"],
-                         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "node",
+            "--datadir",
+            str(d / "data"),
+            "--network",
+            "regtest",
+            "--port",
+            str(port),
+            "--mine",
+            "--mine-interval",
+            "0.3",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     end = time.time() + 60
     while True:
@@ -127,18 +148,26 @@ def test_every_command_in_the_doc_runs(doc, regtest_node, tmp_path):
             continue
         if any(x.startswith("curl ") for x in script) and not shutil_which("curl"):
             pytest.skip("curl is not installed")
-        r = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(script)], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=240)
-        assert r.returncode == 0, f"{doc}:\n" + "\n".join(script) + f"\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+        r = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", "\n".join(script)],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert r.returncode == 0, (
+            f"{doc}:\n" + "\n".join(script) + f"\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n{r.stderr[-3000:]}"
+        )
         ran += len(script)
         if "verify_block.py" in r.stdout or "verify_block.py" in "\n".join(script):
             assert r.stdout.count('"valid": true') == sum("verify_block.py" in x for x in script), r.stdout
         outputs.append(r.stdout)
     assert ran > 0
     if doc == "docs/mining.md":
-        assert checked >= 6   # the GPU lines were all checked
+        assert checked >= 6  # the GPU lines were all checked
     if doc == "docs/jobs-client.md":  # the Cs the shell wrote are exact, the demo's logits identical
-        assert checked == 1   # bash scripts/run.sh, stood in for
+        assert checked == 1  # bash scripts/run.sh, stood in for
         ab = np.load(work / "A.npy").astype(np.int64) @ np.load(work / "B.npy")
         for name in ("C.npy", "C2.npy"):
             c = np.load(work / name)
@@ -153,11 +182,12 @@ def doc_workdir(tmp_path: Path, port: int) -> Path:
     from chain.keys import save_key
     from node.cli.devnet import FUND_TOKENS
     from node.client.wallet import UNIT, send
+
     work = tmp_path / "w"
     (work / ".venv" / "bin").mkdir(parents=True)
     for d in ("docs", "benchmarks", "scripts"):
         (work / d).symlink_to(ROOT / d)
-    for name, cmd in (("python", ""), ("pouw", " -m node.cli")):   # .venv/bin/* of the docs: this interpreter
+    for name, cmd in (("python", ""), ("pouw", " -m node.cli")):  # .venv/bin/* of the docs: this interpreter
         shim = work / ".venv" / "bin" / name
         shim.write_text(f'#!/bin/sh\nexec "{sys.executable}"{cmd} "$@"\n')
         shim.chmod(0o755)
@@ -177,6 +207,7 @@ def check_stand_in(line: str) -> None:
     """`bash scripts/run.sh`, replaced by the regtest node: the script parses and its `pouw devnet` line
     parses with the CLI."""
     from node.cli import build_parser
+
     script = ROOT / "scripts/run.sh"
     r = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -187,6 +218,7 @@ def check_stand_in(line: str) -> None:
 
 def shutil_which(name: str) -> str | None:
     import shutil
+
     return shutil.which(name)
 
 
@@ -200,15 +232,16 @@ def test_jobs_client_cli_synopsis_names_real_options():
         acts = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
         assert acts and name in acts[0].choices, name
         return acts[0].choices[name]
+
     job = sub(build_parser(), "job")
     lines = [x for x in (ROOT / "docs/jobs-client.md").read_text().splitlines() if x.startswith("pouw job ")]
     assert len(lines) >= 9, lines
     for line in lines:
-        usage = re.split(r"\s{3,}", line)[0]     # drop the right-hand description
+        usage = re.split(r"\s{3,}", line)[0]  # drop the right-hand description
         prev = ""
-        for part in usage[len("pouw job "):].split(" | "):
+        for part in usage[len("pouw job ") :].split(" | "):
             first = part.split()[0]
-            name = prev if first.startswith("--") else first   # `list ... | --mine ...`: more options of `list`
+            name = prev if first.startswith("--") else first  # `list ... | --mine ...`: more options of `list`
             assert name, line
             opts = {o for a in sub(job, name)._actions for o in a.option_strings}
             named = set(re.findall(r"--[a-z][a-z-]*", part))
@@ -244,16 +277,19 @@ b_padded = decode_array(_c.get_blob(_rec["blob_b"]), "int8", (_rec["k"], _rec["n
 c_full = decode_array(_c.get_blob(_rec["blob_c"]), "int32", (_rec["m"], _rec["n"]))
 """
 # Reference lines run on that finished, correct job must be refused with their documented codes.
-SDK_REFUSED = {"c.cancel_job(wallet, job_id)": ("bad-job-state",),
-               "c.dispute(wallet, job_id, a_padded, b_padded, c_full)": ("fraud-not-proven",),
-               # within its 4-block window a challenge is accepted (a txid), after it the node refuses it
-               "c.challenge_job(wallet, job_id)": (None, "bad-job-state", "bad-job-window")}
+SDK_REFUSED = {
+    "c.cancel_job(wallet, job_id)": ("bad-job-state",),
+    "c.dispute(wallet, job_id, a_padded, b_padded, c_full)": ("fraud-not-proven",),
+    # within its 4-block window a challenge is accepted (a txid), after it the node refuses it
+    "c.challenge_job(wallet, job_id)": (None, "bad-job-state", "bad-job-window"),
+}
 
 
 def run_statements(src: str, ns: dict, refused: dict[str, tuple]) -> list[str]:
     """Execute `src` statement by statement in `ns`; a statement named in `refused` must raise ClientError
     with one of its codes (None: it may also succeed). Returns the statements run."""
     from node.client.sdk import ClientError
+
     ran = []
     tree = ast.parse(src)
     for stmt in tree.body:
@@ -275,6 +311,7 @@ def run_statements(src: str, ns: dict, refused: dict[str, tuple]) -> list[str]:
 def test_python_of_jobs_client_runs(regtest_node, tmp_path, monkeypatch):
     from node.client.sdk import JobResult, Settlement
     from node.client.quant import dequantize
+
     work = doc_workdir(tmp_path, regtest_node)
     monkeypatch.chdir(work)
     url = f"http://127.0.0.1:{regtest_node}"
@@ -291,8 +328,9 @@ def test_python_of_jobs_client_runs(regtest_node, tmp_path, monkeypatch):
     assert y.shape == (64, 256) and y.dtype == np.float32
     # the documented bound on the quantization error, entry-wise
     sx64, sw64 = np.asarray(sx, np.float64).reshape(-1, 1), np.asarray(sw, np.float64).reshape(1, -1)
-    bound = (np.abs(x) @ np.ones_like(w) * sw64 + sx64 * (np.ones_like(x) @ np.abs(w))) / 2 \
-        + x.shape[1] * sx64 * sw64 / 4
+    bound = (np.abs(x) @ np.ones_like(w) * sw64 + sx64 * (np.ones_like(x) @ np.abs(w))) / 2 + x.shape[
+        1
+    ] * sx64 * sw64 / 4
     err = np.abs(y.astype(np.float64) - x.astype(np.float64) @ w.astype(np.float64))
     assert (err <= bound * (1 + 1e-5) + 1e-4).all() and err.max() > 0
     assert np.array_equal(dequantize(ns["qx"].astype(np.int32) @ ns["qw"].astype(np.int32), sx, sw), y)
@@ -321,8 +359,19 @@ def load_verifier():
 def test_verifier_imports_nothing_of_the_project():
     src = (ROOT / "docs/examples/verify_block.py").read_text()
     imported = set(re.findall(r"^(?:import|from) ([A-Za-z_]+)", src, re.M))
-    assert imported <= {"__future__", "argparse", "hashlib", "json", "struct", "sys", "tomllib", "urllib",
-                        "msgpack", "numpy", "cryptography"}, imported
+    assert imported <= {
+        "__future__",
+        "argparse",
+        "hashlib",
+        "json",
+        "struct",
+        "sys",
+        "tomllib",
+        "urllib",
+        "msgpack",
+        "numpy",
+        "cryptography",
+    }, imported
 
 
 @pytest.mark.timeout(240)
@@ -335,10 +384,9 @@ def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
             client_key = PrivateKey.from_phrase(b"verify client")
             f = faucet_key()
             nonce = n.mempool.pending_nonce(f.address)
-            for i in range(3):   # a block with several transactions (an odd count: the carried-up node)
-                n.add_tx(make_transfer(f, CFG.chain_id, nonce + i, client_key.address, 10 ** 12, 1000 + i))
-            await wait_for(lambda: n.chain.get_account(client_key.address).balance == 3 * 10 ** 12, 30,
-                           what="funding")
+            for i in range(3):  # a block with several transactions (an odd count: the carried-up node)
+                n.add_tx(make_transfer(f, CFG.chain_id, nonce + i, client_key.address, 10**12, 1000 + i))
+            await wait_for(lambda: n.chain.get_account(client_key.address).balance == 3 * 10**12, 30, what="funding")
             rng = np.random.default_rng(9)
             a = rng.integers(-64, 65, size=(20, 70), dtype=np.int8)
             b = rng.integers(-64, 65, size=(70, 12), dtype=np.int8)
@@ -351,15 +399,16 @@ def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
             return results, blocks
         finally:
             await n.stop()
+
     results, blocks = asyncio.run(main())
     assert results[0]["genesis"] is True
     jobs = {tuple(r["job"]) for r in results[1:]}
-    assert (64, 512, 32) in jobs and len(jobs) >= 2                  # filler and the paid job's shape
+    assert (64, 512, 32) in jobs and len(jobs) >= 2  # filler and the paid job's shape
     assert max(r["txs"] for r in results) >= 2
     for r, blk in zip(results, blocks):
         assert r["hash"] == blk.hash.hex() and r["height"] == blk.height and r["txs"] == len(blk.txs)
         if blk.height:
-            check_header_proof(blk.header, CFG)                          # the node accepts it too
+            check_header_proof(blk.header, CFG)  # the node accepts it too
             pr = TileProof.decode(blk.header.proof)
             assert (bytes.fromhex(r["ticket"]), r["tile"]) == (pr.ticket, [pr.ti, pr.tj])
     # tampering: the verifier says what the node says
@@ -386,9 +435,11 @@ def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
     proof = header[11]
     head = vb.PROOF_HEAD.size
     k = header[9][3]
-    flip = lambda data, i: data[:i] + bytes([data[i] ^ 1]) + data[i + 1:]  # noqa: E731
-    def in_range(start: int) -> int:   # an operand byte that stays in [-64, 64] with its low bit flipped
+    flip = lambda data, i: data[:i] + bytes([data[i] ^ 1]) + data[i + 1 :]  # noqa: E731
+
+    def in_range(start: int) -> int:  # an operand byte that stays in [-64, 64] with its low bit flipped
         return next(i for i in range(start, start + k) if -64 <= ((proof[i] ^ 1) + 128) % 256 - 128 <= 64)
+
     cases = {
         "nonce": (lambda h: h.__setitem__(10, h[10] ^ 1), "bad-pow-template"),
         "timestamp": (lambda h: h.__setitem__(4, h[4] + 1), "bad-pow-template"),
@@ -402,5 +453,5 @@ def test_verifier_agrees_with_the_node_and_rejects_tampering(tmp_path):
     for name, (mutate, want) in cases.items():
         assert reason(mutate) == (want, want), name
     # an A entry out of range, with the opening otherwise intact, is caught before the Merkle check
-    big = proof[:head] + bytes([100]) + proof[head + 1:]
+    big = proof[:head] + bytes([100]) + proof[head + 1 :]
     assert reason(lambda h: h.__setitem__(11, big)) == ("bad-pow-range", "bad-pow-range")

@@ -1,6 +1,7 @@
 """The compute-token economy through the real state transition (docs/economy.md): issuers, grants,
 usage, period ends, vintages, the market, buyback and the one-hop rule. Conservation of tokens and of
 each issuer's credits is asserted after every block (EconSim.end_block)."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -9,14 +10,43 @@ from types import SimpleNamespace
 from chain import economy as E
 from chain.config import load_config
 from chain.econsim import EconSim, with_issuer
-from chain.econtx import (ASK, BID, GTC, IOC, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
-                          KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE,
-                          SRC_FREE, SRC_SPEND_ONLY, CreditIssue, CreditSpend, Grant, IssuerDeposit, IssuerRegister,
-                          IssuerWithdraw, OrderCancel, OrderPlace)
+from chain.econtx import (
+    ASK,
+    BID,
+    GTC,
+    IOC,
+    KIND_CREDIT_ISSUE,
+    KIND_CREDIT_SPEND,
+    KIND_GRANT,
+    KIND_ISSUER_DEPOSIT,
+    KIND_ISSUER_REGISTER,
+    KIND_ISSUER_WITHDRAW,
+    KIND_ORDER_CANCEL,
+    KIND_ORDER_PLACE,
+    SRC_FREE,
+    SRC_SPEND_ONLY,
+    CreditIssue,
+    CreditSpend,
+    Grant,
+    IssuerDeposit,
+    IssuerRegister,
+    IssuerWithdraw,
+    OrderCancel,
+    OrderPlace,
+)
 from chain.keys import PrivateKey
 from chain.jobs import required_bond
 from chain.market import MAX_FILLS, value
-from chain.tx import KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, KIND_TRANSFER, JobClaim, JobResult, JobSubmit, Transfer
+from chain.tx import (
+    KIND_JOB_CLAIM,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    KIND_TRANSFER,
+    JobClaim,
+    JobResult,
+    JobSubmit,
+    Transfer,
+)
 
 BASE = load_config("regtest")
 ISS = PrivateKey.from_phrase(b"econ issuer")
@@ -27,8 +57,8 @@ ALT = PrivateKey.from_phrase(b"econ second account")
 MINER = PrivateKey.from_phrase(b"econ miner")
 DEPOSIT = 10**10
 FUND = 10**9
-SHAPE = (16, 512, 16)   # 131,072 MACs: price 14 base units at the regtest rate
-ALLOC = 2_000_000       # MACs per period: reserves 200 base units
+SHAPE = (16, 512, 16)  # 131,072 MACs: price 14 base units at the regtest rate
+ALLOC = 2_000_000  # MACs per period: reserves 200 base units
 
 
 def cfg_with(mode="mint", fee_bps=30, buyback_bps=9000, vintage_periods=2):
@@ -38,6 +68,7 @@ def cfg_with(mode="mint", fee_bps=30, buyback_bps=9000, vintage_periods=2):
 def new_sim(mode="mint", **kw) -> EconSim:
     s = EconSim(cfg_with(mode, **kw), miner=MINER.address)
     from chain.keys import faucet_key
+
     fk = faucet_key()
     for k in (SUB, BUYER, ALT, ISS2, ISS):
         assert s.submit(fk, KIND_TRANSFER, Transfer(k.address, FUND)) is None
@@ -186,13 +217,13 @@ def test_renewal_lapses_when_deposit_short():
     s = new_sim("mint")
     assert s.submit(ISS, KIND_ISSUER_WITHDRAW, IssuerWithdraw(DEPOSIT - 300)) is None
     s.end_block()
-    gid = grant(s, period=4, periods=3)   # reserves 200, leaves 100 < 200 for the renewal
+    gid = grant(s, period=4, periods=3)  # reserves 200, leaves 100 < 200 for the renewal
     g = E.GrantRec.decode(s.st.get_econ(E.k_grant(gid)))
     while s.height < g.end - 1:
         s.end_block()
     g = E.GrantRec.decode(s.st.get_econ(E.k_grant(gid)))
     assert g.status == E.CLOSED and g.periods_left == 2 and hold(s, SUB)["vintage_total"] == 200
-    assert ("lapsed" in [e for _, e in s.events])
+    assert "lapsed" in [e for _, e in s.events]
 
 
 def test_schedule_work_per_block_is_bounded():
@@ -217,9 +248,9 @@ def _credits(s, who, n):
 def test_price_time_priority_partial_fills_and_taker_fee_rounded_up():
     s = new_sim(fee_bps=30, buyback_bps=0)
     _credits(s, BUYER, 10**6)
-    a1, e1 = order(s, SUB, ASK, 9500, 1000)          # first at 0.95
-    a2, e2 = order(s, ALT, ASK, 9500, 1000)          # same price, later
-    a3, e3 = order(s, ISS2, ASK, 9000, 300)          # better price
+    a1, e1 = order(s, SUB, ASK, 9500, 1000)  # first at 0.95
+    a2, e2 = order(s, ALT, ASK, 9500, 1000)  # same price, later
+    a3, e3 = order(s, ISS2, ASK, 9000, 300)  # better price
     assert (e1, e2, e3) == (None, None, None)
     s.end_block()
     free_sub = s.st.get(SUB.address).balance
@@ -235,6 +266,7 @@ def test_price_time_priority_partial_fills_and_taker_fee_rounded_up():
     assert credits(s, ISS) == sum(fees) and all(f >= 1 for f in fees)
     o = s.st.get_econ(b"O" + a2)
     from chain.market import Order
+
     assert Order.decode(o).remaining == 800 and s.st.get_econ(b"O" + a1) is None
     assert s.st.get(SUB.address).balance == free_sub  # the sold tokens were locked at placement
 
@@ -291,7 +323,7 @@ def test_self_trade_cancels_the_resting_order():
     b, e = order(s, SUB, BID, 9500, 1000, tif=IOC)
     assert e is None
     s.end_block()
-    assert s.st.get_econ(b"O" + a) is None                    # the maker was cancelled, not filled
+    assert s.st.get_econ(b"O" + a) is None  # the maker was cancelled, not filled
     assert hold(s, SUB)["spend_only"] == 0 and s.st.get(SUB.address).balance == free + 1000
     assert credits(s, SUB) == 10**6 and credits(s, ISS) == 0  # no trade, no fee
 
@@ -301,6 +333,7 @@ def test_fill_bound_per_transaction():
     _credits(s, BUYER, 10**7)
     sellers = [PrivateKey.from_phrase(b"seller %d" % i) for i in range(MAX_FILLS + 5)]
     from chain.keys import faucet_key
+
     for k in sellers:
         assert s.submit(faucet_key(), KIND_TRANSFER, Transfer(k.address, 1000)) is None
     s.end_block()
@@ -344,6 +377,7 @@ def test_vintage_order_expires_with_the_vintage():
     assert e is None
     s.end_block()
     from chain.market import Order
+
     assert Order.decode(s.st.get_econ(b"O" + o)).expires == expiry
     while s.height < expiry - 1:
         s.end_block()
@@ -367,13 +401,13 @@ def test_one_hop_bought_tokens_cannot_move_or_be_resold():
     s.end_block()
     _bought(s)
     assert s.st.get(BUYER.address).balance == 0
-    assert s.submit(BUYER, KIND_TRANSFER, Transfer(ALT.address, 1)) == "bad-txn-balance"       # transfer
-    assert order(s, BUYER, ASK, 9000, 1000, source=SRC_SPEND_ONLY)[1] == "bad-order-one-hop"     # re-listing
+    assert s.submit(BUYER, KIND_TRANSFER, Transfer(ALT.address, 1)) == "bad-txn-balance"  # transfer
+    assert order(s, BUYER, ASK, 9000, 1000, source=SRC_SPEND_ONLY)[1] == "bad-order-one-hop"  # re-listing
     assert order(s, BUYER, ASK, 9000, 1000, source=SRC_FREE)[1] == "bad-order-funds"
     assert s.submit(BUYER, KIND_ISSUER_REGISTER, IssuerRegister(0, 1, 0, 0)) is None
-    assert s.submit(BUYER, KIND_ISSUER_DEPOSIT, IssuerDeposit(1)) == "bad-txn-balance"          # via a deposit
+    assert s.submit(BUYER, KIND_ISSUER_DEPOSIT, IssuerDeposit(1)) == "bad-txn-balance"  # via a deposit
     s.end_block()
-    assert hold(s, ALT)["spend_only"] == 0 and hold(s, BUYER)["spend_only"] == 1000             # second account
+    assert hold(s, ALT)["spend_only"] == 0 and hold(s, BUYER)["spend_only"] == 1000  # second account
 
 
 def test_one_hop_job_refund_returns_spend_only():

@@ -1,6 +1,7 @@
 """The mempool's pending view of an account uses the state transition's spending order
 (docs/economy.md): job submits paid from an allocation queue up without touching the free balance, and
 the allocation drawn by pending submits is not counted twice."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,8 @@ ISS = PrivateKey.from_phrase(b"mempool issuer")
 SUB = PrivateKey.from_phrase(b"mempool subscriber")
 CFG = with_issuer(load_config("regtest"), ISS.address, 10**9, "mint", 2, 30, 9000)
 NOW = CFG.genesis_timestamp + 10**6
-ALLOC = 2_000_000          # MACs per period: reserves 200 base units
-FREE = 50                  # the subscriber's free tokens: less than one job's max fee
+ALLOC = 2_000_000  # MACs per period: reserves 200 base units
+FREE = 50  # the subscriber's free tokens: less than one job's max fee
 
 
 class Net:
@@ -29,8 +30,10 @@ class Net:
         self.b = ChainBuilder(CFG)
         self.cs = ChainState.open(path, CFG, clock=lambda: NOW)
         fk = faucet_key()
-        self.block(make_transfer(fk, CFG.chain_id, 0, SUB.address, FREE, 0),
-                   make_transfer(fk, CFG.chain_id, 1, ISS.address, 10**6, 0))
+        self.block(
+            make_transfer(fk, CFG.chain_id, 0, SUB.address, FREE, 0),
+            make_transfer(fk, CFG.chain_id, 1, ISS.address, 10**6, 0),
+        )
         self.block(self.tx(ISS, KIND_GRANT, Grant(SUB.address, ALLOC, 50, 1, 0)))
 
     def tx(self, key, kind, payload, nonce=None, fee=0):
@@ -65,12 +68,12 @@ def test_two_pending_allocation_funded_submits(net):
     n0 = net.cs.get_account(SUB.address).nonce
     s1, s2 = net.submit(n0, 80, fee=1), net.submit(n0 + 1, 80, fee=1)
     assert mp.add(s1)
-    assert mp.add(s2)           # the first one drew the allocation, not the free balance
+    assert mp.add(s2)  # the first one drew the allocation, not the free balance
     # the pending view counts what the first two drew: 40 allocation + 48 free tokens left, not 200 + 50
     with pytest.raises(ValidationError) as e:
         mp.add(net.submit(n0 + 2, 89, fee=1))
     assert e.value.reason == "bad-txn-balance"
-    s3 = net.submit(n0 + 2, 88, fee=0)      # exactly what is left: 40 allocation + 48 free
+    s3 = net.submit(n0 + 2, 88, fee=0)  # exactly what is left: 40 allocation + 48 free
     assert mp.add(s3)
     st = mp.pending_state(SUB.address, n0 + 3)
     assert st.get(SUB.address).balance == 0
@@ -85,7 +88,7 @@ def test_pending_view_matches_the_block(net):
     mp = Mempool(net.cs)
     n0 = net.cs.get_account(SUB.address).nonce
     assert mp.add(net.submit(n0, 150))
-    assert mp.add(net.submit(n0 + 1, 100))   # 50 allocation + 50 free
+    assert mp.add(net.submit(n0 + 1, 100))  # 50 allocation + 50 free
     with pytest.raises(ValidationError) as e:
         mp.add(make_transfer(SUB, CFG.chain_id, n0 + 2, ISS.address, 1))
     assert e.value.reason == "bad-txn-balance"

@@ -1,6 +1,7 @@
 """The economy through a running node: the CLI (`pouw issuer|subscription|market`) submits through the
 HTTP API, the read-only endpoints report issuers, grants, books, trades, supply and velocity, and
 /metrics carries the velocity gauges. Conservation is checked on the node's stored state."""
+
 from __future__ import annotations
 
 import asyncio
@@ -28,6 +29,7 @@ BUYER = PrivateKey.from_phrase(b"node econ buyer")
 
 def cli(*argv: str) -> tuple[int, str]:
     from node.cli import main
+
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         rc = main(list(argv))
@@ -46,8 +48,17 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
         save_key(wallets[name], k, None, allow_unencrypted=True)
 
     async def main():
-        n = Node(NodeConfig(datadir=tmp_path / "n", network=str(toml), port=0, mine=True, device="cpu",
-                            mine_interval=0.05, take_jobs=False))
+        n = Node(
+            NodeConfig(
+                datadir=tmp_path / "n",
+                network=str(toml),
+                port=0,
+                mine=True,
+                device="cpu",
+                mine_interval=0.05,
+                take_jobs=False,
+            )
+        )
         await n.start()
         url = n.url
         run = lambda *a: asyncio.to_thread(cli, *a, "--node", url)  # noqa: E731
@@ -59,38 +70,96 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
                 n.add_tx(make_transfer(fk, cfg.chain_id, nonce + i, k.address, 10**9, 1000))
             await wait_for(lambda: n.chain.get_account(BUYER.address).balance > 0, 30)
 
-            rc, out = await run("subscription", "grant", "--wallet", wallets["issuer"], "--to", SUB.address.hex(),
-                                "--allocation", "5000000", "--period-blocks", "50", "--json")
+            rc, out = await run(
+                "subscription",
+                "grant",
+                "--wallet",
+                wallets["issuer"],
+                "--to",
+                SUB.address.hex(),
+                "--allocation",
+                "5000000",
+                "--period-blocks",
+                "50",
+                "--json",
+            )
             assert rc == 0, out
             gid = json.loads(out)["txid"]
-            rc, out = await run("issuer", "credit", "--wallet", wallets["issuer"], "--to", BUYER.address.hex(),
-                                "--amount", "5", "--json")
+            rc, out = await run(
+                "issuer",
+                "credit",
+                "--wallet",
+                wallets["issuer"],
+                "--to",
+                BUYER.address.hex(),
+                "--amount",
+                "5",
+                "--json",
+            )
             assert rc == 0, out
-            await wait_for(lambda: n.chain.get_econ(b"G" + bytes.fromhex(gid)) is not None
-                           and n.chain.get_econ(b"K" + ISS.address + BUYER.address) is not None, 30)
+            await wait_for(
+                lambda: (
+                    n.chain.get_econ(b"G" + bytes.fromhex(gid)) is not None
+                    and n.chain.get_econ(b"K" + ISS.address + BUYER.address) is not None
+                ),
+                30,
+            )
             # a job paid from the allocation through the mempool and the miner: the grant pays, not the balance
             free0 = n.chain.get_account(SUB.address).balance
             job = JobSubmit(b"a" * 32, b"b" * 32, 16, 512, 16, 300, n.chain.height + 50, b"a" * 32, b"b" * 32)
-            jtx = Transaction(KIND_JOB_SUBMIT, cfg.chain_id, n.chain.get_account(SUB.address).nonce, SUB.pubkey, 1000,
-                              job).signed(SUB)
+            jtx = Transaction(
+                KIND_JOB_SUBMIT, cfg.chain_id, n.chain.get_account(SUB.address).nonce, SUB.pubkey, 1000, job
+            ).signed(SUB)
             n.add_tx(jtx)
             await wait_for(lambda: n.chain.get_job(jtx.txid) is not None, 30)
             assert n.chain.get_account(SUB.address).balance == free0 - 1000
             rc, out = await run("subscription", "show", "--address", SUB.address.hex(), "--json")
             assert json.loads(out)["allocation_tokens"] == 500 - 300
-            rc, out = await run("market", "sell", "--wallet", wallets["sub"], "--issuer", ISS.address.hex(),
-                                "--qty", "2", "--price", "0.95")
+            rc, out = await run(
+                "market",
+                "sell",
+                "--wallet",
+                wallets["sub"],
+                "--issuer",
+                ISS.address.hex(),
+                "--qty",
+                "2",
+                "--price",
+                "0.95",
+            )
             assert rc == 0 and "sell order" in out, out
             oid = out.split("tx ")[1].split()[0]
             await wait_for(lambda: n.chain.get_econ(b"O" + bytes.fromhex(oid)) is not None, 30)
             rc, out = await run("market", "book", "--issuer", ISS.address.hex())
             assert rc == 0 and "0.9500  2" in out, out
             # more than one holds: a clear error, nothing moved
-            rc, out = await run("market", "buy", "--wallet", wallets["buyer"], "--issuer", ISS.address.hex(),
-                                "--qty", "100", "--price", "0.95")
+            rc, out = await run(
+                "market",
+                "buy",
+                "--wallet",
+                wallets["buyer"],
+                "--issuer",
+                ISS.address.hex(),
+                "--qty",
+                "100",
+                "--price",
+                "0.95",
+            )
             assert rc == 1 and json.loads(out)["error"]["code"] == "bad-order-funds", out
-            rc, out = await run("market", "buy", "--wallet", wallets["buyer"], "--issuer", ISS.address.hex(),
-                                "--qty", "1.5", "--price", "0.96", "--ioc", "--json")
+            rc, out = await run(
+                "market",
+                "buy",
+                "--wallet",
+                wallets["buyer"],
+                "--issuer",
+                ISS.address.hex(),
+                "--qty",
+                "1.5",
+                "--price",
+                "0.96",
+                "--ioc",
+                "--json",
+            )
             assert rc == 0, out
             await wait_for(lambda: n.chain.get_econ(b"P" + BUYER.address) is not None, 30)
             rc, out = await run("market", "trades", "--issuer", ISS.address.hex(), "--json")
@@ -104,8 +173,18 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
             rc, out = await run("issuer", "show", "--address", ISS.address.hex(), "--json")
             assert json.loads(out)["mode"] == "mint"
             # a second issuer through the CLI: register, then (once that is mined) deposit and withdraw
-            rc, out = await run("issuer", "register", "--wallet", wallets["buyer"], "--mode", "rollover",
-                                "--fee-bps", "25", "--buyback-bps", "0")
+            rc, out = await run(
+                "issuer",
+                "register",
+                "--wallet",
+                wallets["buyer"],
+                "--mode",
+                "rollover",
+                "--fee-bps",
+                "25",
+                "--buyback-bps",
+                "0",
+            )
             assert rc == 0, out
             await wait_for(lambda: n.chain.get_econ(b"I" + BUYER.address) is not None, 30)
             rc, out = await run("issuer", "deposit", "--wallet", wallets["buyer"], "--amount", "2")
@@ -116,9 +195,11 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
             rc, out = await run("issuer", "show", "--wallet", wallets["buyer"])
             assert rc == 0 and "mode rollover, deposit 2 tokens, fee 25 bps, buyback 0.0000" in out, out
             async with aiohttp.ClientSession() as s:
+
                 async def get(path):
                     async with s.get(url + path) as r:
                         return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
+
                 st, sup = await get("/api/v1/economy/supply")
                 assert st == 200 and sup["conserved"] and sup["locked_in_asks"] == 50_000_000
                 assert sup["reserved_in_grants"] == 200 and sup["job_escrow"] == 300
@@ -143,6 +224,7 @@ def test_economy_cli_and_api_on_a_node(tmp_path: Path):
 
 def test_every_economy_route_is_documented():
     import re
+
     root = Path(__file__).resolve().parents[1]
     src = (root / "node" / "server" / "economy_api.py").read_text()
     spec = (root / "docs" / "openapi.yaml").read_text()
@@ -161,8 +243,21 @@ def test_bench_market_small_run(tmp_path: Path):
     """`pouw bench market` drives the real transition: its numbers are consistent with each other and the
     chart is written. (The throughput goal is measured by the full run, see docs/economy.md.)"""
     png = tmp_path / "m.png"
-    rc, out = cli("bench", "market", "--subscribers", "40", "--periods", "3", "--import-blocks", "3",
-                  "--import-txs", "50", "--json", "--plot", str(png))
+    rc, out = cli(
+        "bench",
+        "market",
+        "--subscribers",
+        "40",
+        "--periods",
+        "3",
+        "--import-blocks",
+        "3",
+        "--import-txs",
+        "50",
+        "--json",
+        "--plot",
+        str(png),
+    )
     assert rc == 0
     d = json.loads(out.strip().splitlines()[-1])
     for k in ("minted", "volume", "fees", "velocity", "revenue_with_market", "revenue_without_market", "tx_per_s"):

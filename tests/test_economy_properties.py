@@ -3,6 +3,7 @@ submits paid from allocations, claims, results with and without work certificate
 and credits conserved after every block; each block's diff
 restores the exact pre-state; stored chains with forks, reorgs and invalidation agree with the control
 replay record for record (the undo data restores the economy exactly)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,16 +18,44 @@ from hypothesis import strategies as st
 from chain.chainstate import ChainState
 from chain.config import load_config
 from chain.econsim import EconSim, with_issuer
-from chain.econtx import (ASK, BID, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_GRANT, KIND_ISSUER_DEPOSIT,
-                          KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE, CreditIssue,
-                          CreditSpend, Grant, IssuerDeposit, IssuerRegister, IssuerWithdraw, OrderCancel, OrderPlace)
+from chain.econtx import (
+    ASK,
+    BID,
+    KIND_CREDIT_ISSUE,
+    KIND_CREDIT_SPEND,
+    KIND_GRANT,
+    KIND_ISSUER_DEPOSIT,
+    KIND_ISSUER_REGISTER,
+    KIND_ISSUER_WITHDRAW,
+    KIND_ORDER_CANCEL,
+    KIND_ORDER_PLACE,
+    CreditIssue,
+    CreditSpend,
+    Grant,
+    IssuerDeposit,
+    IssuerRegister,
+    IssuerWithdraw,
+    OrderCancel,
+    OrderPlace,
+)
 from chain.errors import TxError
 from chain.keys import PrivateKey, faucet_key
 from chain.maintenance import VerifyError, reindex_datadir, verify_datadir
 from chain.state import MemoryState, StateOverlay
 from chain.synthetic import ChainBuilder
-from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, KIND_TRANSFER, JobClaim, JobResult, JobSubmit,
-                      Transaction, Transfer, WorkCert, check_tx)
+from chain.tx import (
+    KIND_JOB_CLAIM,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    KIND_TRANSFER,
+    JobClaim,
+    JobResult,
+    JobSubmit,
+    Transaction,
+    Transfer,
+    WorkCert,
+    check_tx,
+)
 
 BASE = load_config("regtest")
 ISS = PrivateKey.from_phrase(b"prop issuer")
@@ -41,13 +70,40 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
     """One random economy (or job / transfer) transaction, valid or not."""
     k = rng.choice(ALL)
     issuers = [ISS, ISS2]
-    kind = rng.choice([KIND_GRANT, KIND_GRANT, KIND_ORDER_PLACE, KIND_ORDER_PLACE, KIND_ORDER_PLACE,
-                       KIND_ORDER_CANCEL, KIND_CREDIT_ISSUE, KIND_CREDIT_SPEND, KIND_ISSUER_REGISTER,
-                       KIND_ISSUER_DEPOSIT, KIND_ISSUER_WITHDRAW, KIND_JOB_SUBMIT, KIND_JOB_SUBMIT, KIND_JOB_CLAIM,
-                       KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_RESULT, KIND_TRANSFER])
+    kind = rng.choice(
+        [
+            KIND_GRANT,
+            KIND_GRANT,
+            KIND_ORDER_PLACE,
+            KIND_ORDER_PLACE,
+            KIND_ORDER_PLACE,
+            KIND_ORDER_CANCEL,
+            KIND_CREDIT_ISSUE,
+            KIND_CREDIT_SPEND,
+            KIND_ISSUER_REGISTER,
+            KIND_ISSUER_DEPOSIT,
+            KIND_ISSUER_WITHDRAW,
+            KIND_JOB_SUBMIT,
+            KIND_JOB_SUBMIT,
+            KIND_JOB_CLAIM,
+            KIND_JOB_CLAIM,
+            KIND_JOB_RESULT,
+            KIND_JOB_RESULT,
+            KIND_TRANSFER,
+        ]
+    )
     if kind == KIND_GRANT:
-        return rng.choice(issuers), kind, Grant(rng.choice(USERS).address, rng.randint(1, 3_000_000),
-                                                 rng.randint(1, 4), rng.randint(1, 3), rng.randint(0, 1))
+        return (
+            rng.choice(issuers),
+            kind,
+            Grant(
+                rng.choice(USERS).address,
+                rng.randint(1, 3_000_000),
+                rng.randint(1, 4),
+                rng.randint(1, 3),
+                rng.randint(0, 1),
+            ),
+        )
     if kind == KIND_ORDER_PLACE:
         side = rng.choice([BID, ASK])
         src = 0
@@ -57,8 +113,19 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
                 src = int.from_bytes(rng.choice(vs)[0][41:49], "big")
         exp = rng.choice([0, 0, height + rng.randint(0, 4)])
         tif = rng.randint(0, 1)
-        return k, kind, OrderPlace(rng.choice(issuers).address, side, rng.choice([8000, 9000, 9500, 10_000, 10_500]),
-                                   rng.randint(1, 400), tif, 0 if tif else exp, src)
+        return (
+            k,
+            kind,
+            OrderPlace(
+                rng.choice(issuers).address,
+                side,
+                rng.choice([8000, 9000, 9500, 10_000, 10_500]),
+                rng.randint(1, 400),
+                tif,
+                0 if tif else exp,
+                src,
+            ),
+        )
     if kind == KIND_ORDER_CANCEL:
         orders = [key[1:] for key, _ in view.scan_econ(b"O")]
         oid = rng.choice(orders) if orders else bytes(32)
@@ -74,8 +141,11 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
         return k, kind, cls(rng.randint(1, 10**6))
     if kind == KIND_JOB_SUBMIT:
         j = real_job()[0].job if rng.random() < 0.5 else SimpleNamespace(h_a=b"a" * 32, h_b=b"b" * 32)
-        return k, kind, JobSubmit(j.h_a, j.h_b, 16, 512, 16, rng.randint(1, 600),
-                                  height + rng.randint(1, 8), j.h_a, j.h_b)
+        return (
+            k,
+            kind,
+            JobSubmit(j.h_a, j.h_b, 16, 512, 16, rng.randint(1, 600), height + rng.randint(1, 8), j.h_a, j.h_b),
+        )
     if kind == KIND_JOB_CLAIM:
         open_ = [j for j, r in live_jobs(view).items() if r.status_name == "open"]
         return k, kind, JobClaim(rng.choice(open_) if open_ else bytes(32), 10**3 + rng.randint(0, 100))
@@ -86,7 +156,7 @@ def random_tx(rng: random.Random, view, height: int) -> tuple[PrivateKey, int, o
         jid, rec = rng.choice(mine)
         prep, h_c = real_job()
         cert = None
-        if rec.h_a == prep.job.h_a and rng.random() < 0.7:      # a real job: usually with a work certificate
+        if rec.h_a == prep.job.h_a and rng.random() < 0.7:  # a real job: usually with a work certificate
             cert = work_cert(view, height, k.address, rng.randrange(1 << 30))
         return k, kind, JobResult(jid, h_c, h_c, cert)
     return k, kind, Transfer(rng.choice(ALL).address, rng.randint(1, 10**4))
@@ -98,6 +168,7 @@ def real_job():
     from testkit.jobs import job_operands
     from pouw.commit import commit_result
     from pouw.miner import prepare_job
+
     a, b, c, _ = job_operands(11, 16, 512, 16)
     return prepare_job(a, b, CFG.pow.params()), commit_result(c)
 
@@ -108,10 +179,22 @@ def work_cert(view, height: int, miner: bytes, nonce: int) -> WorkCert | None:
     from chain.hashing import ZERO_HASH
     from pouw.miner import mine_job
     from pouw.share import best_share
+
     prep = real_job()[0]
     params = CFG.pow.params()
-    tpl = Header(CFG.version, CFG.chain_id, height, view.source.block_hash_at(height - 1), 0, 1, ZERO_HASH,
-                 ZERO_HASH, miner, prep.job, nonce).template
+    tpl = Header(
+        CFG.version,
+        CFG.chain_id,
+        height,
+        view.source.block_hash_at(height - 1),
+        0,
+        1,
+        ZERO_HASH,
+        ZERO_HASH,
+        miner,
+        prep.job,
+        nonce,
+    ).template
     res = mine_job(tpl, prep.job, prep.a, prep.b, 1, params, prepared=prep, recover_c=False, max_proofs=0)
     share = best_share(res, prep, params)
     return WorkCert(tpl, share.encode()) if share is not None else None
@@ -127,8 +210,10 @@ def live_jobs(view) -> dict:
 def fund_txs(view) -> list[Transaction]:
     fk = faucet_key()
     n = view.get(fk.address).nonce
-    return [Transaction(KIND_TRANSFER, CFG.chain_id, n + i, fk.pubkey, 0, Transfer(k.address, 10**8)).signed(fk)
-            for i, k in enumerate(ALL)]
+    return [
+        Transaction(KIND_TRANSFER, CFG.chain_id, n + i, fk.pubkey, 0, Transfer(k.address, 10**8)).signed(fk)
+        for i, k in enumerate(ALL)
+    ]
 
 
 def random_block_txs(rng: random.Random, state: MemoryState, height: int, n: int) -> list[Transaction]:
@@ -137,8 +222,9 @@ def random_block_txs(rng: random.Random, state: MemoryState, height: int, n: int
     out = []
     for _ in range(n):
         key, kind, payload = random_tx(rng, ov, height)
-        tx = Transaction(kind, CFG.chain_id, ov.get(key.address).nonce, key.pubkey, rng.choice([0, 0, 3]),
-                         payload).signed(key)
+        tx = Transaction(
+            kind, CFG.chain_id, ov.get(key.address).nonce, key.pubkey, rng.choice([0, 0, 3]), payload
+        ).signed(key)
         try:
             check_tx(tx, CFG.chain_id, CFG.max_tx_bytes, check_sig=False)
             ov.apply_tx(tx)
@@ -221,6 +307,7 @@ def test_economy_across_forks_reorgs_and_invalidation(tmp_path_factory, seed):
     # verify replays the economy from genesis; reindex rebuilds it from the stored blocks
     assert verify_datadir(d, CFG, check_proofs=False).tip == tip
     from chain.store import Store
+
     st = Store(d / "chaindata")
     with st.batch() as wb:
         wb.put(b"e" + b"P" + bytes(20), b"\x05")  # a spend-only balance out of nowhere

@@ -3,6 +3,7 @@ paid job: search resolves every kind of id, a block's proof is decoded (paid job
 below the threshold) and re-verified on request (and a tampered header fails), address history chains
 balances, a block that leaves the active chain is shown as such and its transactions leave the index,
 and unknown ids answer 404 JSON, never a stack trace."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,10 +48,14 @@ def test_explorer_lookups(tmp_path):
 
             # search: height, block hash, job id (= its submit's txid), tx id, address, nothing
             fund_tx = next(t for h in cs.chain[1:] for t in cs.get_block(h).txs if t.kind == 0)
-            for q, kind, ident in ((str(cs.height), "block", str(cs.height)), (tip, "block", tip),
-                                   ("0x" + tip.upper(), "block", tip), (jid, "job", jid),
-                                   (fund_tx.txid.hex(), "tx", fund_tx.txid.hex()),
-                                   (CLIENT.address.hex(), "address", CLIENT.address.hex())):
+            for q, kind, ident in (
+                (str(cs.height), "block", str(cs.height)),
+                (tip, "block", tip),
+                ("0x" + tip.upper(), "block", tip),
+                (jid, "job", jid),
+                (fund_tx.txid.hex(), "tx", fund_tx.txid.hex()),
+                (CLIENT.address.hex(), "address", CLIENT.address.hex()),
+            ):
                 st, body, _ = await get(n, "/api/v1/search?q=" + q)
                 assert st == 200 and (body["kind"], body["id"]) == (kind, ident), (q, body)
             for q in (str(cs.height + 1), "ab" * 32, "xyz", "", "12" * 7):
@@ -62,7 +67,9 @@ def test_explorer_lookups(tmp_path):
             for height in range(1, cs.height + 1):
                 st, p, _ = await get(n, f"/api/v1/blocks/{height}/proof")
                 assert st == 200 and p["height"] == height
-                assert p["proof"]["ticket_below_threshold"] and int(p["proof"]["ticket"], 16) < int(p["proof"]["threshold"], 16)
+                assert p["proof"]["ticket_below_threshold"] and int(p["proof"]["ticket"], 16) < int(
+                    p["proof"]["threshold"], 16
+                )
                 assert 0 <= p["proof"]["tile"]["ti"] < p["job"]["m"] // p["proof"]["tile"]["h"]
                 kinds[height] = (p["kind"], p["paid_job"])
             paid = [h for h, (k, j) in kinds.items() if k == "paid"]
@@ -121,28 +128,36 @@ def test_explorer_lookups(tmp_path):
             cs.get_block = lambda h: (reads.append(h), real_get(h))[1]
             cs.store.iterate = lambda prefix, start=None: (scans.append(prefix), real_iter(prefix, start))[1]
             try:
-                for path in ("/api/v1/search?q=" + fund_tx.txid.hex(), "/api/v1/search?q=" + jid,
-                             "/api/v1/search?q=" + CLIENT.address.hex(), f"/api/v1/blocks/{paid[0]}/proof",
-                             f"/api/v1/blocks/{paid[0]}/verify", "/api/v1/blockstats?blocks=2000",
-                             f"/api/v1/accounts/{CLIENT.address.hex()}/history", "/api/v1/tx/" + fund_tx.txid.hex()):
+                for path in (
+                    "/api/v1/search?q=" + fund_tx.txid.hex(),
+                    "/api/v1/search?q=" + jid,
+                    "/api/v1/search?q=" + CLIENT.address.hex(),
+                    f"/api/v1/blocks/{paid[0]}/proof",
+                    f"/api/v1/blocks/{paid[0]}/verify",
+                    "/api/v1/blockstats?blocks=2000",
+                    f"/api/v1/accounts/{CLIENT.address.hex()}/history",
+                    "/api/v1/tx/" + fund_tx.txid.hex(),
+                ):
                     reads.clear()
                     st, _, _ = await get(n, path)
                     assert st == 200 and len(reads) <= 1, (path, len(reads))
                 whole = {S.P_HEADER, S.P_BODY, S.P_UNDO, S.P_INDEX, S.P_HEIGHT, S.P_TXINDEX, S.P_ADDRHIST, S.P_COMMIT}
-                assert not whole & set(scans), scans                   # never a whole chain table
-                assert S.addrhist_prefix(CLIENT.address) in scans      # the history is one narrow range
+                assert not whole & set(scans), scans  # never a whole chain table
+                assert S.addrhist_prefix(CLIENT.address) in scans  # the history is one narrow range
             finally:
                 cs.get_block, cs.store.iterate = real_get, real_iter
 
             # unknown ids and bad input: JSON errors
-            for path, status, code in (("/api/v1/blocks/" + "00" * 32 + "/proof", 404, "block-not-found"),
-                                       ("/api/v1/blocks/999999/verify", 404, "block-not-found"),
-                                       ("/api/v1/blocks/zz/proof", 400, "bad-param"),
-                                       ("/api/v1/accounts/zz/history", 400, "bad-address"),
-                                       ("/api/v1/accounts/" + "00" * 20 + "/history?before=-1", 400, "bad-param"),
-                                       ("/api/v1/blockstats?blocks=x", 400, "bad-param"),
-                                       ("/explorer/secret.py", 404, "not-found"),
-                                       ("/explorer/../api.py", 404, "not-found")):
+            for path, status, code in (
+                ("/api/v1/blocks/" + "00" * 32 + "/proof", 404, "block-not-found"),
+                ("/api/v1/blocks/999999/verify", 404, "block-not-found"),
+                ("/api/v1/blocks/zz/proof", 400, "bad-param"),
+                ("/api/v1/accounts/zz/history", 400, "bad-address"),
+                ("/api/v1/accounts/" + "00" * 20 + "/history?before=-1", 400, "bad-param"),
+                ("/api/v1/blockstats?blocks=x", 400, "bad-param"),
+                ("/explorer/secret.py", 404, "not-found"),
+                ("/explorer/../api.py", 404, "not-found"),
+            ):
                 st, body, _ = await get(n, path)
                 assert st == status and body["error"]["code"] == code, (path, st, body)
             st, hist, _ = await get(n, "/api/v1/accounts/" + "00" * 20 + "/history")
@@ -152,11 +167,13 @@ def test_explorer_lookups(tmp_path):
             st, html, hd = await get(n, "/")
             assert st == 200 and hd["Content-Type"].startswith("text/html") and "/explorer/explorer.js" in html
             assert "default-src 'none'" in hd["Content-Security-Policy"] and "http" not in html.replace(
-                "http-equiv", "")
+                "http-equiv", ""
+            )
             for name in ("explorer.js", "explorer.css"):
                 st, text, hd = await get(n, "/explorer/" + name)
                 text = text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace name, not a fetch
                 assert st == 200 and "http://" not in text and "https://" not in text and "//" + "cdn" not in text
         finally:
             await n.stop()
+
     run(main())

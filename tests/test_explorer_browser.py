@@ -3,6 +3,7 @@ page served by a running two-node regtest devnet (in-process nodes, real sockets
 height of /api/v1/status, a block link opens that block with its proof re-verified by the node, a
 search for a job id opens the job, a block off the active chain says so, and unknown ids give a "not
 found" page. Screenshots are saved under the test's tmp dir (paths printed; run with -s to see them)."""
+
 from __future__ import annotations
 
 
@@ -21,8 +22,10 @@ from cdp_browser import Browser, find_chromium
 from test_jobs_e2e import fund, run
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/setup.sh installs "
-                                                          "Debian's chromium where apt-get is available)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed (scripts/setup.sh installs Debian's chromium where apt-get is available)",
+)
 CLIENT = PrivateKey.from_phrase(b"explorer browser client")
 
 
@@ -49,12 +52,22 @@ def test_explorer_in_chromium(tmp_path):
             await wait_for(lambda: len(a.p2p.ready_peers) >= 1, 20, what="peering")
             await fund(a, CLIENT)
             _, _, _, job = job_operands(7, 16, 512, 16)
-            tx = make_job_submit(CLIENT, a.cfg.chain_id, a.mempool.pending_nonce(CLIENT.address), job,
-                                 job_price(a.cfg, job.m, job.k, job.n), a.chain.height + 90, job.h_a, job.h_b, 1000)
+            tx = make_job_submit(
+                CLIENT,
+                a.cfg.chain_id,
+                a.mempool.pending_nonce(CLIENT.address),
+                job,
+                job_price(a.cfg, job.m, job.k, job.n),
+                a.chain.height + 90,
+                job.h_a,
+                job.h_b,
+                1000,
+            )
             a.add_tx(tx)
             jid = tx.txid.hex()
-            await wait_for(lambda: a.chain.get_job(tx.txid) is not None and a.chain.height >= 6, 30,
-                           what="the job on chain")
+            await wait_for(
+                lambda: a.chain.get_job(tx.txid) is not None and a.chain.height >= 6, 30, what="the job on chain"
+            )
             set_mining([a], False)
             await wait_for(lambda: b.chain.tip.hash == a.chain.tip.hash, 20, what="b in sync")
             shots = []
@@ -64,22 +77,27 @@ def test_explorer_in_chromium(tmp_path):
                 await br.wait(ready("/") + " && !!document.getElementById('height')", what="home page")
                 st = await status(a)
                 assert await br.eval("document.getElementById('height').textContent") == str(st["height"])
-                assert await br.wait("document.getElementById('strip-height') && "
-                                     "document.getElementById('strip-height').textContent") == str(st["height"])
+                assert await br.wait(
+                    "document.getElementById('strip-height') && document.getElementById('strip-height').textContent"
+                ) == str(st["height"])
                 assert await br.eval("document.querySelectorAll('#chart polyline').length") == 2
                 assert await br.eval(NO_JUNK), "a value rendered as null/undefined/NaN"
                 shots.append(await br.screenshot(tmp_path / "explorer-home.png"))
 
                 # follow a block link from the recent blocks: that block, its proof re-checked by the node
-                href = await br.eval("[...document.querySelectorAll('a[href^=\"#/block/\"]')]"
-                                     ".find(x => /^[0-9]+$/.test(x.textContent) && x.textContent !== '0')"
-                                     ".getAttribute('href')")
+                href = await br.eval(
+                    "[...document.querySelectorAll('a[href^=\"#/block/\"]')]"
+                    ".find(x => /^[0-9]+$/.test(x.textContent) && x.textContent !== '0')"
+                    ".getAttribute('href')"
+                )
                 want = href.split("/")[-1]
                 await br.eval(f"document.querySelector('a[href=\"{href}\"]').click()")
                 await br.wait(ready("/block/" + want), what="block page")
                 assert await br.eval("document.getElementById('block-hash').textContent") == want
-                verdict = await br.wait("(t => t.includes('proof valid') && t)("
-                                        "document.getElementById('verdict').textContent)", what="the verdict")
+                verdict = await br.wait(
+                    "(t => t.includes('proof valid') && t)(document.getElementById('verdict').textContent)",
+                    what="the verdict",
+                )
                 assert "re-checked by this node" in verdict
                 assert await br.eval("document.getElementById('job-kind').textContent") == "filler"
                 assert await br.eval("document.getElementById('inactive') === null") is True
@@ -87,8 +105,9 @@ def test_explorer_in_chromium(tmp_path):
                 shots.append(await br.screenshot(tmp_path / "explorer-block.png"))
 
                 # search for the job id: the job page
-                await br.eval(f"document.getElementById('q').value = '{jid}'; "
-                              "document.querySelector('#search button').click()")
+                await br.eval(
+                    f"document.getElementById('q').value = '{jid}'; document.querySelector('#search button').click()"
+                )
                 await br.wait(ready("/job/" + jid), what="job page")
                 assert await br.eval("document.getElementById('job-status').textContent") == "open"
                 assert await br.eval(NO_JUNK), "a value rendered as null/undefined/NaN"
@@ -98,10 +117,13 @@ def test_explorer_in_chromium(tmp_path):
                 await br.goto(a.url + "/#/address/" + CLIENT.address.hex())
                 await br.wait(ready("/address/" + CLIENT.address.hex()), what="address page")
                 bal = a.chain.get_account(CLIENT.address).balance
-                assert await br.eval("document.getElementById('balance').textContent") == \
-                    f"{bal / 10**8:,.8f}".rstrip("0").rstrip(".") + " tok"
+                assert (
+                    await br.eval("document.getElementById('balance').textContent")
+                    == f"{bal / 10**8:,.8f}".rstrip("0").rstrip(".") + " tok"
+                )
                 assert await br.eval(f"!!document.querySelector('a[href=\"#/tx/{jid}\"]')"), await br.eval(
-                    "[...document.querySelectorAll('a')].map(x => x.getAttribute('href')).join(' ')")
+                    "[...document.querySelectorAll('a')].map(x => x.getAttribute('href')).join(' ')"
+                )
                 assert await br.eval(NO_JUNK)
                 shots.append(await br.screenshot(tmp_path / "explorer-address.png"))
 
@@ -116,8 +138,10 @@ def test_explorer_in_chromium(tmp_path):
                 # unknown ids: a "not found" page, not an error
                 for route in ("/block/" + "00" * 32, "/job/" + "11" * 32, "/tx/" + "22" * 32, "/search/nothing-here"):
                     await br.goto(a.url + "/#" + route)
-                    await br.wait("document.body.dataset.ready === '1' && !!document.getElementById('not-found')",
-                                  what="not found on " + route)
+                    await br.wait(
+                        "document.body.dataset.ready === '1' && !!document.getElementById('not-found')",
+                        what="not found on " + route,
+                    )
                 # the network page lists the peer
                 await br.goto(a.url + "/#/network")
                 await br.wait(ready("/network"), what="network page")
@@ -131,8 +155,14 @@ def test_explorer_in_chromium(tmp_path):
                 assert await br.eval(NO_JUNK)
                 shots.append(await br.screenshot(tmp_path / "explorer-no-market.png"))
                 # once an issuer registers, its panel shows its (empty) order book and trades
-                reg = Transaction(KIND_ISSUER_REGISTER, a.cfg.chain_id, a.mempool.pending_nonce(CLIENT.address),
-                                  CLIENT.pubkey, 1000, IssuerRegister(0, 3, 30, 9000)).signed(CLIENT)
+                reg = Transaction(
+                    KIND_ISSUER_REGISTER,
+                    a.cfg.chain_id,
+                    a.mempool.pending_nonce(CLIENT.address),
+                    CLIENT.pubkey,
+                    1000,
+                    IssuerRegister(0, 3, 30, 9000),
+                ).signed(CLIENT)
                 a.add_tx(reg)
                 set_mining([a], True)
                 await wait_for(lambda: a.chain.get_econ(k_issuer(CLIENT.address)) is not None, 30, what="issuer")
@@ -140,8 +170,9 @@ def test_explorer_in_chromium(tmp_path):
                 await br.goto(a.url + "/#/")
                 await br.wait(ready("/"), what="home again")
                 await br.goto(a.url + "/#/economy")
-                await br.wait(ready("/economy") + " && document.body.innerText.includes('Order book')",
-                              what="issuer panel")
+                await br.wait(
+                    ready("/economy") + " && document.body.innerText.includes('Order book')", what="issuer panel"
+                )
                 assert await br.eval("document.getElementById('no-market') === null")
                 assert CLIENT.address.hex()[:8] in await br.eval("document.querySelector('main').innerText")
                 assert await br.eval(NO_JUNK)
@@ -150,12 +181,16 @@ def test_explorer_in_chromium(tmp_path):
                 await br.goto(a.url + "/#/")
                 await br.wait(ready("/") + " && !!document.getElementById('chart-500')", what="home")
                 await br.eval("document.getElementById('chart-500').click()")
-                await br.wait("document.getElementById('chart-500') && "
-                              "!document.getElementById('chart-500').classList.contains('secondary')", what="500 blocks")
+                await br.wait(
+                    "document.getElementById('chart-500') && "
+                    "!document.getElementById('chart-500').classList.contains('secondary')",
+                    what="500 blocks",
+                )
             for p in shots:
                 assert p.stat().st_size > 10_000
                 print("explorer screenshot:", p)
         finally:
             await b.stop()
             await a.stop()
+
     run(main())

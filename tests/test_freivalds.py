@@ -1,4 +1,5 @@
 """Freivalds check and single-entry fraud proofs."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +12,17 @@ from pouw.errors import PowError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pouw.freivalds import (P61, build_fraud_proof, challenge_vector, find_wrong_entry, freivalds,
-                            _matvec_mod_int64, matvec_mod, matvec_mod_many, verify_fraud_proof)
+from pouw.freivalds import (
+    P61,
+    build_fraud_proof,
+    challenge_vector,
+    find_wrong_entry,
+    freivalds,
+    _matvec_mod_int64,
+    matvec_mod,
+    matvec_mod_many,
+    verify_fraud_proof,
+)
 
 
 def ops(m=48, k=256, n=40, seed=0):
@@ -31,16 +41,22 @@ def test_matvec_mod_matches_python_ints():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 70), st.sampled_from([8, 16, 24, 31]), st.integers(1, 3),
-       st.integers(0, 2**32 - 1))
+@given(
+    st.integers(1, 6),
+    st.integers(1, 70),
+    st.sampled_from([8, 16, 24, 31]),
+    st.integers(1, 3),
+    st.integers(0, 2**32 - 1),
+)
 def test_matvec_mod_many_matches_python_ints_on_both_paths(rows, cols, bits, nvec, seed):
     """Entries up to 2^bits in magnitude (int8-like: the float64 path; int32 extremes: the int64 path, or
     float64 with narrow limbs) and vectors up to p - 1: every result equals the big-integer reference."""
     import numpy as np
+
     rng = np.random.default_rng(seed)
     lim = (1 << bits) - 1
     mat = rng.integers(-lim, lim + 1, size=(rows, cols), dtype=np.int64)
-    mat[0, 0] = -lim if seed % 2 else lim                      # the extreme magnitude is present
+    mat[0, 0] = -lim if seed % 2 else lim  # the extreme magnitude is present
     mat = mat.astype(np.int8 if bits < 8 else np.int32)
     xs = [[int(v) for v in rng.integers(0, P61, size=cols, dtype=np.uint64)] for _ in range(nvec)]
     xs[0][0] = P61 - 1
@@ -54,8 +70,9 @@ def test_matvec_mod_float_path_at_the_largest_job_shape():
     """int8 operands at the chain's largest inner dimension (4096): the float64 path, exact."""
     import numpy as np
     from pouw.freivalds import _float_limb_bits
+
     assert _float_limb_bits(64, 4096) == 34 and _float_limb_bits(2**31 - 1, 4096) == 10
-    assert _float_limb_bits(2**31 - 1, 2**16) is None            # the int64 path
+    assert _float_limb_bits(2**31 - 1, 2**16) is None  # the int64 path
     rng = np.random.default_rng(9)
     b = rng.integers(-64, 65, size=(5, 4096), dtype=np.int8)
     b[0] = 64
@@ -85,9 +102,9 @@ def test_fraud_proof_accepted_for_wrong_entry_rejected_for_right_one():
     bad = c.clone()
     bad[3, 30] += 5
     h_bad = commit_result(bad)
-    verify_fraud_proof(job, h_bad, build_fraud_proof(a, b, bad, 3, 30))      # accepted: no exception
+    verify_fraud_proof(job, h_bad, build_fraud_proof(a, b, bad, 3, 30))  # accepted: no exception
     with pytest.raises(PowError) as ei:
-        verify_fraud_proof(job, h_bad, build_fraud_proof(a, b, bad, 3, 31))   # entry (3, 31) is right
+        verify_fraud_proof(job, h_bad, build_fraud_proof(a, b, bad, 3, 31))  # entry (3, 31) is right
     assert ei.value.reason == "fraud-not-proven"
     with pytest.raises(PowError) as ei:
         verify_fraud_proof(job, commit_result(c), build_fraud_proof(a, b, c, 3, 30))
@@ -104,8 +121,11 @@ def test_fraud_proof_tampering_rejected():
     cases = {
         "bad-fraud-merkle-a": dataclasses.replace(fp, a_row=bytes([1]) + fp.a_row[1:]),
         "bad-fraud-merkle-b": dataclasses.replace(fp, path_b=(bytes(32),) + fp.path_b[1:]),
-        "bad-fraud-merkle-c": dataclasses.replace(fp, c_row=(int.from_bytes(fp.c_row[:4], "little", signed=True) - 1)
-                                                  .to_bytes(4, "little", signed=True) + fp.c_row[4:]),
+        "bad-fraud-merkle-c": dataclasses.replace(
+            fp,
+            c_row=(int.from_bytes(fp.c_row[:4], "little", signed=True) - 1).to_bytes(4, "little", signed=True)
+            + fp.c_row[4:],
+        ),
         "bad-fraud-index": dataclasses.replace(fp, i=10**6),
         "bad-fraud-encoding": dataclasses.replace(fp, b_col=fp.b_col[:-1]),
     }

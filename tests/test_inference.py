@@ -1,4 +1,5 @@
 """The quantized MLP: layers run through the useful-work engine give bit-identical logits."""
+
 from __future__ import annotations
 
 import pytest

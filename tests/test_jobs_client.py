@@ -4,6 +4,7 @@ receipts, prices, quantization, and every command's failure modes (a clear line,
 
 The CLI runs in-process (node.cli.main) in a worker thread while the nodes run in the test's event loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,7 @@ from tests.test_jobs_e2e import FUND, devnet, exact, fund, operands, run, stop_a
 
 async def cli(capsys, *argv: str) -> tuple[int, str, str]:
     from node.cli import main
+
     rc = await asyncio.to_thread(main, list(argv))
     out = capsys.readouterr()
     assert "Traceback" not in out.err and "Traceback" not in out.out, out.err
@@ -68,9 +70,26 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
             assert rc == 2 and "m,k,n" in err
 
             # a batch: two micro-batches against one B, in one command; B uploaded once
-            rc, out, err = await cli(capsys, "job", "submit", "--node", gw.url, "--wallet", w, "--a", p("a1.npy"),
-                                     "--a", p("a2.npy"), "--b", p("b.npy"), "--wait", "--timeout", "90",
-                                     "--out-dir", p("outs"))
+            rc, out, err = await cli(
+                capsys,
+                "job",
+                "submit",
+                "--node",
+                gw.url,
+                "--wallet",
+                w,
+                "--a",
+                p("a1.npy"),
+                "--a",
+                p("a2.npy"),
+                "--b",
+                p("b.npy"),
+                "--wait",
+                "--timeout",
+                "90",
+                "--out-dir",
+                p("outs"),
+            )
             assert rc == 0, err
             doc = json.loads(out.strip().splitlines()[-1])
             assert doc["verified"] == 2 and doc["failed"] == 0
@@ -88,12 +107,14 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
             assert "queue position" in err or "estimate" in err  # progress lines on stderr
 
             # submit without waiting; then `job wait` (shape from the wallet's journal) and `job fetch`
-            rc, out, err = await cli(capsys, "job", "submit", "--node", gw.url, "--wallet", w, "--a", p("a1.npy"),
-                                     "--b", p("b.npy"))
+            rc, out, err = await cli(
+                capsys, "job", "submit", "--node", gw.url, "--wallet", w, "--a", p("a1.npy"), "--b", p("b.npy")
+            )
             assert rc == 0, err
             jid = json.loads(out)["job_id"]
-            rc, out, err = await cli(capsys, "job", "wait", jid, "--node", gw.url, "--wallet", w,
-                                     "--out", p("cw.npy"), "--timeout", "90")
+            rc, out, err = await cli(
+                capsys, "job", "wait", jid, "--node", gw.url, "--wallet", w, "--out", p("cw.npy"), "--timeout", "90"
+            )
             assert rc == 0, err
             assert np.array_equal(np.load(p("cw.npy")).astype(np.int64), exact(a1, b))
             rc, out, err = await cli(capsys, "job", "fetch", jid, "--node", gw.url, "--out", p("cf.npy"))
@@ -102,8 +123,9 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
             cf = np.load(p("cf.npy"))
             assert cf.shape == tuple(json.loads(out)["shape"]) and cf.shape[0] >= 20
             assert np.array_equal(cf[:20, :12].astype(np.int64), exact(a1, b)) and not cf[20:].any()
-            rc, out, err = await cli(capsys, "job", "fetch", jid, "--node", gw.url, "--shape", "20,12",
-                                     "--out", p("cs.npy"))
+            rc, out, err = await cli(
+                capsys, "job", "fetch", jid, "--node", gw.url, "--shape", "20,12", "--out", p("cs.npy")
+            )
             assert rc == 0 and np.array_equal(np.load(p("cs.npy")).astype(np.int64), exact(a1, b))
 
             # the wallet's jobs: all three, newest first; another wallet has none
@@ -137,6 +159,7 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -144,6 +167,7 @@ def test_cli_batch_wait_fetch_list_receipt_price(tmp_path, capsys):
 def test_queue_position_estimate_cancel_and_failures(tmp_path, capsys):
     """Nobody takes jobs: the queue orders by fee per MAC, progress says where a job stands, an open job
     has nothing to fetch, waiting times out, and (with the cancel transaction) the escrow comes back."""
+
     async def main():
         nodes = await devnet(tmp_path, take_jobs=False, interval=0.3)
         gw = nodes[0]
@@ -158,8 +182,9 @@ def test_queue_position_estimate_cancel_and_failures(tmp_path, capsys):
             assert len(set(ids)) == 3
             pr = await asyncio.to_thread(cl.job_progress, ids[0])
             assert pr["status"] in ("pending", "open") and pr["queue_position"] >= 1
-            await wait_for(lambda: all(gw.chain.get_job(bytes.fromhex(j)) is not None for j in ids), 30,
-                           what="submits mined")
+            await wait_for(
+                lambda: all(gw.chain.get_job(bytes.fromhex(j)) is not None for j in ids), 30, what="submits mined"
+            )
             pos = [(await asyncio.to_thread(cl.job_progress, j)) for j in ids]
             assert [p["queue_position"] for p in pos] == [3, 1, 2]  # 9000 > 7000 > 5000 (same shape)
             assert all(p["queue_length"] == 3 and p["status"] == "open" for p in pos)
@@ -197,12 +222,14 @@ def test_queue_position_estimate_cancel_and_failures(tmp_path, capsys):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
 @pytest.mark.timeout(60)
 def test_every_job_command_fails_cleanly_without_a_node(tmp_path, capsys):
     """An unreachable node is named by its URL; bad arguments and files exit 2; nothing prints a traceback."""
+
     async def main():
         url = f"http://127.0.0.1:{free_port()}"
         key = PrivateKey.from_phrase(b"jobclient 3")
@@ -212,20 +239,33 @@ def test_every_job_command_fails_cleanly_without_a_node(tmp_path, capsys):
         np.save(tmp_path / "b.npy", b)
         jid = "ab" * 32
         A, B = str(tmp_path / "a.npy"), str(tmp_path / "b.npy")
-        for argv in (["submit", "--a", A, "--b", B, "--wallet", w, "--wait"],
-                     ["wait", jid, "--timeout", "5"], ["fetch", jid], ["status", jid], ["progress", jid],
-                     ["receipt", jid], ["list"], ["list", "--mine", "--wallet", w], ["cancel", jid, "--wallet", w],
-                     ["price", "--shape", "8,64,8"]):
+        for argv in (
+            ["submit", "--a", A, "--b", B, "--wallet", w, "--wait"],
+            ["wait", jid, "--timeout", "5"],
+            ["fetch", jid],
+            ["status", jid],
+            ["progress", jid],
+            ["receipt", jid],
+            ["list"],
+            ["list", "--mine", "--wallet", w],
+            ["cancel", jid, "--wallet", w],
+            ["price", "--shape", "8,64,8"],
+        ):
             rc, out, err = await cli(capsys, "job", *argv, "--node", url)
             assert rc == 1 and f"cannot reach the node at {url}" in err, (argv, rc, err)
-        for argv, msg in ((["submit", "--a", str(tmp_path / "nope.npy"), "--b", B, "--wallet", w], "cannot read"),
-                          (["submit", "--a", A, "--a", A, "--b", B, "--b", B, "--b", B, "--wallet", w], "2 --a for 3"),
-                          (["submit", "--a", A, "--b", B, "--wallet", str(tmp_path / "no-wallet.json")],
-                           "cannot open wallet"),
-                          (["status", "xyz"], "not 64 hex digits"), (["fetch", "12" * 31], "not 64 hex digits"),
-                          (["price", "--shape", "8,x,8"], "--shape"), (["list", "--client", "zz"], "--client"),
-                          (["submit", "--a", A, "--b", B, "--out", "x.npy", "--out", "y.npy", "--wallet", w],
-                           "2 --out paths for 1 jobs")):
+        for argv, msg in (
+            (["submit", "--a", str(tmp_path / "nope.npy"), "--b", B, "--wallet", w], "cannot read"),
+            (["submit", "--a", A, "--a", A, "--b", B, "--b", B, "--b", B, "--wallet", w], "2 --a for 3"),
+            (["submit", "--a", A, "--b", B, "--wallet", str(tmp_path / "no-wallet.json")], "cannot open wallet"),
+            (["status", "xyz"], "not 64 hex digits"),
+            (["fetch", "12" * 31], "not 64 hex digits"),
+            (["price", "--shape", "8,x,8"], "--shape"),
+            (["list", "--client", "zz"], "--client"),
+            (
+                ["submit", "--a", A, "--b", B, "--out", "x.npy", "--out", "y.npy", "--wallet", w],
+                "2 --out paths for 1 jobs",
+            ),
+        ):
             rc, out, err = await cli(capsys, "job", *argv, "--node", url)
             assert rc == 2 and msg in err, (argv, rc, err)
         rc, out, err = await cli(capsys, "job", "status", jid, "--node", "localhost:1")
@@ -233,6 +273,7 @@ def test_every_job_command_fails_cleanly_without_a_node(tmp_path, capsys):
         with pytest.raises(ClientError) as ei:
             Client(url).status()
         assert ei.value.code == "node-unreachable" and url in str(ei.value)
+
     run(main())
 
 
@@ -258,8 +299,11 @@ def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
             want = quant.dequantize(exact(qa, qb), sa, sb)
             assert np.array_equal(y, want)  # the chain's C is exact: only quantization rounds
             err = np.abs(y - x.astype(np.float64) @ wgt).max()
-            bound = (np.abs(x).max(1)[:, None] * sb[None, :] / 2 + sa[:, None] * np.abs(wgt).max(0)[None, :] / 2
-                     + sa[:, None] * sb[None, :] / 4) * 96
+            bound = (
+                np.abs(x).max(1)[:, None] * sb[None, :] / 2
+                + sa[:, None] * np.abs(wgt).max(0)[None, :] / 2
+                + sa[:, None] * sb[None, :] / 4
+            ) * 96
             assert err <= bound.max() and err < 0.05 * np.abs(x @ wgt).max()
 
             # C may be in hand before the job is mined (a throttled miner computes from the mempool)
@@ -275,7 +319,7 @@ def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
             assert writes == []  # refused before sending anything: no blob, no transaction
             assert gw.chain.get_account(key.address).balance == bal and len(gw.mempool) == 0
             with pytest.raises(ClientError) as ei:
-                await asyncio.to_thread(cl.submit_jobs, key, [good, good], [10 ** 15, 1])
+                await asyncio.to_thread(cl.submit_jobs, key, [good, good], [10**15, 1])
             assert ei.value.code == "bad-txn-balance"
             outs = await asyncio.to_thread(cl.submit_jobs, key, [good, good], None, True, timeout=60)
             assert all(not isinstance(o, JobFailed) for o in outs) and outs[0].job_id != outs[1].job_id
@@ -283,11 +327,13 @@ def test_sdk_float_matmul_quantized_and_batch_failures(tmp_path):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
 def test_quantize_ranges_scales_and_errors():
     from node.client.quant import dequantize, quantize
+
     rng = np.random.default_rng(5)
     x = rng.normal(size=(7, 33)) * rng.uniform(0.01, 100, size=(7, 1))
     x[3] = 0.0
@@ -303,6 +349,7 @@ def test_quantize_ranges_scales_and_errors():
     assert s[3] == 1.0 and not q[3].any()
     assert np.allclose(dequantize(np.ones((7, 2), np.int32), s, np.array([1.0, 2.0]))[:, 1], 2 * s)
     import torch
+
     qt, st = quantize(torch.tensor(x, dtype=torch.float64), "tensor")
     assert np.array_equal(qt, quantize(x, "tensor")[0]) and st.shape == ()
     for bad, msg in ((np.array([[np.nan, 1.0]]), "NaN"), (np.ones(3), "2-D")):
@@ -321,10 +368,32 @@ def test_bench_jobs_json_tiny(tmp_path):
     import subprocess
     import sys
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "node.cli", "bench", "jobs", "--json", "--small", "2", "--large", "1",
-                        "--large-shape", "16,1024,256", "--block-interval", "0.3", "--job-timeout", "90"],
-                       cwd=root, capture_output=True, text=True, timeout=230)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "bench",
+            "jobs",
+            "--json",
+            "--small",
+            "2",
+            "--large",
+            "1",
+            "--large-shape",
+            "16,1024,256",
+            "--block-interval",
+            "0.3",
+            "--job-timeout",
+            "90",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=230,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     doc = json.loads(r.stdout.strip().splitlines()[-1])
     assert doc["jobs"] == 3 and doc["failed"] == 0 and doc["nodes"] == 2
@@ -348,8 +417,12 @@ def test_receipt_lists_challenge_and_answer(tmp_path):
             a, b = operands(8, 512, 8)
             sub = await asyncio.to_thread(cl.submit_job, key, a, b, None, False)
             jid = bytes.fromhex(sub.job_id)
-            await wait_for(lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "resulted", 60,
-                           step=0.01, what="result")
+            await wait_for(
+                lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "resulted",
+                60,
+                step=0.01,
+                what="result",
+            )
             gw.add_tx(make_job_challenge(key, gw.cfg.chain_id, gw.mempool.pending_nonce(key.address), jid, 1000))
             await wait_for(lambda: gw.chain.get_job(jid).answer_height > 0, 60, what="answer")
             r = await asyncio.to_thread(cl.receipt, sub.job_id)
@@ -363,4 +436,5 @@ def test_receipt_lists_challenge_and_answer(tmp_path):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())

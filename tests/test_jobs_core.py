@@ -1,4 +1,5 @@
 """Jobs settled on chain: pre-state / transactions / expected post-state, through real blocks."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,7 +34,9 @@ class Net:
     def __init__(self, path):
         self.b = ChainBuilder(CFG)
         self.cs = ChainState.open(path, CFG, clock=lambda: NOW)
-        self.block(*[make_transfer(FAUCET, CFG.chain_id, i, k.address, FUND) for i, k in enumerate((CLIENT, M1, M2, OTHER))])
+        self.block(
+            *[make_transfer(FAUCET, CFG.chain_id, i, k.address, FUND) for i, k in enumerate((CLIENT, M1, M2, OTHER))]
+        )
 
     @property
     def height(self) -> int:
@@ -132,7 +135,7 @@ def test_paid_job(net, ops):
     assert r.to_json(jid, CFG)["challenge_until"] == rh + JC.challenge_window
     net.mine_to(rh + JC.challenge_window - 1)
     assert net.cs.get_job(jid).status_name == "resulted" and net.bal(M1) == FUND - BOND - 3
-    net.block()   # end of block r + C: released
+    net.block()  # end of block r + C: released
     r = net.cs.get_job(jid)
     assert r.status_name == "released" and r.closed_height == rh + JC.challenge_window and r.due == 0
     assert net.bal(M1) == FUND - 3 + FEE and net.bal(CLIENT) == FUND - FEE - 7
@@ -231,9 +234,9 @@ def test_lapsed_claim_reclaimed(net, ops):
     net.block(net.claim(M1, s.txid))
     ch = net.height
     net.mine_to(ch + JC.claim_window - 2)
-    net.reject(net.claim(M2, s.txid), "bad-job-claimed")   # a claim in block ch + W - 1 is still exclusive
+    net.reject(net.claim(M2, s.txid), "bad-job-claimed")  # a claim in block ch + W - 1 is still exclusive
     net.block()
-    net.block(net.claim(M2, s.txid, bond=2 * BOND))       # block ch + W: the window lapsed
+    net.block(net.claim(M2, s.txid, bond=2 * BOND))  # block ch + W: the window lapsed
     r = net.cs.get_job(s.txid)
     assert r.miner == M2.address and r.bond == 2 * BOND
     assert net.bal(M1) == FUND - BOND and net.bal(CLIENT) == FUND - FEE + BOND  # lapsed bond to the client
@@ -270,6 +273,7 @@ def test_open_jobs_order_and_json(net, ops):
 
 def test_verify_reindex_and_reopen_with_jobs(tmp_path, ops):
     from chain.maintenance import reindex_datadir, verify_datadir
+
     a, b, c, job = ops
     n = Net(tmp_path)
     s1, s2 = n.submit(job), n.submit(job, key=OTHER, deadline=n.height + 3)
@@ -292,6 +296,7 @@ def test_node_style_templates_see_the_schedule(net, ops):
     """The node builds templates with `cs.get_account` only (chain.mining.mine_block / build_template):
     the job state is found through it, so blocks that settle jobs carry the right state root."""
     from chain.mining import mine_block
+
     a, b, c, job = ops
     s = net.submit(job, deadline=net.height + 3)
     s2 = net.submit(job, key=OTHER)

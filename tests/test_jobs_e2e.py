@@ -3,6 +3,7 @@ miners' paid-job path -> chain settlement, with real loopback sockets.
 
 The SDK is blocking (urllib), so tests call it through asyncio.to_thread while the nodes run in the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,7 @@ from node.client.sdk import Client, JobFailed
 from testkit.nodes import record_writes, start_node, wait_for
 from pouw.errors import JobError
 
-FUND = 10 ** 12
+FUND = 10**12
 RNG = np.random.default_rng(7)
 
 
@@ -60,8 +61,16 @@ async def devnet(tmp_path, *, miners=1, cheat=False, take_jobs=True, interval=0.
     gw = await start_node(tmp_path / "gw", **kw)
     nodes = [gw]
     for i in range(miners):
-        nodes.append(await start_node(tmp_path / f"m{i}", mine=True, interval=interval, peers=[gw.listen_addr],
-                                      cheat_jobs=cheat, take_jobs=take_jobs))
+        nodes.append(
+            await start_node(
+                tmp_path / f"m{i}",
+                mine=True,
+                interval=interval,
+                peers=[gw.listen_addr],
+                cheat_jobs=cheat,
+                take_jobs=take_jobs,
+            )
+        )
     await wait_for(lambda: all(len(n.p2p.ready_peers) >= 1 for n in nodes), 20, what="peering")
     return nodes
 
@@ -77,8 +86,7 @@ def test_paid_job_returns_exact_c(tmp_path):
             a, b = operands()
             cl = Client(gw.url)
             msgs = []
-            res = await asyncio.to_thread(cl.submit_job, client_key, a, b, None, True, timeout=60,
-                                          progress=msgs.append)
+            res = await asyncio.to_thread(cl.submit_job, client_key, a, b, None, True, timeout=60, progress=msgs.append)
             assert res.c.dtype == np.int32 and res.c.shape == (20, 12)
             assert np.array_equal(res.c.astype(np.int64), exact(a, b))
             assert res.miner == m0.node_key.address.hex()
@@ -93,6 +101,7 @@ def test_paid_job_returns_exact_c(tmp_path):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -120,6 +129,7 @@ def test_cheating_miner_is_disputed_and_slashed(tmp_path):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -136,8 +146,9 @@ def test_silent_client_miner_paid_after_window(tmp_path):
             sub = await asyncio.to_thread(cl.submit_job, client_key, a, b, 123_456, False)
             assert sub.padded[1] >= 600 and sub.fee == 123_456
             jid = bytes.fromhex(sub.job_id)
-            await wait_for(lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "resulted", 30,
-                           what="result")
+            await wait_for(
+                lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "resulted", 30, what="result"
+            )
             rec = gw.chain.get_job(jid)
             assert gw.chain.height <= rec.challenge_until(gw.cfg)
             await wait_for(lambda: job_status(gw, jid) == "released", 30, what="release")
@@ -151,6 +162,7 @@ def test_silent_client_miner_paid_after_window(tmp_path):
             assert res.status == "released" and np.array_equal(res.c.astype(np.int64), exact(a, b))
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -173,6 +185,7 @@ def test_no_miner_takes_the_job_client_refunded(tmp_path):
             assert gw.chain.get_account(client_key.address).balance == FUND - 1000
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -206,6 +219,7 @@ def test_two_miners_race_exactly_one_paid(tmp_path):
             gw.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -237,6 +251,7 @@ def test_bad_operands_fail_before_paying(tmp_path):
             assert acct.balance == FUND and acct.nonce == 0 and len(gw.mempool) == 0
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -247,7 +262,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
         gw, m0 = nodes
         try:
             good = encode_array(np.arange(12, dtype=np.int8).reshape(3, 4))
-            h = blob_hash(good, "a").hex()   # its address as an A: H_A
+            h = blob_hash(good, "a").hex()  # its address as an A: H_A
             # a node stores only blobs a job names: uploads carry a signed submit (node/server/blobgate.py)
             payer = PrivateKey.from_phrase(b"e2e blob payer")
             await fund(gw, payer)
@@ -259,11 +274,14 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
                 job = SimpleNamespace(h_a=a_, h_b=b_, m=4, k=4, n=4)
                 tx = make_job_submit(payer, gw.cfg.chain_id, 0, job, 1000, 100, a_, b_, 1000)
                 return {"X-Pouw-Job-Tx": tx.encoded.hex()}
+
             async with aiohttp.ClientSession() as s:
+
                 async def put(data, q="", hdr=None):
                     hdr = hdr if hdr is not None else names(q.rpartition("hash=")[2] if "hash=" in q else h)
                     async with s.post(gw.url + "/api/v1/blobs" + q, data=data, headers=hdr) as r:
                         return r.status, await r.json()
+
                 st, doc = await put(good, "?hash=" + "00" * 32)
                 assert st == 400 and doc["error"]["code"] == "blob-hash-mismatch"
                 big = encode_array(np.zeros((80, 80), dtype=np.int8))
@@ -283,7 +301,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
                     assert r.status == 201 and (await r.json())["hash"] == hb != h
                 wide = encode_array(np.full((2, 2), 65, dtype=np.int8))
                 st, doc = await put(wide, "?role=a")
-                assert st == 400 and doc["error"]["code"] == "bad-blob"   # outside the operand range
+                assert st == 400 and doc["error"]["code"] == "bad-blob"  # outside the operand range
                 # a blob only the miner node has is fetched from it through the peer's API
                 other = encode_array(np.arange(6, dtype=np.int32).reshape(2, 3))
                 ho = m0.blobs.put(other).hex()
@@ -300,6 +318,7 @@ def test_blobs_hash_size_and_peer_fetch(tmp_path):
             assert await asyncio.to_thread(cl.get_blob, ho) == other
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -314,13 +333,15 @@ def test_inference_layers_as_jobs_identical_logits(tmp_path):
         try:
             client_key = PrivateKey.from_phrase(b"e2e client 7")
             await fund(gw, client_key)
-            out = await asyncio.to_thread(run_inference_jobs, Client(gw.url), client_key, samples=24, epochs=30,
-                                          timeout=60)
+            out = await asyncio.to_thread(
+                run_inference_jobs, Client(gw.url), client_key, samples=24, epochs=30, timeout=60
+            )
             assert out["logits_identical"] and torch.equal(out["logits_local"], out["logits_jobs"])
             assert len(out["jobs"]) == 2 and out["accuracy_jobs"] == out["accuracy_local_int8"]
             assert out["accuracy_local_int8"] > 0.7
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -343,22 +364,38 @@ def test_cli_job_submit_status_and_door_checks(tmp_path, capsys):
             np.save(tmp_path / "b.npy", b)
             np.save(tmp_path / "bad.npy", a.astype(np.float32))
             base = ["job", "submit", "--node", gw.url, "--wallet", str(wallet)]
-            rc = await asyncio.to_thread(cli, base + ["--a", str(tmp_path / "bad.npy"), "--b", str(tmp_path / "b.npy"),
-                                                      "--wait"])
+            rc = await asyncio.to_thread(
+                cli, base + ["--a", str(tmp_path / "bad.npy"), "--b", str(tmp_path / "b.npy"), "--wait"]
+            )
             assert rc == 2 and "dtype int8" in capsys.readouterr().err
-            rc = await asyncio.to_thread(cli, base + ["--a", str(tmp_path / "a.npy"), "--b", str(tmp_path / "b.npy"),
-                                                      "--wait", "--timeout", "60", "--out", str(tmp_path / "c.npy")])
+            rc = await asyncio.to_thread(
+                cli,
+                base
+                + [
+                    "--a",
+                    str(tmp_path / "a.npy"),
+                    "--b",
+                    str(tmp_path / "b.npy"),
+                    "--wait",
+                    "--timeout",
+                    "60",
+                    "--out",
+                    str(tmp_path / "c.npy"),
+                ],
+            )
             out = capsys.readouterr()
             assert rc == 0, out
             assert np.array_equal(np.load(tmp_path / "c.npy").astype(np.int64), exact(a, b))
             import json
+
             doc = json.loads(out.out.strip().splitlines()[-1])
             assert doc["verified"] and "verified" in out.err
             rc = await asyncio.to_thread(cli, ["job", "status", doc["job_id"], "--node", gw.url])
             assert rc == 0 and json.loads(capsys.readouterr().out)["job_id"] == doc["job_id"]
             # job txs are checked at the mempool door with their reason
-            bad = make_job_claim(client_key, gw.cfg.chain_id, gw.mempool.pending_nonce(client_key.address),
-                                 b"\x11" * 32, 5000)
+            bad = make_job_claim(
+                client_key, gw.cfg.chain_id, gw.mempool.pending_nonce(client_key.address), b"\x11" * 32, 5000
+            )
             async with aiohttp.ClientSession() as s:
                 async with s.post(gw.url + "/api/v1/tx", json={"tx": bad.encoded.hex()}) as r:
                     assert r.status == 422 and (await r.json())["error"]["code"] == "bad-job-unknown"
@@ -368,6 +405,7 @@ def test_cli_job_submit_status_and_door_checks(tmp_path, capsys):
                     assert r.status == 400
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -376,17 +414,21 @@ def test_blob_store_retention(tmp_path):
 
     from chain.jobs import JobRecord
     from node.blobs import BlobStore
+
     now = [1000.0]
     st = BlobStore(tmp_path, 1 << 20, retention_blocks=10, orphan_grace_s=60, clock=lambda: now[0])
     hs = [st.put_array(np.full((2, 2), i, dtype=np.int8), "a") for i in range(5)]
     z = b"\0" * 32
     base = JobRecord(0, b"\0" * 20, z, z, 8, 512, 8, 1, 50, hs[0], hs[1], 1)
-    jobs = {b"1" * 32: base,                                                             # live: A, B kept
-            b"2" * 32: dreplace(base, status=3, blob_a=hs[2], blob_b=z, closed_height=95)}  # settled at 95
+    jobs = {
+        b"1" * 32: base,  # live: A, B kept
+        b"2" * 32: dreplace(base, status=3, blob_a=hs[2], blob_b=z, closed_height=95),
+    }  # settled at 95
     import os
+
     for h in hs:
         os.utime(st.path(h), (now[0], now[0]))
-    assert st.prune(jobs, 100) == 0                 # hs[2] within retention, hs[3], hs[4] within grace
+    assert st.prune(jobs, 100) == 0  # hs[2] within retention, hs[3], hs[4] within grace
     now[0] += 120
     assert st.prune(jobs, 100) == 2 and not st.has(hs[3]) and not st.has(hs[4])
     assert st.prune(jobs, 106) == 1 and not st.has(hs[2]) and st.has(hs[0]) and st.has(hs[1])

@@ -2,13 +2,14 @@
 commitments, data-availability challenges (also across reorgs), bonds that scale, lapsed claims that
 reopen at once, repeated jobs. Every block is checked against the control replay and for conservation
 (`Net.check`)."""
+
 from __future__ import annotations
 
 import pytest
 
 from chain.jobs import challenge_row_count, challenge_rows, required_bond
 from testkit.jobs import job_operands
-from chain.tx import (make_job_answer, make_job_cancel, make_job_challenge, make_job_result, make_job_submit)
+from chain.tx import make_job_answer, make_job_cancel, make_job_challenge, make_job_result, make_job_submit
 from pouw.commit import commit_result, open_result_rows
 from pouw.freivalds import build_fraud_proof
 
@@ -37,13 +38,15 @@ def tx_challenge(net, key, jid, txfee=0):
 
 def sampled(net, jid) -> list[int]:
     rec = net.cs.get_job(jid)
-    return challenge_rows(net.cs.block_hash_at(rec.challenge_height), jid, rec.m,
-                          challenge_row_count(CFG, rec.m, rec.n))
+    return challenge_rows(
+        net.cs.block_hash_at(rec.challenge_height), jid, rec.m, challenge_row_count(CFG, rec.m, rec.n)
+    )
 
 
 def tx_answer(net, key, jid, c, rows=None, txfee=0):
-    return make_job_answer(key, CFG.chain_id, net.nonce(key), jid,
-                           open_result_rows(c, sampled(net, jid) if rows is None else rows), txfee)
+    return make_job_answer(
+        key, CFG.chain_id, net.nonce(key), jid, open_result_rows(c, sampled(net, jid) if rows is None else rows), txfee
+    )
 
 
 def result_next(net, key, jid, c):
@@ -62,6 +65,7 @@ def resulted(net, ops, c=None, key=M1, fee=FEE) -> bytes:
 
 
 # --- 6. cancel before claim ---------------------------------------------------------------------------
+
 
 def test_cancel_before_claim_refunds_escrow(net, ops):
     s = net.submit(ops[3], txfee=7)
@@ -102,6 +106,7 @@ def test_cancel_same_block_as_submit_and_undone_by_reorg(net, ops):
 
 # --- 2. operands (and C) anyone can check: the blob address is the commitment ----------------------------
 
+
 def test_hole2_blob_address_must_be_the_commitment(net, ops):
     a, b, c, job = ops
     bad = make_job_submit(CLIENT, CFG.chain_id, net.nonce(CLIENT), job, FEE, net.height + 30, b"A" * 32, job.h_b)
@@ -118,6 +123,7 @@ def test_hole2_blob_address_must_be_the_commitment(net, ops):
 
 
 # --- 1. data availability: challenge, answer or be slashed ----------------------------------------------
+
 
 def test_hole1_unserved_result_is_slashed_after_challenge(net, ops):
     """A miner posts an H_C it cannot open (random; C never served): the client challenges, nobody can
@@ -156,11 +162,11 @@ def test_hole1_answered_challenge_then_released(net, ops):
     net.reject(tx_answer(net, M1, jid, c, rows=rows[::-1]), "bad-answer-rows")
     net.reject(tx_answer(net, M1, jid, c, rows=rows[:-1]), "bad-answer-rows")
     net.reject(tx_answer(net, M1, jid, wrong(c) if 5 in rows else c + 1, rows=rows), "bad-answer-merkle")
-    net.block(tx_answer(net, OTHER, jid, c, txfee=2))   # anyone holding C may answer
+    net.block(tx_answer(net, OTHER, jid, c, txfee=2))  # anyone holding C may answer
     rec = net.cs.get_job(jid)
     assert rec.status_name == "resulted" and rec.answer_height == ch + 1
     assert rec.due == rec.challenge_until(CFG) == ch + 1 + JC.challenge_window
-    net.reject(tx_challenge(net, CLIENT, jid), "bad-job-challenged")   # one challenge per job
+    net.reject(tx_challenge(net, CLIENT, jid), "bad-job-challenged")  # one challenge per job
     net.mine_to(rec.due)
     assert net.cs.get_job(jid).status_name == "released"
     assert net.bal(M1) == FUND + FEE and net.bal(CLIENT) == FUND - FEE and net.bal(OTHER) == FUND - 2
@@ -176,6 +182,7 @@ def test_answer_in_the_challenge_block_refused(net, ops):
     early = tx_answer(net, M1, jid, c)
     from chain.jobs import job_tx_effects
     from chain.errors import TxError
+
     with pytest.raises(TxError) as e:
         job_tx_effects(net.cs.get_job, early, net.height, CFG, net.cs.block_hash_at)
     assert e.value.reason == "bad-answer-early"
@@ -184,7 +191,7 @@ def test_answer_in_the_challenge_block_refused(net, ops):
 def test_answered_wrong_row_is_disputable(net, ops):
     a, b, c, job = ops
     bad_c = c.clone()
-    bad_c[:, 3] += 1           # every row is wrong: whichever rows are sampled expose it
+    bad_c[:, 3] += 1  # every row is wrong: whichever rows are sampled expose it
     jid = resulted(net, ops, c=bad_c)
     net.block(tx_challenge(net, CLIENT, jid))
     ans = tx_answer(net, M1, jid, bad_c)
@@ -250,6 +257,7 @@ def test_challenge_across_reorg(net, ops):
 
 # --- 3. no griefing: bonds that scale, lapsed claims that reopen at once ----------------------------------
 
+
 def test_hole3_bond_scales_with_fee(net, ops):
     big = 5 * 10**6
     assert required_bond(CFG, big) == big * JC.bond_num // JC.bond_den > JC.min_bond
@@ -279,7 +287,7 @@ def test_hole3_lapsed_claim_reopens_at_once(net, ops):
     assert rec.status_name == "open" and rec.bond_held == 0 and rec.due == rec.deadline
     assert [j for j, _ in net.cs.open_jobs()] == [s.txid]
     assert net.bal(CLIENT) == FUND - FEE + BOND and net.bal(OTHER) == FUND - BOND - 50
-    net.reject(net.result(OTHER, s.txid, c), "bad-job-state")   # the lapsed claimer lost the job
+    net.reject(net.result(OTHER, s.txid, c), "bad-job-state")  # the lapsed claimer lost the job
     net.block(net.claim(M1, s.txid), result_next(net, M1, s.txid, c))  # claim and result in one block
     net.mine_to(net.cs.get_job(s.txid).due)
     assert net.cs.get_job(s.txid).status_name == "released" and net.bal(M1) == FUND + FEE
@@ -296,6 +304,7 @@ def test_claim_window_past_deadline_refunds(net, ops):
 
 # --- 7. latency: submit, claim and result in one block ----------------------------------------------------
 
+
 def test_submit_claim_result_in_one_block(net, ops):
     a, b, c, job = ops
     s = net.submit(job)
@@ -306,6 +315,7 @@ def test_submit_claim_result_in_one_block(net, ops):
 
 
 # --- 5. repeated jobs -------------------------------------------------------------------------------------
+
 
 def test_hole5_repeated_job_is_a_separate_paid_job(net, ops):
     """The rule (docs/jobs.md, Repeated jobs): the chain never counts a job as work, so a repeat with the

@@ -6,6 +6,7 @@ Blocks are held back where a test needs an order of events (the miner paused rig
 claim and result, or a miner that takes no jobs paused while the test plays an adversarial miner), so every
 assertion is about heights and chain state, never about time. Conservation is asserted on every node.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -48,6 +49,7 @@ def pause_after_posting(m0) -> None:
     async def finished(a, c):
         await orig(a, c)
         m0.miner.enabled = False
+
     m0.paid_jobs.finished = finished
 
 
@@ -79,7 +81,7 @@ def test_sdk_hands_c_over_before_the_result_is_mined_then_confirms_and_settles(t
             st = await asyncio.to_thread(res.confirm, 60)
             assert st.outcome == "confirmed" and res.confirmed
             rc = res.receipt
-            assert rc["result"]["h_c"] == res.h_c and rc["result"]["height"] > res.height   # mined after C in hand
+            assert rc["result"]["h_c"] == res.h_c and rc["result"]["height"] > res.height  # mined after C in hand
             assert rc["submit"]["height"] <= rc["claim"]["height"] <= rc["result"]["height"]
             st = await asyncio.to_thread(res.settle, 60)
             assert st.outcome == "released" and res.receipt["settled"]["status"] == "released"
@@ -87,6 +89,7 @@ def test_sdk_hands_c_over_before_the_result_is_mined_then_confirms_and_settles(t
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -95,6 +98,7 @@ def test_cli_writes_c_before_the_result_is_mined_and_reports_the_settlement(tmp_
     """`job submit --wait --out`: the C file exists while the miner is paused with its result unmined; the
     JSON line then reports the mined result (c_at_height below its block). `job wait --settle` of the same
     job waits for the settlement and reports it."""
+
     async def main():
         gw, m0 = await nodes_with(tmp_path, take_jobs=True)
         try:
@@ -106,12 +110,29 @@ def test_cli_writes_c_before_the_result_is_mined_and_reports_the_settlement(tmp_
             np.save(tmp_path / "b.npy", b)
             out = str(tmp_path / "c.npy")
             pause_after_posting(m0)
-            task = asyncio.ensure_future(cli(capsys, "job", "submit", "--node", gw.url, "--wallet", w, "--a",
-                                             str(tmp_path / "a.npy"), "--b", str(tmp_path / "b.npy"), "--wait",
-                                             "--out", out, "--timeout", "90"))
+            task = asyncio.ensure_future(
+                cli(
+                    capsys,
+                    "job",
+                    "submit",
+                    "--node",
+                    gw.url,
+                    "--wallet",
+                    w,
+                    "--a",
+                    str(tmp_path / "a.npy"),
+                    "--b",
+                    str(tmp_path / "b.npy"),
+                    "--wait",
+                    "--out",
+                    out,
+                    "--timeout",
+                    "90",
+                )
+            )
             await wait_for(lambda: os.path.exists(out) or task.done(), 90, what="C written")
             jobs = [j for j in gw.chain.jobs()] + [e.tx.txid for e in gw.mempool.entries.values() if e.tx.kind == 1]
-            assert len(set(jobs)) == 1 and result_height(gw, jobs[0]) == 0   # written before the result is mined
+            assert len(set(jobs)) == 1 and result_height(gw, jobs[0]) == 0  # written before the result is mined
             assert not m0.miner.enabled
             set_mining([m0], True)
             rc, stdout, err = await task
@@ -121,15 +142,29 @@ def test_cli_writes_c_before_the_result_is_mined_and_reports_the_settlement(tmp_
             assert doc["verified"] and doc["confirmed"] and doc["settlement"]["outcome"] == "confirmed"
             assert doc["c_at_height"] < doc["receipt"]["result"]["height"] == result_height(gw, jobs[0])
             assert "C written to" in err and "waiting for the result to be mined" in err
-            rc, stdout, err = await cli(capsys, "job", "wait", doc["job_id"], "--node", gw.url, "--wallet", w,
-                                        "--settle", "--timeout", "90", "--out", str(tmp_path / "c2.npy"))
+            rc, stdout, err = await cli(
+                capsys,
+                "job",
+                "wait",
+                doc["job_id"],
+                "--node",
+                gw.url,
+                "--wallet",
+                w,
+                "--settle",
+                "--timeout",
+                "90",
+                "--out",
+                str(tmp_path / "c2.npy"),
+            )
             assert rc == 0, err
             doc2 = json.loads(stdout.strip().splitlines()[-1])
             assert doc2["settlement"]["outcome"] == "released" and doc2["receipt"]["settled"]["status"] == "released"
-            assert np.array_equal(np.load(tmp_path / "c2.npy").astype(np.int64), exact(a, b))   # journal's shape
+            assert np.array_equal(np.load(tmp_path / "c2.npy").astype(np.int64), exact(a, b))  # journal's shape
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -165,12 +200,17 @@ class Adversary:
 
     def answer(self, jid: bytes, c) -> None:
         import torch
+
         cs = self.gw.chain
         rec = cs.get_job(jid)
-        rows = challenge_rows(cs.block_hash_at(rec.challenge_height), jid, rec.m,
-                              challenge_row_count(cs.cfg, rec.m, rec.n))
-        self.send(make_job_answer(self.key, cs.cfg.chain_id, self.nonce, jid,
-                                  open_result_rows(torch.as_tensor(c), rows), TX_FEE))
+        rows = challenge_rows(
+            cs.block_hash_at(rec.challenge_height), jid, rec.m, challenge_row_count(cs.cfg, rec.m, rec.n)
+        )
+        self.send(
+            make_job_answer(
+                self.key, cs.cfg.chain_id, self.nonce, jid, open_result_rows(torch.as_tensor(c), rows), TX_FEE
+            )
+        )
 
 
 async def job_on_chain(gw, m0, cl, key, a, b):
@@ -188,6 +228,7 @@ def full_c(sub):
 def test_watcher_disputes_a_mined_result_that_differs_from_the_c_handed_over(tmp_path):
     """C handed over from one pending result; the block then carries another miner's different (wrong) C:
     the SDK's watcher fetches it, disputes it, and the job is slashed in the client's favour."""
+
     async def main():
         gw, m0 = await nodes_with(tmp_path, take_jobs=False)
         try:
@@ -218,13 +259,14 @@ def test_watcher_disputes_a_mined_result_that_differs_from_the_c_handed_over(tmp
             await wait_for(lambda: gw.chain.get_job(jid).status_name == "slashed", 30, what="slashed")
             rec = gw.chain.get_job(jid)
             assert rec.h_c == h_bad and rec.miner == cheat.address and rec.bond > 0
-            assert np.array_equal(res.c.astype(np.int64), exact(a, b))     # the client kept the right C
+            assert np.array_equal(res.c.astype(np.int64), exact(a, b))  # the client kept the right C
             # the client paid two tx fees (submit, dispute) and got the escrow back plus the cheat's bond
             assert gw.chain.get_account(key.address).balance == FUND - 2 * TX_FEE + rec.bond
             assert gw.chain.get_account(cheat.address).balance == FUND - rec.bond - 2 * TX_FEE
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -238,11 +280,11 @@ async def withheld_result(tmp_path, who: bytes, wrong: bool):
     set_mining([m0], False)
     c = full_c(sub)
     if wrong:
-        c[:, -1] -= 3              # every row wrong: whichever rows the challenge samples
+        c[:, -1] -= 3  # every row wrong: whichever rows the challenge samples
     adv = Adversary(gw, m0, miner)
     h_c, (_, result) = adv.post(jid, c)
     await wait_for(lambda: result.txid in m0.mempool, 30, what="relay (the peer fetched C first)")
-    adv.withhold(h_c)              # from now on nobody serves C
+    adv.withhold(h_c)  # from now on nobody serves C
     set_mining([m0], True)
     return gw, m0, key, miner, cl, sub, jid, c, adv
 
@@ -269,6 +311,7 @@ def test_withheld_c_is_challenged_and_an_unanswered_challenge_slashes(tmp_path):
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -278,10 +321,13 @@ def test_withheld_c_answered_with_a_wrong_row_is_disputed_from_the_answer(tmp_pa
         gw, m0, key, miner, cl, sub, jid, c, adv = await withheld_result(tmp_path, b"latency da2", wrong=True)
         try:
             task = asyncio.ensure_future(asyncio.to_thread(cl.wait_job, sub, key, timeout=90, grace_s=0.5))
-            await wait_for(lambda: gw.chain.get_job(jid).challenge_height > 0 or task.done(), 60,
-                           what="the client's challenge mined")
+            await wait_for(
+                lambda: gw.chain.get_job(jid).challenge_height > 0 or task.done(),
+                60,
+                what="the client's challenge mined",
+            )
             assert not task.done()
-            adv.answer(jid, c)      # rows of the wrong C, with valid openings against its H_C
+            adv.answer(jid, c)  # rows of the wrong C, with valid openings against its H_C
             with pytest.raises(JobFailed) as ei:
                 await task
             e = ei.value
@@ -296,6 +342,7 @@ def test_withheld_c_answered_with_a_wrong_row_is_disputed_from_the_answer(tmp_pa
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -317,12 +364,13 @@ def test_job_long_poll_answers_on_the_next_block(tmp_path):
             def get(q: str) -> dict:
                 with urllib.request.urlopen(f"{gw.url}/api/v1/jobs/{sub.job_id}{q}", timeout=60) as r:
                     return json.loads(r.read())
+
             h0 = gw.chain.height
             d = await asyncio.to_thread(get, "?wait=30&status=open&pending=")
-            assert d["status"] == "open" and d["height"] > h0            # held until a block connected
+            assert d["status"] == "open" and d["height"] > h0  # held until a block connected
             set_mining([m0], False)
             h1 = gw.chain.height
-            d = await asyncio.to_thread(get, "?wait=30&status=claimed&pending=")   # not what the job is: at once
+            d = await asyncio.to_thread(get, "?wait=30&status=claimed&pending=")  # not what the job is: at once
             assert d["status"] == "open" and d["height"] == h1
             with pytest.raises(urllib.error.HTTPError) as ei:
                 await asyncio.to_thread(get, "?wait=x&status=open")
@@ -330,6 +378,7 @@ def test_job_long_poll_answers_on_the_next_block(tmp_path):
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -341,6 +390,7 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
     header proves the client's A·B) carrying the submit; claim and result follow in the block after."""
     import time
     import urllib.request
+
     interval = 30.0
 
     async def main():
@@ -349,7 +399,7 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
             key = PrivateKey.from_phrase(b"latency client 7")
             await fund(gw, key)
             miner = m0.miner
-            miner.interval = interval            # from now on: one block per 30 s
+            miner.interval = interval  # from now on: one block per 30 s
             h0, found0, last0 = m0.chain.height, miner.blocks_found, miner.last_block_at
             assert time.monotonic() - last0 < 5  # the miner just found a block: the interval has begun
             await wait_for(lambda: gw.chain.height == m0.chain.height, 20, what="gateway at the miner's tip")
@@ -360,11 +410,12 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
             # C checked and in hand, and no block produced since the interval began
             assert np.array_equal(res.c.astype(np.int64), exact(a, b)) and res.confirmed is False
             assert m0.chain.height == gw.chain.height == h0 and miner.blocks_found == found0
-            assert miner.held is not None and miner.held[2] == "paid"   # the pass ran; its block waits
+            assert miner.held is not None and miner.held[2] == "paid"  # the pass ran; its block waits
 
             def get() -> dict:
                 with urllib.request.urlopen(f"{gw.url}/api/v1/jobs/{res.job_id}", timeout=30) as r:
                     return json.loads(r.read())
+
             d = await asyncio.to_thread(get)
             assert d["pending_result"]["h_c"] == res.h_c and d["pending_result"]["miner"] == res.miner
             assert d["height"] == h0 == m0.chain.height
@@ -385,4 +436,5 @@ def test_throttled_miner_hands_c_over_within_its_interval_and_keeps_its_block_sp
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())

@@ -3,6 +3,7 @@ job whose operands it cannot fetch and check, results are relayed only with thei
 answered by the miner's node, a griefer's claim only delays the honest miner, the fee floor is visible
 and respected, and a result reaches the client one block after the submit. Conservation is asserted
 on every node at the end of each test."""
+
 from __future__ import annotations
 
 import asyncio
@@ -46,6 +47,7 @@ def padded_job(cl: Client, a, b):
 def test_hole2_miner_never_bonds_a_job_it_cannot_fetch(tmp_path):
     """Operands nobody serves: the miner's node tries to fetch them and never claims (no bond at risk);
     once the client uploads them (each checked against H_A / H_B), the same node takes the job."""
+
     async def main():
         gw, m0 = await pair(tmp_path)
         try:
@@ -54,8 +56,17 @@ def test_hole2_miner_never_bonds_a_job_it_cannot_fetch(tmp_path):
             a, b = operands()
             ap, bp, job = await asyncio.to_thread(padded_job, cl, a, b)
             cfg = gw.cfg
-            tx = make_job_submit(CLIENT, cfg.chain_id, gw.mempool.pending_nonce(CLIENT.address), job,
-                                 job_price(cfg, job.m, job.k, job.n), gw.chain.height + 60, job.h_a, job.h_b, 1000)
+            tx = make_job_submit(
+                CLIENT,
+                cfg.chain_id,
+                gw.mempool.pending_nonce(CLIENT.address),
+                job,
+                job_price(cfg, job.m, job.k, job.n),
+                gw.chain.height + 60,
+                job.h_a,
+                job.h_b,
+                1000,
+            )
             gw.add_tx(tx)
             await wait_for(lambda: gw.chain.get_job(tx.txid) is not None, 30, what="submit mined")
             h0 = m0.chain.height
@@ -69,12 +80,16 @@ def test_hole2_miner_never_bonds_a_job_it_cannot_fetch(tmp_path):
             assert "blob-hash-mismatch" in str(e.value)
             await asyncio.to_thread(cl.put_blob, encode_array(ap), job.h_a)
             await asyncio.to_thread(cl.put_blob, encode_array(bp), job.h_b)
-            await wait_for(lambda: gw.chain.get_job(tx.txid).status_name in ("resulted", "released"), 60,
-                           what="the job taken once its operands are served")
+            await wait_for(
+                lambda: gw.chain.get_job(tx.txid).status_name in ("resulted", "released"),
+                60,
+                what="the job taken once its operands are served",
+            )
             assert gw.chain.get_job(tx.txid).miner == m0.node_key.address
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -82,6 +97,7 @@ def test_hole2_miner_never_bonds_a_job_it_cannot_fetch(tmp_path):
 def test_hole1_result_relayed_only_with_c_and_challenge_answered(tmp_path):
     """A node refuses a result whose C it does not hold (`job-result-unavailable`); the honest miner's
     node answers the client's challenge on chain and is paid after the new window."""
+
     async def main():
         gw, m0 = await pair(tmp_path)
         try:
@@ -90,10 +106,10 @@ def test_hole1_result_relayed_only_with_c_and_challenge_answered(tmp_path):
             a, b = operands()
             res = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, None, True, timeout=60)
             assert np.array_equal(res.c.astype(np.int64), exact(a, b))
-            assert (await asyncio.to_thread(res.confirm, 60)).outcome == "confirmed"   # the result mined
+            assert (await asyncio.to_thread(res.confirm, 60)).outcome == "confirmed"  # the result mined
             jid = bytes.fromhex(res.job_id)
             rec = gw.chain.get_job(jid)
-            assert rec.blob_c == rec.h_c and gw.blobs.has(rec.h_c)      # the gateway holds C: it relayed
+            assert rec.blob_c == rec.h_c and gw.blobs.has(rec.h_c)  # the gateway holds C: it relayed
             # a result for C nobody holds is not admitted (nor relayed, nor mined)
             cfg = gw.cfg
             fake = b"\x17" * 32
@@ -112,6 +128,7 @@ def test_hole1_result_relayed_only_with_c_and_challenge_answered(tmp_path):
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -129,14 +146,20 @@ def test_hole3_griefer_claim_lapses_and_the_miner_retries(tmp_path):
             jid = bytes.fromhex(sub.job_id)
             cfg = gw.cfg
             bond = cfg.jobs.min_bond
-            gw.add_tx(make_job_claim(GRIEFER, cfg.chain_id, 0, jid, bond, 5000))   # on the pending submit
+            gw.add_tx(make_job_claim(GRIEFER, cfg.chain_id, 0, jid, bond, 5000))  # on the pending submit
             await wait_for(lambda: jid in m0.mempool and len(m0.mempool) >= 2, 20, what="relay")
             set_mining([m0], True)
-            await wait_for(lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "claimed", 30,
-                           what="griefer's claim mined")
+            await wait_for(
+                lambda: (r := gw.chain.get_job(jid)) is not None and r.status_name == "claimed",
+                30,
+                what="griefer's claim mined",
+            )
             assert gw.chain.get_job(jid).miner == GRIEFER.address
-            await wait_for(lambda: gw.chain.get_job(jid).status_name in ("resulted", "released"), 60,
-                           what="the honest miner takes the reopened job")
+            await wait_for(
+                lambda: gw.chain.get_job(jid).status_name in ("resulted", "released"),
+                60,
+                what="the honest miner takes the reopened job",
+            )
             rec = gw.chain.get_job(jid)
             assert rec.miner == m0.node_key.address
             assert gw.chain.get_account(GRIEFER.address).balance == FUND - bond - 5000
@@ -145,20 +168,21 @@ def test_hole3_griefer_claim_lapses_and_the_miner_retries(tmp_path):
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
 @pytest.mark.timeout(120)
 def test_hole4_fee_floor_visible_and_respected(tmp_path):
     async def main():
-        floor = "1/1000"   # ten times the regtest going rate
+        floor = "1/1000"  # ten times the regtest going rate
         gw, m0 = await pair(tmp_path, gw_kw={"min_job_fee_rate": floor}, min_job_fee_rate=floor)
         try:
             await fund(gw, CLIENT)
             cl = Client(gw.url)
             a, b = operands()
             _, _, job = await asyncio.to_thread(padded_job, cl, a, b)
-            going = job_price(gw.cfg, job.m, job.k, job.n)           # the chain's going rate: below this floor
+            going = job_price(gw.cfg, job.m, job.k, job.n)  # the chain's going rate: below this floor
             cheap = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, going, False)
             st = await asyncio.to_thread(cl.job_status, cheap.job_id)
             macs = cheap.padded[0] * cheap.padded[1] * cheap.padded[2]
@@ -169,13 +193,14 @@ def test_hole4_fee_floor_visible_and_respected(tmp_path):
             assert [j["below_floor"] for j in listed if j["job_id"] == cheap.job_id] == [True]
             dear = await asyncio.to_thread(cl.submit_job, CLIENT, a, b, st["floor_fee"], True, timeout=60)
             assert np.array_equal(dear.c.astype(np.int64), exact(a, b))
-            assert gw.chain.get_job(bytes.fromhex(cheap.job_id)).status_name == "open"   # still nobody's
+            assert gw.chain.get_job(bytes.fromhex(cheap.job_id)).status_name == "open"  # still nobody's
             # C may come before the submit is mined (a throttled miner computes at once): the record first
             await wait_for(lambda: gw.chain.get_job(bytes.fromhex(dear.job_id)) is not None, 30, what="dear mined")
             assert (await asyncio.to_thread(cl.job_status, dear.job_id))["below_floor"] is False
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -185,6 +210,7 @@ def test_latency_c_served_within_one_block_of_the_submit(tmp_path):
     gateway fetches C before it admits the result, so the client can check C (`pending_result`) while
     the chain is at most one block past the submit's block, and the result is mined in one block with
     its claim. (Blocks every 0.5 s at least: regtest blocks are otherwise faster than an HTTP fetch.)"""
+
     async def main():
         gw, m0 = await pair(tmp_path, interval=0.5)
         try:
@@ -201,17 +227,20 @@ def test_latency_c_served_within_one_block_of_the_submit(tmp_path):
                         break
                     await asyncio.sleep(0.02)
                 h_c = (st.get("pending_result") or {}).get("h_c") or st["h_c"]
-                c = await asyncio.to_thread(cl.get_blob, h_c)          # checked against H_C by the SDK
+                c = await asyncio.to_thread(cl.get_blob, h_c)  # checked against H_C by the SDK
                 from node.blobs import decode_array
+
                 assert np.array_equal(decode_array(c)[:20, :12].astype(np.int64), exact(a, b))
-                await wait_for(lambda: (r := gw.chain.get_job(jid)) is not None and r.result_height > 0, 30,
-                               what="result mined")
+                await wait_for(
+                    lambda: (r := gw.chain.get_job(jid)) is not None and r.result_height > 0, 30, what="result mined"
+                )
                 rec = gw.chain.get_job(jid)
                 assert height <= rec.submit_height + 1, (height, rec.submit_height)
                 assert rec.claim_height == rec.result_height <= rec.submit_height + 2
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -219,6 +248,7 @@ def test_latency_c_served_within_one_block_of_the_submit(tmp_path):
 def test_hole5_repeated_job_served_from_the_miners_cache(tmp_path):
     """docs/jobs.md, Repeated jobs: a second job with the same operands is settled on its own; the miner
     answers it from the C it already holds (no second pass) and both clients' results verify."""
+
     async def main():
         gw, m0 = await pair(tmp_path)
         try:
@@ -237,6 +267,7 @@ def test_hole5_repeated_job_served_from_the_miners_cache(tmp_path):
             conserved(gw, m0)
         finally:
             await stop_all([gw, m0])
+
     run(main())
 
 
@@ -246,6 +277,7 @@ def test_min_job_fee_rate_flag(tmp_path, capsys):
     from chain.config import load_config
     from node.cli import main
     from node.server.jobinfo import fee_floor
+
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "abc"]) == 2
     assert "--min-job-fee-rate 'abc'" in capsys.readouterr().err
     assert main(["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--min-job-fee-rate", "-1"]) == 2

@@ -1,6 +1,7 @@
 """Property: random interleavings of job transactions, transfers, empty blocks and reorgs
 (fork overtakes, invalidate/reconsider) conserve tokens after every step, and the stored state (accounts,
 jobs, schedule, supply) always equals the control replay of the active chain."""
+
 from __future__ import annotations
 
 import random
@@ -12,16 +13,35 @@ from hypothesis import strategies as st
 from chain.state import MemoryState, apply_block, genesis_state
 from testkit.jobs import blob_hash, job_operands
 from chain.jobs import challenge_row_count, challenge_rows
-from chain.tx import (make_job_answer, make_job_cancel, make_job_challenge, make_job_claim, make_job_dispute,
-                      make_job_result, make_job_submit, make_transfer)
+from chain.tx import (
+    make_job_answer,
+    make_job_cancel,
+    make_job_challenge,
+    make_job_claim,
+    make_job_dispute,
+    make_job_result,
+    make_job_submit,
+    make_transfer,
+)
 from pouw.commit import commit_result, open_result_rows
 from pouw.freivalds import build_fraud_proof, find_wrong_entry, freivalds
 from test_jobs_core import CFG, CLIENT, COINBASE, M1, M2, OTHER, SHAPE, Net
 
 OPS = [job_operands(10 + i, *SHAPE) for i in range(2)]
 KEYS = [CLIENT, M1, M2, OTHER]
-ACTIONS = ["submit", "claim", "result", "dispute", "cancel", "challenge", "answer", "transfer", "empty", "fork",
-           "invalidate"]
+ACTIONS = [
+    "submit",
+    "claim",
+    "result",
+    "dispute",
+    "cancel",
+    "challenge",
+    "answer",
+    "transfer",
+    "empty",
+    "fork",
+    "invalidate",
+]
 TX_ACTIONS = ACTIONS[:8]
 
 
@@ -30,7 +50,7 @@ class World:
         self.net = Net(path)
         self.cs = self.net.cs
         self.b = self.net.b
-        self.c_by_hc = {}       # H_C -> (ops index, C)
+        self.c_by_hc = {}  # H_C -> (ops index, C)
         self.forks = 0
 
     def ctrl(self, h=None) -> MemoryState:
@@ -56,15 +76,32 @@ class World:
             used.add(key.address)
             if kind == "submit":
                 oi = rng.randrange(len(OPS))
-                out.append(make_job_submit(key, cid, n(key), OPS[oi][3], rng.randint(1, 300_000),
-                                           h + rng.randint(0, 16), OPS[oi][3].h_a, OPS[oi][3].h_b,
-                                           rng.randint(0, 5)))
+                out.append(
+                    make_job_submit(
+                        key,
+                        cid,
+                        n(key),
+                        OPS[oi][3],
+                        rng.randint(1, 300_000),
+                        h + rng.randint(0, 16),
+                        OPS[oi][3].h_a,
+                        OPS[oi][3].h_b,
+                        rng.randint(0, 5),
+                    )
+                )
             elif kind == "transfer":
-                out.append(make_transfer(key, cid, n(key), rng.choice(KEYS).address, rng.randint(1, 50_000),
-                                         rng.randint(0, 5)))
+                out.append(
+                    make_transfer(key, cid, n(key), rng.choice(KEYS).address, rng.randint(1, 50_000), rng.randint(0, 5))
+                )
             elif jobs:
-                want = {"claim": (0, 1), "result": (1,), "dispute": (2, 6), "cancel": (0,), "challenge": (2,),
-                        "answer": (6,)}.get(kind, ())
+                want = {
+                    "claim": (0, 1),
+                    "result": (1,),
+                    "dispute": (2, 6),
+                    "cancel": (0,),
+                    "challenge": (2,),
+                    "answer": (6,),
+                }.get(kind, ())
                 fit = [x for x in live if x[1].status in want]
                 jid, rec = rng.choice(fit if fit and rng.random() < 0.85 else jobs)
                 oi = 0 if rec.h_a == OPS[0][3].h_a else 1
@@ -82,7 +119,9 @@ class World:
                             rows = rows[::-1]
                         out.append(make_job_answer(key, cid, n(key), jid, open_result_rows(cc, rows)))
                 elif kind == "claim":
-                    out.append(make_job_claim(key, cid, n(key), jid, rng.choice([999, 1000, 40_000, 40_000, 20_000_000])))
+                    out.append(
+                        make_job_claim(key, cid, n(key), jid, rng.choice([999, 1000, 40_000, 40_000, 20_000_000]))
+                    )
                 elif kind == "result":
                     k = next((x for x in KEYS if x.address == rec.miner), key) if rng.random() < 0.8 else key
                     cc = c.clone()
@@ -113,7 +152,9 @@ class World:
         stt = MemoryState(accts, supply, hashes=[self.cs.genesis.hash])
         for h in range(1, self.cs.height + 1):
             blk = self.cs.get_block(self.cs.block_hash_at(h))
-            diff = apply_block(stt.get, stt.supply, blk.txs, blk.header.miner, CFG.subsidy(h), height=h, cfg=CFG, jobs=stt)
+            diff = apply_block(
+                stt.get, stt.supply, blk.txs, blk.header.miner, CFG.subsidy(h), height=h, cfg=CFG, jobs=stt
+            )
             assert diff.state_root == blk.header.state_root
             stt.apply(diff)
             stt.hashes.append(blk.hash)
@@ -131,8 +172,13 @@ class World:
             parent = cs.block_hash_at(cs.height - d)
             self.forks += 1  # fresh filler jobs: never a block seen before
             for i in range(d + 1):  # one longer: the fork overtakes
-                blk = self.b.mine(parent, COINBASE, self.random_txs(parent, rng, rng.choice(TX_ACTIONS)),
-                                  select=True, nonce=self.forks)
+                blk = self.b.mine(
+                    parent,
+                    COINBASE,
+                    self.random_txs(parent, rng, rng.choice(TX_ACTIONS)),
+                    select=True,
+                    nonce=self.forks,
+                )
                 r = cs.submit_block(blk.encoded)
                 parent = blk.hash
                 assert r.status == ("active" if i == d else "side")

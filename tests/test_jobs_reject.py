@@ -1,4 +1,5 @@
 """One test per job reject reason: the transaction is refused by `validate_tx` and makes a block invalid."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -42,13 +43,16 @@ def resulted(net, ops, c=None):
     return jid
 
 
-@pytest.mark.parametrize("shape,reason", [
-    ((8, 256, 32), "bad-job-shape"),     # k below min_k
-    ((8, 520, 16), "bad-job-shape"),     # k not a multiple of r
-    ((12, 512, 16), "bad-job-shape"),    # m not a multiple of the tile
-    ((8, 512, 8192), "bad-job-shape"),   # above max_dim
-    ((8, 512, 8), "bad-job-size"),       # below min_job_macs
-])
+@pytest.mark.parametrize(
+    "shape,reason",
+    [
+        ((8, 256, 32), "bad-job-shape"),  # k below min_k
+        ((8, 520, 16), "bad-job-shape"),  # k not a multiple of r
+        ((12, 512, 16), "bad-job-shape"),  # m not a multiple of the tile
+        ((8, 512, 8192), "bad-job-shape"),  # above max_dim
+        ((8, 512, 8), "bad-job-size"),  # below min_job_macs
+    ],
+)
 def test_bad_shape(net, ops, shape, reason):
     m, k, n = shape
     job = JobCommitment(ops[3].h_a, ops[3].h_b, m, k, n)
@@ -99,12 +103,12 @@ def test_unknown_job(net, ops):
 def test_bad_state(net, ops):
     a, b, c, job = ops
     jid = submitted(net, job)
-    net.reject(net.result(M1, jid, c), "bad-job-state")                                  # not claimed
+    net.reject(net.result(M1, jid, c), "bad-job-state")  # not claimed
     net.reject(net.dispute(CLIENT, jid, build_fraud_proof(a, b, wrong(c), 5, 7)), "bad-job-state")  # no result
     net.block(net.claim(M1, jid))
     net.block(net.result(M1, jid, wrong(c)))
-    net.reject(net.claim(M2, jid), "bad-job-state")                                      # already resulted
-    net.reject(net.result(M1, jid, c), "bad-job-state")                                  # second result
+    net.reject(net.claim(M2, jid), "bad-job-state")  # already resulted
+    net.reject(net.result(M1, jid, c), "bad-job-state")  # second result
     net.block(net.dispute(CLIENT, jid, build_fraud_proof(a, b, wrong(c), 5, 7)))
     net.reject(net.dispute(OTHER, jid, build_fraud_proof(a, b, wrong(c), 5, 7)), "bad-job-state")  # slashed
 
@@ -160,7 +164,7 @@ def test_dispute_in_last_window_block_accepted(net, ops):
     a, b, c, job = ops
     jid = resulted(net, ops, wrong(c))
     net.mine_to(net.height + JC.challenge_window - 1)
-    net.block(net.dispute(OTHER, jid, build_fraud_proof(a, b, wrong(c), 5, 7)))   # anyone may dispute
+    net.block(net.dispute(OTHER, jid, build_fraud_proof(a, b, wrong(c), 5, 7)))  # anyone may dispute
     assert net.cs.get_job(jid).status_name == "slashed"
     assert net.bal(CLIENT) == FUND + BOND and net.bal(M1) == FUND - BOND and net.bal(OTHER) == FUND
 
@@ -185,7 +189,7 @@ def test_fraud_proof_reasons(net, ops):
         (replace(good, b_col=bytes([good.b_col[0] ^ 1]) + good.b_col[1:]), "bad-fraud-merkle-b"),
         (replace(good, path_b=good.path_b[:-1]), "bad-fraud-merkle-b"),
         (replace(good, c_row=bytes(len(good.c_row))), "bad-fraud-merkle-c"),
-        (build_fraud_proof(a, b, bad, 4, 7), "fraud-not-proven"),   # right row 4 of the wrong C
+        (build_fraud_proof(a, b, bad, 4, 7), "fraud-not-proven"),  # right row 4 of the wrong C
     ]
     for proof, reason in cases:
         net.reject(net.dispute(CLIENT, jid, proof), reason)
@@ -211,5 +215,7 @@ def test_malformed_payload_is_an_encoding_error():
     t = Transaction(KIND_JOB_SUBMIT, CFG.chain_id, 0, CLIENT.pubkey, 0, [b"x"]).signed(CLIENT)
     with pytest.raises(EncodingError):
         Transaction.decode(t.encoded)
-    s = make_job_submit(CLIENT, CFG.chain_id, 0, JobCommitment(b"a" * 32, b"b" * 32, *SHAPE), FEE, 10, b"A" * 32, b"B" * 32)
+    s = make_job_submit(
+        CLIENT, CFG.chain_id, 0, JobCommitment(b"a" * 32, b"b" * 32, *SHAPE), FEE, 10, b"A" * 32, b"B" * 32
+    )
     assert Transaction.decode(s.encoded) == s

@@ -1,5 +1,6 @@
 """The node's mining loop: filler operands and commitments reused across attempts (header nonces), rebuilt
 when the height changes, the filler shape setting, and the useful fraction with a paid job."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,22 +46,22 @@ def test_reused_operands_mine_the_same_headers_as_fresh_ones():
     builder = ChainBuilder(CFG)
     tpl, header = template(builder, builder.genesis.hash)
     fm = FillerMiner(CFG, PARAMS)
-    n0 = (1 << 64) - 5                   # the nonces wrap within u64
+    n0 = (1 << 64) - 5  # the nonces wrap within u64
     got = []
     for i in range(16):
         nonce = (n0 + i) % (1 << 64)
         mine = fm.attempt(backend, header, nonce)
-        fresh, macs = mine_filler_once(CFG, header, PARAMS, backend, nonce)   # operands built from scratch
+        fresh, macs = mine_filler_once(CFG, header, PARAMS, backend, nonce)  # operands built from scratch
         assert (mine.encoded if mine else None) == (fresh.encoded if fresh else None)
         assert macs == fm.macs
         got.append(mine)
-    assert fm.builds == 1 and fm.attempts == 16          # one operand set for every attempt
+    assert fm.builds == 1 and fm.attempts == 16  # one operand set for every attempt
     winners = [h for h in got if h is not None]
-    assert winners and len(winners) < len(got)           # some nonces lose, some win
+    assert winners and len(winners) < len(got)  # some nonces lose, some win
     assert len({h.job for h in winners}) == 1 and len({h.nonce for h in winners}) == len(winners)
     for h in winners:
-        check_header_proof(h, CFG)                       # a block found at nonce N verifies
-        with pytest.raises(BlockError) as e:             # the proof is bound to its nonce
+        check_header_proof(h, CFG)  # a block found at nonce N verifies
+        with pytest.raises(BlockError) as e:  # the proof is bound to its nonce
             check_header_proof(replace(h, nonce=(h.nonce + 1) % (1 << 64)), CFG)
         assert e.value.reason.startswith("bad-pow")
     # run(): the first winner in nonce order, and the nonce after it
@@ -70,8 +71,9 @@ def test_reused_operands_mine_the_same_headers_as_fresh_ones():
     assert fm.builds == 1
     # a stop request ends a batch after the attempt in progress
     calls = []
-    found, nxt = fm.run(backend, replace(header, target=1), 7, budget_s=60.0, stop=lambda: True,
-                        on_attempt=calls.append)
+    found, nxt = fm.run(
+        backend, replace(header, target=1), 7, budget_s=60.0, stop=lambda: True, on_attempt=calls.append
+    )
     assert found is None and nxt == 8 and calls == [fm.macs]
 
 
@@ -85,7 +87,7 @@ def test_operands_follow_the_height_and_proofs_follow_the_template():
     assert fm.builds == 1
     # new transactions at the same height: a new template (tx root, state root), the same filler operands;
     # the proof binds the new template, and a proof moved between the templates fails
-    tx = make_transfer(faucet_key(), CFG.chain_id, 0, MINER, 10 ** 8, 1000)
+    tx = make_transfer(faucet_key(), CFG.chain_id, 0, MINER, 10**8, 1000)
     tpl2, h2 = template(builder, g, txs=[tx])
     assert h2.tx_root != h1.tx_root
     found2, _ = fm.run(backend, h2, 0, budget_s=60.0)
@@ -125,9 +127,10 @@ def test_filler_shape_setting():
 
 def test_node_cli_refuses_a_bad_filler_shape(tmp_path, capsys):
     from node.cli import build_parser
+
     p = build_parser()
     argv = ["node", "--datadir", str(tmp_path / "d"), "--network", "regtest", "--port", "0", "--mine"]
-    args = p.parse_args(argv + ["--filler-shape", "32x100x32"])        # k below min_k
+    args = p.parse_args(argv + ["--filler-shape", "32x100x32"])  # k below min_k
     assert args.func(args) == 2
     assert "outside the chain's limits" in capsys.readouterr().err
     args = p.parse_args(argv + ["--filler-shape", "32by512"])
@@ -148,12 +151,12 @@ def test_the_device_is_opened_before_serving_and_reopened_off_the_event_loop(tmp
     from node.server.node import Node, NodeConfig
 
     real = kernels.get_backend
-    calls: list[tuple[bool, bool]] = []     # (on the event loop's thread, the node was serving)
+    calls: list[tuple[bool, bool]] = []  # (on the event loop's thread, the node was serving)
 
     def get_backend(spec="auto", **kw):
         calls.append((threading.current_thread() is loop_thread, bool(n.runners)))
         if len(calls) == 1:
-            raise RuntimeError("device busy")   # the first open fails: the mining loop opens it again
+            raise RuntimeError("device busy")  # the first open fails: the mining loop opens it again
         return real(spec, **kw)
 
     monkeypatch.setattr(kernels, "get_backend", get_backend)
@@ -164,10 +167,10 @@ def test_the_device_is_opened_before_serving_and_reopened_off_the_event_loop(tmp
         n = Node(NodeConfig(datadir=tmp_path / "m", network="regtest", port=0, mine=True, device="cpu"))
         await n.start()
         try:
-            assert calls == [(True, False)]                   # opened once, before any listener was up
+            assert calls == [(True, False)]  # opened once, before any listener was up
             await wait_for(lambda: n.chain.height >= 2, 30, what="blocks")
-            assert calls[1:] == [(False, True)]               # reopened in the mining thread while serving
-            assert n.miner.device.total_faults == 0           # the failed open at start is not a fault
+            assert calls[1:] == [(False, True)]  # reopened in the mining thread while serving
+            assert n.miner.device.total_faults == 0  # the failed open at start is not a fault
         finally:
             await n.stop()
 
@@ -182,19 +185,20 @@ def test_useful_fraction_with_a_paid_job(tmp_path):
         try:
             client_key = PrivateKey.from_phrase(b"loop client")
             f = faucet_key()
-            n.add_tx(make_transfer(f, CFG.chain_id, n.mempool.pending_nonce(f.address), client_key.address,
-                                   10 ** 12, 1000))
-            await wait_for(lambda: n.chain.get_account(client_key.address).balance == 10 ** 12, 30, what="funding")
+            n.add_tx(
+                make_transfer(f, CFG.chain_id, n.mempool.pending_nonce(f.address), client_key.address, 10**12, 1000)
+            )
+            await wait_for(lambda: n.chain.get_account(client_key.address).balance == 10**12, 30, what="funding")
             rng = np.random.default_rng(3)
             a = rng.integers(-64, 65, size=(20, 70), dtype=np.int8)
             b = rng.integers(-64, 65, size=(70, 12), dtype=np.int8)
             res = await asyncio.to_thread(Client(n.url).submit_job, client_key, a, b, None, True, timeout=90)
             assert np.array_equal(res.c.astype(np.int64), a.astype(np.int64) @ b.astype(np.int64))
-            await asyncio.to_thread(res.confirm, 60)          # C may come before the result is mined
+            await asyncio.to_thread(res.confirm, 60)  # C may come before the result is mined
             rec = n.chain.get_job(bytes.fromhex(res.job_id))
-            job_macs = rec.m * rec.k * rec.n                  # the padded job the pass mined
+            job_macs = rec.m * rec.k * rec.n  # the padded job the pass mined
             m = n.miner
-            assert m.paid_macs == job_macs                     # one pass yielded C: paid once
+            assert m.paid_macs == job_macs  # one pass yielded C: paid once
             h = n.chain.height
             await wait_for(lambda: n.chain.height >= h + 2, 30, what="filler blocks after the job")
             async with aiohttp.ClientSession() as s:
@@ -203,31 +207,37 @@ def test_useful_fraction_with_a_paid_job(tmp_path):
                 async with s.get(n.url + "/metrics") as r:
                     text = await r.text()
             assert doc["paid_macs"] == job_macs and doc["filler_shape"] == list(shape)
-            assert doc["mined_macs"] > job_macs                # filler passes were mined too
+            assert doc["mined_macs"] > job_macs  # filler passes were mined too
             assert doc["useful_fraction"] == job_macs / doc["mined_macs"] and 0 < doc["useful_fraction"] < 1
-            metrics = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                       if line and not line.startswith("#")}
+            metrics = {
+                line.split()[0]: float(line.split()[1])
+                for line in text.splitlines()
+                if line and not line.startswith("#")
+            }
             assert metrics["pouw_paid_macs_total"] == job_macs
             assert metrics["pouw_mined_macs_total"] >= doc["mined_macs"]
             assert 0 < metrics["pouw_useful_fraction"] <= doc["useful_fraction"]
             assert 1 <= m.filler.builds <= m.filler.attempts
-            shapes = {(hd.job.m, hd.job.k, hd.job.n) for hd in
-                      (n.chain.get_header(n.chain.block_hash_at(i)) for i in range(1, n.chain.height + 1))}
-            assert shape in shapes                             # the node mined its configured filler
+            shapes = {
+                (hd.job.m, hd.job.k, hd.job.n)
+                for hd in (n.chain.get_header(n.chain.block_hash_at(i)) for i in range(1, n.chain.height + 1))
+            }
+            assert shape in shapes  # the node mined its configured filler
             n.chain.check_conservation()
         finally:
             await n.stop()
-    asyncio.run(main())
 
+    asyncio.run(main())
 
 
 @pytest.mark.timeout(120)
 def test_bench_node_measures_node_and_benchmark_in_one_run():
     from benchmarks.bench_node import run
+
     out = run("regtest", "cpu", "64x512x32", seconds=1.0, warmup=0.2, rounds=2, api_window=False, progress=False)
     assert out["filler_shape"] == [64, 512, 32] and out["network"] == "regtest"
     assert out["node_attempts"] > 0 and out["bench_passes"] > 0
-    assert out["node_operand_builds"] <= out["node_blocks"] + 1       # operands built once per height
+    assert out["node_operand_builds"] <= out["node_blocks"] + 1  # operands built once per height
     assert abs(out["ratio"] - out["node_rate_macs"] / out["bench_rate_macs"]) < 1e-3
     assert out["api_work_rate_macs"] is None and out["commit"] and out["cpu"]
 
@@ -238,7 +248,7 @@ def test_remote_worker_mines_the_filler_shape_the_node_advertises(tmp_path):
 
     async def main():
         shape = (64, 512, 32)
-        n = await start_node(tmp_path / "n", filler_shape=shape)        # not mining itself
+        n = await start_node(tmp_path / "n", filler_shape=shape)  # not mining itself
         try:
             async with aiohttp.ClientSession() as s:
                 async with s.post(n.url + "/api/v1/mining/work", json={}) as r:
@@ -250,10 +260,12 @@ def test_remote_worker_mines_the_filler_shape_the_node_advertises(tmp_path):
                 hd = n.chain.get_header(n.chain.block_hash_at(i))
                 assert (hd.job.m, hd.job.k, hd.job.n) == shape and hd.miner == MINER
             # the worker's own --filler-shape wins over the node's
-            found = await asyncio.to_thread(run_remote, n.url, "cpu", MINER.hex(), max_blocks=1, duration=60,
-                                            filler_shape=(32, 512, 64))
+            found = await asyncio.to_thread(
+                run_remote, n.url, "cpu", MINER.hex(), max_blocks=1, duration=60, filler_shape=(32, 512, 64)
+            )
             hd = n.chain.get_header(n.chain.tip.hash)
             assert found == 1 and (hd.job.m, hd.job.k, hd.job.n) == (32, 512, 64)
         finally:
             await n.stop()
+
     asyncio.run(main())

@@ -1,6 +1,7 @@
 """Several devices in one miner (`pouw miner --device cuda:0,cuda:1` / `cuda:all`): the device list, and one worker
 per device against a real node, where a faulty device is dropped alone and the others keep mining (CPU devices
 and a backend that faults stand in for GPUs)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,18 +27,21 @@ def test_parse_devices_single_and_lists(monkeypatch: pytest.MonkeyPatch) -> None
     assert parse_devices("cuda:all", cuda_count=lambda: 3) == ["cuda:0", "cuda:1", "cuda:2"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert parse_devices(" CUDA:1, cuda:0 ") == ["cuda:1", "cuda:0"]   # the operator's order
+    assert parse_devices(" CUDA:1, cuda:0 ") == ["cuda:1", "cuda:0"]  # the operator's order
     assert parse_devices("cpu,cuda:1") == ["cpu", "cuda:1"]
     assert parse_devices("cuda:all") == ["cuda:0", "cuda:1"]
 
 
-@pytest.mark.parametrize("spec,why", [
-    ("cpu,cpu", "cpu named twice"),
-    ("cpu,,cuda:0", "empty entry"),
-    ("cuda:all,cpu", "cuda:all stands alone"),
-    ("cuda:0,cuda:2", "only 2 CUDA device(s) exist"),
-    ("cuda:0,gpu:1", "unknown device 'gpu:1'"),
-])
+@pytest.mark.parametrize(
+    "spec,why",
+    [
+        ("cpu,cpu", "cpu named twice"),
+        ("cpu,,cuda:0", "empty entry"),
+        ("cuda:all,cpu", "cuda:all stands alone"),
+        ("cuda:0,cuda:2", "only 2 CUDA device(s) exist"),
+        ("cuda:0,gpu:1", "unknown device 'gpu:1'"),
+    ],
+)
 def test_parse_devices_rejects(monkeypatch: pytest.MonkeyPatch, spec: str, why: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -61,7 +65,7 @@ class _FaultyBackend:
 
     name = "cuda"
     device = torch.device("cpu")
-    caps = Capabilities()          # declares no optional hooks: every pass goes through the failing methods
+    caps = Capabilities()  # declares no optional hooks: every pass goes through the failing methods
     kernel_path = "faulty"
 
     def __getattr__(self, name: str):
@@ -70,6 +74,7 @@ class _FaultyBackend:
 
         def fail(*args, **kwargs):
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
         return fail
 
 
@@ -90,12 +95,13 @@ def test_one_worker_per_device_and_a_fault_drops_only_its_device(tmp_path, monke
         try:
             h0 = n.chain.height
             addr = PrivateKey.from_phrase(b"multi").address
-            found = await asyncio.to_thread(run_remote_devices, n.url, ["cpu", "cuda:1"], addr.hex(), max_blocks=2,
-                                            duration=90, max_failures=1)
+            found = await asyncio.to_thread(
+                run_remote_devices, n.url, ["cpu", "cuda:1"], addr.hex(), max_blocks=2, duration=90, max_failures=1
+            )
             assert found == 2 and n.chain.height == h0 + 2
             assert n.chain.get_account(addr).balance == 2 * CFG.subsidy(1)
             devices = sorted(w["device"] for w in n.workers.values())
-            assert devices == ["cpu", "cuda:1"]   # one worker (own id and rate) per device
+            assert devices == ["cpu", "cuda:1"]  # one worker (own id and rate) per device
         finally:
             await n.stop()
 

@@ -4,6 +4,7 @@ Tickets against `kernels.base.tile_tickets_reference` (hashlib); add_noise again
 (the int32 sum converted to int8, as `pouw.noise_torch.noisy_operands` does), on both the AVX512-VBMI and the portable
 path; and one mining pass with the native CpuBackend against the pure torch one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,15 +19,17 @@ pytestmark = pytest.mark.skipif(
     reason=f"native CPU kernel unavailable: {native_loader.unavailable_reason()}",
 )
 
-needs_tickets = pytest.mark.skipif(not native_loader.has_tickets(),
-                                   reason="native library built without OpenSSL: tickets fall back to hashlib")
+needs_tickets = pytest.mark.skipif(
+    not native_loader.has_tickets(), reason="native library built without OpenSSL: tickets fall back to hashlib"
+)
 
 
 def _msgs(shape, gen):
-    return torch.randint(-2**31, 2**31 - 1, (*shape, 16), generator=gen, dtype=torch.int32)
+    return torch.randint(-(2**31), 2**31 - 1, (*shape, 16), generator=gen, dtype=torch.int32)
 
 
 # ---------------------------------------------------------------------------------------------- tile tickets
+
 
 @needs_tickets
 @pytest.mark.parametrize("prefix_len", [0, 1, 44, 55, 56, 63, 64, 65, 119, 120, 128, 300])
@@ -77,11 +80,13 @@ def test_backend_tickets_wiring():
         assert torch.equal(be.tile_tickets(b"q" * 44, msgs), ref)
     assert CpuBackend()._native_tickets == native_loader.has_tickets()
     from kernels.cpu import add_noise_torch
-    assert CpuBackend(native=False).caps.add_noise is add_noise_torch   # the portable path's torch gathers
+
+    assert CpuBackend(native=False).caps.add_noise is add_noise_torch  # the portable path's torch gathers
     assert CpuBackend().caps.add_noise is not None
 
 
 # ---------------------------------------------------------------------------------------------- add_noise
+
 
 def _model_add_noise(a, b, e_l, f_r, map_a, map_b):
     """The contract in int32, converted to int8 like pouw.noise_torch.noisy_operands (wraps mod 256)."""
@@ -115,7 +120,7 @@ NOISE_CASES = [  # (m, k, n, r)
     (1, 32, 1, 32),
     (33, 96, 17, 32),
     (7, 64, 129, 64),
-    (65, 1088, 31, 64),    # k not a multiple of 64 (masked tail)
+    (65, 1088, 31, 64),  # k not a multiple of 64 (masked tail)
     (19, 640, 45, 128),
     (3, 136, 5, 8),
     (9, 768, 11, 256),
@@ -189,6 +194,7 @@ def test_add_noise_matches_noisy_operands_and_rejects_bad_input():
 
 # ---------------------------------------------------------------------------------------------- end to end
 
+
 def test_mine_job_native_matches_torch():
     from kernels.cpu import CpuBackend
     from pouw.miner import filler_operands, mine_job, prepare_job
@@ -225,12 +231,14 @@ def test_build_without_openssl_falls_back(tmp_path):
     wrapper.write_text(f'#!/bin/sh\nfor x in "$@"; do [ "$x" = "-lcrypto" ] && exit 1; done\nexec {gcc} "$@"\n')
     wrapper.chmod(0o755)
     root = Path(__file__).resolve().parents[1]
-    code = ("from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
-            "from kernels.base import tile_tickets_reference as ref; import torch\n"
-            "assert n.available(), n.unavailable_reason()\nassert not n.has_tickets()\n"
-            "m = torch.arange(2 * 3 * 16, dtype=torch.int32).reshape(2, 3, 16)\n"
-            "assert torch.equal(CpuBackend().tile_tickets(b'p' * 44, m), ref(b'p' * 44, m))\n"
-            "try:\n    n.tile_tickets(b'p', m)\nexcept RuntimeError:\n    print('ok')\n")
+    code = (
+        "from kernels import native_loader as n; from kernels.cpu import CpuBackend\n"
+        "from kernels.base import tile_tickets_reference as ref; import torch\n"
+        "assert n.available(), n.unavailable_reason()\nassert not n.has_tickets()\n"
+        "m = torch.arange(2 * 3 * 16, dtype=torch.int32).reshape(2, 3, 16)\n"
+        "assert torch.equal(CpuBackend().tile_tickets(b'p' * 44, m), ref(b'p' * 44, m))\n"
+        "try:\n    n.tile_tickets(b'p', m)\nexcept RuntimeError:\n    print('ok')\n"
+    )
     env = {**os.environ, "POUW_CACHE": str(tmp_path / "cache"), "POUW_CC": str(wrapper), "PYTHONPATH": str(root)}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]

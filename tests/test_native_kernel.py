@@ -6,6 +6,7 @@ model of the contract written here. Every kernel this CPU's flags say it runs is
 both inner loops; NEON with the loops the CPU has: tests/test_native_neon.py runs it under qemu elsewhere), whatever $POUW_NATIVE says, and the portable C path too; tests/test_cpu_kernels.py fails when
 the build lacks a kernel the CPU has.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,13 +28,19 @@ pytestmark = pytest.mark.skipif(
     reason=f"native CPU kernel unavailable: {native_loader.unavailable_reason()}",
 )
 
-needs_vnni = pytest.mark.skipif(not native_loader.has_vnni(), reason="CPU lacks AVX512-VNNI: only the portable path runs")
+needs_vnni = pytest.mark.skipif(
+    not native_loader.has_vnni(), reason="CPU lacks AVX512-VNNI: only the portable path runs"
+)
 
 # (kernel, AVX2 inner loop) for every fused kernel the CPU's flags say it runs
-_LOOPS = {"vnni": (None,), "avx2": ("int", "fp32"),
-          "neon": ("dot", "mull") if "asimddp" in native_loader.cpu_flags() else ("mull",)}
-FUSED = [pytest.param(k, loop, id=f"{k}-{loop}" if loop else k) for k in native_loader.cpu_kernels()
-         for loop in _LOOPS[k]]
+_LOOPS = {
+    "vnni": (None,),
+    "avx2": ("int", "fp32"),
+    "neon": ("dot", "mull") if "asimddp" in native_loader.cpu_flags() else ("mull",),
+}
+FUSED = [
+    pytest.param(k, loop, id=f"{k}-{loop}" if loop else k) for k in native_loader.cpu_kernels() for loop in _LOOPS[k]
+]
 IMPLS = FUSED + [pytest.param("portable", None, id="portable")]
 
 
@@ -70,7 +77,7 @@ def model_noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int)
     msgs = np.zeros((m // h, n // w, MSG_WORDS), dtype=np.uint32)
     a64, b64 = a.to(torch.int64), b.to(torch.int64)
     for c in range(k // r):
-        acc += a64[:, c * r:(c + 1) * r] @ b64[c * r:(c + 1) * r]
+        acc += a64[:, c * r : (c + 1) * r] @ b64[c * r : (c + 1) * r]
         s = (acc.numpy() & 0xFFFFFFFF).astype(np.uint32)
         x = np.bitwise_xor.reduce(np.bitwise_xor.reduce(s.reshape(m // h, h, n // w, w), axis=3), axis=1)
         slot = c % MSG_WORDS
@@ -82,25 +89,25 @@ def model_noisy_matmul(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int)
 # (m, k, n, r, h, w): several r and tiles, k/r > 16 so slots wrap, m/n multiples of the tile but not of the
 # 8-row x 48-column register block (and n not a multiple of 16 where the tile allows it)
 SMALL_CASES = [
-    (16, 576, 16, 32, 16, 16),   # 18 chunks
-    (8, 1088, 48, 64, 8, 8),     # 17 chunks, exactly one register block
-    (12, 96, 20, 32, 4, 4),      # 4-row remainder, 20 columns (16 + 4)
-    (20, 544, 52, 32, 4, 4),     # 17 chunks, 2 row blocks + remainder, 3 zmm + 4 columns
-    (24, 2304, 40, 128, 8, 8),   # 18 chunks of 128, 40 columns (16 + 16 + 8)
-    (32, 256, 80, 64, 16, 16),   # 5 zmm columns: one full 3-wide panel + a 2-wide one
+    (16, 576, 16, 32, 16, 16),  # 18 chunks
+    (8, 1088, 48, 64, 8, 8),  # 17 chunks, exactly one register block
+    (12, 96, 20, 32, 4, 4),  # 4-row remainder, 20 columns (16 + 4)
+    (20, 544, 52, 32, 4, 4),  # 17 chunks, 2 row blocks + remainder, 3 zmm + 4 columns
+    (24, 2304, 40, 128, 8, 8),  # 18 chunks of 128, 40 columns (16 + 16 + 8)
+    (32, 256, 80, 64, 16, 16),  # 5 zmm columns: one full 3-wide panel + a 2-wide one
     (16, 256, 112, 64, 16, 16),  # 7 zmm columns: 3 + 3 + 1
-    (8, 128, 24, 32, 4, 8),      # h != w
-    (16, 128, 8, 32, 16, 8),     # n smaller than one zmm
-    (4, 64, 4, 32, 4, 4),        # tiniest legal shape
-    (32, 192, 32, 64, 32, 16),   # tile height above the register block
+    (8, 128, 24, 32, 4, 8),  # h != w
+    (16, 128, 8, 32, 16, 8),  # n smaller than one zmm
+    (4, 64, 4, 32, 4, 4),  # tiniest legal shape
+    (32, 192, 32, 64, 32, 16),  # tile height above the register block
     # AVX2 tails: n not a multiple of 8 / of the 16- or 24-column panel, tiles straddling panels, odd widths,
     # r not a multiple of 4 (fp32 loop only), tile height 12
-    (8, 96, 28, 32, 4, 4),       # 28 columns: 3 ymm + 4
-    (12, 60, 30, 12, 12, 6),     # 30 columns, tile 12 x 6
-    (8, 45, 10, 5, 4, 5),        # r = 5, tile width 5
-    (16, 136, 40, 8, 8, 8),      # 17 chunks of 8, 40 columns: one 24-column fp32 panel + 16
-    (4, 32, 3, 32, 4, 3),        # n = 3 (less than one ymm)
-    (8, 96, 72, 96, 8, 24),      # tile width 24 (one fp32 panel, one and a half int panels)
+    (8, 96, 28, 32, 4, 4),  # 28 columns: 3 ymm + 4
+    (12, 60, 30, 12, 12, 6),  # 30 columns, tile 12 x 6
+    (8, 45, 10, 5, 4, 5),  # r = 5, tile width 5
+    (16, 136, 40, 8, 8, 8),  # 17 chunks of 8, 40 columns: one 24-column fp32 panel + 16
+    (4, 32, 3, 32, 4, 3),  # n = 3 (less than one ymm)
+    (8, 96, 72, 96, 8, 24),  # tile width 24 (one fp32 panel, one and a half int panels)
 ]
 
 
@@ -119,9 +126,15 @@ def test_matches_reference(m, k, n, r, h, w, extreme, kernel, loop):
         assert torch.equal(msgs, m_ref), f"messages differ (threads={threads})"
 
 
-@pytest.mark.parametrize("m,k,n,r,h,w", [
-    (16, 576, 16, 32, 16, 16), (12, 96, 20, 32, 4, 4), (8, 36, 8, 12, 2, 8), (6, 40, 10, 5, 3, 5),
-])
+@pytest.mark.parametrize(
+    "m,k,n,r,h,w",
+    [
+        (16, 576, 16, 32, 16, 16),
+        (12, 96, 20, 32, 4, 4),
+        (8, 36, 8, 12, 2, 8),
+        (6, 40, 10, 5, 3, 5),
+    ],
+)
 def test_portable_path_matches_reference(m, k, n, r, h, w):
     """The plain C path (used without VNNI, or for parameters the VNNI path does not take) is exact too."""
     gen = torch.Generator().manual_seed(7)
@@ -225,9 +238,11 @@ def test_out_buffers_are_written_in_place_and_checked(kernel, loop):
         c, msgs = _run(a, b, 32, 8, 8, kernel, loop, out=out)
         assert c.data_ptr() == out[0].data_ptr() and msgs.data_ptr() == out[1].data_ptr()
         assert torch.equal(c, c_m) and torch.equal(msgs, m_m)
-    for bad in [(torch.empty((32, 47), dtype=torch.int32), out[1]),            # shape
-                (out[0].to(torch.int64), out[1]),                             # dtype
-                (out[0], torch.empty((6, 4, MSG_WORDS), dtype=torch.int32).transpose(0, 1))]:  # not contiguous
+    for bad in [
+        (torch.empty((32, 47), dtype=torch.int32), out[1]),  # shape
+        (out[0].to(torch.int64), out[1]),  # dtype
+        (out[0], torch.empty((6, 4, MSG_WORDS), dtype=torch.int32).transpose(0, 1)),
+    ]:  # not contiguous
         with pytest.raises(ShapeError, match="out buffer"):
             native_loader.noisy_matmul(a, b, 32, 8, 8, out=bad)
 
@@ -294,8 +309,9 @@ def test_rejects_bad_operands():
 
 def _run_py(code: str, env: dict) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=ROOT,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120
+    )
 
 
 def test_every_native_file_is_built_and_hashed():
@@ -310,14 +326,20 @@ def test_env_disable_and_cache_build(tmp_path):
     off = _run_py("from kernels import native_loader as n; print(n.available())", {"POUW_NATIVE": "0"})
     assert off.returncode == 0 and off.stdout.strip() == "False", off.stderr
     cache = tmp_path / "cache"
-    code = ("from kernels import native_loader as n; import torch\n"
-            "assert n.available(), n.unavailable_reason()\n"
-            "a = torch.ones(8, 64, dtype=torch.int8); c, m = n.noisy_matmul(a, a.t().contiguous(), 32, 4, 4)\n"
-            "assert int(c[0, 0]) == 64\nprint('ok')")
+    code = (
+        "from kernels import native_loader as n; import torch\n"
+        "assert n.available(), n.unavailable_reason()\n"
+        "a = torch.ones(8, 64, dtype=torch.int8); c, m = n.noisy_matmul(a, a.t().contiguous(), 32, 4, 4)\n"
+        "assert int(c[0, 0]) == 64\nprint('ok')"
+    )
     # two processes building into the same empty cache at once: both succeed, one library results
     env = {**os.environ, "POUW_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=env, cwd=ROOT) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0 and out.strip() == "ok", err
@@ -328,9 +350,15 @@ def test_env_disable_and_cache_build(tmp_path):
 
 
 def test_missing_compiler_is_not_an_error(tmp_path):
-    res = _run_py("from kernels import native_loader as n; print(n.available()); print(n.unavailable_reason())",
-                  {"POUW_CACHE": str(tmp_path / "c"), "POUW_CC": "/nonexistent/cc", "CC": "/nonexistent/cc",
-                   "PATH": str(tmp_path)})
+    res = _run_py(
+        "from kernels import native_loader as n; print(n.available()); print(n.unavailable_reason())",
+        {
+            "POUW_CACHE": str(tmp_path / "c"),
+            "POUW_CC": "/nonexistent/cc",
+            "CC": "/nonexistent/cc",
+            "PATH": str(tmp_path),
+        },
+    )
     assert res.returncode == 0, res.stderr
     lines = res.stdout.strip().splitlines()
     assert lines[0] == "False" and "compiler" in lines[1]
@@ -364,7 +392,7 @@ def test_avx2_plain_gemm_odd_shapes(m, k, n):
     want = (a.to(torch.int64) @ b.to(torch.int64)).to(torch.int32)
     assert torch.equal(native_loader.plain_matmul(a, b, kernel="avx2"), want)
     with pytest.raises(ShapeError):
-        native_loader.plain_matmul(a[:m - 1], b, kernel="avx2")
+        native_loader.plain_matmul(a[: m - 1], b, kernel="avx2")
 
 
 def test_plain_chunk_and_backend_fallback():
@@ -372,11 +400,17 @@ def test_plain_chunk_and_backend_fallback():
     the native plain GEMM does not take fall back to torch._int_mm in CpuBackend.plain_mm."""
     from kernels.cpu import CpuBackend
 
-    for (k, threads), want in {(2048, 2): 512, (2048, 1): 1024, (4096, 8): 256, (132, 2): 132, (8, 2): 4,
-                               (6, 1): None}.items():
+    for (k, threads), want in {
+        (2048, 2): 512,
+        (2048, 1): 1024,
+        (4096, 8): 256,
+        (132, 2): 132,
+        (8, 2): 4,
+        (6, 1): None,
+    }.items():
         assert native_loader.plain_chunk(k, threads) == want, (k, threads)
     gen = torch.Generator().manual_seed(3)
-    a, b = _rand((6, 64), gen), _rand((64, 24), gen)           # m % 4 and n % 16: not the native shape
+    a, b = _rand((6, 64), gen), _rand((64, 24), gen)  # m % 4 and n % 16: not the native shape
     if native_loader.has_vnni():
         with pytest.raises(ShapeError):
             native_loader.plain_matmul(a, b)

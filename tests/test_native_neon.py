@@ -10,6 +10,7 @@ checked against kernels.reference on the small cases). scripts/setup.sh installs
 is there; without them the test skips and says so. Performance cannot be measured this way: qemu's timings mean
 nothing for real hardware (benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,7 +41,10 @@ def _toolchain() -> tuple[str | None, str | None]:
         return (cc, None) if cc else (None, "no C compiler (install gcc)")
     cc = shutil.which(CROSS_CC)
     if cc is None:
-        return None, f"no aarch64 cross compiler ({CROSS_CC}; apt-get install gcc-aarch64-linux-gnu, see scripts/setup.sh)"
+        return (
+            None,
+            f"no aarch64 cross compiler ({CROSS_CC}; apt-get install gcc-aarch64-linux-gnu, see scripts/setup.sh)",
+        )
     if QEMU is None:
         return None, "no qemu-aarch64 user-mode emulator (apt-get install qemu-user, see scripts/setup.sh)"
     return cc, None
@@ -122,8 +126,20 @@ int main(int argc, char** argv) {
 
 
 def _compile(src: Path, march: str, out: Path) -> None:
-    cmd = [CC, "-O3", f"-march={march}", "-pthread", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-c", str(src),
-           "-o", str(out)]
+    cmd = [
+        CC,
+        "-O3",
+        f"-march={march}",
+        "-pthread",
+        "-std=gnu11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        "-c",
+        str(src),
+        "-o",
+        str(out),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr[-4000:]}"
 
@@ -158,6 +174,7 @@ def builds(tmp_path_factory) -> dict[str, Path]:
 
 # ---- the contract, in numpy ------------------------------------------------------------------------------------
 
+
 def model(a: np.ndarray, b: np.ndarray, r: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(C int32, messages uint32) of the contract: chunk products in float64 (exact: |sums| < 2^53), running sums
     in int64, XOR of each tile of S_c folded into slot c % 16."""
@@ -167,7 +184,7 @@ def model(a: np.ndarray, b: np.ndarray, r: int, h: int, w: int) -> tuple[np.ndar
     s = np.zeros((m, n), dtype=np.int64)
     msgs = np.zeros((m // h, n // w, MSG_WORDS), dtype=np.uint32)
     for c in range(k // r):
-        s += (af[:, c * r:(c + 1) * r] @ bf[c * r:(c + 1) * r]).astype(np.int64)
+        s += (af[:, c * r : (c + 1) * r] @ bf[c * r : (c + 1) * r]).astype(np.int64)
         su = (s & 0xFFFFFFFF).astype(np.uint32)
         x = np.bitwise_xor.reduce(np.bitwise_xor.reduce(su.reshape(m // h, h, n // w, w), axis=3), axis=1)
         cur = msgs[:, :, c % MSG_WORDS]
@@ -176,10 +193,12 @@ def model(a: np.ndarray, b: np.ndarray, r: int, h: int, w: int) -> tuple[np.ndar
 
 
 def operands(rng: np.random.Generator, m: int, k: int, n: int, values: str) -> tuple[np.ndarray, np.ndarray]:
-    if values == "extreme":   # +-127 only: the largest |sums| within the contract
-        return ((rng.integers(0, 2, (m, k)) * 254 - 127).astype(np.int8),
-                (rng.integers(0, 2, (k, n)) * 254 - 127).astype(np.int8))
-    if values == "m128":      # the whole int8 range, a row and a column of -128 (outside the contract, still exact)
+    if values == "extreme":  # +-127 only: the largest |sums| within the contract
+        return (
+            (rng.integers(0, 2, (m, k)) * 254 - 127).astype(np.int8),
+            (rng.integers(0, 2, (k, n)) * 254 - 127).astype(np.int8),
+        )
+    if values == "m128":  # the whole int8 range, a row and a column of -128 (outside the contract, still exact)
         a = rng.integers(-128, 128, (m, k)).astype(np.int8)
         b = rng.integers(-128, 128, (k, n)).astype(np.int8)
         a[0], b[:, 0] = -128, -128
@@ -190,19 +209,19 @@ def operands(rng: np.random.Generator, m: int, k: int, n: int, values: str) -> t
 # (m, k, n, r, h, w): chunk counts above and below 16, n not a multiple of the 16-column panel or of 4, r not a
 # multiple of 16 (the quad tail of the SDOT loop), tile widths 1..24 and heights 4..32
 SHAPES = [
-    (16, 576, 16, 32, 16, 16),     # 18 chunks: slots wrap
-    (12, 96, 20, 32, 4, 4),        # 20 columns: a panel + 4
-    (20, 544, 52, 32, 4, 4),       # 17 chunks, 3 panels + 4 columns
-    (8, 60, 30, 12, 4, 6),         # r = 12 (quads only), tile width 6, 30 columns
-    (8, 120, 10, 20, 8, 5),        # r = 20 (16 + a quad), tile width 5
-    (4, 32, 3, 32, 4, 3),          # n = 3: less than one vector
-    (8, 96, 72, 96, 8, 24),        # one chunk, tile width 24 (straddles panels)
-    (32, 192, 40, 64, 32, 8),      # tile height 32
-    (12, 64, 34, 4, 12, 2),        # r = 4: 16 chunks of one quad, tile width 2
-    (8, 40, 9, 8, 4, 1),           # 5 chunks: 11 slots never written read as zero; tile width 1
-    (64, 2048, 64, 64, 16, 16),    # the protocol's parameters, 32 chunks
-    (36, 1000, 100, 8, 4, 4),      # tails everywhere
-    (100, 4104, 20, 8, 4, 4),      # 513 chunks
+    (16, 576, 16, 32, 16, 16),  # 18 chunks: slots wrap
+    (12, 96, 20, 32, 4, 4),  # 20 columns: a panel + 4
+    (20, 544, 52, 32, 4, 4),  # 17 chunks, 3 panels + 4 columns
+    (8, 60, 30, 12, 4, 6),  # r = 12 (quads only), tile width 6, 30 columns
+    (8, 120, 10, 20, 8, 5),  # r = 20 (16 + a quad), tile width 5
+    (4, 32, 3, 32, 4, 3),  # n = 3: less than one vector
+    (8, 96, 72, 96, 8, 24),  # one chunk, tile width 24 (straddles panels)
+    (32, 192, 40, 64, 32, 8),  # tile height 32
+    (12, 64, 34, 4, 12, 2),  # r = 4: 16 chunks of one quad, tile width 2
+    (8, 40, 9, 8, 4, 1),  # 5 chunks: 11 slots never written read as zero; tile width 1
+    (64, 2048, 64, 64, 16, 16),  # the protocol's parameters, 32 chunks
+    (36, 1000, 100, 8, 4, 4),  # tails everywhere
+    (100, 4104, 20, 8, 4, 4),  # 513 chunks
 ]
 TINY = {(12, 96, 20, 32, 4, 4), (8, 60, 30, 12, 4, 6), (4, 32, 3, 32, 4, 3), (8, 40, 9, 8, 4, 1)}
 
@@ -215,36 +234,97 @@ def _cases(loops: list[str]) -> list[dict]:
             a, b = operands(rng, m, k, n, values)
             for loop in loops:
                 threads = (1, 2, 3)[(i + len(cases)) % 3]
-                cases.append(dict(op=0, shape=(m, k, n, r, h, w), a=a, b=b, threads=threads,
-                                  flags=FLAG_KERNEL_NEON | LOOP[loop], want_path=PATH_NEON, what=f"{loop} {values}"))
+                cases.append(
+                    dict(
+                        op=0,
+                        shape=(m, k, n, r, h, w),
+                        a=a,
+                        b=b,
+                        threads=threads,
+                        flags=FLAG_KERNEL_NEON | LOOP[loop],
+                        want_path=PATH_NEON,
+                        what=f"{loop} {values}",
+                    )
+                )
     # the largest k the engine takes, all -128: |S| = 2^30 (int32 accumulators exact)
     a = np.full((4, 65536), -128, dtype=np.int8)
     b = np.full((65536, 20), -128, dtype=np.int8)
     for loop in loops:
-        cases.append(dict(op=0, shape=(4, 65536, 20, 128, 4, 4), a=a, b=b, threads=2,
-                          flags=FLAG_KERNEL_NEON | LOOP[loop], want_path=PATH_NEON, what=f"{loop} k=65536"))
+        cases.append(
+            dict(
+                op=0,
+                shape=(4, 65536, 20, 128, 4, 4),
+                a=a,
+                b=b,
+                threads=2,
+                flags=FLAG_KERNEL_NEON | LOOP[loop],
+                want_path=PATH_NEON,
+                what=f"{loop} k=65536",
+            )
+        )
     # flags 0: picked automatically; parameters the kernel does not take (r % 4, h % 4): the portable path
     a, b = operands(rng, 24, 120, 36, "random")
-    cases.append(dict(op=0, shape=(24, 120, 36, 24, 8, 4), a=a, b=b, threads=2, flags=0, want_path=PATH_NEON,
-                      what="auto"))
-    cases.append(dict(op=0, shape=(24, 120, 36, 5, 8, 4), a=a, b=b, threads=2, flags=FLAG_KERNEL_NEON,
-                      want_path=PATH_PORTABLE, what="r=5"))
-    cases.append(dict(op=0, shape=(24, 120, 36, 24, 6, 4), a=a, b=b, threads=2, flags=FLAG_KERNEL_NEON,
-                      want_path=PATH_PORTABLE, what="h=6"))
+    cases.append(
+        dict(op=0, shape=(24, 120, 36, 24, 8, 4), a=a, b=b, threads=2, flags=0, want_path=PATH_NEON, what="auto")
+    )
+    cases.append(
+        dict(
+            op=0,
+            shape=(24, 120, 36, 5, 8, 4),
+            a=a,
+            b=b,
+            threads=2,
+            flags=FLAG_KERNEL_NEON,
+            want_path=PATH_PORTABLE,
+            what="r=5",
+        )
+    )
+    cases.append(
+        dict(
+            op=0,
+            shape=(24, 120, 36, 24, 6, 4),
+            a=a,
+            b=b,
+            threads=2,
+            flags=FLAG_KERNEL_NEON,
+            want_path=PATH_PORTABLE,
+            what="h=6",
+        )
+    )
     # the plain GEMM (no transcript; short wide products split their panels between threads)
     for loop in loops:
         a, b = operands(rng, 36, 2048, 70, "m128")
-        cases.append(dict(op=0, shape=(36, 2048, 70, 2048, 4, 1), a=a, b=b, threads=3,
-                          flags=FLAG_KERNEL_NEON | LOOP[loop] | FLAG_NO_TRANSCRIPT, want_path=PATH_NEON,
-                          what=f"{loop} plain"))
+        cases.append(
+            dict(
+                op=0,
+                shape=(36, 2048, 70, 2048, 4, 1),
+                a=a,
+                b=b,
+                threads=3,
+                flags=FLAG_KERNEL_NEON | LOOP[loop] | FLAG_NO_TRANSCRIPT,
+                want_path=PATH_NEON,
+                what=f"{loop} plain",
+            )
+        )
     # the recovery's pass: c -= sum_i 128^i U_i V_i, digits highest first, m not a multiple of 4
     for d, w in ((3, 24), (5, 8)):
         m, n = 13, 37
         u = rng.integers(-64, 64, (m, d * w)).astype(np.int8)
         v = rng.integers(-64, 64, (d * w, n)).astype(np.int8)
-        c0 = rng.integers(-2**31, 2**31, (m, n)).astype(np.int32)
-        cases.append(dict(op=1, shape=(m, d * w, n, w, 1, 1), a=u, b=v, c0=c0, threads=2, flags=0, want_path=-1,
-                          what=f"sub_correction d={d} w={w}"))
+        c0 = rng.integers(-(2**31), 2**31, (m, n)).astype(np.int32)
+        cases.append(
+            dict(
+                op=1,
+                shape=(m, d * w, n, w, 1, 1),
+                a=u,
+                b=v,
+                c0=c0,
+                threads=2,
+                flags=0,
+                want_path=-1,
+                what=f"sub_correction d={d} w={w}",
+            )
+        )
     return cases
 
 
@@ -288,14 +368,14 @@ def _check(cases: list[dict], results: list[tuple]) -> None:
         if cs["op"] == 1:
             d = k // r
             acc = np.zeros((m, n), dtype=np.int64)
-            for i in range(d):   # digit i (highest first in the operands) has weight 128^(d-1-i)
-                prod = cs["a"][:, i * r:(i + 1) * r].astype(np.int64) @ cs["b"][i * r:(i + 1) * r].astype(np.int64)
+            for i in range(d):  # digit i (highest first in the operands) has weight 128^(d-1-i)
+                prod = cs["a"][:, i * r : (i + 1) * r].astype(np.int64) @ cs["b"][i * r : (i + 1) * r].astype(np.int64)
                 acc = acc * 128 + prod
             want = ((cs["c0"].astype(np.int64) - acc) & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
             assert np.array_equal(c, want), f"{what}: C differs"
             continue
         assert path == cs["want_path"], f"{what}: path {path}, want {cs['want_path']}"
-        key = (id(cs["a"]), id(cs["b"]), cs["shape"])   # the cases keep their arrays alive
+        key = (id(cs["a"]), id(cs["b"]), cs["shape"])  # the cases keep their arrays alive
         if key not in models:
             models[key] = model(cs["a"], cs["b"], r, h, w)
         c_m, m_m = models[key]
@@ -318,9 +398,11 @@ def test_model_matches_reference():
 def _runs() -> list:
     if NATIVE_AARCH64:
         return [pytest.param("native", None, id="native")]
-    return [pytest.param("armv8-a", "max", id="armv8.0-build-cpu-max"),
-            pytest.param("armv8-a", "cortex-a72", id="armv8.0-build-cortex-a72"),
-            pytest.param("armv8.2-a+dotprod", "max", id="dotprod-build-cpu-max")]
+    return [
+        pytest.param("armv8-a", "max", id="armv8.0-build-cpu-max"),
+        pytest.param("armv8-a", "cortex-a72", id="armv8.0-build-cortex-a72"),
+        pytest.param("armv8.2-a+dotprod", "max", id="dotprod-build-cpu-max"),
+    ]
 
 
 @pytest.mark.parametrize("march,cpu", _runs())
@@ -335,10 +417,20 @@ def test_neon_kernel_bit_exact(builds, march, cpu, tmp_path):
         assert dot == (cpu == "max"), f"-cpu {cpu}: SDOT by default = {dot}"
     loops = ["dot", "mull"] if dot else ["mull"]
     cases = _cases(loops)
-    if not dot:   # forced SDOT without dotprod: the dispatch still names NEON, the kernel hands over, results exact
+    if not dot:  # forced SDOT without dotprod: the dispatch still names NEON, the kernel hands over, results exact
         a, b = operands(np.random.default_rng(9), 16, 256, 40, "random")
-        cases.append(dict(op=0, shape=(16, 256, 40, 64, 16, 8), a=a, b=b, threads=2,
-                          flags=FLAG_KERNEL_NEON | LOOP["dot"], want_path=PATH_NEON, what="dot forced, no dotprod"))
+        cases.append(
+            dict(
+                op=0,
+                shape=(16, 256, 40, 64, 16, 8),
+                a=a,
+                b=b,
+                threads=2,
+                flags=FLAG_KERNEL_NEON | LOOP["dot"],
+                want_path=PATH_NEON,
+                what="dot forced, no dotprod",
+            )
+        )
     _, results = _run(exe, cpu, cases, tmp_path)
     _check(cases, results)
 
@@ -346,8 +438,25 @@ def test_neon_kernel_bit_exact(builds, march, cpu, tmp_path):
 def test_loader_picks_neon_from_aarch64_flags():
     """The loader's CPU-flag rule: aarch64 (asimd) names the NEON kernel, so a build without it fails the 'a
     kernel the flags name is missing' check of tests/test_cpu_kernels.py there; x86 flags never name it."""
-    graviton2 = {"fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp", "asimdhp",
-                 "cpuid", "asimdrdm", "lrcpc", "dcpop", "asimddp", "ssbs"}
+    graviton2 = {
+        "fp",
+        "asimd",
+        "evtstrm",
+        "aes",
+        "pmull",
+        "sha1",
+        "sha2",
+        "crc32",
+        "atomics",
+        "fphp",
+        "asimdhp",
+        "cpuid",
+        "asimdrdm",
+        "lrcpc",
+        "dcpop",
+        "asimddp",
+        "ssbs",
+    }
     cortex_a72 = {"fp", "asimd", "evtstrm", "crc32", "cpuid"}
     assert nl.kernels_for_flags(graviton2, "aarch64") == ["neon"]
     assert nl.kernels_for_flags(cortex_a72, "aarch64") == ["neon"]
@@ -370,7 +479,7 @@ def test_digits_side_by_side_is_the_horner_operand():
     u_cat, v_cat, w = nl.digits_side_by_side(us, vs)
     assert w == 12 and u_cat.shape == (m, 36) and v_cat.shape == (36, n)
     acc = torch.zeros((m, n), dtype=torch.int64)
-    for i in range(len(us)):          # the kernel's chunks, in order: S = 128 S + chunk product
-        acc = acc * 128 + u_cat[:, i * w:(i + 1) * w].to(torch.int64) @ v_cat[i * w:(i + 1) * w].to(torch.int64)
-    want = sum((128 ** i) * (u.to(torch.int64) @ v.to(torch.int64)) for i, (u, v) in enumerate(zip(us, vs)))
+    for i in range(len(us)):  # the kernel's chunks, in order: S = 128 S + chunk product
+        acc = acc * 128 + u_cat[:, i * w : (i + 1) * w].to(torch.int64) @ v_cat[i * w : (i + 1) * w].to(torch.int64)
+    want = sum((128**i) * (u.to(torch.int64) @ v.to(torch.int64)) for i, (u, v) in enumerate(zip(us, vs)))
     assert torch.equal(acc, want)

@@ -4,6 +4,7 @@ Against a torch int64 reference reduced mod 2^32, on shapes that are and are not
 w in {64, 128, 256} (and odd widths, which the loader pads), 1-3 pairs, extreme values; plus input checks and one
 mining pass with the native CpuBackend against the pure torch one.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,18 +23,23 @@ pytestmark = pytest.mark.skipif(
 def _ref(c: torch.Tensor, pairs) -> torch.Tensor:
     t = c.to(torch.int64)
     for i, (u, v) in enumerate(pairs):
-        t = t - (u.to(torch.int64) @ v.to(torch.int64)) * ((128 ** i) % 2**32)
+        t = t - (u.to(torch.int64) @ v.to(torch.int64)) * ((128**i) % 2**32)
     t = t & 0xFFFFFFFF
     return torch.where(t >= 2**31, t - 2**32, t).to(torch.int32)
 
 
 def _pairs(m, n, w, npairs, gen, lo=-128, hi=127):
-    return [(torch.randint(lo, hi + 1, (m, w), generator=gen, dtype=torch.int8),
-             torch.randint(lo, hi + 1, (w, n), generator=gen, dtype=torch.int8)) for _ in range(npairs)]
+    return [
+        (
+            torch.randint(lo, hi + 1, (m, w), generator=gen, dtype=torch.int8),
+            torch.randint(lo, hi + 1, (w, n), generator=gen, dtype=torch.int8),
+        )
+        for _ in range(npairs)
+    ]
 
 
 def _c(m, n, gen):
-    return torch.randint(-2**31, 2**31 - 1, (m, n), generator=gen, dtype=torch.int32)
+    return torch.randint(-(2**31), 2**31 - 1, (m, n), generator=gen, dtype=torch.int32)
 
 
 @pytest.mark.parametrize("m,n", [(1, 1), (7, 13), (8, 48), (9, 49), (33, 100), (64, 64), (130, 250), (257, 96)])
@@ -65,8 +71,10 @@ def test_extreme_values(val_u, val_v):
     m, n, w = 19, 70, 256
     gen = torch.Generator().manual_seed(3)
     for npairs in (1, 2, 3):
-        pairs = [(torch.full((m, w), val_u, dtype=torch.int8), torch.full((w, n), val_v, dtype=torch.int8))
-                 for _ in range(npairs)]
+        pairs = [
+            (torch.full((m, w), val_u, dtype=torch.int8), torch.full((w, n), val_v, dtype=torch.int8))
+            for _ in range(npairs)
+        ]
         # mix in random entries too
         pairs.append(tuple(_pairs(m, n, w, 1, gen)[0]))
         c = _c(m, n, gen)
@@ -80,8 +88,12 @@ def test_mixed_and_odd_widths():
     m, n = 37, 61
     pairs = []
     for w in (64, 5, 0, 130, 1):
-        pairs.append((torch.randint(-128, 128, (m, w), generator=gen, dtype=torch.int8),
-                      torch.randint(-128, 128, (w, n), generator=gen, dtype=torch.int8)))
+        pairs.append(
+            (
+                torch.randint(-128, 128, (m, w), generator=gen, dtype=torch.int8),
+                torch.randint(-128, 128, (w, n), generator=gen, dtype=torch.int8),
+            )
+        )
     c = _c(m, n, gen)
     want = _ref(c, pairs)
     native_loader.sub_correction(c, pairs)
@@ -165,8 +177,9 @@ def test_mine_job_native_matches_torch():
 
 # ------------------------------------------------------------------------- correction operands (A·Q, P·B' digits)
 
-needs_operands = pytest.mark.skipif(not native_loader.has_correction_operands(),
-                                    reason="native correction_operands unavailable (no AVX512-VNNI)")
+needs_operands = pytest.mark.skipif(
+    not native_loader.has_correction_operands(), reason="native correction_operands unavailable (no AVX512-VNNI)"
+)
 
 
 def _noise_case(m, k, n, r, gen, *, maps=None, lo=-128, hi=127):
@@ -191,14 +204,25 @@ def _torch_operands(a, b2, nz):
 
 
 def _same_operands(got, want) -> bool:
-    return len(got) == len(want) and all(torch.equal(gu, wu) and torch.equal(gv, wv)
-                                         for (gu, gv), (wu, wv) in zip(got, want))
+    return len(got) == len(want) and all(
+        torch.equal(gu, wu) and torch.equal(gv, wv) for (gu, gv), (wu, wv) in zip(got, want)
+    )
 
 
 @needs_operands
-@pytest.mark.parametrize("m,k,n,r", [(1, 64, 1, 8), (7, 132, 13, 8), (24, 128, 40, 16), (33, 512, 100, 32),
-                                     (64, 1024, 64, 64), (5, 4096, 17, 256), (70, 2048, 130, 128),
-                                     (130, 300, 65, 24)])
+@pytest.mark.parametrize(
+    "m,k,n,r",
+    [
+        (1, 64, 1, 8),
+        (7, 132, 13, 8),
+        (24, 128, 40, 16),
+        (33, 512, 100, 32),
+        (64, 1024, 64, 64),
+        (5, 4096, 17, 256),
+        (70, 2048, 130, 128),
+        (130, 300, 65, 24),
+    ],
+)
 def test_correction_operands_match_torch(m, k, n, r):
     """Native A·Q and P·B' digits == the torch GEMM path, on tails of every block (rows of 4 and 32, 16 and 64
     columns, k blocks of 256, r not a multiple of 16)."""
@@ -216,7 +240,7 @@ def test_correction_operands_digit_counts(threads):
     pouw.recover.digits128 (here A·Q reaches 64 k and P·B' 127 k)."""
     m, k, n, r = 12, 2048, 40, 8
     gen = torch.Generator().manual_seed(threads)
-    zero = np.zeros(k, dtype=np.int64)   # P, Q: every column maps to row 0, so A·Q and P·B' sum all of k
+    zero = np.zeros(k, dtype=np.int64)  # P, Q: every column maps to row 0, so A·Q and P·B' sum all of k
     a, b2, nz = _noise_case(m, k, n, r, gen, maps=(zero, zero), lo=0, hi=0)
     one = native_loader.correction_operands(a, b2, nz.e_l, nz.f_r, *nz.maps, threads=threads)
     assert len(one) == 1 and _same_operands(one, _torch_operands(a, b2, nz))
@@ -250,4 +274,5 @@ def test_correction_operands_protocol_noise_and_bad_input():
     with pytest.raises(ShapeError, match="disagree"):
         native_loader.correction_operands(a, b2[:, :-1], nz.e_l, nz.f_r, *nz.maps)
     from kernels.cpu import CpuBackend
+
     assert CpuBackend().caps.correction_operands is native_loader.correction_operands

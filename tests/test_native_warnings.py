@@ -1,6 +1,7 @@
 """The native kernels compile warning-free: every kernels/native/*.c with the loader's own flags and each build
 variant's defines, plus -Wall -Wextra -Werror. This is CI's check; the loader itself builds without -Werror so that
 a user's newer compiler with a new warning still gets the native kernels."""
+
 import subprocess
 
 import pytest

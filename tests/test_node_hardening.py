@@ -5,6 +5,7 @@ Real nodes on loopback only. Attackers connect from other loopback addresses (12
 the source address) so that per-address limits and address bans apply to them and not to the test's own
 client on 127.0.0.1. Every loop is bounded in time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -86,14 +87,21 @@ def test_partial_requests_time_out_and_per_address_cap_holds(tmp_path):
             assert n.guard.timed_out >= 9 and n.guard.refused >= 32
             async with aiohttp.ClientSession() as s:  # /metrics: the guard's counts, process and loop health
                 async with s.get(n.url + "/metrics") as r:
-                    m = {ln.split()[0]: float(ln.split()[1]) for ln in (await r.text()).splitlines()
-                         if ln and not ln.startswith("#")}
+                    m = {
+                        ln.split()[0]: float(ln.split()[1])
+                        for ln in (await r.text()).splitlines()
+                        if ln and not ln.startswith("#")
+                    }
             assert m["pouw_connections_timed_out_total"] >= 9 and m["pouw_connections_refused_total"] >= 32
             assert m["pouw_process_open_fds"] > 0 and m["pouw_process_resident_memory_bytes"] > 0
             assert 0 <= m["pouw_event_loop_lag_seconds"] < 5
             # a slow body: declared 60 kB, sent a byte at a time, is closed at its body deadline
-            body = raw_conn(n.port, "127.0.0.4", b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                                 b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{")
+            body = raw_conn(
+                n.port,
+                "127.0.0.4",
+                b"POST /api/v1/tx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n{",
+            )
             end = time.monotonic() + 1.5 + 60_000 / n.guard.limits.min_body_rate + 3
             while time.monotonic() < end and not is_closed(body):
                 body.send(b" ")
@@ -109,6 +117,7 @@ def test_partial_requests_time_out_and_per_address_cap_holds(tmp_path):
             for s in socks:
                 s.close()
             await n.stop()
+
     run(main())
 
 
@@ -131,8 +140,12 @@ def test_connection_flood_below_fd_limit_keeps_api_up_and_log_small(tmp_path):
     port = free_port()
     logf = open(tmp_path / "node.log", "wb")
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-c", NODE_CHILD, str(tmp_path / "d"), str(port), "600"],
-                            stdout=logf, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NODE_CHILD, str(tmp_path / "d"), str(port), "600"],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     socks: list[socket.socket] = []
     try:
         end = time.monotonic() + 90
@@ -203,10 +216,21 @@ class RawPeer:
 
     async def handshake(self, work: int = 0, height: int = 0) -> bool:
         g = self.node.chain.genesis.hash
-        await self.ws.send_bytes(self.codec.encode(
-            "hello", v=PROTOCOL_VERSION, chain_id=self.node.cfg.chain_id, genesis=g, node_id=self.key.pubkey,
-            nonce=os.urandom(32), port=0, height=height, work=work.to_bytes(32, "big"), tip=os.urandom(32),
-            agent=AGENT))
+        await self.ws.send_bytes(
+            self.codec.encode(
+                "hello",
+                v=PROTOCOL_VERSION,
+                chain_id=self.node.cfg.chain_id,
+                genesis=g,
+                node_id=self.key.pubkey,
+                nonce=os.urandom(32),
+                port=0,
+                height=height,
+                work=work.to_bytes(32, "big"),
+                tip=os.urandom(32),
+                agent=AGENT,
+            )
+        )
         while True:
             try:
                 msg = await self.ws.receive(timeout=5)
@@ -216,8 +240,9 @@ class RawPeer:
                 return False
             t, m = self.codec.decode(msg.data)
             if t == "hello":
-                await self.ws.send_bytes(self.codec.encode(
-                    "auth", sig=self.key.sign(auth_payload(m["nonce"], self.key.pubkey, g))))
+                await self.ws.send_bytes(
+                    self.codec.encode("auth", sig=self.key.sign(auth_payload(m["nonce"], self.key.pubkey, g)))
+                )
             elif t == "auth":
                 return True
 
@@ -228,8 +253,12 @@ class RawPeer:
                 msg = await self.ws.receive(timeout=max(0.05, end - time.monotonic()))
             except asyncio.TimeoutError:
                 return False
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
-                            aiohttp.WSMsgType.ERROR):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 return True
         return False
 
@@ -240,7 +269,7 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
 
     async def main():
         a = await start_node(tmp_path / "a", max_inbound=4, max_pending_peers=40, mine=True, interval=0.2)
-        b = await start_node(tmp_path / "b", peers=[a.listen_addr])   # an honest node, synced through it all
+        b = await start_node(tmp_path / "b", peers=[a.listen_addr])  # an honest node, synced through it all
         idle: list[RawPeer] = []
         try:
             await wait_for(lambda: len(b.p2p.ready_peers) == 1, 20, what="b connected")
@@ -274,14 +303,18 @@ def test_idle_websockets_do_not_take_peer_slots_and_handshake_deadline_is_absolu
                 assert e.value.status == 503
             # the honest node stayed connected and in sync throughout
             h = a.chain.height
-            await wait_for(lambda: b.chain.height >= h and b.chain.tip.hash == a.chain.tip.hash
-                           or b.chain.height > h, 20, what="b in sync")
+            await wait_for(
+                lambda: b.chain.height >= h and b.chain.tip.hash == a.chain.tip.hash or b.chain.height > h,
+                20,
+                what="b in sync",
+            )
             assert len(b.p2p.ready_peers) == 1
         finally:
             for p in idle:
                 await p.__aexit__()
             await b.stop()
             await a.stop()
+
     run(main())
 
 
@@ -334,6 +367,7 @@ def test_full_inbound_slots_evict_and_bans_hold_against_fresh_keys(tmp_path):
             for p in peers:
                 await p.__aexit__()
             await a.stop()
+
     run(main())
 
 
@@ -367,6 +401,7 @@ def test_peer_claiming_a_chain_it_does_not_deliver_is_not_asked_forever(tmp_path
             assert doc["sync"]["syncing"] is False
         finally:
             await a.stop()
+
     run(main())
 
 
@@ -382,31 +417,31 @@ def test_select_eviction_protects_useful_and_old_peers_and_takes_from_the_bigges
     diverse = [_peer(f"10.{i + 2}.0.1", 100.0 + i) for i in range(4)]
     attack = [_peer(f"10.1.0.{i + 1}", 200.0 + i) for i in range(12)]
     relayer = attack[-1]
-    relayer.last_block_at = 5.0                    # the youngest, but it relayed a valid block
+    relayer.last_block_at = 5.0  # the youngest, but it relayed a valid block
     out = _peer("10.9.0.1", 1.0)
     out.inbound = False
     victim = select_eviction(diverse + attack + [out], secret)
-    assert victim is attack[-2]                    # youngest of the biggest group that is not protected
+    assert victim is attack[-2]  # youngest of the biggest group that is not protected
     assert select_eviction([relayer], secret) is None  # all protected: the newcomer is refused
-    assert select_eviction([out], secret) is None      # outbound peers are never candidates
+    assert select_eviction([out], secret) is None  # outbound peers are never candidates
 
 
 # --- ban list ---------------------------------------------------------------------------------------------
 def test_ban_list_is_bounded_expiring_and_written_off_the_loop(tmp_path):
     path = tmp_path / "peers.json"
     book = PeerBook(path)
-    book.ban(b"\x01" * 32, None, seconds=-1)          # already expired
+    book.ban(b"\x01" * 32, None, seconds=-1)  # already expired
     for i in range(MAX_BANS + 5000):
         book.ban(i.to_bytes(32, "big"), None)
     assert not path.exists(), "a ban must not write the book synchronously"
     assert len(book.bans) <= MAX_BANS
-    assert book.banned(node_id=(MAX_BANS + 4999).to_bytes(32, "big"))   # the newest are kept
+    assert book.banned(node_id=(MAX_BANS + 4999).to_bytes(32, "big"))  # the newest are kept
     assert not book.banned(node_id=b"\x01" * 32)
     run(book.flush())
     doc = json.loads(path.read_text())
     assert len(doc["bans"]) <= MAX_BANS and f"id:{'01' * 32}" not in doc["bans"]
     book.ban(None, None, ip="2001:db8::1")
-    assert book.banned(ip="2001:db8::ffff")            # an IPv6 ban covers the /64
+    assert book.banned(ip="2001:db8::ffff")  # an IPv6 ban covers the /64
     assert not book.banned(ip="2001:db8:0:1::1")
 
 
@@ -420,8 +455,15 @@ def test_address_helpers():
 def test_rate_limited_log_filter():
     now = [0.0]
     f = RateLimitFilter(burst=5, interval=10.0, clock=lambda: now[0])
-    rec = lambda: logging.LogRecord("asyncio", logging.ERROR, "x", 1, "socket.accept() out of system resource",  # noqa: E731
-                                    None, None)
+    rec = lambda: logging.LogRecord(
+        "asyncio",
+        logging.ERROR,
+        "x",
+        1,
+        "socket.accept() out of system resource",  # noqa: E731
+        None,
+        None,
+    )
     passed = sum(f.filter(rec()) for _ in range(10_000))
     assert passed == 5
     now[0] = 11.0
@@ -438,12 +480,19 @@ def test_api_answers_bad_requests_with_4xx_not_500(tmp_path):
         n = await start_node(tmp_path / "a", api_max_body=1 << 20)
         u = n.url
         try:
-            for path in ("/api/v1/blocks/%C2%B2", "/api/v1/blocks/%D9%A1", "/api/v1/blocks?limit=1_0",
-                         "/api/v1/blocks?from=-1", "/api/v1/mempool?limit=%C2%B2", "/api/v1/jobs?limit=1_0"):
+            for path in (
+                "/api/v1/blocks/%C2%B2",
+                "/api/v1/blocks/%D9%A1",
+                "/api/v1/blocks?limit=1_0",
+                "/api/v1/blocks?from=-1",
+                "/api/v1/mempool?limit=%C2%B2",
+                "/api/v1/jobs?limit=1_0",
+            ):
                 st, doc, _ = await api(u, "GET", path)
                 assert st in (400, 404) and doc["error"]["code"] in ("bad-param", "block-not-found"), (path, st, doc)
-            st, doc, _ = await api(u, "POST", "/api/v1/tx", data=b"[" * 200_000,
-                                   headers={"Content-Type": "application/json"})
+            st, doc, _ = await api(
+                u, "POST", "/api/v1/tx", data=b"[" * 200_000, headers={"Content-Type": "application/json"}
+            )
             assert (st, doc["error"]["code"]) == (400, "bad-json")
             st, doc, _ = await api(u, "POST", "/api/v1/mining/work", {"address": 5})
             assert (st, doc["error"]["code"]) == (400, "bad-address")
@@ -458,6 +507,7 @@ def test_api_answers_bad_requests_with_4xx_not_500(tmp_path):
             assert st == 405 and "GET" in h["Allow"]
         finally:
             await n.stop()
+
     run(main())
 
 
@@ -469,18 +519,31 @@ def test_browser_requests_are_refused_and_writes_need_json_and_the_token(tmp_pat
         auth = {"Authorization": "Bearer s3cret"}
         try:
             # a web page's simple POST (text/plain, no preflight) is refused before the handler
-            st, doc, _ = await api(u, "POST", "/api/v1/tx", data=b'{"tx": "00"}',
-                                   headers={"Content-Type": "text/plain", **auth})
+            st, doc, _ = await api(
+                u, "POST", "/api/v1/tx", data=b'{"tx": "00"}', headers={"Content-Type": "text/plain", **auth}
+            )
             assert (st, doc["error"]["code"]) == (415, "unsupported-media-type")
-            st, doc, _ = await api(u, "POST", "/api/v1/blobs", data=b"x", headers={"Content-Type": "text/plain", **auth})
+            st, doc, _ = await api(
+                u, "POST", "/api/v1/blobs", data=b"x", headers={"Content-Type": "text/plain", **auth}
+            )
             assert (st, doc["error"]["code"]) == (415, "unsupported-media-type")
-            st, doc, _ = await api(u, "POST", "/api/v1/tx", {"tx": "00"}, headers={"Origin": "https://evil.example", **auth})
+            st, doc, _ = await api(
+                u, "POST", "/api/v1/tx", {"tx": "00"}, headers={"Origin": "https://evil.example", **auth}
+            )
             assert (st, doc["error"]["code"]) == (403, "origin-not-allowed")
-            st, doc, h = await api(u, "OPTIONS", "/api/v1/tx", headers={"Origin": "https://evil.example",
-                                                                       "Access-Control-Request-Method": "POST"})
+            st, doc, h = await api(
+                u,
+                "OPTIONS",
+                "/api/v1/tx",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            )
             assert st == 403 and "Access-Control-Allow-Origin" not in h
-            st, doc, h = await api(u, "OPTIONS", "/api/v1/tx", headers={"Origin": "https://wallet.example",
-                                                                       "Access-Control-Request-Method": "POST"})
+            st, doc, h = await api(
+                u,
+                "OPTIONS",
+                "/api/v1/tx",
+                headers={"Origin": "https://wallet.example", "Access-Control-Request-Method": "POST"},
+            )
             assert st == 204 and h["Access-Control-Allow-Origin"] == "https://wallet.example"
             st, doc, h = await api(u, "GET", "/api/v1/status", headers={"Origin": "https://wallet.example"})
             assert st == 200 and h["Access-Control-Allow-Origin"] == "https://wallet.example"
@@ -498,6 +561,7 @@ def test_browser_requests_are_refused_and_writes_need_json_and_the_token(tmp_pat
             assert st == 200
         finally:
             await n.stop()
+
     run(main())
 
 
@@ -516,24 +580,30 @@ def test_separate_api_and_p2p_listeners(tmp_path):
                 assert st in (404, 405), (path, st)
             st, doc, _ = await api(a.url, "GET", "/p2p")
             assert st == 404
-            await wait_for(lambda: b.chain.height >= 2 and b.chain.tip.hash == a.chain.tip.hash, 30,
-                           what="b syncs over the p2p listener")
+            await wait_for(
+                lambda: b.chain.height >= 2 and b.chain.tip.hash == a.chain.tip.hash,
+                30,
+                what="b syncs over the p2p listener",
+            )
             assert is_loopback(a.api_host)
         finally:
             await b.stop()
             await a.stop()
+
     run(main())
 
 
 # --- operator faults: wallet files -------------------------------------------------------------------------
 def _cli(args, env_extra, cwd):
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""), **env_extra)
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "node.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_wallet_wrong_or_empty_passphrase_answers_clearly(tmp_path):
     from chain.keys import save_key
+
     w = tmp_path / "w.json"
     save_key(w, PrivateKey.generate(), "right", scrypt_n=1 << 10)
     r = _cli(["wallet", "balance", "--wallet", str(w)], {"POUW_WALLET_PASSPHRASE": "wrong"}, tmp_path)
@@ -545,6 +615,7 @@ def test_wallet_wrong_or_empty_passphrase_answers_clearly(tmp_path):
 def test_key_file_scrypt_parameters_are_bounded(tmp_path):
     from chain.errors import KeyFileError
     from chain.keys import load_key, save_key
+
     p = tmp_path / "k.json"
     save_key(p, PrivateKey.generate(), "pw", scrypt_n=1 << 10)
     doc = json.loads(p.read_text())
@@ -583,12 +654,28 @@ def _pids_with(arg: str) -> list[int]:
 def test_devnet_ready_means_funded_nodes_die_with_it_and_a_busy_datadir_is_refused(tmp_path):
     from chain.keys import load_key
     from node.client.worker import NodeClient
+
     port = free_port()
     d = tmp_path / "dn"
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    args = [sys.executable, "-m", "node.cli", "devnet", "--nodes", "1", "--base-port", str(port), "--datadir",
-            str(d), "--network", "regtest", "--block-interval", "0.3", "--status-every", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    args = [
+        sys.executable,
+        "-m",
+        "node.cli",
+        "devnet",
+        "--nodes",
+        "1",
+        "--base-port",
+        str(port),
+        "--datadir",
+        str(d),
+        "--network",
+        "regtest",
+        "--block-interval",
+        "0.3",
+        "--status-every",
+        "0",
+    ]
     p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     node_pids: list[int] = []
     try:
@@ -645,8 +732,15 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
     from node.client.sdk import Client
 
     async def main():
-        n = await start_node(tmp_path / "n", mine=True, interval=0.2, take_jobs=False,
-                             blob_account_quota=40_000, blob_store_max=10_000_000, blob_grace_s=1.0)
+        n = await start_node(
+            tmp_path / "n",
+            mine=True,
+            interval=0.2,
+            take_jobs=False,
+            blob_account_quota=40_000,
+            blob_store_max=10_000_000,
+            blob_grace_s=1.0,
+        )
         payer, poor = PrivateKey.generate(), PrivateKey.generate()
         f = faucet_key()
         n.add_tx(make_transfer(f, n.cfg.chain_id, n.mempool.pending_nonce(f.address), payer.address, 10**12, 1000))
@@ -661,18 +755,30 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
             return {"X-Pouw-Job-Tx": tx.encoded.hex()}
 
         async def put(data: bytes, h: bytes, headers=None):
-            return await api(n.url, "POST", f"/api/v1/blobs?hash={h.hex()}", data=data,
-                             headers={"Content-Type": "application/octet-stream", **(headers or {})})
+            return await api(
+                n.url,
+                "POST",
+                f"/api/v1/blobs?hash={h.hex()}",
+                data=data,
+                headers={"Content-Type": "application/octet-stream", **(headers or {})},
+            )
+
         try:
             a1 = blob(128, 128)
             h1 = blob_hash(a1, "a")
             # nobody names it: refused before the body is read (a 50 MB Content-Length, no body sent)
-            s = raw_conn(n.port, "127.0.0.1", (f"POST /api/v1/blobs?hash={h1.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                               "Content-Type: application/octet-stream\r\n"
-                                               "Content-Length: 50000000\r\n\r\n").encode())
+            s = raw_conn(
+                n.port,
+                "127.0.0.1",
+                (
+                    f"POST /api/v1/blobs?hash={h1.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    "Content-Length: 50000000\r\n\r\n"
+                ).encode(),
+            )
             s.setblocking(True)
             s.settimeout(5)
-            head = await asyncio.to_thread(s.recv, 4096)   # the node runs on this loop: wait in a thread
+            head = await asyncio.to_thread(s.recv, 4096)  # the node runs on this loop: wait in a thread
             s.close()
             assert head.startswith(b"HTTP/1.1 403") and b"blob-not-referenced" in head, head[:300]
             st, doc, _ = await put(a1, h1)
@@ -702,13 +808,22 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
             assert (st, doc["error"]["code"]) == (429, "blob-quota-exceeded") and int(hdr["Retry-After"]) > 0
             assert not n.blobs.has(h3)
             # a job in the mempool names a blob: anyone may upload it (no voucher needed)
-            ops = (rng.integers(-64, 65, size=(20, 70), dtype=np.int8), rng.integers(-64, 65, size=(70, 12), dtype=np.int8))
+            ops = (
+                rng.integers(-64, 65, size=(20, 70), dtype=np.int8),
+                rng.integers(-64, 65, size=(70, 12), dtype=np.int8),
+            )
             n.blobgate.account_quota = 10**9
             cl = Client(n.url)
-            sub = await asyncio.to_thread(cl.submit_job, payer, *ops, None, False)   # the SDK vouches with the submit
+            sub = await asyncio.to_thread(cl.submit_job, payer, *ops, None, False)  # the SDK vouches with the submit
             assert n.blobs.has(sub.job.h_a) and n.blobs.has(sub.job.h_b)
-            await wait_for(lambda: n.mempool.get(bytes.fromhex(sub.job_id)) is not None
-                           or n.chain.get_job(bytes.fromhex(sub.job_id)) is not None, 10, what="submit known")
+            await wait_for(
+                lambda: (
+                    n.mempool.get(bytes.fromhex(sub.job_id)) is not None
+                    or n.chain.get_job(bytes.fromhex(sub.job_id)) is not None
+                ),
+                10,
+                what="submit known",
+            )
             n.blobs.path(sub.job.h_a).unlink()
             _, _, _, job = cl.prepare(*ops)
             st, doc, _ = await put(encode_array(cl.prepare(*ops)[0]), job.h_a)
@@ -716,10 +831,17 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
             # two uploads at once per client address; a third waits its turn (429)
             hold = []
             for _ in range(2):
-                c = raw_conn(n.port, "127.0.0.1", (f"POST /api/v1/blobs?hash={h3.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                                   "Content-Type: application/octet-stream\r\nX-Pouw-Job-Tx: "
-                                                   f"{voucher(payer, h3, max_fee=1)['X-Pouw-Job-Tx']}\r\n"
-                                                   f"Content-Length: {len(a3)}\r\n\r\n").encode() + a3[:100])
+                c = raw_conn(
+                    n.port,
+                    "127.0.0.1",
+                    (
+                        f"POST /api/v1/blobs?hash={h3.hex()} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        "Content-Type: application/octet-stream\r\nX-Pouw-Job-Tx: "
+                        f"{voucher(payer, h3, max_fee=1)['X-Pouw-Job-Tx']}\r\n"
+                        f"Content-Length: {len(a3)}\r\n\r\n"
+                    ).encode()
+                    + a3[:100],
+                )
                 hold.append(c)
             await wait_for(lambda: n.blobgate.uploading.get("127.0.0.1", 0) == 2, 5, what="two uploads in flight")
             st, doc, hdr = await put(a3, h3, voucher(payer, h3))
@@ -746,12 +868,14 @@ def test_blob_uploads_need_a_paying_job_respect_quotas_and_expire(tmp_path, monk
                 assert n.blobs.has(job.h_a)
         finally:
             await n.stop()
+
     run(main())
 
 
 # --- every documented route: no 5xx on arbitrary input (a light, dependency-free schemathesis) ----------
 def _documented_routes() -> list[tuple[str, str]]:
     import re
+
     out, path = [], None
     for line in open(os.path.join(os.path.dirname(__file__), "..", "docs", "openapi.yaml")):
         m = re.match(r"^  (/\S+):\s*$", line)
@@ -792,16 +916,23 @@ def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
     th.start()
     assert started.wait(60)
     node = box["node"]
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                               lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
-                               max_leaves=12)
-    fields = st.sampled_from(["tx", "address", "worker", "work_rate", "header", "template_id", "m", "k", "n",
-                              "device", "hash", "role"])
-    bodies = st.one_of(json_values, st.dictionaries(fields, json_values, max_size=5),
-                       st.binary(max_size=64).map(lambda b: b.hex()))
+    json_values = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+        max_leaves=12,
+    )
+    fields = st.sampled_from(
+        ["tx", "address", "worker", "work_rate", "header", "template_id", "m", "k", "n", "device", "hash", "role"]
+    )
+    bodies = st.one_of(
+        json_values, st.dictionaries(fields, json_values, max_size=5), st.binary(max_size=64).map(lambda b: b.hex())
+    )
     params = st.text(max_size=24) | st.sampled_from(["1_0", "²", "-1", "0x" + "ab" * 32, "ab" * 32, "tip", "9" * 40])
-    queries = st.dictionaries(st.sampled_from(["limit", "from", "status", "format", "local", "hash", "role", "m",
-                                               "k", "n", "fee"]), params, max_size=3)
+    queries = st.dictionaries(
+        st.sampled_from(["limit", "from", "status", "format", "local", "hash", "role", "m", "k", "n", "fee"]),
+        params,
+        max_size=3,
+    )
     seen = {}
 
     @settings(max_examples=400, deadline=None, derandomize=True)
@@ -814,8 +945,9 @@ def test_documented_routes_never_answer_5xx_to_arbitrary_input(tmp_path):
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = json.dumps(body).encode() if method in ("POST", "PUT") else None
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"} if data else {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 status, raw, hdrs = r.status, r.read(), r.headers
@@ -886,6 +1018,7 @@ def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
 
             def failing(block):
                 raise StorageError(f"write to {n.datadir}/chaindata failed: IO error: No space left on device")
+
             n.chain.submit_block = failing
             await wait_for(lambda: not n.storage.ok, 20, what="write-failure fault")
             doc = await status()
@@ -896,6 +1029,7 @@ def test_full_disk_stops_mining_visibly_and_recovers(tmp_path, caplog):
             n.chain.check_conservation()
         finally:
             await n.stop()
+
     with caplog.at_level(logging.INFO):
         run(main())
     errors = [r for r in caplog.records if r.name == "pouw.storage" and r.levelno >= logging.ERROR]
@@ -913,10 +1047,12 @@ def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
         n = await start_node(tmp_path / "a", mine=True)
         await wait_for(lambda: n.chain.height >= 300, 120, what="300 blocks")
         await n.stop()
+
     run(build())
-    ChainState.open(tmp_path / "a", None).close()   # LevelDB moves its log into a table file
+    ChainState.open(tmp_path / "a", None).close()  # LevelDB moves its log into a table file
     base = tmp_path / "base"
     import shutil
+
     shutil.copytree(tmp_path / "a", base)
 
     def damaged(where: float, how: str):
@@ -952,7 +1088,9 @@ def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
                 return "reported"
             finally:
                 await n.stop()
+
         assert run(main()) in ("refused", "reported")
+
     # an intact copy starts and its scan passes
     async def intact():
         n = await start_node(base)
@@ -961,6 +1099,7 @@ def test_damaged_database_is_refused_or_reported_at_start(tmp_path):
             assert n.storage.ok and n.storage.scanned > 300
         finally:
             await n.stop()
+
     run(intact())
 
 
@@ -970,19 +1109,22 @@ def test_a_named_workers_template_survives_other_clients_requests(tmp_path):
         n = await start_node(tmp_path / "n")
         try:
             me = PrivateKey.generate().address.hex()
-            st, doc, _ = await api(n.url, "POST", "/api/v1/mining/work", {"worker": "rig-1", "address": me,
-                                                                           "work_rate": 1e9})
+            st, doc, _ = await api(
+                n.url, "POST", "/api/v1/mining/work", {"worker": "rig-1", "address": me, "work_rate": 1e9}
+            )
             assert st == 200
             tid = doc["template_id"]
             for i in range(150):  # other clients, each with its own address: 150 fresh templates
-                st, _, _ = await api(n.url, "POST", "/api/v1/mining/work",
-                                     {"address": PrivateKey.generate().address.hex()})
+                st, _, _ = await api(
+                    n.url, "POST", "/api/v1/mining/work", {"address": PrivateKey.generate().address.hex()}
+                )
                 assert st == 200
             assert n.templates.get(tid) is not None
             st, doc, _ = await api(n.url, "POST", "/api/v1/mining/submit", {"template_id": tid, "header": "00"})
-            assert doc["result"] == "rejected", doc   # judged on its merits, not "stale"
+            assert doc["result"] == "rejected", doc  # judged on its merits, not "stale"
             st, doc, _ = await api(n.url, "GET", "/api/v1/status")
             assert [w["id"] for w in doc["mining"]["workers"]] == ["rig-1"]
         finally:
             await n.stop()
+
     run(main())

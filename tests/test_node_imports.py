@@ -12,6 +12,7 @@ module by another (module level, inside functions, under TYPE_CHECKING) is an ed
 - The roots assemble the parts: node.server.node builds the node from them, node.server.api the HTTP app from the
   route modules.
 - Every server module is classified here, so a new one is placed deliberately."""
+
 from __future__ import annotations
 
 import ast
@@ -21,22 +22,34 @@ NODE = Path(__file__).resolve().parent.parent / "node"
 S = "node.server."
 
 # which part owns what (README "Layout"): each takes the node as the interface named in its constructor/routes
-PARTS = {S + m for m in (
-    "p2p",            # peers: connections, handshake, gossip, bans (PeerHost)
-    "sync",           # headers-first sync from peers (PeerNet)
-    "miner",          # the mining loop and block templates (MinerHost, TemplatesHost)
-    "paidjobs",       # the miner's paid-job path: claim, compute, post C, answer challenges (PaidJobsHost)
-    "metrics",        # Prometheus metrics (MetricsHost)
-    "storagehealth",  # the storage watchdog (StorageHost)
-    "blobgate",       # blob upload admission (NodeView)
-    # the HTTP API's route modules (StatusHost, NodeView, TxHost, MiningHost, JobsHost, BlobsHost)
-    "status_api", "chain_api", "tx_api", "mining_api", "jobs_api", "blobs_api", "economy_api", "explorer_api",
-)}
+PARTS = {
+    S + m
+    for m in (
+        "p2p",  # peers: connections, handshake, gossip, bans (PeerHost)
+        "sync",  # headers-first sync from peers (PeerNet)
+        "miner",  # the mining loop and block templates (MinerHost, TemplatesHost)
+        "paidjobs",  # the miner's paid-job path: claim, compute, post C, answer challenges (PaidJobsHost)
+        "metrics",  # Prometheus metrics (MetricsHost)
+        "storagehealth",  # the storage watchdog (StorageHost)
+        "blobgate",  # blob upload admission (NodeView)
+        # the HTTP API's route modules (StatusHost, NodeView, TxHost, MiningHost, JobsHost, BlobsHost)
+        "status_api",
+        "chain_api",
+        "tx_api",
+        "mining_api",
+        "jobs_api",
+        "blobs_api",
+        "economy_api",
+        "explorer_api",
+    )
+}
 # top-level modules both sides use: they import nothing of node/ but each other
 COMMON = {"node.logfmt", "node.blobs", "node.engine"}
 # what any server part may import: the interfaces and modules that import nothing of node/ but each other
-SHARED = COMMON | {S + m for m in ("interfaces", "messages", "peers", "netguard", "mempool", "apiargs", "apierror",
-                                   "jobinfo", "econstats")}
+SHARED = COMMON | {
+    S + m
+    for m in ("interfaces", "messages", "peers", "netguard", "mempool", "apiargs", "apierror", "jobinfo", "econstats")
+}
 ROUTES = {m for m in PARTS if m.endswith("_api")}
 ROOTS = {S + "node": PARTS | SHARED | {S + "api"}, S + "api": ROUTES | SHARED}
 
@@ -57,7 +70,7 @@ def imports(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(n, ast.ImportFrom):
             base = n.module or ""
             if n.level:
-                up = pkg.split(".")[:len(pkg.split(".")) - (n.level - 1)]
+                up = pkg.split(".")[: len(pkg.split(".")) - (n.level - 1)]
                 base = ".".join(up + ([n.module] if n.module else []))
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in n.names]
         else:
@@ -86,7 +99,7 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
         stack.append(m)
         for d in sorted(g.get(m, ())):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state and (c := visit(d)) is not None:
                 return c
         stack.pop()
@@ -111,10 +124,10 @@ def reachable(g: dict[str, set[str]], start: str) -> set[str]:
 
 def test_graph_sees_every_kind_of_import():
     g = graph()
-    assert S + "messages" in g[S + "p2p"]                  # module level
-    assert S + "paidjobs" in g[S + "node"]                 # inside a function
-    assert S + "interfaces" in g[S + "sync"]               # under TYPE_CHECKING
-    assert S + "jobinfo" in g[S + "jobs_api"]              # `from node.server import jobinfo`
+    assert S + "messages" in g[S + "p2p"]  # module level
+    assert S + "paidjobs" in g[S + "node"]  # inside a function
+    assert S + "interfaces" in g[S + "sync"]  # under TYPE_CHECKING
+    assert S + "jobinfo" in g[S + "jobs_api"]  # `from node.server import jobinfo`
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
     assert reachable({"a": {"b"}, "b": {"c"}, "c": set()}, "a") == {"a", "b", "c"}
@@ -132,7 +145,7 @@ def role(m: str) -> str:
     for r in ("server", "client", "cli"):
         if m == f"node.{r}" or m.startswith(f"node.{r}."):
             return r
-    return "other"   # node (the package)
+    return "other"  # node (the package)
 
 
 def test_every_module_is_classified():
@@ -142,14 +155,16 @@ def test_every_module_is_classified():
     assert not server - classified, f"new server modules: add them to PARTS or SHARED: {sorted(server - classified)}"
     assert not classified - set(g), f"gone: {sorted(classified - set(g))}"
     assert not PARTS & SHARED
-    assert {m for m in g if role(m) == "other"} == {"node"}   # everything else has a role
+    assert {m for m in g if role(m) == "other"} == {"node"}  # everything else has a role
     assert {m for m in g if role(m) == "client"} >= {"node.client.sdk", "node.client.wallet", "node.client.worker"}
 
 
 def test_parts_import_only_interfaces_and_shared_modules():
     g = graph()
     for m in sorted(PARTS):
-        assert g[m] <= SHARED, f"{m} imports {sorted(g[m] - SHARED)}: a part meets the others through node.server.interfaces"
+        assert g[m] <= SHARED, (
+            f"{m} imports {sorted(g[m] - SHARED)}: a part meets the others through node.server.interfaces"
+        )
     for m in sorted(SHARED):
         assert g[m] <= SHARED, f"shared module {m} imports {sorted(g[m] - SHARED)}"
     for m, allowed in ROOTS.items():
@@ -178,4 +193,4 @@ def test_import_rules_fail_on_a_violation():
     assert not bad[S + "miner"] <= SHARED
     assert not (g[S + "api"] | {S + "miner"}) <= ROOTS[S + "api"]
     leaky = dict(g, **{"node.blobs": g["node.blobs"] | {S + "messages"}})
-    assert S + "messages" in reachable(leaky, "node.client.sdk")   # sdk -> blobs -> server: would fail above
+    assert S + "messages" in reachable(leaky, "node.client.sdk")  # sdk -> blobs -> server: would fail above

@@ -1,4 +1,5 @@
 """Multi-node tests: real nodes (in-process asyncio, real loopback sockets), regtest chain."""
+
 from __future__ import annotations
 
 import asyncio
@@ -52,6 +53,7 @@ def test_three_nodes_converge(tmp_path):
             assert sum(n.miner.blocks_found for n in nodes) >= a.chain.height
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -74,6 +76,7 @@ def test_late_node_syncs_from_genesis(tmp_path):
                 await stop_all([b, c])
         finally:
             await a.stop()
+
     run(main())
 
 
@@ -96,8 +99,14 @@ def test_partition_heal_reorgs_to_heavier_chain_and_keeps_txs(tmp_path):
             await wait_for(lambda: len(a.p2p.ready_peers) == 1 and len(c.p2p.ready_peers) == 0, 20, what="partition")
             fork_height = a.chain.height
             # a transfer that only the light side mines
-            tx = make_transfer(faucet_key(), c.cfg.chain_id, c.chain.get_account(faucet_key().address).nonce,
-                               PrivateKey.from_phrase(b"partition").address, 12345, fee=77)
+            tx = make_transfer(
+                faucet_key(),
+                c.cfg.chain_id,
+                c.chain.get_account(faucet_key().address).nonce,
+                PrivateKey.from_phrase(b"partition").address,
+                12345,
+                fee=77,
+            )
             c.add_tx(tx)
             c.miner.enabled = True
             await wait_for(lambda: c.chain.height >= fork_height + 2, 30, what="c mines")
@@ -123,6 +132,7 @@ def test_partition_heal_reorgs_to_heavier_chain_and_keeps_txs(tmp_path):
                 n.chain.check_conservation()
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -146,9 +156,21 @@ class RawPeer:
     async def handshake(self) -> bool:
         nonce = os.urandom(32)
         g = self.node.chain.genesis.hash
-        await self.ws.send_bytes(self.codec.encode(
-            "hello", v=PROTOCOL_VERSION, chain_id=self.node.cfg.chain_id, genesis=g, node_id=self.key.pubkey,
-            nonce=nonce, port=0, height=0, work=(0).to_bytes(32, "big"), tip=g, agent=AGENT))
+        await self.ws.send_bytes(
+            self.codec.encode(
+                "hello",
+                v=PROTOCOL_VERSION,
+                chain_id=self.node.cfg.chain_id,
+                genesis=g,
+                node_id=self.key.pubkey,
+                nonce=nonce,
+                port=0,
+                height=0,
+                work=(0).to_bytes(32, "big"),
+                tip=g,
+                agent=AGENT,
+            )
+        )
         got_auth = False
         while not got_auth:
             msg = await self.ws.receive(timeout=5)
@@ -156,8 +178,9 @@ class RawPeer:
                 return False
             t, m = self.codec.decode(msg.data)
             if t == "hello":
-                await self.ws.send_bytes(self.codec.encode(
-                    "auth", sig=self.key.sign(auth_payload(m["nonce"], self.key.pubkey, g))))
+                await self.ws.send_bytes(
+                    self.codec.encode("auth", sig=self.key.sign(auth_payload(m["nonce"], self.key.pubkey, g)))
+                )
             elif t == "auth":
                 got_auth = True
         return True
@@ -169,8 +192,12 @@ class RawPeer:
                 msg = await self.ws.receive(timeout=max(0.05, end - time.monotonic()))
             except asyncio.TimeoutError:
                 return False
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
-                            aiohttp.WSMsgType.ERROR):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 return True
         return False
 
@@ -244,9 +271,11 @@ def test_junk_peers_are_banned_while_others_are_served(tmp_path):
         finally:
             await stop_all([b, a])
         from node.server.peers import PeerBook  # bans survive a restart
+
         book = PeerBook(tmp_path / "a" / "peers.json")
         assert book.banned(node_id=k1.pubkey) and book.banned(node_id=k4.pubkey)
         assert not book.banned(node_id=b.node_key.pubkey)
+
     run(main())
 
 
@@ -258,8 +287,14 @@ def test_graceful_shutdown_and_restart_resume(tmp_path):
         await wait_for(lambda: b.chain.height >= 8 and b.chain.tip.hash == a.chain.tip.hash, 30)
         await pause_mining([a])
         await wait_for(lambda: b.chain.tip.hash == a.chain.tip.hash, 10)
-        tx = make_transfer(faucet_key(), a.cfg.chain_id, a.chain.get_account(faucet_key().address).nonce,
-                           PrivateKey.from_phrase(b"restart").address, 5000, fee=9)
+        tx = make_transfer(
+            faucet_key(),
+            a.cfg.chain_id,
+            a.chain.get_account(faucet_key().address).nonce,
+            PrivateKey.from_phrase(b"restart").address,
+            5000,
+            fee=9,
+        )
         a.add_tx(tx)
         await wait_for(lambda: tx.txid in b.mempool, 10, what="tx relayed")
         tip, height, port_a, port_b = a.chain.tip.hash, a.chain.height, a.port, b.port
@@ -276,6 +311,7 @@ def test_graceful_shutdown_and_restart_resume(tmp_path):
             a.miner = None
         finally:
             await stop_all([b, a])
+
     run(main())
 
 
@@ -313,6 +349,7 @@ def test_transfer_sent_to_one_node_is_visible_on_all(tmp_path):
                 assert d["balance"] == 777_000
         finally:
             await stop_all(nodes)
+
     run(main())
 
 
@@ -337,8 +374,9 @@ def test_low_work_chain_ignored_and_time_too_new_not_punished(tmp_path):
             assert all(h not in a.chain.index or not a.chain.index[h].status & S.HAVE_DATA for h in b_blocks)
             # a block from the future: deferred, the peer is not punished
             builder = ChainBuilder(a.cfg)
-            fut = builder.mine(builder.genesis.hash, PrivateKey.from_phrase(b"f").address,
-                               timestamp=int(time.time()) + 3600)
+            fut = builder.mine(
+                builder.genesis.hash, PrivateKey.from_phrase(b"f").address, timestamp=int(time.time()) + 3600
+            )
             k = PrivateKey.generate()
             async with RawPeer(a, k) as p:
                 assert await p.handshake()
@@ -347,12 +385,14 @@ def test_low_work_chain_ignored_and_time_too_new_not_punished(tmp_path):
             assert not a.book.banned(node_id=k.pubkey) and fut.hash in a.retry_blocks
         finally:
             await stop_all([b, a])
+
     run(main())
 
 
 @pytest.mark.timeout(90)
 def test_sync_rerequests_from_another_peer_when_one_stalls(tmp_path, monkeypatch):
     import node.server.sync as sync_mod
+
     monkeypatch.setattr(sync_mod, "BLOCK_TIMEOUT", 1.0)
 
     async def main():
@@ -367,19 +407,34 @@ def test_sync_rerequests_from_another_peer_when_one_stalls(tmp_path, monkeypatch
             async with aiohttp.ClientSession() as s:
                 ws = await s.ws_connect(f"ws://{c.listen_addr}/p2p", max_msg_size=0)
                 g = c.chain.genesis.hash
-                await ws.send_bytes(c.codec.encode(
-                    "hello", v=PROTOCOL_VERSION, chain_id=c.cfg.chain_id, genesis=g, node_id=k.pubkey,
-                    nonce=os.urandom(32), port=0, height=a.chain.height,
-                    work=a.chain.tip.chainwork.to_bytes(32, "big"), tip=a.chain.tip.hash, agent="staller"))
+                await ws.send_bytes(
+                    c.codec.encode(
+                        "hello",
+                        v=PROTOCOL_VERSION,
+                        chain_id=c.cfg.chain_id,
+                        genesis=g,
+                        node_id=k.pubkey,
+                        nonce=os.urandom(32),
+                        port=0,
+                        height=a.chain.height,
+                        work=a.chain.tip.chainwork.to_bytes(32, "big"),
+                        tip=a.chain.tip.hash,
+                        agent="staller",
+                    )
+                )
 
                 async def staller():
                     async for msg in ws:
                         t, m = c.codec.decode(msg.data)
                         if t == "hello":
-                            await ws.send_bytes(c.codec.encode("auth", sig=k.sign(auth_payload(m["nonce"], k.pubkey, g))))
+                            await ws.send_bytes(
+                                c.codec.encode("auth", sig=k.sign(auth_payload(m["nonce"], k.pubkey, g)))
+                            )
                         elif t == "getheaders":  # serve headers (from a), never blocks
-                            hs = [a.chain.get_header(a.chain.block_hash_at(i)).encoded
-                                  for i in range(1, a.chain.height + 1)]
+                            hs = [
+                                a.chain.get_header(a.chain.block_hash_at(i)).encoded
+                                for i in range(1, a.chain.height + 1)
+                            ]
                             await ws.send_bytes(c.codec.encode("headers", headers=hs[:100]))
                         elif t == "getblocks":
                             stalled.append(len(m["hashes"]))
@@ -393,4 +448,5 @@ def test_sync_rerequests_from_another_peer_when_one_stalls(tmp_path, monkeypatch
             assert not c.book.banned(node_id=k.pubkey)  # stalling is not misbehaviour
         finally:
             await stop_all([c, a])
+
     run(main())

@@ -1,4 +1,5 @@
 """Node components without a network: mempool, message codec, work rate, device faults, API, workers."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,6 +41,7 @@ def chain(tmp_path):
 
 
 # --- mempool ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(30)
 def test_mempool_admission_priority_and_limits(chain):
@@ -105,20 +107,21 @@ def test_mempool_expiry_persistence_and_reorg_restore(chain, tmp_path):
 
 # --- messages -----------------------------------------------------------------------------------------
 
+
 def test_codec_limits_and_schema():
     c = Codec(CFG.max_block_bytes, CFG.max_header_bytes, CFG.max_tx_bytes)
     data = c.encode("ping", nonce=5)
     assert c.decode(data) == ("ping", {"nonce": 5})
     bad = [
-        b"\xff\x00",                                                     # not msgpack
-        msgpack.packb([1, 2]),                                           # not a map
-        msgpack.packb({"t": "nope"}),                                    # unknown type
-        msgpack.packb({"t": "ping"}),                                    # missing field
-        msgpack.packb({"t": "ping", "nonce": 1, "x": 2}),                # extra field
-        msgpack.packb({"t": "ping", "nonce": -1}),                       # out of range
+        b"\xff\x00",  # not msgpack
+        msgpack.packb([1, 2]),  # not a map
+        msgpack.packb({"t": "nope"}),  # unknown type
+        msgpack.packb({"t": "ping"}),  # missing field
+        msgpack.packb({"t": "ping", "nonce": 1, "x": 2}),  # extra field
+        msgpack.packb({"t": "ping", "nonce": -1}),  # out of range
         msgpack.packb({"t": "getblocks", "hashes": [b"\x00" * 32] * 33}),  # list over the limit
         msgpack.packb({"t": "tx", "tx": b"\x00" * (CFG.max_tx_bytes + 1)}, use_bin_type=True),
-        msgpack.packb({"t": "addr", "addrs": ["x" * 200]}),              # string over the limit
+        msgpack.packb({"t": "addr", "addrs": ["x" * 200]}),  # string over the limit
         msgpack.packb({"t": "ping", "nonce": 1, **{f"k{i}": i for i in range(20)}}),  # map over the limit
         b"\x00" * (c.max_msg + 1),
     ]
@@ -128,6 +131,7 @@ def test_codec_limits_and_schema():
 
 
 # --- work rate and device faults ----------------------------------------------------------------------
+
 
 def test_work_rate_window():
     now = [0.0]
@@ -185,10 +189,12 @@ def test_device_fault_in_node_keeps_serving(tmp_path):
             assert doc["mining"]["device_state"] == "dropped" and doc["mining"]["device_faults"] == 2
         finally:
             await n.stop()
+
     asyncio.run(main())
 
 
 # --- API ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(60)
 def test_api_endpoints_and_errors(tmp_path):
@@ -198,6 +204,7 @@ def test_api_endpoints_and_errors(tmp_path):
             await wait_for(lambda: n.chain.height >= 3, 20)
             n.miner.enabled = False
             async with aiohttp.ClientSession() as s:
+
                 async def get(path):
                     async with s.get(n.url + path) as r:
                         return r.status, (await r.json() if r.content_type == "application/json" else await r.text())
@@ -215,10 +222,14 @@ def test_api_endpoints_and_errors(tmp_path):
                 assert st == 200 and b1["height"] == 1
                 st, b1h = await get("/api/v1/blocks/" + b1["hash"])
                 assert b1h["hash"] == b1["hash"]
-                st, raw = await get("/api/v1/blocks/1?format=raw")       # as docs/api.md "Raw blocks" says
+                st, raw = await get("/api/v1/blocks/1?format=raw")  # as docs/api.md "Raw blocks" says
                 assert st == 200 and set(raw) == {"hash", "raw"} and raw["hash"] == b1["hash"]
                 blk = Block.decode(bytes.fromhex(raw["raw"]))
-                assert blk.hash.hex() == raw["hash"] and blk.encoded.hex() == raw["raw"] and blk.header.nonce == b1["nonce"]
+                assert (
+                    blk.hash.hex() == raw["hash"]
+                    and blk.encoded.hex() == raw["raw"]
+                    and blk.header.nonce == b1["nonce"]
+                )
                 assert (await get("/api/v1/blocks/0x" + b1["hash"] + "?format=raw"))[1] == raw
                 st, lst = await get("/api/v1/blocks?limit=2")
                 assert len(lst["blocks"]) == 2
@@ -246,6 +257,7 @@ def test_api_endpoints_and_errors(tmp_path):
                 assert tips["tips"][0]["status"] == "active"
         finally:
             await n.stop()
+
     asyncio.run(main())
 
 
@@ -262,6 +274,7 @@ def test_remote_worker_mines_through_the_api(tmp_path):
             assert n.workers and n.work_rate() > 0
         finally:
             await n.stop()
+
     asyncio.run(main())
 
 
@@ -271,6 +284,7 @@ def test_template_follows_tip_and_better_paying_work(tmp_path):
         n = await start_node(tmp_path / "n")
         try:
             async with aiohttp.ClientSession() as s:
+
                 async def work():
                     async with s.post(n.url + "/api/v1/mining/work", json={"worker": "w1", "work_rate": 123.0}) as r:
                         assert r.status == 200
@@ -286,23 +300,33 @@ def test_template_follows_tip_and_better_paying_work(tmp_path):
                 assert n.work_rate() == pytest.approx(123.0)  # the node reports its worker's figure
                 # a new tip gives new work
                 from chain.synthetic import ChainBuilder
+
                 b = ChainBuilder(CFG)
                 n.accept_block(b.mine(b.genesis.hash, K1.address, timestamp=int(time.time())), None)
                 w3 = await work()
                 assert w3["height"] == 2 and w3["template_id"] != w2["template_id"]
         finally:
             await n.stop()
+
     asyncio.run(main())
 
 
 def test_every_api_route_is_documented():
     import re
     from pathlib import Path
+
     root = Path(__file__).resolve().parents[1]
     # node/server/api.py and its route modules (the economy's and explorer's have their own tests)
     files = [p for p in sorted((root / "node").rglob("*api.py")) if p.name not in ("economy_api.py", "explorer_api.py")]
-    assert {p.name for p in files} >= {"api.py", "status_api.py", "chain_api.py", "tx_api.py", "mining_api.py",
-                                       "jobs_api.py", "blobs_api.py"}
+    assert {p.name for p in files} >= {
+        "api.py",
+        "status_api.py",
+        "chain_api.py",
+        "tx_api.py",
+        "mining_api.py",
+        "jobs_api.py",
+        "blobs_api.py",
+    }
     src = "\n".join(p.read_text() for p in files)
     spec = (root / "docs" / "openapi.yaml").read_text()
     doc = (root / "docs" / "api.md").read_text()
@@ -318,18 +342,35 @@ def test_every_api_route_is_documented():
 
 
 _CODEC = Codec(CFG.max_block_bytes, CFG.max_header_bytes, CFG.max_tx_bytes)
-_leaf = st.one_of(st.integers(-2**63, 2**64 - 1), st.binary(max_size=64), st.text(max_size=8), st.none(), st.booleans(),
-                  st.floats(allow_nan=False))
-_obj = st.recursive(_leaf, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5),
-                    max_leaves=20)
+_leaf = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.binary(max_size=64),
+    st.text(max_size=8),
+    st.none(),
+    st.booleans(),
+    st.floats(allow_nan=False),
+)
+_obj = st.recursive(
+    _leaf, lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10), c, max_size=5), max_leaves=20
+)
 _types = st.sampled_from(sorted(_CODEC.schemas) + ["x"])
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.binary(max_size=300),
-                 st.builds(lambda t, d: msgpack.packb({"t": t, **d}, use_bin_type=True), _types,
-                           st.dictionaries(st.sampled_from(["nonce", "tx", "block", "headers", "hashes", "locator",
-                                                            "stop", "addrs", "sig", "v"]), _obj, max_size=4))))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda t, d: msgpack.packb({"t": t, **d}, use_bin_type=True),
+            _types,
+            st.dictionaries(
+                st.sampled_from(["nonce", "tx", "block", "headers", "hashes", "locator", "stop", "addrs", "sig", "v"]),
+                _obj,
+                max_size=4,
+            ),
+        ),
+    )
+)
 def test_fuzz_codec_only_raises_message_error(data):
     try:
         _CODEC.decode(data)
@@ -360,6 +401,7 @@ def test_peer_message_table_covers_every_type_and_unhandled_types_ban(tmp_path):
                 p = Peer(FakeWS(), True, "127.0.0.1:1", n.codec, node_id=b"\1" * 32, ready=True)
                 n.p2p.peers.append(p)
                 return p
+
             p = ready_peer()  # a handled type: dispatched, no penalty
             await n.p2p._on_frame(p, n.codec.encode("getaddr"))
             assert p.score == 0 and not p.closed and p.out.qsize() == 1
@@ -373,6 +415,7 @@ def test_peer_message_table_covers_every_type_and_unhandled_types_ban(tmp_path):
             assert n.p2p.banned_count == 2
         finally:
             n.chain.close()
+
     asyncio.run(main())
 
 
@@ -397,16 +440,27 @@ def test_fuzz_message_handlers_never_crash(tmp_path):
                 "tx": lambda: {"tx": rng.randbytes(rng.randint(0, 200))},
                 "block": lambda: {"block": rng.randbytes(rng.randint(0, 2000))},
                 "headers": lambda: {"headers": [rng.randbytes(rng.randint(0, 300)) for _ in range(rng.randint(0, 5))]},
-                "getheaders": lambda: {"locator": [rng.randbytes(32) for _ in range(rng.randint(0, 64))],
-                                       "stop": rng.choice([b"", rng.randbytes(32)])},
+                "getheaders": lambda: {
+                    "locator": [rng.randbytes(32) for _ in range(rng.randint(0, 64))],
+                    "stop": rng.choice([b"", rng.randbytes(32)]),
+                },
                 "getblocks": lambda: {"hashes": [rng.randbytes(32) for _ in range(rng.randint(0, 32))]},
                 "notfound": lambda: {"hashes": [rng.randbytes(32) for _ in range(rng.randint(0, 32))]},
                 "addr": lambda: {"addrs": [rng.choice(["1.2.3.4:5", "x", ":", "h:99999", "a" * 100])]},
                 "ping": lambda: {"nonce": rng.getrandbits(64)},
                 "getaddr": lambda: {},
-                "hello": lambda: {"v": 1, "chain_id": 1, "genesis": b"\0" * 32, "node_id": b"\0" * 32,
-                                  "nonce": b"\0" * 32, "port": 1, "height": 1, "work": b"\0" * 32,
-                                  "tip": b"\0" * 32, "agent": "z"},
+                "hello": lambda: {
+                    "v": 1,
+                    "chain_id": 1,
+                    "genesis": b"\0" * 32,
+                    "node_id": b"\0" * 32,
+                    "nonce": b"\0" * 32,
+                    "port": 1,
+                    "height": 1,
+                    "work": b"\0" * 32,
+                    "tip": b"\0" * 32,
+                    "agent": "z",
+                },
             }
             for i in range(400):
                 p = Peer(FakeWS(), True, "127.0.0.1:1", n.codec, node_id=rng.randbytes(32), ready=True)
@@ -421,4 +475,5 @@ def test_fuzz_message_handlers_never_crash(tmp_path):
                     assert r.status == 200
         finally:
             await n.stop()
+
     asyncio.run(main())

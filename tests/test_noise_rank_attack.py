@@ -14,6 +14,7 @@ honest ones. Multiply-adds are counted exactly, nothing is timed.
     More generally, any factorisation A'_c = D · Y has inner width >= rank(A'_c), and A'_c (B'_c) has rank r
     exactly for zero and low-rank operands, so every tile costs >= h·w·k multiply-adds in this attack model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -90,7 +91,7 @@ def rank_mod_prime(x: np.ndarray) -> int:
         m[rank] = m[rank] * pow(int(m[rank, j]), PRIME - 2, PRIME) % PRIME
         others = np.nonzero(m[:, j])[0]
         others = others[others != rank]
-        m[others] = (m[others] - m[others, j:j + 1] * m[rank]) % PRIME
+        m[others] = (m[others] - m[others, j : j + 1] * m[rank]) % PRIME
         rank += 1
         if rank == m.shape[0]:
             break
@@ -107,14 +108,16 @@ def honest_tickets(jk: bytes, a2: np.ndarray, b2: np.ndarray, r: int) -> dict[tu
     out = {}
     for ti in range(a2.shape[0] // H):
         for tj in range(b2.shape[1] // W):
-            msg = tile_message(a2[ti * H:(ti + 1) * H].astype(np.int16),
-                               b2[:, tj * W:(tj + 1) * W].T.astype(np.int16), r)
+            msg = tile_message(
+                a2[ti * H : (ti + 1) * H].astype(np.int16), b2[:, tj * W : (tj + 1) * W].T.astype(np.int16), r
+            )
             out[(ti, tj)] = ticket_hash(jk, ti, tj, msg.astype("<u4").tobytes())
     return out
 
 
-def attack_tickets(jk: bytes, a2: np.ndarray, b2: np.ndarray, pmat: np.ndarray, r: int) \
-        -> tuple[dict[tuple[int, int], bytes], int]:
+def attack_tickets(
+    jk: bytes, a2: np.ndarray, b2: np.ndarray, pmat: np.ndarray, r: int
+) -> tuple[dict[tuple[int, int], bytes], int]:
     """Every tile's ticket for A = 0 through the rank factorisation of each chunk's map; (tickets, MACs)."""
     m, k = a2.shape
     n = b2.shape[1]
@@ -124,9 +127,9 @@ def attack_tickets(jk: bytes, a2: np.ndarray, b2: np.ndarray, pmat: np.ndarray, 
     for c in range(k // r):
         chunk = slice(c * r, (c + 1) * r)
         basis, y = factor_through_rank(pmat[:, chunk])
-        d = a2[:, chunk][:, basis]                        # free: entries of A'
-        assert np.array_equal(d @ y, a2[:, chunk])        # A'_c = D_c · Y_c (holds because A = 0)
-        z = y @ b2[chunk]                                 # Y_c has entries in {0, +-1}: additions only
+        d = a2[:, chunk][:, basis]  # free: entries of A'
+        assert np.array_equal(d @ y, a2[:, chunk])  # A'_c = D_c · Y_c (holds because A = 0)
+        z = y @ b2[chunk]  # Y_c has entries in {0, +-1}: additions only
         rho = len(basis)
         for (ti, tj), msg in msgs.items():
             rows, cols = slice(ti * H, (ti + 1) * H), slice(tj * W, (tj + 1) * W)
@@ -152,29 +155,29 @@ def _job(r: int, m: int = 64, n: int = 64):
 def test_v1_maps_let_a_zero_operand_mine_about_20_percent_cheaper(r):
     seeds, e_l, f_r, b, m, k, n = _job(r)
     p1, q1 = v1_map_matrix(seeds.seed_a, k, r), v1_map_matrix(seeds.seed_b, k, r).T
-    a2 = e_l @ p1                                         # A = 0
+    a2 = e_l @ p1  # A = 0
     b2 = b + q1 @ f_r
     honest = honest_tickets(seeds.job_key, a2, b2, r)
     tickets, macs = attack_tickets(seeds.job_key, a2, b2, p1, r)
-    assert tickets == honest                              # bit-identical tickets
+    assert tickets == honest  # bit-identical tickets
     ratio = macs / (len(honest) * H * W * k)
-    assert 0.7 < ratio < 0.9, ratio                       # here 0.81 (r = 32) and 0.83 (r = 64)
+    assert 0.7 < ratio < 0.9, ratio  # here 0.81 (r = 32) and 0.83 (r = 64)
 
 
 @pytest.mark.parametrize("r", [32, 64])
 def test_v2_maps_leave_the_attack_nothing(r):
     seeds, e_l, f_r, b, m, k, n = _job(r)
     pmat, qmat = v2_map_matrix(seeds.seed_a, k, r), v2_map_matrix(seeds.seed_b, k, r).T
-    for c in range(k // r):                               # every chunk's map is a permutation matrix: rank r
-        block = pmat[:, c * r:(c + 1) * r]
+    for c in range(k // r):  # every chunk's map is a permutation matrix: rank r
+        block = pmat[:, c * r : (c + 1) * r]
         assert np.array_equal(block.sum(0), np.ones(r)) and np.array_equal(block.sum(1), np.ones(r))
-        assert rank_mod_prime(block) == r and rank_mod_prime(qmat[c * r:(c + 1) * r]) == r
-    a2 = e_l @ pmat                                       # A = 0
+        assert rank_mod_prime(block) == r and rank_mod_prime(qmat[c * r : (c + 1) * r]) == r
+    a2 = e_l @ pmat  # A = 0
     b2 = b + qmat @ f_r
     honest = honest_tickets(seeds.job_key, a2, b2, r)
     tickets, macs = attack_tickets(seeds.job_key, a2, b2, pmat, r)
     assert tickets == honest
-    assert macs == len(honest) * H * W * k                # the attack pays the honest h·w·k per tile
+    assert macs == len(honest) * H * W * k  # the attack pays the honest h·w·k per tile
 
 
 @pytest.mark.parametrize("r", [32, 64])
@@ -191,12 +194,12 @@ def test_v2_noisy_operands_have_full_rank_for_zero_and_low_rank_operands(r):
     for a in (zero_a, rank1_a, rank2_a):
         a2 = a + e_l @ pmat
         assert np.abs(a2).max() <= 96
-        ranks = [rank_mod_prime(a2[:, c * r:(c + 1) * r]) for c in range(k // r)]
+        ranks = [rank_mod_prime(a2[:, c * r : (c + 1) * r]) for c in range(k // r)]
         assert ranks == [r] * (k // r)
         assert sum(H * W * x for x in ranks) / (H * W * k) >= 0.98
     for b in (zero_b, rank1_b):
         b2 = b + qmat @ f_r
-        ranks = [rank_mod_prime(b2[c * r:(c + 1) * r].T) for c in range(k // r)]
+        ranks = [rank_mod_prime(b2[c * r : (c + 1) * r].T) for c in range(k // r)]
         assert ranks == [r] * (k // r)
 
 
@@ -205,7 +208,7 @@ def test_v1_reference_really_is_rank_deficient():
     seeds, *_ = _job(32)
     p1 = v1_map_matrix(seeds.seed_a, 32 * 16, 32)
     for c in range(16):
-        block = p1[:, c * 32:(c + 1) * 32]
+        block = p1[:, c * 32 : (c + 1) * 32]
         parent = list(range(32))
 
         def find(x: int) -> int:

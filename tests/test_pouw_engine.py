@@ -1,4 +1,5 @@
 """The useful-work engine: exact C, fast path == slow reference, proofs verify, tampering is rejected."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,7 +70,11 @@ def test_fast_path_matches_slow_reference():
 
 
 def test_torch_kernel_matches_kernel_reference():
-    for (m, k, n, r, h, w, blk) in [(16, 64, 16, 32, 4, 8, 8), (32, 32 * 20, 16, 32, 8, 8, 16), (24, 128, 8, 64, 8, 4, 8)]:
+    for m, k, n, r, h, w, blk in [
+        (16, 64, 16, 32, 4, 8, 8),
+        (32, 32 * 20, 16, 32, 8, 8, 16),
+        (24, 128, 8, 64, 8, 4, 8),
+    ]:
         a, b = rand_ops(m, k, n, m + k, lo=-127, hi=127)
         c1, m1 = kref.noisy_matmul(a, b, r, h, w)
         c2, m2 = noisy_matmul_torch(a, b, r, h, w, block_rows=blk)
@@ -80,7 +85,7 @@ def test_proofs_verify_and_winners_respect_target():
     m, k, n = 64, 512, 64
     a, b = filler_operands(b"seed", (m, k, n))
     prep = prepare_job(a, b, P)
-    target = easy_target(P, k) // 8          # about one tile in eight wins
+    target = easy_target(P, k) // 8  # about one tile in eight wins
     res = mine_job(b"t1", prep.job, a, b, target, P, prepared=prep, recover_c=False, max_proofs=100)
     thr = target * P.tile_work(k)
     all_t = [res.tickets[i, j].tobytes() for i in range(m // 8) for j in range(n // 8)]
@@ -141,6 +146,7 @@ def test_replay_under_other_template(mined):
     _reject(prep, proof, target, "bad-pow-template", template=b"template-2")
     # even with the job key forged to the new template, the transcript gives another ticket
     from pouw.noise import job_key
+
     forged = dataclasses.replace(proof, job_key=job_key(b"template-2"))
     _reject(prep, forged, target, "bad-pow-ticket", template=b"template-2")
 
@@ -175,18 +181,24 @@ def test_truncated_or_padded_proof_is_bad_encoding(mined):
         assert ei.value.reason == "bad-pow-encoding"
 
 
-@pytest.mark.parametrize("make,msg", [
-    (lambda: (torch.full((16, 512), 65, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)), "outside"),
-    (lambda: (torch.zeros(16, 512, dtype=torch.int16), torch.zeros(512, 8, dtype=torch.int8)), "dtype"),
-    (lambda: (torch.zeros(16, 512, 1, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)), "2-D"),
-    (lambda: (torch.zeros(16, 512, dtype=torch.int8), torch.zeros(256, 8, dtype=torch.int8)), "inner dimensions"),
-    (lambda: (torch.zeros(512, 16, dtype=torch.int8).t(), torch.zeros(512, 8, dtype=torch.int8)), "contiguous"),
-    (lambda: ([[1, 2]], torch.zeros(2, 8, dtype=torch.int8)), "numeric int8 array"),
-    (lambda: (np.zeros((16, 512), dtype=np.float32), np.zeros((512, 8), dtype=np.int8)), "dtype"),
-    (lambda: (torch.zeros(16, 256, dtype=torch.int8), torch.zeros(256, 8, dtype=torch.int8)), "below the minimum"),
-    (lambda: (torch.zeros(12, 512, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)), "multiple of the tile"),
-    (lambda: (torch.zeros(16, 528, dtype=torch.int8), torch.zeros(528, 8, dtype=torch.int8)), "multiple of r"),
-])
+@pytest.mark.parametrize(
+    "make,msg",
+    [
+        (lambda: (torch.full((16, 512), 65, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)), "outside"),
+        (lambda: (torch.zeros(16, 512, dtype=torch.int16), torch.zeros(512, 8, dtype=torch.int8)), "dtype"),
+        (lambda: (torch.zeros(16, 512, 1, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)), "2-D"),
+        (lambda: (torch.zeros(16, 512, dtype=torch.int8), torch.zeros(256, 8, dtype=torch.int8)), "inner dimensions"),
+        (lambda: (torch.zeros(512, 16, dtype=torch.int8).t(), torch.zeros(512, 8, dtype=torch.int8)), "contiguous"),
+        (lambda: ([[1, 2]], torch.zeros(2, 8, dtype=torch.int8)), "numeric int8 array"),
+        (lambda: (np.zeros((16, 512), dtype=np.float32), np.zeros((512, 8), dtype=np.int8)), "dtype"),
+        (lambda: (torch.zeros(16, 256, dtype=torch.int8), torch.zeros(256, 8, dtype=torch.int8)), "below the minimum"),
+        (
+            lambda: (torch.zeros(12, 512, dtype=torch.int8), torch.zeros(512, 8, dtype=torch.int8)),
+            "multiple of the tile",
+        ),
+        (lambda: (torch.zeros(16, 528, dtype=torch.int8), torch.zeros(528, 8, dtype=torch.int8)), "multiple of r"),
+    ],
+)
 def test_bad_operands_get_clear_errors(make, msg):
     a, b = make()
     with pytest.raises(JobError, match=msg):
@@ -203,6 +215,7 @@ def test_mismatched_job_commitment_is_refused():
 
 def test_padding_any_shape_gives_exact_cropped_result():
     from pouw.padding import crop, pad_operands
+
     g = torch.Generator().manual_seed(9)
     a = torch.randint(-64, 65, (5, 37), dtype=torch.int8, generator=g)
     b = torch.randint(-64, 65, (37, 3), dtype=torch.int8, generator=g)
@@ -215,12 +228,13 @@ def test_padding_any_shape_gives_exact_cropped_result():
 
 def test_digits128_reconstruct_exactly():
     from pouw.recover import digits128
+
     g = torch.Generator().manual_seed(4)
     x = torch.randint(-(2**30), 2**30, (37, 19), dtype=torch.int32, generator=g)
     x[0, 0], x[0, 1], x[0, 2] = 0, -64, 63
     ds = digits128(x)
     assert all(d.dtype == torch.int8 and int(d.min()) >= -64 and int(d.max()) <= 63 for d in ds)
-    total = sum(d.to(torch.int64) * (128 ** i) for i, d in enumerate(ds))
+    total = sum(d.to(torch.int64) * (128**i) for i, d in enumerate(ds))
     assert torch.equal(total, x.to(torch.int64))
     assert len(digits128(torch.zeros(3, 3, dtype=torch.int32))) == 1
 
@@ -229,6 +243,7 @@ def test_digits128_reconstruct_exactly():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_mining_pass_is_bit_identical_to_cpu():
     from kernels.cuda import CudaBackend, cuda_available
+
     if not cuda_available():
         pytest.skip("triton is not installed")
     params = PowParams(rank=64, tile_h=16, tile_w=16)
@@ -248,17 +263,28 @@ def test_winning_tiles_matches_brute_force() -> None:
 
     g = torch.Generator().manual_seed(11)
     t = torch.randint(0, 256, (6, 7, 32), generator=g, dtype=torch.uint8)
-    t[0, 1, :10] = 0                     # very low tickets, two of them equal
+    t[0, 1, :10] = 0  # very low tickets, two of them equal
     t[3, 3] = t[0, 1]
     t[2, 5, :7] = 0
-    t[2, 5, 7:] = 255                    # same 7-byte prefix as a smaller threshold, but larger: a false candidate
+    t[2, 5, 7:] = 255  # same 7-byte prefix as a smaller threshold, but larger: a false candidate
     flat = [bytes(row.tolist()) for row in t.reshape(-1, 32)]
-    thresholds = [0, 1, int.from_bytes(flat[1], "big"), int.from_bytes(flat[1], "big") + 1,
-                  (1 << 200) - 1, 1 << 200, 1 << 250, (1 << 256) - 1, 1 << 256, 1 << 300]
+    thresholds = [
+        0,
+        1,
+        int.from_bytes(flat[1], "big"),
+        int.from_bytes(flat[1], "big") + 1,
+        (1 << 200) - 1,
+        1 << 200,
+        1 << 250,
+        (1 << 256) - 1,
+        1 << 256,
+        1 << 300,
+    ]
     thresholds += [int.from_bytes(flat[i], "big") + d for i in (5, 17, 30) for d in (-1, 0, 1)]
     for thr in thresholds:
-        want = sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr),
-                      key=lambda p: (p[1], p[0]))
+        want = sorted(
+            ((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr), key=lambda p: (p[1], p[0])
+        )
         assert winning_tiles(t, thr) == (len(want), want), thr
         assert winning_tiles(t, thr, 3) == (len(want), want[:3]), thr
         # both candidate filters (the host one above, the device one that CUDA tensors take) keep every winner
@@ -333,7 +359,7 @@ def test_scratch_buffers_are_bounded() -> None:
 
     small = miner._scratch_buffer("t-small", (4, 8), torch.int32)
     assert miner._scratch_buffer("t-small", (4, 8), torch.int32).data_ptr() == small.data_ptr()
-    assert miner._scratch_buffer("t-small", (8, 4), torch.int32).shape == (8, 4)      # new shape: new buffer
+    assert miner._scratch_buffer("t-small", (8, 4), torch.int32).shape == (8, 4)  # new shape: new buffer
     big = (miner.SCRATCH_MAX_BYTES // 4 + 16,)
     miner._scratch_buffer("t-big", big, torch.int32)
     assert "t-big" not in miner._scratch.bufs

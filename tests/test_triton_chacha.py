@@ -6,6 +6,7 @@ the kernel (recording a ValueError's message where one is expected), and the par
 `pouw.noise.keystream` / `left_factor_rows` / `right_factor_cols`. The interpreter costs ~0.25 s per program,
 so sizes are small and a few cases use small blocks to get several programs and a ragged (masked) last one.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -120,8 +121,11 @@ torch.save(out, sys.argv[2])
 
 
 def _job(case: Stream | Factor) -> dict:
-    job = {"key": torch.tensor(list(case.key), dtype=torch.uint8),
-           "nonce": torch.tensor(list(case.nonce), dtype=torch.uint8), "block": case.block}
+    job = {
+        "key": torch.tensor(list(case.key), dtype=torch.uint8),
+        "nonce": torch.tensor(list(case.nonce), dtype=torch.uint8),
+        "block": case.block,
+    }
     if isinstance(case, Stream):
         return {**job, "kind": "stream", "first": case.first, "n": case.n}
     return {**job, "kind": "factor", "first_row": case.first_row, "rows": case.rows, "r": case.r}
@@ -137,7 +141,11 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, t
     torch.save([_job(c) for c in cases], tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")

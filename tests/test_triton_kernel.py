@@ -4,6 +4,7 @@ Interpreter checks run in ONE child process with TRITON_INTERPRET=1: the variabl
 imported and must not leak into the rest of the pytest process. The parent builds the operands, the child only
 runs the kernel, and the parent compares with `kernels.reference` (C' and messages, exactly).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,9 +49,13 @@ class Case:
 
     def correction(self, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(seed)
-        return [(torch.randint(-64, 64, (self.m, 2 * self.r), generator=g, dtype=torch.int8),
-                 torch.randint(-64, 64, (2 * self.r, self.n), generator=g, dtype=torch.int8))
-                for _ in range(self.digits)]
+        return [
+            (
+                torch.randint(-64, 64, (self.m, 2 * self.r), generator=g, dtype=torch.int8),
+                torch.randint(-64, 64, (2 * self.r, self.n), generator=g, dtype=torch.int8),
+            )
+            for _ in range(self.digits)
+        ]
 
     def operands(self, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed)
@@ -94,11 +99,29 @@ CASES = [
     Case("r32-4x8-non-contiguous", 24, 96, 16, 32, 4, 8, transposed_views=True),
     # The GPU fold (tl.reduce; slow under the interpreter, so tiny): same bits as the XOR tree.
     Case("r32-4x8-tl-reduce", 24, 32 * 17, 16, 32, 4, 8, cfg={"block_m": 16, "block_n": 16, "fold_reduce": True}),
-    Case("r64-16x16-tl-reduce-signs", 16, 128, 32, 64, 16, 16, fill="signs",
-         cfg={"block_m": 16, "block_n": 16, "fold_reduce": True}),
+    Case(
+        "r64-16x16-tl-reduce-signs",
+        16,
+        128,
+        32,
+        64,
+        16,
+        16,
+        fill="signs",
+        cfg={"block_m": 16, "block_n": 16, "fold_reduce": True},
+    ),
     # The in-thread-first fold (tiles >= 8x8): same bits again.
-    Case("r32-8x8-split-fold-signs", 16, 32 * 17, 16, 32, 8, 8, fill="signs",
-         cfg={"block_m": 16, "block_n": 16, "fold_reduce": True, "fold_split": True}),
+    Case(
+        "r32-8x8-split-fold-signs",
+        16,
+        32 * 17,
+        16,
+        32,
+        8,
+        8,
+        fill="signs",
+        cfg={"block_m": 16, "block_n": 16, "fold_reduce": True, "fold_split": True},
+    ),
     # Transcript off: C' alone.
     Case("r32-4x8-plain", 40, 32 * 3, 24, 32, 4, 8, transcript=False),
     # Fused recovery epilogue: C = C' - sum_i 128^i U_i V_i (1 and 3 digits; ragged edges; BLOCK_K < 2r).
@@ -130,14 +153,26 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     tmp = tmp_path_factory.mktemp("triton_interp")
     operands = [c.operands(seed=1000 + i) for i, c in enumerate(CASES)]
     payload = [
-        {"a": a, "b": b, "r": c.r, "h": c.h, "w": c.w, "cfg": c.cfg, "transcript": c.transcript,
-         "corr": packed(c.correction(seed=2000 + i)) if c.digits else None}
+        {
+            "a": a,
+            "b": b,
+            "r": c.r,
+            "h": c.h,
+            "w": c.w,
+            "cfg": c.cfg,
+            "transcript": c.transcript,
+            "corr": packed(c.correction(seed=2000 + i)) if c.digits else None,
+        }
         for i, (c, (a, b)) in enumerate(zip(CASES, operands))
     ]
     torch.save(payload, tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
@@ -147,8 +182,11 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
 def packed(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(U, V^T, digits) as `kernels.triton_kernel.pack_correction` builds them (kept here so that the parent
     process never imports triton)."""
-    return (torch.cat([u for u, _ in pairs], 1).contiguous(), torch.cat([v.t() for _, v in pairs], 1).contiguous(),
-            len(pairs))
+    return (
+        torch.cat([u for u, _ in pairs], 1).contiguous(),
+        torch.cat([v.t() for _, v in pairs], 1).contiguous(),
+        len(pairs),
+    )
 
 
 def expected(case: Case, a: torch.Tensor, b: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,7 +198,7 @@ def expected(case: Case, a: torch.Tensor, b: torch.Tensor, seed: int) -> tuple[t
     if case.digits:
         c64 = c.to(torch.int64)
         for i, (u, v) in enumerate(case.correction(seed)):
-            c64 -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+            c64 -= (128**i) * (u.to(torch.int64) @ v.to(torch.int64))
         c = to_i32(c64)
     return c, msgs
 
@@ -174,7 +212,7 @@ def fast_reference(a: torch.Tensor, b: torch.Tensor, r: int, h: int, w: int) -> 
     s = torch.zeros((m, n), dtype=torch.int64)
     msgs = np.zeros((m // h, n // w, MSG_WORDS), dtype=np.uint64)
     for c in range(k // r):
-        s += a64[:, c * r:(c + 1) * r] @ b64[c * r:(c + 1) * r]
+        s += a64[:, c * r : (c + 1) * r] @ b64[c * r : (c + 1) * r]
         u = (s & 0xFFFFFFFF).numpy().astype(np.uint64).reshape(m // h, h, n // w, w)
         x = np.bitwise_xor.reduce(u, axis=(1, 3))
         old = msgs[..., c % MSG_WORDS]
@@ -228,7 +266,7 @@ def test_config_override_from_environment(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setenv("POUW_TRITON_CONFIG", "128,256,64,8,3,0")
     assert default_config(64, 16, 16, interpret=False) == BlockConfig(128, 256, 64, 8, 8, 3, True, False)
-    assert default_config(32, 4, 8, interpret=False).block_k == 32          # never above r
+    assert default_config(32, 4, 8, interpret=False).block_k == 32  # never above r
     monkeypatch.setenv("POUW_TRITON_CONFIG", "128,256")
     with pytest.raises(ValueError, match="six integers"):
         default_config(64, 16, 16, interpret=False)
@@ -259,14 +297,17 @@ def test_fast_reference_matches_reference() -> None:
 
 
 def test_imports_do_not_pull_in_triton() -> None:
-    code = ("import sys, kernels, kernels.base, kernels.cuda, pouw.miner; "
-            "assert 'triton' not in sys.modules, 'triton imported'")
+    code = (
+        "import sys, kernels, kernels.base, kernels.cuda, pouw.miner; "
+        "assert 'triton' not in sys.modules, 'triton imported'"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("module", ["kernels.triton_kernel", "kernels.triton_sha256", "kernels.triton_noise",
-                                    "kernels.triton_chacha"])
+@pytest.mark.parametrize(
+    "module", ["kernels.triton_kernel", "kernels.triton_sha256", "kernels.triton_noise", "kernels.triton_chacha"]
+)
 def test_missing_triton_raises_import_error(module: str) -> None:
     code = (
         "import sys\n"
@@ -342,7 +383,7 @@ class TestCudaBackend:
         c_noisy, want_msgs = fast_reference(a, b, 64, 8, 8)
         c64 = c_noisy.to(torch.int64)
         for i, (u, v) in enumerate(pairs):
-            c64 -= (128 ** i) * (u.to(torch.int64) @ v.to(torch.int64))
+            c64 -= (128**i) * (u.to(torch.int64) @ v.to(torch.int64))
         assert_same((c.cpu(), msgs.cpu()), (to_i32(c64), want_msgs))
 
     def test_plain_kernel_on_gpu(self, backend: CudaBackend) -> None:

@@ -5,6 +5,7 @@ imported and must not leak into the rest of the pytest process). The parent buil
 the child only runs the kernels, and the parent compares with `noisy_operands` (the CPU path). The interpreter
 default blocks are 16x32 (A) and 32x16 (B), so the small shapes below span several blocks with ragged edges.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -95,10 +96,23 @@ CASES = [
     Case("r16-random-torch-int32-indices", 20, 40, 18, 16, noise="random", index_kind="torch32"),
     Case("r32-seeds-non-contiguous", 24, 50, 20, 32, transposed_views=True),
     Case("r32-seeds-non-contiguous-gather", 24, 50, 20, 32, transposed_views=True, cfg=GATHER),
-    Case("r64-seeds-8x64-64x8-blocks-gather", 20, 130, 12, 64, cfg={"a_block_m": 8, "a_block_k": 64, "b_block_k": 64,
-                                                                     "b_block_n": 8, **GATHER}),
-    Case("r32-random-64x16-16x64-blocks", 70, 40, 66, 32, noise="random",
-         cfg={"a_block_m": 64, "a_block_k": 16, "b_block_k": 16, "b_block_n": 64, "num_warps": 2}),
+    Case(
+        "r64-seeds-8x64-64x8-blocks-gather",
+        20,
+        130,
+        12,
+        64,
+        cfg={"a_block_m": 8, "a_block_k": 64, "b_block_k": 64, "b_block_n": 8, **GATHER},
+    ),
+    Case(
+        "r32-random-64x16-16x64-blocks",
+        70,
+        40,
+        66,
+        32,
+        noise="random",
+        cfg={"a_block_m": 64, "a_block_k": 16, "b_block_k": 16, "b_block_n": 64, "num_warps": 2},
+    ),
     Case("r16-seeds-m-zero", 0, 40, 10, 16, noise="random"),
     Case("r16-seeds-n-zero", 10, 40, 0, 16, noise="random"),
     # The other ways of forming the noise block: same results.
@@ -107,13 +121,35 @@ CASES = [
     Case("r8-seeds-dot-pads-rank", 20, 70, 18, 8, cfg={"a_mode": "dot", "b_mode": "dot"}),
     Case("r8-random-gather", 20, 70, 18, 8, noise="random", cfg=GATHER),
     Case("r256-seeds-dot", 18, 40, 20, 256, cfg={"a_mode": "dot", "b_mode": "dot"}),
-    Case("r32-random-full-range-trans-dot", 24, 48, 20, 32, noise="random", operands="full",
-         cfg={"a_mode": "trans", "b_mode": "dot"}),
+    Case(
+        "r32-random-full-range-trans-dot",
+        24,
+        48,
+        20,
+        32,
+        noise="random",
+        operands="full",
+        cfg={"a_mode": "trans", "b_mode": "dot"},
+    ),
     Case("r32-random-full-range-dot", 24, 48, 20, 32, noise="random", operands="full", cfg={"a_mode": "dot"}),
-    Case("r32-seeds-non-contiguous-trans-dot", 24, 50, 20, 32, transposed_views=True,
-         cfg={"a_mode": "trans", "b_mode": "dot"}),
-    Case("r64-random-32x16-16x32-trans-dot", 70, 40, 66, 64, noise="random",
-         cfg={"a_block_m": 32, "a_block_k": 16, "b_block_k": 16, "b_block_n": 32, "a_mode": "trans", "b_mode": "dot"}),
+    Case(
+        "r32-seeds-non-contiguous-trans-dot",
+        24,
+        50,
+        20,
+        32,
+        transposed_views=True,
+        cfg={"a_mode": "trans", "b_mode": "dot"},
+    ),
+    Case(
+        "r64-random-32x16-16x32-trans-dot",
+        70,
+        40,
+        66,
+        64,
+        noise="random",
+        cfg={"a_block_m": 32, "a_block_k": 16, "b_block_k": 16, "b_block_n": 32, "a_mode": "trans", "b_mode": "dot"},
+    ),
 ]
 
 _CHILD = """
@@ -153,14 +189,26 @@ def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
     tmp = tmp_path_factory.mktemp("triton_noise")
     built = [c.build(seed=3000 + i) for i, c in enumerate(CASES)]
     payload = [
-        {"a": a, "b": b, "e_l": nz.e_l, "f_r": nz.f_r, "idx": [torch.from_numpy(x) for x in nz.maps],
-         "index_kind": c.index_kind, "transposed_views": c.transposed_views, "cfg": c.cfg}
+        {
+            "a": a,
+            "b": b,
+            "e_l": nz.e_l,
+            "f_r": nz.f_r,
+            "idx": [torch.from_numpy(x) for x in nz.maps],
+            "index_kind": c.index_kind,
+            "transposed_views": c.transposed_views,
+            "cfg": c.cfg,
+        }
         for c, (a, b, nz) in zip(CASES, built)
     ]
     torch.save(payload, tmp / "in.pt")
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
@@ -197,11 +245,18 @@ class TestInterpreter:
 
 # ------------------------------------------------------------------------------------------------ validation
 
+
 def _good() -> dict[str, Any]:
     m, k, n, r = 6, 10, 5, 16
     nz = random_noise(m, k, n, r, seed=1)
-    return {"a": torch.zeros((m, k), dtype=torch.int8), "b": torch.zeros((k, n), dtype=torch.int8),
-            "e_l": nz.e_l, "f_r": nz.f_r, "p_a": nz.maps[0], "p_b": nz.maps[1]}
+    return {
+        "a": torch.zeros((m, k), dtype=torch.int8),
+        "b": torch.zeros((k, n), dtype=torch.int8),
+        "e_l": nz.e_l,
+        "f_r": nz.f_r,
+        "p_a": nz.maps[0],
+        "p_b": nz.maps[1],
+    }
 
 
 def _with(**over: Any) -> dict[str, Any]:
@@ -226,8 +281,12 @@ VALIDATION = [
     ("e_l-rows", lambda: _with(e_l=torch.zeros((7, 16), dtype=torch.int8)), ShapeError, "e_l must have m=6 rows"),
     ("f_r-cols", lambda: _with(f_r=torch.zeros((16, 4), dtype=torch.int8)), ShapeError, "f_r must have n=5 columns"),
     ("rank-mismatch", lambda: _with(f_r=torch.zeros((32, 5), dtype=torch.int8)), ShapeError, "rank mismatch"),
-    ("rank-zero", lambda: _with(e_l=torch.zeros((6, 0), dtype=torch.int8), f_r=torch.zeros((0, 5), dtype=torch.int8)),
-     ShapeError, "rank r must be positive"),
+    (
+        "rank-zero",
+        lambda: _with(e_l=torch.zeros((6, 0), dtype=torch.int8), f_r=torch.zeros((0, 5), dtype=torch.int8)),
+        ShapeError,
+        "rank r must be positive",
+    ),
     ("index-length", lambda: _with(p_a=_good()["p_a"][:-1]), ShapeError, "p_a must be a vector of length k=10"),
     ("index-2d", lambda: _with(p_b=_good()["p_b"].reshape(2, 5)), ShapeError, "p_b must be a vector"),
     ("index-too-big", lambda: _with(p_a=_bad_index(16)), ShapeError, r"p_a values must lie in \[0, 16\)"),
@@ -235,8 +294,12 @@ VALIDATION = [
     ("index-torch-too-big", lambda: _with(p_b=torch.from_numpy(_bad_index(99))), ShapeError, "p_b values must lie"),
     ("index-float", lambda: _with(p_a=_good()["p_a"].astype(np.float64)), ShapeError, "p_a must hold integers"),
     ("index-torch-float", lambda: _with(p_b=torch.zeros(10)), ShapeError, "p_b must hold integers"),
-    ("device-mismatch", lambda: _with(f_r=torch.zeros((16, 5), dtype=torch.int8, device="meta")), ValueError,
-     "f_r is on meta but a is on cpu"),
+    (
+        "device-mismatch",
+        lambda: _with(f_r=torch.zeros((16, 5), dtype=torch.int8, device="meta")),
+        ValueError,
+        "f_r is on meta but a is on cpu",
+    ),
 ]
 
 
@@ -290,6 +353,7 @@ def test_default_configs_are_powers_of_two() -> None:
 
 # ------------------------------------------------------------------------------------------------ real GPU
 
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 class TestCuda:
@@ -325,13 +389,18 @@ class TestCuda:
         nz = random_noise(m, k, n, r, seed=9)
         want = noisy_operands(a, b, nz, int_mm)
         idx = [torch.from_numpy(x).cuda() for x in nz.maps]
-        for cfg in [None, NoiseConfig(32, 256, 64, 128), NoiseConfig(128, 64, 32, 32, num_warps=8),
-                    NoiseConfig(16, 128, 128, 16, num_warps=2),
-                    NoiseConfig(64, 128, 128, 64, a_mode="trans", b_mode="dot"),
-                    NoiseConfig(64, 128, 128, 64, a_mode="dot", b_mode="gather"),
-                    NoiseConfig(32, 256, 64, 128, num_warps=8, a_mode="dot", b_mode="dot"),
-                    NoiseConfig(16, 256, 256, 32, a_mode="trans"), NoiseConfig(32, 128, 64, 128, a_mode="trans"),
-                    NoiseConfig(128, 128, 64, 128, num_warps=8, a_mode="dot", b_mode="dot")]:
+        for cfg in [
+            None,
+            NoiseConfig(32, 256, 64, 128),
+            NoiseConfig(128, 64, 32, 32, num_warps=8),
+            NoiseConfig(16, 128, 128, 16, num_warps=2),
+            NoiseConfig(64, 128, 128, 64, a_mode="trans", b_mode="dot"),
+            NoiseConfig(64, 128, 128, 64, a_mode="dot", b_mode="gather"),
+            NoiseConfig(32, 256, 64, 128, num_warps=8, a_mode="dot", b_mode="dot"),
+            NoiseConfig(16, 256, 256, 32, a_mode="trans"),
+            NoiseConfig(32, 128, 64, 128, a_mode="trans"),
+            NoiseConfig(128, 128, 64, 128, num_warps=8, a_mode="dot", b_mode="dot"),
+        ]:
             a2, b2 = add_noise(a.cuda(), b.cuda(), nz.e_l.cuda(), nz.f_r.cuda(), *idx, config=cfg)
             assert b2.t().is_contiguous()
             assert_same((a2.cpu(), b2.cpu()), want)
@@ -343,8 +412,10 @@ class TestCuda:
         views = [t.cuda().t().contiguous().t() for t in (a, b, nz.e_l, nz.f_r)]
         p_a, p_b = nz.maps  # indices of mixed kinds: numpy, CPU tensor, CUDA int32, CUDA int64
         want = noisy_operands(a, b, nz, int_mm)
-        for idx in ([p_a, torch.from_numpy(p_b).to("cuda", torch.int32)], [torch.from_numpy(p_a),
-                                                                            torch.from_numpy(p_b).cuda()]):
+        for idx in (
+            [p_a, torch.from_numpy(p_b).to("cuda", torch.int32)],
+            [torch.from_numpy(p_a), torch.from_numpy(p_b).cuda()],
+        ):
             a2, b2 = add_noise(*views, *idx)
             assert_same((a2.cpu(), b2.cpu()), want)
 

@@ -6,6 +6,7 @@ runs the kernel, and the parent compares with the hashlib reference. The interpr
 SHA-256 block, so the shapes are small and the block sizes chosen to give one program per case except where
 several programs (and a ragged last one) are the point.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,7 @@ def make_msgs(shape: tuple[int, int], fill: str, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     ti, tj = shape
     if fill == "random":
-        return torch.randint(-2**31, 2**31, (ti, tj, MSG_WORDS), generator=g, dtype=torch.int32)
+        return torch.randint(-(2**31), 2**31, (ti, tj, MSG_WORDS), generator=g, dtype=torch.int32)
     if fill == "extreme":  # every word drawn from EXTREMES; whole tiles of 0 / 0xFFFFFFFF / top bit included
         idx = torch.randint(0, len(EXTREMES), (ti, tj, MSG_WORDS), generator=g)
         u = torch.tensor(EXTREMES, dtype=torch.int64)[idx]
@@ -122,16 +123,28 @@ torch.save(out, sys.argv[2])
 
 
 @pytest.fixture(scope="module")
-def interpreter_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, torch.Tensor, torch.Tensor]]:
+def interpreter_results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, tuple[bytes, torch.Tensor, torch.Tensor]]:
     """Runs every Case through the interpreter in one child process; maps case id -> (prefix, msgs, tickets)."""
     if not HAVE_TRITON:
         pytest.skip("triton is not installed (pip install triton)")
     tmp = tmp_path_factory.mktemp("triton_sha256")
     inputs = [c.inputs(seed=2000 + i) for i, c in enumerate(CASES)]
-    torch.save([{"prefix": torch.tensor(list(p), dtype=torch.uint8), "msgs": m, "block": c.block} for c, (p, m) in zip(CASES, inputs)], tmp / "in.pt")
+    torch.save(
+        [
+            {"prefix": torch.tensor(list(p), dtype=torch.uint8), "msgs": m, "block": c.block}
+            for c, (p, m) in zip(CASES, inputs)
+        ],
+        tmp / "in.pt",
+    )
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, str(tmp / "in.pt"), str(tmp / "out.pt")],
-        env=child_env(TRITON_INTERPRET="1"), cwd=ROOT, capture_output=True, text=True, timeout=240,
+        env=child_env(TRITON_INTERPRET="1"),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, f"interpreter child failed:\n{proc.stdout}\n{proc.stderr}"
     outs = torch.load(tmp / "out.pt")
@@ -164,7 +177,7 @@ class TestInterpreter:
     def test_extreme_messages_present(self, interpreter_results) -> None:
         _, msgs, _ = interpreter_results["ticket44-extreme"]
         flat = msgs.view(-1, MSG_WORDS)
-        assert (flat[0] == 0).all() and (flat[1] == -1).all() and (flat[2] == -2**31).all()
+        assert (flat[0] == 0).all() and (flat[1] == -1).all() and (flat[2] == -(2**31)).all()
         _, msgs, _ = interpreter_results["ticket44-top-bit"]
         assert (msgs < 0).all()
 
@@ -185,7 +198,7 @@ def test_host_layout_matches_hashlib() -> None:
         tile_words = struct.unpack(f">{16 * nb}I", tile_stream)
         assert all(c & t == 0 for c, t in zip(words, tile_words)), "constant and per-tile bytes overlap"
         for b in range(nb):
-            block = struct.pack(">16I", *(c | t for c, t in zip(words[16 * b:16 * b + 16], tile_words[16 * b:])))
+            block = struct.pack(">16I", *(c | t for c, t in zip(words[16 * b : 16 * b + 16], tile_words[16 * b :])))
             state = _sha256_compress(state, block)
         assert struct.pack(">8I", *state) == hashlib.sha256(prefix + tile).digest(), n
 

@@ -5,6 +5,7 @@ and its fraud proof. A child process, where a meta-path finder makes every `impo
 imports the verification side of `pouw` and chain's validation path, verifies the proof (and rejects a tampered
 one), imports the blocks into a fresh ChainState, and checks the result with Freivalds and the fraud proof.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,25 @@ from pouw.miner import filler_operands, mine_job, prepare_job
 from pouw.params import PowParams
 
 VALIDATION_MODULES = [
-    "pouw.hashing", "pouw.merkle", "pouw.proof", "pouw.noise", "pouw.transcript", "pouw.ticket", "pouw.verify",
-    "pouw.freivalds", "pouw.commit", "pouw.job", "pouw.params",
-    "chain.block", "chain.tx", "chain.jobs", "chain.state", "chain.validation", "chain.chainstate",
-    "chain.maintenance", "chain.store",
+    "pouw.hashing",
+    "pouw.merkle",
+    "pouw.proof",
+    "pouw.noise",
+    "pouw.transcript",
+    "pouw.ticket",
+    "pouw.verify",
+    "pouw.freivalds",
+    "pouw.commit",
+    "pouw.job",
+    "pouw.params",
+    "chain.block",
+    "chain.tx",
+    "chain.jobs",
+    "chain.state",
+    "chain.validation",
+    "chain.chainstate",
+    "chain.maintenance",
+    "chain.store",
 ]
 
 _CHILD = r"""
@@ -104,7 +120,7 @@ def test_validation_path_runs_without_torch(tmp_path):
     params = PowParams(rank=32, tile_h=8, tile_w=8)
     a, b = filler_operands(b"no-torch", (32, 32 * 16, 24))
     prep = prepare_job(a, b, params)
-    target = (1 << 256) // params.tile_work(prep.job.k)         # every tile wins
+    target = (1 << 256) // params.tile_work(prep.job.k)  # every tile wins
     res = mine_job(b"no-torch template", prep.job, a, b, target, params, prepared=prep, recover_c=False)
     proof = res.proofs[0]
 
@@ -125,15 +141,28 @@ def test_validation_path_runs_without_torch(tmp_path):
     data = {
         "modules": VALIDATION_MODULES,
         "job": _hexify(prep.job.to_list()),
-        "params": params.to_dict(), "template": b"no-torch template".hex(), "proof": proof.encode().hex(),
-        "target": target, "now": cfg.genesis_timestamp + 10**6, "blocks": [blk.encoded.hex() for blk in blocks],
-        "a": fa.tolist(), "b": fb.tolist(), "c": c.tolist(), "h_c": h_c.hex(),
+        "params": params.to_dict(),
+        "template": b"no-torch template".hex(),
+        "proof": proof.encode().hex(),
+        "target": target,
+        "now": cfg.genesis_timestamp + 10**6,
+        "blocks": [blk.encoded.hex() for blk in blocks],
+        "a": fa.tolist(),
+        "b": fb.tolist(),
+        "c": c.tolist(),
+        "h_c": h_c.hex(),
         "fjob": _hexify(fjob.to_list()),
         "fraud": _hexify(fraud.to_list()),
     }
     (tmp_path / "in.json").write_text(json.dumps(data))
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "in.json")], env=child_env(), cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "in.json")],
+        env=child_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, f"child failed:\n{proc.stdout}\n{proc.stderr}"
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["ticket"] == proof.ticket.hex()

@@ -6,6 +6,7 @@ deliberate (a protocol version bump), regenerate and commit the files:
 
     PYTHONPATH=. .venv/bin/python scripts/gen_vectors.py
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ from chain.keys import PrivateKey
 from chain.state import Account, Supply
 
 VEC = Path(__file__).resolve().parent / "vectors"
-REGEN = ("If this change of consensus output is deliberate (and the protocol version was bumped), regenerate the "
-         "vectors with `PYTHONPATH=. .venv/bin/python scripts/gen_vectors.py` and commit tests/vectors/.")
+REGEN = (
+    "If this change of consensus output is deliberate (and the protocol version was bumped), regenerate the "
+    "vectors with `PYTHONPATH=. .venv/bin/python scripts/gen_vectors.py` and commit tests/vectors/."
+)
 REGTEST = load_config("regtest")
 
 
@@ -49,15 +52,25 @@ def unobj(x):
 
 
 def fields_of(h: Header) -> dict:
-    return {"version": h.version, "chain_id": h.chain_id, "height": h.height, "prev_hash": h.prev_hash.hex(),
-            "timestamp": h.timestamp, "target": "%064x" % h.target, "tx_root": h.tx_root.hex(),
-            "state_root": h.state_root.hex(), "miner": h.miner.hex(),
-            "job": {"h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex(), "m": h.job.m, "k": h.job.k, "n": h.job.n},
-            "nonce": h.nonce, "proof": h.proof.hex()}
+    return {
+        "version": h.version,
+        "chain_id": h.chain_id,
+        "height": h.height,
+        "prev_hash": h.prev_hash.hex(),
+        "timestamp": h.timestamp,
+        "target": "%064x" % h.target,
+        "tx_root": h.tx_root.hex(),
+        "state_root": h.state_root.hex(),
+        "miner": h.miner.hex(),
+        "job": {"h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex(), "m": h.job.m, "k": h.job.k, "n": h.job.n},
+        "nonce": h.nonce,
+        "proof": h.proof.hex(),
+    }
 
 
 def check_header(v: dict, where: str) -> Header:
     from pouw.noise import job_key
+
     h = Header.decode(bytes.fromhex(v["encoded"]))
     same(fields_of(h), v["fields"], where + ".fields")
     same(h.template.hex(), v["template"], where + ".template")
@@ -69,9 +82,17 @@ def check_header(v: dict, where: str) -> Header:
 def test_hashing():
     v = load("hashing.json")
     for c in v["H"]:
-        same(tagged_hash(c["tag"].encode(), *map(bytes.fromhex, c["parts"])).hex(), c["out"], f"hashing.json H {c['tag']}")
+        same(
+            tagged_hash(c["tag"].encode(), *map(bytes.fromhex, c["parts"])).hex(),
+            c["out"],
+            f"hashing.json H {c['tag']}",
+        )
     for c in v["XOF"]:
-        same(xof(c["tag"].encode(), *map(bytes.fromhex, c["parts"]), length=c["length"]).hex(), c["out"], "hashing.json XOF")
+        same(
+            xof(c["tag"].encode(), *map(bytes.fromhex, c["parts"]), length=c["length"]).hex(),
+            c["out"],
+            "hashing.json XOF",
+        )
     same([u32(c["int"]).hex() for c in v["u32"]], [c["bytes"] for c in v["u32"]], "hashing.json u32")
     same([u64(c["int"]).hex() for c in v["u64"]], [c["bytes"] for c in v["u64"]], "hashing.json u64")
 
@@ -103,7 +124,8 @@ def test_every_transaction_kind():
     txs = load("encoding.json")["transactions"]
     assert {t["kind"] for t in txs} == set(T.KNOWN_KINDS), (
         f"kinds with vectors {sorted(t['kind'] for t in txs)} != accepted kinds {sorted(T.KNOWN_KINDS)}: add a sample "
-        f"payload to SAMPLE_PAYLOADS in scripts/gen_vectors.py. {REGEN}")
+        f"payload to SAMPLE_PAYLOADS in scripts/gen_vectors.py. {REGEN}"
+    )
     for v in txs:
         where = f"encoding.json tx kind {v['kind']} ({v['name']})"
         key = PrivateKey(bytes.fromhex(v["sender_seed"]))
@@ -129,16 +151,22 @@ def test_roots():
     for i, c in enumerate(v["tx_roots"]):
         same(merkle_root([bytes.fromhex(x) for x in c["leaves"]]).hex(), c["root"], f"roots.json tx_roots[{i}]")
     for i, c in enumerate(v["state_roots"]):
-        sup = Supply.zero().updated([(bytes.fromhex(a), Account(), Account(b, n)) for a, b, n in c["accounts"]],
-                                    minted=c["minted"], burned=c["burned"])
+        sup = Supply.zero().updated(
+            [(bytes.fromhex(a), Account(), Account(b, n)) for a, b, n in c["accounts"]],
+            minted=c["minted"],
+            burned=c["burned"],
+        )
         same(sup.lthash.hex(), c["lthash"], f"roots.json state_roots[{i}].lthash")
         same(sup.root.hex(), c["root"], f"roots.json state_roots[{i}].root")
         # the documented formula, from hashlib and numpy alone
         lanes = np.zeros(1024, dtype=np.uint16)
         for a, b, n in c["accounts"]:
             lanes += np.frombuffer(xof(b"acct", bytes.fromhex(a), encode([b, n]), length=2048), dtype="<u2")
-        same(tagged_hash(b"state", encode([c["minted"], c["burned"], lanes.astype("<u2").tobytes()])).hex(), c["root"],
-             f"roots.json state_roots[{i}] (docs/chain.md formula)")
+        same(
+            tagged_hash(b"state", encode([c["minted"], c["burned"], lanes.astype("<u2").tobytes()])).hex(),
+            c["root"],
+            f"roots.json state_roots[{i}] (docs/chain.md formula)",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +180,9 @@ def open_chain(tmp_path, chain_vec) -> ChainState:
     for b in chain_vec["blocks"]:
         blk = Block.decode(bytes.fromhex(b["encoded"]))
         same(blk.hash.hex(), b["hash"], "chain.json block hash")
-        assert cs.submit_block(blk).status == "active", f"tests/vectors/chain.json block {b['hash']} not accepted. {REGEN}"
+        assert cs.submit_block(blk).status == "active", (
+            f"tests/vectors/chain.json block {b['hash']} not accepted. {REGEN}"
+        )
         same("%064x" % blk.header.target, b["target"], "chain.json target")
     return cs
 
@@ -180,41 +210,65 @@ def test_block_reject_reasons(tmp_path, chain_vec):
         cs.check_conservation()
     for c in v["txs"]:
         with pytest.raises(ValidationError) as ei:
-            T.check_tx(T.decode_tx(bytes.fromhex(c["tx"]), REGTEST.max_tx_bytes), REGTEST.chain_id, REGTEST.max_tx_bytes)
+            T.check_tx(
+                T.decode_tx(bytes.fromhex(c["tx"]), REGTEST.max_tx_bytes), REGTEST.chain_id, REGTEST.max_tx_bytes
+            )
         same(ei.value.reason, c["reason"], f"rejects.json tx '{c['name']}'")
 
 
 def _job(v):
     from pouw.job import JobCommitment
+
     j = v["job"]
     return JobCommitment(bytes.fromhex(j["h_a"]), bytes.fromhex(j["h_b"]), j["m"], j["k"], j["n"])
 
 
 def _chacha20_block(key: bytes, counter: int, nonce12: bytes) -> bytes:
     """RFC 7539 §2.3, written out: the layout docs/protocol.md §3 states (word 12 = counter, 13-15 = nonce)."""
+
     def rotl(x, n):
         return ((x << n) | (x >> (32 - n))) & 0xFFFFFFFF
 
     def qr(s, a, b, c, d):
-        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 16)  # noqa: E702
-        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 12)  # noqa: E702
-        s[a] = (s[a] + s[b]) & 0xFFFFFFFF; s[d] = rotl(s[d] ^ s[a], 8)  # noqa: E702
-        s[c] = (s[c] + s[d]) & 0xFFFFFFFF; s[b] = rotl(s[b] ^ s[c], 7)  # noqa: E702
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF
+        s[d] = rotl(s[d] ^ s[a], 16)  # noqa: E702
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF
+        s[b] = rotl(s[b] ^ s[c], 12)  # noqa: E702
+        s[a] = (s[a] + s[b]) & 0xFFFFFFFF
+        s[d] = rotl(s[d] ^ s[a], 8)  # noqa: E702
+        s[c] = (s[c] + s[d]) & 0xFFFFFFFF
+        s[b] = rotl(s[b] ^ s[c], 7)  # noqa: E702
 
-    init = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574, *struct.unpack("<8I", key), counter,
-            *struct.unpack("<3I", nonce12)]
+    init = [
+        0x61707865,
+        0x3320646E,
+        0x79622D32,
+        0x6B206574,
+        *struct.unpack("<8I", key),
+        counter,
+        *struct.unpack("<3I", nonce12),
+    ]
     s = list(init)
     for _ in range(10):
-        qr(s, 0, 4, 8, 12); qr(s, 1, 5, 9, 13); qr(s, 2, 6, 10, 14); qr(s, 3, 7, 11, 15)  # noqa: E702
-        qr(s, 0, 5, 10, 15); qr(s, 1, 6, 11, 12); qr(s, 2, 7, 8, 13); qr(s, 3, 4, 9, 14)  # noqa: E702
+        qr(s, 0, 4, 8, 12)
+        qr(s, 1, 5, 9, 13)
+        qr(s, 2, 6, 10, 14)
+        qr(s, 3, 7, 11, 15)  # noqa: E702
+        qr(s, 0, 5, 10, 15)
+        qr(s, 1, 6, 11, 12)
+        qr(s, 2, 7, 8, 13)
+        qr(s, 3, 4, 9, 14)  # noqa: E702
     return struct.pack("<16I", *((x + y) & 0xFFFFFFFF for x, y in zip(s, init)))
 
 
 def test_seeds_and_noise():
     from pouw.noise import derive_seeds, keystream, noise_cols, noise_map, noise_rows
+
     v = load("noise.json")
     s = derive_seeds(bytes.fromhex(v["template"]), _job(v))
-    same((s.job_key.hex(), s.seed_a.hex(), s.seed_b.hex()), (v["job_key"], v["seed_a"], v["seed_b"]), "noise.json seeds")
+    same(
+        (s.job_key.hex(), s.seed_a.hex(), s.seed_b.hex()), (v["job_key"], v["seed_a"], v["seed_b"]), "noise.json seeds"
+    )
     k, r = v["job"]["k"], v["params"]["rank"]
     same(noise_map(s.seed_a, k, r).tolist(), v["map_a"], "noise.json map_a")
     same(noise_map(s.seed_b, k, r).tolist(), v["map_b"], "noise.json map_b")
@@ -224,7 +278,7 @@ def test_seeds_and_noise():
         first, last = c["offset"] // 64, (c["offset"] + c["length"] - 1) // 64
         stream = b"".join(_chacha20_block(key, b, nonce) for b in range(first, last + 1))
         skip = c["offset"] - 64 * first
-        same(stream[skip:skip + c["length"]].hex(), c["bytes"], "noise.json keystream (RFC 7539 written out)")
+        same(stream[skip : skip + c["length"]].hex(), c["bytes"], "noise.json keystream (RFC 7539 written out)")
     same(noise_rows(s, v["noise_rows"]["rows"], k, r).tolist(), v["noise_rows"]["E"], "noise.json noise_rows")
     same(noise_cols(s, v["noise_cols"]["cols"], k, r).tolist(), v["noise_cols"]["F_T"], "noise.json noise_cols")
 
@@ -234,6 +288,7 @@ def test_ticket_and_proof():
     from pouw.params import PowParams
     from pouw.proof import TileProof
     from pouw.verify import verify_proof
+
     v = load("proof.json")
     params = PowParams(**v["params"])
     same(params.tile_work(v["job"]["k"]), v["tile_work"], "proof.json tile_work")
@@ -241,15 +296,32 @@ def test_ticket_and_proof():
     raw = bytes.fromhex(v["proof"])
     p = TileProof.decode(raw)
     d = v["decoded"]
-    same({"job_key": p.job_key.hex(), "ti": p.ti, "tj": p.tj, "h": p.h, "w": p.w, "k": p.k, "ticket": p.ticket.hex(),
-          "path_a": [x.hex() for x in p.path_a], "path_b": [x.hex() for x in p.path_b]}, d, "proof.json decoded")
+    same(
+        {
+            "job_key": p.job_key.hex(),
+            "ti": p.ti,
+            "tj": p.tj,
+            "h": p.h,
+            "w": p.w,
+            "k": p.k,
+            "ticket": p.ticket.hex(),
+            "path_a": [x.hex() for x in p.path_a],
+            "path_b": [x.hex() for x in p.path_b],
+        },
+        d,
+        "proof.json decoded",
+    )
     same(p.encode(), raw, "proof.json proof re-encoded")
     same(verify_proof(template, job, p, target, params).hex(), v["ticket"], "proof.json ticket")
-    sv = v["share"]                                  # the tile as a work share (docs/protocol.md §10)
+    sv = v["share"]  # the tile as a work share (docs/protocol.md §10)
     from dataclasses import replace as _replace
     from pouw.share import SHARE_EXPECTED, job_tiles, share_threshold, verify_share
-    same((SHARE_EXPECTED, job_tiles(job, params), "%064x" % share_threshold(job, params)),
-         (sv["expected"], sv["tiles"], sv["threshold"]), "proof.json share threshold")
+
+    same(
+        (SHARE_EXPECTED, job_tiles(job, params), "%064x" % share_threshold(job, params)),
+        (sv["expected"], sv["tiles"], sv["threshold"]),
+        "proof.json share threshold",
+    )
     for proof_, want in ((p, sv["verdict"]), (_replace(p, ticket=bytes(32)), sv["zero_ticket_verdict"])):
         try:
             verify_share(template, job, proof_, params)
@@ -260,10 +332,10 @@ def test_ticket_and_proof():
     for c in v["tampered"]:
         bad = raw
         if "truncate" in c:
-            bad = raw[:c["truncate"]]
+            bad = raw[: c["truncate"]]
         if "patch" in c:
             o, b = c["patch"]["offset"], bytes.fromhex(c["patch"]["bytes"])
-            bad = raw[:o] + b + raw[o + len(b):]
+            bad = raw[:o] + b + raw[o + len(b) :]
         tpl = bytes.fromhex(c["template"]) if "template" in c else template
         tgt = int(c["target"], 16) if "target" in c else target
         with pytest.raises(PowError) as ei:
@@ -275,7 +347,13 @@ def test_vectors_are_what_the_generator_writes():
     """The files equal a fresh run of scripts/gen_vectors.py (so nothing was edited by hand)."""
     import subprocess
     import sys
+
     root = VEC.parents[1]
-    r = subprocess.run([sys.executable, str(root / "scripts" / "gen_vectors.py"), "--check"], cwd=root,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_vectors.py"), "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{REGEN}"

@@ -2,6 +2,7 @@
 (spend-only, allocation, vintage) releases them to its miner as free tokens only with a share of the
 job's work. Costs are counted in multiply-adds (each ticket's transcript: h·w·k MACs), never timed.
 Conservation is asserted after every block (EconSim.end_block)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,16 @@ from chain.errors import TxError
 from chain.hashing import ZERO_HASH
 from chain.jobs import required_bond
 from testkit.jobs import job_operands
-from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_SUBMIT, JobClaim, JobResult, JobSubmit, WorkCert,
-                      check_tx)
+from chain.tx import (
+    KIND_JOB_CLAIM,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    JobClaim,
+    JobResult,
+    JobSubmit,
+    WorkCert,
+    check_tx,
+)
 from chain.workcert import CERT_WINDOW, cert_size_bound, k_certified
 from pouw.commit import commit_job, commit_result
 from pouw.miner import make_proof, mine_job, prepare_job
@@ -27,7 +36,7 @@ from pouw.ticket import ticket_hash
 from pouw.transcript import tile_message
 from test_economy import ALT, BUYER, FUND, MINER, SUB, _bought, hold, new_sim
 
-M, K, N = 64, 512, 64                      # regtest tiles are 8 x 8: 64 tiles of 32,768 MACs
+M, K, N = 64, 512, 64  # regtest tiles are 8 x 8: 64 tiles of 32,768 MACs
 W = M * K * N
 
 
@@ -55,8 +64,8 @@ class CountingMiner:
         out = {}
         for t in tiles:
             ti, tj = divmod(t, tj_n)
-            a_n = self.a[ti * h:(ti + 1) * h] + noise_rows(seeds, range(ti * h, (ti + 1) * h), job.k, r)
-            b_n = self.bt[tj * w:(tj + 1) * w] + noise_cols(seeds, range(tj * w, (tj + 1) * w), job.k, r)
+            a_n = self.a[ti * h : (ti + 1) * h] + noise_rows(seeds, range(ti * h, (ti + 1) * h), job.k, r)
+            b_n = self.bt[tj * w : (tj + 1) * w] + noise_cols(seeds, range(tj * w, (tj + 1) * w), job.k, r)
             msg = tile_message(a_n, b_n, r)
             self.macs += h * w * job.k
             out[t] = ticket_hash(seeds.job_key, ti, tj, msg.astype("<u4").tobytes())
@@ -65,8 +74,19 @@ class CountingMiner:
 
 def template(s: EconSim, job, miner: bytes, nonce: int = 0, height: int | None = None, prev: bytes | None = None):
     h = s.next_height if height is None else height
-    hd = Header(s.cfg.version, s.cfg.chain_id, h, prev if prev is not None else s.block_id(h - 1), 0, 1, ZERO_HASH,
-                ZERO_HASH, miner, job, nonce)
+    hd = Header(
+        s.cfg.version,
+        s.cfg.chain_id,
+        h,
+        prev if prev is not None else s.block_id(h - 1),
+        0,
+        1,
+        ZERO_HASH,
+        ZERO_HASH,
+        miner,
+        job,
+        nonce,
+    )
     return hd.template
 
 
@@ -97,7 +117,7 @@ def result(s: EconSim, jid: bytes, c, cert: WorkCert | None):
     h_c = commit_result(c)
     tx = s.make(ALT, KIND_JOB_RESULT, JobResult(jid, h_c, h_c, cert))
     try:
-        check_tx(tx, s.cfg.chain_id, s.cfg.max_tx_bytes, check_sig=False)     # fits a transaction
+        check_tx(tx, s.cfg.chain_id, s.cfg.max_tx_bytes, check_sig=False)  # fits a transaction
     except TxError as e:
         return e.reason
     return s.add(tx)
@@ -113,14 +133,14 @@ def test_certified_release_pays_free_tokens_uncertified_spend_only(ops):
     a, b, c, job, prep = ops
     for certify in (True, False):
         s = new_sim(buyback_bps=0)
-        _bought(s)                                             # BUYER holds 1000 spend-only tokens
+        _bought(s)  # BUYER holds 1000 spend-only tokens
         jid = paid_job(s, job)
         cert = honest_cert(s, prep, ALT.address)[0] if certify else None
         assert result(s, jid, c, cert) is None
         s.end_block()
         assert (s.st.get_econ(k_certified(jid)) is not None) == certify
         release(s, jid)
-        assert s.st.get_econ(k_certified(jid)) is None          # gone with the funding record
+        assert s.st.get_econ(k_certified(jid)) is None  # gone with the funding record
         free, so = s.st.get(ALT.address).balance, hold(s, ALT)["spend_only"]
         assert (free, so) == ((FUND + 1000, 0) if certify else (FUND, 1000))
         assert hold(s, BUYER)["spend_only"] == 0
@@ -129,7 +149,7 @@ def test_certified_release_pays_free_tokens_uncertified_spend_only(ops):
 def test_free_paid_job_needs_no_certificate(ops):
     a, b, c, job, prep = ops
     s = new_sim()
-    jid = paid_job(s, job, payer=SUB)                            # paid from free tokens: no funding record
+    jid = paid_job(s, job, payer=SUB)  # paid from free tokens: no funding record
     assert result(s, jid, c, None) is None
     release(s, jid)
     assert s.st.get(ALT.address).balance == FUND + 1000 and hold(s, ALT)["spend_only"] == 0
@@ -137,12 +157,13 @@ def test_free_paid_job_needs_no_certificate(ops):
 
 def test_allocation_funded_job_is_released_spend_only_without_certificate(ops):
     from test_economy import grant
+
     a, b, c, job, prep = ops
     s = new_sim()
-    grant(s, alloc=20_000_000, period=60)                        # 2000 base units of allocation for SUB
+    grant(s, alloc=20_000_000, period=60)  # 2000 base units of allocation for SUB
     free = s.st.get(SUB.address).balance
     jid = paid_job(s, job, payer=SUB)
-    assert s.st.get(SUB.address).balance == free                 # drawn from the allocation
+    assert s.st.get(SUB.address).balance == free  # drawn from the allocation
     assert result(s, jid, c, None) is None
     release(s, jid)
     assert hold(s, ALT)["spend_only"] == 1000 and s.st.get(ALT.address).balance == FUND
@@ -155,13 +176,14 @@ def refused(s, jid, c, cert) -> str:
 
 def with_proof(cert: WorkCert, **changes) -> WorkCert:
     from dataclasses import replace
+
     return WorkCert(cert.template, replace(TileProof.decode(cert.proof), **changes).encode())
 
 
 def test_certificates_refused_with_stable_reasons(ops):
     a, b, c, job, prep = ops
     s = new_sim(buyback_bps=0)
-    s.run(CERT_WINDOW + 2)                                      # old enough for a stale template
+    s.run(CERT_WINDOW + 2)  # old enough for a stale template
     _bought(s)
     jid = paid_job(s, job)
     params = s.cfg.pow.params()
@@ -202,8 +224,8 @@ def test_certificates_refused_with_stable_reasons(ops):
     # the good one is accepted once; the same template cannot certify a repeat of the job
     assert refused(s, jid, c, good) is None
     s.end_block()
-    jid2 = paid_job(s, job)                                      # the same commitment, paid again
-    assert refused(s, jid2, c, good) == "bad-cert-used"         # the same pass cannot certify it
+    jid2 = paid_job(s, job)  # the same commitment, paid again
+    assert refused(s, jid2, c, good) == "bad-cert-used"  # the same pass cannot certify it
     release(s, jid)
 
 
@@ -224,17 +246,17 @@ def test_one_template_certifies_one_job(ops):
     cert, _ = honest_cert(s, prep, ALT.address)
     assert result(s, t1.txid, c, cert) is None
     assert result(s, t2.txid, c, cert) == "bad-cert-used"
-    cert2, _ = honest_cert(s, prep, ALT.address, start_nonce=1000)     # a second pass: accepted
+    cert2, _ = honest_cert(s, prep, ALT.address, start_nonce=1000)  # a second pass: accepted
     assert result(s, t2.txid, c, cert2) is None
     s.end_block()
     assert s.st.get_econ(k_certified(t1.txid)) is not None and s.st.get_econ(k_certified(t2.txid)) is not None
     used = sorted(k for k in s.st.econ if k[:1] == b"U")
     assert len(used) == 2
     th = int.from_bytes(used[0][1:9], "big")
-    while s.next_height < th + CERT_WINDOW:                      # still acceptable at th + CERT_WINDOW: kept
+    while s.next_height < th + CERT_WINDOW:  # still acceptable at th + CERT_WINDOW: kept
         s.end_block()
         assert len([k for k in s.st.econ if k[:1] == b"U"]) == 2
-    s.end_block()                                                # too old for any later block: pruned
+    s.end_block()  # too old for any later block: pruned
     assert not [k for k in s.st.econ if k[:1] == b"U"]
 
 
@@ -250,7 +272,7 @@ def test_zero_operand_shortcut_is_refused(ops):
     prep = prepare_job(a, b, params)
     thr = share_threshold(job, params)
     tj_n = N // params.tile_w
-    for nonce in range(10_000):                                   # grind templates: hashes only, no MACs
+    for nonce in range(10_000):  # grind templates: hashes only, no MACs
         tpl = template(s, job, ALT.address, nonce)
         jk = derive_seeds(tpl, job).job_key
         cheap = [(ticket_hash(jk, t // tj_n, t % tj_n, bytes(64)), t) for t in range(job_tiles(job, params))]
@@ -283,7 +305,7 @@ def test_laundering_costs_at_least_w_over_c_per_share(ops):
     flat = res.tickets.reshape(-1, 32)
     got = cm.tickets(tpl0, range(n_tiles))
     assert all(got[t] == flat[t].tobytes() for t in range(n_tiles))
-    assert cm.macs == W                                           # a full pass is the job's work
+    assert cm.macs == W  # a full pass is the job's work
     templates = 256
     per_tpl = []
     for nonce in range(templates):
@@ -291,18 +313,20 @@ def test_laundering_costs_at_least_w_over_c_per_share(ops):
         per_tpl.append([int.from_bytes(cm_t[t], "big") for t in range(n_tiles)])
     total_macs = cm.macs
     assert total_macs == (templates + 1) * W
-    for frac in (1, 4, 16, 64):                                   # f = 1/frac of the tiles per template
+    for frac in (1, 4, 16, 64):  # f = 1/frac of the tiles per template
         k_tiles = n_tiles // frac
         successes = sum(1 for row in per_tpl if min(row[:k_tiles]) < thr)
-        spent = templates * k_tiles * params.tile_work(K)       # the MACs of the tickets this strategy knows
+        spent = templates * k_tiles * params.tile_work(K)  # the MACs of the tickets this strategy knows
         p_theory = 1 - (1 - SHARE_EXPECTED / n_tiles) ** k_tiles
         assert abs(successes / templates - p_theory) < 4 * (p_theory * (1 - p_theory) / templates) ** 0.5 + 0.02
-        print(f"f=1/{frac}: {successes}/{templates} shares, {spent / max(1, successes) / W:.3f} W per share "
-              f"(theory {k_tiles / n_tiles / p_theory:.3f} W, bound {1 / SHARE_EXPECTED:.3f} W)")
+        print(
+            f"f=1/{frac}: {successes}/{templates} shares, {spent / max(1, successes) / W:.3f} W per share "
+            f"(theory {k_tiles / n_tiles / p_theory:.3f} W, bound {1 / SHARE_EXPECTED:.3f} W)"
+        )
         if successes:
-            assert spent / successes >= 0.6 * W / SHARE_EXPECTED   # W/c, less sampling noise (256 templates)
+            assert spent / successes >= 0.6 * W / SHARE_EXPECTED  # W/c, less sampling noise (256 templates)
     honest = sum(1 for row in per_tpl if min(row) < thr) / templates
-    assert honest > 0.75                                          # 1 - (1 - 2/64)^64 = 0.87
+    assert honest > 0.75  # 1 - (1 - 2/64)^64 = 0.87
 
 
 def test_certificate_size_fits_a_transaction(ops):

@@ -3,6 +3,7 @@
 Interpreter checks run in a child process because TRITON_INTERPRET must be set before triton is imported and
 must not leak into the rest of the pytest process.
 """
+
 from __future__ import annotations
 
 import os

@@ -12,6 +12,7 @@ the replayed transcript giving the claimed ticket). Prints one JSON line; exit s
 It imports nothing from the node: only the standard library, msgpack, numpy and cryptography.
 It does not check what needs the parent chain (difficulty, timestamps, state root): `pouw verify` does that.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,15 +63,23 @@ def tx_root(txs: list) -> bytes:
     while len(level) > 1:
         nxt = [H("txroot/node", level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:
-            nxt.append(level[-1])          # an odd last node is carried up unchanged
+            nxt.append(level[-1])  # an odd last node is carried up unchanged
         level = nxt
     return H("txroot/root", u64(len(txs)), level[0])
 
 
 # --- Merkle openings (docs/protocol.md §2) ------------------------------------------------------------------------
-def merkle_open(tag: str, commitment: bytes, count: int, leaf_len: int, start: int, leaves: list[bytes],
-                path: list[bytes], reason: str) -> None:
-    depth = (count - 1).bit_length()                   # D = ceil(log2(count)), 0 for one leaf
+def merkle_open(
+    tag: str,
+    commitment: bytes,
+    count: int,
+    leaf_len: int,
+    start: int,
+    leaves: list[bytes],
+    path: list[bytes],
+    reason: str,
+) -> None:
+    depth = (count - 1).bit_length()  # D = ceil(log2(count)), 0 for one leaf
     j = (len(leaves) - 1).bit_length()
     if len(path) != depth - j:
         raise Reject(reason)
@@ -90,8 +99,8 @@ def noise_map(seed: bytes, k: int, r: int) -> np.ndarray:
     w = np.frombuffer(XOF("noise-perm", seed, 4 * k), dtype="<u4")
     mp = np.empty(k, dtype=np.int64)
     for c in range(k // r):
-        chunk = w[c * r:(c + 1) * r]
-        mp[c * r:(c + 1) * r] = sorted(range(r), key=lambda i: (int(chunk[i]), i))
+        chunk = w[c * r : (c + 1) * r]
+        mp[c * r : (c + 1) * r] = sorted(range(r), key=lambda i: (int(chunk[i]), i))
     return mp
 
 
@@ -120,20 +129,26 @@ def check_proof(header: list, rank: int, tile_h: int, tile_w: int) -> dict:
         raise Reject("bad-pow-encoding")
     ver, job_key, ti, tj, h, w, pk, ticket = PROOF_HEAD.unpack_from(proof, 0)
     off = PROOF_HEAD.size
-    a_rows, off = proof[off:off + h * pk], off + h * pk
-    b_cols, off = proof[off:off + w * pk], off + w * pk
+    a_rows, off = proof[off : off + h * pk], off + h * pk
+    b_cols, off = proof[off : off + w * pk], off + w * pk
     paths = []
     for _ in range(2):
         if off >= len(proof):
             raise Reject("bad-pow-encoding")
         cnt = proof[off]
-        paths.append([proof[off + 1 + 32 * i: off + 33 + 32 * i] for i in range(cnt)])
+        paths.append([proof[off + 1 + 32 * i : off + 33 + 32 * i] for i in range(cnt)])
         off += 1 + 32 * cnt
     if ver != 1 or off != len(proof) or len(a_rows) != h * pk or len(b_cols) != w * pk:
         raise Reject("bad-pow-encoding")
     # shape minable (docs/protocol.md §1), proof's h, w, k match
-    if not (k % rank == 0 and 16 * rank <= k <= 1 << 16 and 0 < m <= 1 << 16 and 0 < n <= 1 << 16
-            and m % tile_h == 0 and n % tile_w == 0) or (h, w, pk) != (tile_h, tile_w, k):
+    if not (
+        k % rank == 0
+        and 16 * rank <= k <= 1 << 16
+        and 0 < m <= 1 << 16
+        and 0 < n <= 1 << 16
+        and m % tile_h == 0
+        and n % tile_w == 0
+    ) or (h, w, pk) != (tile_h, tile_w, k):
         raise Reject("bad-pow-shape")
     if not (0 <= ti < m // h and 0 <= tj < n // w):
         raise Reject("bad-pow-tile")
@@ -143,14 +158,16 @@ def check_proof(header: list, rank: int, tile_h: int, tile_w: int) -> dict:
         raise Reject("bad-pow-template")
     if int.from_bytes(ticket, "big") >= target * h * w * k:
         raise Reject("high-ticket")
-    A = np.frombuffer(a_rows, dtype=np.int8).reshape(h, k).astype(np.int64)     # rows ti·h … of A
-    B = np.frombuffer(b_cols, dtype=np.int8).reshape(w, k).astype(np.int64).T   # columns tj·w … of B (k × w)
+    A = np.frombuffer(a_rows, dtype=np.int8).reshape(h, k).astype(np.int64)  # rows ti·h … of A
+    B = np.frombuffer(b_cols, dtype=np.int8).reshape(w, k).astype(np.int64).T  # columns tj·w … of B (k × w)
     if A.min() < -64 or A.max() > 64 or B.min() < -64 or B.max() > 64:
         raise Reject("bad-pow-range")
-    merkle_open("A-rows", h_a, m, k, ti * h, [a_rows[i * k:(i + 1) * k] for i in range(h)], paths[0],
-                "bad-pow-merkle-a")
-    merkle_open("B-cols", h_b, n, k, tj * w, [b_cols[i * k:(i + 1) * k] for i in range(w)], paths[1],
-                "bad-pow-merkle-b")
+    merkle_open(
+        "A-rows", h_a, m, k, ti * h, [a_rows[i * k : (i + 1) * k] for i in range(h)], paths[0], "bad-pow-merkle-a"
+    )
+    merkle_open(
+        "B-cols", h_b, n, k, tj * w, [b_cols[i * k : (i + 1) * k] for i in range(w)], paths[1], "bad-pow-merkle-b"
+    )
     # the noise of the tile's rows and columns
     r = rank
     seed_b = H("seed-b", job_key, h_b)
@@ -158,14 +175,14 @@ def check_proof(header: list, rank: int, tile_h: int, tile_w: int) -> dict:
     map_a, map_b = noise_map(seed_a, k, r), noise_map(seed_b, k, r)
     E_L = np.stack([small(keystream(seed_a, b"pouw-E_L", u * r, r)) for u in range(ti * h, ti * h + h)])  # h × r
     F_R = np.stack([small(keystream(seed_b, b"pouw-F_R", v * r, r)) for v in range(tj * w, tj * w + w)]).T  # r × w
-    A1 = A + E_L[:, map_a]                      # A' = A + E,  E[u][l] = E_L[u][map_A(l)]
-    B1 = B + F_R[map_b, :]                      # B' = B + F,  F[l][v] = F_R[map_B(l)][v]
+    A1 = A + E_L[:, map_a]  # A' = A + E,  E[u][l] = E_L[u][map_A(l)]
+    B1 = B + F_R[map_b, :]  # B' = B + F,  F[l][v] = F_R[map_B(l)][v]
     # the transcript: fold the running sums S_c of every chunk into 16 words
     msg = [0] * 16
     S = np.zeros((h, w), dtype=np.int64)
     for c in range(k // r):
-        S += A1[:, c * r:(c + 1) * r] @ B1[c * r:(c + 1) * r, :]
-        x = int(np.bitwise_xor.reduce((S & 0xFFFFFFFF).ravel()))           # XOR of the tile as uint32
+        S += A1[:, c * r : (c + 1) * r] @ B1[c * r : (c + 1) * r, :]
+        x = int(np.bitwise_xor.reduce((S & 0xFFFFFFFF).ravel()))  # XOR of the tile as uint32
         word = msg[c % 16]
         msg[c % 16] = (((word << 13) | (word >> 19)) & 0xFFFFFFFF) ^ x
     replayed = H("ticket", job_key, u32(ti), u32(tj), b"".join(u32(x) for x in msg))
@@ -210,7 +227,7 @@ def main() -> int:
     except Reject as e:
         print(json.dumps({"block": args.block, "valid": False, "reason": e.args[0]}))
         return 1
-    except urllib.error.HTTPError as e:   # the node's error document, e.g. 404 block-not-found
+    except urllib.error.HTTPError as e:  # the node's error document, e.g. 404 block-not-found
         print(f"verify_block: {e.code} {e.read().decode(errors='replace')}", file=sys.stderr)
         return 2
     except OSError as e:

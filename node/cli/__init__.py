@@ -3,6 +3,7 @@ runs a command. The subcommands live beside it: the node, status and remote mine
 devnet (node.cli.devnet), the demos (node.cli.demo, node.cli.inference_demo); wallet, job and economy commands
 are the client side's (node.client). Importing this package changes no process-wide setting: `main` does, as the
 process starts."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,23 +15,29 @@ from pathlib import Path
 def _bench(args: argparse.Namespace) -> int:
     if args.what == "mining":
         from benchmarks import bench_mining
+
         return bench_mining.main_args(args)
     if args.what == "import":
         from chain import commands
+
         commands.bench_import(args)
         return 0
     if args.what == "market":
         from benchmarks import bench_market
+
         bench_market.run(args)
         return 0
     if args.what == "sync":
         from benchmarks import bench_sync
+
         return bench_sync.main_args(args)
     if args.what == "node":
         from benchmarks import bench_node
+
         return bench_node.main_args(args)
     if args.what == "jobs":
         from benchmarks import bench_jobs
+
         return bench_jobs.main_args(args)
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
@@ -39,8 +46,11 @@ BENCHMARKS = ("mining", "sync", "node", "jobs", "market")  # modules of benchmar
 
 
 def _no_benchmarks(args: argparse.Namespace) -> int:
-    print(f"pouw bench {args.what}: the benchmarks are not installed; they run from a source checkout "
-          "(its benchmarks/ beside node/: an editable install, `pip install -e .`, finds them)", file=sys.stderr)
+    print(
+        f"pouw bench {args.what}: the benchmarks are not installed; they run from a source checkout "
+        "(its benchmarks/ beside node/: an editable install, `pip install -e .`, finds them)",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -50,6 +60,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="reproducible benchmarks (JSON)")
     bsub = bench.add_subparsers(dest="what", required=True)
     from chain import commands as chain_commands
+
     bi = bsub.add_parser("import", help="block import throughput")
     chain_commands.add_bench_import_args(bi)
     bi.set_defaults(func=_bench)
@@ -65,6 +76,7 @@ def _have_benchmarks() -> bool:
     """benchmarks/ importable: on the path, or beside node/ in the checkout of an editable install."""
     try:
         import benchmarks  # noqa: F401
+
         return True
     except ImportError as e:
         if e.name != "benchmarks":  # a checkout's benchmark that fails to import: say so, do not hide it
@@ -78,6 +90,7 @@ def _have_benchmarks() -> bool:
 
 def _add_bench_modules(bsub: argparse._SubParsersAction) -> None:
     from benchmarks import bench_jobs, bench_market, bench_mining, bench_node
+
     bm = bsub.add_parser("mining", help="useful-work mining throughput over plain int8 GEMM; proof verification")
     bench_mining.add_arguments(bm)
     bm.set_defaults(func=_bench)
@@ -99,14 +112,18 @@ def _add_bench_modules(bsub: argparse._SubParsersAction) -> None:
 
 def _mine_demo(args: argparse.Namespace) -> int:
     from node.cli import demo
+
     return demo.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="pouw", description="Proof-of-Useful-Work settlement node")
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    ap.add_argument("--log-json", action="store_true",
-                    help="log one JSON object per line (default: key=value lines); also after node/devnet/miner")
+    ap.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log one JSON object per line (default: key=value lines); also after node/devnet/miner",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     _add_bench(sub)
@@ -118,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_mine_demo)
 
     from chain import commands as chain_commands
+
     chain_commands.register(sub)
     from node.cli import commands as node_commands
+
     node_commands.register(sub)
     return ap
 
@@ -134,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown and getattr(args, "func", None) is not _no_benchmarks:
         ap.error(f"unrecognized arguments: {' '.join(unknown)}")
     from node import logfmt
+
     logfmt.setup(verbose=args.verbose, as_json=getattr(args, "log_json", False))
     try:
         return int(args.func(args) or 0)
@@ -144,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as e:  # a wrong passphrase or a damaged key file: the message, not a traceback
         from chain.errors import KeyFileError
+
         if not isinstance(e, KeyFileError):
             raise
         print(f"pouw {args.command}: {e}", file=sys.stderr)
         return 1
-

@@ -1,4 +1,5 @@
 """A local mining demo: mines filler jobs on a device, checks every proof, and reports rates."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,14 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.device)
     shape = (size, size, size)
     target = (1 << 256) // (params.tile_work(size) * 256)
-    log.info("mining filler jobs %dx%dx%d on %s (r=%d, tile %dx%d)", *shape, backend.device, params.rank,
-             params.tile_h, params.tile_w)
+    log.info(
+        "mining filler jobs %dx%dx%d on %s (r=%d, tile %dx%d)",
+        *shape,
+        backend.device,
+        params.rank,
+        params.tile_h,
+        params.tile_w,
+    )
     done = found = 0
     macs = 0
     start = time.perf_counter()
@@ -40,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
             verify_proof(template, prep.job, p, target, params)
             found += 1
         el = time.perf_counter() - start
-        log.info("job %d: %d winning tiles, best ticket %s..., %.1f GMAC/s, blocks found %d",
-                 done, res.winners, res.proofs[0].ticket.hex()[:12] if res.proofs else "-", macs / el / 1e9, found)
+        log.info(
+            "job %d: %d winning tiles, best ticket %s..., %.1f GMAC/s, blocks found %d",
+            done,
+            res.winners,
+            res.proofs[0].ticket.hex()[:12] if res.proofs else "-",
+            macs / el / 1e9,
+            found,
+        )
     return 0

@@ -15,6 +15,7 @@ A network template (a config with ``genesis_timestamp = 0``, such as ``devnet``)
 first run writes D/network.toml with the genesis dated then, and every node of this devnet (and every
 later run on D) is started with that file, so all share one genesis.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,6 +42,7 @@ def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the devnet process dies, however it dies (Linux)."""
     try:
         import ctypes
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -52,6 +54,7 @@ def _die_with_parent() -> None:
 def _lock(base: Path):
     """Hold D/devnet.lock for the devnet's life; None (after saying why) when another devnet holds it."""
     import fcntl
+
     f = open(base / LOCK_FILE, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,11 +86,18 @@ def add_arguments(sub) -> None:
     d.add_argument("--datadir", default="./devnet-data")
     d.add_argument("--network", default="devnet", help="config name or path (default devnet)")
     d.add_argument("--device", default="cpu")
-    d.add_argument("--block-interval", type=float, default=0.0,
-                   help="minimum seconds between blocks of one node (0 = mine flat out)")
+    d.add_argument(
+        "--block-interval",
+        type=float,
+        default=0.0,
+        help="minimum seconds between blocks of one node (0 = mine flat out)",
+    )
     d.add_argument("--no-mine", action="store_true")
-    d.add_argument("--no-calibrate", action="store_true",
-                   help="keep the config's initial_block_work for a new devnet instead of measuring this machine")
+    d.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="keep the config's initial_block_work for a new devnet instead of measuring this machine",
+    )
     d.add_argument("--status-every", type=float, default=10.0, help="print a status line every S seconds (0: never)")
     d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C/SIGTERM)")
     add_log_json(d)
@@ -115,8 +125,10 @@ def _fund(url: str, wallet: PrivateKey) -> None:
         print("devnet: faucet has too little to fund the wallet", file=sys.stderr)
         return
     res = send(url, fk, wallet.address, FUND_TOKENS * UNIT, 10_000)
-    print(f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…); "
-          "waiting for it to be mined")
+    print(
+        f"devnet: funding {wallet.address.hex()} with {FUND_TOKENS} tokens (tx {res['txid'][:16]}…); "
+        "waiting for it to be mined"
+    )
     sys.stdout.flush()
 
 
@@ -145,9 +157,21 @@ def calibrated_block_work(cfg, device: str, seconds: float = 1.5) -> int:
 
     backend = get_backend(device)
     fm = FillerMiner(cfg, cfg.pow.params())
-    h = Header(cfg.version, cfg.chain_id, 1, bytes(32), cfg.genesis_timestamp, 1, bytes(32), bytes(32),
-               bytes(20), NULL_JOB, 0, b"")
-    fm.attempt(backend, h, 0)                     # builds the operands (once per height) and warms up
+    h = Header(
+        cfg.version,
+        cfg.chain_id,
+        1,
+        bytes(32),
+        cfg.genesis_timestamp,
+        1,
+        bytes(32),
+        bytes(32),
+        bytes(20),
+        NULL_JOB,
+        0,
+        b"",
+    )
+    fm.attempt(backend, h, 0)  # builds the operands (once per height) and warms up
     n, t0 = 0, time.perf_counter()
     while n < 3 or time.perf_counter() - t0 < seconds:
         fm.attempt(backend, h, 1 + n)
@@ -163,6 +187,7 @@ def network_file(base: Path, network: str, now: int, block_work: int | None = No
     import re
 
     from chain.config import launch, load_config, parse_config
+
     cfg = load_config(network)
     if cfg.dated:
         return network
@@ -170,11 +195,14 @@ def network_file(base: Path, network: str, now: int, block_work: int | None = No
     if not path.exists():
         text = launch(cfg, now).source
         if block_work is not None:
-            text, n = re.subn(r"(?m)^initial_block_work\s*=\s*\d+[^\n]*",
-                              f"initial_block_work = {block_work}   # calibrated on this machine at launch", text)
+            text, n = re.subn(
+                r"(?m)^initial_block_work\s*=\s*\d+[^\n]*",
+                f"initial_block_work = {block_work}   # calibrated on this machine at launch",
+                text,
+            )
             if n != 1:
                 raise ValueError(f"{network}: no initial_block_work line to calibrate")
-            parse_config(text)                    # still a valid network
+            parse_config(text)  # still a valid network
         path.write_text(text)
     elif load_config(path).name != cfg.name:
         raise ValueError(f"{path} holds network {load_config(path).name!r}, not {cfg.name!r}")
@@ -185,13 +213,16 @@ def _launch_block_work(base: Path, args: argparse.Namespace) -> int | None:
     """The calibrated initial difficulty for a devnet launched now (None: already launched, a dated
     network, --no-calibrate, or not mining)."""
     from chain.config import load_config
+
     cfg = load_config(args.network)
     if cfg.dated or (base / "network.toml").exists() or args.no_calibrate or args.no_mine:
         return None
     work = calibrated_block_work(cfg, args.device)
-    print(f"devnet: calibrated initial difficulty: {work / 1e9:.1f} G multiply-adds per block "
-          f"({work / cfg.target_block_time / 1e9:.1f} GMAC/s on {args.device}, {cfg.target_block_time} s blocks)",
-          flush=True)
+    print(
+        f"devnet: calibrated initial difficulty: {work / 1e9:.1f} G multiply-adds per block "
+        f"({work / cfg.target_block_time / 1e9:.1f} GMAC/s on {args.device}, {cfg.target_block_time} s blocks)",
+        flush=True,
+    )
     return work
 
 
@@ -200,6 +231,7 @@ def _issuer_wallet(base: Path, network: str) -> Path | None:
     when the network's genesis names that issuer."""
     from chain.config import load_config
     from chain.econsim import issuer_key
+
     ik = issuer_key()
     try:
         cfg = load_config(network)
@@ -221,8 +253,11 @@ def run(args: argparse.Namespace) -> int:
         return 1
     busy = [args.base_port + i for i in range(args.nodes) if _port_in_use(args.base_port + i)]
     if busy:
-        print(f"devnet: port(s) {busy} already answer on 127.0.0.1 (nodes left from an earlier run? another "
-              "program?); stop them or choose --base-port", file=sys.stderr)
+        print(
+            f"devnet: port(s) {busy} already answer on 127.0.0.1 (nodes left from an earlier run? another "
+            "program?); stop them or choose --base-port",
+            file=sys.stderr,
+        )
         return 1
     try:
         network = network_file(base, args.network, int(time.time()), _launch_block_work(base, args))
@@ -249,13 +284,28 @@ def run(args: argparse.Namespace) -> int:
     for i, port in enumerate(ports):
         d = base / f"node{i}"
         d.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "node.cli", "node", "--datadir", str(d), "--network", network,
-               "--host", "127.0.0.1", "--port", str(port), "--device", args.device,
-               "--mine-interval", str(args.block_interval)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "node.cli",
+            "node",
+            "--datadir",
+            str(d),
+            "--network",
+            network,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--device",
+            args.device,
+            "--mine-interval",
+            str(args.block_interval),
+        ]
         if not args.no_mine:
             cmd.append("--mine")
         if getattr(args, "log_json", False):
-            cmd.append("--log-json")             # the nodes' logs (D/node<i>/node.log) as JSON lines too
+            cmd.append("--log-json")  # the nodes' logs (D/node<i>/node.log) as JSON lines too
         for j, p in enumerate(ports):
             if j != i:
                 cmd += ["--peer", f"127.0.0.1:{p}"]
@@ -263,9 +313,17 @@ def run(args: argparse.Namespace) -> int:
         env = dict(os.environ)
         # share the cores between the nodes instead of oversubscribing them
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nodes)))
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                      cwd=str(Path(__file__).resolve().parents[2]), env=env,
-                                      preexec_fn=_die_with_parent))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=str(Path(__file__).resolve().parents[2]),
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        )
         log.close()
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     rc = 0
@@ -284,8 +342,11 @@ def run(args: argparse.Namespace) -> int:
             except Exception:
                 own = None
             if st is not None and own is not None and st.get("node_id") != own:
-                print(f"devnet: {u} answers as node {st.get('node_id', '?')[:16]}, not node{i} "
-                      f"({own[:16]}); another node holds the port", file=sys.stderr)
+                print(
+                    f"devnet: {u} answers as node {st.get('node_id', '?')[:16]}, not node{i} "
+                    f"({own[:16]}); another node holds the port",
+                    file=sys.stderr,
+                )
                 rc = 1
                 stopping = True
                 break
@@ -295,17 +356,29 @@ def run(args: argparse.Namespace) -> int:
             except (OSError, ApiError) as e:
                 print(f"devnet: could not fund the wallet: {e}", file=sys.stderr)
             if not _wait_funded(urls[0], wallet, 0 if args.no_mine else FUND_WAIT_S, lambda: stopping):
-                print("devnet: the wallet's funding is still pending (not mined yet); balances show it once "
-                      "a block includes it")
-            print(json.dumps({"nodes": urls, "datadirs": [str(base / f"node{i}") for i in range(args.nodes)],
-                              "wallet": str(wallet_path), "address": wallet.address.hex(),
-                              "issuer_wallet": str(issuer_path) if issuer_path else None}))
+                print(
+                    "devnet: the wallet's funding is still pending (not mined yet); balances show it once "
+                    "a block includes it"
+                )
+            print(
+                json.dumps(
+                    {
+                        "nodes": urls,
+                        "datadirs": [str(base / f"node{i}") for i in range(args.nodes)],
+                        "wallet": str(wallet_path),
+                        "address": wallet.address.hex(),
+                        "issuer_wallet": str(issuer_path) if issuer_path else None,
+                    }
+                )
+            )
             print(f"devnet: {args.nodes} node(s) up: {' '.join(urls)}")
             print(f"devnet: explorer at {urls[0]}/ (open it in a browser)")
             print(f"devnet: client wallet {wallet_path} (address {wallet.address.hex()})")
             if issuer_path is not None:
-                print(f"devnet: issuer wallet {issuer_path} (address {load_key(issuer_path).address.hex()}); "
-                      f"try `pouw issuer show --wallet {issuer_path} --node {urls[0]}`")
+                print(
+                    f"devnet: issuer wallet {issuer_path} (address {load_key(issuer_path).address.hex()}); "
+                    f"try `pouw issuer show --wallet {issuer_path} --node {urls[0]}`"
+                )
             print(f"devnet: try `pouw wallet balance --wallet {wallet_path} --node {urls[0]}`; Ctrl-C stops")
             sys.stdout.flush()
         t0 = last = time.time()
@@ -324,12 +397,16 @@ def run(args: argparse.Namespace) -> int:
                 for i, u in enumerate(urls):
                     try:
                         s = NodeClient(u, timeout=2.0).call("GET", "/api/v1/status")
-                        parts.append(f"node{i} h={s['height']} tip={s['tip'][:10]} peers={s['peers']} "
-                                     f"mempool={s['mempool']['size']} work_rate={s['work_rate'] / 1e9:.3f} GMAC/s")
+                        parts.append(
+                            f"node{i} h={s['height']} tip={s['tip'][:10]} peers={s['peers']} "
+                            f"mempool={s['mempool']['size']} work_rate={s['work_rate'] / 1e9:.3f} GMAC/s"
+                        )
                     except (OSError, ApiError, ValueError):
                         parts.append(f"node{i} (no answer)")
                 try:
-                    bal = NodeClient(urls[0], timeout=2.0).call("GET", f"/api/v1/accounts/{wallet.address.hex()}")["balance"]
+                    bal = NodeClient(urls[0], timeout=2.0).call("GET", f"/api/v1/accounts/{wallet.address.hex()}")[
+                        "balance"
+                    ]
                     parts.append(f"wallet={fmt_amount(bal)}")
                 except (OSError, ApiError, ValueError):
                     pass

@@ -4,6 +4,7 @@ Every command takes ``--node URL``; those that sign take ``--wallet W``. Output 
 or one JSON object with ``--json``. Token amounts are in tokens (decimal; ``--units`` for base units),
 prices are fractions of face value (``0.95``: 0.95 credit per token), allocations in multiply-adds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,10 +12,29 @@ import json
 import sys
 from decimal import Decimal, InvalidOperation
 
-from chain.econtx import (ASK, BID, BPS, GTC, IOC, KIND_CREDIT_ISSUE, KIND_GRANT, KIND_ISSUER_DEPOSIT,
-                          KIND_ISSUER_REGISTER, KIND_ISSUER_WITHDRAW, KIND_ORDER_CANCEL, KIND_ORDER_PLACE, MODE_NAMES,
-                          SRC_FREE, CreditIssue, Grant, IssuerDeposit, IssuerRegister, IssuerWithdraw, OrderCancel,
-                          OrderPlace)
+from chain.econtx import (
+    ASK,
+    BID,
+    BPS,
+    GTC,
+    IOC,
+    KIND_CREDIT_ISSUE,
+    KIND_GRANT,
+    KIND_ISSUER_DEPOSIT,
+    KIND_ISSUER_REGISTER,
+    KIND_ISSUER_WITHDRAW,
+    KIND_ORDER_CANCEL,
+    KIND_ORDER_PLACE,
+    MODE_NAMES,
+    SRC_FREE,
+    CreditIssue,
+    Grant,
+    IssuerDeposit,
+    IssuerRegister,
+    IssuerWithdraw,
+    OrderCancel,
+    OrderPlace,
+)
 from chain.keys import PrivateKey, parse_address
 from chain.tx import Transaction
 from node.client.wallet import DEFAULT_NODE, fmt_amount, open_wallet, parse_amount
@@ -63,37 +83,53 @@ def _send(args, kind: int, payload, what: str) -> int:
 def cmd_issuer(args: argparse.Namespace) -> int:
     c = args.issuer_cmd
     if c == "register":
-        return _send(args, KIND_ISSUER_REGISTER,
-                     IssuerRegister(MODE_NAMES.index(args.mode), args.vintage_periods, args.fee_bps, args.buyback_bps),
-                     "issuer register")
+        return _send(
+            args,
+            KIND_ISSUER_REGISTER,
+            IssuerRegister(MODE_NAMES.index(args.mode), args.vintage_periods, args.fee_bps, args.buyback_bps),
+            "issuer register",
+        )
     if c == "deposit":
         return _send(args, KIND_ISSUER_DEPOSIT, IssuerDeposit(_amount(args, args.amount)), "deposit")
     if c == "withdraw":
         return _send(args, KIND_ISSUER_WITHDRAW, IssuerWithdraw(_amount(args, args.amount)), "withdraw")
     if c == "credit":
-        return _send(args, KIND_CREDIT_ISSUE, CreditIssue(parse_address(args.to), _amount(args, args.amount)),
-                     "credits issued")
+        return _send(
+            args, KIND_CREDIT_ISSUE, CreditIssue(parse_address(args.to), _amount(args, args.amount)), "credits issued"
+        )
     a = parse_address(args.address) if args.address else open_wallet(args.wallet).address
     d = NodeClient(args.node).call("GET", f"/api/v1/economy/issuers/{a.hex()}")
-    return _out(args, d, f"issuer {d['issuer']}: mode {d['mode']}, deposit {fmt_amount(d['deposit'])} tokens, "
-                         f"fee {d['fee_bps']} bps, buyback {d['buyback_bps'] / BPS:.4f}, vintages live "
-                         f"{d['vintage_periods']} periods, credits outstanding {fmt_amount(d['credits_outstanding'])}")
+    return _out(
+        args,
+        d,
+        f"issuer {d['issuer']}: mode {d['mode']}, deposit {fmt_amount(d['deposit'])} tokens, "
+        f"fee {d['fee_bps']} bps, buyback {d['buyback_bps'] / BPS:.4f}, vintages live "
+        f"{d['vintage_periods']} periods, credits outstanding {fmt_amount(d['credits_outstanding'])}",
+    )
 
 
 # --- subscription -------------------------------------------------------------------------------------
 def cmd_subscription(args: argparse.Namespace) -> int:
     if args.sub_cmd == "grant":
-        return _send(args, KIND_GRANT, Grant(parse_address(args.to), args.allocation, args.period_blocks,
-                                             args.periods, int(args.trial)), "grant")
+        return _send(
+            args,
+            KIND_GRANT,
+            Grant(parse_address(args.to), args.allocation, args.period_blocks, args.periods, int(args.trial)),
+            "grant",
+        )
     a = parse_address(args.address) if args.address else open_wallet(args.wallet).address
     d = NodeClient(args.node).call("GET", f"/api/v1/economy/accounts/{a.hex()}")
-    lines = [f"account {d['address']} at height {d['height']}: free {fmt_amount(d['free'])}, spend-only "
-             f"{fmt_amount(d['spend_only'])}, vintage {fmt_amount(d['vintage_total'])}, allocation left "
-             f"{fmt_amount(d['allocation_tokens'])} tokens"]
+    lines = [
+        f"account {d['address']} at height {d['height']}: free {fmt_amount(d['free'])}, spend-only "
+        f"{fmt_amount(d['spend_only'])}, vintage {fmt_amount(d['vintage_total'])}, allocation left "
+        f"{fmt_amount(d['allocation_tokens'])} tokens"
+    ]
     for g in d["grants"]:
-        lines.append(f"  grant {g['grant_id'][:16]} from {g['issuer'][:12]}: {g['allocation']} MACs/period, "
-                     f"{fmt_amount(g['remaining'])} left until height {g['period_end']}, {g['periods_left']} more "
-                     f"period(s){' (trial)' if g['trial'] else ''}")
+        lines.append(
+            f"  grant {g['grant_id'][:16]} from {g['issuer'][:12]}: {g['allocation']} MACs/period, "
+            f"{fmt_amount(g['remaining'])} left until height {g['period_end']}, {g['periods_left']} more "
+            f"period(s){' (trial)' if g['trial'] else ''}"
+        )
     for v in d["vintages"]:
         lines.append(f"  vintage of {v['issuer'][:12]}: {fmt_amount(v['amount'])} usable below height {v['expiry']}")
     for i, x in d["credits"].items():
@@ -108,8 +144,15 @@ def cmd_market(args: argparse.Namespace) -> int:
     if c in ("buy", "sell"):
         side = BID if c == "buy" else ASK
         src = SRC_FREE if side == BID or not args.vintage else args.vintage
-        p = OrderPlace(parse_address(args.issuer), side, parse_price(args.price), _amount(args, args.qty),
-                       IOC if args.ioc else GTC, args.expires, src)
+        p = OrderPlace(
+            parse_address(args.issuer),
+            side,
+            parse_price(args.price),
+            _amount(args, args.qty),
+            IOC if args.ioc else GTC,
+            args.expires,
+            src,
+        )
         return _send(args, KIND_ORDER_PLACE, p, f"{c} order (order id = txid)")
     if c == "cancel":
         return _send(args, KIND_ORDER_CANCEL, OrderCancel(bytes.fromhex(args.order)), "cancel")
@@ -120,12 +163,14 @@ def cmd_market(args: argparse.Namespace) -> int:
         lines = [f"book of {d['issuer']} at height {d['height']} (buyback at {d['buyback_price'] / BPS:.4f})"]
         for side in ("asks", "bids"):
             lines.append(f"  {side}:")
-            for lv in (d[side]["levels"][::-1] if side == "asks" else d[side]["levels"]):
+            for lv in d[side]["levels"][::-1] if side == "asks" else d[side]["levels"]:
                 lines.append(f"    {lv['price'] / BPS:.4f}  {fmt_amount(lv['qty'])}")
         return _out(args, d, "\n".join(lines))
     d = cl.call("GET", f"/api/v1/economy/market/{iss.hex()}/trades?limit={args.limit}")
-    lines = [f"h={t['height']} {t['taker_side']:>3} {fmt_amount(t['qty'])} @ {t['price'] / BPS:.4f} fee {t['fee']}"
-             for t in d["trades"]]
+    lines = [
+        f"h={t['height']} {t['taker_side']:>3} {fmt_amount(t['qty'])} @ {t['price'] / BPS:.4f} fee {t['fee']}"
+        for t in d["trades"]
+    ]
     return _out(args, d, "\n".join(lines) or "no trades")
 
 
@@ -139,6 +184,7 @@ def _guard(fn):
         except ApiError as e:
             print(json.dumps({"error": {"code": e.code, "message": e.message}}))
             return 1
+
     return run
 
 

@@ -9,6 +9,7 @@ No traceback reaches the user: an unexpected error prints one line and exits 1.
 A journal `<wallet>.jobs.jsonl` (one JSON line per submitted job: id, the client's shape, the padded shape,
 the node) lets `job wait|fetch ID` crop C to the shape submitted without `--shape`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,18 @@ def journal_add(wallet: str | None, sub, node: str) -> None:
         return
     try:
         with open(p, "a") as f:
-            f.write(json.dumps({"job_id": sub.job_id, "shape": list(sub.shape), "padded": list(sub.padded),
-                                "node": node, "time": int(time.time())}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "job_id": sub.job_id,
+                        "shape": list(sub.shape),
+                        "padded": list(sub.padded),
+                        "node": node,
+                        "time": int(time.time()),
+                    }
+                )
+                + "\n"
+            )
     except OSError as e:
         _progress(f"note: could not write the job journal {p}: {e}")
 
@@ -94,11 +105,21 @@ def journal_shape(wallet: str | None, job_id: str) -> tuple[int, ...] | None:
 
 # --- output -----------------------------------------------------------------------------------------------
 def _result_doc(res, out: str | None, settlement=None) -> dict:
-    return {"job_id": res.job_id, "status": res.status, "fee": res.fee, "miner": res.miner, "h_c": res.h_c,
-            "shape": list(res.c.shape), "out": out, "verified": True,
-            "latency_s": round(res.latency_s, 3) if res.latency_s is not None else None,
-            "c_at_height": res.height, "confirmed": res.confirmed,
-            "settlement": settlement.to_json() if settlement is not None else None, "receipt": res.receipt}
+    return {
+        "job_id": res.job_id,
+        "status": res.status,
+        "fee": res.fee,
+        "miner": res.miner,
+        "h_c": res.h_c,
+        "shape": list(res.c.shape),
+        "out": out,
+        "verified": True,
+        "latency_s": round(res.latency_s, 3) if res.latency_s is not None else None,
+        "c_at_height": res.height,
+        "confirmed": res.confirmed,
+        "settlement": settlement.to_json() if settlement is not None else None,
+        "receipt": res.receipt,
+    }
 
 
 def _failed_doc(e) -> dict:
@@ -121,13 +142,19 @@ def _report(outs: list, paths: list[str | None], cmd: str, settle: bool = False,
     wait for the results to be mined (`settle`: for the jobs to settle), then print one JSON line (a
     single object for one job, {"jobs": [...]} for several); the exit code."""
     from node.client.sdk import JobFailed
+
     for o, p in zip(outs, paths):
         if not isinstance(o, JobFailed):
             _write(p, o.c)
             if p:
-                _progress(f"job {o.job_id[:16]}… C written to {p}"
-                          + ("" if o.confirmed else "; waiting for the result to be mined"
-                             + (" and settled" if settle else "")))
+                _progress(
+                    f"job {o.job_id[:16]}… C written to {p}"
+                    + (
+                        ""
+                        if o.confirmed
+                        else "; waiting for the result to be mined" + (" and settled" if settle else "")
+                    )
+                )
     end = time.monotonic() + timeout
     docs = []
     unsettled = 0
@@ -165,6 +192,7 @@ def _outs(args, count: int) -> list[str | None]:
 # --- commands ---------------------------------------------------------------------------------------------
 def cmd_submit(args: argparse.Namespace) -> int:
     from node.client.sdk import Client
+
     a_paths, b_paths = args.a or [], args.b or []
     if not a_paths or not b_paths:
         raise UsageError("give --a and --b (repeat them for a batch)")
@@ -178,13 +206,28 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for pa, pb in zip(a_paths, b_paths):
         pairs.append((cache.setdefault(pa, _load(pa, "A")), cache.setdefault(pb, _load(pb, "B"))))
     client = Client(args.node)
-    subs = client.submit_jobs(args.wallet, pairs, args.max_fee, wait=False, deadline_blocks=args.deadline,
-                              tx_fee=args.tx_fee, progress=_progress)
+    subs = client.submit_jobs(
+        args.wallet,
+        pairs,
+        args.max_fee,
+        wait=False,
+        deadline_blocks=args.deadline,
+        tx_fee=args.tx_fee,
+        progress=_progress,
+    )
     for s in subs:
         journal_add(args.wallet, s, args.node)
     if not args.wait:
-        docs = [{"job_id": s.job_id, "max_fee": s.fee, "deadline": s.deadline, "shape": list(s.shape),
-                 "padded": list(s.padded)} for s in subs]
+        docs = [
+            {
+                "job_id": s.job_id,
+                "max_fee": s.fee,
+                "deadline": s.deadline,
+                "shape": list(s.shape),
+                "padded": list(s.padded),
+            }
+            for s in subs
+        ]
         print(json.dumps(docs[0] if len(docs) == 1 else {"jobs": docs}))
         return 0
     res = client.wait_jobs(subs, args.wallet, timeout=args.timeout, progress=_progress)
@@ -200,6 +243,7 @@ def _wallet_for_dispute(args) -> str | None:
 
 def _wait_or_fetch(args: argparse.Namespace, fetch: bool) -> int:
     from node.client.sdk import Client, JobFailed, _hexid
+
     ids = [_hexid(j) for j in args.job_id]
     outs = _outs(args, len(ids))
     wallet = _wallet_for_dispute(args)
@@ -211,8 +255,10 @@ def _wait_or_fetch(args: argparse.Namespace, fetch: bool) -> int:
     for jid in ids:
         shape = given or journal_shape(wallet, jid)
         if shape is None:
-            _progress(f"job {jid[:16]}…: shape unknown (no --shape, not in the wallet's journal): "
-                      "C keeps the padded on-chain shape")
+            _progress(
+                f"job {jid[:16]}…: shape unknown (no --shape, not in the wallet's journal): "
+                "C keeps the padded on-chain shape"
+            )
         try:
             if fetch:
                 results.append(client.fetch_job(jid, wallet, shape=shape, progress=_progress))
@@ -233,6 +279,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from node.client.sdk import Client, ClientError, _hexid
+
     c = Client(args.node)
     jid = _hexid(args.job_id)
     doc = c.job_status(jid)
@@ -246,12 +293,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_progress(args: argparse.Namespace) -> int:
     from node.client.sdk import Client, _hexid
+
     print(json.dumps(Client(args.node).job_progress(_hexid(args.job_id)), indent=1))
     return 0
 
 
 def cmd_receipt(args: argparse.Namespace) -> int:
     from node.client.sdk import Client, _hexid
+
     print(json.dumps(Client(args.node).receipt(_hexid(args.job_id)), indent=1))
     return 0
 
@@ -259,6 +308,7 @@ def cmd_receipt(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from chain.keys import parse_address
     from node.client.sdk import Client, _load_key
+
     c = Client(args.node)
     if args.mine or args.client:
         if args.client:
@@ -277,6 +327,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from node.client.sdk import Client, _hexid
+
     c = Client(args.node)
     jid = _hexid(args.job_id)
     txid = c.cancel_job(args.wallet, jid, tx_fee=args.tx_fee)
@@ -300,6 +351,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_price(args: argparse.Namespace) -> int:
     from node.client.sdk import Client
+
     shape = _shape(args.shape, 3)
     c = Client(args.node)
     pm, pk, pn = c.job_shape(*shape)  # type: ignore[misc]
@@ -311,9 +363,11 @@ def cmd_price(args: argparse.Namespace) -> int:
 
 def guarded(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Run a `pouw job` command with every failure mapped to one stderr line and an exit code."""
+
     def run(args: argparse.Namespace) -> int:
         from node.client.sdk import ClientError, JobFailed
         from pouw.errors import JobError
+
         try:
             return fn(args)
         except UsageError as e:
@@ -338,6 +392,7 @@ def guarded(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[arg
         except Exception as e:  # noqa: BLE001 - last resort: one line, no traceback
             _err(name, f"unexpected error: {type(e).__name__}: {e}")
             return 1
+
     return run
 
 
@@ -360,28 +415,43 @@ def add_arguments(sub) -> None:
     s.add_argument("--timeout", type=float, default=600.0)
     s.add_argument("--out", action="append", help="where to write C (.npy, int32); one per job")
     s.add_argument("--out-dir", default=None, help="write C of job i to DIR/c<i>.npy")
-    s.add_argument("--settle", action="store_true", help="with --wait: after C is written, wait until the "
-                   "job settles on chain (the challenge window closes), not only until its result is mined")
+    s.add_argument(
+        "--settle",
+        action="store_true",
+        help="with --wait: after C is written, wait until the "
+        "job settles on chain (the challenge window closes), not only until its result is mined",
+    )
     s.set_defaults(func=guarded("submit", cmd_submit))
 
-    for name, helptext, fn in (("wait", "wait for a job's result, verify it (Freivalds) and save C", cmd_wait),
-                               ("fetch", "download and verify the C of a job that has a result now", cmd_fetch)):
+    for name, helptext, fn in (
+        ("wait", "wait for a job's result, verify it (Freivalds) and save C", cmd_wait),
+        ("fetch", "download and verify the C of a job that has a result now", cmd_fetch),
+    ):
         w = js.add_parser(name, help=helptext)
         w.add_argument("job_id", nargs="+")
         node_arg(w)
-        w.add_argument("--wallet", default=None, help="disputes a wrong C; its journal gives the shape "
-                                                      "(default ./wallet.json if present)")
+        w.add_argument(
+            "--wallet",
+            default=None,
+            help="disputes a wrong C; its journal gives the shape (default ./wallet.json if present)",
+        )
         w.add_argument("--shape", default=None, help="m,n of the client's C (crop); default: the journal")
         w.add_argument("--out", action="append", help="where to write C (.npy, int32); one per job")
         w.add_argument("--out-dir", default=None)
         w.add_argument("--timeout", type=float, default=600.0)
-        w.add_argument("--settle", action="store_true", help="after C is written, wait until the job settles "
-                       "on chain (the challenge window closes), not only until its result is mined")
+        w.add_argument(
+            "--settle",
+            action="store_true",
+            help="after C is written, wait until the job settles "
+            "on chain (the challenge window closes), not only until its result is mined",
+        )
         w.set_defaults(func=guarded(name, fn))
 
-    for name, helptext, fn in (("status", "a job's on-chain record and progress", cmd_status),
-                               ("progress", "status, queue position and estimate", cmd_progress),
-                               ("receipt", "submit / claim / result txids and heights", cmd_receipt)):
+    for name, helptext, fn in (
+        ("status", "a job's on-chain record and progress", cmd_status),
+        ("progress", "status, queue position and estimate", cmd_progress),
+        ("receipt", "submit / claim / result txids and heights", cmd_receipt),
+    ):
         st = js.add_parser(name, help=helptext)
         st.add_argument("job_id")
         node_arg(st)

@@ -11,6 +11,7 @@ Invariants: q = clip(rint(x / s), -64, 64) with s = max|x| / 64 over the group (
 column of B), so |x − q·s| ≤ s / 2 entry-wise; an all-zero group gets s = 1 (q = 0). Per-row scales of A
 and per-column scales of B keep C separable: (A·B)_ij ≈ s_a[i] · s_b[j] · C_ij. NaN or ±inf is refused.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -44,8 +45,11 @@ def quantize(x: Any, per: str = "tensor", qmax: int = OPERAND_MAX) -> tuple[np.n
     if not 1 <= qmax <= OPERAND_MAX:
         raise JobError(f"qmax must be in [1, {OPERAND_MAX}] (the chain's operand range)")
     a = _as_float(x, "x")
-    absmax = {"tensor": lambda: np.abs(a).max(initial=0.0), "row": lambda: np.abs(a).max(axis=1, initial=0.0),
-              "column": lambda: np.abs(a).max(axis=0, initial=0.0)}[per]()
+    absmax = {
+        "tensor": lambda: np.abs(a).max(initial=0.0),
+        "row": lambda: np.abs(a).max(axis=1, initial=0.0),
+        "column": lambda: np.abs(a).max(axis=0, initial=0.0),
+    }[per]()
     scale = np.where(absmax > 0, absmax / qmax, 1.0)
     s = scale if per != "row" else scale[:, None]
     q = np.clip(np.rint(a / s), -qmax, qmax).astype(np.int8)

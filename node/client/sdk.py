@@ -34,6 +34,7 @@ Stdlib HTTP only (urllib); safe to call from a thread. Every failure is a `Clien
 stable code, or `node-unreachable` naming the URL), a `pouw.errors.JobError` (bad operands, naming the
 limit) or a `JobFailed`.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -51,11 +52,11 @@ import numpy as np
 from node.blobs import BlobError, blob_hash, blob_role, decode_array, encode_array
 from pouw.errors import JobError
 
-POLL_MIN_S = 0.02      # first sleep between polls of a node without long-poll; grows by half each time
-POLL_MAX_S = 0.5       # longest sleep between polls (wait_job's `poll`)
-LONG_POLL_S = 10       # seconds a long-poll (GET /jobs/{id}?wait=) may be held by the node
-GRACE_S = 5.0          # an on-chain result's C unavailable this long: challenge it (data availability)
-WATCH_S = 3600.0       # longest a background watcher follows a job handed over before its result was mined
+POLL_MIN_S = 0.02  # first sleep between polls of a node without long-poll; grows by half each time
+POLL_MAX_S = 0.5  # longest sleep between polls (wait_job's `poll`)
+LONG_POLL_S = 10  # seconds a long-poll (GET /jobs/{id}?wait=) may be held by the node
+GRACE_S = 5.0  # an on-chain result's C unavailable this long: challenge it (data availability)
+WATCH_S = 3600.0  # longest a background watcher follows a job handed over before its result was mined
 
 
 class ClientError(RuntimeError):
@@ -72,8 +73,15 @@ class JobFailed(RuntimeError):
     """The job did not deliver a verified C: `reason` is wrong-result, refunded, slashed, unverifiable,
     no-result or timeout."""
 
-    def __init__(self, job_id: str, reason: str, message: str, record: dict | None = None,
-                 dispute_txid: str | None = None, challenge_txid: str | None = None):
+    def __init__(
+        self,
+        job_id: str,
+        reason: str,
+        message: str,
+        record: dict | None = None,
+        dispute_txid: str | None = None,
+        challenge_txid: str | None = None,
+    ):
         super().__init__(f"job {job_id[:16]}…: {reason}: {message}")
         self.job_id = job_id
         self.reason = reason
@@ -88,14 +96,14 @@ class Submitted:
     """A posted job and what the client needs to verify its result."""
 
     job_id: str
-    fee: int                   # the escrowed max fee
+    fee: int  # the escrowed max fee
     tx_fee: int
     deadline: int
-    shape: tuple[int, int, int]          # the client's (m, k, n)
-    padded: tuple[int, int, int]         # the job's (m, k, n) on chain
-    a: object = field(repr=False)        # padded torch int8
+    shape: tuple[int, int, int]  # the client's (m, k, n)
+    padded: tuple[int, int, int]  # the job's (m, k, n) on chain
+    a: object = field(repr=False)  # padded torch int8
     b: object = field(repr=False)
-    job: object = field(repr=False)      # pouw.job.JobCommitment
+    job: object = field(repr=False)  # pouw.job.JobCommitment
     blob_a: str = ""
     blob_b: str = ""
 
@@ -106,16 +114,16 @@ class JobResult:
     Freivalds) before the result was mined; a background thread follows the job (`confirm`, `settle`)."""
 
     job_id: str
-    c: np.ndarray              # exact A·B, int32, the client's shape
+    c: np.ndarray  # exact A·B, int32, the client's shape
     fee: int
-    status: str                # the job's status when C was verified: pending/open/claimed, resulted, released
+    status: str  # the job's status when C was verified: pending/open/claimed, resulted, released
     h_c: str
     miner: str | None
     record: dict = field(repr=False, default_factory=dict)
-    receipt: dict | None = field(repr=False, default=None)   # submit/claim/result txids and heights (None until
-    latency_s: float | None = None      # submit (or wait) call to a verified C, seconds       the result is mined)
-    confirmed: bool = True              # the chain holds the result with this H_C
-    height: int | None = None           # the node's chain height when C was verified
+    receipt: dict | None = field(repr=False, default=None)  # submit/claim/result txids and heights (None until
+    latency_s: float | None = None  # submit (or wait) call to a verified C, seconds       the result is mined)
+    confirmed: bool = True  # the chain holds the result with this H_C
+    height: int | None = None  # the node's chain height when C was verified
     _client: "Client | None" = field(default=None, repr=False, compare=False)
     _watch: "_Watcher | None" = field(default=None, repr=False, compare=False)
     _settlement: "Settlement | None" = field(default=None, repr=False, compare=False)
@@ -125,9 +133,12 @@ class JobResult:
         (Settlement: outcome confirmed, disputed, slashed, refunded, ...). Updates `receipt`, `status`,
         `confirmed`. Returns at once for a result that was on chain when C was verified."""
         if self._watch is None:
-            s = self._settlement or Settlement("released" if self.status == "released" else "confirmed",
-                                               self.status, "the result was on chain when C was verified",
-                                               receipt=self.receipt)
+            s = self._settlement or Settlement(
+                "released" if self.status == "released" else "confirmed",
+                self.status,
+                "the result was on chain when C was verified",
+                receipt=self.receipt,
+            )
         else:
             with self._watch.cond:
                 self._watch.cond.wait_for(lambda: self._settlement is not None, timeout)
@@ -155,8 +166,12 @@ class JobResult:
             if rec["status"] not in ("resulted", "challenged"):
                 break
             if time.monotonic() > end:
-                return Settlement("timeout", rec["status"], f"not settled within {timeout:.0f} s (settles at "
-                                  f"height {rec.get('challenge_until')})", receipt=self.receipt)
+                return Settlement(
+                    "timeout",
+                    rec["status"],
+                    f"not settled within {timeout:.0f} s (settles at height {rec.get('challenge_until')})",
+                    receipt=self.receipt,
+                )
             cl._pause(self.job_id, rec, backoff, end)
         try:
             self.receipt = cl.receipt(self.job_id)
@@ -172,10 +187,12 @@ class JobResult:
 def _load_key(wallet):
     """A chain.keys.PrivateKey as is, or open a wallet file (asks for its passphrase when encrypted)."""
     from chain.keys import PrivateKey
+
     if isinstance(wallet, PrivateKey):
         return wallet
     from chain.errors import KeyFileError
     from node.client.wallet import open_wallet
+
     try:
         return open_wallet(str(wallet))
     except (OSError, ValueError, KeyFileError, EOFError) as e:  # missing file, bad JSON, wrong passphrase
@@ -191,8 +208,9 @@ class Client:
         self._cfg = None
 
     # --- HTTP ----------------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None,
-                 extra: dict | None = None) -> tuple[int, bytes]:
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, ctype: str | None = None, extra: dict | None = None
+    ) -> tuple[int, bytes]:
         headers = dict(extra or {})
         if ctype:
             headers["Content-Type"] = ctype
@@ -209,8 +227,9 @@ class Client:
                 err = json.loads(raw)["error"]
                 raise ClientError(err.get("code", "error"), err.get("message", ""), e.code) from None
             except (ValueError, KeyError, TypeError, AttributeError):
-                raise ClientError(f"http-{e.code}", f"{self.url}{path}: " + raw[:200].decode(errors="replace"),
-                                  e.code) from None
+                raise ClientError(
+                    f"http-{e.code}", f"{self.url}{path}: " + raw[:200].decode(errors="replace"), e.code
+                ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", None) or e
             raise ClientError("node-unreachable", f"cannot reach the node at {self.url}: {reason}") from None
@@ -229,6 +248,7 @@ class Client:
         """The node's chain config (parsed from /api/v1/network)."""
         if self._cfg is None:
             from chain.config import parse_config
+
             self._cfg = parse_config(self.call("GET", "/api/v1/network")["config_toml"])
         return self._cfg
 
@@ -266,7 +286,6 @@ class Client:
             raise ClientError("blob-hash-mismatch", f"blob {hx[:16]}… does not match its address")
         return data
 
-
     # --- jobs: reading -------------------------------------------------------------------------------
     def job_status(self, job_id: str | bytes) -> dict:
         jid = job_id.hex() if isinstance(job_id, bytes) else job_id
@@ -291,6 +310,7 @@ class Client:
     def price(self, m: int, k: int, n: int) -> int:
         """The chain's going rate for an m×k×n job as it goes on chain (computed locally)."""
         from chain.jobs import job_price
+
         return job_price(self.cfg, m, k, n)
 
     def quote(self, m: int, k: int, n: int) -> dict:
@@ -303,8 +323,16 @@ class Client:
             if e.code not in ("not-found", "bad-param"):
                 raise
         going = self.price(m, k, n)
-        return {"m": m, "k": k, "n": n, "macs": m * k * n, "going_rate": going, "recent": None, "queue": None,
-                "suggested_max_fee": going}
+        return {
+            "m": m,
+            "k": k,
+            "n": n,
+            "macs": m * k * n,
+            "going_rate": going,
+            "recent": None,
+            "queue": None,
+            "suggested_max_fee": going,
+        }
 
     # --- jobs: shapes --------------------------------------------------------------------------------
     def job_shape(self, m: int, k: int, n: int) -> tuple[int, int, int]:
@@ -314,6 +342,7 @@ class Client:
         from chain.errors import TxError
         from chain.jobs import check_job_shape, dispute_size_bound
         from pouw.padding import padded_shape
+
         if min(m, k, n) <= 0:
             raise JobError(f"job {m}x{k}x{n}: every dimension must be positive")
         cfg = self.cfg
@@ -321,8 +350,10 @@ class Client:
         params = p.params()
         for name, v in (("m", m), ("k", k), ("n", n)):
             if v > p.max_dim:
-                raise JobError(f"job {m}x{k}x{n}: {name} = {v} exceeds the chain's max_dim {p.max_dim} "
-                               f"(network {cfg.name}); split the product into blocks of at most {p.max_dim}")
+                raise JobError(
+                    f"job {m}x{k}x{n}: {name} = {v} exceeds the chain's max_dim {p.max_dim} "
+                    f"(network {cfg.name}); split the product into blocks of at most {p.max_dim}"
+                )
         pm, pk, pn = padded_shape(m, k, n, params)
         r = params.rank
         pk = max(pk, -(-p.min_k // r) * r)
@@ -331,18 +362,23 @@ class Client:
             pm = -(-need // params.tile_h) * params.tile_h
         for name, v, orig in (("m", pm, m), ("k", pk, k), ("n", pn, n)):
             if v > p.max_dim:
-                raise JobError(f"job {m}x{k}x{n}: {name} = {orig} pads to {v}, beyond the chain's max_dim "
-                               f"{p.max_dim} (network {cfg.name})")
+                raise JobError(
+                    f"job {m}x{k}x{n}: {name} = {orig} pads to {v}, beyond the chain's max_dim "
+                    f"{p.max_dim} (network {cfg.name})"
+                )
         need = dispute_size_bound(pm, pk, pn)
         if need > cfg.max_tx_bytes:
-            raise JobError(f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}): a fraud proof against it needs up to "
-                           f"{need} bytes, beyond the chain's max_tx_bytes {cfg.max_tx_bytes} (2k + 4n bytes plus "
-                           "Merkle paths); use smaller k or n")
+            raise JobError(
+                f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}): a fraud proof against it needs up to "
+                f"{need} bytes, beyond the chain's max_tx_bytes {cfg.max_tx_bytes} (2k + 4n bytes plus "
+                "Merkle paths); use smaller k or n"
+            )
         try:
             check_job_shape(cfg, pm, pk, pn)
         except TxError as e:
-            raise JobError(f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}) is not accepted by the chain: {e.reason} "
-                           f"({e.detail})") from None
+            raise JobError(
+                f"job {m}x{k}x{n} (padded {pm}x{pk}x{pn}) is not accepted by the chain: {e.reason} ({e.detail})"
+            ) from None
         return pm, pk, pn
 
     def prepare(self, a, b):
@@ -351,6 +387,7 @@ class Client:
         import torch
         from pouw.commit import commit_job
         from pouw.job import check_operands
+
         ta, tb = check_operands(a, b)
         m, k = ta.shape
         n = tb.shape[1]
@@ -362,22 +399,52 @@ class Client:
         return ap, bp, (m, k, n), commit_job(ap, bp)
 
     # --- jobs: submitting ----------------------------------------------------------------------------
-    def submit_job(self, wallet, a, b, max_fee: int | None = None, wait: bool = True, *,
-                   deadline_blocks: int | None = None, tx_fee: int = 1000, timeout: float = 600.0,
-                   rounds: int = 2, progress: Callable[[str], None] | None = None) -> JobResult | Submitted:
+    def submit_job(
+        self,
+        wallet,
+        a,
+        b,
+        max_fee: int | None = None,
+        wait: bool = True,
+        *,
+        deadline_blocks: int | None = None,
+        tx_fee: int = 1000,
+        timeout: float = 600.0,
+        rounds: int = 2,
+        progress: Callable[[str], None] | None = None,
+    ) -> JobResult | Submitted:
         """Submit A·B as a paid job; with wait=True return the verified JobResult (else the Submitted
         handle for `wait_job`). max_fee None: the node's suggested fee (`quote`). Raises JobError (bad
         operands: nothing uploaded or paid), ClientError (the node refused something) or JobFailed (no
         verified C; see the module docstring)."""
-        out = self.submit_jobs(wallet, [(a, b)], max_fee, wait, deadline_blocks=deadline_blocks, tx_fee=tx_fee,
-                               timeout=timeout, rounds=rounds, progress=progress)[0]
+        out = self.submit_jobs(
+            wallet,
+            [(a, b)],
+            max_fee,
+            wait,
+            deadline_blocks=deadline_blocks,
+            tx_fee=tx_fee,
+            timeout=timeout,
+            rounds=rounds,
+            progress=progress,
+        )[0]
         if isinstance(out, JobFailed):
             raise out
         return out
 
-    def submit_jobs(self, wallet, pairs, max_fee: int | list[int] | None = None, wait: bool = True, *,
-                    deadline_blocks: int | None = None, tx_fee: int = 1000, timeout: float = 600.0,
-                    rounds: int = 2, progress: Callable[[str], None] | None = None) -> list:
+    def submit_jobs(
+        self,
+        wallet,
+        pairs,
+        max_fee: int | list[int] | None = None,
+        wait: bool = True,
+        *,
+        deadline_blocks: int | None = None,
+        tx_fee: int = 1000,
+        timeout: float = 600.0,
+        rounds: int = 2,
+        progress: Callable[[str], None] | None = None,
+    ) -> list:
         """Submit several products in one call (e.g. a model's layers, or micro-batches against one B).
 
         All operands are checked and the whole cost (Σ max fees + tx fees) is checked against the balance
@@ -386,6 +453,7 @@ class Client:
         per job (wait=True: a failed job does not hide the others' results). If the node refuses a submit
         midway, ClientError is raised with `.submitted` (the jobs already posted)."""
         from chain.tx import make_job_submit
+
         key = _load_key(wallet)
         pairs = list(pairs)
         if not pairs:
@@ -402,25 +470,32 @@ class Client:
                 raise JobError(f"{len(max_fee)} max fees for {len(pairs)} jobs")
             fees = list(max_fee)
         else:
-            fees = [max_fee if max_fee is not None else int(self.quote(p[3].m, p[3].k, p[3].n)["suggested_max_fee"])
-                    for p in preps]
+            fees = [
+                max_fee if max_fee is not None else int(self.quote(p[3].m, p[3].k, p[3].n)["suggested_max_fee"])
+                for p in preps
+            ]
         if any(f <= 0 for f in fees):
             raise ClientError("bad-job-fee", "max fee must be positive")
         acct = self.account(key.address)
         need = sum(fees) + tx_fee * len(pairs)
         if acct["balance"] < need:
-            raise ClientError("bad-txn-balance", f"balance {acct['balance']} of {key.address.hex()} < max fees "
-                              f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})")
+            raise ClientError(
+                "bad-txn-balance",
+                f"balance {acct['balance']} of {key.address.hex()} < max fees "
+                f"{sum(fees)} + tx fees {tx_fee * len(pairs)} (at {self.url})",
+            )
         deadline = acct["height"] + min(cfg.jobs.max_deadline, deadline_blocks or 100)
         nonce = acct["pending_nonce"]
         # the submits are signed first: each upload carries the submit that names it (node.server.blobgate)
-        txs = [make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, job.h_a, job.h_b, tx_fee)
-               for i, ((_, _, _, job), fee) in enumerate(zip(preps, fees))]
+        txs = [
+            make_job_submit(key, cfg.chain_id, nonce + i, job, fee, deadline, job.h_a, job.h_b, tx_fee)
+            for i, ((_, _, _, job), fee) in enumerate(zip(preps, fees))
+        ]
         sent: set[str] = set()
         blobs = []
         for (ap, bp, _, job), tx in zip(preps, txs):
             hs = []
-            for t, addr in ((ap, job.h_a), (bp, job.h_b)):   # an operand's address is its commitment
+            for t, addr in ((ap, job.h_a), (bp, job.h_b)):  # an operand's address is its commitment
                 h = addr.hex()
                 if h not in sent:
                     self.put_blob(encode_array(t), addr, job_tx=tx)
@@ -442,8 +517,10 @@ class Client:
             sub.started = t0  # type: ignore[attr-defined]
             subs.append(sub)
             if progress:
-                progress(f"submitted job {sub.job_id} ({shape[0]}x{shape[1]}x{shape[2]}, padded "
-                         f"{job.m}x{job.k}x{job.n}), max fee {fee}, deadline height {deadline}")
+                progress(
+                    f"submitted job {sub.job_id} ({shape[0]}x{shape[1]}x{shape[2]}, padded "
+                    f"{job.m}x{job.k}x{job.n}), max fee {fee}, deadline height {deadline}"
+                )
         if not wait:
             return subs
         return self.wait_jobs(subs, key, timeout=timeout, rounds=rounds, progress=progress)
@@ -454,12 +531,17 @@ class Client:
         key = _load_key(wallet)
         rec = self.job_status(job_id)
         if rec.get("client") not in (None, key.address.hex()):
-            raise ClientError("bad-job-not-client", f"job {job_id[:16]}… belongs to {rec['client']}, "
-                              f"not to this wallet ({key.address.hex()})")
+            raise ClientError(
+                "bad-job-not-client",
+                f"job {job_id[:16]}… belongs to {rec['client']}, not to this wallet ({key.address.hex()})",
+            )
         if rec["status"] not in ("open", "pending"):
-            raise ClientError("bad-job-state", f"job {job_id[:16]}… is {rec['status']}: only an open job "
-                              "(not claimed) can be cancelled")
+            raise ClientError(
+                "bad-job-state",
+                f"job {job_id[:16]}… is {rec['status']}: only an open job (not claimed) can be cancelled",
+            )
         from chain.tx import make_job_cancel
+
         acct = self.account(key.address)
         tx = make_job_cancel(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), tx_fee)
         self.send_tx(tx)
@@ -471,6 +553,7 @@ class Client:
         and B from the node and check them against H_A, H_B. `shape` (m, n) or (m, k, n) crops C to the
         client's shape; without it C keeps the on-chain (padded) shape."""
         from pouw.commit import commit_job
+
         jid = _hexid(job_id)
         rec = self.job_status(jid)
         if rec["status"] == "pending" or "blob_a" not in rec:
@@ -482,6 +565,7 @@ class Client:
         except (ClientError, BlobError) as e:
             raise JobFailed(jid, "unverifiable", f"cannot fetch the operands A, B from {self.url}: {e}", rec) from None
         import torch
+
         ta, tb = torch.from_numpy(ap.copy()), torch.from_numpy(bp.copy())
         job = commit_job(ta, tb)
         if (job.h_a.hex(), job.h_b.hex()) != (rec["h_a"], rec["h_b"]):
@@ -494,9 +578,17 @@ class Client:
                 raise JobError(f"shape {tuple(shape)} does not fit the job's C ({m}x{n})")
         return Submitted(jid, rec["fee"], 0, rec["deadline"], cs, (m, k, n), ta, tb, job, rec["blob_a"], rec["blob_b"])
 
-    def fetch_job(self, job_id: str, wallet=None, *, shape: tuple[int, ...] | None = None, rounds: int = 2,
-                  timeout: float = 60.0, grace_s: float = GRACE_S,
-                  progress: Callable[[str], None] | None = None) -> JobResult:
+    def fetch_job(
+        self,
+        job_id: str,
+        wallet=None,
+        *,
+        shape: tuple[int, ...] | None = None,
+        rounds: int = 2,
+        timeout: float = 60.0,
+        grace_s: float = GRACE_S,
+        progress: Callable[[str], None] | None = None,
+    ) -> JobResult:
         """Download and verify the C of a job that has a result now: on chain, or pending (a result waiting
         in the node's mempool, whose C the node holds; the JobResult is then unconfirmed and watched, see
         `wait_job`). H_C and Freivalds; a wrong on-chain C is disputed with `wallet` while the window is
@@ -514,12 +606,22 @@ class Client:
         if rec["status"] not in ("resulted", "released", "challenged"):
             raise JobFailed(jid, _failure_reason(rec["status"]), f"job is {rec['status']}: no result to fetch", rec)
         sub = self.handle(jid, shape)
-        return self._check_result(sub, rec, key, rounds, progress, timeout=timeout, t0=time.monotonic(),
-                                  grace_s=grace_s)
+        return self._check_result(
+            sub, rec, key, rounds, progress, timeout=timeout, t0=time.monotonic(), grace_s=grace_s
+        )
 
-    def wait_job(self, sub: "Submitted | str", wallet=None, *, timeout: float = 600.0, rounds: int = 2,
-                 poll: float = POLL_MAX_S, shape: tuple[int, ...] | None = None, grace_s: float = GRACE_S,
-                 progress: Callable[[str], None] | None = None) -> JobResult:
+    def wait_job(
+        self,
+        sub: "Submitted | str",
+        wallet=None,
+        *,
+        timeout: float = 600.0,
+        rounds: int = 2,
+        poll: float = POLL_MAX_S,
+        shape: tuple[int, ...] | None = None,
+        grace_s: float = GRACE_S,
+        progress: Callable[[str], None] | None = None,
+    ) -> JobResult:
         """Wait for a job's C and verify it (H_C and Freivalds). Returns as soon as a verified C is in hand:
         usually from the *pending* result (a miner's result waiting in the node's mempool, whose C the node
         holds), before it is mined; then `JobResult.confirmed` is False and a background thread follows
@@ -530,15 +632,25 @@ class Client:
         cannot be fetched for `grace_s` seconds is challenged (data availability) with `wallet`, and the
         answer followed. `sub` is a Submitted handle or a job id (then A, B come from the node, and `shape`
         crops C as in `handle`)."""
-        out = self.wait_jobs([sub], wallet, timeout=timeout, rounds=rounds, poll=poll, shape=shape,
-                             grace_s=grace_s, progress=progress)[0]
+        out = self.wait_jobs(
+            [sub], wallet, timeout=timeout, rounds=rounds, poll=poll, shape=shape, grace_s=grace_s, progress=progress
+        )[0]
         if isinstance(out, JobFailed):
             raise out
         return out
 
-    def wait_jobs(self, subs: list, wallet=None, *, timeout: float = 600.0, rounds: int = 2,
-                  poll: float = POLL_MAX_S, shape: tuple[int, ...] | None = None, grace_s: float = GRACE_S,
-                  progress: Callable[[str], None] | None = None) -> list:
+    def wait_jobs(
+        self,
+        subs: list,
+        wallet=None,
+        *,
+        timeout: float = 600.0,
+        rounds: int = 2,
+        poll: float = POLL_MAX_S,
+        shape: tuple[int, ...] | None = None,
+        grace_s: float = GRACE_S,
+        progress: Callable[[str], None] | None = None,
+    ) -> list:
         """Wait for several jobs at once (as `wait_job`); returns a JobResult or a JobFailed per job, in order.
         One thread follows the jobs whose C was handed over before their result was mined."""
         key = _load_key(wallet) if wallet is not None else None
@@ -547,7 +659,7 @@ class Client:
         out: list = [None] * len(subs)
         last: dict[int, tuple] = {}
         handles: dict[int, Submitted] = {i: s for i, s in enumerate(subs) if isinstance(s, Submitted)}
-        tried: dict[int, set] = {i: set() for i in range(len(subs))}   # pending h_c already fetched and checked
+        tried: dict[int, set] = {i: set() for i in range(len(subs))}  # pending h_c already fetched and checked
         watcher: _Watcher | None = None
         pause = _Backoff(poll)
         while True:
@@ -570,8 +682,12 @@ class Client:
                     progress(self._progress_line(jid, rec))
                 pr = rec.get("pending_result")
                 try:
-                    if st in ("pending", "open", "claimed") and pr and pr["h_c"] not in tried[i] \
-                            and (st != "pending" or i in handles):
+                    if (
+                        st in ("pending", "open", "claimed")
+                        and pr
+                        and pr["h_c"] not in tried[i]
+                        and (st != "pending" or i in handles)
+                    ):
                         tried[i].add(pr["h_c"])
                         if i not in handles:
                             handles[i] = self.handle(jid, shape)
@@ -587,9 +703,16 @@ class Client:
                         if i not in handles:
                             handles[i] = self.handle(jid, shape)
                         sub = handles[i]
-                        out[i] = self._check_result(sub, rec, key, rounds, progress,
-                                                    timeout=max(5.0, end - time.monotonic()),
-                                                    t0=getattr(sub, "started", t0), grace_s=grace_s)
+                        out[i] = self._check_result(
+                            sub,
+                            rec,
+                            key,
+                            rounds,
+                            progress,
+                            timeout=max(5.0, end - time.monotonic()),
+                            t0=getattr(sub, "started", t0),
+                            grace_s=grace_s,
+                        )
                         continue
                 except JobFailed as e:
                     out[i] = e
@@ -641,33 +764,50 @@ class Client:
         return line
 
     # --- checking C ----------------------------------------------------------------------------------------
-    def _try_pending(self, sub: Submitted, rec: dict, pr: dict, rounds: int, progress,
-                     t0: float | None) -> "JobResult | None":
+    def _try_pending(
+        self, sub: Submitted, rec: dict, pr: dict, rounds: int, progress, t0: float | None
+    ) -> "JobResult | None":
         """C of a pending result (the node holds it): fetched by its h_c, checked against it and by
         Freivalds. A verified JobResult (unconfirmed), or None (not served, or wrong: a wrong C is disputed
         once its result is mined)."""
         import torch
         from pouw.freivalds import freivalds
+
         m, _, n = sub.padded
         try:
-            c = decode_array(self.get_blob(pr["h_c"]), "int32", (m, n))   # the blob commits to its address h_c
+            c = decode_array(self.get_blob(pr["h_c"]), "int32", (m, n))  # the blob commits to its address h_c
         except (ClientError, BlobError):
             return None
         ct = torch.from_numpy(c)
         bad = freivalds(sub.a, sub.b, ct, sub.job, bytes.fromhex(pr["h_c"]), rounds=rounds)
         if bad:
             if progress:
-                progress(f"job {sub.job_id[:16]}… the pending result's C is WRONG (rows {bad[:5]}); waiting for it "
-                         "to be mined to dispute it")
+                progress(
+                    f"job {sub.job_id[:16]}… the pending result's C is WRONG (rows {bad[:5]}); waiting for it "
+                    "to be mined to dispute it"
+                )
             return None
         lat = time.monotonic() - t0 if t0 is not None else None
         if progress:
-            progress(f"job {sub.job_id[:16]}… C verified (H_C and Freivalds x{rounds}) from the pending result"
-                     + (f", {lat:.2f} s after submit" if lat is not None else "")
-                     + f"; job {rec['status']} at height {rec.get('height')}, the result is not mined yet")
-        return JobResult(sub.job_id, c[:sub.shape[0], :sub.shape[2]].copy(), rec.get("fee", sub.fee), rec["status"],
-                         pr["h_c"], pr.get("miner"), rec, None, lat, confirmed=False, height=rec.get("height"),
-                         _client=self)
+            progress(
+                f"job {sub.job_id[:16]}… C verified (H_C and Freivalds x{rounds}) from the pending result"
+                + (f", {lat:.2f} s after submit" if lat is not None else "")
+                + f"; job {rec['status']} at height {rec.get('height')}, the result is not mined yet"
+            )
+        return JobResult(
+            sub.job_id,
+            c[: sub.shape[0], : sub.shape[2]].copy(),
+            rec.get("fee", sub.fee),
+            rec["status"],
+            pr["h_c"],
+            pr.get("miner"),
+            rec,
+            None,
+            lat,
+            confirmed=False,
+            height=rec.get("height"),
+            _client=self,
+        )
 
     def _fetch_c(self, sub: Submitted, rec: dict, key, progress, end: float, grace_s: float):
         """The C of an on-chain result, downloaded by blob_c (= H_C). Data availability: while it cannot be
@@ -693,38 +833,72 @@ class Client:
             if st in ("resulted", "challenged"):
                 rec = cur
             if st == "slashed":
-                why = ("the miner did not answer the data-availability challenge" if cur.get("challenge_height")
-                       and not cur.get("answer_height") else "the result was disproved")
-                raise JobFailed(jid, "slashed", f"{why}: escrow {cur.get('fee')} and bond {cur.get('bond')} went to "
-                                f"the client (C was never served: {err})", cur, challenge_txid=challenge_txid)
+                why = (
+                    "the miner did not answer the data-availability challenge"
+                    if cur.get("challenge_height") and not cur.get("answer_height")
+                    else "the result was disproved"
+                )
+                raise JobFailed(
+                    jid,
+                    "slashed",
+                    f"{why}: escrow {cur.get('fee')} and bond {cur.get('bond')} went to "
+                    f"the client (C was never served: {err})",
+                    cur,
+                    challenge_txid=challenge_txid,
+                )
             if st not in ("resulted", "challenged") or now > end:
                 note = " (the challenge's rows were answered correctly)" if answer_seen else ""
-                raise JobFailed(jid, "unverifiable", f"cannot fetch a valid C blob from {self.url}: {err}; "
-                                f"job {st}{note}", cur, challenge_txid=challenge_txid)
+                raise JobFailed(
+                    jid,
+                    "unverifiable",
+                    f"cannot fetch a valid C blob from {self.url}: {err}; job {st}{note}",
+                    cur,
+                    challenge_txid=challenge_txid,
+                )
             if st == "resulted" and cur.get("answer_height") and cur["answer_height"] != answer_seen:
                 answer_seen = cur["answer_height"]
                 proof = self._disproving_answer(sub, cur)
                 if proof is not None:
                     if key is None:
-                        raise JobFailed(jid, "wrong-result", f"the answer to the challenge opens a wrong row "
-                                        f"{proof.i} of C; no wallet to dispute with", cur, challenge_txid=challenge_txid)
+                        raise JobFailed(
+                            jid,
+                            "wrong-result",
+                            f"the answer to the challenge opens a wrong row {proof.i} of C; no wallet to dispute with",
+                            cur,
+                            challenge_txid=challenge_txid,
+                        )
                     txid = self._send_dispute(key, jid, proof)
                     if progress:
-                        progress(f"job {jid[:16]}… the answer to the challenge opens a WRONG row {proof.i}; "
-                                 f"dispute {txid[:16]}… filed")
+                        progress(
+                            f"job {jid[:16]}… the answer to the challenge opens a WRONG row {proof.i}; "
+                            f"dispute {txid[:16]}… filed"
+                        )
                     cur = self._await_dispute(jid, cur, end)
-                    raise JobFailed(jid, "wrong-result", f"C was withheld and the miner's answer to the challenge "
-                                    f"has a wrong row {proof.i}; dispute filed, job {cur['status']}", cur,
-                                    dispute_txid=txid, challenge_txid=challenge_txid)
-            if key is not None and st == "resulted" and challenge_txid is None and not cur.get("challenge_height") \
-                    and cur.get("client") == key.address.hex():
+                    raise JobFailed(
+                        jid,
+                        "wrong-result",
+                        f"C was withheld and the miner's answer to the challenge "
+                        f"has a wrong row {proof.i}; dispute filed, job {cur['status']}",
+                        cur,
+                        dispute_txid=txid,
+                        challenge_txid=challenge_txid,
+                    )
+            if (
+                key is not None
+                and st == "resulted"
+                and challenge_txid is None
+                and not cur.get("challenge_height")
+                and cur.get("client") == key.address.hex()
+            ):
                 window = self.cfg.jobs.challenge_window
                 late = cur["height"] >= cur["challenge_until"] - max(1, window // 2)
                 if now - first_fail >= grace_s or late:
                     challenge_txid = self.challenge_job(key, jid)
                     if progress:
-                        progress(f"job {jid[:16]}… C unavailable for {now - first_fail:.1f} s ({err}); "
-                                 f"data-availability challenge {challenge_txid[:16]}… filed")
+                        progress(
+                            f"job {jid[:16]}… C unavailable for {now - first_fail:.1f} s ({err}); "
+                            f"data-availability challenge {challenge_txid[:16]}… filed"
+                        )
             self._pause(jid, cur, backoff, end)
 
     def _disproving_answer(self, sub: Submitted, rec: dict):
@@ -734,6 +908,7 @@ class Client:
         from chain.tx import decode_tx
         from pouw.commit import tree_a, tree_b
         from pouw.freivalds import FraudProof
+
         ans = (self.receipt(sub.job_id) or {}).get("answer")
         if not ans:
             return None
@@ -749,9 +924,16 @@ class Client:
             wrong = np.flatnonzero(got != want)
             if wrong.size:
                 i, j = int(row.i), int(wrong[0])
-                return FraudProof(i, j, np.asarray(sub.a)[i].tobytes(), np.ascontiguousarray(b[:, j]).tobytes(),
-                                  row.c_row, tuple(tree_a(sub.a).open_range(i, 1)),
-                                  tuple(tree_b(sub.b).open_range(j, 1)), tuple(row.path))
+                return FraudProof(
+                    i,
+                    j,
+                    np.asarray(sub.a)[i].tobytes(),
+                    np.ascontiguousarray(b[:, j]).tobytes(),
+                    row.c_row,
+                    tuple(tree_a(sub.a).open_range(i, 1)),
+                    tuple(tree_b(sub.b).open_range(j, 1)),
+                    tuple(row.path),
+                )
         return None
 
     def _await_dispute(self, jid: str, rec: dict, end: float) -> dict:
@@ -764,40 +946,77 @@ class Client:
             self._pause(jid, cur, backoff, end)
         return rec
 
-    def _check_result(self, sub: Submitted, rec: dict, key, rounds: int, progress, timeout: float,
-                      t0: float | None = None, grace_s: float = GRACE_S) -> JobResult:
+    def _check_result(
+        self,
+        sub: Submitted,
+        rec: dict,
+        key,
+        rounds: int,
+        progress,
+        timeout: float,
+        t0: float | None = None,
+        grace_s: float = GRACE_S,
+    ) -> JobResult:
         import torch
         from pouw.commit import commit_result
         from pouw.freivalds import freivalds
+
         end = time.monotonic() + timeout
         c, rec = self._fetch_c(sub, rec, key, progress, end, grace_s)
         ct = torch.from_numpy(c)
         h_c = bytes.fromhex(rec["h_c"])
         if commit_result(ct) != h_c:
-            raise JobFailed(sub.job_id, "unverifiable", "the C blob does not match the posted H_C (cannot "
-                            "build a fraud proof against it)", rec)
+            raise JobFailed(
+                sub.job_id,
+                "unverifiable",
+                "the C blob does not match the posted H_C (cannot build a fraud proof against it)",
+                rec,
+            )
         bad = freivalds(sub.a, sub.b, ct, sub.job, h_c, rounds=rounds)
         if not bad:
             lat = time.monotonic() - t0 if t0 is not None else None
             if progress:
-                progress(f"job {sub.job_id[:16]}… result verified (H_C and Freivalds x{rounds})"
-                         + (f" {lat:.2f} s after submit" if lat is not None else ""))
+                progress(
+                    f"job {sub.job_id[:16]}… result verified (H_C and Freivalds x{rounds})"
+                    + (f" {lat:.2f} s after submit" if lat is not None else "")
+                )
             try:
                 rcpt = self.receipt(sub.job_id)
             except ClientError:
                 rcpt = None
-            return JobResult(sub.job_id, c[:sub.shape[0], :sub.shape[2]].copy(), rec["fee"], rec["status"],
-                             rec["h_c"], rec.get("miner"), rec, rcpt, lat, confirmed=True, height=rec.get("height"),
-                             _client=self)
+            return JobResult(
+                sub.job_id,
+                c[: sub.shape[0], : sub.shape[2]].copy(),
+                rec["fee"],
+                rec["status"],
+                rec["h_c"],
+                rec.get("miner"),
+                rec,
+                rcpt,
+                lat,
+                confirmed=True,
+                height=rec.get("height"),
+                _client=self,
+            )
         if key is None or rec["status"] != "resulted":
-            raise JobFailed(sub.job_id, "wrong-result", f"C fails Freivalds in rows {bad[:5]}; "
-                            + ("no wallet to dispute with" if key is None else "challenge window closed"), rec)
+            raise JobFailed(
+                sub.job_id,
+                "wrong-result",
+                f"C fails Freivalds in rows {bad[:5]}; "
+                + ("no wallet to dispute with" if key is None else "challenge window closed"),
+                rec,
+            )
         txid = self.dispute(key, sub.job_id, sub.a, sub.b, ct, rows=bad)
         if progress:
             progress(f"job {sub.job_id[:16]}… WRONG RESULT (rows {bad[:5]}); dispute {txid[:16]}… filed")
         cur = self._await_dispute(sub.job_id, rec, end)
-        raise JobFailed(sub.job_id, "wrong-result", f"the miner's C is wrong (Freivalds failed in rows {bad[:5]}); "
-                        f"dispute filed, job {cur['status']}", cur, dispute_txid=txid)
+        raise JobFailed(
+            sub.job_id,
+            "wrong-result",
+            f"the miner's C is wrong (Freivalds failed in rows {bad[:5]}); dispute filed, job {cur['status']}",
+            cur,
+            dispute_txid=txid,
+        )
 
     def challenge_job(self, wallet, job_id: str, tx_fee: int = 1000) -> str:
         """Data availability (docs/jobs.md): ask the miner of a resulted job of this wallet to open rows of C
@@ -806,6 +1025,7 @@ class Client:
         (`job_status(...)["answer_height"]`, tx kind 8) can be checked and disputed. Returns the txid.
         `wait_job` files it by itself when C stays unavailable."""
         from chain.tx import make_job_challenge
+
         key = _load_key(wallet)
         acct = self.account(key.address)
         tx = make_job_challenge(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), tx_fee)
@@ -816,6 +1036,7 @@ class Client:
         """Find a wrong entry of C (padded operands, the miner's full C) and file the fraud proof."""
         import torch
         from pouw.freivalds import build_fraud_proof, find_wrong_entry
+
         a, b, c = (x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x)) for x in (a, b, c))
         ij = find_wrong_entry(a, b, c, rows if rows is not None else list(range(c.shape[0])))
         if ij is None:
@@ -824,6 +1045,7 @@ class Client:
 
     def _send_dispute(self, wallet, job_id: str, proof, tx_fee: int = 1000) -> str:
         from chain.tx import make_job_dispute
+
         key = _load_key(wallet)
         acct = self.account(key.address)
         tx = make_job_dispute(key, self.cfg.chain_id, acct["pending_nonce"], bytes.fromhex(job_id), proof, tx_fee)
@@ -867,7 +1089,7 @@ class _Watcher:
         res._watch = self
         with self.cond:
             self.items.append((res, sub))
-            if self.thread is None:     # (the thread clears it, under the lock, when it runs out of jobs)
+            if self.thread is None:  # (the thread clears it, under the lock, when it runs out of jobs)
                 self.thread = threading.Thread(target=self._run, name=f"pouw-watch-{res.job_id[:8]}", daemon=True)
                 self.thread.start()
 
@@ -884,15 +1106,18 @@ class _Watcher:
                 try:
                     rec = self.client.job_status(res.job_id)
                     done = self._judge(res, sub, rec)
-                except ClientError as e:   # node unreachable for a while: keep trying until the end
+                except ClientError as e:  # node unreachable for a while: keep trying until the end
                     rec, done = None, None
                     if time.monotonic() > self.end:
                         done = Settlement("timeout", res.status, f"stopped watching: {e}")
                 except Exception as e:  # noqa: BLE001 - the thread must report, never die silently
                     rec, done = None, Settlement("error", res.status, f"{type(e).__name__}: {e}")
                 if done is None and time.monotonic() > self.end:
-                    done = Settlement("timeout", rec["status"] if rec else res.status,
-                                      "the result was not mined while the client watched")
+                    done = Settlement(
+                        "timeout",
+                        rec["status"] if rec else res.status,
+                        "the result was not mined while the client watched",
+                    )
                 if done is not None:
                     self._finish(res, done)
                 elif first is None and rec is not None:
@@ -920,25 +1145,44 @@ class _Watcher:
         if st in ("pending", "open", "claimed", "unknown"):
             return None
         if st in ("resulted", "challenged", "released") and rec.get("h_c") == res.h_c:
-            return Settlement("confirmed", st, f"the result with the C handed over was mined at height "
-                              f"{rec.get('result_height')}; settles at {rec.get('challenge_until')}")
+            return Settlement(
+                "confirmed",
+                st,
+                f"the result with the C handed over was mined at height "
+                f"{rec.get('result_height')}; settles at {rec.get('challenge_until')}",
+            )
         if st in ("resulted", "challenged", "released"):
             # another C was mined: the one handed over is A·B, so the chain's is wrong (or unavailable)
             if self.progress:
-                self.progress(f"job {jid[:16]}… the mined result ({rec['h_c'][:16]}…) differs from the C handed "
-                              "over; checking it")
+                self.progress(
+                    f"job {jid[:16]}… the mined result ({rec['h_c'][:16]}…) differs from the C handed over; checking it"
+                )
             try:
-                self.client._check_result(sub, rec, self.key, self.rounds, self.progress,
-                                          timeout=max(5.0, self.end - time.monotonic()))
+                self.client._check_result(
+                    sub, rec, self.key, self.rounds, self.progress, timeout=max(5.0, self.end - time.monotonic())
+                )
             except JobFailed as e:
                 outcome = {"wrong-result": "disputed"}.get(e.reason, e.reason)
-                return Settlement(outcome, e.record.get("status", st), e.message, dispute_txid=e.dispute_txid,
-                                  challenge_txid=e.challenge_txid)
-            return Settlement("mismatch", st, "the mined result's C also passed the checks although its H_C "
-                              "differs from the C handed over: compare them (job " + jid + ")")
+                return Settlement(
+                    outcome,
+                    e.record.get("status", st),
+                    e.message,
+                    dispute_txid=e.dispute_txid,
+                    challenge_txid=e.challenge_txid,
+                )
+            return Settlement(
+                "mismatch",
+                st,
+                "the mined result's C also passed the checks although its H_C "
+                "differs from the C handed over: compare them (job " + jid + ")",
+            )
         if st == "refunded":
-            return Settlement("refunded", st, f"no result was mined before the deadline: escrow {rec.get('fee')} "
-                              "refunded (the C handed over is correct)")
+            return Settlement(
+                "refunded",
+                st,
+                f"no result was mined before the deadline: escrow {rec.get('fee')} "
+                "refunded (the C handed over is correct)",
+            )
         return Settlement(st, st, f"job {st}")
 
 
@@ -958,8 +1202,13 @@ class Settlement:
     receipt: dict | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        return {"outcome": self.outcome, "status": self.status, "message": self.message,
-                "dispute_txid": self.dispute_txid, "challenge_txid": self.challenge_txid}
+        return {
+            "outcome": self.outcome,
+            "status": self.status,
+            "message": self.message,
+            "dispute_txid": self.dispute_txid,
+            "challenge_txid": self.challenge_txid,
+        }
 
 
 # terminal statuses without a result: the message for JobFailed

@@ -4,6 +4,7 @@ Amounts on the command line are in tokens (decimal, 1 token = 10**8 base units) 
 given; fees are in base units. The passphrase comes from ``$POUW_WALLET_PASSPHRASE`` or a prompt;
 ``--no-passphrase`` writes an unencrypted key file (devnets only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from chain.keys import PrivateKey, load_key, parse_address, save_key
 from chain.tx import make_transfer
 from node.client.worker import ApiError, NodeClient
 
-UNIT = 10 ** 8
+UNIT = 10**8
 DEFAULT_NODE = "http://127.0.0.1:8545"
 
 
@@ -46,8 +47,9 @@ def _passphrase(confirm: bool) -> str:
         if confirm and getpass.getpass("repeat passphrase: ") != p:
             raise SystemExit("passphrases differ")
     if confirm and not p:
-        raise SystemExit("wallet: empty passphrase refused; use --no-passphrase for an unencrypted key file "
-                         "(devnets only)")
+        raise SystemExit(
+            "wallet: empty passphrase refused; use --no-passphrase for an unencrypted key file (devnets only)"
+        )
     return p
 
 

@@ -9,6 +9,7 @@ start, then +1) with `FillerMiner`, and posts a winning header to
 ``POST /api/v1/mining/submit {"template_id", "header"}``. It asks for new work every second and after
 each found block, so it follows the node's tip.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,7 @@ log = logging.getLogger("pouw.worker")
 
 
 # --- remote worker ------------------------------------------------------------------------------------
+
 
 class NodeClient:
     """Tiny JSON client for the node's HTTP API (stdlib only)."""
@@ -62,14 +64,24 @@ class ApiError(RuntimeError):
         self.message = message
 
 
-def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, duration: float = 0.0,
-               report_every: float = 10.0, filler_shape: tuple[int, int, int] | None = None,
-               stop: threading.Event | None = None, on_block: Callable[[], None] = lambda: None,
-               max_failures: int = 5) -> int:
+def run_remote(
+    url: str,
+    device: str,
+    address: str,
+    *,
+    max_blocks: int = 0,
+    duration: float = 0.0,
+    report_every: float = 10.0,
+    filler_shape: tuple[int, int, int] | None = None,
+    stop: threading.Event | None = None,
+    on_block: Callable[[], None] = lambda: None,
+    max_failures: int = 5,
+) -> int:
     """Mine for the node at `url` until Ctrl-C (or max_blocks found / duration elapsed / `stop` set). Returns found.
     The filler shape is `filler_shape`, else the one the node advertises with its work. on_block() is called
     after each accepted block; the device is dropped (and the worker stops) after max_failures faults in a row."""
     from chain.config import parse_config
+
     client = NodeClient(url)
     worker_id = os.urandom(4).hex()
     dev = Device(device, max_failures=max_failures)
@@ -90,9 +102,11 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             break
         if work is None or now - work_at >= 1.0:
             try:
-                new = client.call("POST", "/api/v1/mining/work",
-                                  {"address": address, "worker": worker_id, "work_rate": rate.rate(),
-                                   "device": device})
+                new = client.call(
+                    "POST",
+                    "/api/v1/mining/work",
+                    {"address": address, "worker": worker_id, "work_rate": rate.rate(), "device": device},
+                )
             except (OSError, ApiError) as e:
                 log.warning("cannot get work from %s: %s; retrying", url, e)
                 time.sleep(2.0)
@@ -130,10 +144,20 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             continue
         if got is not None:
             try:
-                res = client.call("POST", "/api/v1/mining/submit",
-                                  {"template_id": work["template_id"], "header": got.encoded.hex(), "worker": worker_id})
-                event(log, logging.INFO, "found block", height=got.height, hash=got.hash.hex()[:16],
-                      result=res.get("result"), device=device)
+                res = client.call(
+                    "POST",
+                    "/api/v1/mining/submit",
+                    {"template_id": work["template_id"], "header": got.encoded.hex(), "worker": worker_id},
+                )
+                event(
+                    log,
+                    logging.INFO,
+                    "found block",
+                    height=got.height,
+                    hash=got.hash.hex()[:16],
+                    result=res.get("result"),
+                    device=device,
+                )
                 if res.get("result") == "accepted":
                     found += 1
                     on_block()
@@ -142,8 +166,16 @@ def run_remote(url: str, device: str, address: str, *, max_blocks: int = 0, dura
             work = None
         if time.monotonic() - last_report >= report_every:
             last_report = time.monotonic()
-            event(log, logging.INFO, "work rate", device=device, gmacs_per_s=round(rate.rate() / 1e9, 3),
-                  attempts=rate.jobs, operand_builds=filler.builds, blocks_found=found)
+            event(
+                log,
+                logging.INFO,
+                "work rate",
+                device=device,
+                gmacs_per_s=round(rate.rate() / 1e9, 3),
+                attempts=rate.jobs,
+                operand_builds=filler.builds,
+                blocks_found=found,
+            )
     log.info("worker on %s done: %d blocks, work rate %.3f GMAC/s", device, found, rate.rate() / 1e9)
     return found
 

@@ -10,6 +10,7 @@ refused (403 origin-not-allowed) and no CORS grant is sent; API requests must na
 ``application/octet-stream``; else 415 unsupported-media-type), and when the node has an API token it must
 carry ``Authorization: Bearer <token>`` (else 401 unauthorized).
 """
+
 from __future__ import annotations
 
 import hmac
@@ -52,6 +53,7 @@ async def errors_middleware(request: web.Request, handler):
         raise
     except Exception as e:  # defensive: never leak a traceback as HTML
         import logging
+
         logging.getLogger("pouw.api").exception("API error on %s", request.path)
         return ApiError(500, "internal", type(e).__name__).response()
 
@@ -60,11 +62,11 @@ def _host_allowed(host: str | None, allowed: list[str]) -> bool:
     """Host header check (DNS rebinding): IP literals, localhost and configured names ("*": any)."""
     if not host or "*" in allowed:
         return True
-    if host.startswith("["):           # [IPv6]:port
-        name = host[1:host.find("]")]
-    elif host.count(":") == 1:         # name:port or IPv4:port
+    if host.startswith("["):  # [IPv6]:port
+        name = host[1 : host.find("]")]
+    elif host.count(":") == 1:  # name:port or IPv4:port
         name = host.partition(":")[0]
-    else:                              # bare name or IPv4
+    else:  # bare name or IPv4
         name = host
     name = name.lower().rstrip(".")
     if name == "localhost" or name in (a.lower() for a in allowed):
@@ -88,28 +90,39 @@ def security_middleware(node: ApiGuardHost, max_body: int):
         if origin is not None and not origin_ok:
             raise ApiError(403, "origin-not-allowed", f"origin {origin[:100]} is not allowed (see --api-cors-origin)")
         if request.path != "/p2p" and not _host_allowed(request.headers.get("Host"), conf.api_allowed_hosts):
-            raise ApiError(403, "host-not-allowed", "Host must be an IP address, localhost or a name set with "
-                                                    "--api-allow-host")
+            raise ApiError(
+                403, "host-not-allowed", "Host must be an IP address, localhost or a name set with --api-allow-host"
+            )
         if request.method == "OPTIONS" and origin_ok:
-            return web.Response(status=204, headers={
-                "Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                "Access-Control-Allow-Methods": "GET, POST, PUT",
-                "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Blob-Hash",
-                "Access-Control-Max-Age": "600"})
+            return web.Response(
+                status=204,
+                headers={
+                    "Access-Control-Allow-Origin": origin,
+                    "Vary": "Origin",
+                    "Access-Control-Allow-Methods": "GET, POST, PUT",
+                    "Access-Control-Allow-Headers": "Content-Type, Authorization, X-Blob-Hash",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
         if request.method in WRITE_METHODS:
             blob = request.path.startswith(API + "/blobs")
             limit = node.blobs.max_bytes if blob else max_body
             if request.content_length is not None and request.content_length > limit:
-                resp = ApiError(413, "blob-too-large" if blob else "body-too-large",
-                                f"{request.content_length} bytes > {limit}").response()
+                resp = ApiError(
+                    413, "blob-too-large" if blob else "body-too-large", f"{request.content_length} bytes > {limit}"
+                ).response()
                 resp.force_close()  # do not keep the connection for the rest of the body
                 return resp
             token = node.api_token
             if token:
                 got = request.headers.get("Authorization", "")
                 if not (got.startswith("Bearer ") and hmac.compare_digest(got[7:].strip().encode(), token.encode())):
-                    resp = ApiError(401, "unauthorized", "this endpoint needs Authorization: Bearer <token> "
-                                                         "(the node's --api-token or its .cookie file)").response()
+                    resp = ApiError(
+                        401,
+                        "unauthorized",
+                        "this endpoint needs Authorization: Bearer <token> "
+                        "(the node's --api-token or its .cookie file)",
+                    ).response()
                     resp.headers["WWW-Authenticate"] = 'Bearer realm="pouw"'
                     return resp
             ctype = request.headers.get("Content-Type")
@@ -128,8 +141,9 @@ def security_middleware(node: ApiGuardHost, max_body: int):
 
 def make_p2p_app(node: ApiHost) -> web.Application:
     """The public peer listener when the API has its own: the websocket and local blob reads only."""
-    app = web.Application(client_max_size=64 * 1024,
-                          middlewares=[errors_middleware, security_middleware(node, 64 * 1024)])
+    app = web.Application(
+        client_max_size=64 * 1024, middlewares=[errors_middleware, security_middleware(node, 64 * 1024)]
+    )
 
     async def p2p(request):
         return await node.p2p.handle_inbound(request)
@@ -153,17 +167,22 @@ def make_app(node: ApiHost, p2p: bool = True) -> web.Application:
     """The API app; with `p2p` it also serves the peer websocket (one shared listener). Each area's routes live
     in its own module and see the node through its own interface (node.server.interfaces)."""
     max_body = node.conf.api_max_body or (2 * node.cfg.max_header_bytes + 64 * 1024)
-    app = web.Application(client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node, max_body)])
+    app = web.Application(
+        client_max_size=max_body, middlewares=[errors_middleware, security_middleware(node, max_body)]
+    )
     r = web.RouteTableDef()
-    status_routes(r, node)    # /status, /peers, /metrics: node/server/status_api.py
-    chain_routes(r, node)     # /network, /blocks, /chaintips: node/server/chain_api.py
-    tx_routes(r, node)        # transactions, accounts, mempool: node/server/tx_api.py
-    mining_routes(r, node)    # remote workers: node/server/mining_api.py
-    job_routes(r, node)       # compute jobs (docs/jobs-client.md): node/server/jobs_api.py
-    blob_routes(r, node)      # job operands and results: node/server/blobs_api.py
-    economy_routes(r, node)   # the economy's read-only endpoints (docs/api.md §Economy): node/server/economy_api.py
-    explorer_routes(r, node)  # the explorer page at / and its lookups (docs/api.md §Explorer): node/server/explorer_api.py
+    status_routes(r, node)  # /status, /peers, /metrics: node/server/status_api.py
+    chain_routes(r, node)  # /network, /blocks, /chaintips: node/server/chain_api.py
+    tx_routes(r, node)  # transactions, accounts, mempool: node/server/tx_api.py
+    mining_routes(r, node)  # remote workers: node/server/mining_api.py
+    job_routes(r, node)  # compute jobs (docs/jobs-client.md): node/server/jobs_api.py
+    blob_routes(r, node)  # job operands and results: node/server/blobs_api.py
+    economy_routes(r, node)  # the economy's read-only endpoints (docs/api.md §Economy): node/server/economy_api.py
+    explorer_routes(
+        r, node
+    )  # the explorer page at / and its lookups (docs/api.md §Explorer): node/server/explorer_api.py
     if p2p:
+
         @r.get("/p2p")
         async def p2p_ws(request):
             return await node.p2p.handle_inbound(request)

@@ -1,5 +1,6 @@
 """Request arguments and JSON shapes shared by the API's route modules (node.server.api, node.server.jobs_api, ...):
 every bad argument is an ApiError 400 with a stable code."""
+
 from __future__ import annotations
 
 import re
@@ -29,6 +30,7 @@ def query_int(request: web.Request, name: str, default: int) -> int:
         raise ApiError(400, "bad-param", f"{name} must be a non-negative integer")
     return int(v)
 
+
 async def body_json(request: web.Request) -> dict:
     try:
         doc = await request.json()
@@ -39,6 +41,7 @@ async def body_json(request: web.Request) -> dict:
     if not isinstance(doc, dict):
         raise ApiError(400, "bad-json", "request body must be a JSON object")
     return doc
+
 
 def hexarg(v: Any, name: str, n: int | None = None) -> bytes:
     try:
@@ -51,8 +54,16 @@ def hexarg(v: Any, name: str, n: int | None = None) -> bytes:
 
 
 def tx_json(tx: Transaction) -> dict:
-    d = {"txid": tx.txid.hex(), "kind": tx.kind, "chain_id": tx.chain_id, "nonce": tx.nonce,
-         "sender": tx.sender.hex(), "fee": tx.fee, "size": len(tx.encoded), "raw": tx.encoded.hex()}
+    d = {
+        "txid": tx.txid.hex(),
+        "kind": tx.kind,
+        "chain_id": tx.chain_id,
+        "nonce": tx.nonce,
+        "sender": tx.sender.hex(),
+        "fee": tx.fee,
+        "size": len(tx.encoded),
+        "raw": tx.encoded.hex(),
+    }
     if hasattr(tx.payload, "recipient"):
         d["recipient"] = tx.payload.recipient.hex()
         d["amount"] = tx.payload.amount

@@ -24,6 +24,7 @@ memory while it arrives); its checks (format, operand range, commitment = addres
 thread, at most `VERIFY_SLOTS` at a time, and the file is renamed into place. Unreferenced blobs expire
 after ``blob_grace_s`` (`BlobStore.prune`).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,19 +57,20 @@ class Charge:
 
 
 class BlobGate:
-    def __init__(self, node: NodeView, *, account_quota: int, pending_max: int, store_max: int, grace_s: float,
-                 clock=time.time):
+    def __init__(
+        self, node: NodeView, *, account_quota: int, pending_max: int, store_max: int, grace_s: float, clock=time.time
+    ):
         self.node = node
         self.account_quota = account_quota
         self.pending_max = pending_max
         self.store_max = store_max
         self.grace_s = grace_s
         self.clock = clock
-        self.charges: dict[bytes, Charge] = {}          # blob address -> the account vouching for it
+        self.charges: dict[bytes, Charge] = {}  # blob address -> the account vouching for it
         self.uploading: collections.Counter[str] = collections.Counter()
         self.verify = asyncio.Semaphore(VERIFY_SLOTS)
-        self._usage = (0, -1e9)                          # (bytes on disk, when measured)
-        self.refused = collections.Counter()             # code -> count (tests, logs)
+        self._usage = (0, -1e9)  # (bytes on disk, when measured)
+        self.refused = collections.Counter()  # code -> count (tests, logs)
         for stale in node.blobs.root.glob(".upload-*.tmp"):  # uploads cut short by a crash
             stale.unlink(missing_ok=True)
 
@@ -93,19 +95,22 @@ class BlobGate:
         """The submit of X-Pouw-Job-Tx, checked: well formed and signed for this chain, a submit, its sender
         able to pay max fee + fee from its confirmed balance."""
         from node.server.apierror import ApiError
+
         cfg = self.node.cfg
         try:
             tx = decode_tx(bytes.fromhex(raw_hex.strip()), cfg.max_tx_bytes)
             check_tx(tx, cfg.chain_id, cfg.max_tx_bytes)
         except (ValueError, ValidationError) as e:
-            raise ApiError(400, "bad-job-tx", f"X-Pouw-Job-Tx is not a valid transaction of this chain ({e})") \
-                from None
+            raise ApiError(400, "bad-job-tx", f"X-Pouw-Job-Tx is not a valid transaction of this chain ({e})") from None
         if tx.kind != KIND_JOB_SUBMIT:
             raise ApiError(400, "bad-job-tx", "X-Pouw-Job-Tx must be a job submit")
         bal = self.node.chain.get_account(tx.sender).balance
         if bal < tx.payload.max_fee + tx.fee:
-            raise ApiError(403, "blob-not-paid", f"the submit's sender has {bal}, less than its max fee + fee "
-                                                 f"({tx.payload.max_fee + tx.fee})")
+            raise ApiError(
+                403,
+                "blob-not-paid",
+                f"the submit's sender has {bal}, less than its max fee + fee ({tx.payload.max_fee + tx.fee})",
+            )
         return tx
 
     def charged(self, account: bytes) -> int:
@@ -140,6 +145,7 @@ class BlobGate:
     # --- the upload ------------------------------------------------------------------------------------
     def _too_many(self, code: str, message: str):
         from node.server.apierror import ApiError
+
         self.refused[code] += 1
         err = ApiError(429, code, message)
         err.headers = {"Retry-After": str(RETRY_AFTER_S)}  # type: ignore[attr-defined]
@@ -148,6 +154,7 @@ class BlobGate:
     async def upload(self, request: web.Request) -> web.Response:
         from node.server.apierror import ApiError
         from node.blobs import ROLES, BlobError
+
         store = self.node.blobs
         cap = store.max_bytes
         expect = request.query.get("hash") or request.headers.get("X-Blob-Hash")
@@ -174,9 +181,12 @@ class BlobGate:
                 raise ApiError(403, "blob-not-referenced", "the blob's address is not the submit's blob_a or blob_b")
         elif want is None or not self.referenced(want):
             self.refused["blob-not-referenced"] += 1
-            raise ApiError(403, "blob-not-referenced",
-                           "no job on the chain or in the mempool names this blob: upload with the hash the job "
-                           "names and X-Pouw-Job-Tx (the signed submit), or after the submit is in the mempool")
+            raise ApiError(
+                403,
+                "blob-not-referenced",
+                "no job on the chain or in the mempool names this blob: upload with the hash the job "
+                "names and X-Pouw-Job-Tx (the signed submit), or after the submit is in the mempool",
+            )
         # quotas
         est = request.content_length if request.content_length is not None else cap
         self.expire()
@@ -186,15 +196,21 @@ class BlobGate:
         if voucher is not None and (want is None or want not in self.charges):
             used = self.charged(voucher.sender)
             if used + est > self.account_quota:
-                raise self._too_many("blob-quota-exceeded", f"account {voucher.sender.hex()[:16]}… has {used} "
-                                     f"bytes of blobs no chain job references yet; quota {self.account_quota}")
+                raise self._too_many(
+                    "blob-quota-exceeded",
+                    f"account {voucher.sender.hex()[:16]}… has {used} "
+                    f"bytes of blobs no chain job references yet; quota {self.account_quota}",
+                )
             pending = sum(c.size for c in self.charges.values())
             if pending + est > self.pending_max:
-                raise self._too_many("blob-store-busy", f"{pending} bytes of unreferenced blobs are waiting for "
-                                     f"their jobs (limit {self.pending_max})")
+                raise self._too_many(
+                    "blob-store-busy",
+                    f"{pending} bytes of unreferenced blobs are waiting for their jobs (limit {self.pending_max})",
+                )
         if self.usage() + est > self.store_max:
-            raise self._too_many("blob-store-full", f"the blob store holds {self.usage()} bytes "
-                                 f"(limit {self.store_max})")
+            raise self._too_many(
+                "blob-store-full", f"the blob store holds {self.usage()} bytes (limit {self.store_max})"
+            )
         # stream to disk, verify off the loop
         self.uploading[ip] += 1
         tmp = store.root / f".upload-{secrets.token_hex(8)}.tmp"
@@ -215,8 +231,9 @@ class BlobGate:
             if voucher is not None:
                 if h not in (voucher.payload.blob_a, voucher.payload.blob_b):
                     store.path(h).unlink(missing_ok=True)
-                    raise ApiError(403, "blob-not-referenced", "the blob's address is not the submit's blob_a "
-                                                               "or blob_b")
+                    raise ApiError(
+                        403, "blob-not-referenced", "the blob's address is not the submit's blob_a or blob_b"
+                    )
                 if not self._on_chain(h):
                     self.charges[h] = Charge(voucher.sender, n, self.clock())
             self._usage = (self._usage[0] + n, self._usage[1])

@@ -1,5 +1,6 @@
 """The blob endpoints of the HTTP API (docs/api.md §Blobs): uploads (admission, quotas and checks in
 node.server.blobgate) and downloads, from this node's store or fetched from its peers. Registered by node.server.api.make_app."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -29,5 +30,4 @@ def blob_routes(r: web.RouteTableDef, node: BlobsHost) -> None:
             data = await node.fetch_blob(h)
         if data is None:
             raise ApiError(404, "blob-not-found", "no such blob here or at the peers")
-        return web.Response(body=data, content_type="application/octet-stream",
-                            headers={"X-Blob-Hash": h.hex()})
+        return web.Response(body=data, content_type="application/octet-stream", headers={"X-Blob-Hash": h.hex()})

@@ -1,5 +1,6 @@
 """The chain endpoints of the HTTP API (docs/api.md): the network's parameters, blocks by hash or height, the
 block list and the chain tips. Registered by node.server.api.make_app."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -19,14 +20,25 @@ if TYPE_CHECKING:
 def block_json(node: NodeView, b: Block, with_txs: bool = True) -> dict:
     h = b.header
     e = node.chain.index.get(b.hash)
-    d = {"hash": b.hash.hex(), "height": h.height, "prev": h.prev_hash.hex(), "timestamp": h.timestamp,
-         "target": "%064x" % h.target, "work": block_work(h.target), "chainwork": e.chainwork if e else None,
-         "miner": h.miner.hex(), "tx_root": h.tx_root.hex(), "state_root": h.state_root.hex(),
-         "job": {"m": h.job.m, "k": h.job.k, "n": h.job.n, "h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex()},
-         "nonce": h.nonce,
-         "proof_bytes": len(h.proof), "size": len(b.encoded), "active": node.chain.is_active(b.hash),
-         "confirmations": node.chain.height - h.height + 1 if node.chain.is_active(b.hash) else 0,
-         "tx_count": len(b.txs)}
+    d = {
+        "hash": b.hash.hex(),
+        "height": h.height,
+        "prev": h.prev_hash.hex(),
+        "timestamp": h.timestamp,
+        "target": "%064x" % h.target,
+        "work": block_work(h.target),
+        "chainwork": e.chainwork if e else None,
+        "miner": h.miner.hex(),
+        "tx_root": h.tx_root.hex(),
+        "state_root": h.state_root.hex(),
+        "job": {"m": h.job.m, "k": h.job.k, "n": h.job.n, "h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex()},
+        "nonce": h.nonce,
+        "proof_bytes": len(h.proof),
+        "size": len(b.encoded),
+        "active": node.chain.is_active(b.hash),
+        "confirmations": node.chain.height - h.height + 1 if node.chain.is_active(b.hash) else 0,
+        "tx_count": len(b.txs),
+    }
     if with_txs:
         d["txs"] = [tx_json(t) for t in b.txs]
     return d
@@ -36,8 +48,15 @@ def chain_routes(r: web.RouteTableDef, node: NodeView) -> None:
     @r.get(API + "/network")
     async def network(request):
         cfg = node.cfg
-        return _json({"name": cfg.name, "chain_id": cfg.chain_id, "genesis": node.chain.genesis.hash.hex(),
-                      "target_block_time": cfg.target_block_time, "config_toml": cfg.source})
+        return _json(
+            {
+                "name": cfg.name,
+                "chain_id": cfg.chain_id,
+                "genesis": node.chain.genesis.hash.hex(),
+                "target_block_time": cfg.target_block_time,
+                "config_toml": cfg.source,
+            }
+        )
 
     @r.get(API + "/blocks/{id}")
     async def get_block(request):
@@ -69,5 +88,11 @@ def chain_routes(r: web.RouteTableDef, node: NodeView) -> None:
 
     @r.get(API + "/chaintips")
     async def chaintips(request):
-        return _json({"tips": [{"hash": t.hash.hex(), "height": t.height, "branchlen": t.branchlen,
-                                "status": t.status} for t in node.chain.chain_tips()[:100]]})
+        return _json(
+            {
+                "tips": [
+                    {"hash": t.hash.hex(), "height": t.height, "branchlen": t.branchlen, "status": t.status}
+                    for t in node.chain.chain_tips()[:100]
+                ]
+            }
+        )

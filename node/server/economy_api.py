@@ -3,6 +3,7 @@
 Registered by node/server/api.py's `make_app` through `economy_routes(r, node)`. Everything here reads the
 tip state of `node.chain` (ChainState: get_econ / scan_econ); nothing writes.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ API = "/api/v1"
 
 def _err(status: int, code: str, message: str):
     from node.server.apierror import ApiError
+
     return ApiError(status, code, message)
 
 
@@ -62,8 +64,10 @@ def book_json(cs, issuer: bytes, depth: int) -> dict:
                 break
             levels[o.price] = levels.get(o.price, 0) + o.remaining
             orders.append(o.to_json(oid))
-        sides[SIDE_NAMES[side] + "s"] = {"levels": [{"price": p, "qty": q} for p, q in levels.items()],
-                                         "orders": orders}
+        sides[SIDE_NAMES[side] + "s"] = {
+            "levels": [{"price": p, "qty": q} for p, q in levels.items()],
+            "orders": orders,
+        }
     rec = cs.get_econ(E.k_issuer(issuer))
     bb = E.Issuer.decode(rec).buyback_bps if rec is not None else 0
     return {"issuer": issuer.hex(), "height": cs.height, "buyback_price": bb, **sides}
@@ -77,9 +81,21 @@ def trades_json(cs, issuer: bytes | None, limit: int) -> list[dict]:
             continue
         for n, (price, qty, pay, fee, maker) in enumerate(fills):
             buyer, seller = (taker, maker) if side == BID else (maker, taker)
-            out.append({"height": int.from_bytes(key[1:9], "big"), "txid": key[9:41].hex(), "fill": n,
-                        "issuer": iss.hex(), "price": price, "qty": qty, "payment": pay, "fee": fee,
-                        "buyer": buyer.hex(), "seller": seller.hex(), "taker_side": SIDE_NAMES[side]})
+            out.append(
+                {
+                    "height": int.from_bytes(key[1:9], "big"),
+                    "txid": key[9:41].hex(),
+                    "fill": n,
+                    "issuer": iss.hex(),
+                    "price": price,
+                    "qty": qty,
+                    "payment": pay,
+                    "fee": fee,
+                    "buyer": buyer.hex(),
+                    "seller": seller.hex(),
+                    "taker_side": SIDE_NAMES[side],
+                }
+            )
     return out[::-1][:limit]
 
 
@@ -88,16 +104,29 @@ def supply_json(cs) -> dict:
     escrow, bonds = st.locked()
     t = E.econ_totals(st.econ.items())
     free = st.total_balance()
-    return {"height": cs.height, "minted": st.supply.minted, "burned": st.supply.burned, "free": free,
-            "job_escrow": escrow, "job_bonds": bonds, "spend_only": t.spend_only, "vintage": t.vintage,
-            "locked_in_asks": t.ask_locked, "deposits": t.deposits, "reserved_in_grants": t.grants,
-            "conserved": free + escrow + bonds + t.tokens == st.supply.minted - st.supply.burned,
-            "credits": {i.hex(): {"balances": c[0], "locked_in_bids": c[1], "minted": c[2], "burned": c[3]}
-                        for i, c in (t.credits or {}).items()}}
+    return {
+        "height": cs.height,
+        "minted": st.supply.minted,
+        "burned": st.supply.burned,
+        "free": free,
+        "job_escrow": escrow,
+        "job_bonds": bonds,
+        "spend_only": t.spend_only,
+        "vintage": t.vintage,
+        "locked_in_asks": t.ask_locked,
+        "deposits": t.deposits,
+        "reserved_in_grants": t.grants,
+        "conserved": free + escrow + bonds + t.tokens == st.supply.minted - st.supply.burned,
+        "credits": {
+            i.hex(): {"balances": c[0], "locked_in_bids": c[1], "minted": c[2], "burned": c[3]}
+            for i, c in (t.credits or {}).items()
+        },
+    }
 
 
 def economy_routes(r: web.RouteTableDef, node: NodeView) -> None:
     """Add the economy's GET routes to the API's route table."""
+
     def cs():
         return node.chain
 
@@ -156,8 +185,9 @@ def economy_routes(r: web.RouteTableDef, node: NodeView) -> None:
 
     async def vel(request):
         c = cs()
-        return web.json_response({"height": c.height, "window_blocks": E.VELOCITY_WINDOW,
-                                  "windows": velocity(c, _limit(request, 10, 100))})
+        return web.json_response(
+            {"height": c.height, "window_blocks": E.VELOCITY_WINDOW, "windows": velocity(c, _limit(request, 10, 100))}
+        )
 
     r.get(API + "/economy/issuers")(issuers)
     r.get(API + "/economy/issuers/{addr}")(issuer)

@@ -1,5 +1,6 @@
 """The economy's read-only statistics that both the API (node.server.economy_api) and the metrics (node.server.metrics) report:
 token supply by height and market velocity per window, read from the chain state (docs/economy.md)."""
+
 from __future__ import annotations
 
 from chain import economy as E
@@ -35,7 +36,18 @@ def velocity(cs, windows: int = 10) -> list[dict]:
             s += cs.cfg.subsidy(h)
             total += s
         avg = total / n if n else float(base)
-        out.append({"window": w, "from_height": w * W, "to_height": (w + 1) * W - 1, "blocks": n,
-                    "volume": vol[0], "credit_volume": vol[1], "trades": vol[2], "fees": vol[3],
-                    "average_supply": avg, "velocity": vol[0] / avg if avg else 0.0})
+        out.append(
+            {
+                "window": w,
+                "from_height": w * W,
+                "to_height": (w + 1) * W - 1,
+                "blocks": n,
+                "volume": vol[0],
+                "credit_volume": vol[1],
+                "trades": vol[2],
+                "fees": vol[3],
+                "average_supply": avg,
+                "velocity": vol[0] / avg if avg else 0.0,
+            }
+        )
     return out

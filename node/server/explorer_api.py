@@ -4,6 +4,7 @@ fetched from elsewhere) and the read-only lookups it needs (docs/api.md §Explor
 Registered by node/server/api.py's `make_app` through `explorer_routes(r, node)`. Every lookup is answered
 from the in-memory block index or the persisted indexes (chain/indexes.py): no request scans the chain.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,10 @@ if TYPE_CHECKING:
 API = "/api/v1"
 STATIC = Path(__file__).parent / "explorer" / "static"
 ASSETS = {"index.html": "text/html", "explorer.js": "application/javascript", "explorer.css": "text/css"}
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 MAX_CHART_BLOCKS = 2000
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
@@ -36,6 +39,7 @@ _HEX = re.compile(r"(0x)?[0-9a-fA-F]+")
 
 def _err(status: int, code: str, message: str):
     from node.server.apierror import ApiError
+
     return ApiError(status, code, message)
 
 
@@ -83,11 +87,23 @@ def proof_json(node: NodeView, b: Block) -> dict:
     tile, and its ticket against the work-scaled target (no verification: see `verify_json`)."""
     from pouw.proof import TileProof
     from pouw.ticket import win_threshold
+
     h = b.header
-    out: dict = {"hash": b.hash.hex(), "height": h.height,
-                 "job": {"m": h.job.m, "k": h.job.k, "n": h.job.n, "macs": h.job.macs,
-                         "h_a": h.job.h_a.hex(), "h_b": h.job.h_b.hex()},
-                 "target": "%064x" % h.target, "work": block_work(h.target), "proof_bytes": len(h.proof)}
+    out: dict = {
+        "hash": b.hash.hex(),
+        "height": h.height,
+        "job": {
+            "m": h.job.m,
+            "k": h.job.k,
+            "n": h.job.n,
+            "macs": h.job.macs,
+            "h_a": h.job.h_a.hex(),
+            "h_b": h.job.h_b.hex(),
+        },
+        "target": "%064x" % h.target,
+        "work": block_work(h.target),
+        "proof_bytes": len(h.proof),
+    }
     if h.height == 0:
         out.update(kind="genesis", proof=None)
         return out
@@ -104,19 +120,33 @@ def proof_json(node: NodeView, b: Block) -> dict:
     threshold = win_threshold(h.target, tile_work)
     ticket = int.from_bytes(p.ticket, "big")
     tiles = (h.job.m // params.tile_h) * (h.job.n // params.tile_w) if params.tile_h and params.tile_w else 0
-    out["proof"] = {"tile": {"ti": p.ti, "tj": p.tj, "h": p.h, "w": p.w, "k": p.k,
-                             "rows": [p.ti * p.h, (p.ti + 1) * p.h], "cols": [p.tj * p.w, (p.tj + 1) * p.w]},
-                    "tiles": tiles, "job_key": p.job_key.hex(), "ticket": p.ticket.hex(),
-                    "threshold": "%064x" % threshold,  # more digits when target × tile work >= 2^256
-                    "tile_work": tile_work, "ticket_below_threshold": ticket < threshold,
-                    "ticket_fraction": ticket / threshold if threshold else None,
-                    "merkle_path_a": len(p.path_a), "merkle_path_b": len(p.path_b)}
+    out["proof"] = {
+        "tile": {
+            "ti": p.ti,
+            "tj": p.tj,
+            "h": p.h,
+            "w": p.w,
+            "k": p.k,
+            "rows": [p.ti * p.h, (p.ti + 1) * p.h],
+            "cols": [p.tj * p.w, (p.tj + 1) * p.w],
+        },
+        "tiles": tiles,
+        "job_key": p.job_key.hex(),
+        "ticket": p.ticket.hex(),
+        "threshold": "%064x" % threshold,  # more digits when target × tile work >= 2^256
+        "tile_work": tile_work,
+        "ticket_below_threshold": ticket < threshold,
+        "ticket_fraction": ticket / threshold if threshold else None,
+        "merkle_path_a": len(p.path_a),
+        "merkle_path_b": len(p.path_b),
+    }
     return out
 
 
 def verify_json(node: NodeView, b: Block) -> dict:
     """Re-check the block's proof now (chain.validation.check_header_proof): the verdict and its reason."""
     from chain.validation import check_header_proof
+
     h = b.header
     t0 = time.perf_counter()
     if h.height == 0:
@@ -127,8 +157,15 @@ def verify_json(node: NodeView, b: Block) -> dict:
             ok, reason, detail = True, None, "the winning tile's openings, noise, transcript and ticket check out"
         except ValidationError as e:
             ok, reason, detail = False, e.reason, e.detail or e.reason
-    return {"hash": b.hash.hex(), "height": h.height, "valid": ok, "reason": reason, "detail": detail,
-            "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2), "checked_at": int(time.time())}
+    return {
+        "hash": b.hash.hex(),
+        "height": h.height,
+        "valid": ok,
+        "reason": reason,
+        "detail": detail,
+        "elapsed_ms": round((time.perf_counter() - t0) * 1000, 2),
+        "checked_at": int(time.time()),
+    }
 
 
 def search(node: NodeView, q: str) -> dict | None:
@@ -165,11 +202,23 @@ def history_json(node: NodeView, addr: bytes, before: int | None, limit: int) ->
         if len(out) == limit:
             more = True
             break
-        out.append({"height": e.height, "block": cs.block_hash_at(e.height).hex(),  # type: ignore[union-attr]
-                    "balance_before": e.balance_before, "balance_after": e.balance_after,
-                    "delta": e.balance_after - e.balance_before, "nonce": e.nonce, "txs": [t.hex() for t in e.txids]})
-    return {"address": addr.hex(), "height": cs.height, "entries": out,
-            "next_before": out[-1]["height"] if more else None}
+        out.append(
+            {
+                "height": e.height,
+                "block": cs.block_hash_at(e.height).hex(),  # type: ignore[union-attr]
+                "balance_before": e.balance_before,
+                "balance_after": e.balance_after,
+                "delta": e.balance_after - e.balance_before,
+                "nonce": e.nonce,
+                "txs": [t.hex() for t in e.txids],
+            }
+        )
+    return {
+        "address": addr.hex(),
+        "height": cs.height,
+        "entries": out,
+        "next_before": out[-1]["height"] if more else None,
+    }
 
 
 def blockstats_json(node: NodeView, n: int) -> dict:
@@ -182,13 +231,24 @@ def blockstats_json(node: NodeView, n: int) -> dict:
         e, p = cs.index[cs.chain[height]], cs.index[cs.chain[height - 1]]
         interval = e.timestamp - p.timestamp
         work = block_work(e.target)
-        pts.append({"height": height, "timestamp": e.timestamp, "interval": interval, "work": work,
-                    "work_rate": work / max(1, interval)})
+        pts.append(
+            {
+                "height": height,
+                "timestamp": e.timestamp,
+                "interval": interval,
+                "work": work,
+                "work_rate": work / max(1, interval),
+            }
+        )
     span = pts[-1]["timestamp"] - cs.index[cs.chain[pts[0]["height"] - 1]].timestamp if pts else 0
-    return {"height": top, "blocks": len(pts), "points": pts,
-            "mean_interval": span / len(pts) if pts else None,
-            "network_work_rate": sum(p["work"] for p in pts) / span if span > 0 else None,
-            "unit": "work_rate: expected multiply-adds per second (block work / interval)"}
+    return {
+        "height": top,
+        "blocks": len(pts),
+        "points": pts,
+        "mean_interval": span / len(pts) if pts else None,
+        "network_work_rate": sum(p["work"] for p in pts) / span if span > 0 else None,
+        "unit": "work_rate: expected multiply-adds per second (block work / interval)",
+    }
 
 
 def explorer_routes(r: web.RouteTableDef, node: NodeView) -> None:
@@ -196,9 +256,16 @@ def explorer_routes(r: web.RouteTableDef, node: NodeView) -> None:
     verify_slots = asyncio.Semaphore(2)  # proof re-checks run in threads, two at a time
 
     def asset(name: str) -> web.Response:
-        return web.Response(body=(STATIC / name).read_bytes(), content_type=ASSETS[name], headers={
-            "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache",
-            "Referrer-Policy": "no-referrer"})
+        return web.Response(
+            body=(STATIC / name).read_bytes(),
+            content_type=ASSETS[name],
+            headers={
+                "Content-Security-Policy": CSP,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-cache",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     @r.get("/")
     async def index(request):
@@ -226,8 +293,7 @@ def explorer_routes(r: web.RouteTableDef, node: NodeView) -> None:
         q = request.query.get("q", "")[:200]
         hit = search(node, q)
         if hit is None:
-            raise _err(404, "not-found", f"nothing matches {q[:80]!r} (a height, block hash, tx id, job id "
-                                         "or address)")
+            raise _err(404, "not-found", f"nothing matches {q[:80]!r} (a height, block hash, tx id, job id or address)")
         return web.json_response({"query": q, **hit})
 
     @r.get(API + "/accounts/{address}/history")

@@ -31,6 +31,7 @@ import cycles. Who implements what:
 Nothing here imports a part of the node: only the leaves (`node.blobs`, `node.server.mempool`, `node.server.messages`,
 `node.server.peers`) and chain/, under TYPE_CHECKING.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
@@ -195,8 +196,8 @@ class TipEvents(Protocol):
     def block_disconnected(self, block: Block) -> None: ...
 
 
-
 # --- sync, peers, miner as other parts read them ----------------------------------------------------------
+
 
 class SyncView(Protocol):
     @property
@@ -284,7 +285,7 @@ class PaidPass(Protocol):
     def job_id(self) -> bytes: ...
 
     @property
-    def prepared(self) -> Any: ...   # pouw.miner.PreparedJob
+    def prepared(self) -> Any: ...  # pouw.miner.PreparedJob
 
 
 class PaidWork(Protocol):
@@ -294,7 +295,7 @@ class PaidWork(Protocol):
     @property
     def ready(self) -> asyncio.Event: ...
 
-    def step(self) -> Any: ...       # a PaidPass or None
+    def step(self) -> Any: ...  # a PaidPass or None
 
     async def finished(self, job: Any, c: Any) -> None: ...
 
@@ -387,6 +388,7 @@ class MetricsHost(Protocol):
 
 
 # --- the HTTP API's views -------------------------------------------------------------------------------
+
 
 class StorageStatus(Protocol):
     @property

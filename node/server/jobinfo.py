@@ -7,6 +7,7 @@ Everything here reads the chain state at the tip (and the mempool for pending su
 nothing. Estimates use integer block heights and the headers' timestamps only; they are advice for a
 client, never consensus.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,19 @@ from statistics import median
 from typing import TYPE_CHECKING
 
 from chain.jobs import JobRecord, check_job_shape, job_price
-from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
-                      KIND_JOB_RESULT, KIND_JOB_SUBMIT)
+from chain.tx import (
+    KIND_JOB_ANSWER,
+    KIND_JOB_CANCEL,
+    KIND_JOB_CHALLENGE,
+    KIND_JOB_CLAIM,
+    KIND_JOB_DISPUTE,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+)
 
 if TYPE_CHECKING:
     from node.server.interfaces import NodeView
+
 
 def fee_floor(conf_rate: str | Fraction | None, cfg) -> Fraction:
     """A node's minimum fee per multiply-add: the configured rate (e.g. "1/10000" or "0.0001" base units
@@ -41,8 +50,8 @@ def below_floor(rate: Fraction, fee: int, macs: int) -> bool:
     return fee < floor_fee(rate, macs)
 
 
-RECENT_BLOCKS = 100        # "recently": jobs claimed (cleared) within this many blocks of the tip
-INTERVAL_BLOCKS = 30       # block interval: mean over this many recent headers
+RECENT_BLOCKS = 100  # "recently": jobs claimed (cleared) within this many blocks of the tip
+INTERVAL_BLOCKS = 30  # block interval: mean over this many recent headers
 
 
 def block_interval(node: NodeView, blocks: int = INTERVAL_BLOCKS) -> float:
@@ -79,9 +88,20 @@ def _pending_submits(node: NodeView, sender: bytes | None = None) -> list:
 
 def pending_json(tx, height: int) -> dict:
     p = tx.payload
-    return {"job_id": tx.txid.hex(), "status": "pending", "client": tx.sender.hex(), "m": p.m, "k": p.k,
-            "n": p.n, "macs": p.m * p.k * p.n, "fee": p.max_fee, "deadline": p.deadline,
-            "blob_a": p.blob_a.hex(), "blob_b": p.blob_b.hex(), "height": height}
+    return {
+        "job_id": tx.txid.hex(),
+        "status": "pending",
+        "client": tx.sender.hex(),
+        "m": p.m,
+        "k": p.k,
+        "n": p.n,
+        "macs": p.m * p.k * p.n,
+        "fee": p.max_fee,
+        "deadline": p.deadline,
+        "blob_a": p.blob_a.hex(),
+        "blob_b": p.blob_b.hex(),
+        "height": height,
+    }
 
 
 def jobs_of(node: NodeView, client: bytes, status: str = "all", limit: int = 100) -> dict:
@@ -92,12 +112,16 @@ def jobs_of(node: NodeView, client: bytes, status: str = "all", limit: int = 100
     if status in ("all", "pending"):
         items += [pending_json(t, cs.height) for t in reversed(_pending_submits(node, client))]
     if status != "pending":
-        recs = sorted(((j, r) for j, r in cs.jobs().items()
-                       if r.client == client and (status == "all" or r.status_name == status)),
-                      key=lambda x: (-x[1].submit_height, x[0]))
+        recs = sorted(
+            (
+                (j, r)
+                for j, r in cs.jobs().items()
+                if r.client == client and (status == "all" or r.status_name == status)
+            ),
+            key=lambda x: (-x[1].submit_height, x[0]),
+        )
         items += [r.to_json(j, cs.cfg) for j, r in recs]
-    return {"client": client.hex(), "status": status, "height": cs.height, "count": len(items),
-            "jobs": items[:limit]}
+    return {"client": client.hex(), "status": status, "height": cs.height, "count": len(items), "jobs": items[:limit]}
 
 
 def progress(node: NodeView, job_id: bytes) -> dict | None:
@@ -119,8 +143,14 @@ def progress(node: NodeView, job_id: bytes) -> dict | None:
     compute = max(0, int(median(r.result_height - r.claim_height for r in done))) if done else 1
     miners = max(1, len({r.miner for r in recent}))
     opens = cs.open_jobs()
-    out: dict = {"job_id": job_id.hex(), "height": tip, "block_interval_s": round(interval, 3),
-                 "queue_length": len(opens), "queue_position": None, "miners_recent": miners}
+    out: dict = {
+        "job_id": job_id.hex(),
+        "height": tip,
+        "block_interval_s": round(interval, 3),
+        "queue_length": len(opens),
+        "queue_position": None,
+        "miners_recent": miners,
+    }
     if rec is None:
         tx = node.mempool.get(job_id)
         if tx is None or tx.kind != KIND_JOB_SUBMIT:
@@ -132,10 +162,16 @@ def progress(node: NodeView, job_id: bytes) -> dict | None:
         blocks = 1 + (pos - 1) // miners * turnaround + turnaround
         out.update(status="pending", queue_position=pos, estimate_blocks=blocks)
     else:
-        out.update(status=rec.status_name, submit_height=rec.submit_height, deadline=rec.deadline,
-                   claim_height=rec.claim_height or None, result_height=rec.result_height or None,
-                   challenge_until=rec.challenge_until(cs.cfg) or None, closed_height=rec.closed_height or None,
-                   miner=rec.miner.hex() if rec.claim_height else None)
+        out.update(
+            status=rec.status_name,
+            submit_height=rec.submit_height,
+            deadline=rec.deadline,
+            claim_height=rec.claim_height or None,
+            result_height=rec.result_height or None,
+            challenge_until=rec.challenge_until(cs.cfg) or None,
+            closed_height=rec.closed_height or None,
+            miner=rec.miner.hex() if rec.claim_height else None,
+        )
         pos = next((i + 1 for i, (j, _) in enumerate(opens) if j == job_id), None)
         if pos is not None:  # open (or a lapsed claim: claimable again)
             out["queue_position"] = pos
@@ -167,14 +203,22 @@ def receipt(node: NodeView, job_id: bytes) -> dict | None:
         return None
 
     def entry(t, height: int) -> dict | None:
-        return None if t is None else {"txid": t.txid.hex(), "height": height, "sender": t.sender.hex(),
-                                       "fee": t.fee}
+        return None if t is None else {"txid": t.txid.hex(), "height": height, "sender": t.sender.hex(), "fee": t.fee}
 
     jid = lambda t: getattr(t.payload, "job_id", None) == job_id  # noqa: E731
-    out: dict = {"job_id": job_id.hex(), "status": rec.status_name, "height": cs.height,
-                 "submit": entry(_find_tx(node, rec.submit_height, lambda t: t.txid == job_id), rec.submit_height),
-                 "claim": None, "result": None, "challenge": None, "answer": None, "dispute": None, "cancel": None,
-                 "settled": None}
+    out: dict = {
+        "job_id": job_id.hex(),
+        "status": rec.status_name,
+        "height": cs.height,
+        "submit": entry(_find_tx(node, rec.submit_height, lambda t: t.txid == job_id), rec.submit_height),
+        "claim": None,
+        "result": None,
+        "challenge": None,
+        "answer": None,
+        "dispute": None,
+        "cancel": None,
+        "settled": None,
+    }
     if rec.claim_height:
         t = _find_tx(node, rec.claim_height, lambda t: t.kind == KIND_JOB_CLAIM and jid(t) and t.sender == rec.miner)
         out["claim"] = entry(t, rec.claim_height)
@@ -185,8 +229,10 @@ def receipt(node: NodeView, job_id: bytes) -> dict | None:
         out["result"] = entry(t, rec.result_height)
         if out["result"] is not None:
             out["result"].update(h_c=rec.h_c.hex(), blob_c=rec.blob_c.hex())
-    for name, kind, height in (("challenge", KIND_JOB_CHALLENGE, rec.challenge_height),
-                               ("answer", KIND_JOB_ANSWER, rec.answer_height)):
+    for name, kind, height in (
+        ("challenge", KIND_JOB_CHALLENGE, rec.challenge_height),
+        ("answer", KIND_JOB_ANSWER, rec.answer_height),
+    ):
         if height:
             out[name] = entry(_find_tx(node, height, lambda t, k=kind: t.kind == k and jid(t)), height)
     if rec.closed_height:
@@ -214,17 +260,31 @@ def price(node: NodeView, m: int, k: int, n: int, window: int = RECENT_BLOCKS) -
     scaled = lambda f: max(1, math.ceil(f * macs))  # noqa: E731
     cleared = None
     if recent:
-        mid = recent[len(recent) // 2] if len(recent) % 2 else (recent[len(recent) // 2 - 1] + recent[len(recent) // 2]) / 2
+        mid = (
+            recent[len(recent) // 2]
+            if len(recent) % 2
+            else (recent[len(recent) // 2 - 1] + recent[len(recent) // 2]) / 2
+        )
         cleared = {"jobs": len(recent), "min": scaled(recent[0]), "median": scaled(mid), "max": scaled(recent[-1])}
     opens = cs.open_jobs()
-    queue = {"open": len(opens),
-             "best_fee": scaled(opens[0][1].fee_per_mac) if opens else None}
+    queue = {"open": len(opens), "best_fee": scaled(opens[0][1].fee_per_mac) if opens else None}
     floor = None
     rate = getattr(node, "job_fee_floor", None)  # this node's miner's minimum fee per multiply-add
     if rate is not None:
         floor = floor_fee(Fraction(rate), macs)
     suggested = max(going, cleared["median"] if cleared else 0, floor or 0)
     queue["position_at_suggested"] = 1 + sum(1 for _, r in opens if r.fee_per_mac >= Fraction(suggested, macs))
-    return {"m": m, "k": k, "n": n, "macs": macs, "height": cs.height, "window_blocks": window,
-            "going_rate": going, "rate_per_mac": f"{cfg.jobs.rate_num}/{cfg.jobs.rate_den}",
-            "recent": cleared, "queue": queue, "floor_fee": floor, "suggested_max_fee": suggested}
+    return {
+        "m": m,
+        "k": k,
+        "n": n,
+        "macs": macs,
+        "height": cs.height,
+        "window_blocks": window,
+        "going_rate": going,
+        "rate_per_mac": f"{cfg.jobs.rate_num}/{cfg.jobs.rate_den}",
+        "recent": cleared,
+        "queue": queue,
+        "floor_fee": floor,
+        "suggested_max_fee": suggested,
+    }

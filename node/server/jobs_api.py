@@ -1,5 +1,6 @@
 """The compute-job endpoints of the HTTP API (docs/api.md §Jobs, docs/jobs-client.md): prices, a job's record
 (with long-poll), progress and receipt, an account's jobs and the job lists. Registered by node.server.api.make_app."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from node.server.apierror import ApiError
 if TYPE_CHECKING:
     from node.server.interfaces import JobsHost
 
-JOB_WAIT_MAX_S = 30          # longest long-poll of GET /jobs/{id}?wait=
+JOB_WAIT_MAX_S = 30  # longest long-poll of GET /jobs/{id}?wait=
 
 
 def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
@@ -23,6 +24,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     async def job_price_view(request):
         from chain.errors import TxError
         from node.server import jobinfo
+
         try:
             m, k, n = (int(request.query[x]) for x in ("m", "k", "n"))
             window = int(request.query.get("blocks", str(jobinfo.RECENT_BLOCKS)))
@@ -38,6 +40,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     @r.get(API + "/jobs/{id}/progress")
     async def job_progress(request):
         from node.server import jobinfo
+
         jid = hexarg(request.match_info["id"], "job id", 32)
         out = jobinfo.progress(node, jid)
         if out is None:
@@ -47,6 +50,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     @r.get(API + "/jobs/{id}/receipt")
     async def job_receipt(request):
         from node.server import jobinfo
+
         jid = hexarg(request.match_info["id"], "job id", 32)
         out = jobinfo.receipt(node, jid)
         if out is None:
@@ -57,6 +61,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     async def account_jobs(request):
         from chain.jobs import STATUS_NAMES
         from node.server import jobinfo
+
         try:
             a = parse_address(request.match_info["address"])
         except ValueError as e:
@@ -74,6 +79,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
         """A job record for the API, with this node's fee floor: `floor_fee` (the least fee its miner
         takes for this shape) and `below_floor` (true: this node's miner will not take it)."""
         from node.server.jobinfo import below_floor, floor_fee
+
         d = rec.to_json(jid, node.cfg)
         rate = node.job_fee_floor
         d["floor_fee"] = floor_fee(rate, rec.macs)
@@ -98,8 +104,12 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
         rec = node.chain.get_job(jid)
         if rec is None:
             if node.mempool.get(jid) is not None:
-                return {"job_id": jid.hex(), "status": "pending", "height": node.chain.height,
-                        "pending_result": pending_result(jid)}
+                return {
+                    "job_id": jid.hex(),
+                    "status": "pending",
+                    "height": node.chain.height,
+                    "pending_result": pending_result(jid),
+                }
             raise ApiError(404, "job-not-found", "no job with this id on the active chain or in the mempool")
         d = job_json(jid, rec)
         d["height"] = node.chain.height
@@ -111,6 +121,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
         """A result for `jid` waiting in the mempool (admitted only while this node holds its C, so C can
         be fetched and checked now, before the result is mined): {txid, miner, h_c}, else None."""
         from chain.tx import KIND_JOB_RESULT
+
         for e in node.mempool.entries.values():
             t = e.tx
             if t.kind == KIND_JOB_RESULT and t.payload.job_id == jid:
@@ -120,6 +131,7 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
     @r.get(API + "/jobs")
     async def list_jobs(request):
         from chain.jobs import STATUS_NAMES
+
         status = request.query.get("status", "open")
         limit = min(1000, max(1, query_int(request, "limit", 100)))
         cs = node.chain
@@ -128,10 +140,19 @@ def job_routes(r: web.RouteTableDef, node: JobsHost) -> None:
         elif status == "live":
             items = sorted(cs.live_jobs().items(), key=lambda x: (x[1].due, x[0]))
         elif status in STATUS_NAMES or status == "all":
-            items = sorted(((j, r) for j, r in cs.jobs().items() if status == "all" or r.status_name == status),
-                           key=lambda x: (-x[1].submit_height, x[0]))
+            items = sorted(
+                ((j, r) for j, r in cs.jobs().items() if status == "all" or r.status_name == status),
+                key=lambda x: (-x[1].submit_height, x[0]),
+            )
         else:
-            raise ApiError(400, "bad-param", "status must be open (claimable), live, all or one of "
-                                             + ", ".join(STATUS_NAMES))
-        return _json({"status": status, "height": cs.height, "count": len(items),
-                      "jobs": [job_json(j, r) for j, r in items[:limit]]})
+            raise ApiError(
+                400, "bad-param", "status must be open (claimable), live, all or one of " + ", ".join(STATUS_NAMES)
+            )
+        return _json(
+            {
+                "status": status,
+                "height": cs.height,
+                "count": len(items),
+                "jobs": [job_json(j, r) for j, r in items[:limit]],
+            }
+        )

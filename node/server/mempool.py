@@ -23,6 +23,7 @@
 - Persisted to ``<datadir>/mempool.dat`` (msgpack list of [tx, time]) on shutdown and reloaded
   (re-validated) at start.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -92,8 +93,16 @@ class PendingJobs:
 
 
 class Mempool:
-    def __init__(self, chain, *, max_txs: int = 5000, max_bytes: int = 5_000_000, expiry_s: float = 3 * 3600,
-                 clock: Callable[[], float] = time.time, admit: Callable[[Transaction], None] | None = None):
+    def __init__(
+        self,
+        chain,
+        *,
+        max_txs: int = 5000,
+        max_bytes: int = 5_000_000,
+        expiry_s: float = 3 * 3600,
+        clock: Callable[[], float] = time.time,
+        admit: Callable[[Transaction], None] | None = None,
+    ):
         self.chain = chain
         self.admit = admit  # the node's extra policy on every admission (e.g. a result only with its C)
         self.max_txs = max_txs
@@ -128,7 +137,7 @@ class Mempool:
                 break
             tx = self.entries[pend[n]].tx
             if tx.kind in JOB_KINDS:
-                ov.source = self.pending_jobs(tx)   # the job as the pending txs before this one leave it
+                ov.source = self.pending_jobs(tx)  # the job as the pending txs before this one leave it
             try:
                 ov.apply_tx(tx)
             except TxError:
@@ -151,7 +160,9 @@ class Mempool:
         if tx.nonce in pend:
             old = self.entries[pend[tx.nonce]]
             if tx.fee <= old.tx.fee:
-                raise MempoolError("txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False)
+                raise MempoolError(
+                    "txn-mempool-conflict", "same nonce pending with an equal or higher fee", punish=False
+                )
             replaced = old.tx.txid
         pstate = self.pending_state(sender, tx.nonce)
         if tx.kind in JOB_KINDS or tx.kind in ECON_KINDS:  # job and economy rules need the state at the tip
@@ -221,8 +232,10 @@ class Mempool:
         """Re-validate every pending tx against the new tip (after connect/disconnect/reorg), put back the
         given (disconnected) txs, drop expired ones. Returns the number of txs re-added."""
         now = self.clock()
-        old = sorted(list(self.entries.values()) + [Entry(t, now, len(t.encoded)) for t in readd],
-                     key=lambda e: (e.tx.sender, e.tx.nonce))
+        old = sorted(
+            list(self.entries.values()) + [Entry(t, now, len(t.encoded)) for t in readd],
+            key=lambda e: (e.tx.sender, e.tx.nonce),
+        )
         readd_ids = {t.txid for t in readd}
         self.entries.clear()
         self.by_sender.clear()
@@ -307,8 +320,15 @@ class Mempool:
         if not path.exists():
             return 0
         try:
-            items = msgpack.unpackb(path.read_bytes(), raw=False, max_bin_len=self.chain.cfg.max_tx_bytes,
-                                    max_array_len=max(self.max_txs, 2), max_map_len=0, max_str_len=0, max_ext_len=0)
+            items = msgpack.unpackb(
+                path.read_bytes(),
+                raw=False,
+                max_bin_len=self.chain.cfg.max_tx_bytes,
+                max_array_len=max(self.max_txs, 2),
+                max_map_len=0,
+                max_str_len=0,
+                max_ext_len=0,
+            )
         except Exception as e:
             log.warning("ignoring unreadable mempool file %s (%s)", path, e)
             return 0

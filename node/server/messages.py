@@ -19,6 +19,7 @@ Types (fields):
 - ``getaddr``    (none)
 - ``addr``       addrs([str "host:port"], ≤ MAX_ADDRS)
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -48,6 +49,7 @@ def auth_payload(peer_nonce: bytes, node_id: bytes, genesis: bytes) -> bytes:
 
 # --- field checkers -----------------------------------------------------------------------------------
 
+
 def _bytes(n: int | None = None, max_len: int | None = None) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if not isinstance(v, bytes):
@@ -56,6 +58,7 @@ def _bytes(n: int | None = None, max_len: int | None = None) -> Callable[[Any], 
             raise MessageError(f"expected {n} bytes")
         if max_len is not None and len(v) > max_len:
             raise MessageError("bytes too long")
+
     return check
 
 
@@ -75,6 +78,7 @@ def _list(item: Callable[[Any], None], max_n: int) -> Callable[[Any], None]:
             raise MessageError("expected bounded list")
         for x in v:
             item(x)
+
     return check
 
 
@@ -94,8 +98,18 @@ class Codec:
         self.max_msg = self.max_block + 64 * 1024
         h32 = _bytes(32)
         self.schemas: dict[str, dict[str, Callable[[Any], None]]] = {
-            "hello": {"v": _uint, "chain_id": _uint, "genesis": h32, "node_id": h32, "nonce": h32, "port": _uint,
-                      "height": _uint, "work": _bytes(32), "tip": h32, "agent": _str},
+            "hello": {
+                "v": _uint,
+                "chain_id": _uint,
+                "genesis": h32,
+                "node_id": h32,
+                "nonce": h32,
+                "port": _uint,
+                "height": _uint,
+                "work": _bytes(32),
+                "tip": h32,
+                "agent": _str,
+            },
             "auth": {"sig": _bytes(64)},
             "ping": {"nonce": _uint},
             "pong": {"nonce": _uint},
@@ -124,10 +138,17 @@ class Codec:
         if len(data) > self.max_msg:
             raise MessageError("message too large")
         try:
-            obj = msgpack.unpackb(bytes(data), raw=False, use_list=True, strict_map_key=True,
-                                  max_bin_len=self.max_block, max_str_len=MAX_STR,
-                                  max_array_len=max(MAX_HEADERS, MAX_LOCATOR, MAX_ADDRS, MAX_GETBLOCKS),
-                                  max_map_len=MAX_MAP, max_ext_len=0)
+            obj = msgpack.unpackb(
+                bytes(data),
+                raw=False,
+                use_list=True,
+                strict_map_key=True,
+                max_bin_len=self.max_block,
+                max_str_len=MAX_STR,
+                max_array_len=max(MAX_HEADERS, MAX_LOCATOR, MAX_ADDRS, MAX_GETBLOCKS),
+                max_map_len=MAX_MAP,
+                max_ext_len=0,
+            )
         except Exception as e:  # msgpack raises several types on malformed input
             raise MessageError(f"undecodable message ({type(e).__name__})") from e
         if not isinstance(obj, dict):

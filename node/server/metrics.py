@@ -5,6 +5,7 @@ peers (`pouw_peers*`, `pouw_peer_*`), mempool (`pouw_mempool_*`), mining (`pouw_
 `pouw_tickets_drawn`, `pouw_blocks_mined`, `pouw_device_faults`), jobs (`pouw_jobs{status}`, `pouw_jobs_*`,
 read from the chain state at the tip), the economy (node.server.econstats), and the process/guard collectors node.py registers.
 `promtool check metrics` accepts the exposition (tests/test_observability.py)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ def job_transitions(cs: ChainState, block: Block) -> list[tuple[bytes, JobRecord
     read from the block's undo data (which lists exactly those jobs) and the tip's records."""
     from chain import schema as S
     from chain.undo import Undo
+
     raw = cs.store.get(S.undo_key(block.hash))
     if raw is None:
         return []
@@ -54,57 +56,71 @@ class Metrics:
         self.node = node
         r = self.registry = CollectorRegistry()
         self.height = Gauge("pouw_chain_height", "Height of the active chain", registry=r)
-        self.tip_time = Gauge("pouw_chain_tip_timestamp_seconds", "Header timestamp of the tip block (Unix)",
-                              registry=r)
+        self.tip_time = Gauge(
+            "pouw_chain_tip_timestamp_seconds", "Header timestamp of the tip block (Unix)", registry=r
+        )
         self.headers = Gauge("pouw_chain_headers", "Height of the best known header (sync target)", registry=r)
-        self.blocks_disconnected = Counter("pouw_blocks_disconnected", "Blocks disconnected from the active chain",
-                                           registry=r)
+        self.blocks_disconnected = Counter(
+            "pouw_blocks_disconnected", "Blocks disconnected from the active chain", registry=r
+        )
         self.reorgs = Counter("pouw_reorgs", "Reorganisations (imports that disconnected blocks)", registry=r)
-        self.peers_dir = Gauge("pouw_peers_by_direction", "Connected peers by direction", ["direction"],
-                               registry=r)
+        self.peers_dir = Gauge("pouw_peers_by_direction", "Connected peers by direction", ["direction"], registry=r)
         self.peer_bans = Counter("pouw_peer_bans", "Peers banned for misbehaviour", registry=r)
-        self.tickets = Counter("pouw_tickets_drawn", "Lottery tickets drawn by this node's miner (one per tile "
-                               "of every pass)", registry=r)
-        self.blocks_mined = Counter("pouw_blocks_mined", "Blocks found by this node's miner and connected",
-                                    registry=r)
+        self.tickets = Counter(
+            "pouw_tickets_drawn", "Lottery tickets drawn by this node's miner (one per tile of every pass)", registry=r
+        )
+        self.blocks_mined = Counter("pouw_blocks_mined", "Blocks found by this node's miner and connected", registry=r)
         self.jobs = Gauge("pouw_jobs", "Paid jobs on chain at the tip by status", ["status"], registry=r)
-        self.jobs_open = Gauge("pouw_jobs_open", "Live paid jobs (open, claimed, resulted or challenged)",
-                               registry=r)
-        self.jobs_settled = Gauge("pouw_jobs_settled", "Closed paid jobs (released, refunded, slashed or "
-                                  "cancelled)", registry=r)
+        self.jobs_open = Gauge("pouw_jobs_open", "Live paid jobs (open, claimed, resulted or challenged)", registry=r)
+        self.jobs_settled = Gauge(
+            "pouw_jobs_settled", "Closed paid jobs (released, refunded, slashed or cancelled)", registry=r
+        )
         self.jobs_disputed = Gauge("pouw_jobs_disputed", "Paid jobs ever challenged by their client", registry=r)
-        self.job_fees = Gauge("pouw_jobs_fees_paid_tokens", "Fees paid to miners by released jobs (base units)",
-                              registry=r)
-        self.job_escrow = Gauge("pouw_jobs_escrow_tokens", "Fees held in escrow by live jobs (base units)",
-                                registry=r)
-        self.job_bonds = Gauge("pouw_jobs_bonds_tokens", "Miner bonds held by claimed jobs (base units)",
-                               registry=r)
+        self.job_fees = Gauge(
+            "pouw_jobs_fees_paid_tokens", "Fees paid to miners by released jobs (base units)", registry=r
+        )
+        self.job_escrow = Gauge("pouw_jobs_escrow_tokens", "Fees held in escrow by live jobs (base units)", registry=r)
+        self.job_bonds = Gauge("pouw_jobs_bonds_tokens", "Miner bonds held by claimed jobs (base units)", registry=r)
         self._jobs_at: bytes | None = None
         self.peers = Gauge("pouw_peers", "Connected (authenticated) peers", registry=r)
         self.mempool_txs = Gauge("pouw_mempool_transactions", "Transactions in the mempool", registry=r)
         self.mempool_bytes = Gauge("pouw_mempool_bytes", "Bytes of transactions in the mempool", registry=r)
-        self.work_rate = Gauge("pouw_work_rate_macs_per_second",
-                               "Multiply-adds of mined jobs per second (node miner + remote workers, 60 s window)",
-                               registry=r)
-        self.difficulty = Gauge("pouw_difficulty_macs", "Expected multiply-adds per block at the next target",
-                                registry=r)
+        self.work_rate = Gauge(
+            "pouw_work_rate_macs_per_second",
+            "Multiply-adds of mined jobs per second (node miner + remote workers, 60 s window)",
+            registry=r,
+        )
+        self.difficulty = Gauge(
+            "pouw_difficulty_macs", "Expected multiply-adds per block at the next target", registry=r
+        )
         self.sync_rate = Gauge("pouw_sync_blocks_per_second", "Blocks connected per second (15 s window)", registry=r)
         self.blocks_connected = Counter("pouw_blocks_connected", "Blocks connected to the active chain", registry=r)
         self.blocks_rejected = Counter("pouw_blocks_rejected", "Blocks rejected as invalid", registry=r)
         self.misbehaviour = Counter("pouw_peer_misbehaviour", "Misbehaviour events of peers", registry=r)
         self.device_faults = Counter("pouw_device_faults", "Compute device faults in the miner", registry=r)
         self.mined_macs = Counter("pouw_mined_macs", "Multiply-adds of jobs mined by this node's miner", registry=r)
-        self.paid_macs = Counter("pouw_paid_macs", "Multiply-adds of paid-job passes (each yielded a client's C) "
-                                 "mined by this node's miner", registry=r)
-        self.useful_fraction = Gauge("pouw_useful_fraction", "pouw_paid_macs_total / pouw_mined_macs_total of this "
-                                     "node's miner (0 before any)", registry=r)
+        self.paid_macs = Counter(
+            "pouw_paid_macs",
+            "Multiply-adds of paid-job passes (each yielded a client's C) mined by this node's miner",
+            registry=r,
+        )
+        self.useful_fraction = Gauge(
+            "pouw_useful_fraction",
+            "pouw_paid_macs_total / pouw_mined_macs_total of this node's miner (0 before any)",
+            registry=r,
+        )
         # the economy (docs/economy.md): the current velocity window's market activity
-        self.velocity = Gauge("pouw_token_velocity", "Market token volume over average token supply, current "
-                              "velocity window", registry=r)
-        self.market_volume = Gauge("pouw_market_volume_tokens", "Tokens traded on the order books, current "
-                                   "velocity window (base units)", registry=r)
-        self.market_trades = Gauge("pouw_market_trades", "Fills on the order books, current velocity window",
-                                   registry=r)
+        self.velocity = Gauge(
+            "pouw_token_velocity", "Market token volume over average token supply, current velocity window", registry=r
+        )
+        self.market_volume = Gauge(
+            "pouw_market_volume_tokens",
+            "Tokens traded on the order books, current velocity window (base units)",
+            registry=r,
+        )
+        self.market_trades = Gauge(
+            "pouw_market_trades", "Fills on the order books, current velocity window", registry=r
+        )
 
     def update(self) -> None:
         n = self.node
@@ -120,6 +136,7 @@ class Metrics:
     def render(self) -> bytes:
         from chain.difficulty import block_work
         from chain.validation import expected_target
+
         n = self.node
         self.update()
         tip = n.chain.tip
@@ -142,6 +159,7 @@ class Metrics:
         self.sync_rate.set(n.sync.progress()["blocks_per_s"])
         self.useful_fraction.set(n.miner.useful_work()[2] if n.miner else 0.0)
         from node.server.econstats import velocity
+
         w = velocity(n.chain, 1)[0]
         self.velocity.set(w["velocity"])
         self.market_volume.set(w["volume"])

@@ -17,6 +17,7 @@ when the interval ends (if the tip has not moved), so block timing stays as the 
 work still wins its block. A block is accepted only once `interval` has passed since the miner's last one.
 Device faults are handled by `node.engine.Device` (back-off, then drop); the node keeps serving.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pouw.miner")
 
-BATCH_S = 0.25   # filler attempts per visit to the event loop: at most this long (plus one attempt)
+BATCH_S = 0.25  # filler attempts per visit to the event loop: at most this long (plus one attempt)
 
 
 @dataclass
@@ -97,8 +98,14 @@ class Templates:
     def _build(self, address: bytes) -> Work:
         node = self.node
         cs = node.chain
-        tpl = build_template(cs.cfg, cs.next_parent_info(), cs.get_account, cs.supply, address,
-                             node.mempool.ordered(cs.cfg.max_block_txs))
+        tpl = build_template(
+            cs.cfg,
+            cs.next_parent_info(),
+            cs.get_account,
+            cs.supply,
+            address,
+            node.mempool.ordered(cs.cfg.max_block_txs),
+        )
         wid = "%016x" % random.getrandbits(64)
         return Work(wid, tpl, cs.tip.hash, node.mempool.version, time.monotonic())
 
@@ -121,19 +128,25 @@ class Templates:
 
 
 class Miner:
-    def __init__(self, node: MinerHost, device: str, address: bytes, interval: float = 0.0,
-                 filler_shape: tuple[int, int, int] | None = None):
+    def __init__(
+        self,
+        node: MinerHost,
+        device: str,
+        address: bytes,
+        interval: float = 0.0,
+        filler_shape: tuple[int, int, int] | None = None,
+    ):
         self.node = node
         self.device = Device(device)
         self.address = address
         self.interval = interval
         self.filler = FillerMiner(node.cfg, node.chain.params, filler_shape)
         self.rate = WorkRate()
-        self.paid_macs = 0          # MACs of paid passes (each yielded a client's C)
+        self.paid_macs = 0  # MACs of paid passes (each yielded a client's C)
         self.enabled = True
         self.blocks_found = 0
-        self.held: tuple[Block, WorkView, str] | None = None   # a block found within the interval, its work, kind
-        self.dropped = 0            # blocks found within the interval that could not be held (one already was)
+        self.held: tuple[Block, WorkView, str] | None = None  # a block found within the interval, its work, kind
+        self.dropped = 0  # blocks found within the interval that could not be held (one already was)
         self.last_block_at = 0.0
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pouw-mine")
         self.task: asyncio.Task | None = None
@@ -203,8 +216,14 @@ class Miner:
         params = self.node.chain.params
         nonce = random.getrandbits(64)
         work_id = None
-        event(log, logging.INFO, "mining started", device=self.device.spec, address=self.address.hex(),
-              filler="x".join(map(str, self.filler.shape)))
+        event(
+            log,
+            logging.INFO,
+            "mining started",
+            device=self.device.spec,
+            address=self.address.hex(),
+            filler="x".join(map(str, self.filler.shape)),
+        )
         while True:
             if not self.enabled or self.node.sync.syncing:
                 self.state = "paused" if not self.enabled else "waiting-sync"
@@ -220,7 +239,7 @@ class Miner:
                 continue
             paid = None
             throttled = self._throttled()
-            if not throttled and self.held is not None:   # the interval is over: submit the block held back
+            if not throttled and self.held is not None:  # the interval is over: submit the block held back
                 block, hw, kind = self.held
                 self.held = None
                 if self.node.chain.tip.hash == hw.tip:
@@ -256,15 +275,30 @@ class Miner:
                     # draws new tickets even while the tip stands still
                     nonce = (nonce + 1) % (1 << 64)
                     header, macs, c, paid.share = await loop.run_in_executor(
-                        self.executor, mine_paid, cfg, params, backend,
-                        dataclasses.replace(w.template.header, nonce=nonce), paid.prepared)
+                        self.executor,
+                        mine_paid,
+                        cfg,
+                        params,
+                        backend,
+                        dataclasses.replace(w.template.header, nonce=nonce),
+                        paid.prepared,
+                    )
                     self.paid_macs += macs
                     self.node.metrics.paid_macs.inc(macs)
                     self._mined(macs, paid.prepared.job.k)
                 else:
-                    header, nonce = await loop.run_in_executor(self.executor, functools.partial(
-                        self.filler.run, backend, w.template.header, nonce, budget_s=BATCH_S, on_attempt=functools.partial(self._mined, k=self.filler.shape[1]),
-                        stop=lambda: not self.enabled or self.node.chain.tip.hash != tip))
+                    header, nonce = await loop.run_in_executor(
+                        self.executor,
+                        functools.partial(
+                            self.filler.run,
+                            backend,
+                            w.template.header,
+                            nonce,
+                            budget_s=BATCH_S,
+                            on_attempt=functools.partial(self._mined, k=self.filler.shape[1]),
+                            stop=lambda: not self.enabled or self.node.chain.tip.hash != tip,
+                        ),
+                    )
                 self.device.ok()
             except asyncio.CancelledError:
                 raise
@@ -283,7 +317,7 @@ class Miner:
                 continue  # stale: the tip moved while the job ran
             block = Block(header, w.template.txs)
             kind = "paid" if paid is not None else "filler"
-            if throttled or self._throttled():   # found by a pass run within the interval: the interval spaces blocks
+            if throttled or self._throttled():  # found by a pass run within the interval: the interval spaces blocks
                 if self.held is None:
                     self.held = (block, w, kind)
                 else:
@@ -297,6 +331,15 @@ class Miner:
             self.blocks_found += 1
             self.last_block_at = time.monotonic()
             self.node.metrics.blocks_mined.inc()
-            event(log, logging.INFO, "mined block", height=block.height, hash=block.hash.hex()[:16],
-                  txs=len(block.txs), fees=w.template.fees, job=kind, macs=block.header.job.macs,
-                  device=self.device.spec)
+            event(
+                log,
+                logging.INFO,
+                "mined block",
+                height=block.height,
+                hash=block.hash.hex()[:16],
+                txs=len(block.txs),
+                fees=w.template.fees,
+                job=kind,
+                macs=block.header.job.macs,
+                device=self.device.spec,
+            )

@@ -21,6 +21,7 @@ HTTP grammar and its own size limits. `RateLimitFilter` bounds repeated log line
 fd exhaustion, handler tracebacks) to a burst per message template, then one line per interval that
 counts what it suppressed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,21 +36,21 @@ from aiohttp import web
 
 log = logging.getLogger("pouw.net")
 
-FD_RESERVE = 512          # descriptors kept for one accept batch (BACKLOG), the database, blobs, outbound peers
-BACKLOG = 128             # listen backlog; asyncio accepts up to this many sockets before any is closed
-MIN_CONNS = 32            # the cap never falls below this, however low the fd limit
+FD_RESERVE = 512  # descriptors kept for one accept batch (BACKLOG), the database, blobs, outbound peers
+BACKLOG = 128  # listen backlog; asyncio accepts up to this many sockets before any is closed
+MIN_CONNS = 32  # the cap never falls below this, however low the fd limit
 MAX_HEAD_BYTES = 128 * 1024
 SWEEP_S = 0.25
 
 
 @dataclass
 class GuardLimits:
-    max_conns: int = 1000            # open connections over all listeners (also capped by fd_budget())
-    max_per_ip: int = 32             # open connections from one IP address
-    header_timeout: float = 10.0     # seconds for a request head (and for the first request after connect)
-    idle_timeout: float = 30.0       # seconds an idle keep-alive connection is kept (aiohttp keepalive_timeout)
-    min_body_rate: int = 16 * 1024   # bytes/s a request body must average (after its head)
-    max_body: int = 1 << 30          # the largest body any route accepts (chunked bodies' deadline)
+    max_conns: int = 1000  # open connections over all listeners (also capped by fd_budget())
+    max_per_ip: int = 32  # open connections from one IP address
+    header_timeout: float = 10.0  # seconds for a request head (and for the first request after connect)
+    idle_timeout: float = 30.0  # seconds an idle keep-alive connection is kept (aiohttp keepalive_timeout)
+    min_body_rate: int = 16 * 1024  # bytes/s a request body must average (after its head)
+    max_body: int = 1 << 30  # the largest body any route accepts (chunked bodies' deadline)
 
 
 def fd_budget(reserve: int = FD_RESERVE, raise_soft: bool = True) -> int:
@@ -57,6 +58,7 @@ def fd_budget(reserve: int = FD_RESERVE, raise_soft: bool = True) -> int:
     does, when `raise_soft`) minus `reserve`, at least MIN_CONNS."""
     try:
         import resource
+
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if raise_soft and hard != resource.RLIM_INFINITY and soft < hard:
             try:
@@ -113,7 +115,7 @@ class Guarded(asyncio.Protocol):
     def __init__(self, guard: "ConnectionGuard", factory: Callable[[], Any]):
         self.guard = guard
         self.factory = factory
-        self.inner: Any = None     # aiohttp's protocol, made only for an admitted connection
+        self.inner: Any = None  # aiohttp's protocol, made only for an admitted connection
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.started = time.monotonic()
@@ -121,8 +123,8 @@ class Guarded(asyncio.Protocol):
         self.deadline: float | None = None
         self.head = bytearray()
         self.remaining = 0
-        self.requests = 0          # complete request heads seen
-        self.active = False        # registered (counted) with the guard
+        self.requests = 0  # complete request heads seen
+        self.active = False  # registered (counted) with the guard
 
     # --- asyncio.Protocol --------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -240,7 +242,7 @@ class ConnectionGuard:
 
     def __init__(self, limits: GuardLimits):
         self.limits = limits
-        self.conns: dict[Guarded, None] = {}     # insertion order = connect order
+        self.conns: dict[Guarded, None] = {}  # insertion order = connect order
         self.per_ip: collections.Counter[str] = collections.Counter()
         self.refused = 0
         self.evicted = 0
@@ -310,9 +312,16 @@ class ConnectionGuard:
         cur = (self.refused, self.evicted, self.timed_out)
         if cur != self._reported and now - self._last_report >= 10.0:
             d = [a - b for a, b in zip(cur, self._reported)]
-            log.warning("connection limits: %d refused (cap %d, %d per IP), %d evicted, %d timed out "
-                        "since the last report; %d open", d[0], self.limits.max_conns, self.limits.max_per_ip,
-                        d[1], d[2], len(self.conns))
+            log.warning(
+                "connection limits: %d refused (cap %d, %d per IP), %d evicted, %d timed out "
+                "since the last report; %d open",
+                d[0],
+                self.limits.max_conns,
+                self.limits.max_per_ip,
+                d[1],
+                d[2],
+                len(self.conns),
+            )
             self._reported, self._last_report = cur, now
 
 
@@ -325,7 +334,7 @@ class RateLimitFilter(logging.Filter):
         self.burst = burst
         self.interval = interval
         self.clock = clock
-        self.state: dict[tuple[str, str], list] = {}   # key -> [count in window, window start, suppressed]
+        self.state: dict[tuple[str, str], list] = {}  # key -> [count in window, window start, suppressed]
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg)[:200])
@@ -347,8 +356,16 @@ class RateLimitFilter(logging.Filter):
         return False
 
 
-_FILTERED = ("asyncio", "aiohttp.server", "aiohttp.web", "aiohttp.websocket", "aiohttp.access",
-             "pouw.api", "pouw.p2p", "pouw.net")
+_FILTERED = (
+    "asyncio",
+    "aiohttp.server",
+    "aiohttp.web",
+    "aiohttp.websocket",
+    "aiohttp.access",
+    "pouw.api",
+    "pouw.p2p",
+    "pouw.net",
+)
 _filter = RateLimitFilter()
 
 
@@ -382,8 +399,9 @@ class GuardedSite(web.BaseSite):
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
-        self._server = await loop.create_server(self._guard.wrap(server), self._host, self._port,
-                                                backlog=self._backlog, reuse_address=True)
+        self._server = await loop.create_server(
+            self._guard.wrap(server), self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
 
 
 class GuardCollector:
@@ -394,22 +412,34 @@ class GuardCollector:
 
     def collect(self):
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         g, p2p = self.node.guard, self.node.p2p
         yield GaugeMetricFamily("pouw_connections_open", "Open connections on the node's listeners", len(g.conns))
         yield GaugeMetricFamily("pouw_connections_max", "Connection cap (below the fd limit)", g.limits.max_conns)
-        yield CounterMetricFamily("pouw_connections_refused", "Connections closed at once (global or per-IP cap)",
-                                  g.refused)
-        yield CounterMetricFamily("pouw_connections_evicted", "Connections with an incomplete request evicted "
-                                  "at the cap", g.evicted)
-        yield CounterMetricFamily("pouw_connections_timed_out", "Connections closed at a header or body deadline",
-                                  g.timed_out)
+        yield CounterMetricFamily(
+            "pouw_connections_refused", "Connections closed at once (global or per-IP cap)", g.refused
+        )
+        yield CounterMetricFamily(
+            "pouw_connections_evicted", "Connections with an incomplete request evicted at the cap", g.evicted
+        )
+        yield CounterMetricFamily(
+            "pouw_connections_timed_out", "Connections closed at a header or body deadline", g.timed_out
+        )
         yield CounterMetricFamily("pouw_peers_evicted", "Inbound peers evicted for a new one", p2p.evicted_count)
-        yield GaugeMetricFamily("pouw_peers_pending", "Inbound connections still in the p2p handshake",
-                                sum(1 for x in p2p.peers if x.inbound and not x.ready))
-        yield GaugeMetricFamily("pouw_event_loop_lag_seconds", "How late the node's 0.5 s tick last ran",
-                                self.node.loop_lag)
+        yield GaugeMetricFamily(
+            "pouw_peers_pending",
+            "Inbound connections still in the p2p handshake",
+            sum(1 for x in p2p.peers if x.inbound and not x.ready),
+        )
+        yield GaugeMetricFamily(
+            "pouw_event_loop_lag_seconds", "How late the node's 0.5 s tick last ran", self.node.loop_lag
+        )
         st = self.node.storage
-        yield GaugeMetricFamily("pouw_storage_fault", "1 while the node cannot write its data directory "
-                                "(mining paused, no imports)", 0 if st.ok else 1)
-        yield GaugeMetricFamily("pouw_datadir_free_bytes", "Free bytes in the data directory's file system "
-                                "(last measured)", st.free)
+        yield GaugeMetricFamily(
+            "pouw_storage_fault",
+            "1 while the node cannot write its data directory (mining paused, no imports)",
+            0 if st.ok else 1,
+        )
+        yield GaugeMetricFamily(
+            "pouw_datadir_free_bytes", "Free bytes in the data directory's file system (last measured)", st.free
+        )

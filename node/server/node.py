@@ -10,6 +10,7 @@ removed, disconnected txs restored), waiting orphans are processed, and the bloc
 that do not have it. Invalid blocks cost the sending peer its connection (ban); blocks whose parent is
 unknown wait in a small orphan pool while headers are requested; `time-too-new` blocks are retried.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,18 @@ from chain.config import ChainConfig, load_config
 from chain.difficulty import block_work
 from chain.errors import EncodingError, KeyFileError, StorageError, ValidationError
 from chain.keys import PrivateKey, load_key, save_key
-from chain.tx import (KIND_JOB_ANSWER, KIND_JOB_CANCEL, KIND_JOB_CHALLENGE, KIND_JOB_CLAIM, KIND_JOB_DISPUTE,
-                      KIND_JOB_RESULT, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx)
+from chain.tx import (
+    KIND_JOB_ANSWER,
+    KIND_JOB_CANCEL,
+    KIND_JOB_CHALLENGE,
+    KIND_JOB_CLAIM,
+    KIND_JOB_DISPUTE,
+    KIND_JOB_RESULT,
+    KIND_JOB_SUBMIT,
+    Transaction,
+    check_tx,
+    decode_tx,
+)
 from node.blobs import PRUNE_EVERY_S, BlobError
 from node.logfmt import event
 from node.server.mempool import Mempool, MempoolError
@@ -53,56 +64,72 @@ COOKIE_FILE = ".cookie"
 BLOBS_DIR = "blobs"
 MAX_ORPHANS = 64
 ORPHAN_TTL = 600.0
-JOB_KINDS = frozenset({KIND_JOB_SUBMIT, KIND_JOB_CLAIM, KIND_JOB_RESULT, KIND_JOB_DISPUTE, KIND_JOB_CHALLENGE,
-                       KIND_JOB_ANSWER, KIND_JOB_CANCEL})
-PUNISHABLE_TX = {"bad-txn-encoding", "bad-txn-sig", "bad-txn-kind", "bad-txn-chainid", "bad-txn-size",
-                 "bad-txn-fee", "bad-txn-amount"}
+JOB_KINDS = frozenset(
+    {
+        KIND_JOB_SUBMIT,
+        KIND_JOB_CLAIM,
+        KIND_JOB_RESULT,
+        KIND_JOB_DISPUTE,
+        KIND_JOB_CHALLENGE,
+        KIND_JOB_ANSWER,
+        KIND_JOB_CANCEL,
+    }
+)
+PUNISHABLE_TX = {
+    "bad-txn-encoding",
+    "bad-txn-sig",
+    "bad-txn-kind",
+    "bad-txn-chainid",
+    "bad-txn-size",
+    "bad-txn-fee",
+    "bad-txn-amount",
+}
 
 
 @dataclass
 class NodeConfig:
     datadir: Path
-    network: str | None = None          # config name or .toml; None: the one stored in the DB (devnet if new)
+    network: str | None = None  # config name or .toml; None: the one stored in the DB (devnet if new)
     host: str = "127.0.0.1"
-    port: int = 8545                    # API and p2p (websocket at /p2p); 0 picks a free port
+    port: int = 8545  # API and p2p (websocket at /p2p); 0 picks a free port
     peers: list[str] = field(default_factory=list)
     mine: bool = False
     device: str = "cpu"
     miner_address: bytes | None = None  # default: the node key's address
-    mine_interval: float = 0.0          # minimum seconds between this node's own blocks
+    mine_interval: float = 0.0  # minimum seconds between this node's own blocks
     filler_shape: tuple[int, int, int] | None = None  # (m, k, n) of filler jobs (default: the chain config's)
     mempool_max_txs: int = 5000
     mempool_max_bytes: int = 5_000_000
     mempool_expiry_s: float = 3 * 3600
     max_outbound: int = 8
     max_inbound: int = 32
-    api_max_body: int | None = None     # default: enough for a header with its proof, hex-encoded
-    take_jobs: bool = True              # the miner claims paid jobs (cs.open_jobs()) before filler work
-    job_bond: int | None = None         # bond posted with a claim (default: the chain's min_bond)
-    job_tx_fee: int = 1000              # fee of this node's claim / result / answer transactions
+    api_max_body: int | None = None  # default: enough for a header with its proof, hex-encoded
+    take_jobs: bool = True  # the miner claims paid jobs (cs.open_jobs()) before filler work
+    job_bond: int | None = None  # bond posted with a claim (default: the chain's min_bond)
+    job_tx_fee: int = 1000  # fee of this node's claim / result / answer transactions
     min_job_fee_rate: str | None = None  # the miner's fee floor, base units per multiply-add ("1/10000");
-                                        # default: the chain's going rate (rate_num / rate_den)
-    cheat_jobs: bool = False            # TESTS ONLY (in-process nodes; no flag or env sets it): corrupt C[0][0]
-    blob_max_bytes: int | None = None   # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
-    blob_retention_blocks: int = 1000   # keep a settled job's blobs this many blocks after it closed
-    blob_grace_s: float = 600.0         # keep unreferenced blobs (uploads before their submit) this long
-    blob_account_quota: int = 2 << 30   # unreferenced upload bytes one paying account may hold (node.server.blobgate)
-    blob_pending_max: int = 8 << 30     # unreferenced upload bytes of all accounts together
-    blob_store_max: int = 64 << 30      # bytes of blobs on disk; uploads beyond get 429 blob-store-full
+    # default: the chain's going rate (rate_num / rate_den)
+    cheat_jobs: bool = False  # TESTS ONLY (in-process nodes; no flag or env sets it): corrupt C[0][0]
+    blob_max_bytes: int | None = None  # default: node.blobs.max_blob_bytes(cfg) (the largest job's C)
+    blob_retention_blocks: int = 1000  # keep a settled job's blobs this many blocks after it closed
+    blob_grace_s: float = 600.0  # keep unreferenced blobs (uploads before their submit) this long
+    blob_account_quota: int = 2 << 30  # unreferenced upload bytes one paying account may hold (node.server.blobgate)
+    blob_pending_max: int = 8 << 30  # unreferenced upload bytes of all accounts together
+    blob_store_max: int = 64 << 30  # bytes of blobs on disk; uploads beyond get 429 blob-store-full
     # --- listeners and limits (docs/operations.md) ---
-    api_host: str | None = None         # a separate API listener (with api_port); default: host
-    api_port: int | None = None         # None: the API shares host:port with p2p
-    api_token: str | None = None        # bearer token for writes; None: a cookie file when the API is public
-    api_allowed_hosts: list[str] = field(default_factory=list)   # Host names accepted besides IPs and localhost
-    api_cors_origins: list[str] = field(default_factory=list)    # browser Origins allowed (none by default)
-    max_conns: int = 1000               # open connections, all listeners (capped below the fd limit)
+    api_host: str | None = None  # a separate API listener (with api_port); default: host
+    api_port: int | None = None  # None: the API shares host:port with p2p
+    api_token: str | None = None  # bearer token for writes; None: a cookie file when the API is public
+    api_allowed_hosts: list[str] = field(default_factory=list)  # Host names accepted besides IPs and localhost
+    api_cors_origins: list[str] = field(default_factory=list)  # browser Origins allowed (none by default)
+    max_conns: int = 1000  # open connections, all listeners (capped below the fd limit)
     max_conns_per_ip: int = 32
-    header_timeout: float = 10.0        # seconds to deliver a request head (and the first after connect)
-    idle_timeout: float = 30.0          # seconds an idle keep-alive HTTP connection stays open
-    max_inbound_per_ip: int = 8         # authenticated inbound peers from one IP
-    max_pending_peers: int = 16         # inbound connections still in the p2p handshake
+    header_timeout: float = 10.0  # seconds to deliver a request head (and the first after connect)
+    idle_timeout: float = 30.0  # seconds an idle keep-alive HTTP connection stays open
+    max_inbound_per_ip: int = 8  # authenticated inbound peers from one IP
+    max_pending_peers: int = 16  # inbound connections still in the p2p handshake
     noban: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])  # IPs never banned by address
-    min_free_bytes: int = 256 << 20     # below this free space in the datadir: storage fault (node.server.storagehealth)
+    min_free_bytes: int = 256 << 20  # below this free space in the datadir: storage fault (node.server.storagehealth)
 
 
 def open_chain(datadir: Path, network: str | None) -> ChainState:
@@ -153,6 +180,7 @@ class Node:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.chain = open_chain(self.datadir, conf.network)
         from node.server.storagehealth import check_tip
+
         try:
             check_tip(self.chain, self.datadir)  # a damaged database refuses to start (node.server.storagehealth)
         except StorageError:
@@ -167,45 +195,81 @@ class Node:
         self.codec = Codec(self.cfg.max_block_bytes, self.cfg.max_header_bytes, self.cfg.max_tx_bytes)
         self.metrics = Metrics(self)
         from node.server.storagehealth import StorageHealth
+
         self.storage = StorageHealth(self, conf.min_free_bytes)
         self.loop_lag = 0.0  # seconds the last 0.5 s tick ran late (event-loop lag, /metrics)
-        self.mempool = Mempool(self.chain, max_txs=conf.mempool_max_txs, max_bytes=conf.mempool_max_bytes,
-                               expiry_s=conf.mempool_expiry_s, admit=self._admit_policy)
+        self.mempool = Mempool(
+            self.chain,
+            max_txs=conf.mempool_max_txs,
+            max_bytes=conf.mempool_max_bytes,
+            expiry_s=conf.mempool_expiry_s,
+            admit=self._admit_policy,
+        )
         self.book = PeerBook(self.datadir / PEERS_FILE)
         self.port = conf.port
-        self.p2p = P2P(self, self.book, max_outbound=conf.max_outbound, max_inbound=conf.max_inbound,
-                       max_inbound_per_ip=conf.max_inbound_per_ip, max_pending=conf.max_pending_peers,
-                       noban=tuple(conf.noban))
+        self.p2p = P2P(
+            self,
+            self.book,
+            max_outbound=conf.max_outbound,
+            max_inbound=conf.max_inbound,
+            max_inbound_per_ip=conf.max_inbound_per_ip,
+            max_pending=conf.max_pending_peers,
+            noban=tuple(conf.noban),
+        )
         from node.server.netguard import ConnectionGuard, GuardLimits, fd_budget
-        self.guard = ConnectionGuard(GuardLimits(
-            max_conns=min(conf.max_conns, fd_budget()), max_per_ip=conf.max_conns_per_ip,
-            header_timeout=conf.header_timeout, idle_timeout=conf.idle_timeout))
+
+        self.guard = ConnectionGuard(
+            GuardLimits(
+                max_conns=min(conf.max_conns, fd_budget()),
+                max_per_ip=conf.max_conns_per_ip,
+                header_timeout=conf.header_timeout,
+                idle_timeout=conf.idle_timeout,
+            )
+        )
         self.api_port: int | None = conf.api_port
         from prometheus_client import ProcessCollector
         from node.server.netguard import GuardCollector
+
         ProcessCollector(namespace="pouw", registry=self.metrics.registry)  # open fds, memory, CPU
         self.metrics.registry.register(GuardCollector(self))
         self.api_token: str | None = conf.api_token
         self.sync = Sync(self.chain, self.p2p, self.codec.max_msg, self.metrics.misbehaviour.inc)
-        self.p2p.register({  # the chain's peer messages and who handles them (node.server.messages lists them all)
-            "block": self.on_block, "tx": self.on_tx,
-            "getheaders": self.sync.on_getheaders, "headers": self.sync.on_headers,
-            "getblocks": self.sync.on_getblocks, "notfound": self.sync.on_notfound,
-        })
+        self.p2p.register(
+            {  # the chain's peer messages and who handles them (node.server.messages lists them all)
+                "block": self.on_block,
+                "tx": self.on_tx,
+                "getheaders": self.sync.on_getheaders,
+                "headers": self.sync.on_headers,
+                "getblocks": self.sync.on_getblocks,
+                "notfound": self.sync.on_notfound,
+            }
+        )
         self.templates = Templates(self)
         self.orphans = Orphans()
         self.retry_blocks: collections.OrderedDict[bytes, Block] = collections.OrderedDict()
         from chain.indexes import TxIndex
+
         self.txindex = TxIndex(lambda: self.chain.store)  # persisted, moves with the tip (chain/indexes.py)
         self._disconnected_txs: list[Transaction] = []  # from the listener, for imports that raise midway
         self.miner: Miner | None = None
         from node.blobs import BlobStore, max_blob_bytes
+
         cap = max_blob_bytes(self.cfg)
-        self.blobs = BlobStore(self.datadir / BLOBS_DIR, min(cap, conf.blob_max_bytes or cap),
-                               retention_blocks=conf.blob_retention_blocks, orphan_grace_s=conf.blob_grace_s)
+        self.blobs = BlobStore(
+            self.datadir / BLOBS_DIR,
+            min(cap, conf.blob_max_bytes or cap),
+            retention_blocks=conf.blob_retention_blocks,
+            orphan_grace_s=conf.blob_grace_s,
+        )
         from node.server.blobgate import BlobGate
-        self.blobgate = BlobGate(self, account_quota=conf.blob_account_quota, pending_max=conf.blob_pending_max,
-                                 store_max=conf.blob_store_max, grace_s=conf.blob_grace_s)
+
+        self.blobgate = BlobGate(
+            self,
+            account_quota=conf.blob_account_quota,
+            pending_max=conf.blob_pending_max,
+            store_max=conf.blob_store_max,
+            grace_s=conf.blob_grace_s,
+        )
         self.paid_jobs: PaidJobs | None = None  # when mining with take_jobs
         self._fetching_c: set[bytes] = set()  # result txids whose C is being fetched before admission
         self._job_waiters: set[asyncio.Event] = set()  # long-polls of GET /jobs/{id}?wait= (wait_job_event)
@@ -247,30 +311,45 @@ class Node:
     # --- lifecycle ---------------------------------------------------------------------------------------
     async def start(self) -> None:
         from node.server.api import make_app
+
         n = self.mempool.load(self.datadir / MEMPOOL_FILE)
-        event(log, logging.INFO, "node starting", chain=self.cfg.name, chain_id=self.cfg.chain_id,
-              height=self.chain.height, tip=self.chain.tip.hash.hex()[:16], mempool_restored=n,
-              node_id=self.node_key.pubkey.hex()[:16])
+        event(
+            log,
+            logging.INFO,
+            "node starting",
+            chain=self.cfg.name,
+            chain_id=self.cfg.chain_id,
+            height=self.chain.height,
+            tip=self.chain.tip.hash.hex()[:16],
+            mempool_restored=n,
+            node_id=self.node_key.pubkey.hex()[:16],
+        )
         from node.server.netguard import install_log_limits, is_loopback
+
         install_log_limits()
         api_public = not is_loopback(self.api_host)
         if api_public and not self.api_token:
             self.api_token = self._write_cookie()
         if self.conf.mine:
-            self.miner = Miner(self, self.conf.device, self.mining_address, self.conf.mine_interval,
-                               self.conf.filler_shape)
-            self.miner.open_device()   # before serving: importing torch holds the GIL for seconds (issue 16)
+            self.miner = Miner(
+                self, self.conf.device, self.mining_address, self.conf.mine_interval, self.conf.filler_shape
+            )
+            self.miner.open_device()  # before serving: importing torch holds the GIL for seconds (issue 16)
         if self.conf.api_port is None:
             self.port = await self._listen(make_app(self), self.conf.host, self.conf.port)
         else:
             from node.server.api import make_p2p_app
+
             self.port = await self._listen(make_p2p_app(self), self.conf.host, self.conf.port)
             self.api_port = await self._listen(make_app(self, p2p=False), self.api_host, self.conf.api_port)
         await self.guard.start()
         if api_public:
-            log.warning("the HTTP API is bound to public address %s: anyone who reaches it can read the chain; "
-                        "writes need the bearer token%s. Use --api-host 127.0.0.1 --api-port N to keep it local.",
-                        self.url, f" in {self.datadir / COOKIE_FILE}" if not self.conf.api_token else "")
+            log.warning(
+                "the HTTP API is bound to public address %s: anyone who reaches it can read the chain; "
+                "writes need the bearer token%s. Use --api-host 127.0.0.1 --api-port N to keep it local.",
+                self.url,
+                f" in {self.datadir / COOKIE_FILE}" if not self.conf.api_token else "",
+            )
         for a in self.conf.peers:
             self.p2p.add_addr(a)
         await self.p2p.start()
@@ -279,20 +358,31 @@ class Node:
         if self.conf.mine:
             if self.conf.take_jobs:
                 from node.server.paidjobs import PaidJobs
+
                 cheat = self.conf.cheat_jobs
                 if cheat:
                     log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
-                self.paid_jobs = PaidJobs(self, bond=self.conf.job_bond or self.cfg.jobs.min_bond,
-                                          tx_fee=self.conf.job_tx_fee, cheat=cheat,
-                                          min_fee_rate=self.job_fee_floor)
+                self.paid_jobs = PaidJobs(
+                    self,
+                    bond=self.conf.job_bond or self.cfg.jobs.min_bond,
+                    tx_fee=self.conf.job_tx_fee,
+                    cheat=cheat,
+                    min_fee_rate=self.job_fee_floor,
+                )
             self.miner.start()
         event(log, logging.INFO, "node serving", api=self.url, p2p=self.listen_addr)
 
     async def _listen(self, app: web.Application, host: str, port: int) -> int:
         """Serve `app` on host:port through the connection guard; returns the bound port."""
         from node.server.netguard import GuardedSite
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0,
-                               keepalive_timeout=self.guard.limits.idle_timeout)
+
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            keepalive_timeout=self.guard.limits.idle_timeout,
+        )
         await runner.setup()
         self.runners.append(runner)
         site = GuardedSite(runner, host, port, self.guard)
@@ -303,6 +393,7 @@ class Node:
         """A fresh random API token in <datadir>/.cookie (mode 0600), as bitcoind does."""
         import os
         import secrets
+
         token = secrets.token_hex(32)
         p = self.datadir / COOKIE_FILE
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -375,19 +466,37 @@ class Node:
     # --- chain listener ----------------------------------------------------------------------------------
     def block_connected(self, block: Block) -> None:
         self.metrics.blocks_connected.inc()
-        event(log, logging.INFO, "block connected", height=block.height, hash=block.hash.hex()[:16],
-              txs=len(block.txs), work=block_work(block.header.target), job_macs=block.header.job.macs)
+        event(
+            log,
+            logging.INFO,
+            "block connected",
+            height=block.height,
+            hash=block.hash.hex()[:16],
+            txs=len(block.txs),
+            work=block_work(block.header.target),
+            job_macs=block.header.job.macs,
+        )
         for jid, before, after in job_transitions(self.chain, block):
             closed = not after.live
-            event(log, logging.INFO if closed else logging.DEBUG, "job settled" if closed else "job updated",
-                  job=jid.hex()[:16], status=after.status_name, was=before.status_name if before else None,
-                  height=block.height, fee=after.fee, macs=after.macs, miner=after.miner.hex())
+            event(
+                log,
+                logging.INFO if closed else logging.DEBUG,
+                "job settled" if closed else "job updated",
+                job=jid.hex()[:16],
+                status=after.status_name,
+                was=before.status_name if before else None,
+                height=block.height,
+                fee=after.fee,
+                macs=after.macs,
+                miner=after.miner.hex(),
+            )
 
     def block_disconnected(self, block: Block) -> None:
         self._disconnected_txs.extend(block.txs)
         self.metrics.blocks_disconnected.inc()
-        event(log, logging.INFO, "block disconnected", height=block.height, hash=block.hash.hex()[:16],
-              txs=len(block.txs))
+        event(
+            log, logging.INFO, "block disconnected", height=block.height, hash=block.hash.hex()[:16], txs=len(block.txs)
+        )
 
     # --- blocks ------------------------------------------------------------------------------------------
     def accept_block(self, block: Block, peer: Peer | None) -> ImportResult | None:
@@ -429,8 +538,16 @@ class Node:
                 while len(self.retry_blocks) > 32:
                     self.retry_blocks.popitem(last=False)
                 return None
-            event(log, logging.WARNING, "block rejected", height=block.height, hash=block.hash.hex()[:16],
-                  peer=peer.name if peer else "local", reason=e.reason, detail=str(e))
+            event(
+                log,
+                logging.WARNING,
+                "block rejected",
+                height=block.height,
+                hash=block.hash.hex()[:16],
+                peer=peer.name if peer else "local",
+                reason=e.reason,
+                detail=str(e),
+            )
             self.metrics.blocks_rejected.inc()
             if peer is not None and e.punish:
                 self.p2p.misbehave(peer, BAN_SCORE, f"invalid block ({e.reason})")
@@ -445,8 +562,15 @@ class Node:
             return res
         if res.disconnected:
             self.metrics.reorgs.inc()
-            event(log, logging.WARNING, "reorg", disconnected=len(res.disconnected), connected=len(res.connected),
-                  height=self.chain.height, tip=self.chain.tip.hash.hex()[:16])
+            event(
+                log,
+                logging.WARNING,
+                "reorg",
+                disconnected=len(res.disconnected),
+                connected=len(res.connected),
+                height=self.chain.height,
+                tip=self.chain.tip.hash.hex()[:16],
+            )
         if res.connected or res.disconnected:
             for b in res.connected:
                 self.mempool.remove_mined(b.txs)
@@ -476,8 +600,9 @@ class Node:
     # --- p2p handlers (registered with P2P in __init__, called for ready peers) -----------------------------
     def on_block(self, peer: Peer, block: bytes) -> None:
         try:
-            b = Block.decode(block, max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes,
-                             max_txs=self.cfg.max_block_txs)
+            b = Block.decode(
+                block, max_bytes=self.cfg.max_block_bytes + self.cfg.max_header_bytes, max_txs=self.cfg.max_block_txs
+            )
         except EncodingError as e:
             self.p2p.misbehave(peer, BAN_SCORE, f"malformed block ({e})")
             return
@@ -515,8 +640,11 @@ class Node:
                     self.p2p.misbehave(peer, BAN_SCORE, f"invalid transaction ({e.reason})")
                 return
             if await self.fetch_blob(tx.payload.h_c) is None:
-                log.info("result %s: C %s not available from the peers; not relayed", tx.txid.hex()[:16],
-                         tx.payload.h_c.hex()[:16])
+                log.info(
+                    "result %s: C %s not available from the peers; not relayed",
+                    tx.txid.hex()[:16],
+                    tx.payload.h_c.hex()[:16],
+                )
                 return
             try:
                 self.add_tx(tx, peer)
@@ -529,13 +657,13 @@ class Node:
         """Every mempool admission (API, peers, resync after a reorg, reload): a job result only while
         this node holds its C, so whatever it relays or mines it also serves."""
         if tx.kind == KIND_JOB_RESULT and not self.blobs.has(tx.payload.h_c):
-            raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)",
-                               punish=False)
+            raise MempoolError("job-result-unavailable", "this node does not hold the result's C (H_C)", punish=False)
 
     @property
     def job_fee_floor(self):
         """This node's minimum fee per multiply-add for paid jobs (a Fraction)."""
         from node.server.jobinfo import fee_floor
+
         return fee_floor(self.conf.min_job_fee_rate, self.cfg)
 
     def add_tx(self, tx: Transaction, peer: Peer | None = None) -> bool:
@@ -586,6 +714,7 @@ class Node:
         if data is not None:
             return data
         import aiohttp
+
         addrs = [p.listen_addr for p in self.p2p.ready_peers if p.listen_addr]
         for extra in self.conf.peers:
             if extra not in addrs:
@@ -617,6 +746,7 @@ class Node:
     def submit_work(self, work_id: str, header_bytes: bytes) -> tuple[str, ImportResult | None, str]:
         """A remote worker's solved header for a template. Returns (result, import result, reason)."""
         from chain.block import Header
+
         w = self.templates.get(work_id)
         if w is None:
             return "stale", None, "unknown or expired template"
@@ -625,8 +755,15 @@ class Node:
         except EncodingError as e:
             return "rejected", None, e.reason
         t = w.template.header
-        if (h.prev_hash, h.height, h.timestamp, h.target, h.tx_root, h.state_root, h.miner) != \
-                (t.prev_hash, t.height, t.timestamp, t.target, t.tx_root, t.state_root, t.miner):
+        if (h.prev_hash, h.height, h.timestamp, h.target, h.tx_root, h.state_root, h.miner) != (
+            t.prev_hash,
+            t.height,
+            t.timestamp,
+            t.target,
+            t.tx_root,
+            t.state_root,
+            t.miner,
+        ):
             return "rejected", None, "header does not match the template"
         block = Block(h, w.template.txs)
         res = self.accept_block(block, None)

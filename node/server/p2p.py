@@ -19,6 +19,7 @@ banned; every message is decoded with explicit msgpack limits (node.server.messa
 token bucket (500/s, burst 2000); the send queue is bounded (a peer that does not read is dropped). Each
 connection has its own reader task, so a flooding peer costs only its own messages' decode time.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,8 +58,17 @@ def _valid_addr(a: str) -> bool:
 
 
 class P2P:
-    def __init__(self, node: PeerHost, book: PeerBook, *, max_outbound: int = 8, max_inbound: int = 32,
-                 max_inbound_per_ip: int = 8, max_pending: int = 16, noban: tuple[str, ...] = ("127.0.0.1", "::1")):
+    def __init__(
+        self,
+        node: PeerHost,
+        book: PeerBook,
+        *,
+        max_outbound: int = 8,
+        max_inbound: int = 32,
+        max_inbound_per_ip: int = 8,
+        max_pending: int = 16,
+        noban: tuple[str, ...] = ("127.0.0.1", "::1"),
+    ):
         self.node = node
         self.book = book
         self.codec = node.codec
@@ -79,7 +89,10 @@ class P2P:
         # chain's (blocks, transactions, headers) are registered by their owners (Node.__init__). A type
         # without a handler is misbehaviour; tests/test_node_units.py checks the table covers node.server.messages.
         self.handlers: dict[str, Handler] = {
-            "ping": self._on_ping, "pong": self._on_pong, "getaddr": self._on_getaddr, "addr": self._on_addr,
+            "ping": self._on_ping,
+            "pong": self._on_pong,
+            "getaddr": self._on_getaddr,
+            "addr": self._on_addr,
             "hello": functools.partial(self._on_repeat_handshake, "hello"),
             "auth": functools.partial(self._on_repeat_handshake, "auth"),
         }
@@ -137,11 +150,16 @@ class P2P:
                 out = [p for p in self.peers if not p.inbound]
                 connected = {p.listen_addr for p in self.peers if p.listen_addr}
                 now = time.monotonic()
-                cands = [a for a, i in self.book.addrs.items()
-                         if a not in connected and a not in self.connecting and i.next_try <= now
-                         and not self.book.banned(addr=a)]
+                cands = [
+                    a
+                    for a, i in self.book.addrs.items()
+                    if a not in connected
+                    and a not in self.connecting
+                    and i.next_try <= now
+                    and not self.book.banned(addr=a)
+                ]
                 random.shuffle(cands)
-                for a in cands[:max(0, self.max_outbound - len(out) - len(self.connecting))]:
+                for a in cands[: max(0, self.max_outbound - len(out) - len(self.connecting))]:
                     self.connecting.add(a)
                     self._spawn(self.connect(a))
             except Exception:
@@ -151,9 +169,13 @@ class P2P:
     async def connect(self, addr: str) -> None:
         assert self.session is not None
         try:
-            ws = await self.session.ws_connect(f"ws://{addr}/p2p", max_msg_size=self.codec.max_msg,
-                                               heartbeat=PING_INTERVAL, autoping=True,
-                                               timeout=aiohttp.ClientWSTimeout(ws_close=2.0))
+            ws = await self.session.ws_connect(
+                f"ws://{addr}/p2p",
+                max_msg_size=self.codec.max_msg,
+                heartbeat=PING_INTERVAL,
+                autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             self.book.failed(addr)
             log.debug("connect to %s failed: %s", addr, e)
@@ -174,8 +196,9 @@ class P2P:
         if self._ip_bannable(host) and self.book.banned(ip=host):
             raise web.HTTPForbidden(text="banned")
         pending = [p for p in self.peers if p.inbound and not p.ready]
-        if len(pending) >= self.max_pending or (host not in self.noban and
-                                                 sum(p.remote_host == host for p in pending) >= MAX_PENDING_PER_IP):
+        if len(pending) >= self.max_pending or (
+            host not in self.noban and sum(p.remote_host == host for p in pending) >= MAX_PENDING_PER_IP
+        ):
             raise web.HTTPServiceUnavailable(text="too many handshakes in progress")
         ws = web.WebSocketResponse(max_msg_size=self.codec.max_msg, heartbeat=PING_INTERVAL, autoping=True)
         await ws.prepare(request)
@@ -189,10 +212,20 @@ class P2P:
         self.peers.append(peer)
         writer = asyncio.ensure_future(self._writer(peer))
         try:
-            self.send(peer, "hello", v=PROTOCOL_VERSION, chain_id=self.node.cfg.chain_id,
-                      genesis=self.node.chain.genesis.hash, node_id=self.node.node_key.pubkey, nonce=peer.my_nonce,
-                      port=self.node.port, height=self.node.chain.height,
-                      work=self.node.chain.tip.chainwork.to_bytes(32, "big"), tip=self.node.chain.tip.hash, agent=AGENT)
+            self.send(
+                peer,
+                "hello",
+                v=PROTOCOL_VERSION,
+                chain_id=self.node.cfg.chain_id,
+                genesis=self.node.chain.genesis.hash,
+                node_id=self.node.node_key.pubkey,
+                nonce=peer.my_nonce,
+                port=self.node.port,
+                height=self.node.chain.height,
+                work=self.node.chain.tip.chainwork.to_bytes(32, "big"),
+                tip=self.node.chain.tip.hash,
+                agent=AGENT,
+            )
             deadline = time.monotonic() + HANDSHAKE_TIMEOUT
             while not peer.closed:
                 try:
@@ -291,8 +324,9 @@ class P2P:
         self.node.metrics.misbehaviour.inc()
         if peer.score >= BAN_SCORE:
             if not peer.closed:
-                event(log, logging.WARNING, "peer banned", peer=peer.name, addr=peer.remote, score=peer.score,
-                      reason=why)
+                event(
+                    log, logging.WARNING, "peer banned", peer=peer.name, addr=peer.remote, score=peer.score, reason=why
+                )
                 self.banned_count += 1
                 self.node.metrics.peer_bans.inc()
                 ip = peer.remote_host if peer.inbound and self._ip_bannable(peer.remote_host) else None
@@ -333,7 +367,7 @@ class P2P:
     def _on_getaddr(self, peer: Peer) -> None:
         addrs = [a for a in self.book.addrs if a != peer.listen_addr][:MAX_ADDRS]
         if self.node.listen_addr:
-            addrs = [self.node.listen_addr] + addrs[:MAX_ADDRS - 1]
+            addrs = [self.node.listen_addr] + addrs[: MAX_ADDRS - 1]
         self.send(peer, "addr", addrs=addrs)
 
     def _on_addr(self, peer: Peer, addrs: list[str]) -> None:
@@ -349,9 +383,18 @@ class P2P:
             if peer.node_id is not None:
                 self.misbehave(peer, BAN_SCORE, "second hello")
                 return
-            if m["v"] != PROTOCOL_VERSION or m["chain_id"] != node.cfg.chain_id or m["genesis"] != node.chain.genesis.hash:
-                log.info("peer %s: wrong network (version %s, chain %s, genesis %s)", peer.remote, m["v"],
-                         m["chain_id"], m["genesis"].hex()[:16])
+            if (
+                m["v"] != PROTOCOL_VERSION
+                or m["chain_id"] != node.cfg.chain_id
+                or m["genesis"] != node.chain.genesis.hash
+            ):
+                log.info(
+                    "peer %s: wrong network (version %s, chain %s, genesis %s)",
+                    peer.remote,
+                    m["v"],
+                    m["chain_id"],
+                    m["genesis"].hex()[:16],
+                )
                 await self.close(peer, "wrong network")
                 return
             if m["node_id"] == node.node_key.pubkey:
@@ -364,7 +407,12 @@ class P2P:
             if self.book.banned(node_id=peer.node_id, ip=ip):
                 await self.close(peer, "banned")
                 return
-            peer.height, peer.work, peer.tip, peer.agent = m["height"], int.from_bytes(m["work"], "big"), m["tip"], m["agent"]
+            peer.height, peer.work, peer.tip, peer.agent = (
+                m["height"],
+                int.from_bytes(m["work"], "big"),
+                m["tip"],
+                m["agent"],
+            )
             if peer.inbound and m["port"]:
                 host = peer.remote_host or peer.remote.rpartition(":")[0]
                 peer.listen_addr = f"{host}:{m['port']}"
@@ -374,7 +422,9 @@ class P2P:
             if peer.node_id is None:
                 self.misbehave(peer, BAN_SCORE, "auth before hello")
                 return
-            if not verify_sig(peer.node_id, auth_payload(peer.my_nonce, peer.node_id, node.chain.genesis.hash), m["sig"]):
+            if not verify_sig(
+                peer.node_id, auth_payload(peer.my_nonce, peer.node_id, node.chain.genesis.hash), m["sig"]
+            ):
                 self.misbehave(peer, BAN_SCORE, "bad handshake signature")
                 return
             await self._ready(peer)
@@ -399,8 +449,16 @@ class P2P:
             self.book.connected_ok(peer.listen_addr)
         elif peer.listen_addr:
             self.add_addr(peer.listen_addr)
-        event(log, logging.INFO, "peer connected", peer=peer.name, addr=peer.remote,
-              direction="inbound" if peer.inbound else "outbound", height=peer.height, agent=peer.agent)
+        event(
+            log,
+            logging.INFO,
+            "peer connected",
+            peer=peer.name,
+            addr=peer.remote,
+            direction="inbound" if peer.inbound else "outbound",
+            height=peer.height,
+            agent=peer.agent,
+        )
         self.send(peer, "getaddr")
         self.node.sync.on_peer_ready(peer)
 
@@ -408,8 +466,10 @@ class P2P:
         """Room for a newly authenticated inbound peer: within the per-IP limit, a free slot or an evicted
         peer's (module docstring). False (and the peer closed) when there is none."""
         ready_in = [p for p in self.ready_peers if p.inbound]
-        if peer.remote_host not in self.noban and \
-                sum(p.remote_host == peer.remote_host for p in ready_in) >= self.max_inbound_per_ip:
+        if (
+            peer.remote_host not in self.noban
+            and sum(p.remote_host == peer.remote_host for p in ready_in) >= self.max_inbound_per_ip
+        ):
             await self.close(peer, "too many peers from this address")
             return False
         if len(ready_in) >= self.max_inbound:

@@ -31,6 +31,7 @@ rows of C with their openings, chain.jobs.challenge_rows) from the C blob in the
 ``cheat=True`` (NodeConfig.cheat_jobs, set only by in-process tests: no flag or environment variable of a
 running node reaches it) adds 1 to C[0][0] before committing: for tests of the dispute path only.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,17 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from chain.errors import ValidationError
-from chain.jobs import (CHALLENGED, CLAIMED, OPEN, RESULTED, JobRecord, challenge_row_count, challenge_rows,
-                        required_bond)
-from chain.tx import (KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result)
+from chain.jobs import (
+    CHALLENGED,
+    CLAIMED,
+    OPEN,
+    RESULTED,
+    JobRecord,
+    challenge_row_count,
+    challenge_rows,
+    required_bond,
+)
+from chain.tx import KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result
 from node.blobs import BlobError, decode_array, encode_array
 from node.server.jobinfo import below_floor, fee_floor
 
@@ -51,27 +60,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pouw.jobs")
 
-CERT_PASSES = 3      # passes over a restricted-funded job until one holds a work certificate (each ~86 %)
+CERT_PASSES = 3  # passes over a restricted-funded job until one holds a work certificate (each ~86 %)
 
 
 @dataclass
 class Active:
     job_id: bytes
-    state: str                       # fetching | ready | posted
-    rec: JobRecord                   # the job as first seen (from the chain or a pending submit)
+    state: str  # fetching | ready | posted
+    rec: JobRecord  # the job as first seen (from the chain or a pending submit)
     claim_txid: bytes = b""
     result_txid: bytes = b""
-    prepared: object = None          # pouw.miner.PreparedJob
-    result: bytes | None = None      # h_c once computed
+    prepared: object = None  # pouw.miner.PreparedJob
+    result: bytes | None = None  # h_c once computed
     fetch_task: asyncio.Task | None = field(default=None, repr=False)
-    share: tuple | None = None       # the last pass's (WorkCert, template height), set by the miner
-    cert: tuple | None = None        # the certificate the result carries (WorkCert, template height)
-    passes: int = 0                  # passes run over this job
+    share: tuple | None = None  # the last pass's (WorkCert, template height), set by the miner
+    cert: tuple | None = None  # the certificate the result carries (WorkCert, template height)
+    passes: int = 0  # passes run over this job
 
 
 def commit_c(c, cheat: bool):
     """(h_c, blob bytes) of C; a cheating miner corrupts C[0][0] first. Blocking."""
     from pouw.commit import commit_result
+
     if cheat:
         c = c.clone()
         c[0, 0] += 1
@@ -82,13 +92,15 @@ def answer_rows(data: bytes, rows: list[int], m: int, n: int):
     """The answer to a challenge from C's blob bytes: [(i, row, opening)] for the sampled `rows`."""
     import torch
     from pouw.commit import open_result_rows
+
     c = torch.from_numpy(decode_array(data, "int32", (m, n)))
     return open_result_rows(c, rows)
 
 
 class PaidJobs:
-    def __init__(self, node: PaidJobsHost, *, bond: int, tx_fee: int, cheat: bool = False,
-                 min_fee_rate: Fraction | None = None):
+    def __init__(
+        self, node: PaidJobsHost, *, bond: int, tx_fee: int, cheat: bool = False, min_fee_rate: Fraction | None = None
+    ):
         self.node = node
         self.key = node.node_key
         self.bond = bond
@@ -96,14 +108,14 @@ class PaidJobs:
         self.cheat = cheat
         self.min_fee_rate = min_fee_rate if min_fee_rate is not None else fee_floor(None, node.cfg)
         self.active: Active | None = None
-        self.retry_at: dict[bytes, int] = {}   # job id -> first height at which this node tries it again
-        self.done: list[bytes] = []            # job ids this node posted results for
+        self.retry_at: dict[bytes, int] = {}  # job id -> first height at which this node tries it again
+        self.done: list[bytes] = []  # job ids this node posted results for
         self.answers: dict[bytes, bytes] = {}  # job id -> our answer txid
-        self.cached: dict[tuple, bytes] = {}   # (h_a, h_b, m, k, n) -> h_c this node computed
+        self.cached: dict[tuple, bytes] = {}  # (h_a, h_b, m, k, n) -> h_c this node computed
         self.claims = 0
-        self.reused = 0                        # repeated jobs answered from `cached` without a new pass
-        self.cert_passes = 0                   # extra passes run because a pass held no work certificate
-        self.ready = asyncio.Event()           # set when a job turns ready: wakes a miner waiting out its interval
+        self.reused = 0  # repeated jobs answered from `cached` without a new pass
+        self.cert_passes = 0  # extra passes run because a pass held no work certificate
+        self.ready = asyncio.Event()  # set when a job turns ready: wakes a miner waiting out its interval
 
     @property
     def address(self) -> bytes:
@@ -134,12 +146,15 @@ class PaidJobs:
             return None
         p = tx.payload
         h = self.node.chain.height + 1
-        return JobRecord(OPEN, tx.sender, p.h_a, p.h_b, p.m, p.k, p.n, p.max_fee, p.deadline, p.blob_a, p.blob_b,
-                         h, due=p.deadline)
+        return JobRecord(
+            OPEN, tx.sender, p.h_a, p.h_b, p.m, p.k, p.n, p.max_fee, p.deadline, p.blob_a, p.blob_b, h, due=p.deadline
+        )
 
     def _pending_claim_by_other(self, job_id: bytes) -> bool:
-        return any(e.tx.kind == KIND_JOB_CLAIM and e.tx.payload.job_id == job_id and e.tx.sender != self.address
-                   for e in self.node.mempool.entries.values())
+        return any(
+            e.tx.kind == KIND_JOB_CLAIM and e.tx.payload.job_id == job_id and e.tx.sender != self.address
+            for e in self.node.mempool.entries.values()
+        )
 
     def candidates(self) -> list[tuple[bytes, JobRecord]]:
         """Jobs this node would take now, best fee per multiply-add first."""
@@ -190,9 +205,9 @@ class PaidJobs:
             if rec.status == OPEN and not self._known_tx(a.claim_txid):
                 if self._pending_claim_by_other(a.job_id):
                     return None
-                self._post(a, rec, claim=True)          # our claim dropped out (or the job reopened)
+                self._post(a, rec, claim=True)  # our claim dropped out (or the job reopened)
             elif rec.status == CLAIMED and not self._known_tx(a.result_txid):
-                self._post(a, rec, claim=False)         # claimed by us, result dropped out
+                self._post(a, rec, claim=False)  # claimed by us, result dropped out
         return None
 
     def on_submit(self) -> None:
@@ -239,17 +254,19 @@ class PaidJobs:
         from pouw.errors import PowError
         from pouw.miner import prepare_job
         import torch
+
         node = self.node
         try:
             ops = []
             for h, shape in ((rec.h_a, (rec.m, rec.k)), (rec.h_b, (rec.k, rec.n))):
-                data = await node.fetch_blob(h)   # stored only if it commits to h (H_A / H_B)
+                data = await node.fetch_blob(h)  # stored only if it commits to h (H_A / H_B)
                 if data is None:
                     raise BlobError("blob-not-found", f"operand blob {h.hex()[:16]} not available")
                 ops.append(decode_array(data, "int8", shape))
             loop = asyncio.get_running_loop()
-            prep = await loop.run_in_executor(None, prepare_job, torch.from_numpy(ops[0]),
-                                              torch.from_numpy(ops[1]), node.chain.params)
+            prep = await loop.run_in_executor(
+                None, prepare_job, torch.from_numpy(ops[0]), torch.from_numpy(ops[1]), node.chain.params
+            )
             if prep.job != rec.commitment():
                 raise BlobError("bad-blob", "operands do not match the job's H_A / H_B")
         except asyncio.CancelledError:
@@ -273,6 +290,7 @@ class PaidJobs:
         """Does the job's escrow hold allocation, vintage or spend-only tokens (a funding record, at the
         tip or in the pending state its submit leaves)? Their release is free only with a certificate."""
         from chain.economy import k_fund
+
         cs = self.node.chain
         if cs.get_job(job_id) is not None:
             return cs.get_econ(k_fund(job_id)) is not None
@@ -285,8 +303,11 @@ class PaidJobs:
         """This node's passes can certify the job: the template's miner (the mining address) is the claimer
         (this node's key) and a certificate for the shape fits a transaction (chain.workcert)."""
         from chain.workcert import cert_size_bound
-        return (self.node.mining_address == self.address
-                and cert_size_bound(self.node.cfg, rec.m, rec.k, rec.n) <= self.node.cfg.max_tx_bytes)
+
+        return (
+            self.node.mining_address == self.address
+            and cert_size_bound(self.node.cfg, rec.m, rec.k, rec.n) <= self.node.cfg.max_tx_bytes
+        )
 
     async def finished(self, a: Active, c) -> None:
         """C computed for `a`: commit, store the blob (served from now on), claim and post the result. A job
@@ -303,9 +324,12 @@ class PaidJobs:
                 a.cert = share
             elif a.passes < CERT_PASSES and self.active is a:
                 self.cert_passes += 1
-                log.info("job %s: pass %d held no share; another pass for the work certificate",
-                         a.job_id.hex()[:16], a.passes)
-                return                                  # still ready: the miner runs another pass
+                log.info(
+                    "job %s: pass %d held no share; another pass for the work certificate",
+                    a.job_id.hex()[:16],
+                    a.passes,
+                )
+                return  # still ready: the miner runs another pass
         a.prepared = None
         a.state = "posted"
         if not self.cheat:
@@ -332,18 +356,29 @@ class PaidJobs:
                 return
             a.claim_txid = tx.txid
             self.claims += 1
-            log.info("job %s: claimed (%dx%dx%d, fee %d, bond %d)", a.job_id.hex()[:16], rec.m, rec.k, rec.n,
-                     rec.fee, bond)
+            log.info(
+                "job %s: claimed (%dx%dx%d, fee %d, bond %d)", a.job_id.hex()[:16], rec.m, rec.k, rec.n, rec.fee, bond
+            )
         from chain.workcert import CERT_WINDOW
+
         if a.cert is not None and a.cert[1] < self.node.chain.height + 1 - CERT_WINDOW:
-            a.cert = None                               # too old for the next block: the result goes without
-        tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result,
-                             self.tx_fee, a.cert[0] if a.cert is not None else None)
+            a.cert = None  # too old for the next block: the result goes without
+        tx = make_job_result(
+            self.key,
+            cfg.chain_id,
+            mp.pending_nonce(self.address),
+            a.job_id,
+            a.result,
+            a.result,
+            self.tx_fee,
+            a.cert[0] if a.cert is not None else None,
+        )
         sent = self._send(tx)
         if not sent and a.cert is not None:
-            a.cert = None   # the certificate no longer applies (e.g. a reorg took its template's prev): without
-            tx = make_job_result(self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result,
-                                 a.result, self.tx_fee)
+            a.cert = None  # the certificate no longer applies (e.g. a reorg took its template's prev): without
+            tx = make_job_result(
+                self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result, self.tx_fee
+            )
             sent = self._send(tx)
         if sent:
             a.result_txid = tx.txid
@@ -374,8 +409,9 @@ class PaidJobs:
             except BlobError as e:
                 log.warning("job %s: C blob unusable (%s)", jid.hex()[:16], e)
                 continue
-            tx = make_job_answer(self.key, cs.cfg.chain_id, self.node.mempool.pending_nonce(self.address), jid,
-                                 opened, self.tx_fee)
+            tx = make_job_answer(
+                self.key, cs.cfg.chain_id, self.node.mempool.pending_nonce(self.address), jid, opened, self.tx_fee
+            )
             if self._send(tx):
                 self.answers[jid] = tx.txid
                 log.info("job %s: challenge answered (rows %s)", jid.hex()[:16], rows)

@@ -18,6 +18,7 @@ valid new block, the 4 that most recently relayed a new transaction, and the old
 what remains, the youngest peer of the network group with the most connections is evicted. Outbound
 peers are never evicted.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,10 @@ class PeerBook:
     def _snapshot(self) -> dict:
         self.expire()
         self.dirty = False
-        return {"addrs": {a: {"last_ok": i.last_ok, "failures": i.failures} for a, i in self.addrs.items()},
-                "bans": dict(self.bans)}
+        return {
+            "addrs": {a: {"last_ok": i.last_ok, "failures": i.failures} for a, i in self.addrs.items()},
+            "bans": dict(self.bans),
+        }
 
     def _write(self, doc: dict) -> None:
         assert self.path is not None
@@ -101,15 +104,20 @@ class PeerBook:
     @staticmethod
     def _keys(node_id: bytes | None, addr: str | None, ip: str | None) -> list[str]:
         from node.server.netguard import ban_key
-        return (([f"id:{node_id.hex()}"] if node_id else []) + ([f"addr:{addr}"] if addr else [])
-                + ([f"ip:{ban_key(ip)}"] if ip else []))
+
+        return (
+            ([f"id:{node_id.hex()}"] if node_id else [])
+            + ([f"addr:{addr}"] if addr else [])
+            + ([f"ip:{ban_key(ip)}"] if ip else [])
+        )
 
     def banned(self, node_id: bytes | None = None, addr: str | None = None, ip: str | None = None) -> bool:
         now = time.time()
         return any(self.bans.get(k, 0) > now for k in self._keys(node_id, addr, ip))
 
-    def ban(self, node_id: bytes | None, addr: str | None, seconds: float = BAN_SECONDS, *,
-            ip: str | None = None) -> None:
+    def ban(
+        self, node_id: bytes | None, addr: str | None, seconds: float = BAN_SECONDS, *, ip: str | None = None
+    ) -> None:
         """Ban a node id, a listen address and/or an IP; bounded (MAX_BANS), written later by `flush`."""
         until = time.time() + seconds
         for k in self._keys(node_id, addr, ip):
@@ -117,7 +125,7 @@ class PeerBook:
         if len(self.bans) > MAX_BANS:
             self.expire()
             if len(self.bans) > MAX_BANS:  # drop the soonest-expiring tenth at once (amortised)
-                drop = sorted(self.bans, key=self.bans.__getitem__)[:len(self.bans) - MAX_BANS * 9 // 10]
+                drop = sorted(self.bans, key=self.bans.__getitem__)[: len(self.bans) - MAX_BANS * 9 // 10]
                 for k in drop:
                     del self.bans[k]
         self.dirty = True
@@ -143,21 +151,21 @@ class Peer:
 
     ws: Any
     inbound: bool
-    remote: str                      # host:port of the socket
+    remote: str  # host:port of the socket
     codec: Any
     node_id: bytes | None = None
-    listen_addr: str | None = None   # host:port it accepts connections on
-    remote_host: str = ""            # IP of the socket (inbound peers)
+    listen_addr: str | None = None  # host:port it accepts connections on
+    remote_host: str = ""  # IP of the socket (inbound peers)
     ready: bool = False
     score: int = 0
     height: int = 0
-    work: int = 0                    # chainwork it claims (hello) or proved, whichever is larger
-    proven_work: int = 0             # chainwork of the best header/block it actually sent us
+    work: int = 0  # chainwork it claims (hello) or proved, whichever is larger
+    proven_work: int = 0  # chainwork of the best header/block it actually sent us
     tip: bytes = b""
     agent: str = ""
     my_nonce: bytes = field(default_factory=lambda: os.urandom(32))
     connected_at: float = field(default_factory=time.time)
-    known: set[bytes] = field(default_factory=set)       # block/tx hashes it has or we sent it
+    known: set[bytes] = field(default_factory=set)  # block/tx hashes it has or we sent it
     inflight: dict[bytes, float] = field(default_factory=dict)  # block hash -> request time
     headers_req_at: float = 0.0
     stalls: int = 0
@@ -167,8 +175,8 @@ class Peer:
     closed: bool = False
     tokens: float = 500.0
     tokens_at: float = field(default_factory=time.monotonic)
-    last_block_at: float = 0.0       # when it last relayed a valid block new to us (eviction protection)
-    last_tx_at: float = 0.0          # when it last relayed a transaction new to our mempool
+    last_block_at: float = 0.0  # when it last relayed a valid block new to us (eviction protection)
+    last_tx_at: float = 0.0  # when it last relayed a transaction new to our mempool
 
     @property
     def name(self) -> str:
@@ -201,14 +209,22 @@ class Peer:
             return False
 
     def info(self) -> dict:
-        return {"id": self.node_id.hex() if self.node_id else None, "addr": self.listen_addr or self.remote,
-                "inbound": self.inbound, "height": self.height, "score": self.score, "agent": self.agent,
-                "inflight": len(self.inflight), "connected_s": round(time.time() - self.connected_at, 1)}
+        return {
+            "id": self.node_id.hex() if self.node_id else None,
+            "addr": self.listen_addr or self.remote,
+            "inbound": self.inbound,
+            "height": self.height,
+            "score": self.score,
+            "agent": self.agent,
+            "inflight": len(self.inflight),
+            "connected_s": round(time.time() - self.connected_at, 1),
+        }
 
 
 def select_eviction(peers: list[Peer], secret: bytes, protect: int = 4) -> Peer | None:
     """The inbound peer to evict for a new one, or None when every candidate is protected (module docstring)."""
     from node.server.netguard import netgroup
+
     cands = [p for p in peers if p.inbound and p.ready and not p.closed]
     group = {id(p): netgroup(p.remote_host or p.remote.rpartition(":")[0]) for p in cands}
 

@@ -19,6 +19,7 @@
   and removed in the data directory, the fault clears, the miner resumes (if the fault paused it) and a
   WARNING line says so.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,22 +41,26 @@ REMEDY = "stop the node and run `pouw reindex --datadir {d}` (or move chaindata 
 def check_tip(chain, datadir) -> None:
     """Read back the last TIP_BLOCKS active blocks; raise StorageError naming the remedy if one is damaged."""
     from chain.errors import StorageError
+
     for height in range(chain.height, max(-1, chain.height - TIP_BLOCKS), -1):
         h = chain.block_hash_at(height)
         try:
             b = chain.get_block(h) if h is not None else None
             ok = b is not None and b.hash == h
         except Exception as e:  # StorageError (checksum), or a record that no longer decodes
-            raise StorageError(f"database damaged: block {height} unreadable ({e}); " + REMEDY.format(d=datadir)) \
-                from None
+            raise StorageError(
+                f"database damaged: block {height} unreadable ({e}); " + REMEDY.format(d=datadir)
+            ) from None
         if not ok:
-            raise StorageError(f"database damaged: block {height} missing or not matching its hash; "
-                               + REMEDY.format(d=datadir))
+            raise StorageError(
+                f"database damaged: block {height} missing or not matching its hash; " + REMEDY.format(d=datadir)
+            )
 
 
 class StorageHealth:
-    def __init__(self, node: StorageHost, min_free: int, every: float = 5.0,
-                 disk_usage: Callable[[Any], Any] = shutil.disk_usage):
+    def __init__(
+        self, node: StorageHost, min_free: int, every: float = 5.0, disk_usage: Callable[[Any], Any] = shutil.disk_usage
+    ):
         self.node = node
         self.min_free = min_free
         self.every = every
@@ -67,8 +72,9 @@ class StorageHealth:
         self._logged = 0.0
         self._paused_miner = False
         self.permanent = False
-        self.scanned: int | None = None   # records checked by the last full scan (None: not finished)
+        self.scanned: int | None = None  # records checked by the last full scan (None: not finished)
         import threading
+
         self.stop_scan = threading.Event()
 
     @property
@@ -76,8 +82,13 @@ class StorageHealth:
         return self.error is None
 
     def json(self) -> dict:
-        return {"ok": self.ok, "error": self.error, "since": round(self.since, 1) if self.error else None,
-                "free_bytes": self.free, "min_free_bytes": self.min_free}
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "since": round(self.since, 1) if self.error else None,
+            "free_bytes": self.free,
+            "min_free_bytes": self.min_free,
+        }
 
     def _free(self) -> int:
         try:
@@ -96,8 +107,13 @@ class StorageHealth:
         self.error = why
         if now - self._logged >= 60.0:
             self._logged = now
-            log.error("storage fault: %s; mining paused and no blocks imported until the data directory %s "
-                      "is writable with at least %d MiB free", why, self.node.datadir, self.min_free >> 20)
+            log.error(
+                "storage fault: %s; mining paused and no blocks imported until the data directory %s "
+                "is writable with at least %d MiB free",
+                why,
+                self.node.datadir,
+                self.min_free >> 20,
+            )
         m = self.node.miner
         if m is not None and m.enabled:
             m.enabled = False
@@ -135,8 +151,12 @@ class StorageHealth:
         if err is not None:
             self.failed(err)
             return
-        log.warning("storage recovered after %.0f s (%d MiB free); %s", time.time() - self.since, free >> 20,
-                    "mining resumes" if self._paused_miner else "imports resume")
+        log.warning(
+            "storage recovered after %.0f s (%d MiB free); %s",
+            time.time() - self.since,
+            free >> 20,
+            "mining resumes" if self._paused_miner else "imports resume",
+        )
         self.error = None
         if self._paused_miner and self.node.miner is not None:
             self.node.miner.enabled = True
@@ -154,6 +174,7 @@ class StorageHealth:
                 if self.stop_scan.is_set():  # shutdown: stop before the database closes
                     return None
             return n
+
         try:
             self.scanned = await asyncio.to_thread(walk)
             if self.scanned is not None:

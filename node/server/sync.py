@@ -12,6 +12,7 @@
    `HEADERS_TIMEOUT`), loses its claim and is disconnected: it is not asked again and again.
 4. Progress (height, target, blocks/s, ETA) is logged every few seconds and exposed in `/api/v1/status`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -56,8 +57,7 @@ class Sync:
 
     # --- best header -----------------------------------------------------------------------------------
     def _scan_best(self):
-        return max((e for e in self.chain.index.values() if not e.failed),
-                   key=lambda e: (e.chainwork, -e.seq))
+        return max((e for e in self.chain.index.values() if not e.failed), key=lambda e: (e.chainwork, -e.seq))
 
     def note_entry(self, e) -> None:
         if not e.failed and e.chainwork > self.best_header.chainwork:
@@ -115,8 +115,9 @@ class Sync:
 
     def claim_failed(self, peer: Peer, why: str) -> None:
         """The peer does not serve the chainwork it claimed: drop the claim and disconnect it."""
-        log.info("sync: peer %s %s (claimed work %d, proved %d); disconnecting", peer.name, why, peer.work,
-                 peer.proven_work)
+        log.info(
+            "sync: peer %s %s (claimed work %d, proved %d); disconnecting", peer.name, why, peer.work, peer.proven_work
+        )
         peer.work = peer.proven_work
         self.on_misbehaviour()
         if not peer.closed:
@@ -163,6 +164,7 @@ class Sync:
 
     async def on_headers(self, peer: Peer, headers: list[bytes]) -> None:
         import asyncio
+
         if not peer.headers_req_at:
             # we never announce by headers: unsolicited ones are ignored (and cost a little)
             self.net.misbehave(peer, 5, "unsolicited headers")
@@ -195,8 +197,9 @@ class Sync:
         if peer.proven_work <= proved_before and peer.work > max(peer.proven_work, self.best_header.chainwork):
             self.claim_failed(peer, "answered getheaders without the chain it claims")
             return
-        if len(headers) >= MAX_HEADERS or (last is not None and peer.work > self.best_header.chainwork
-                                           and len(headers) > 0 and last.hash != peer.tip):
+        if len(headers) >= MAX_HEADERS or (
+            last is not None and peer.work > self.best_header.chainwork and len(headers) > 0 and last.hash != peer.tip
+        ):
             self.request_headers(peer)
         self.schedule()
 
@@ -219,6 +222,7 @@ class Sync:
             path.append(e)
             e = self.chain.index[e.prev]
         from chain import schema as S
+
         return [x for x in reversed(path) if not x.status & S.HAVE_DATA][:WINDOW]
 
     def schedule(self) -> None:
@@ -273,14 +277,28 @@ class Sync:
         if self.syncing and now - self.last_progress >= PROGRESS_EVERY:
             self.last_progress = now
             prog = self.progress()
-            event(log, logging.INFO, "sync progress", height=prog["height"], target=prog["target_height"],
-                  percent=round(prog["percent"], 1), blocks_per_s=round(prog["blocks_per_s"], 1),
-                  eta_s=prog["eta_s"])
+            event(
+                log,
+                logging.INFO,
+                "sync progress",
+                height=prog["height"],
+                target=prog["target_height"],
+                percent=round(prog["percent"], 1),
+                blocks_per_s=round(prog["blocks_per_s"], 1),
+                eta_s=prog["eta_s"],
+            )
         elif not self.syncing and self.started_at is not None:
             el = now - self.started_at
             n = self.chain.height - self.start_height
-            event(log, logging.INFO, "sync done", height=self.chain.height, blocks=n, seconds=round(el, 1),
-                  blocks_per_s=round(n / max(el, 1e-3)))
+            event(
+                log,
+                logging.INFO,
+                "sync done",
+                height=self.chain.height,
+                blocks=n,
+                seconds=round(el, 1),
+                blocks_per_s=round(n / max(el, 1e-3)),
+            )
             self.started_at = None
 
     def progress(self) -> dict:
@@ -291,7 +309,12 @@ class Sync:
             rate = max(0.0, (recent[-1][1] - recent[0][1]) / (recent[-1][0] - recent[0][0]))
         target = max(self.best_header.height, self.chain.height)
         left = target - self.chain.height
-        return {"syncing": self.syncing, "height": self.chain.height, "target_height": target,
-                "percent": round(100.0 * self.chain.height / target, 2) if target else 100.0,
-                "blocks_per_s": round(rate, 2), "eta_s": int(left / rate) if rate > 0 and left > 0 else (0 if left <= 0 else None),
-                "inflight": len(self.inflight)}
+        return {
+            "syncing": self.syncing,
+            "height": self.chain.height,
+            "target_height": target,
+            "percent": round(100.0 * self.chain.height / target, 2) if target else 100.0,
+            "blocks_per_s": round(rate, 2),
+            "eta_s": int(left / rate) if rate > 0 and left > 0 else (0 if left <= 0 else None),
+            "inflight": len(self.inflight),
+        }

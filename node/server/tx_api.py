@@ -1,5 +1,6 @@
 """The transaction, account and mempool endpoints of the HTTP API (docs/api.md): look up and submit
 transactions, an account's balance and nonces, the mempool in mining order. Registered by node.server.api.make_app."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -29,8 +30,15 @@ def tx_routes(r: web.RouteTableDef, node: TxHost) -> None:
             b = node.chain.get_block(bh)
             for t in b.txs:  # type: ignore[union-attr]
                 if t.txid == txid:
-                    return _json({"status": "confirmed", "block": bh.hex(), "height": b.height,  # type: ignore[union-attr]
-                                  "confirmations": node.chain.height - b.height + 1, "tx": tx_json(t)})  # type: ignore[union-attr]
+                    return _json(
+                        {
+                            "status": "confirmed",
+                            "block": bh.hex(),
+                            "height": b.height,  # type: ignore[union-attr]
+                            "confirmations": node.chain.height - b.height + 1,
+                            "tx": tx_json(t),
+                        }
+                    )  # type: ignore[union-attr]
         raise ApiError(404, "tx-not-found", "transaction not in the mempool or the active chain")
 
     @r.post(API + "/tx")
@@ -52,13 +60,26 @@ def tx_routes(r: web.RouteTableDef, node: TxHost) -> None:
             raise ApiError(400, "bad-address", str(e)) from None
         acct = node.chain.get_account(a)
         pend = node.mempool.by_sender.get(a, {})
-        return _json({"address": a.hex(), "balance": acct.balance, "nonce": acct.nonce,
-                      "pending_nonce": node.mempool.pending_nonce(a), "pending_txs": len(pend),
-                      "height": node.chain.height})
+        return _json(
+            {
+                "address": a.hex(),
+                "balance": acct.balance,
+                "nonce": acct.nonce,
+                "pending_nonce": node.mempool.pending_nonce(a),
+                "pending_txs": len(pend),
+                "height": node.chain.height,
+            }
+        )
 
     @r.get(API + "/mempool")
     async def mempool(request):
         limit = min(1000, query_int(request, "limit", 100))
         txs = node.mempool.ordered(limit)
-        return _json({"size": len(node.mempool), "bytes": node.mempool.bytes, "total_fees": node.mempool.total_fees(),
-                      "txs": [tx_json(t) for t in txs]})
+        return _json(
+            {
+                "size": len(node.mempool),
+                "bytes": node.mempool.bytes,
+                "total_fees": node.mempool.total_fees(),
+                "txs": [tx_json(t) for t in txs],
+            }
+        )
