@@ -161,9 +161,9 @@ def cmd_market(args: argparse.Namespace) -> int:
     if c == "book":
         d = cl.call("GET", f"/api/v1/economy/market/{iss.hex()}/book?limit={args.depth}")
         lines = [f"book of {d['issuer']} at height {d['height']} (buyback at {d['buyback_price'] / BPS:.4f})"]
-        for side in ("asks", "bids"):
-            lines.append(f"  {side}:")
-            for lv in d[side]["levels"][::-1] if side == "asks" else d[side]["levels"]:
+        for half in ("asks", "bids"):
+            lines.append(f"  {half}:")
+            for lv in d[half]["levels"][::-1] if half == "asks" else d[half]["levels"]:
                 lines.append(f"    {lv['price'] / BPS:.4f}  {fmt_amount(lv['qty'])}")
         return _out(args, d, "\n".join(lines))
     d = cl.call("GET", f"/api/v1/economy/market/{iss.hex()}/trades?limit={args.limit}")

@@ -45,12 +45,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from node.blobs import BlobError, blob_hash, blob_role, decode_array, encode_array
 from pouw.errors import JobError
+
+if TYPE_CHECKING:
+    from pouw.job import JobCommitment
 
 POLL_MIN_S = 0.02  # first sleep between polls of a node without long-poll; grows by half each time
 POLL_MAX_S = 0.5  # longest sleep between polls (wait_job's `poll`)
@@ -103,7 +106,7 @@ class Submitted:
     padded: tuple[int, int, int]  # the job's (m, k, n) on chain
     a: object = field(repr=False)  # padded torch int8
     b: object = field(repr=False)
-    job: object = field(repr=False)  # pouw.job.JobCommitment
+    job: JobCommitment = field(repr=False)
     blob_a: str = ""
     blob_b: str = ""
 
@@ -142,9 +145,10 @@ class JobResult:
         else:
             with self._watch.cond:
                 self._watch.cond.wait_for(lambda: self._settlement is not None, timeout)
-                s = self._settlement
-            if s is None:
+                got = self._settlement
+            if got is None:
                 return Settlement("timeout", self.status, f"the result was not mined within {timeout:.0f} s")
+            s = got
         self._settlement = s
         self.status = s.status
         self.confirmed = s.outcome in ("confirmed", "released")

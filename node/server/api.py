@@ -93,7 +93,7 @@ def security_middleware(node: ApiGuardHost, max_body: int):
             raise ApiError(
                 403, "host-not-allowed", "Host must be an IP address, localhost or a name set with --api-allow-host"
             )
-        if request.method == "OPTIONS" and origin_ok:
+        if request.method == "OPTIONS" and origin is not None and origin_ok:
             return web.Response(
                 status=204,
                 headers={

@@ -70,7 +70,7 @@ class BlobGate:
         self.uploading: collections.Counter[str] = collections.Counter()
         self.verify = asyncio.Semaphore(VERIFY_SLOTS)
         self._usage = (0, -1e9)  # (bytes on disk, when measured)
-        self.refused = collections.Counter()  # code -> count (tests, logs)
+        self.refused: collections.Counter[str] = collections.Counter()  # code -> count (tests, logs)
         for stale in node.blobs.root.glob(".upload-*.tmp"):  # uploads cut short by a crash
             stale.unlink(missing_ok=True)
 

@@ -56,7 +56,8 @@ def issuer_json(cs, addr: bytes, rec: E.Issuer) -> dict:
 def book_json(cs, issuer: bytes, depth: int) -> dict:
     sides = {}
     for side in (BID, ASK):
-        orders, levels = [], {}
+        orders: list[dict[str, Any]] = []
+        levels: dict[int, int] = {}
         for key, _ in cs.scan_econ(book_prefix(issuer, side)):
             oid = key[-32:]
             o = Order.decode(cs.get_econ(k_order(oid)))

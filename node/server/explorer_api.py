@@ -11,7 +11,7 @@ import asyncio
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -196,7 +196,7 @@ def search(node: NodeView, q: str) -> dict | None:
 
 def history_json(node: NodeView, addr: bytes, before: int | None, limit: int) -> dict:
     cs = node.chain
-    out = []
+    out: list[dict[str, Any]] = []
     more = False
     for e in indexes.history(cs.store, addr, before):
         if len(out) == limit:
@@ -226,7 +226,7 @@ def blockstats_json(node: NodeView, n: int) -> dict:
     out: its interval runs from the network's launch date, not from a mined block."""
     cs = node.chain
     top = cs.height
-    pts = []
+    pts: list[dict[str, Any]] = []
     for height in range(max(2, top - n + 1), top + 1):
         e, p = cs.index[cs.chain[height]], cs.index[cs.chain[height - 1]]
         interval = e.timestamp - p.timestamp

@@ -360,6 +360,9 @@ class PaidJobsHost(TxHost, Protocol):
     @property
     def node_key(self) -> PrivateKey: ...
 
+    @property
+    def mining_address(self) -> bytes: ...
+
     async def fetch_blob(self, h: bytes, timeout: float = 20.0) -> bytes | None: ...
 
 

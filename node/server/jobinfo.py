@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 from statistics import median
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from chain.jobs import JobRecord, check_job_shape, job_price
 from chain.tx import (
@@ -27,6 +27,7 @@ from chain.tx import (
 )
 
 if TYPE_CHECKING:
+    from chain.tx import Transaction
     from node.server.interfaces import NodeView
 
 
@@ -172,10 +173,10 @@ def progress(node: NodeView, job_id: bytes) -> dict | None:
             closed_height=rec.closed_height or None,
             miner=rec.miner.hex() if rec.claim_height else None,
         )
-        pos = next((i + 1 for i, (j, _) in enumerate(opens) if j == job_id), None)
-        if pos is not None:  # open (or a lapsed claim: claimable again)
-            out["queue_position"] = pos
-            blocks = (pos - 1) // miners * turnaround + turnaround
+        at = next((i + 1 for i, (j, _) in enumerate(opens) if j == job_id), None)
+        if at is not None:  # open (or a lapsed claim: claimable again)
+            out["queue_position"] = at
+            blocks = (at - 1) // miners * turnaround + turnaround
         elif rec.status_name == "claimed":
             blocks = max(1, compute - (tip - rec.claim_height))
         else:
@@ -185,7 +186,7 @@ def progress(node: NodeView, job_id: bytes) -> dict | None:
     return out
 
 
-def _find_tx(node: NodeView, height: int, want) -> object | None:
+def _find_tx(node: NodeView, height: int, want: Callable[[Transaction], bool]) -> Transaction | None:
     h = node.chain.block_hash_at(height) if height else None
     b = node.chain.get_block(h) if h is not None else None
     if b is None:
@@ -234,7 +235,11 @@ def receipt(node: NodeView, job_id: bytes) -> dict | None:
         ("answer", KIND_JOB_ANSWER, rec.answer_height),
     ):
         if height:
-            out[name] = entry(_find_tx(node, height, lambda t, k=kind: t.kind == k and jid(t)), height)
+
+            def of_kind(t: Transaction, k: int = kind) -> bool:
+                return t.kind == k and jid(t)
+
+            out[name] = entry(_find_tx(node, height, of_kind), height)
     if rec.closed_height:
         t = _find_tx(node, rec.closed_height, lambda t: t.kind in (KIND_JOB_DISPUTE, KIND_JOB_CANCEL) and jid(t))
         if t is not None:

@@ -132,7 +132,7 @@ class Guarded(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else ""
         if not self.guard.admit(self):
-            transport.abort()
+            self.transport.abort()  # type: ignore[union-attr]  # set just above: a stream transport
             return
         self.deadline = self.started + self.guard.limits.header_timeout
         self.inner = self.factory()
@@ -386,8 +386,9 @@ class GuardedSite(web.BaseSite):
 
     @property
     def port(self) -> int:
-        if self._server is not None and getattr(self._server, "sockets", None):
-            return self._server.sockets[0].getsockname()[1]
+        socks = getattr(self._server, "sockets", None)  # asyncio.Server's, not AbstractServer's
+        if socks:
+            return int(socks[0].getsockname()[1])
         return self._port
 
     @property

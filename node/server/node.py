@@ -355,7 +355,7 @@ class Node:
         await self.p2p.start()
         self.tick_task = asyncio.ensure_future(self._ticker())
         self.scan_task = asyncio.ensure_future(self.storage.scan())
-        if self.conf.mine:
+        if self.miner is not None:  # built above when conf.mine
             if self.conf.take_jobs:
                 from node.server.paidjobs import PaidJobs
 

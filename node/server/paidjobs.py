@@ -187,18 +187,22 @@ class PaidJobs:
 
     def _advance(self) -> Active | None:
         a = self.active
+        assert a is not None, "_advance runs only with an active job"
         cs = self.node.chain
         rec = self._job(a.job_id)
         h = cs.height + 1
         if rec is None or not rec.live or h > rec.deadline:
-            return self._drop("closed, gone or past its deadline")
+            self._drop("closed, gone or past its deadline")
+            return None
         if rec.status == CLAIMED and rec.miner != self.address:
-            return self._drop("claimed by another miner", retry_at=rec.claim_until(cs.cfg) + 1)
+            self._drop("claimed by another miner", retry_at=rec.claim_until(cs.cfg) + 1)
+            return None
         if rec.status in (RESULTED, CHALLENGED):
             if rec.miner == self.address:
                 self.active = None  # done: our result is on chain
                 return None
-            return self._drop("resulted by another miner")
+            self._drop("resulted by another miner")
+            return None
         if a.state == "ready":
             return a
         if a.state == "posted":
@@ -219,13 +223,14 @@ class PaidJobs:
 
     def _drop(self, why: str, retry_at: int | None = None) -> None:
         a = self.active
+        if a is None:
+            return
         log.info("job %s: giving up for now (%s)", a.job_id.hex()[:16], why)
         if a.fetch_task is not None:
             a.fetch_task.cancel()
         h = self.node.chain.height + 1
         self.retry_at[a.job_id] = retry_at if retry_at is not None else h + self.node.cfg.jobs.claim_window
         self.active = None
-        return None
 
     def _pick(self) -> None:
         node = self.node
@@ -361,6 +366,8 @@ class PaidJobs:
             )
         from chain.workcert import CERT_WINDOW
 
+        h_c = a.result
+        assert h_c is not None, "a job is posted only after its pass computed C"
         if a.cert is not None and a.cert[1] < self.node.chain.height + 1 - CERT_WINDOW:
             a.cert = None  # too old for the next block: the result goes without
         tx = make_job_result(
@@ -368,8 +375,8 @@ class PaidJobs:
             cfg.chain_id,
             mp.pending_nonce(self.address),
             a.job_id,
-            a.result,
-            a.result,
+            h_c,
+            h_c,
             self.tx_fee,
             a.cert[0] if a.cert is not None else None,
         )
@@ -377,7 +384,7 @@ class PaidJobs:
         if not sent and a.cert is not None:
             a.cert = None  # the certificate no longer applies (e.g. a reorg took its template's prev): without
             tx = make_job_result(
-                self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, a.result, a.result, self.tx_fee
+                self.key, cfg.chain_id, mp.pending_nonce(self.address), a.job_id, h_c, h_c, self.tx_fee
             )
             sent = self._send(tx)
         if sent:
