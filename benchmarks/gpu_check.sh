@@ -11,6 +11,7 @@
 #   4. the whole mining pass (benchmarks/bench_mining.py) at the same sizes with the Triton default, with
 #      POUW_CUDA_KERNEL=cuda, and with the pipelined pass (POUW_CUDA_ASYNC=1: the next attempt's inputs on a second
 #      stream, winners in one copy; opt-in until this shows it faster, with the tests above showing it exact);
+#      then the node's own filler loop, pipelined (`pouw bench node --device cuda`, 4096^3): node.json;
 #   5. on sm_90 only, the wgmma kernel: its GPU tests and benchmarks/bench_wgmma.py (checks, TOPS, ratios;
 #      ONLY=wgmma runs just this and the preflight);
 #   6. summary.md: device name, TOPS of every kernel and pass, ratios, and each exact command.
@@ -100,6 +101,11 @@ for size in $SIZES; do
       --device cuda --reps $reps --json --size "$size" 2> >(tee -a "$RES/mining.log" >&2) | tee -a "$RES/mining.jsonl"
   done
 done
+
+# the node's own loop (pipelined filler attempts, header nonces): its work_rate over bench mining's, in one run
+echo "POUW_CUDA_ASYNC=1 python -m node.cli bench node --device cuda --filler-shape 4096x4096x4096 --seconds 20 --warmup 3 --rounds 10 --no-api-window --json" >> "$RES/command.txt"
+POUW_CUDA_ASYNC=1 step "${NODE_S:-120}" $PY -m node.cli bench node --device cuda --filler-shape 4096x4096x4096 \
+  --seconds 20 --warmup 3 --rounds 10 --no-api-window --json 2> >(tee -a "$RES/node.log" >&2) | tee "$RES/node.json"
 
 if [ "${EXPLORE:-0}" = 1 ]; then
   step "${EXPLORE_S:-60}" $PY -m benchmarks.gpu_explore --size 8192 --out "$RES/explore.jsonl" \

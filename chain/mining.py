@@ -147,16 +147,24 @@ def mine_filler_once(
     backend: Backend | None,
     nonce: int,
     prepared: PreparedJob | None = None,
+    next_nonce: int | None = None,
 ) -> tuple[Header | None, int]:
     """One attempt: the filler job (`prepared`, else built from `filler_seed(header)`) under `nonce`;
     `header`'s job, nonce and proof fields are replaced. Returns (header with proof or None, job MACs).
-    Blocking; the unit of work of every CPU/GPU miner."""
+    Blocking; the unit of work of every CPU/GPU miner.
+
+    next_nonce: the nonce the caller tries next on the same header and operands. On a backend whose passes are
+    pipelined (`Capabilities.async_pass`) that attempt's inputs are staged during this one (`mine_job`'s
+    next_template); a later attempt under any other template discards them. Same results either way."""
     from pouw.miner import mine_job
 
     if not 0 <= nonce <= NONCE_MAX:
         raise ValueError(f"nonce {nonce} outside u64")
     prep = prepared if prepared is not None else filler_job(cfg, header, params)
     h = replace(header, job=prep.job, nonce=nonce, proof=b"")
+    next_template = None
+    if next_nonce is not None and backend is not None and backend.caps.async_pass:
+        next_template = replace(h, nonce=next_nonce & NONCE_MAX).template
     res = mine_job(
         h.template,
         prep.job,
@@ -169,6 +177,7 @@ def mine_filler_once(
         recover_c=False,
         max_proofs=1,
         stage_sync=False,
+        next_template=next_template,
     )
     return (h.with_proof(res.proofs[0].encode()) if res.proofs else None), prep.job.macs
 

@@ -126,10 +126,18 @@ class FillerMiner:
             self.builds += 1
         return self._prep
 
-    def attempt(self, backend, header: Header, nonce: int) -> Header | None:
-        """One attempt: `header` with its filler job under `nonce`, mined once; the header with a proof or None."""
+    def attempt(self, backend, header: Header, nonce: int, next_nonce: int | None = None) -> Header | None:
+        """One attempt: `header` with its filler job under `nonce`, mined once; the header with a proof or None.
+        next_nonce: the nonce tried next on this header; a pipelined backend (`Capabilities.async_pass`) stages
+        that attempt's inputs meanwhile, and an attempt under another header (a new tip or template) drops them."""
         found, _ = mine_filler_once(
-            self.cfg, header, self.params, backend, nonce & NONCE_MAX, prepared=self.prepared(header)
+            self.cfg,
+            header,
+            self.params,
+            backend,
+            nonce & NONCE_MAX,
+            prepared=self.prepared(header),
+            next_nonce=next_nonce,
         )
         self.attempts += 1
         return found
@@ -146,11 +154,13 @@ class FillerMiner:
     ) -> tuple[Header | None, int]:
         """Attempts at nonce, nonce + 1, ... (mod 2^64) until one wins, `stop()` is true or `budget_s` has
         passed (at least one attempt). Calls on_attempt(macs) after each. Returns (winning header or None,
-        the next nonce). Blocking: run it in the mining thread."""
+        the next nonce). Blocking: run it in the mining thread. On a pipelined backend each attempt stages the
+        next nonce's inputs, the last one's for the next batch, which takes them if its header is the same."""
         end = time.monotonic() + budget_s
         while True:
-            found = self.attempt(backend, header, nonce)
-            nonce = (nonce + 1) & NONCE_MAX
+            nxt = (nonce + 1) & NONCE_MAX
+            found = self.attempt(backend, header, nonce, next_nonce=nxt)
+            nonce = nxt
             on_attempt(self.macs)
             if found is not None or stop() or time.monotonic() >= end:
                 return found, nonce

@@ -79,6 +79,96 @@ def test_cuda_pipeline_under_interpreter_matches_cpu() -> None:
     assert proc.stdout.startswith("ok ")
 
 
+_FILLER_CHILD = r"""
+import contextlib
+from dataclasses import replace
+import torch
+torch.cuda.device = lambda dev: contextlib.nullcontext()   # CudaBackend wraps calls in it; a no-op on the CPU
+from chain.config import load_config
+from chain.keys import PrivateKey
+from chain.mining import build_template
+from chain.synthetic import ChainBuilder
+from kernels.cpu import CpuBackend
+from kernels.cuda import CudaBackend
+from kernels.triton_support import interpreting
+from node.engine import FillerMiner
+assert interpreting()
+
+CFG = load_config("regtest")
+P = CFG.pow.params()
+builder = ChainBuilder(CFG)
+pinfo = builder.parent_info(builder.genesis.hash)
+st = builder.states[builder.genesis.hash]
+miner = PrivateKey.from_phrase(b"async filler").address
+tpl = build_template(CFG, pinfo, st.get, st.supply, miner, (), pinfo.timestamp + CFG.target_block_time,
+                     select=False, jobs=st)
+m, k, n = CFG.pow.filler_shape
+tiles = (m // P.tile_h) * (n // P.tile_w)
+h1 = replace(tpl.header, target=(1 << 256) // (2 * P.tile_work(k) * tiles))   # about 1 in 2 attempts wins
+h2 = replace(h1, timestamp=h1.timestamp + 1)   # a refreshed template: same filler operands, another template
+
+cpu = CpuBackend(native=False)
+plain = FillerMiner(CFG, P)
+def want(h, nonce):
+    found = plain.attempt(cpu, h, nonce, next_nonce=nonce + 1)   # the CPU backend has no async_pass: no staging
+    assert not plain._prep._staged
+    return found.encoded if found else None
+
+be = object.__new__(CudaBackend)
+be.device = torch.device("cpu")
+be.kernel = "triton"
+be.async_pass = True
+made = []
+be.add_noise = lambda *args: (made.append(1), CudaBackend.add_noise(be, *args))[1]
+fm = FillerMiner(CFG, P)
+dev = str(be.device)
+n0 = (1 << 64) - 2   # the staged nonce wraps within u64 like the attempts
+got = []
+for i in range(4):
+    nonce = (n0 + i) % (1 << 64)
+    found = fm.attempt(be, h1, nonce, next_nonce=(nonce + 1) % (1 << 64))
+    got.append(found.encoded if found else None)
+    assert got[-1] == want(h1, nonce), ("header", i)
+    staged = fm._prep._staged[dev]   # the next nonce's inputs, made during this attempt
+    assert staged.template == replace(h1, job=fm._prep.job, nonce=(nonce + 1) % (1 << 64), proof=b"").template
+assert len(made) == 5, made   # attempt 0's own A', B' and one staged set per attempt
+assert any(got) and not all(got), got   # some nonces win, some lose: proofs and their absence both compared
+# the template changes (a new tip or refresh): the inputs staged under h1 are dropped, never mined under h2
+nonce = (n0 + 4) % (1 << 64)
+found = fm.attempt(be, h2, nonce, next_nonce=nonce + 1)
+assert (found.encoded if found else None) == want(h2, nonce), "after the template change"
+assert len(made) == 7, made   # its own inputs (the staged ones were h1's) + the next nonce's
+assert fm._prep._staged[dev].template == replace(h2, job=fm._prep.job, nonce=nonce + 1, proof=b"").template
+# run(): the batches of the node's loop stage across attempts and batches and find what the plain path finds
+first_plain = next(i for i in range(64) if want(h2, nonce + 1 + i))
+found, nxt = fm.run(be, h2, nonce + 1, budget_s=600.0)
+assert found.encoded == want(h2, nonce + 1 + first_plain) and nxt == nonce + 2 + first_plain
+assert fm.builds == 1   # one operand set throughout
+# without async_pass nothing is staged
+be.async_pass = False
+fm._prep._staged.clear()
+found = fm.attempt(be, h2, nxt, next_nonce=nxt + 1)
+assert (found.encoded if found else None) == want(h2, nxt) and not fm._prep._staged
+print("ok", sum(1 for g in got if g))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_filler_loop_pipelined_under_interpreter_matches_plain() -> None:
+    """The node's filler loop (node.engine.FillerMiner, chain.mining.mine_filler_once) on a pipelined CUDA backend
+    (async_pass) under TRITON_INTERPRET=1 at the regtest filler shape: every attempt stages the next nonce's inputs,
+    the headers and proofs over several nonces (winning and losing) are byte-identical to the plain CPU path's, a
+    template change drops the staged attempt (its inputs made afresh, results equal), and run() finds the same
+    winner; without async_pass nothing is staged."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(
+        [sys.executable, "-c", _FILLER_CHILD], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+    assert proc.stdout.startswith("ok ")
+
+
 def _brute_winners(flat: list[bytes], thr: int) -> list[tuple[int, bytes]]:
     return sorted(((i, x) for i, x in enumerate(flat) if int.from_bytes(x, "big") < thr), key=lambda p: (p[1], p[0]))
 
