@@ -26,6 +26,7 @@ from chain.state import EMPTY, Account, BlockDiff, genesis_state
 from chain.store import Batch, Store
 from chain.tx import Transaction
 from chain.undo import Undo
+from kernels.logevent import event
 
 if TYPE_CHECKING:
     from chain.chainstate import ChainState
@@ -154,7 +155,7 @@ def rebuild(cs: "ChainState", batch_blocks: int = 500) -> None:
     from the tip down so each block's accounts-after are known without replaying state."""
     store = cs.store
     if cs.height > 0:
-        log.info("building the tx / address / job indexes for %d blocks", cs.height)
+        event(log, logging.INFO, "building the tx / address / job indexes", blocks=cs.height)
     with store.batch() as b:
         b.delete(S.META_INDEXES)
         for p in PREFIXES:

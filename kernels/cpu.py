@@ -20,12 +20,14 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 from types import ModuleType
 
 import numpy as np
 import torch
 
 from kernels.base import MSG_WORDS, ROT, Capabilities, ShapeError, check_operands
+from kernels.logevent import event
 
 log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 
@@ -105,7 +107,7 @@ def measure_portable_gemms(m: int = 256, k: int = 1024, n: int = 256, reps: int 
     for name, fn in PORTABLE_GEMMS.items():
         exact = torch.equal(fn(a, b), want)
         if not exact:
-            log.warning("portable GEMM %s is not exact on this machine: not used", name)
+            event(log, logging.WARNING, "portable GEMM not exact on this machine; not used", gemm=name)
         times[name] = float("inf") if not exact else None
     for _ in range(reps):
         for name, fn in PORTABLE_GEMMS.items():
@@ -131,11 +133,8 @@ def portable_gemm() -> str:
             if _portable_choice is None:
                 _portable_times.update(measure_portable_gemms())
                 _portable_choice = min(_portable_times, key=_portable_times.__getitem__)
-                log.info(
-                    "portable exact GEMM: %s (%s)",
-                    _portable_choice,
-                    ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in _portable_times.items()),
-                )
+                times: dict[str, Any] = {f"{k}_ms": round(v * 1e3, 2) for k, v in _portable_times.items()}
+                event(log, logging.INFO, "portable exact GEMM chosen", gemm=_portable_choice, **times)
     return _portable_choice
 
 

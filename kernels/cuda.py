@@ -22,10 +22,11 @@ import torch
 
 from kernels.base import Capabilities, ShapeError, check_operands, tile_tickets_reference
 from kernels.cuda_mma import requested_kernel, unsupported_reason
+from kernels.logevent import event
 
 __all__ = ["ASYNC_ENV", "CudaBackend", "async_requested", "choose_kernel", "cuda_available"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("pouw." + __name__)  # pouw.kernels.*: the one logger hierarchy
 _WARNED: set[str] = set()  # fallback reasons already logged (once per process)
 
 # torch._int_mm on CUDA needs m > 16 and k, n multiples of 8.
@@ -144,7 +145,13 @@ class CudaBackend:
                 why, self.kernel = str(e), "triton"
         if why and why not in _WARNED:
             _WARNED.add(why)
-            log.warning("POUW_CUDA_KERNEL=%s: running the Triton kernel instead (%s)", requested, why)
+            event(
+                log,
+                logging.WARNING,
+                "POUW_CUDA_KERNEL unavailable: running the Triton kernel instead",
+                POUW_CUDA_KERNEL=requested,
+                why=why,
+            )
         from kernels.triton_kernel import noisy_matmul_triton
 
         return noisy_matmul_triton(a, b, r, tile_h, tile_w, correction=correction)

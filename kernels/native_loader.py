@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from kernels.base import MSG_WORDS, ShapeError, check_operands, digit_count
+from kernels.logevent import event
 
 if TYPE_CHECKING:  # numpy is imported where it is used: importing this module stays cheap
     import numpy as np
@@ -207,7 +208,13 @@ def _build() -> Path:
         except RuntimeError as exc:
             errors.append(str(exc))
             if variant is not VARIANTS[-1]:
-                log.info("native build variant %r failed, trying the next one: %s", variant[0], str(exc)[-400:])
+                event(
+                    log,
+                    logging.INFO,
+                    "native build variant failed; trying the next one",
+                    variant=variant[0],
+                    why=str(exc)[-400:],
+                )
     raise RuntimeError(errors[-1])
 
 
@@ -250,7 +257,7 @@ def _compile(cc: str, sources: list[bytes], variant: Variant, name: str) -> Path
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    log.info("built native kernel %s", target)
+    event(log, logging.INFO, "built native kernel", path=str(target))
     return target
 
 
@@ -345,7 +352,7 @@ def _get() -> ctypes.CDLL | None:
             except Exception as exc:  # noqa: BLE001 - any failure just disables the native path
                 _lib = None
                 _reason = str(exc)
-                log.warning("native CPU kernel unavailable: %s", _reason)
+                event(log, logging.WARNING, "native CPU kernel unavailable", why=_reason)
             _tried = True
     return _lib
 
@@ -436,10 +443,12 @@ def gemm_kernel() -> str | None:
         return req
     if req != "off" and not _warned_kernel:
         _warned_kernel = True
-        log.warning(
-            "POUW_NATIVE=%s but this CPU (or the native build) does not run it: %s",
-            req,
-            unavailable_reason() or "CPU flags",
+        event(
+            log,
+            logging.WARNING,
+            "POUW_NATIVE asks for a kernel this CPU (or the native build) does not run",
+            POUW_NATIVE=req,
+            why=unavailable_reason() or "CPU flags",
         )
     return None
 

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from node.logfmt import event
 
 log = logging.getLogger("pouw.blobs")
 
@@ -168,7 +169,7 @@ class BlobStore:
         except FileNotFoundError:
             return None
         if blob_role(data, h) is None:  # disk corruption: drop it (it can be fetched again)
-            log.warning("blob %s on disk does not match its hash; deleted", h.hex()[:16])
+            event(log, logging.WARNING, "blob on disk does not match its hash; deleted", hash=h.hex()[:16])
             self.path(h).unlink(missing_ok=True)
             return None
         return data
@@ -259,5 +260,5 @@ class BlobStore:
             self.path(h).unlink(missing_ok=True)
             n += 1
         if n:
-            log.info("pruned %d blob(s)", n)
+            event(log, logging.INFO, "pruned blobs", count=n)
         return n

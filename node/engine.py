@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable
 from chain.block import Header
 from chain.config import ChainConfig
 from chain.mining import NONCE_MAX, filler_seed, mine_filler_once
+from node.logfmt import event
 
 if TYPE_CHECKING:
     from kernels.base import Backend
@@ -209,13 +210,26 @@ class Device:
             pass
         if self.failures >= self.max_failures:
             self.dropped = True
-            log.error(
-                "device %s dropped after %d consecutive faults (last: %s)", self.spec, self.failures, self.last_error
+            event(
+                log,
+                logging.ERROR,
+                "device dropped after consecutive faults",
+                device=self.spec,
+                faults=self.failures,
+                last=self.last_error,
             )
         else:
             delay = min(60.0, 2.0 ** (self.failures - 1))
             self.retry_at = self.clock() + delay
-            log.warning("device %s fault %d (%s); retrying in %.0f s", self.spec, self.failures, self.last_error, delay)
+            event(
+                log,
+                logging.WARNING,
+                "device fault; retrying",
+                device=self.spec,
+                faults=self.failures,
+                why=self.last_error,
+                retry_s=delay,
+            )
 
     @property
     def state(self) -> str:

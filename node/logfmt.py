@@ -2,8 +2,8 @@
 
 Every logger of the node lives under `pouw.` (`pouw.node`, `pouw.p2p`, `pouw.sync`, `pouw.miner`, `pouw.jobs`, ...).
 An event site passes its fields with `event(log, level, "block connected", height=5, hash="ab..")`; the message
-stays a short fixed phrase (greppable) and the fields carry the numbers. Older `log.info("... %d", x)` calls
-render as before, with no fields.
+stays a short fixed phrase (greppable) and the fields carry the numbers (tests/test_observability.py keeps
+printf-style log calls out of the packages). `event` itself lives in kernels.logevent so every layer shares it.
 
 Default line:  `2026-11-30T22:11:30.123Z INFO  pouw.node block connected height=5 hash=ab12.. txs=1`
 `--log-json`:  `{"ts": "2026-11-30T22:11:30.123Z", "level": "info", "logger": "pouw.node",
@@ -22,15 +22,12 @@ import sys
 import time
 from typing import Any
 
-FIELDS = "pouw_fields"  # LogRecord attribute holding an event's fields
+from kernels.logevent import FIELDS, event
+
+__all__ = ["FIELDS", "event", "setup", "add_log_json", "KeyValueFormatter", "JsonFormatter"]
+
 _BARE = re.compile(r"[^\s\"=]+")
 _RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
-
-
-def event(log: logging.Logger, level: int, msg: str, **fields: Any) -> None:
-    """Log one event: `msg` a fixed phrase, `fields` its key=value data (str, int, float, bool, None)."""
-    if log.isEnabledFor(level):
-        log.log(level, msg, extra={FIELDS: fields}, stacklevel=2)
 
 
 def _ts(record: logging.LogRecord) -> str:

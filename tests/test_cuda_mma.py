@@ -391,8 +391,8 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
     be._fused(None, None, 64, 16, 16)
     assert [c[0] for c in calls] == ["triton", "cuda", "triton", "triton", "cuda", "triton", "triton"]
     assert calls[1] == ("cuda", 64, 16, 16, "corr") and be.kernel == "triton"
-    warnings = [r.getMessage() for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
-    assert len(warnings) == 2 and "does not tile" in warnings[0] and "needs CuPy" in warnings[1]
+    warnings = [r.pouw_fields for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
+    assert len(warnings) == 2 and "does not tile" in warnings[0]["why"] and "needs CuPy" in warnings[1]["why"]
 
 
 @pytest.mark.skipif(

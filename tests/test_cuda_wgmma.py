@@ -240,8 +240,9 @@ def test_backend_dispatch_and_fallback(monkeypatch: pytest.MonkeyPatch, caplog: 
     be._fused(None, None, 64, 16, 16)
     assert [c[0] for c in calls] == ["wgmma", "triton", "triton", "triton", "wgmma", "triton", "triton"]
     assert calls[0] == ("wgmma", 64, 16, 16, "corr") and be.kernel == "triton"
-    warnings = [r.getMessage() for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
-    assert len(warnings) == 3 and all(w.startswith("POUW_CUDA_KERNEL=wgmma") for w in warnings)
+    fields = [r.pouw_fields for r in caplog.records if "running the Triton kernel instead" in r.getMessage()]
+    assert len(fields) == 3 and all(f["POUW_CUDA_KERNEL"] == "wgmma" for f in fields)
+    warnings = [f["why"] for f in fields]
     assert "16-row" in warnings[0] and "compute capability 8.6" in warnings[1] and "needs CuPy" in warnings[2]
 
 

@@ -107,7 +107,9 @@ def test_one_worker_per_device_and_a_fault_drops_only_its_device(tmp_path, monke
 
     asyncio.run(main())
     assert {"cpu", "cuda:1"} <= set(opened)
-    text = caplog.text
-    assert "device cuda:1 dropped after 1 consecutive faults" in text and "illegal memory access" in text
-    assert "device cpu dropped" not in text
-    assert "workers done: cpu 2 blocks, cuda:1 0 blocks" in text
+    events = [(r.getMessage(), getattr(r, "pouw_fields", {})) for r in caplog.records]
+    dropped = [f for m, f in events if m == "device dropped after consecutive faults"]
+    assert [(f["device"], f["faults"]) for f in dropped] == [("cuda:1", 1)] and "illegal memory access" in dropped[0][
+        "last"
+    ]
+    assert ("workers done", {"blocks": 2, "per_device": "cpu=2,cuda:1=0"}) in events

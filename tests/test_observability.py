@@ -3,10 +3,12 @@ Prometheus' own tools accept and that counts what happened (blocks, tickets, a p
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import json
 import logging
+import pathlib
 import shutil
 import subprocess
 
@@ -81,6 +83,71 @@ def test_event_lines_key_value_and_json():
     }
     assert js[1]["msg"] == "plain old-style message" and js[1]["level"] == "warning"
     assert js[2]["level"] == "error" and "ValueError: boom" in js[2]["exc"]
+
+
+_PACKAGES = ("node", "chain", "pouw", "kernels")
+_LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+_LOGGER_NAMES = {"log", "logger", "lg", "_log"}
+
+
+def _is_logger(node: ast.expr) -> bool:
+    if isinstance(node, ast.Name):
+        return node.id in _LOGGER_NAMES
+    return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "getLogger"
+
+
+def _log_style_problems(source: str, where: str) -> list[str]:
+    """printf-style log calls (a format with arguments, an f-string or `%` as the message: the numbers belong in
+    `event(...)` fields) and loggers named outside `pouw.` (`getLogger(__name__)`, "asyncio", ...)."""
+    bad = []
+    for n in ast.walk(ast.parse(source)):
+        if not isinstance(n, ast.Call) or not isinstance(n.func, (ast.Attribute, ast.Name)):
+            continue
+        name = n.func.attr if isinstance(n.func, ast.Attribute) else n.func.id
+        if name == "getLogger" and n.args:
+            a = n.args[0]
+            if isinstance(a, ast.BinOp) and isinstance(a.op, ast.Add):
+                a = a.left  # "pouw." + __name__
+            named = isinstance(a, ast.Constant) and isinstance(a.value, str)
+            if (isinstance(a, ast.Name) and a.id == "__name__") or (named and not a.value.startswith("pouw.")):
+                bad.append(f"{where}:{n.lineno}: logger outside pouw.: {ast.unparse(n)}")
+        elif isinstance(n.func, ast.Attribute) and getattr(n.func.value, "id", None) == "logging" and name in _LEVELS:
+            bad.append(f"{where}:{n.lineno}: the root logger, outside pouw.: {ast.unparse(n)[:100]}")
+        elif isinstance(n.func, ast.Attribute) and _is_logger(n.func.value) and name in _LEVELS | {"log"}:
+            msg_at = 1 if name == "log" else 0
+            msg = n.args[msg_at] if len(n.args) > msg_at else None
+            formatted = isinstance(msg, ast.JoinedStr) or (isinstance(msg, ast.BinOp) and isinstance(msg.op, ast.Mod))
+            if len(n.args) > msg_at + 1 or formatted:
+                bad.append(f"{where}:{n.lineno}: printf-style log call, use event(): {ast.unparse(n)[:100]}")
+    return bad
+
+
+def test_log_style_checker_catches_printf_calls_and_stray_loggers():
+    sample = """
+import logging
+log = logging.getLogger(__name__)
+other = logging.getLogger("asyncio.mine")
+ok = logging.getLogger("pouw." + __name__)
+log.info("block %s deferred: %s", h, e)
+log.warning(f"peer {p} dropped")
+logging.getLogger("pouw.api").exception("error on %s" % path)
+log.log(logging.INFO, "x %d", 5)
+log.info("shutting down")
+logging.warning("disk full")
+event(log, logging.INFO, "block deferred", hash=h)
+"""
+    bad = _log_style_problems(sample, "sample")
+    assert [int(b.split(":")[1]) for b in bad] == [3, 4, 6, 7, 8, 9, 11], bad
+
+
+def test_packages_log_events_with_fields_under_pouw():
+    """Every log call in the shipped packages is a fixed phrase with key=value fields (`event(...)`), and every
+    logger they name is under `pouw.`: one hierarchy that `pouw -v` and `--log-json` configure as a whole."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    files = sorted(p for pkg in _PACKAGES for p in (root / pkg).rglob("*.py"))
+    assert len(files) > 50
+    bad = [b for p in files for b in _log_style_problems(p.read_text(), str(p.relative_to(root)))]
+    assert not bad, "\n".join(bad)
 
 
 def test_log_json_flag_positions():

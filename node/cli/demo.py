@@ -11,6 +11,7 @@ from kernels import get_backend
 from pouw.miner import filler_operands, mine_job, prepare_job
 from pouw.params import PowParams
 from pouw.verify import verify_proof
+from node.logfmt import event
 
 log = logging.getLogger("pouw.demo")
 
@@ -25,13 +26,17 @@ def run(args: argparse.Namespace) -> int:
     backend = get_backend(args.device)
     shape = (size, size, size)
     target = (1 << 256) // (params.tile_work(size) * 256)
-    log.info(
-        "mining filler jobs %dx%dx%d on %s (r=%d, tile %dx%d)",
-        *shape,
-        backend.device,
-        params.rank,
-        params.tile_h,
-        params.tile_w,
+    event(
+        log,
+        logging.INFO,
+        "mining filler jobs",
+        m=shape[0],
+        k=shape[1],
+        n=shape[2],
+        device=backend.device,
+        rank=params.rank,
+        tile_h=params.tile_h,
+        tile_w=params.tile_w,
     )
     done = found = 0
     macs = 0
@@ -47,12 +52,14 @@ def run(args: argparse.Namespace) -> int:
             verify_proof(template, prep.job, p, target, params)
             found += 1
         el = time.perf_counter() - start
-        log.info(
-            "job %d: %d winning tiles, best ticket %s..., %.1f GMAC/s, blocks found %d",
-            done,
-            res.winners,
-            res.proofs[0].ticket.hex()[:12] if res.proofs else "-",
-            macs / el / 1e9,
-            found,
+        event(
+            log,
+            logging.INFO,
+            "filler job done",
+            job=done,
+            winning_tiles=res.winners,
+            best_ticket=res.proofs[0].ticket.hex()[:12] if res.proofs else None,
+            rate_gmacs=round(macs / el / 1e9, 1),
+            blocks_found=found,
         )
     return 0

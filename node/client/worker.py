@@ -95,7 +95,7 @@ def run_remote(
     work = None
     work_at = 0.0
     nonce = random.getrandbits(64)
-    log.info("worker %s mining for %s on %s, rewards to %s", worker_id, url, device, address or "(node's address)")
+    event(log, logging.INFO, "worker mining", worker=worker_id, node=url, device=device, rewards_to=address or "node")
     while True:
         now = time.monotonic()
         if (max_blocks and found >= max_blocks) or (duration and now - t_start >= duration) or stop.is_set():
@@ -108,7 +108,7 @@ def run_remote(
                     {"address": address, "worker": worker_id, "work_rate": rate.rate(), "device": device},
                 )
             except (OSError, ApiError) as e:
-                log.warning("cannot get work from %s: %s; retrying", url, e)
+                event(log, logging.WARNING, "cannot get work; retrying", node=url, why=str(e))
                 time.sleep(2.0)
                 continue
             if work is None or new["template_id"] != work["template_id"]:
@@ -123,11 +123,11 @@ def run_remote(
             try:
                 filler = FillerMiner(cfg, cfg.pow.params(), filler_shape or tuple(work.get("filler") or ()) or None)
             except ValueError as e:
-                log.error("%s; worker stops", e)
+                event(log, logging.ERROR, "worker stops", why=str(e))
                 return found
-            log.info("filler shape %dx%dx%d", *filler.shape)
+            event(log, logging.INFO, "filler shape", m=filler.shape[0], k=filler.shape[1], n=filler.shape[2])
         if dev.dropped:
-            log.error("device dropped; worker stops")
+            event(log, logging.ERROR, "device dropped; worker stops")
             return found
         if not dev.ready():
             time.sleep(0.2)
@@ -162,7 +162,7 @@ def run_remote(
                     found += 1
                     on_block()
             except (OSError, ApiError) as e:
-                log.warning("submit failed: %s", e)
+                event(log, logging.WARNING, "submit failed", why=str(e))
             work = None
         if time.monotonic() - last_report >= report_every:
             last_report = time.monotonic()
@@ -176,7 +176,7 @@ def run_remote(
                 operand_builds=filler.builds,
                 blocks_found=found,
             )
-    log.info("worker on %s done: %d blocks, work rate %.3f GMAC/s", device, found, rate.rate() / 1e9)
+    event(log, logging.INFO, "worker done", device=device, blocks=found, rate_gmacs=round(rate.rate() / 1e9, 3))
     return found
 
 
@@ -202,7 +202,7 @@ def run_remote_devices(url: str, devices: list[str], address: str, *, max_blocks
         try:
             found[device] = run_remote(url, device, address, stop=stop, on_block=on_block, **kw)
         except Exception:  # a worker's own bug: log it, the other devices go on
-            log.exception("worker on %s failed", device)
+            event(log, logging.ERROR, "worker failed", exc_info=True, device=device)
             found[device] = 0
 
     threads = [threading.Thread(target=work, args=(d,), name=f"pouw-worker-{d}") for d in devices]
@@ -213,9 +213,10 @@ def run_remote_devices(url: str, devices: list[str], address: str, *, max_blocks
             for t in threads:
                 t.join(0.5)
     except KeyboardInterrupt:
-        log.info("stopping the workers on %s", ", ".join(devices))
+        event(log, logging.INFO, "stopping the workers", devices=",".join(devices))
         stop.set()
         for t in threads:
             t.join()
-    log.info("workers done: %s", ", ".join(f"{d} {found.get(d, 0)} blocks" for d in devices))
+    per_device = ",".join(f"{d}={found.get(d, 0)}" for d in devices)
+    event(log, logging.INFO, "workers done", blocks=sum(found.values()), per_device=per_device)
     return sum(found.values())

@@ -29,6 +29,7 @@ from node.server.jobs_api import job_routes
 from node.server.mining_api import mining_routes
 from node.server.status_api import status_routes
 from node.server.tx_api import tx_routes
+from node.logfmt import event
 
 if TYPE_CHECKING:
     from node.server.interfaces import ApiGuardHost, ApiHost
@@ -54,7 +55,7 @@ async def errors_middleware(request: web.Request, handler):
     except Exception as e:  # defensive: never leak a traceback as HTML
         import logging
 
-        logging.getLogger("pouw.api").exception("API error on %s", request.path)
+        event(logging.getLogger("pouw.api"), logging.ERROR, "API error", exc_info=True, path=request.path)
         return ApiError(500, "internal", type(e).__name__).response()
 
 

@@ -41,6 +41,7 @@ from chain.jobs import JobRecord, job_tx_effects
 from chain.state import Account, StateOverlay, check_tx_state
 from chain.tx import JOB_KINDS, KIND_JOB_SUBMIT, Transaction, check_tx, decode_tx
 from chain.econtx import ECON_KINDS
+from node.logfmt import event
 
 log = logging.getLogger("pouw.mempool")
 
@@ -222,7 +223,7 @@ class Mempool:
         later = [t for n, t in self.by_sender.get(tx.sender, {}).items() if n >= tx.nonce]
         for t in later:
             self._remove(t)
-        log.debug("removed %d tx(s) from %s (%s)", len(later), tx.sender.hex()[:8], why)
+        event(log, logging.DEBUG, "mempool removed txs", count=len(later), sender=tx.sender.hex()[:8], why=why)
 
     def remove_mined(self, txs: Iterable[Transaction]) -> None:
         for t in txs:
@@ -330,7 +331,7 @@ class Mempool:
                 max_ext_len=0,
             )
         except Exception as e:
-            log.warning("ignoring unreadable mempool file %s (%s)", path, e)
+            event(log, logging.WARNING, "ignoring unreadable mempool file", path=str(path), why=str(e))
             return 0
         n = 0
         now = self.clock()

@@ -159,7 +159,7 @@ class Miner:
         try:
             self.device.get()
         except Exception as e:
-            log.debug("device %s not opened at start: %s", self.device.spec, e)
+            event(log, logging.DEBUG, "device not opened at start", device=self.device.spec, why=str(e))
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self._run())
@@ -310,7 +310,7 @@ class Miner:
                 try:
                     await self.node.paid_jobs.finished(paid, c)
                 except Exception:
-                    log.exception("posting the result of job %s failed", paid.job_id.hex()[:16])
+                    event(log, logging.ERROR, "posting a job result failed", exc_info=True, job=paid.job_id.hex()[:16])
             if header is None:
                 continue
             if self.node.chain.tip.hash != w.tip or not self.enabled:

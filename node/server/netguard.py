@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from aiohttp import web
+from node.logfmt import event
 
 log = logging.getLogger("pouw.net")
 
@@ -312,15 +313,16 @@ class ConnectionGuard:
         cur = (self.refused, self.evicted, self.timed_out)
         if cur != self._reported and now - self._last_report >= 10.0:
             d = [a - b for a, b in zip(cur, self._reported)]
-            log.warning(
-                "connection limits: %d refused (cap %d, %d per IP), %d evicted, %d timed out "
-                "since the last report; %d open",
-                d[0],
-                self.limits.max_conns,
-                self.limits.max_per_ip,
-                d[1],
-                d[2],
-                len(self.conns),
+            event(
+                log,
+                logging.WARNING,
+                "connection limits hit since the last report",
+                refused=d[0],
+                cap=self.limits.max_conns,
+                per_ip=self.limits.max_per_ip,
+                evicted=d[1],
+                timed_out=d[2],
+                open=len(self.conns),
             )
             self._reported, self._last_report = cur, now
 

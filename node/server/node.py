@@ -344,11 +344,13 @@ class Node:
             self.api_port = await self._listen(make_app(self, p2p=False), self.api_host, self.conf.api_port)
         await self.guard.start()
         if api_public:
-            log.warning(
-                "the HTTP API is bound to public address %s: anyone who reaches it can read the chain; "
-                "writes need the bearer token%s. Use --api-host 127.0.0.1 --api-port N to keep it local.",
-                self.url,
-                f" in {self.datadir / COOKIE_FILE}" if not self.conf.api_token else "",
+            event(
+                log,
+                logging.WARNING,
+                "HTTP API on a public address: anyone who reaches it can read the chain; writes need the bearer "
+                "token. Use --api-host 127.0.0.1 to keep it local",
+                api=self.url,
+                token_file=str(self.datadir / COOKIE_FILE) if not self.conf.api_token else None,
             )
         for a in self.conf.peers:
             self.p2p.add_addr(a)
@@ -361,7 +363,7 @@ class Node:
 
                 cheat = self.conf.cheat_jobs
                 if cheat:
-                    log.warning("CHEATING MINER: results of paid jobs will be corrupted (tests only)")
+                    event(log, logging.WARNING, "CHEATING MINER: results of paid jobs will be corrupted (tests only)")
                 self.paid_jobs = PaidJobs(
                     self,
                     bond=self.conf.job_bond or self.cfg.jobs.min_bond,
@@ -402,7 +404,7 @@ class Node:
         return token
 
     async def stop(self) -> None:
-        log.info("shutting down")
+        event(log, logging.INFO, "shutting down")
         if self.miner is not None:
             await self.miner.stop()
         if getattr(self, "scan_task", None) is not None:
@@ -461,7 +463,7 @@ class Node:
                 if n % int(PRUNE_EVERY_S * 2) == 0:
                     self.blobs.prune(self.chain.jobs(), self.chain.height)
             except Exception:
-                log.exception("tick failed")
+                event(log, logging.ERROR, "tick failed", exc_info=True)
 
     # --- chain listener ----------------------------------------------------------------------------------
     def block_connected(self, block: Block) -> None:
@@ -533,7 +535,7 @@ class Node:
                     self.sync.request_headers(peer)
                 return None
             if e.retry_later:
-                log.info("block %s deferred: %s", block.hash.hex()[:16], e)
+                event(log, logging.INFO, "block deferred", hash=block.hash.hex()[:16], why=str(e))
                 self.retry_blocks[block.hash] = block
                 while len(self.retry_blocks) > 32:
                     self.retry_blocks.popitem(last=False)
@@ -577,7 +579,7 @@ class Node:
             back = res.disconnected_txs
             if back or res.disconnected:
                 n = self.mempool.resync(back)
-                log.info("mempool: %d transaction(s) restored after reorg", n)
+                event(log, logging.INFO, "mempool txs restored after reorg", count=n)
                 for t in back:
                     if t.txid in self.mempool:
                         self.p2p.broadcast("tx", known=t.txid, tx=t.encoded)
@@ -640,10 +642,12 @@ class Node:
                     self.p2p.misbehave(peer, BAN_SCORE, f"invalid transaction ({e.reason})")
                 return
             if await self.fetch_blob(tx.payload.h_c) is None:
-                log.info(
-                    "result %s: C %s not available from the peers; not relayed",
-                    tx.txid.hex()[:16],
-                    tx.payload.h_c.hex()[:16],
+                event(
+                    log,
+                    logging.INFO,
+                    "result C not available from the peers; not relayed",
+                    txid=tx.txid.hex()[:16],
+                    h_c=tx.payload.h_c.hex()[:16],
                 )
                 return
             try:
@@ -736,10 +740,10 @@ class Node:
                                 raise BlobError("blob-too-large", f"peer {addr} sent more than {cap} bytes")
                 data = bytes(buf)
                 self.blobs.put(data, expect=h)
-                log.info("blob %s fetched from %s (%d bytes)", h.hex()[:16], addr, len(data))
+                event(log, logging.INFO, "blob fetched", hash=h.hex()[:16], peer=str(addr), size_bytes=len(data))
                 return data
             except (BlobError, aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                log.info("blob %s from %s: %s", h.hex()[:16], addr, e)
+                event(log, logging.INFO, "blob fetch failed", hash=h.hex()[:16], peer=str(addr), why=str(e))
         return None
 
     # --- remote workers ----------------------------------------------------------------------------------

@@ -178,7 +178,7 @@ class P2P:
             )
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             self.book.failed(addr)
-            log.debug("connect to %s failed: %s", addr, e)
+            event(log, logging.DEBUG, "connect failed", addr=str(addr), why=str(e))
             self.connecting.discard(addr)
             return
         peer = Peer(ws, False, addr, self.codec, listen_addr=addr)
@@ -257,7 +257,7 @@ class P2P:
         except (ConnectionError, asyncio.CancelledError):
             pass
         except Exception:
-            log.exception("peer %s: handler error", peer.name)
+            event(log, logging.ERROR, "peer handler error", exc_info=True, peer=peer.name)
         finally:
             writer.cancel()
             await self.close(peer, "connection ended")
@@ -270,7 +270,7 @@ class P2P:
         except (asyncio.CancelledError, ConnectionError, RuntimeError):
             pass
         except Exception as e:
-            log.debug("peer %s: send failed: %s", peer.name, e)
+            event(log, logging.DEBUG, "peer send failed", peer=peer.name, why=str(e))
 
     async def close(self, peer: Peer, why: str) -> None:
         if peer in self.peers:
@@ -293,11 +293,11 @@ class P2P:
         try:
             data = self.codec.encode(t, **fields)
         except MessageError:
-            log.exception("cannot encode %s", t)
+            event(log, logging.ERROR, "cannot encode message", exc_info=True, type=str(t))
             return
         if not peer.send_nowait(data):
             if not peer.closed:
-                log.warning("peer %s: send queue full, disconnecting", peer.name)
+                event(log, logging.WARNING, "peer send queue full; disconnecting", peer=peer.name)
                 self._spawn(self.close(peer, "send queue full"))
 
     def broadcast(self, t: str, known: bytes | None = None, exclude: Peer | None = None, **fields: Any) -> int:
@@ -388,12 +388,14 @@ class P2P:
                 or m["chain_id"] != node.cfg.chain_id
                 or m["genesis"] != node.chain.genesis.hash
             ):
-                log.info(
-                    "peer %s: wrong network (version %s, chain %s, genesis %s)",
-                    peer.remote,
-                    m["v"],
-                    m["chain_id"],
-                    m["genesis"].hex()[:16],
+                event(
+                    log,
+                    logging.INFO,
+                    "peer on a wrong network",
+                    peer=peer.remote,
+                    version=m["v"],
+                    chain=m["chain_id"],
+                    genesis=m["genesis"].hex()[:16],
                 )
                 await self.close(peer, "wrong network")
                 return
@@ -478,6 +480,6 @@ class P2P:
                 await self.close(peer, "inbound slots full")
                 return False
             self.evicted_count += 1
-            log.info("peer %s evicted for %s (inbound slots full)", victim.name, peer.name)
+            event(log, logging.INFO, "peer evicted; inbound slots full", peer=victim.name, for_peer=peer.name)
             await self.close(victim, "evicted")
         return True

@@ -54,6 +54,7 @@ from chain.jobs import (
 from chain.tx import KIND_JOB_CLAIM, KIND_JOB_SUBMIT, make_job_answer, make_job_claim, make_job_result
 from node.blobs import BlobError, decode_array, encode_array
 from node.server.jobinfo import below_floor, fee_floor
+from node.logfmt import event
 
 if TYPE_CHECKING:
     from node.server.interfaces import PaidJobsHost
@@ -126,7 +127,7 @@ class PaidJobs:
             self.node.add_tx(tx)
             return True
         except ValidationError as e:
-            log.info("job tx %s refused: %s", tx.txid.hex()[:16], e)
+            event(log, logging.INFO, "job tx refused", txid=tx.txid.hex()[:16], why=str(e))
             return False
 
     def _known_tx(self, txid: bytes) -> bool:
@@ -225,7 +226,7 @@ class PaidJobs:
         a = self.active
         if a is None:
             return
-        log.info("job %s: giving up for now (%s)", a.job_id.hex()[:16], why)
+        event(log, logging.INFO, "job giving up for now", job=a.job_id.hex()[:16], why=why)
         if a.fetch_task is not None:
             a.fetch_task.cancel()
         h = self.node.chain.height + 1
@@ -251,7 +252,9 @@ class PaidJobs:
                 self.reused += 1
                 self._post(a, rec, claim=True)
                 return
-            log.info("job %s: fetching operands (%dx%dx%d, fee %d)", jid.hex()[:16], rec.m, rec.k, rec.n, rec.fee)
+            event(
+                log, logging.INFO, "job fetching operands", job=jid.hex()[:16], m=rec.m, k=rec.k, n=rec.n, fee=rec.fee
+            )
             a.fetch_task = asyncio.ensure_future(self._fetch(a, rec))
             return
 
@@ -277,12 +280,12 @@ class PaidJobs:
         except asyncio.CancelledError:
             raise
         except (BlobError, PowError, ValueError) as e:
-            log.warning("job %s: operands unusable (%s); not claiming it", a.job_id.hex()[:16], e)
+            event(log, logging.WARNING, "job operands unusable; not claiming it", job=a.job_id.hex()[:16], why=str(e))
             if self.active is a:
                 self._drop(str(e))
             return
         except Exception:
-            log.exception("job %s: fetching operands failed", a.job_id.hex()[:16])
+            event(log, logging.ERROR, "job fetching operands failed", exc_info=True, job=a.job_id.hex()[:16])
             if self.active is a:
                 self._drop("fetch failed")
             return
@@ -329,10 +332,8 @@ class PaidJobs:
                 a.cert = share
             elif a.passes < CERT_PASSES and self.active is a:
                 self.cert_passes += 1
-                log.info(
-                    "job %s: pass %d held no share; another pass for the work certificate",
-                    a.job_id.hex()[:16],
-                    a.passes,
+                event(
+                    log, logging.INFO, "job pass held no share; another pass", job=a.job_id.hex()[:16], passes=a.passes
                 )
                 return  # still ready: the miner runs another pass
         a.prepared = None
@@ -361,8 +362,16 @@ class PaidJobs:
                 return
             a.claim_txid = tx.txid
             self.claims += 1
-            log.info(
-                "job %s: claimed (%dx%dx%d, fee %d, bond %d)", a.job_id.hex()[:16], rec.m, rec.k, rec.n, rec.fee, bond
+            event(
+                log,
+                logging.INFO,
+                "job claimed",
+                job=a.job_id.hex()[:16],
+                m=rec.m,
+                k=rec.k,
+                n=rec.n,
+                fee=rec.fee,
+                bond=bond,
             )
         from chain.workcert import CERT_WINDOW
 
@@ -391,7 +400,7 @@ class PaidJobs:
             a.result_txid = tx.txid
             if a.job_id not in self.done:
                 self.done.append(a.job_id)
-            log.info("job %s: result posted%s", a.job_id.hex()[:16], " (CHEATING)" if self.cheat else "")
+            event(log, logging.INFO, "job result posted", job=a.job_id.hex()[:16], cheating=self.cheat)
         else:
             self._drop("result refused")
 
@@ -408,17 +417,17 @@ class PaidJobs:
             seed = cs.block_hash_at(rec.challenge_height)
             data = self.node.blobs.get(rec.h_c)
             if seed is None or data is None:
-                log.warning("job %s challenged but C is not in the store: cannot answer", jid.hex()[:16])
+                event(log, logging.WARNING, "job challenged but C is not in the store", job=jid.hex()[:16])
                 continue
             rows = challenge_rows(seed, jid, rec.m, challenge_row_count(cs.cfg, rec.m, rec.n))
             try:
                 opened = answer_rows(data, rows, rec.m, rec.n)
             except BlobError as e:
-                log.warning("job %s: C blob unusable (%s)", jid.hex()[:16], e)
+                event(log, logging.WARNING, "job C blob unusable", job=jid.hex()[:16], why=str(e))
                 continue
             tx = make_job_answer(
                 self.key, cs.cfg.chain_id, self.node.mempool.pending_nonce(self.address), jid, opened, self.tx_fee
             )
             if self._send(tx):
                 self.answers[jid] = tx.txid
-                log.info("job %s: challenge answered (rows %s)", jid.hex()[:16], rows)
+                event(log, logging.INFO, "job challenge answered", job=jid.hex()[:16], rows=",".join(map(str, rows)))

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from node.logfmt import event
 
 log = logging.getLogger("pouw.peers")
 
@@ -60,7 +61,7 @@ class PeerBook:
                     self.addrs[a] = AddrInfo(float(v.get("last_ok", 0)), int(v.get("failures", 0)))
                 self.bans = {k: float(v) for k, v in doc.get("bans", {}).items()}
             except (OSError, ValueError, AttributeError) as e:
-                log.warning("ignoring unreadable peer file %s (%s)", path, e)
+                event(log, logging.WARNING, "ignoring unreadable peer file", path=str(path), why=str(e))
 
     def _snapshot(self) -> dict:
         self.expire()

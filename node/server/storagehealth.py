@@ -27,6 +27,7 @@ import os
 import shutil
 import time
 from typing import TYPE_CHECKING, Any, Callable
+from node.logfmt import event
 
 if TYPE_CHECKING:
     from node.server.interfaces import StorageHost
@@ -107,12 +108,13 @@ class StorageHealth:
         self.error = why
         if now - self._logged >= 60.0:
             self._logged = now
-            log.error(
-                "storage fault: %s; mining paused and no blocks imported until the data directory %s "
-                "is writable with at least %d MiB free",
-                why,
-                self.node.datadir,
-                self.min_free >> 20,
+            event(
+                log,
+                logging.ERROR,
+                "storage fault: mining paused and no blocks imported until the data directory is writable",
+                why=why,
+                datadir=str(self.node.datadir),
+                min_free_mib=self.min_free >> 20,
             )
         m = self.node.miner
         if m is not None and m.enabled:
@@ -151,11 +153,13 @@ class StorageHealth:
         if err is not None:
             self.failed(err)
             return
-        log.warning(
-            "storage recovered after %.0f s (%d MiB free); %s",
-            time.time() - self.since,
-            free >> 20,
-            "mining resumes" if self._paused_miner else "imports resume",
+        event(
+            log,
+            logging.WARNING,
+            "storage recovered",
+            after_s=round(time.time() - self.since),
+            free_mib=free >> 20,
+            resumes="mining" if self._paused_miner else "imports",
         )
         self.error = None
         if self._paused_miner and self.node.miner is not None:
@@ -178,7 +182,7 @@ class StorageHealth:
         try:
             self.scanned = await asyncio.to_thread(walk)
             if self.scanned is not None:
-                log.info("database scan: %d records intact", self.scanned)
+                event(log, logging.INFO, "database scan done; records intact", records=self.scanned)
         except StorageError as e:
             self.failed(f"database damaged: {e}; " + REMEDY.format(d=self.node.datadir), permanent=True)
         except RuntimeError:  # the database was closed while scanning (shutdown)

@@ -115,8 +115,14 @@ class Sync:
 
     def claim_failed(self, peer: Peer, why: str) -> None:
         """The peer does not serve the chainwork it claimed: drop the claim and disconnect it."""
-        log.info(
-            "sync: peer %s %s (claimed work %d, proved %d); disconnecting", peer.name, why, peer.work, peer.proven_work
+        event(
+            log,
+            logging.INFO,
+            "sync peer dropped",
+            peer=peer.name,
+            why=why,
+            claimed_work=peer.work,
+            proven_work=peer.proven_work,
         )
         peer.work = peer.proven_work
         self.on_misbehaviour()
@@ -232,7 +238,9 @@ class Sync:
         if self.started_at is None:
             self.started_at = time.monotonic()
             self.start_height = self.chain.height
-            log.info("sync: downloading blocks up to height %d (tip %d)", self.best_header.height, self.chain.height)
+            event(
+                log, logging.INFO, "sync downloading blocks", target=self.best_header.height, height=self.chain.height
+            )
         peers = [p for p in self.net.ready_peers]
         batches: dict[int, list[bytes]] = {}
         now = time.monotonic()
@@ -260,7 +268,7 @@ class Sync:
                 self.inflight.pop(h, None)
                 p.inflight.pop(h, None)
                 p.stalls += 1
-                log.info("sync: block %s from %s timed out (stall %d)", h.hex()[:16], p.name, p.stalls)
+                event(log, logging.INFO, "sync block timed out", hash=h.hex()[:16], peer=p.name, stalls=p.stalls)
                 if p.stalls >= 3 and not p.closed:
                     self.net.drop(p, "stalled")
         for p in self.net.ready_peers:
