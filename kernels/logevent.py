@@ -16,4 +16,4 @@ def event(log: logging.Logger, level: int, msg: str, *, exc_info: bool = False, 
     """Log one event: `msg` a fixed phrase, `fields` its key=value data (str, int, float, bool, None);
     `exc_info=True` attaches the exception being handled (its traceback follows the line)."""
     if log.isEnabledFor(level):
-        log.log(level, msg, exc_info=exc_info, extra={FIELDS: fields}, stacklevel=2)
+        log.log(level, msg, exc_info=True if exc_info else None, extra={FIELDS: fields}, stacklevel=2)
