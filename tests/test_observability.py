@@ -56,7 +56,7 @@ def test_event_lines_key_value_and_json():
         try:
             raise ValueError("boom")
         except ValueError:
-            log.exception("failed")
+            logfmt.event(log, logging.ERROR, "failed", exc_info=True, step=3)
 
     kv = _log_with(False, emit).splitlines()
     assert kv[0].endswith(
@@ -65,7 +65,7 @@ def test_event_lines_key_value_and_json():
     ), kv[0]
     assert kv[0][:24].endswith("Z") and kv[0][10] == "T"  # UTC ISO-8601 with milliseconds
     assert kv[1].endswith("WARNING pouw.test plain old-style message")
-    assert kv[2].endswith("ERROR pouw.test failed") and kv[-1] == "ValueError: boom"
+    assert kv[2].endswith("ERROR pouw.test failed step=3") and kv[-1] == "ValueError: boom"
     js = [json.loads(x) for x in _log_with(True, emit).splitlines()]  # every line is one JSON object
     assert len(js) == 3
     assert js[0] == {
@@ -82,7 +82,8 @@ def test_event_lines_key_value_and_json():
         "raw": "0102",
     }
     assert js[1]["msg"] == "plain old-style message" and js[1]["level"] == "warning"
-    assert js[2]["level"] == "error" and "ValueError: boom" in js[2]["exc"]
+    assert js[2]["level"] == "error" and js[2]["step"] == 3 and "ValueError: boom" in js[2]["exc"]
+    assert "exc" not in js[0]  # a traceback only with exc_info=True
 
 
 _PACKAGES = ("node", "chain", "pouw", "kernels")
