@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             job=done,
             winning_tiles=res.winners,
             best_ticket=res.proofs[0].ticket.hex()[:12] if res.proofs else None,
-            rate_gmacs=round(macs / el / 1e9, 1),
+            gmacs_per_s=round(macs / el / 1e9, 1),
             blocks_found=found,
         )
     return 0

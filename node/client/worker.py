@@ -176,7 +176,7 @@ def run_remote(
                 operand_builds=filler.builds,
                 blocks_found=found,
             )
-    event(log, logging.INFO, "worker done", device=device, blocks=found, rate_gmacs=round(rate.rate() / 1e9, 3))
+    event(log, logging.INFO, "worker done", device=device, blocks=found, gmacs_per_s=round(rate.rate() / 1e9, 3))
     return found
 
 
