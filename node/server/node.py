@@ -347,10 +347,10 @@ class Node:
             event(
                 log,
                 logging.WARNING,
-                "HTTP API on a public address: anyone who reaches it can read the chain; writes need the bearer "
-                "token. Use --api-host 127.0.0.1 to keep it local",
+                "HTTP API on a public address: anyone who reaches it reads the chain, writes need the token",
                 api=self.url,
                 token_file=str(self.datadir / COOKIE_FILE) if not self.conf.api_token else None,
+                hint="--api-host 127.0.0.1 keeps it local",
             )
         for a in self.conf.peers:
             self.p2p.add_addr(a)
